@@ -1,0 +1,187 @@
+"""Countersign settings, read from the environment (12-factor) through django-environ.
+
+Every knob has a development default so `make run` works on a fresh machine; production
+(DJANGO_DEBUG=false) refuses to start without a real SECRET_KEY.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+_DEV_SECRET = "dev-only-insecure-secret-key-change-me"  # noqa: S105
+SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_DEBUG is false.")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "orchestration",
+    "reviews",
+    "costs",
+    "warehouse",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "orchestration.context_processors.navigation",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url(
+        "DATABASE_URL", default="postgres://postgres@127.0.0.1:54329/countersign"
+    ),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured("Countersign needs PostgreSQL (DATABASE_URL=postgres://...).")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:63790/0")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if not DEBUG:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+
+# --- Celery -------------------------------------------------------------------------
+# Why these values: see docs/architecture.md "Durability". In short, one bounded step per
+# task, acknowledged only after it ran, so a worker killed mid-step has its message
+# redelivered, and every step is idempotent.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {"orchestration.tasks.advance_run": {"queue": "llm"}}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=600)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=660)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "reap-stalled-runs": {
+        "task": "orchestration.tasks.reap_stalled_runs",
+        "schedule": env.float("REAPER_INTERVAL_SECONDS", default=30.0),
+    },
+}
+
+# --- Orchestration engine -----------------------------------------------------------
+LLM_BACKEND = env.str("LLM_BACKEND", default="simulated")
+if LLM_BACKEND not in ("simulated", "anthropic"):
+    raise ImproperlyConfigured("LLM_BACKEND must be 'simulated' or 'anthropic'.")
+ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
+if LLM_BACKEND == "anthropic" and not ANTHROPIC_API_KEY:
+    raise ImproperlyConfigured("LLM_BACKEND=anthropic needs ANTHROPIC_API_KEY.")
+ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="")
+# Seconds the SDK waits for one HTTP attempt, and how many times the SDK itself retries
+# 408/409/429/5xx (with its own backoff and retry-after handling) before we see an error.
+LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=120.0)
+LLM_SDK_MAX_RETRIES = env.int("LLM_SDK_MAX_RETRIES", default=2)
+# On top of the SDK's retries, how many times a step re-attempts a failed model call
+# (each re-attempt is a persisted ModelCall) before the run escalates.
+LLM_STEP_MAX_ATTEMPTS = env.int("LLM_STEP_MAX_ATTEMPTS", default=3)
+LLM_BACKOFF_BASE_SECONDS = env.float("LLM_BACKOFF_BASE_SECONDS", default=2.0)
+LLM_BACKOFF_MAX_SECONDS = env.float("LLM_BACKOFF_MAX_SECONDS", default=60.0)
+TOOL_BACKOFF_BASE_SECONDS = env.float("TOOL_BACKOFF_BASE_SECONDS", default=0.5)
+# A step holds a lease on its run; a run whose lease expired is re-queued by the reaper.
+RUN_STEP_LEASE_SECONDS = env.int("RUN_STEP_LEASE_SECONDS", default=600)
+
+SIMULATOR = {
+    "latency_scale": env.float("SIMULATOR_LATENCY_SCALE", default=1.0),
+    "retry_after_seconds": env.float("SIMULATOR_RETRY_AFTER_SECONDS", default=1.0),
+    "batch_seconds": env.float("SIMULATOR_BATCH_SECONDS", default=5.0),
+    "faults": env.json("SIMULATOR_FAULTS", default=[]),
+    "seed": env.int("SIMULATOR_SEED", default=None),
+    "state_url": env.str("SIMULATOR_STATE_URL", default=REDIS_URL),
+}
+SIMULATOR_POLICY_RESOLVER = "orchestration.workflows.registry.policy_for"
+
+# --- Costs and approvals --------------------------------------------------------------
+APPROVAL_THRESHOLD_USD = Decimal(env.str("APPROVAL_THRESHOLD_USD", default="20.00"))
+
+DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="demo")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"httpx2": {"level": "WARNING"}, "httpcore2": {"level": "WARNING"}},
+}

@@ -1,0 +1,104 @@
+"""Estimating a run's cost before any token is spent, shown as a calculation.
+
+The prompt is measured with count_tokens on the exact system prompt, tools and input
+the run will send. The rest follows the workflow's declared expectation (turns, output
+and tool-result sizes) and the cache rules: the system+tools prefix is written to the
+cache on the first turn and read on the following ones, when it is long enough to be
+cached at all. The upper bound adds a retry allowance; the approval gate uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from costs.pricing import MILLION, price_for
+from orchestration.llm import client_for
+from orchestration.models import WorkflowVersion
+from orchestration.workflows.declaration import Workflow
+from orchestration.workflows.versions import api_tools
+
+# Extra cost allowed for tool retries, validation retries and a reviewer's resume.
+RETRY_ALLOWANCE = Decimal("0.50")
+
+
+def min_cacheable_tokens(model: str) -> int:
+    return 1024 if "sonnet" in model else 4096
+
+
+@dataclass
+class Estimate:
+    model: str
+    expected_usd: Decimal
+    upper_usd: Decimal
+    lines: list[dict[str, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "expected_usd": str(self.expected_usd),
+            "upper_usd": str(self.upper_usd),
+            "lines": self.lines,
+        }
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value.quantize(Decimal('0.000001'), rounding=ROUND_HALF_UP)}"
+
+
+def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any]) -> Estimate:
+    model = workflow.orchestrator_model
+    client = client_for(workflow=workflow.name)
+    system = [{"type": "text", "text": version.system_prompt}]
+    tools = api_tools(version)
+    prompt = client.messages.count_tokens(
+        model=model, system=system, tools=tools,
+        messages=[{"role": "user", "content": json.dumps(run_input)}],
+    ).input_tokens
+    prefix = client.messages.count_tokens(
+        model=model, system=system, tools=tools, messages=[{"role": "user", "content": "."}],
+    ).input_tokens
+    exp = workflow.expected()
+    price = price_for(model)
+    turns = exp.turns
+    growth = exp.output_tokens_per_turn + exp.tool_result_tokens
+    total_input = turns * prompt + growth * turns * (turns - 1) // 2
+    output = (turns - 1) * exp.output_tokens_per_turn + exp.final_output_tokens
+    cacheable = prefix >= min_cacheable_tokens(model)
+    cache_write = prefix if cacheable else 0
+    cache_read = prefix * (turns - 1) if cacheable else 0
+    uncached = total_input - cache_write - cache_read
+
+    def cost(tokens: int, per_mtok: Decimal) -> Decimal:
+        return tokens * per_mtok / MILLION
+
+    lines = [
+        {"item": "Prompt (system + tools + this input)", "calc": f"count_tokens on the rendered prompt = {prompt:,} tokens", "usd": ""},
+        {"item": "Expected turns", "calc": f"{turns} turns; each adds ~{exp.output_tokens_per_turn} output + ~{exp.tool_result_tokens} tool-result tokens", "usd": ""},
+        {"item": "Input over all turns", "calc": f"{turns} x {prompt:,} + {growth} x {turns}x{turns - 1}/2 = {total_input:,} tokens", "usd": ""},
+    ]
+    if cacheable:
+        lines += [
+            {"item": "Cache write (system + tools, turn 1)", "calc": f"{cache_write:,} x ${price.cache_write_5m_per_mtok}/MTok", "usd": _usd(cost(cache_write, price.cache_write_5m_per_mtok))},
+            {"item": "Cache reads (turns 2..)", "calc": f"{cache_read:,} x ${price.cache_read_per_mtok}/MTok", "usd": _usd(cost(cache_read, price.cache_read_per_mtok))},
+        ]
+    else:
+        lines.append({"item": "Cache", "calc": f"prefix {prefix:,} tokens is under {model}'s {min_cacheable_tokens(model):,}-token minimum: not cached", "usd": ""})
+    lines += [
+        {"item": "Uncached input", "calc": f"{uncached:,} x ${price.input_per_mtok}/MTok", "usd": _usd(cost(uncached, price.input_per_mtok))},
+        {"item": "Output", "calc": f"{turns - 1} x {exp.output_tokens_per_turn} + {exp.final_output_tokens} = {output:,} x ${price.output_per_mtok}/MTok", "usd": _usd(cost(output, price.output_per_mtok))},
+    ]
+    expected = (
+        cost(cache_write, price.cache_write_5m_per_mtok)
+        + cost(cache_read, price.cache_read_per_mtok)
+        + cost(uncached, price.input_per_mtok)
+        + cost(output, price.output_per_mtok)
+    )
+    upper = expected * (1 + RETRY_ALLOWANCE)
+    lines += [
+        {"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(expected)},
+        {"item": "Upper bound", "calc": f"expected x (1 + {RETRY_ALLOWANCE:.0%} retry allowance)", "usd": _usd(upper)},
+    ]
+    return Estimate(model=model, expected_usd=expected, upper_usd=upper, lines=lines)

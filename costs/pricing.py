@@ -1,0 +1,122 @@
+"""The one place a model call's cost is computed.
+
+cost = (input x in + cache_5m x w5 + cache_1h x w1h + cache_read x r + output x out) / 1e6,
+times (1 - batch_discount) for Message Batches. Decimal throughout; nothing is rounded
+here (display rounds). Prices are USD per million tokens, looked up as in force at the
+time of the call, so a price change never rewrites old runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from costs.models import ModelPrice
+
+MILLION = Decimal(1_000_000)
+
+# USD per million tokens: input, 5m cache write, 1h cache write, cache read, output.
+# Source: ../shared/DESIGN.md (the seeds' prices are out of date).
+PRICE_TABLE: dict[str, tuple[str, str, str, str, str]] = {
+    "claude-opus-4-7": ("5.00", "6.25", "10.00", "0.50", "25.00"),
+    "claude-opus-4-6": ("5.00", "6.25", "10.00", "0.50", "25.00"),
+    "claude-opus-4-5": ("5.00", "6.25", "10.00", "0.50", "25.00"),
+    "claude-sonnet-4-6": ("3.00", "3.75", "6.00", "0.30", "15.00"),
+    "claude-sonnet-4-5": ("3.00", "3.75", "6.00", "0.30", "15.00"),
+    "claude-haiku-4-5": ("1.00", "1.25", "2.00", "0.10", "5.00"),
+}
+PRICES_EFFECTIVE_FROM = dt.datetime(2025, 11, 24, tzinfo=dt.UTC)
+
+
+class UnknownModelPrice(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call, as the API reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    cache_read: int = 0
+
+    @classmethod
+    def from_api(cls, usage: dict[str, Any]) -> Usage:
+        """Read the Messages API usage object (cache_creation split by TTL when present)."""
+        creation = usage.get("cache_creation") or {}
+        total_creation = usage.get("cache_creation_input_tokens") or 0
+        w5 = creation.get("ephemeral_5m_input_tokens")
+        w1h = creation.get("ephemeral_1h_input_tokens") or 0
+        if w5 is None:  # older responses carry only the total, which is 5-minute writes
+            w5 = total_creation - w1h
+        return cls(
+            input_tokens=usage.get("input_tokens") or 0,
+            output_tokens=usage.get("output_tokens") or 0,
+            cache_write_5m=w5,
+            cache_write_1h=w1h,
+            cache_read=usage.get("cache_read_input_tokens") or 0,
+        )
+
+
+def cost_of(usage: Usage, price: ModelPrice, *, batch: bool = False) -> Decimal:
+    total = (
+        usage.input_tokens * price.input_per_mtok
+        + usage.cache_write_5m * price.cache_write_5m_per_mtok
+        + usage.cache_write_1h * price.cache_write_1h_per_mtok
+        + usage.cache_read * price.cache_read_per_mtok
+        + usage.output_tokens * price.output_per_mtok
+    ) / MILLION
+    if batch:
+        total *= Decimal(1) - price.batch_discount
+    return total
+
+
+def _canonical_model(model: str) -> str:
+    """Map dated snapshots (claude-sonnet-4-5-20250929) to the priced model name."""
+    for name in PRICE_TABLE:
+        if model == name or model.startswith(name + "-"):
+            return name
+    return model
+
+
+def price_for(model: str, at: dt.datetime | None = None) -> ModelPrice:
+    at = at or timezone.now()
+    price = (
+        ModelPrice.objects.filter(model=_canonical_model(model), effective_from__lte=at)
+        .order_by("-effective_from")
+        .first()
+    )
+    if price is None:
+        raise UnknownModelPrice(
+            f"No price for model {model!r} in force at {at:%Y-%m-%d %H:%M}. Add one in the admin "
+            "(Costs > Model prices)."
+        )
+    return price
+
+
+def seed_prices() -> int:
+    """Insert the DESIGN.md price table if absent; returns how many rows were created."""
+    created = 0
+    with transaction.atomic():
+        for model, values in PRICE_TABLE.items():
+            inp, w5, w1h, read, out = (Decimal(v) for v in values)
+            _, was_created = ModelPrice.objects.get_or_create(
+                model=model,
+                effective_from=PRICES_EFFECTIVE_FROM,
+                defaults={
+                    "input_per_mtok": inp,
+                    "cache_write_5m_per_mtok": w5,
+                    "cache_write_1h_per_mtok": w1h,
+                    "cache_read_per_mtok": read,
+                    "output_per_mtok": out,
+                },
+            )
+            created += was_created
+    return created

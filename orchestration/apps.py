@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class OrchestrationConfig(AppConfig):
+    name = "orchestration"
+    verbose_name = "Orchestration"
+
+    def ready(self) -> None:
+        # Workflows are declared in Python and registered on import, like Celery tasks.
+        from orchestration.workflows import registry
+
+        registry.autodiscover()

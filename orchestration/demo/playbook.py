@@ -1,0 +1,33 @@
+"""Small helpers the demo policies share to say things the way a model would."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from orchestration.simulator.policy import Conversation, Turn
+
+
+def call(name: str, tool_input: dict[str, Any], say: str = "") -> Turn:
+    content: list[dict[str, Any]] = []
+    if say:
+        content.append({"type": "text", "text": say})
+    content.append({"type": "tool_use", "name": name, "input": tool_input})
+    return Turn(content=content)
+
+
+def answer(output: dict[str, Any]) -> Turn:
+    return Turn(content=[{"type": "text", "text": json.dumps(output)}])
+
+
+def result(conv: Conversation, name: str) -> Any:
+    """The content of the latest successful result of ``name``, or None."""
+    found = conv.last_result(name)
+    if found is None or found["is_error"]:
+        return None
+    return found["content"]
+
+
+def failed_last(conv: Conversation, name: str) -> bool:
+    found = conv.last_result(name)
+    return found is not None and found["is_error"]

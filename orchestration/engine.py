@@ -1,0 +1,408 @@
+"""The tool-use loop, one bounded step at a time.
+
+A step is one model call and the tool calls it asked for. Each Celery task runs one step:
+
+1. claim the run's lease (a conditional update, so a redelivered or duplicated task
+   finds the run held and does nothing); a queued run becomes running here;
+2. rebuild the conversation from the persisted ModelCalls and ToolCalls;
+3. if the last turn's tool_uses are not all settled (a worker died mid-step), settle
+   them now; otherwise check the run's limits, call the model (the call is a row before
+   the request leaves and is completed with the response, usage and cost), then settle
+   the tool_uses it asked for;
+4. when the model ends its turn, validate the final answer (JSON, output schema,
+   required tools, provenance of tool-sourced values, regulatory sign-off) and finish;
+5. release the lease and, while the run is still running, enqueue the next step on commit.
+
+Anything that cannot go on safely escalates (reviews.escalation), pausing the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from costs.pricing import Usage, cost_of, price_for
+from orchestration import audit, lifecycle
+from orchestration.llm import client_for
+from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
+from orchestration.tool_execution import (
+    Escalation,
+    accepted_outputs,
+    backoff_seconds,
+    settle_turn,
+    tool_result_blocks,
+)
+from orchestration.validation import (
+    parse_json_answer,
+    provenance_fields,
+    schema_errors,
+    states_ambiguity,
+    value_at,
+)
+from orchestration.workflows import registry
+from orchestration.workflows.declaration import Workflow
+from orchestration.workflows.versions import api_tools
+from reviews.escalation import escalate
+from reviews.models import EscalationTicket
+
+logger = logging.getLogger(__name__)
+S = Run.Status
+R = EscalationTicket.Reason
+
+# Errors worth another attempt after the SDK's own retries gave up.
+TRANSIENT_ERRORS = (anthropic.APIConnectionError, anthropic.RateLimitError, anthropic.InternalServerError)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What the task should do next: nothing (``None``) or run another step after a delay."""
+
+    next_in: float | None
+
+
+def claim_step(run_id: Any) -> Run | None:
+    """Take the run's lease for one step, or return None when it is not ours to run."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return None
+        if run.status == S.QUEUED:
+            run = lifecycle.transition(run.pk, S.RUNNING, actor="engine")
+        elif run.status != S.RUNNING:
+            return None
+        if run.lease_expires_at and run.lease_expires_at > now:
+            return None  # another step holds it
+        lease = now + dt.timedelta(seconds=settings.RUN_STEP_LEASE_SECONDS)
+        Run.objects.filter(pk=run.pk).update(
+            lease_expires_at=lease, steps_taken=F("steps_taken") + 1, updated_at=now
+        )
+        run.refresh_from_db()
+    return run
+
+
+def release_step(run_id: Any, next_in: float | None) -> None:
+    """Give the lease back; while the run is running, enqueue its next step after commit."""
+    from orchestration.tasks import enqueue_step
+
+    with transaction.atomic():
+        released = Run.objects.filter(pk=run_id, status=S.RUNNING).update(
+            lease_expires_at=None, updated_at=timezone.now()
+        )
+        if released and next_in is not None:
+            transaction.on_commit(lambda: enqueue_step(run_id, countdown=next_in))
+
+
+def run_step(run_id: Any) -> None:
+    """Run one step of a run (the Celery task's body)."""
+    run = claim_step(run_id)
+    if run is None:
+        return
+    result = StepResult(next_in=None)
+    try:
+        result = _step(run)
+    except Exception as exc:
+        # A bug or an unexpected failure must not leave the run spinning: record it and
+        # put it in front of a human with the context.
+        logger.exception("step failed", extra={"run_id": str(run_id)})
+        run.refresh_from_db()
+        if run.status == S.RUNNING:
+            escalate(run.pk, R.TOOL_ERROR, f"The engine failed on this step: {type(exc).__name__}: {exc}")
+    finally:
+        release_step(run_id, result.next_in)
+
+
+def _step(run: Run) -> StepResult:
+    workflow = registry.get(run.workflow_name)
+    if _timed_out(run, workflow):
+        escalate(run.pk, R.TIMEOUT, f"The run exceeded its {workflow.constraints.run_timeout_seconds:g}s timeout.")
+        return StepResult(None)
+    ModelCall.objects.filter(run=run, status=ModelCall.Status.PENDING).update(
+        status=ModelCall.Status.ERROR,
+        error="interrupted: the worker stopped before the response was recorded",
+        finished_at=timezone.now(),
+    )
+    calls = list(run.model_calls.filter(status=ModelCall.Status.OK).order_by("turn"))
+    last = calls[-1] if calls else None
+
+    if last is not None and last.stop_reason == "tool_use":
+        settled = set(
+            ToolCall.objects.filter(run=run, model_call__turn=last.turn, settled=True).values_list("tool_use_id", flat=True)
+        )
+        pending = [tu for tu in last.tool_uses if tu["id"] not in settled]
+        if pending:
+            return _after_tools(run, settle_turn(run, workflow, last, pending))
+    elif last is not None and not run.pending_note and last.stop_reason in ("end_turn", "stop_sequence"):
+        return _finalize(run, workflow, last)
+
+    return _model_turn(run, workflow, calls)
+
+
+def _timed_out(run: Run, workflow: Workflow) -> bool:
+    since = run.queued_at or run.started_at
+    limit = dt.timedelta(seconds=workflow.constraints.run_timeout_seconds)
+    return since is not None and timezone.now() - since > limit
+
+
+def _after_tools(run: Run, escalation: Escalation | None) -> StepResult:
+    if escalation is not None:
+        _escalate(run, escalation)
+        return StepResult(None)
+    return StepResult(0)
+
+
+def _escalate(run: Run, e: Escalation, model_call: ModelCall | None = None) -> None:
+    escalate(run.pk, e.reason, e.message, tool_call=e.tool_call, model_call=model_call, details=e.details)
+
+
+# --- model turns ------------------------------------------------------------------------
+
+
+def _next_user_turn(run: Run, last: ModelCall | None) -> list[dict[str, Any]]:
+    import json
+
+    if last is None:
+        # The request is data: validated JSON in the user turn, never in the instructions.
+        content: list[dict[str, Any]] = [{"type": "text", "text": json.dumps(run.input)}]
+    elif last.stop_reason == "tool_use":
+        content = tool_result_blocks(run, last.tool_uses)
+    else:
+        content = []
+    if run.pending_note:
+        content.append({"type": "text", "text": run.pending_note})
+    return content
+
+
+def conversation(calls: list[ModelCall], next_turn: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rebuild the exact message list from the persisted turns, plus the new user turn."""
+    messages: list[dict[str, Any]] = []
+    for mc in calls:
+        messages.append({"role": "user", "content": mc.request_content})
+        messages.append({"role": "assistant", "content": mc.response_content})
+    # Cache the conversation so far: the next turn reads it instead of paying full price.
+    cached = [dict(b) for b in next_turn]
+    if cached:
+        cached[-1]["cache_control"] = {"type": "ephemeral"}
+    messages.append({"role": "user", "content": cached})
+    return messages
+
+
+def _allowed_steps(run: Run, workflow: Workflow) -> int:
+    # A reviewer who resumes a run stopped at its step limit grants it another allowance.
+    resumed = run.tickets.filter(reason=R.STEP_LIMIT, status=EscalationTicket.Status.RESOLVED).count()
+    return workflow.constraints.max_steps * (1 + resumed)
+
+
+def _model_turn(run: Run, workflow: Workflow, calls: list[ModelCall]) -> StepResult:
+    if len(calls) >= _allowed_steps(run, workflow):
+        escalate(run.pk, R.STEP_LIMIT, f"The run used its {workflow.constraints.max_steps} model turns without finishing.")
+        return StepResult(None)
+    last = calls[-1] if calls else None
+    version = run.workflow_version
+    turn = len(calls)
+    new_turn = _next_user_turn(run, last)
+    attempt = ModelCall.objects.filter(run=run, turn=turn).count() + 1
+    model = workflow.orchestrator_model
+    mc = ModelCall.objects.create(
+        run=run, turn=turn, attempt=attempt, model=model, request_content=new_turn,
+        role=ModelCall.Role.ORCHESTRATOR,
+    )
+    if run.pending_note:
+        Run.objects.filter(pk=run.pk).update(pending_note="")
+    client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
+    started = time.monotonic()
+    try:
+        raw = client.messages.with_raw_response.create(
+            model=model,
+            max_tokens=workflow.constraints.max_output_tokens,
+            system=[{"type": "text", "text": version.system_prompt, "cache_control": {"type": "ephemeral"}}],
+            tools=api_tools(version),
+            messages=conversation(calls, new_turn),
+        )
+        message = raw.parse()
+    except anthropic.APIError as exc:
+        return _model_error(run, mc, exc, started)
+    return _record_response(run, workflow, mc, raw, message, started)
+
+
+def _sdk_attempts(request_headers: Any) -> int:
+    try:
+        return int(request_headers.get("x-stainless-retry-count", "0")) + 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def _model_error(run: Run, mc: ModelCall, exc: anthropic.APIError, started: float) -> StepResult:
+    status = getattr(exc, "status_code", None)
+    request = getattr(exc, "request", None)
+    mc.status = ModelCall.Status.ERROR
+    mc.error = f"{type(exc).__name__}{f' {status}' if status else ''}: {getattr(exc, 'message', exc)}"
+    mc.request_id = getattr(exc, "request_id", None) or ""
+    mc.sdk_attempts = _sdk_attempts(request.headers) if request is not None else 1
+    mc.latency_ms = int((time.monotonic() - started) * 1000)
+    mc.finished_at = timezone.now()
+    mc.save()
+    audit.record("model.failed", run=run, payload={"turn": mc.turn, "attempt": mc.attempt, "error": mc.error})
+    # The note (if any) went out with this failed attempt; keep it for the next one.
+    if run.pending_note:
+        Run.objects.filter(pk=run.pk).update(pending_note=run.pending_note)
+    transient = isinstance(exc, TRANSIENT_ERRORS)
+    if transient and mc.attempt < settings.LLM_STEP_MAX_ATTEMPTS:
+        return StepResult(
+            backoff_seconds(mc.attempt, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS)
+        )
+    if transient:
+        message = f"The model call failed {mc.attempt} times (each after the SDK's own retries): {mc.error}"
+    else:
+        message = f"The Messages API refused the request: {mc.error}"
+    escalate(run.pk, R.RETRIES_EXHAUSTED, message, model_call=mc)
+    return StepResult(None)
+
+
+def _record_response(run: Run, workflow: Workflow, mc: ModelCall, raw: Any, message: Any, started: float) -> StepResult:
+    usage_json = message.usage.model_dump(mode="json")
+    usage = Usage.from_api(usage_json)
+    price = price_for(mc.model)
+    cost = cost_of(usage, price)
+    limits = workflow.constraints
+    with transaction.atomic():
+        mc.status = ModelCall.Status.OK
+        mc.response_content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
+        mc.stop_reason = message.stop_reason or ""
+        mc.usage = usage_json
+        mc.input_tokens = usage.input_tokens
+        mc.output_tokens = usage.output_tokens
+        mc.cache_write_5m_tokens = usage.cache_write_5m
+        mc.cache_write_1h_tokens = usage.cache_write_1h
+        mc.cache_read_tokens = usage.cache_read
+        mc.cost_usd = cost
+        mc.price = price
+        mc.request_id = raw.headers.get("request-id", "")
+        mc.sdk_attempts = raw.retries_taken + 1
+        mc.latency_ms = int((time.monotonic() - started) * 1000)
+        mc.finished_at = timezone.now()
+        mc.save()
+        before = Run.objects.select_for_update().get(pk=run.pk)
+        Run.objects.filter(pk=run.pk).update(
+            cost_usd=F("cost_usd") + cost,
+            input_tokens=F("input_tokens") + usage.input_tokens,
+            output_tokens=F("output_tokens") + usage.output_tokens,
+            cache_write_tokens=F("cache_write_tokens") + usage.cache_write_5m + usage.cache_write_1h,
+            cache_read_tokens=F("cache_read_tokens") + usage.cache_read,
+        )
+        run.refresh_from_db()
+        audit.record("model.called", run=run, payload={
+            "turn": mc.turn, "attempt": mc.attempt, "model": mc.model, "stop_reason": mc.stop_reason,
+            "usage": usage_json, "cost_usd": str(cost), "request_id": mc.request_id,
+        })
+
+    if states_ambiguity(mc.text):
+        escalate(run.pk, R.AMBIGUITY, f"The model stated ambiguity: {mc.text[:500]}", model_call=mc,
+                 details={"model_words": mc.text})
+        return StepResult(None)
+    crossed = _crossed_budget(before, run, limits.max_tokens_per_run, limits.max_cost_usd)
+    if crossed:
+        escalate(run.pk, R.BUDGET_EXCEEDED, crossed, model_call=mc)
+        return StepResult(None)
+
+    if mc.stop_reason == "tool_use":
+        return _after_tools(run, settle_turn(run, workflow, mc, mc.tool_uses))
+    if mc.stop_reason == "max_tokens":
+        Run.objects.filter(pk=run.pk).update(pending_note=(
+            f"[engine] Your answer was cut off at the {limits.max_output_tokens}-token limit. "
+            "Answer again, more concisely."))
+        return StepResult(0)
+    if mc.stop_reason == "refusal":
+        escalate(run.pk, R.VALIDATION_FAILED, "The model refused to continue.", model_call=mc)
+        return StepResult(None)
+    if mc.stop_reason == "pause_turn":
+        Run.objects.filter(pk=run.pk).update(pending_note="Continue.")
+        return StepResult(0)
+    return _finalize(run, workflow, mc)
+
+
+def _crossed_budget(before: Run, after: Run, max_tokens: int, max_cost: Decimal) -> str | None:
+    tokens_before = before.total_input_tokens + before.output_tokens
+    tokens_after = after.total_input_tokens + after.output_tokens
+    if tokens_before <= max_tokens < tokens_after:
+        return f"The run used {tokens_after:,} tokens, over its budget of {max_tokens:,}."
+    if before.cost_usd <= max_cost < after.cost_usd:
+        return f"The run cost ${after.cost_usd:.4f}, over its budget of ${max_cost}."
+    return None
+
+
+# --- finishing --------------------------------------------------------------------------
+
+
+def _finalize(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
+    """Accept the model's final answer only if every rule holds; otherwise nudge once, then escalate."""
+    output, parse_error = parse_json_answer(mc.text)
+    problems = [parse_error] if parse_error else schema_errors(output, workflow.output_schema)
+    outputs = accepted_outputs(run)
+    missing = [name for name in workflow.required_tools if name not in outputs]
+    if missing:
+        problems.append(f"required tool(s) not called successfully: {', '.join(missing)}")
+    if problems:
+        nudged = AuditEvent.objects.filter(run=run, kind="final.rejected").exists()
+        audit.record("final.rejected", run=run, payload={"turn": mc.turn, "problems": problems})
+        if nudged:
+            escalate(run.pk, R.VALIDATION_FAILED, f"The final answer is still invalid: {problems[0]}",
+                     model_call=mc, details={"errors": problems})
+            return StepResult(None)
+        Run.objects.filter(pk=run.pk).update(pending_note=(
+            "[engine] Your final answer was not accepted: " + "; ".join(problems)
+            + ". Do what is missing, then answer with one JSON object matching the output schema."))
+        return StepResult(0)
+
+    for path, source in provenance_fields(workflow.output_schema):
+        present, value = value_at(output, path)
+        tool_name, _, field_name = source.partition(".")
+        recorded = {
+            (o or {}).get(field_name)
+            for o in ToolCall.objects.filter(run=run, name=tool_name, settled=True,
+                                            status__in=(ToolCall.Status.OK, ToolCall.Status.CORRECTED))
+            .values_list("output", flat=True)
+        }
+        if present and value is not None and value not in recorded:
+            escalate(run.pk, R.HALLUCINATION,
+                     f"The answer's {'/'.join(path)} = {value!r} does not come from any recorded {tool_name} call.",
+                     model_call=mc, details={"field": "/".join(path), "value": value, "recorded": sorted(map(str, recorded))})
+            return StepResult(None)
+
+    if workflow.regulatory_trigger and (why := workflow.regulatory_trigger(run.input, output)):
+        escalate(run.pk, R.REGULATORY_TRIGGER, f"Sign-off required: {why}", model_call=mc,
+                 details={"proposed_result": output})
+        return StepResult(None)
+
+    lifecycle.transition(run.pk, S.SUCCEEDED, actor="engine", result=output,
+                         event_payload={"cost_usd": str(run.cost_usd)})
+    return StepResult(None)
+
+
+def reap_stalled_runs() -> int:
+    """Re-enqueue runs whose step went silent: an expired lease, or a lost step message."""
+    from orchestration.tasks import enqueue_step
+
+    now = timezone.now()
+    silent_since = now - dt.timedelta(seconds=settings.RUN_STEP_LEASE_SECONDS)
+    stalled = list(
+        Run.objects.filter(status=S.RUNNING, lease_expires_at__lt=now).values_list("pk", flat=True)
+    ) + list(
+        Run.objects.filter(status__in=(S.RUNNING, S.QUEUED), lease_expires_at__isnull=True,
+                           updated_at__lt=silent_since).values_list("pk", flat=True)
+    )
+    for run_id in stalled:
+        logger.warning("re-queueing stalled run", extra={"run_id": str(run_id)})
+        Run.objects.filter(pk=run_id).update(updated_at=now)
+        enqueue_step(run_id)
+    return len(stalled)

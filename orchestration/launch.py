@@ -1,0 +1,105 @@
+"""Starting a run: the one path every entry point (page, command, API) goes through.
+
+Order matters: the input is validated before anything is written, so bad input creates
+no row; then the workflow is snapshotted, the cost estimated, and the run either queued
+or sent to a manager for approval, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from costs.estimates import estimate_run
+from orchestration import audit, lifecycle
+from orchestration.models import Run
+from orchestration.validation import schema_errors
+from orchestration.workflows import registry
+from orchestration.workflows.versions import snapshot
+from reviews.models import ApprovalRequest
+
+
+class RunRefused(Exception):
+    """The run was not started; ``errors`` maps a field (or "input") to what was wrong."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def parse_input(raw: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RunRefused({"input": f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}) from None
+    if not isinstance(value, dict):
+        raise RunRefused({"input": f"must be a JSON object, not {type(value).__name__}"})
+    return value
+
+
+def validate_input(workflow_name: str, raw: str | dict[str, Any]) -> dict[str, Any]:
+    try:
+        workflow = registry.get(workflow_name)
+    except registry.UnknownWorkflow as exc:
+        raise RunRefused({"workflow": str(exc)}) from None
+    value = parse_input(raw)
+    errors = schema_errors(value, workflow.input_schema)
+    if errors:
+        raise RunRefused({e.split(":", 1)[0]: e.split(":", 1)[1].strip() for e in errors})
+    return value
+
+
+def start_run(
+    workflow_name: str,
+    raw_input: str | dict[str, Any],
+    user: Any,
+    *,
+    idempotency_key: str | None = None,
+    options: dict[str, Any] | None = None,
+    source: str = "web",
+) -> Run:
+    value = validate_input(workflow_name, raw_input)
+    if idempotency_key:
+        existing = Run.objects.filter(requested_by=user, idempotency_key=idempotency_key).first()
+        if existing:
+            return existing
+    workflow = registry.get(workflow_name)
+    version = snapshot(workflow)
+    estimate = estimate_run(workflow, version, value)  # an API call: outside the transaction
+    threshold = workflow.approval_threshold_usd or settings.APPROVAL_THRESHOLD_USD
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                workflow_version=version, workflow_name=workflow.name, requested_by=user, input=value,
+                options=options or {}, idempotency_key=idempotency_key,
+                estimate_usd=estimate.upper_usd, estimate=estimate.as_json(),
+            )
+            audit.record("run.requested", run=run, actor=user, payload={
+                "workflow": workflow.name, "version": version.content_hash, "source": source, "input": value,
+            })
+            audit.record("estimate.made", run=run, actor="engine", payload={
+                "expected_usd": str(estimate.expected_usd), "upper_usd": str(estimate.upper_usd),
+                "threshold_usd": str(threshold),
+            })
+            if estimate.upper_usd > threshold:
+                ApprovalRequest.objects.create(
+                    run=run, estimate_usd=estimate.upper_usd, threshold_usd=threshold,
+                    calculation=estimate.as_json(), requested_by=user,
+                    expires_at=timezone.now() + dt.timedelta(hours=24),
+                )
+                run = lifecycle.transition(run.pk, Run.Status.AWAITING_APPROVAL, actor=user,
+                                           event_payload={"estimate_usd": str(estimate.upper_usd)})
+            else:
+                run = lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user)
+    except IntegrityError:
+        if idempotency_key:  # a concurrent request with the same key won the race
+            return Run.objects.get(requested_by=user, idempotency_key=idempotency_key)
+        raise
+    return run

@@ -1,0 +1,103 @@
+"""The run state machine: the one place a run's status changes.
+
+Views, tasks, the engine and the admin call ``transition``; nothing else assigns
+``Run.status``. Each transition locks the row (select_for_update), checks the move is
+allowed, writes the audit event in the same transaction, and enqueues the next step only
+after commit, so two managers clicking "approve" at once enqueue the run once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from orchestration import audit
+from orchestration.models import Run
+
+S = Run.Status
+
+ALLOWED: dict[str, frozenset[str]] = {
+    S.REQUESTED: frozenset({S.AWAITING_APPROVAL, S.QUEUED, S.CANCELLED}),
+    S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED}),
+    S.APPROVED: frozenset({S.QUEUED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.AWAITING_REVIEW, S.HALTED, S.CANCELLED}),
+    S.AWAITING_REVIEW: frozenset({S.QUEUED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.HALTED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+# Fields a transition may set alongside the status.
+_SETTABLE = frozenset({"result", "error", "pending_note", "estimate", "estimate_usd"})
+
+
+class InvalidTransition(Exception):
+    """The run is not in a state that allows the requested move; nothing was changed."""
+
+    def __init__(self, run: Run, target: str) -> None:
+        allowed = ", ".join(sorted(ALLOWED[run.status])) or "nothing (it is final)"
+        super().__init__(
+            f"Run {run.pk} is {run.status} and cannot become {target}; from {run.status} it can "
+            f"become: {allowed}."
+        )
+        self.run = run
+        self.target = target
+
+
+def can_transition(run: Run, target: str) -> bool:
+    return target in ALLOWED[run.status]
+
+
+def transition(
+    run_id: Any,
+    target: str,
+    *,
+    actor: Any = None,
+    event_payload: dict[str, Any] | None = None,
+    expected: tuple[str, ...] | None = None,
+    **fields: Any,
+) -> Run:
+    """Move a run to ``target`` under a row lock and record it; returns the updated run.
+
+    ``expected`` narrows the allowed source states for callers that only act from some
+    (e.g. a resolution only applies to a run awaiting review). Raises InvalidTransition
+    without changing anything when the move is not allowed.
+    """
+    unknown = set(fields) - _SETTABLE
+    if unknown:
+        raise TypeError(f"transition() cannot set {sorted(unknown)}")
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if not can_transition(run, target) or (expected and run.status not in expected):
+            raise InvalidTransition(run, target)
+        previous = run.status
+        run.status = target
+        now = timezone.now()
+        for name, value in fields.items():
+            setattr(run, name, value)
+        if target == S.QUEUED:
+            run.queued_at = now
+        if target == S.RUNNING and run.started_at is None:
+            run.started_at = now
+        if target in Run.FINAL:
+            run.finished_at = now
+            run.lease_expires_at = None
+        if target == S.AWAITING_REVIEW:
+            run.lease_expires_at = None
+        run.save()
+        audit.record(
+            f"run.{target}",
+            run=run,
+            actor=actor,
+            payload={"from": previous, "to": target, **(event_payload or {})},
+        )
+        if target == S.QUEUED:
+            from orchestration.tasks import enqueue_step
+
+            transaction.on_commit(lambda: enqueue_step(run.pk))
+    return run

@@ -1,0 +1,310 @@
+"""What ran, what the models were asked and answered, what the tools did, and who did what.
+
+Payloads are JSONB. Rows are written as things happen and never rewritten after they are
+final, so the run page, the ticket page and the audit export all read the same record.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class WorkflowVersion(models.Model):
+    """An immutable snapshot of a workflow as it ran (the checkpoint taken before every run).
+
+    Created, or reused when its content hash already exists, before a run starts. The engine
+    sends exactly the prompt and tool definitions stored here, so a run can be explained
+    later even after the workflow's code changed.
+    """
+
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=40)
+    content_hash = models.CharField(max_length=64, unique=True)
+    title = models.CharField(max_length=200)
+    system_prompt = models.TextField()
+    tools = models.JSONField(help_text="Tool definitions as sent to the Messages API, with versions.")
+    input_schema = models.JSONField()
+    output_schema = models.JSONField()
+    model_roles = models.JSONField(help_text="Model per role.")
+    constraints = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-created_at"]
+        indexes = [models.Index(fields=["name", "-created_at"], name="wfversion_name_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version} ({self.content_hash[:8]})"
+
+
+class Run(models.Model):
+    """One execution of a workflow version.
+
+    The status only changes through ``orchestration.lifecycle.transition`` (under a row
+    lock). Allowed transitions::
+
+        requested -> awaiting_approval | queued | cancelled
+        awaiting_approval -> approved | rejected | cancelled
+        approved -> queued | cancelled
+        queued -> running | cancelled
+        running -> succeeded | failed | awaiting_review | halted | cancelled
+        awaiting_review -> queued (resume/retry/correct) | succeeded (sign-off) | failed | cancelled
+    """
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested"
+        AWAITING_APPROVAL = "awaiting_approval", "awaiting approval"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        QUEUED = "queued"
+        RUNNING = "running"
+        AWAITING_REVIEW = "awaiting_review", "awaiting review"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        HALTED = "halted"
+        CANCELLED = "cancelled"
+
+    FINAL = (Status.SUCCEEDED, Status.FAILED, Status.HALTED, Status.REJECTED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workflow_version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
+    workflow_name = models.CharField(max_length=100, db_index=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="runs"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    input = models.JSONField()
+    options = models.JSONField(
+        default=dict, blank=True, help_text="Per-run engine options, e.g. simulator faults."
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    estimate_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    estimate = models.JSONField(null=True, blank=True, help_text="The estimate's calculation.")
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    # A reviewer's note waiting to be given to the model in the next turn.
+    pending_note = models.TextField(blank=True)
+    # The step that holds the run until this time; see orchestration.engine.claim_step.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    steps_taken = models.PositiveIntegerField(default=0)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    # Last time the run was (re)queued; the run timeout counts from here, not from the
+    # start, so time spent waiting for a reviewer does not count against it.
+    queued_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # A retried "start run" with the same key returns the first run.
+            models.UniqueConstraint(
+                fields=["requested_by", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="run_unique_idempotency_key_per_user",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at"], name="run_created"),
+            # The reaper's query: running runs whose step lease expired.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="running"),
+                name="run_running_lease",
+            ),
+        ]
+        permissions = [
+            ("start_run", "Can start runs"),
+            ("view_all_runs", "Can see every user's runs"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_name} {str(self.id)[:8]} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL
+
+    @property
+    def total_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+    @property
+    def latency_ms(self) -> int | None:
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None
+
+
+class ModelCall(models.Model):
+    """One request to the Messages API, as sent and as answered (or failed).
+
+    ``request_content`` is the user turn this call added to the conversation;
+    ``response_content`` the assistant turn it got back. Replaying them in order rebuilds
+    the exact conversation, which is how a step resumes after a crash.
+    """
+
+    class Role(models.TextChoices):
+        ORCHESTRATOR = "orchestrator"
+        SPECIALIST = "specialist"
+        VALIDATOR = "validator"
+        REVIEWER = "reviewer"
+        CLASSIFIER = "classifier"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        OK = "ok"
+        ERROR = "error"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="model_calls")
+    turn = models.PositiveIntegerField(help_text="Index of the assistant turn in the conversation.")
+    attempt = models.PositiveIntegerField(default=1)
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.ORCHESTRATOR)
+    model = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    request_content = models.JSONField()
+    response_content = models.JSONField(null=True, blank=True)
+    stop_reason = models.CharField(max_length=40, blank=True)
+    usage = models.JSONField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cache_write_5m_tokens = models.PositiveIntegerField(default=0)
+    cache_write_1h_tokens = models.PositiveIntegerField(default=0)
+    cache_read_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    price = models.ForeignKey(
+        "costs.ModelPrice", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    is_batch = models.BooleanField(default=False)
+    sdk_attempts = models.PositiveSmallIntegerField(
+        default=1, help_text="HTTP attempts the SDK made (its own retries included)."
+    )
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    request_id = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "turn", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "turn", "attempt"], name="modelcall_unique_attempt"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} turn {self.turn} attempt {self.attempt} ({self.status})"
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def text(self) -> str:
+        return "\n".join(
+            b.get("text", "") for b in (self.response_content or []) if b.get("type") == "text"
+        )
+
+    @property
+    def tool_uses(self) -> list[dict]:
+        return [b for b in (self.response_content or []) if b.get("type") == "tool_use"]
+
+
+class ToolCall(models.Model):
+    """One attempt at executing a tool the model asked for.
+
+    Several attempts of one ``tool_use_id`` may exist; the one with ``settled=True`` is what
+    the model was answered with. Tools get ``tool_use_id`` as their idempotency key, so a
+    side effect is applied once even when an attempt is interrupted and repeated.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        OK = "ok"
+        ERROR = "error"
+        TIMEOUT = "timeout"
+        INVALID_OUTPUT = "invalid_output", "invalid output"
+        UNKNOWN_TOOL = "unknown_tool", "unknown tool"
+        REJECTED = "rejected"
+        CORRECTED = "corrected", "corrected by reviewer"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tool_calls")
+    model_call = models.ForeignKey(ModelCall, on_delete=models.CASCADE, related_name="tool_calls")
+    tool_use_id = models.CharField(max_length=100)
+    name = models.CharField(max_length=100)
+    tool_version = models.CharField(max_length=40, blank=True)
+    attempt = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    settled = models.BooleanField(default=False)
+    input = models.JSONField()
+    output = models.JSONField(null=True, blank=True)
+    raw_output = models.JSONField(
+        null=True, blank=True, help_text="What the tool returned before it was cut to its schema."
+    )
+    validation_errors = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "created_at", "attempt"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "tool_use_id", "attempt"], name="toolcall_unique_attempt"
+            ),
+            # The model is answered once per tool_use.
+            models.UniqueConstraint(
+                fields=["run", "tool_use_id"],
+                condition=Q(settled=True),
+                name="toolcall_one_settled_per_tool_use",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} attempt {self.attempt} ({self.status})"
+
+    @property
+    def is_error_result(self) -> bool:
+        return self.status not in (self.Status.OK, self.Status.CORRECTED)
+
+
+class AuditEvent(models.Model):
+    """Append-only record of one thing that happened, chained by hash.
+
+    ``hash = sha256(prev_hash + canonical JSON of the row)``; rows are appended under a
+    transaction-level advisory lock so the chain has exactly one order. See
+    ``orchestration.audit``.
+    """
+
+    seq = models.BigIntegerField(unique=True)
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    kind = models.CharField(max_length=60)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150, help_text="Username, or 'engine' / 'system'.")
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [models.Index(fields=["run", "seq"], name="auditevent_run_seq")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind} by {self.actor_label}"

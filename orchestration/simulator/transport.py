@@ -1,0 +1,42 @@
+"""`SimulatorTransport`: an httpx2 transport that answers from a `SimulatedAPI` in-process.
+
+Give it to the real SDK so request building, response parsing, typed errors and
+retries are all exercised::
+
+    client = anthropic.Anthropic(
+        api_key="sim",
+        base_url="http://simulator.local",
+        http_client=anthropic.DefaultHttpxClient(transport=SimulatorTransport(api)),
+    )
+
+The request's read timeout (set by the SDK from its `timeout` option) is passed to
+the API; an answer slower than that raises httpx2.ReadTimeout after sleeping the
+timeout, which the SDK turns into APITimeoutError (and retries) as with a socket.
+"""
+
+from __future__ import annotations
+
+import httpx2
+
+from .api import SimulatedAPI
+from .errors import SimulatedTimeout
+
+
+class SimulatorTransport(httpx2.BaseTransport):
+    def __init__(self, api: SimulatedAPI) -> None:
+        self.api = api
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = request.read()
+        timeout = (request.extensions.get("timeout") or {}).get("read")
+        path = request.url.raw_path.decode("ascii")
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in request.headers.raw
+        }
+        try:
+            status, response_headers, payload = self.api.handle(
+                request.method, path, headers, body, timeout=timeout
+            )
+        except SimulatedTimeout as exc:
+            raise httpx2.ReadTimeout(str(exc), request=request) from exc
+        return httpx2.Response(status, headers=response_headers, content=payload, request=request)

@@ -1,0 +1,28 @@
+"""Celery tasks: thin, taking ids, calling domain functions.
+
+``advance_run`` runs one bounded step (orchestration.engine). It is acknowledged late and
+rejected on worker loss, so a step killed mid-way is redelivered; the engine's lease and
+per-tool_use idempotency make the redelivery harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from orchestration import engine
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def advance_run(run_id: str) -> None:
+    engine.run_step(run_id)
+
+
+def enqueue_step(run_id: Any, countdown: float | None = None) -> None:
+    advance_run.apply_async((str(run_id),), countdown=countdown or None)
+
+
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+def reap_stalled_runs() -> int:
+    return engine.reap_stalled_runs()

@@ -1,0 +1,35 @@
+"""Template filters for payloads and money."""
+
+from __future__ import annotations
+
+import json
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    """Indented JSON; autoescaping still applies where it is rendered."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+@register.filter
+def usd(value: Any, places: int = 4) -> str:
+    if value in (None, ""):
+        return "-"
+    q = Decimal(1).scaleb(-int(places))
+    return f"${Decimal(value).quantize(q, rounding=ROUND_HALF_UP):,}"
+
+
+@register.filter
+def json_size(value: Any) -> int:
+    return len(json.dumps(value)) if value is not None else 0

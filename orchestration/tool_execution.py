@@ -1,0 +1,252 @@
+"""Executing the tools a model turn asked for, with every rule enforced in code.
+
+For each tool_use of the turn (the uses of one turn run in parallel):
+
+1. an unknown name is recorded as ``unknown_tool`` and answered with is_error; a second
+   unknown name in the same run escalates;
+2. the input is validated against the tool's input schema; malformed input is
+   ``rejected`` and answered with the error so the model can fix it, until the tool's
+   attempts are used up;
+3. the tool's guards run (e.g. "never publish a non-compliant report"); a refusal
+   escalates;
+4. the handler runs in its own thread with the tool's timeout, retried with exponential
+   backoff and jitter up to the tool's max attempts; its output is cut to the schema,
+   validated, then checked by the semantic validators; an invalid output is retried
+   once, then escalates;
+5. an accepted output is checked against the workflow's escalation rules.
+
+Every attempt is a ToolCall row written before the handler runs, so an attempt cut short
+by a dead worker is visible and repeated with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+from django.utils import timezone
+
+from orchestration import audit
+from orchestration.models import ModelCall, Run, ToolCall
+from orchestration.validation import cut_to_schema, schema_errors, stripped_paths
+from orchestration.workflows.declaration import Tool, ToolContext, Workflow
+from reviews.models import EscalationTicket
+
+logger = logging.getLogger(__name__)
+R = EscalationTicket.Reason
+TC = ToolCall.Status
+
+# A tool's own output is allowed one re-try when it fails validation, then it escalates.
+INVALID_OUTPUT_TRIES = 2
+
+
+@dataclass
+class Escalation:
+    reason: str
+    message: str
+    tool_call: ToolCall | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class ToolTimeout(Exception):
+    pass
+
+
+def accepted_outputs(run: Run) -> dict[str, Any]:
+    """Latest accepted output per tool name (what guards and validators may rely on)."""
+    outputs: dict[str, Any] = {}
+    for name, output in (
+        ToolCall.objects.filter(run=run, settled=True, status__in=(TC.OK, TC.CORRECTED))
+        .order_by("created_at")
+        .values_list("name", "output")
+    ):
+        outputs[name] = output
+    return outputs
+
+
+def backoff_seconds(attempt: int, base: float, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter: never retry immediately, never in lockstep."""
+    return random.uniform(base / 2, min(cap, base * 2 ** (attempt - 1)))
+
+
+def _call_with_timeout(tool: Tool, tool_input: dict, ctx: ToolContext, timeout: float) -> Any:
+    """Run the handler in a daemon thread; give up waiting after ``timeout`` seconds.
+
+    A timed-out handler cannot be killed; it may still finish later, which is why side
+    effects are keyed by the tool_use_id (ctx.idempotency_key) and applied once.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = tool.handler(tool_input, ctx)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+            box["error"] = exc
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    thread = threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ToolTimeout(f"{tool.name} did not answer within {timeout:g}s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _finish(tc: ToolCall, **fields: Any) -> ToolCall:
+    for name, value in fields.items():
+        setattr(tc, name, value)
+    tc.finished_at = timezone.now()
+    tc.latency_ms = int((tc.finished_at - tc.created_at).total_seconds() * 1000)
+    tc.save()
+    return tc
+
+
+def settle_tool_use(
+    run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[str, Any]
+) -> Escalation | None:
+    """Execute one tool_use until it is settled (the model has its answer) or escalates."""
+    close_old_connections()
+    try:
+        return _settle(run, workflow, model_call, tool_use)
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            connections.close_all()
+
+
+def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[str, Any]) -> Escalation | None:
+    tool_use_id, name = tool_use["id"], tool_use["name"]
+    tool_input = tool_use.get("input") or {}
+    constraints = workflow.constraints
+    # Any attempt still marked running was cut short by a dead worker: this step holds
+    # the run's lease, so nothing else is executing it.
+    ToolCall.objects.filter(run=run, tool_use_id=tool_use_id, status=TC.RUNNING).update(
+        status=TC.ERROR, error="interrupted: the worker stopped before the attempt finished",
+        finished_at=timezone.now(),
+    )
+    attempts = ToolCall.objects.filter(run=run, tool_use_id=tool_use_id).count()
+
+    def new_attempt(**fields: Any) -> ToolCall:
+        return ToolCall.objects.create(
+            run=run, model_call=model_call, tool_use_id=tool_use_id, name=name,
+            attempt=attempts + 1, input=tool_input, **fields,
+        )
+
+    tool = workflow.tool(name)
+    if tool is None:
+        known = ", ".join(t.name for t in workflow.tools)
+        tc = _finish(new_attempt(status=TC.UNKNOWN_TOOL, settled=True,
+                                 error=f"Unknown tool {name!r}. Available tools: {known}."))
+        audit.record("tool.unknown", run=run, payload={"tool_use_id": tool_use_id, "name": name})
+        earlier = ToolCall.objects.filter(run=run, status=TC.UNKNOWN_TOOL).exclude(pk=tc.pk).count()
+        if earlier:
+            return Escalation(R.UNKNOWN_TOOL, f"The model called unknown tools twice (latest: {name!r}).", tc)
+        return None
+
+    if tool_input_errors := schema_errors(tool_input, tool.input_schema):
+        tc = _finish(new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
+                                 validation_errors=tool_input_errors,
+                                 error="The tool input does not match its schema: " + "; ".join(tool_input_errors)))
+        audit.record("tool.rejected", run=run, payload={"tool_use_id": tool_use_id, "name": name, "errors": tool_input_errors})
+        rejected = ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED).count()
+        if rejected >= constraints.max_attempts_per_tool:
+            return Escalation(R.RETRIES_EXHAUSTED, f"{name} was called with invalid input {rejected} times.", tc)
+        return None
+
+    ctx = ToolContext(
+        run_id=str(run.pk), tool_use_id=tool_use_id, run_input=run.input, tool_input=tool_input,
+        outputs=accepted_outputs(run),
+    )
+    for guard in tool.guards:
+        if refusal := guard(ctx):
+            tc = _finish(new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
+                                     error=f"Refused by the engine: {refusal}"))
+            audit.record("tool.refused", run=run, payload={"tool_use_id": tool_use_id, "name": name, "reason": refusal})
+            return Escalation(R.VALIDATION_FAILED, f"{name} refused: {refusal}", tc)
+
+    timeout = min(tool.timeout_seconds, constraints.tool_timeout_seconds)
+    invalid = 0
+    last: ToolCall | None = None
+    while attempts < constraints.max_attempts_per_tool:
+        if last is not None:
+            time.sleep(backoff_seconds(attempts, settings.TOOL_BACKOFF_BASE_SECONDS))
+        tc = new_attempt(status=TC.RUNNING, tool_version=tool.version)
+        attempts += 1
+        last = tc
+        try:
+            raw = _call_with_timeout(tool, tool_input, ctx, timeout)
+        except ToolTimeout as exc:
+            _finish(tc, status=TC.TIMEOUT, error=str(exc))
+            audit.record("tool.failed", run=run, payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
+            continue
+        except Exception as exc:  # noqa: BLE001 - any tool failure is recorded and retried
+            _finish(tc, status=TC.ERROR, error=f"{type(exc).__name__}: {exc}")
+            audit.record("tool.failed", run=run, payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
+            continue
+
+        output = cut_to_schema(raw, tool.output_schema)
+        problems = schema_errors(output, tool.output_schema)
+        if not problems:
+            problems = [p for v in tool.validators for p in v(output, ctx)]
+        if problems:
+            invalid += 1
+            _finish(tc, status=TC.INVALID_OUTPUT, raw_output=raw, output=output, validation_errors=problems,
+                    error="The tool output failed validation.")
+            audit.record("tool.invalid_output", run=run, payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "errors": problems})
+            if invalid >= INVALID_OUTPUT_TRIES:
+                return Escalation(R.VALIDATION_FAILED, f"{name} output failed validation after a retry: {problems[0]}", tc, {"errors": problems})
+            continue
+
+        _finish(tc, status=TC.OK, settled=True, raw_output=raw, output=output)
+        audit.record("tool.called", run=run, payload={
+            "tool_use_id": tool_use_id, "name": name, "version": tool.version, "attempt": tc.attempt,
+            "stripped": stripped_paths(raw, tool.output_schema),
+        })
+        ctx_after = ToolContext(**{**ctx.__dict__, "outputs": {**ctx.outputs, name: output}})
+        for rule in workflow.escalation_rules:
+            if rule.tool == name and rule.when(output, ctx_after):
+                return Escalation(rule.reason, rule.message, tc)
+        return None
+
+    assert last is not None
+    return Escalation(
+        R.RETRIES_EXHAUSTED,
+        f"{name} failed {attempts} times (last: {last.error or last.status}).",
+        last,
+    )
+
+
+def settle_turn(run: Run, workflow: Workflow, model_call: ModelCall, tool_uses: list[dict]) -> Escalation | None:
+    """Run the turn's tool_uses in parallel; return the first escalation in turn order."""
+    if len(tool_uses) == 1:
+        return settle_tool_use(run, workflow, model_call, tool_uses[0])
+    with ThreadPoolExecutor(max_workers=min(8, len(tool_uses)), thread_name_prefix="tool-use") as pool:
+        outcomes = list(pool.map(lambda tu: settle_tool_use(run, workflow, model_call, tu), tool_uses))
+    return next((o for o in outcomes if o is not None), None)
+
+
+def tool_result_blocks(run: Run, tool_uses: list[dict]) -> list[dict[str, Any]]:
+    """The tool_result blocks answering a turn, from the settled attempts, in order."""
+    import json
+
+    settled = {
+        tc.tool_use_id: tc
+        for tc in ToolCall.objects.filter(run=run, settled=True, tool_use_id__in=[t["id"] for t in tool_uses])
+    }
+    blocks = []
+    for tu in tool_uses:
+        tc = settled[tu["id"]]
+        if tc.is_error_result:
+            blocks.append({"type": "tool_result", "tool_use_id": tu["id"], "is_error": True, "content": tc.error})
+        else:
+            blocks.append({"type": "tool_result", "tool_use_id": tu["id"], "content": json.dumps(tc.output)})
+    return blocks

@@ -1,0 +1,156 @@
+"""The Python API for declaring workflows: tools, rules, constraints, examples, models.
+
+A workflow is data plus a few callables. The engine enforces everything declared here in
+code (attempts, steps, budgets, timeouts, validators, guards, escalation rules, required
+tools, provenance of output values); the prompt tells the model the same rules.
+See docs/workflows.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+JSON = dict[str, Any]
+
+DEFAULT_MODELS: Mapping[str, str] = {
+    "orchestrator": "claude-opus-4-6",
+    "specialist": "claude-sonnet-4-5",
+    "validator": "claude-sonnet-4-5",
+    "classifier": "claude-haiku-4-5",
+}
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool handler, validator or guard may know about the run it serves."""
+
+    run_id: str
+    tool_use_id: str
+    run_input: JSON
+    tool_input: JSON
+    # Latest accepted output of every tool already called in this run, by tool name.
+    outputs: Mapping[str, JSON]
+
+    @property
+    def idempotency_key(self) -> str:
+        """Key side effects by this: a repeated attempt of one tool_use applies once."""
+        return self.tool_use_id
+
+
+# A semantic validator returns the problems it found (empty when the output is fine).
+Validator = Callable[[JSON, ToolContext], Iterable[str]]
+# A guard returns why the call must not run now, or None to allow it.
+Guard = Callable[[ToolContext], str | None]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    input_schema: JSON
+    output_schema: JSON
+    handler: Callable[[JSON, ToolContext], JSON]
+    version: str = "1"
+    timeout_seconds: float = 30.0
+    invoke_when: str = ""
+    recovery: str = ""
+    validators: tuple[Validator, ...] = ()
+    guards: tuple[Guard, ...] = ()
+
+    def definition(self) -> JSON:
+        """The tool as sent to the Messages API (structured, not prose)."""
+        description = self.description
+        if self.invoke_when:
+            description += f" Invoke when: {self.invoke_when}."
+        if self.recovery:
+            description += f" On failure: {self.recovery}."
+        return {"name": self.name, "description": description, "input_schema": self.input_schema}
+
+
+@dataclass(frozen=True)
+class EscalationRule:
+    """Pause the run for a human when an accepted tool output matches ``when``."""
+
+    tool: str
+    reason: str
+    message: str
+    when: Callable[[JSON, ToolContext], bool]
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_attempts_per_tool: int = 3
+    max_steps: int = 12
+    max_tokens_per_run: int = 400_000
+    max_cost_usd: Decimal = Decimal("5.00")
+    tool_timeout_seconds: float = 30.0
+    run_timeout_seconds: float = 900.0
+    max_output_tokens: int = 4096
+
+    def as_dict(self) -> JSON:
+        return {
+            "max_attempts_per_tool": self.max_attempts_per_tool,
+            "max_steps": self.max_steps,
+            "max_tokens_per_run": self.max_tokens_per_run,
+            "max_cost_usd": str(self.max_cost_usd),
+            "tool_timeout_seconds": self.tool_timeout_seconds,
+            "run_timeout_seconds": self.run_timeout_seconds,
+            "max_output_tokens": self.max_output_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class Example:
+    title: str
+    input: JSON
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a typical run looks like, for the estimator: turns and token sizes."""
+
+    turns: int
+    output_tokens_per_turn: int = 300
+    tool_result_tokens: int = 400
+    final_output_tokens: int = 400
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    title: str
+    version: str
+    domain: str
+    role: str
+    input_schema: JSON
+    output_schema: JSON
+    tools: tuple[Tool, ...]
+    rules: tuple[str, ...]
+    constraints: Constraints = field(default_factory=Constraints)
+    examples: tuple[Example, ...] = ()
+    models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    escalation_rules: tuple[EscalationRule, ...] = ()
+    # Tools that must have succeeded before the run may finish ("always log").
+    required_tools: tuple[str, ...] = ()
+    # Returns a reason when the result needs a human's sign-off before the run succeeds.
+    regulatory_trigger: Callable[[JSON, JSON], str | None] | None = None
+    expectation: Expectation | None = None
+    approval_threshold_usd: Decimal | None = None
+    input_example: JSON | None = None
+    # Plays the model in the simulator (orchestration.simulator.policy.Policy).
+    policy: Callable[..., Any] | None = None
+    description: str = ""
+
+    def tool(self, name: str) -> Tool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+    @property
+    def orchestrator_model(self) -> str:
+        return self.models.get("orchestrator", DEFAULT_MODELS["orchestrator"])
+
+    def expected(self) -> Expectation:
+        return self.expectation or Expectation(turns=len(self.tools) + 1)

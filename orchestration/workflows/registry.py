@@ -1,0 +1,63 @@
+"""Workflows are declared in Python and registered here, like Celery tasks.
+
+``autodiscover`` imports every module listed in settings.WORKFLOW_MODULES (default: the
+demo workflows) when Django starts.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from django.conf import settings
+
+from orchestration.workflows.declaration import Workflow
+
+_REGISTRY: dict[str, Workflow] = {}
+
+DEFAULT_MODULES = (
+    "orchestration.demo.financial_reporting",
+    "orchestration.demo.payment_approval",
+    "orchestration.demo.routing",
+)
+
+
+class UnknownWorkflow(LookupError):
+    def __init__(self, name: str) -> None:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        super().__init__(f"Unknown workflow {name!r}. Known workflows: {known}.")
+        self.name = name
+
+
+def register(workflow: Workflow) -> Workflow:
+    existing = _REGISTRY.get(workflow.name)
+    if existing is not None and existing is not workflow:
+        raise ValueError(f"Workflow {workflow.name!r} is registered twice.")
+    names = [t.name for t in workflow.tools]
+    if len(names) != len(set(names)):
+        raise ValueError(f"Workflow {workflow.name!r} declares a tool name twice.")
+    _REGISTRY[workflow.name] = workflow
+    return workflow
+
+
+def get(name: str) -> Workflow:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownWorkflow(name) from None
+
+
+def all_workflows() -> list[Workflow]:
+    return sorted(_REGISTRY.values(), key=lambda w: w.title)
+
+
+def autodiscover() -> None:
+    for module in getattr(settings, "WORKFLOW_MODULES", DEFAULT_MODULES):
+        import_module(module)
+
+
+def policy_for(name: str | None) -> Any:
+    """The simulator's policy resolver: the workflow's own policy, or None (generic)."""
+    if name and name in _REGISTRY:
+        return _REGISTRY[name].policy
+    return None

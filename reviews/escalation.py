@@ -1,0 +1,129 @@
+"""The escalation policy: how a run pauses for a human, and what the ticket holds.
+
+Only the engine escalates (a running run cannot go on safely). The run moves to
+awaiting_review and a ticket opens in the same transaction, carrying a snapshot of the
+full context so the reviewer sees what the run saw when it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from orchestration import audit, lifecycle
+from orchestration.models import ModelCall, Run, ToolCall
+from reviews.models import EscalationTicket
+
+R = EscalationTicket.Reason
+
+# Priority (1 = most urgent) and time to due per reason; override with settings.ESCALATION_SLA
+# = {"reason": {"priority": 1, "due_minutes": 30}}.
+DEFAULT_SLA: dict[str, tuple[int, int]] = {
+    R.REGULATORY_TRIGGER: (1, 60),
+    R.BUDGET_EXCEEDED: (1, 60),
+    R.FAILURE_RATE_EXCEEDED: (1, 60),
+    R.HALLUCINATION: (1, 120),
+    R.VALIDATION_FAILED: (2, 240),
+    R.RETRIES_EXHAUSTED: (2, 240),
+    R.UNKNOWN_TOOL: (2, 240),
+    R.TOOL_ERROR: (2, 240),
+    R.TIMEOUT: (2, 240),
+    R.AMBIGUITY: (3, 480),
+    R.STEP_LIMIT: (3, 480),
+}
+
+
+def sla_for(reason: str) -> tuple[int, dt.timedelta]:
+    override = getattr(settings, "ESCALATION_SLA", {}).get(reason, {})
+    priority, minutes = DEFAULT_SLA.get(reason, (2, 240))
+    return (
+        int(override.get("priority", priority)),
+        dt.timedelta(minutes=int(override.get("due_minutes", minutes))),
+    )
+
+
+def _model_call_snapshot(mc: ModelCall) -> dict[str, Any]:
+    return {
+        "id": mc.pk,
+        "turn": mc.turn,
+        "attempt": mc.attempt,
+        "model": mc.model,
+        "status": mc.status,
+        "request": mc.request_content,
+        "response": mc.response_content,
+        "stop_reason": mc.stop_reason,
+        "usage": mc.usage,
+        "cost_usd": str(mc.cost_usd),
+        "error": mc.error,
+    }
+
+
+def _tool_call_snapshot(tc: ToolCall) -> dict[str, Any]:
+    return {
+        "id": tc.pk,
+        "tool_use_id": tc.tool_use_id,
+        "name": tc.name,
+        "attempt": tc.attempt,
+        "status": tc.status,
+        "input": tc.input,
+        "output": tc.output,
+        "validation_errors": tc.validation_errors,
+        "error": tc.error,
+    }
+
+
+def context_snapshot(run: Run, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "input": run.input,
+        "cost_usd": str(run.cost_usd),
+        "tokens": {
+            "input": run.input_tokens,
+            "output": run.output_tokens,
+            "cache_write": run.cache_write_tokens,
+            "cache_read": run.cache_read_tokens,
+        },
+        "model_calls": [_model_call_snapshot(mc) for mc in run.model_calls.order_by("turn", "attempt")],
+        "tool_calls": [_tool_call_snapshot(tc) for tc in run.tool_calls.order_by("created_at", "attempt")],
+        "details": details or {},
+    }
+
+
+def escalate(
+    run_id: Any,
+    reason: str,
+    message: str,
+    *,
+    tool_call: ToolCall | None = None,
+    model_call: ModelCall | None = None,
+    details: dict[str, Any] | None = None,
+) -> EscalationTicket:
+    """Pause a running run for review and open its ticket (one transaction)."""
+    with transaction.atomic():
+        run = lifecycle.transition(
+            run_id,
+            Run.Status.AWAITING_REVIEW,
+            actor="engine",
+            event_payload={"reason": reason, "message": message},
+        )
+        priority, due_in = sla_for(reason)
+        ticket = EscalationTicket.objects.create(
+            run=run,
+            reason=reason,
+            message=message,
+            context=context_snapshot(run, details),
+            failing_tool_call=tool_call,
+            failing_model_call=model_call,
+            priority=priority,
+            due_at=timezone.now() + due_in,
+        )
+        audit.record(
+            "ticket.opened",
+            run=run,
+            actor="engine",
+            payload={"ticket": ticket.pk, "reason": reason, "message": message},
+        )
+    return ticket

@@ -1,0 +1,133 @@
+"""Humans in the loop: managers' approvals of expensive runs and reviewers' escalation tickets."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ApprovalRequest(models.Model):
+    """A run estimated over the approval threshold waits here for a manager.
+
+    pending -> approved | rejected | expired. Decided once (row lock); the requester can
+    never decide their own request.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+
+    run = models.ForeignKey("orchestration.Run", on_delete=models.CASCADE, related_name="approvals")
+    estimate_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    threshold_usd = models.DecimalField(max_digits=14, decimal_places=2)
+    calculation = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="approval_requests"
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="approval_decisions",
+    )
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            # The managers' queue: pending requests, oldest first.
+            models.Index(
+                fields=["created_at"], condition=Q(status="pending"), name="approval_pending_queue"
+            ),
+        ]
+        permissions = [("decide_approval", "Can approve or reject expensive runs")]
+
+    def __str__(self) -> str:
+        return f"Approval for {self.run_id} ({self.status})"
+
+
+class EscalationTicket(models.Model):
+    """A paused run waiting for a reviewer, with the full context at the time it paused.
+
+    open -> claimed -> resolved (claimed -> open when unclaimed). The resolution drives the
+    run through the run state machine.
+    """
+
+    class Reason(models.TextChoices):
+        VALIDATION_FAILED = "validation_failed", "validation failed"
+        RETRIES_EXHAUSTED = "retries_exhausted", "retries exhausted"
+        AMBIGUITY = "ambiguity"
+        REGULATORY_TRIGGER = "regulatory_trigger", "regulatory trigger"
+        FAILURE_RATE_EXCEEDED = "failure_rate_exceeded", "failure rate exceeded"
+        BUDGET_EXCEEDED = "budget_exceeded", "budget exceeded"
+        UNKNOWN_TOOL = "unknown_tool", "unknown tool"
+        TOOL_ERROR = "tool_error", "tool error"
+        HALLUCINATION = "hallucination"
+        STEP_LIMIT = "step_limit", "step limit"
+        TIMEOUT = "timeout"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLAIMED = "claimed"
+        RESOLVED = "resolved"
+
+    class Resolution(models.TextChoices):
+        RESUME = "resume", "resumed with a note"
+        RETRY = "retry", "retried the failed step"
+        CORRECT = "correct", "supplied a corrected output"
+        APPROVE = "approve", "approved the result"
+        FAIL = "fail", "failed the run"
+
+    run = models.ForeignKey("orchestration.Run", on_delete=models.CASCADE, related_name="tickets")
+    reason = models.CharField(max_length=30, choices=Reason.choices)
+    message = models.TextField(help_text="What went wrong, in words a reviewer can act on.")
+    context = models.JSONField(help_text="Snapshot: input, every call so far, the failing check.")
+    failing_tool_call = models.ForeignKey(
+        "orchestration.ToolCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    failing_model_call = models.ForeignKey(
+        "orchestration.ModelCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    priority = models.PositiveSmallIntegerField(default=2, help_text="1 = highest.")
+    due_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    resolution = models.CharField(max_length=10, choices=Resolution.choices, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["priority", "due_at"]
+        indexes = [
+            # The reviewers' queue: unresolved tickets by priority then due time.
+            models.Index(
+                fields=["priority", "due_at"],
+                condition=~Q(status="resolved"),
+                name="ticket_unresolved_queue",
+            ),
+        ]
+        constraints = [
+            # A run pauses on one ticket at a time.
+            models.UniqueConstraint(
+                fields=["run"], condition=~Q(status="resolved"), name="ticket_one_open_per_run"
+            ),
+        ]
+        permissions = [("resolve_ticket", "Can claim and resolve escalation tickets")]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()} on {self.run_id} ({self.status})"
