@@ -171,6 +171,13 @@ SIMULATOR = {
     "state_url": env.str("SIMULATOR_STATE_URL", default=REDIS_URL),
 }
 SIMULATOR_POLICY_RESOLVER = "orchestration.workflows.registry.policy_for"
+# Modules that declare workflows (imported at start-up); extra ones are comma-separated.
+WORKFLOW_MODULES = [
+    "orchestration.demo.financial_reporting",
+    "orchestration.demo.payment_approval",
+    "orchestration.demo.routing",
+    *env.list("COUNTERSIGN_EXTRA_WORKFLOWS", default=[]),
+]
 
 # --- Costs and approvals --------------------------------------------------------------
 APPROVAL_THRESHOLD_USD = Decimal(env.str("APPROVAL_THRESHOLD_USD", default="20.00"))

@@ -347,6 +347,22 @@ def _crossed_budget(before: Run, after: Run, max_tokens: int, max_cost: Decimal)
 def _finalize(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
     """Accept the model's final answer only if every rule holds; otherwise nudge once, then escalate."""
     output, parse_error = parse_json_answer(mc.text)
+    # An invented value is the worst finding: checked before anything that could be nudged.
+    for path, source in (provenance_fields(workflow.output_schema) if isinstance(output, dict) else ()):
+        present, value = value_at(output, path)
+        tool_name, _, field_name = source.partition(".")
+        recorded = {
+            (o or {}).get(field_name)
+            for o in ToolCall.objects.filter(run=run, name=tool_name, settled=True,
+                                            status__in=(ToolCall.Status.OK, ToolCall.Status.CORRECTED))
+            .values_list("output", flat=True)
+        }
+        if present and value is not None and value not in recorded:
+            escalate(run.pk, R.HALLUCINATION,
+                     f"The answer's {'/'.join(path)} = {value!r} does not come from any recorded {tool_name} call.",
+                     model_call=mc, details={"field": "/".join(path), "value": value, "recorded": sorted(map(str, recorded))})
+            return StepResult(None)
+
     problems = [parse_error] if parse_error else schema_errors(output, workflow.output_schema)
     outputs = accepted_outputs(run)
     missing = [name for name in workflow.required_tools if name not in outputs]
@@ -363,21 +379,6 @@ def _finalize(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
             "[engine] Your final answer was not accepted: " + "; ".join(problems)
             + ". Do what is missing, then answer with one JSON object matching the output schema."))
         return StepResult(0)
-
-    for path, source in provenance_fields(workflow.output_schema):
-        present, value = value_at(output, path)
-        tool_name, _, field_name = source.partition(".")
-        recorded = {
-            (o or {}).get(field_name)
-            for o in ToolCall.objects.filter(run=run, name=tool_name, settled=True,
-                                            status__in=(ToolCall.Status.OK, ToolCall.Status.CORRECTED))
-            .values_list("output", flat=True)
-        }
-        if present and value is not None and value not in recorded:
-            escalate(run.pk, R.HALLUCINATION,
-                     f"The answer's {'/'.join(path)} = {value!r} does not come from any recorded {tool_name} call.",
-                     model_call=mc, details={"field": "/".join(path), "value": value, "recorded": sorted(map(str, recorded))})
-            return StepResult(None)
 
     if workflow.regulatory_trigger and (why := workflow.regulatory_trigger(run.input, output)):
         escalate(run.pk, R.REGULATORY_TRIGGER, f"Sign-off required: {why}", model_call=mc,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import connections
 from django.utils import timezone
 
 from orchestration import audit
@@ -115,7 +115,6 @@ def settle_tool_use(
     run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[str, Any]
 ) -> Escalation | None:
     """Execute one tool_use until it is settled (the model has its answer) or escalates."""
-    close_old_connections()
     try:
         return _settle(run, workflow, model_call, tool_use)
     finally:
