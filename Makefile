@@ -1,0 +1,63 @@
+# Countersign developer entry points. `make` or `make help` lists them.
+# The work is done by scripts/ (services.sh, with-services.sh, run.sh, test.sh); see their
+# headers for the details.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.SUFFIXES:
+
+PYTEST_ARGS ?=
+FORCE ?=
+
+SERVICES := bash scripts/services.sh
+WITH_SERVICES := bash scripts/with-services.sh
+VENV_BIN := .venv/bin
+
+.PHONY: help deps run test services stop status env lint fmt shell migrate clean-dev
+
+help: ## List the targets
+	@echo "Countersign: make TARGET"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "Variables: PYTEST_ARGS='-k foo' (test), PORT=8000 (run), FORCE=1 (clean-dev)"
+
+deps: ## Install what is missing: apt packages (postgres, redis, chromium, fonts) and .venv
+	@$(SERVICES) deps
+
+run: ## Demo: services, migrate, seed_demo, then web+worker+beat (Ctrl-C stops it all)
+	@$(WITH_SERVICES) --deps --name run -- bash scripts/run.sh
+
+test: ## Run pytest against the private services (PYTEST_ARGS passes through)
+	@bash scripts/test.sh $(PYTEST_ARGS)
+
+services: ## Start Postgres and Redis in the background (until make stop); print their env
+	@$(SERVICES) deps --system
+	@$(SERVICES) start
+	@$(SERVICES) env
+
+stop: ## Stop every service under .dev
+	@$(SERVICES) stop --all
+
+status: ## Show which services run, and their data and log paths
+	@$(SERVICES) status
+
+env: ## Print the export lines for the running services (eval "$(make -s env)")
+	@$(SERVICES) env
+
+lint: ## ruff check + ruff format --check
+	@$(SERVICES) deps --venv
+	$(VENV_BIN)/ruff check .
+	$(VENV_BIN)/ruff format --check .
+
+fmt: ## ruff format + ruff check --fix
+	@$(SERVICES) deps --venv
+	$(VENV_BIN)/ruff format .
+	$(VENV_BIN)/ruff check --fix .
+
+shell: ## Django shell with the services up and their env exported
+	@$(WITH_SERVICES) --deps --name shell -- python manage.py shell
+
+migrate: ## python manage.py migrate --noinput, with the services up
+	@$(WITH_SERVICES) --deps --name migrate -- python manage.py migrate --noinput
+
+clean-dev: ## Stop the services and delete .dev: the dev data (asks first; FORCE=1 skips)
+	@$(SERVICES) clean $(if $(filter 1 y yes true,$(FORCE)),--force,)
