@@ -98,10 +98,15 @@ def verify_chain(run_id: Any = None) -> ChainReport:
     hash of the event just before it in the global chain.
     """
     qs = AuditEvent.objects.order_by("seq")
+    predecessors: dict[int, str] = {}
     if run_id is not None:
         qs = qs.filter(run_id=run_id)
+        seqs = list(qs.values_list("seq", flat=True))
+        predecessors = dict(
+            AuditEvent.objects.filter(seq__in=[s - 1 for s in seqs]).values_list("seq", "hash")
+        )
     checked = 0
-    expected_prev: str | None = GENESIS_HASH if run_id is None else None
+    expected_prev = GENESIS_HASH
     expected_seq = 1
     for event in qs.iterator(chunk_size=2000):
         if run_id is None:
@@ -109,8 +114,7 @@ def verify_chain(run_id: Any = None) -> ChainReport:
                 return ChainReport(checked, event.seq, f"missing event(s) before #{event.seq}")
             expected_seq += 1
         else:
-            prev = AuditEvent.objects.filter(seq=event.seq - 1).values_list("hash", flat=True).first()
-            expected_prev = prev if prev is not None else GENESIS_HASH
+            expected_prev = predecessors.get(event.seq - 1, GENESIS_HASH)
         if event.prev_hash != expected_prev:
             return ChainReport(checked, event.seq, f"event #{event.seq} does not follow its predecessor")
         if event_hash(event) != event.hash:

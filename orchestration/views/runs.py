@@ -31,15 +31,18 @@ def run_list(request):
 
 
 def _run_context(run: Run) -> dict:
-    return {"run": run, "timeline": build_timeline(run), "open_ticket": run.tickets.exclude(status="resolved").first()}
+    return {
+        "run": run,
+        "timeline": build_timeline(run),
+        "open_ticket": run.tickets.exclude(status="resolved").first(),
+        "chain": verify_chain(run.pk),
+    }
 
 
 @require_GET
 def run_detail(request, run_id):
     run = get_run_for_user(request.user, run_id)
-    context = _run_context(run)
-    context["chain"] = verify_chain(run.pk)
-    return render(request, "orchestration/run_detail.html", context)
+    return render(request, "orchestration/run_detail.html", _run_context(run))
 
 
 @require_GET
