@@ -99,7 +99,8 @@ class Run(models.Model):
     # The step that holds the run until this time; see orchestration.engine.claim_step.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     steps_taken = models.PositiveIntegerField(default=0)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # NULL, not "", for "no key": the unique constraint below only applies to real keys.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -7,6 +7,7 @@ steps really go through Redis and a separate process (no eager mode).
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -44,7 +45,7 @@ def _fast_simulator(settings: Any) -> Iterator[None]:
 @pytest.fixture
 def seeded(db: Any) -> None:
     """Roles, demo users, prices and demo data (transactional tests lose migration data)."""
-    call_command("seed_demo", stdout=open(os.devnull, "w"))
+    call_command("seed_demo", stdout=io.StringIO())
 
 
 def _user(username: str) -> Any:
@@ -116,7 +117,7 @@ class Worker:
     def start(self) -> Worker:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         name = f"test-{uuid.uuid4().hex[:6]}@%h"
-        self._out = open(self.log, "ab")
+        self._out = open(self.log, "ab")  # noqa: SIM115 - closed in stop(), outlives this call
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "-Q", "celery,llm", "-c", "2",
              "-l", "info", "-n", name, "--without-gossip", "--without-mingle",

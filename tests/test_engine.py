@@ -303,3 +303,26 @@ def test_interrupted_tool_attempt_is_repeated_with_the_same_key(operator, drive)
     assert [a.status for a in attempts] == ["error", "ok"]
     assert "interrupted" in attempts[0].error
     assert PaymentDecision.objects.filter(validator="standard").count() == 1
+
+
+def test_tool_calls_of_one_turn_run_in_parallel(operator, drive):
+    run = drive(_start(operator, "pair", {}))
+    assert run.status == S.SUCCEEDED
+    a, b = run.tool_calls.order_by("name")
+    assert a.status == b.status == "ok"
+    # Their executions overlap in time (each naps 0.6 s).
+    assert a.created_at < b.finished_at and b.created_at < a.finished_at
+    results = run.model_calls.get(turn=1).request_content
+    assert [r["tool_use_id"] for r in results] == [t["id"] for t in run.model_calls.get(turn=0).tool_uses]
+
+
+def test_run_timeout_escalates(operator, drive):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    run = _start(operator, "financial_reporting", {"date": "2026-11-20"})
+    Run.objects.filter(pk=run.pk).update(queued_at=timezone.now() - dt.timedelta(hours=1))
+    run = drive(run)
+    assert run.tickets.get().reason == "timeout"
+    assert run.model_calls.count() == 0

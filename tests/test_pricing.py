@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from costs.models import ModelPrice
-from costs.pricing import Usage, UnknownModelPrice, cost_of, price_for
+from costs.pricing import UnknownModelPrice, Usage, cost_of, price_for
 
 # (model, usage, batch, expected USD) computed by hand from DESIGN.md's table.
 CASES = [

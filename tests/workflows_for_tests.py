@@ -86,3 +86,32 @@ register(Workflow(
     required_tools=("receipt",),
     policy=probe_policy,
 ))
+
+
+def _nap(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    time.sleep(0.6)
+    return {"slept": True}
+
+
+def pair_policy(conv: Conversation) -> Turn:
+    if not conv.tool_results:
+        return Turn(content=[{"type": "tool_use", "name": "nap_a", "input": {}},
+                             {"type": "tool_use", "name": "nap_b", "input": {}}])
+    return answer({"done": True})
+
+
+NAP_SCHEMA = {"type": "object", "properties": {"slept": {"type": "boolean"}}, "required": ["slept"]}
+
+register(Workflow(
+    name="pair",
+    title="Two tools in one turn (tests only)",
+    version="1",
+    domain="testing",
+    role="Call both tools at once.",
+    input_schema={"type": "object"},
+    output_schema={"type": "object", "properties": {"done": {"type": "boolean"}}, "required": ["done"]},
+    tools=(Tool("nap_a", "Nap.", {"type": "object"}, NAP_SCHEMA, _nap),
+           Tool("nap_b", "Nap.", {"type": "object"}, NAP_SCHEMA, _nap)),
+    rules=("Call nap_a and nap_b together.",),
+    policy=pair_policy,
+))

@@ -1,6 +1,13 @@
 from django.contrib import admin
 
-from warehouse.models import AuditLogEntry, LedgerEntry, Payment, PaymentDecision, PublishedReport, Transaction
+from warehouse.models import (
+    AuditLogEntry,
+    LedgerEntry,
+    Payment,
+    PaymentDecision,
+    PublishedReport,
+    Transaction,
+)
 
 admin.site.register(Transaction, list_display=("txn_id", "account", "amount", "booked_on", "status"), list_filter=("booked_on", "status"))
 admin.site.register(LedgerEntry, list_display=("txn_id", "account", "amount", "posted_on"))

@@ -44,8 +44,10 @@ def _day_rows(day: dt.date, rng: random.Random) -> list[dict]:
 
 @transaction.atomic
 def seed_warehouse() -> dict[str, int]:
+    """Upsert the demo rows (one statement per table), restoring any the demo changed."""
     rng = random.Random(20261120)  # noqa: S311 - demo data, not security
-    txns = ledger = 0
+    txns: list[Transaction] = []
+    ledger: list[LedgerEntry] = []
     day = dt.date(2026, 11, 2)
     while day <= dt.date(2026, 11, 20):
         if day.weekday() < 5:
@@ -55,26 +57,32 @@ def seed_warehouse() -> dict[str, int]:
                              "booked_on": day, "status": "completed", "counterparty": "Unverified Holdings Pty",
                              "description": "large transfer", "customer_verified": False})
             for row in rows:
-                txn_id = row.pop("txn_id")
-                Transaction.objects.update_or_create(txn_id=txn_id, defaults=row)
+                txns.append(Transaction(**row))
                 posted = row["amount"]
-                if day.day == 17 and txn_id.endswith("-001"):
+                if day.day == 17 and row["txn_id"].endswith("-001"):
                     posted += Decimal("3.50")
-                if day.day == 18 and txn_id.endswith("-002"):
+                if day.day == 18 and row["txn_id"].endswith("-002"):
                     posted -= Decimal("250.00")
-                LedgerEntry.objects.update_or_create(
-                    txn_id=txn_id, defaults={"account": row["account"], "amount": posted, "posted_on": day})
-                txns += 1
-                ledger += 1
+                ledger.append(LedgerEntry(txn_id=row["txn_id"], account=row["account"], amount=posted, posted_on=day))
         day += dt.timedelta(days=1)
+    Transaction.objects.bulk_create(
+        txns, update_conflicts=True, unique_fields=["txn_id"],
+        update_fields=["account", "amount", "currency", "booked_on", "status", "counterparty", "description",
+                       "customer_verified"])
+    LedgerEntry.objects.filter(txn_id__in=[t.txn_id for t in txns]).delete()
+    LedgerEntry.objects.bulk_create(ledger)
     payments = [
-        ("PAY-1001", "ACC-100", "Acme Supplies", "2500.00", False),
-        ("PAY-1002", "ACC-101", "Harbour Logistics", "48000.00", False),
-        ("PAY-1003", "ACC-102", "Shadow Imports Ltd", "15000.00", True),
-        ("PAY-1004", "ACC-103", "Shadow Imports Ltd", "800.00", True),
-        ("PAY-1005", "ACC-104", "Koala Energy", "300000.00", False),
+        Payment(payment_id=pid, payer_account=payer, payee=payee, amount=Decimal(amount), payee_on_watchlist=watch,
+                decision="")
+        for pid, payer, payee, amount, watch in (
+            ("PAY-1001", "ACC-100", "Acme Supplies", "2500.00", False),
+            ("PAY-1002", "ACC-101", "Harbour Logistics", "48000.00", False),
+            ("PAY-1003", "ACC-102", "Shadow Imports Ltd", "15000.00", True),
+            ("PAY-1004", "ACC-103", "Shadow Imports Ltd", "800.00", True),
+            ("PAY-1005", "ACC-104", "Koala Energy", "300000.00", False),
+        )
     ]
-    for pid, payer, payee, amount, watch in payments:
-        Payment.objects.update_or_create(payment_id=pid, defaults={
-            "payer_account": payer, "payee": payee, "amount": Decimal(amount), "payee_on_watchlist": watch})
-    return {"transactions": txns, "ledger_entries": ledger, "payments": len(payments)}
+    Payment.objects.bulk_create(
+        payments, update_conflicts=True, unique_fields=["payment_id"],
+        update_fields=["payer_account", "payee", "amount", "payee_on_watchlist", "decision"])
+    return {"transactions": len(txns), "ledger_entries": len(ledger), "payments": len(payments)}

@@ -13,7 +13,14 @@ from typing import Any
 
 from orchestration.demo.playbook import answer, call, result
 from orchestration.simulator.policy import Conversation, Turn
-from orchestration.workflows.declaration import Constraints, Example, Expectation, Tool, ToolContext, Workflow
+from orchestration.workflows.declaration import (
+    Constraints,
+    Example,
+    Expectation,
+    Tool,
+    ToolContext,
+    Workflow,
+)
 from orchestration.workflows.registry import register
 from warehouse.models import Payment, Transaction
 
