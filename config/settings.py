@@ -139,6 +139,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "orchestration.tasks.reap_stalled_runs",
         "schedule": env.float("REAPER_INTERVAL_SECONDS", default=30.0),
     },
+    "escalate-overdue-tickets": {
+        "task": "reviews.tasks.escalate_overdue_tickets",
+        "schedule": env.float("OVERDUE_CHECK_SECONDS", default=60.0),
+    },
 }
 
 # --- Orchestration engine -----------------------------------------------------------
@@ -181,6 +185,20 @@ WORKFLOW_MODULES = [
 
 # --- Costs and approvals --------------------------------------------------------------
 APPROVAL_THRESHOLD_USD = Decimal(env.str("APPROVAL_THRESHOLD_USD", default="20.00"))
+
+# --- Escalations --------------------------------------------------------------------------
+# Who is emailed on a new ticket (default: every reviewer and manager with an email address),
+# an optional Slack-compatible webhook, and the spike alert (N tickets within the window).
+ESCALATION_EMAILS = env.list("ESCALATION_EMAILS", default=[])
+ESCALATION_WEBHOOK_URL = env.str("ESCALATION_WEBHOOK_URL", default="")
+ESCALATION_SPIKE_COUNT = env.int("ESCALATION_SPIKE_COUNT", default=10)
+ESCALATION_SPIKE_WINDOW_SECONDS = env.int("ESCALATION_SPIKE_WINDOW_SECONDS", default=60)
+# Per-reason priority and due time overrides, e.g. {"ambiguity": {"priority": 2, "due_minutes": 120}}.
+ESCALATION_SLA = env.json("ESCALATION_SLA", default={})
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="countersign@localhost")
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="demo")
 

@@ -12,6 +12,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     return {
         "nav": {
             "can_start": user.has_perm("orchestration.start_run"),
+            "can_resolve": user.has_perm("reviews.resolve_ticket"),
             "is_staff": user.is_staff,
             "roles": sorted(user.groups.values_list("name", flat=True)),
         }

@@ -39,6 +39,8 @@ from orchestration.tool_execution import (
     Escalation,
     accepted_outputs,
     backoff_seconds,
+    in_round,
+    round_start,
     settle_turn,
     tool_result_blocks,
 )
@@ -257,12 +259,13 @@ def _model_error(run: Run, mc: ModelCall, exc: anthropic.APIError, started: floa
     if run.pending_note:
         Run.objects.filter(pk=run.pk).update(pending_note=run.pending_note)
     transient = isinstance(exc, TRANSIENT_ERRORS)
-    if transient and mc.attempt < settings.LLM_STEP_MAX_ATTEMPTS:
+    round_attempts = in_round(ModelCall.objects.filter(run=run, turn=mc.turn), round_start(run)).count()
+    if transient and round_attempts < settings.LLM_STEP_MAX_ATTEMPTS:
         return StepResult(
-            backoff_seconds(mc.attempt, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS)
+            backoff_seconds(round_attempts, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS)
         )
     if transient:
-        message = f"The model call failed {mc.attempt} times (each after the SDK's own retries): {mc.error}"
+        message = f"The model call failed {round_attempts} times (each after the SDK's own retries): {mc.error}"
     else:
         message = f"The Messages API refused the request: {mc.error}"
     escalate(run.pk, R.RETRIES_EXHAUSTED, message, model_call=mc)

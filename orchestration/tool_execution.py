@@ -71,6 +71,17 @@ def accepted_outputs(run: Run) -> dict[str, Any]:
     return outputs
 
 
+def round_start(run: Run) -> Any:
+    """When the current round of attempts began: a reviewer's resolution starts a fresh one."""
+    from django.db.models import Max
+
+    return run.tickets.filter(status=EscalationTicket.Status.RESOLVED).aggregate(t=Max("resolved_at"))["t"]
+
+
+def in_round(qs: Any, since: Any) -> Any:
+    return qs.filter(created_at__gt=since) if since else qs
+
+
 def backoff_seconds(attempt: int, base: float, cap: float = 30.0) -> float:
     """Exponential backoff with full jitter: never retry immediately, never in lockstep."""
     return random.uniform(base / 2, min(cap, base * 2 ** (attempt - 1)))
@@ -133,6 +144,8 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         finished_at=timezone.now(),
     )
     attempts = ToolCall.objects.filter(run=run, tool_use_id=tool_use_id).count()
+    since = round_start(run)
+    round_attempts = in_round(ToolCall.objects.filter(run=run, tool_use_id=tool_use_id), since).count()
 
     def new_attempt(**fields: Any) -> ToolCall:
         return ToolCall.objects.create(
@@ -156,7 +169,7 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
                                  validation_errors=tool_input_errors,
                                  error="The tool input does not match its schema: " + "; ".join(tool_input_errors)))
         audit.record("tool.rejected", run=run, payload={"tool_use_id": tool_use_id, "name": name, "errors": tool_input_errors})
-        rejected = ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED).count()
+        rejected = in_round(ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED), since).count()
         if rejected >= constraints.max_attempts_per_tool:
             return Escalation(R.RETRIES_EXHAUSTED, f"{name} was called with invalid input {rejected} times.", tc)
         return None
@@ -175,11 +188,12 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
     timeout = min(tool.timeout_seconds, constraints.tool_timeout_seconds)
     invalid = 0
     last: ToolCall | None = None
-    while attempts < constraints.max_attempts_per_tool:
+    while round_attempts < constraints.max_attempts_per_tool:
         if last is not None:
-            time.sleep(backoff_seconds(attempts, settings.TOOL_BACKOFF_BASE_SECONDS))
+            time.sleep(backoff_seconds(round_attempts, settings.TOOL_BACKOFF_BASE_SECONDS))
         tc = new_attempt(status=TC.RUNNING, tool_version=tool.version)
         attempts += 1
+        round_attempts += 1
         last = tc
         try:
             raw = _call_with_timeout(tool, tool_input, ctx, timeout)
@@ -216,10 +230,11 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
                 return Escalation(rule.reason, rule.message, tc)
         return None
 
-    assert last is not None
+    if last is None:  # the round's attempts were used before a worker crash
+        last = ToolCall.objects.filter(run=run, tool_use_id=tool_use_id).order_by("-attempt").first()
     return Escalation(
         R.RETRIES_EXHAUSTED,
-        f"{name} failed {attempts} times (last: {last.error or last.status}).",
+        f"{name} failed {round_attempts} times (last: {last.error or last.status}).",
         last,
     )
 

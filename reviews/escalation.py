@@ -126,4 +126,7 @@ def escalate(
             actor="engine",
             payload={"ticket": ticket.pk, "reason": reason, "message": message},
         )
+        from reviews.tasks import notify_ticket_opened
+
+        transaction.on_commit(lambda: notify_ticket_opened.delay(ticket.pk))
     return ticket

@@ -127,7 +127,10 @@ class EscalationTicket(models.Model):
                 fields=["run"], condition=~Q(status="resolved"), name="ticket_one_open_per_run"
             ),
         ]
-        permissions = [("resolve_ticket", "Can claim and resolve escalation tickets")]
+        permissions = [
+            ("resolve_ticket", "Can claim and resolve escalation tickets"),
+            ("override_ticket", "Can act on tickets claimed by someone else"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_reason_display()} on {self.run_id} ({self.status})"

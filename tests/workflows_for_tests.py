@@ -18,6 +18,8 @@ from warehouse.models import AuditLogEntry
 
 # Behaviour switches read by the tools: {"flaky": n failures, "extra": bool, ...} from the run input.
 CALLS: dict[str, int] = {}
+# Set by a test to make a "broken" upstream come back (a reviewer's retry then succeeds).
+REPAIRED = {"value": False}
 
 
 def probe(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -27,7 +29,7 @@ def probe(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     CALLS[key] = CALLS.get(key, 0) + 1
     if mode == "flaky" and CALLS[key] <= 2:
         raise ConnectionError("upstream reset")
-    if mode == "broken":
+    if mode == "broken" and not REPAIRED["value"]:
         raise ConnectionError("upstream down")
     if mode == "slow":
         time.sleep(1.5)

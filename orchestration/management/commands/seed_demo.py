@@ -35,7 +35,7 @@ ROLES = {
         "orchestration.view_modelcall", "orchestration.view_toolcall", "orchestration.view_workflowversion"),
     "managers": lambda: _view_all() + _perms(
         "orchestration.start_run", "orchestration.view_all_runs", "reviews.decide_approval",
-        "reviews.resolve_ticket", "costs.add_budget", "costs.change_budget", "costs.delete_budget",
+        "reviews.resolve_ticket", "reviews.override_ticket", "costs.add_budget", "costs.change_budget", "costs.delete_budget",
         "costs.add_modelprice"),
     "auditors": lambda: _view_all() + _perms("orchestration.view_all_runs"),
 }

@@ -1,0 +1,96 @@
+"""Telling people about escalations: email through Django's mail backend, an optional
+Slack-compatible webhook, and a spike alert when escalations come in bursts.
+
+Sending happens after the ticket is committed (on_commit) and never breaks the engine:
+a failed delivery is logged and the ticket stays in the queue either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.urls import reverse
+from django.utils import timezone
+
+from reviews.models import EscalationTicket
+
+logger = logging.getLogger(__name__)
+
+
+def _recipients() -> list[str]:
+    from django.contrib.auth import get_user_model
+
+    configured = list(getattr(settings, "ESCALATION_EMAILS", []))
+    if configured:
+        return configured
+    return list(
+        get_user_model().objects.filter(groups__permissions__codename="resolve_ticket", is_active=True)
+        .exclude(email="").values_list("email", flat=True).distinct()
+    )
+
+
+def _post_webhook(text: str) -> None:
+    url = getattr(settings, "ESCALATION_WEBHOOK_URL", "")
+    if not url:
+        return
+    body = json.dumps({"text": text}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - configured by the operator
+            response.read()
+    except OSError as exc:
+        logger.warning("escalation webhook failed: %s", exc)
+
+
+def _link(ticket: EscalationTicket) -> str:
+    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}{reverse('ticket_detail', args=[ticket.pk])}"
+
+
+def _deliver(subject: str, text: str) -> None:
+    recipients = _recipients()
+    if recipients:
+        try:
+            send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, recipients)
+        except OSError as exc:
+            logger.warning("escalation email failed: %s", exc)
+    _post_webhook(f"*{subject}*\n{text}")
+
+
+def ticket_opened(ticket_id: int) -> None:
+    ticket = EscalationTicket.objects.select_related("run").filter(pk=ticket_id).first()
+    if ticket is None:
+        return
+    subject = f"[Countersign] P{ticket.priority} {ticket.get_reason_display()}: {ticket.run.workflow_name}"
+    _deliver(subject, f"{ticket.message}\n\nRun {ticket.run_id}, due {ticket.due_at:%Y-%m-%d %H:%M %Z}.\n{_link(ticket)}")
+    check_spike()
+
+
+def check_spike(now: Any = None) -> bool:
+    """Alert once per window when more than ESCALATION_SPIKE_COUNT tickets open within it."""
+    from django.core.cache import cache
+
+    now = now or timezone.now()
+    window = settings.ESCALATION_SPIKE_WINDOW_SECONDS
+    recent = EscalationTicket.objects.filter(created_at__gte=now - timezone.timedelta(seconds=window)).count()
+    if recent < settings.ESCALATION_SPIKE_COUNT:
+        return False
+    # One alert per window, across processes.
+    if not cache.add("escalation-spike-alerted", True, timeout=window):
+        return False
+    logger.warning("escalation spike: %s tickets in %ss", recent, window)
+    _deliver(f"[Countersign] Escalation spike: {recent} in {window}s",
+             "Escalations are spiking: investigate the workflows or the upstream systems now.")
+    return True
+
+
+def tickets_overdue(ticket_ids: list[int]) -> None:
+    tickets = list(EscalationTicket.objects.filter(pk__in=ticket_ids).select_related("run"))
+    if not tickets:
+        return
+    lines = [f"P{t.priority} {t.get_reason_display()} on {t.run.workflow_name}: {_link(t)}" for t in tickets]
+    _deliver(f"[Countersign] {len(tickets)} escalation(s) overdue", "\n".join(lines))

@@ -1,0 +1,255 @@
+"""Reviewers' work on escalation tickets: claim, unclaim, assign, and the five resolutions.
+
+Every action locks the ticket row, checks who may act, changes the run only through the
+run state machine, and writes an audit event in the same transaction. A resolution that
+re-queues the run enqueues its next step after commit. Two reviewers resolving one ticket
+at the same moment get exactly one resolution; the other gets a clear refusal.
+
+Resolutions:
+- resume: continue with a reviewer's note, given to the model in the next turn; a tool
+  call left unanswered is answered with an error naming the reviewer's decision;
+- retry: run the failed step again with a fresh round of attempts;
+- correct: supply the output of the failing tool call (validated against the tool's
+  schema and semantic validators) or the run's final output (validated against the
+  workflow's output schema); invalid JSON or a violation changes nothing;
+- approve: sign off a result that needed a human (regulatory trigger): the run succeeds
+  with the proposed result; without one, the run continues;
+- fail: the run fails with the reviewer's comment.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from orchestration import audit, lifecycle
+from orchestration.models import Run, ToolCall
+from orchestration.validation import cut_to_schema, schema_errors
+from orchestration.workflows import registry
+from orchestration.workflows.declaration import ToolContext
+from reviews.models import EscalationTicket
+
+T = EscalationTicket.Status
+Res = EscalationTicket.Resolution
+
+
+class ReviewError(Exception):
+    """The action was refused; the message says why and what to do. Nothing changed."""
+
+
+class InvalidCorrection(ReviewError):
+    """The corrected output is not valid JSON or violates its schema."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def may_resolve(user: Any) -> bool:
+    return user.has_perm("reviews.resolve_ticket")
+
+
+def may_override(user: Any) -> bool:
+    return user.has_perm("reviews.override_ticket")
+
+
+def _locked(ticket_id: int) -> EscalationTicket:
+    ticket = EscalationTicket.objects.select_for_update().filter(pk=ticket_id).first()
+    if ticket is None:
+        raise ReviewError("No such ticket.")
+    return ticket
+
+
+def _check_open(ticket: EscalationTicket) -> None:
+    if ticket.status == T.RESOLVED:
+        who = ticket.resolved_by.get_username() if ticket.resolved_by_id else "someone"
+        raise ReviewError(
+            f"This ticket was already resolved ({ticket.get_resolution_display()}) by {who} at "
+            f"{timezone.localtime(ticket.resolved_at):%H:%M:%S}. Nothing was changed."
+        )
+
+
+def _check_may_act(ticket: EscalationTicket, user: Any) -> None:
+    if not may_resolve(user):
+        raise ReviewError("Only reviewers and managers may act on escalation tickets.")
+    if ticket.assignee_id and ticket.assignee_id != user.pk and not may_override(user):
+        raise ReviewError(
+            f"This ticket is claimed by {ticket.assignee.get_username()}; only they or a manager may act on it."
+        )
+
+
+def claim(ticket_id: int, user: AbstractBaseUser) -> EscalationTicket:
+    with transaction.atomic():
+        ticket = _locked(ticket_id)
+        _check_open(ticket)
+        _check_may_act(ticket, user)
+        ticket.status, ticket.assignee, ticket.claimed_at = T.CLAIMED, user, timezone.now()
+        ticket.save(update_fields=["status", "assignee", "claimed_at"])
+        audit.record("ticket.claimed", run=ticket.run, actor=user, payload={"ticket": ticket.pk})
+    return ticket
+
+
+def unclaim(ticket_id: int, user: AbstractBaseUser) -> EscalationTicket:
+    with transaction.atomic():
+        ticket = _locked(ticket_id)
+        _check_open(ticket)
+        _check_may_act(ticket, user)
+        ticket.status, ticket.assignee, ticket.claimed_at = T.OPEN, None, None
+        ticket.save(update_fields=["status", "assignee", "claimed_at"])
+        audit.record("ticket.unclaimed", run=ticket.run, actor=user, payload={"ticket": ticket.pk})
+    return ticket
+
+
+def assign(ticket_id: int, user: AbstractBaseUser, assignee: AbstractBaseUser) -> EscalationTicket:
+    if not may_resolve(assignee):
+        raise ReviewError(f"{assignee.get_username()} is not a reviewer or manager.")
+    with transaction.atomic():
+        ticket = _locked(ticket_id)
+        _check_open(ticket)
+        _check_may_act(ticket, user)
+        ticket.status, ticket.assignee, ticket.claimed_at = T.CLAIMED, assignee, timezone.now()
+        ticket.save(update_fields=["status", "assignee", "claimed_at"])
+        audit.record("ticket.assigned", run=ticket.run, actor=user,
+                     payload={"ticket": ticket.pk, "assignee": assignee.get_username()})
+    return ticket
+
+
+def parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidCorrection([f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
+
+
+def correction_target(ticket: EscalationTicket) -> dict[str, Any]:
+    """What a correction replaces: the failing tool call's output, or the final output."""
+    workflow = registry.get(ticket.run.workflow_name)
+    tc = ticket.failing_tool_call
+    if tc is not None and workflow.tool(tc.name) is not None:
+        tool = workflow.tool(tc.name)
+        current = tc.output if tc.output is not None else None
+        return {"kind": "tool", "name": tc.name, "schema": tool.output_schema, "current": current}
+    proposed = (ticket.context.get("details") or {}).get("proposed_result")
+    return {"kind": "final", "name": "final output", "schema": workflow.output_schema, "current": proposed}
+
+
+def _unanswered_tool_uses(run: Run) -> list[dict[str, Any]]:
+    last = run.model_calls.filter(status="ok").order_by("-turn").first()
+    if last is None or last.stop_reason != "tool_use":
+        return []
+    settled = set(ToolCall.objects.filter(run=run, model_call=last, settled=True).values_list("tool_use_id", flat=True))
+    return [{**tu, "model_call": last} for tu in last.tool_uses if tu["id"] not in settled]
+
+
+def resolve(
+    ticket_id: int,
+    user: Any,
+    action: str,
+    *,
+    comment: str = "",
+    note: str = "",
+    corrected: str | None = None,
+) -> EscalationTicket:
+    """Resolve a ticket; raises ReviewError (nothing changed) when the action is refused."""
+    if action not in Res.values:
+        raise ReviewError(f"Unknown resolution {action!r}.")
+    with transaction.atomic():
+        ticket = _locked(ticket_id)
+        _check_open(ticket)
+        _check_may_act(ticket, user)
+        run = Run.objects.select_for_update().get(pk=ticket.run_id)
+        if run.status != Run.Status.AWAITING_REVIEW:
+            raise ReviewError(f"The run is {run.status}, not awaiting review; nothing was changed.")
+        payload: dict[str, Any] = {"ticket": ticket.pk, "resolution": action, "comment": comment}
+
+        if action == Res.RESUME:
+            text = note.strip() or comment.strip()
+            if not text:
+                raise ReviewError("Resuming needs a note for the model: say what it should do next.")
+            for tu in _unanswered_tool_uses(run):
+                _settle_by_reviewer(run, tu, status=ToolCall.Status.REJECTED,
+                                    error=f"Not executed: a reviewer resumed the run instead. Reviewer note: {text}")
+            payload["note"] = text
+            lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, pending_note=f"Reviewer note: {text}",
+                                 event_payload=payload)
+        elif action == Res.RETRY:
+            tc = ticket.failing_tool_call
+            note_for_model = ""
+            if tc is not None and tc.settled:
+                # The tool ran but its result stopped the run: run it again.
+                ToolCall.objects.filter(pk=tc.pk).update(settled=False)
+            elif tc is None and ticket.failing_model_call and ticket.failing_model_call.status == "ok":
+                # The model's answer was refused: ask it again rather than re-judge the same words.
+                note_for_model = "Reviewer note: please redo your last step. " + comment
+            lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload,
+                                 pending_note=note_for_model.strip())
+        elif action == Res.CORRECT:
+            _apply_correction(ticket, run, user, corrected, payload)
+        elif action == Res.APPROVE:
+            proposed = (ticket.context.get("details") or {}).get("proposed_result")
+            if proposed is not None:
+                lifecycle.transition(run.pk, Run.Status.SUCCEEDED, actor=user, result=proposed, event_payload=payload)
+            else:
+                lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload,
+                                     pending_note=f"Reviewer approved continuing. {comment}".strip())
+        elif action == Res.FAIL:
+            lifecycle.transition(run.pk, Run.Status.FAILED, actor=user, event_payload=payload,
+                                 error=f"Failed by reviewer {user.get_username()}: {comment or 'no comment'}")
+
+        ticket.status, ticket.resolution = T.RESOLVED, action
+        ticket.resolved_by, ticket.resolved_at, ticket.comment = user, timezone.now(), comment
+        if ticket.assignee_id is None:
+            ticket.assignee = user
+        ticket.save()
+        audit.record("ticket.resolved", run=run, actor=user, payload=payload)
+    return ticket
+
+
+def _settle_by_reviewer(run: Run, tu: dict[str, Any], **fields: Any) -> ToolCall:
+    ToolCall.objects.filter(run=run, tool_use_id=tu["id"], settled=True).update(settled=False)
+    attempts = ToolCall.objects.filter(run=run, tool_use_id=tu["id"]).count()
+    return ToolCall.objects.create(
+        run=run, model_call=tu["model_call"], tool_use_id=tu["id"], name=tu["name"], attempt=attempts + 1,
+        input=tu.get("input") or {}, settled=True, finished_at=timezone.now(), latency_ms=0, **fields,
+    )
+
+
+def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: str | None,
+                      payload: dict[str, Any]) -> None:
+    if corrected is None or not corrected.strip():
+        raise InvalidCorrection(["paste the corrected JSON"])
+    value = parse_json(corrected)
+    target = correction_target(ticket)
+    workflow = registry.get(run.workflow_name)
+    errors = schema_errors(value, target["schema"])
+    if target["kind"] == "tool":
+        tool = workflow.tool(target["name"])
+        value = cut_to_schema(value, tool.output_schema)
+        tc = ticket.failing_tool_call
+        if not errors:
+            from orchestration.tool_execution import accepted_outputs
+
+            ctx = ToolContext(run_id=str(run.pk), tool_use_id=tc.tool_use_id, run_input=run.input,
+                              tool_input=tc.input, outputs=accepted_outputs(run))
+            errors = [p for v in tool.validators for p in v(value, ctx)]
+        if errors:
+            raise InvalidCorrection(errors)
+        tu = {"id": tc.tool_use_id, "name": tc.name, "input": tc.input, "model_call": tc.model_call}
+        corrected_call = _settle_by_reviewer(run, tu, status=ToolCall.Status.CORRECTED, output=value,
+                                             error="", raw_output=value)
+        payload.update({"corrected": "tool", "tool": tc.name, "tool_call": corrected_call.pk, "output": value})
+        # The other tool_uses of that turn still need answers; the next step runs them.
+        lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload)
+    else:
+        if errors:
+            raise InvalidCorrection(errors)
+        payload.update({"corrected": "final", "output": value})
+        lifecycle.transition(run.pk, Run.Status.SUCCEEDED, actor=user, result=value, event_payload=payload)
+
+
+def pretty(value: Any) -> str:
+    return "" if value is None else json.dumps(value, indent=2, ensure_ascii=False)

@@ -1,0 +1,177 @@
+"""The reviewers' queue and the ticket page, with HTMX actions that update in place."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from orchestration.timeline import build_timeline
+from reviews import resolutions
+from reviews.models import EscalationTicket
+
+T = EscalationTicket.Status
+resolver_required = permission_required("reviews.resolve_ticket", raise_exception=True)
+PAGE_SIZE = 25
+
+
+def _get_ticket(ticket_id: int) -> EscalationTicket:
+    ticket = EscalationTicket.objects.select_related("run", "run__requested_by", "assignee", "resolved_by",
+                                                     "failing_tool_call", "failing_model_call").filter(pk=ticket_id).first()
+    if ticket is None:
+        raise Http404("No such ticket.")
+    return ticket
+
+
+def _filtered(request, user):
+    tickets = EscalationTicket.objects.select_related("run", "assignee")
+    status = request.GET.get("status", "unresolved")
+    if status == "unresolved":
+        tickets = tickets.exclude(status=T.RESOLVED)
+    elif status in T.values:
+        tickets = tickets.filter(status=status)
+    if (reason := request.GET.get("reason")) in EscalationTicket.Reason.values:
+        tickets = tickets.filter(reason=reason)
+    if workflow := request.GET.get("workflow"):
+        tickets = tickets.filter(run__workflow_name=workflow)
+    assignee = request.GET.get("assignee", "")
+    if assignee == "me":
+        tickets = tickets.filter(assignee=user)
+    elif assignee == "nobody":
+        tickets = tickets.filter(assignee__isnull=True)
+    if (age := request.GET.get("older_than_hours", "")).isdigit():
+        tickets = tickets.filter(created_at__lt=timezone.now() - dt.timedelta(hours=int(age)))
+    return tickets.order_by("priority", "due_at", "pk")
+
+
+def _counts() -> dict:
+    rows = (EscalationTicket.objects.exclude(status=T.RESOLVED).values("reason")
+            .annotate(n=Count("pk"), overdue=Count("pk", filter=Q(due_at__lt=timezone.now()))).order_by("reason"))
+    labels = dict(EscalationTicket.Reason.choices)
+    return {
+        "by_reason": [{"reason": r["reason"], "label": labels.get(r["reason"], r["reason"]), "n": r["n"]} for r in rows],
+        "total": sum(r["n"] for r in rows),
+        "overdue": sum(r["overdue"] for r in rows),
+    }
+
+
+def _reviewers():
+    return get_user_model().objects.filter(
+        Q(groups__permissions__codename="resolve_ticket") | Q(is_superuser=True)).distinct().order_by("username")
+
+
+@resolver_required
+@require_GET
+def queue(request):
+    tickets = _filtered(request, request.user)
+    page = Paginator(tickets, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "reviews/queue.html", {
+        "page": page, "counts": _counts(), "reasons": EscalationTicket.Reason.choices, "now": timezone.now(),
+        "workflows": sorted(set(EscalationTicket.objects.values_list("run__workflow_name", flat=True).distinct())),
+        "filters": request.GET, "query": query.urlencode(), "reviewers": _reviewers(),
+    })
+
+
+def _row_response(request, ticket: EscalationTicket, error: str = "") -> HttpResponse:
+    """The updated row, plus the counters out of band, for an in-place HTMX swap."""
+    ticket.refresh_from_db()
+    return render(request, "reviews/queue.html#row_swap", {
+        "t": ticket, "counts": _counts(), "now": timezone.now(), "reviewers": _reviewers(), "error": error,
+    })
+
+
+def _act(request, ticket_id: int, action) -> HttpResponse:
+    ticket = _get_ticket(ticket_id)
+    error = ""
+    try:
+        action(ticket)
+    except resolutions.ReviewError as exc:
+        error = str(exc)
+    if request.htmx:
+        return _row_response(request, ticket, error)
+    if error:
+        messages.error(request, error)
+    return redirect(request.POST.get("next") or reverse("ticket_queue"))
+
+
+@resolver_required
+@require_POST
+def claim(request, ticket_id: int):
+    return _act(request, ticket_id, lambda t: resolutions.claim(t.pk, request.user))
+
+
+@resolver_required
+@require_POST
+def unclaim(request, ticket_id: int):
+    return _act(request, ticket_id, lambda t: resolutions.unclaim(t.pk, request.user))
+
+
+@resolver_required
+@require_POST
+def assign(request, ticket_id: int):
+    def do(ticket):
+        assignee = _reviewers().filter(pk=request.POST.get("assignee") or 0).first()
+        if assignee is None:
+            raise resolutions.ReviewError("Pick a reviewer to assign the ticket to.")
+        resolutions.assign(ticket.pk, request.user, assignee)
+
+    return _act(request, ticket_id, do)
+
+
+def _detail_context(ticket: EscalationTicket) -> dict:
+    run = ticket.run
+    target = resolutions.correction_target(ticket)
+    return {
+        "ticket": ticket,
+        "run": run,
+        "timeline": build_timeline(run),
+        "earlier": run.tickets.filter(status=T.RESOLVED).exclude(pk=ticket.pk).select_related("resolved_by"),
+        "target": target,
+        "model_words": (ticket.context.get("details") or {}).get("model_words", ""),
+        "failing_tool_id": ticket.failing_tool_call_id,
+        "failing_model_id": ticket.failing_model_call_id,
+        "now": timezone.now(),
+    }
+
+
+@resolver_required
+@require_GET
+def detail(request, ticket_id: int):
+    ticket = _get_ticket(ticket_id)
+    context = _detail_context(ticket)
+    context["form"] = {"corrected": resolutions.pretty(context["target"]["current"])}
+    return render(request, "reviews/ticket.html", context)
+
+
+@resolver_required
+@require_POST
+def resolve(request, ticket_id: int):
+    ticket = _get_ticket(ticket_id)
+    form = {k: request.POST.get(k, "") for k in ("action", "comment", "note", "corrected")}
+    try:
+        resolutions.resolve(ticket.pk, request.user, form["action"], comment=form["comment"], note=form["note"],
+                            corrected=form["corrected"] if form["action"] == "correct" else None)
+    except resolutions.InvalidCorrection as exc:
+        errors, error = exc.errors, "The corrected output was not accepted; nothing was changed."
+    except resolutions.ReviewError as exc:
+        errors, error = [], str(exc)
+    else:
+        target = reverse("run_detail", args=[ticket.run_id])
+        messages.success(request, f"Ticket resolved: {form['action']}. Watch the run below.")
+        return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
+    ticket.refresh_from_db()
+    context = {**_detail_context(ticket), "form": form, "error": error, "errors": errors}
+    template = "reviews/ticket.html#resolve_form" if request.htmx else "reviews/ticket.html"
+    return render(request, template, context, status=200 if request.htmx else 422)

@@ -1,0 +1,291 @@
+"""The reviewers' journey: queue, claim, the ticket page, and each resolution driving the run."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from django.core import mail
+from django.db import connection
+from django.urls import reverse
+
+import tests.workflows_for_tests as test_workflows
+from orchestration.launch import start_run
+from orchestration.models import AuditEvent, Run
+from reviews import notifications, resolutions
+from reviews.models import EscalationTicket
+from reviews.tasks import escalate_overdue_tickets
+from warehouse.models import PublishedReport
+
+S = Run.Status
+
+
+@pytest.fixture
+def paused(operator, drive):
+    """A financial report paused on APRA violations (failing step: validate_apra)."""
+    run = drive(start_run("financial_reporting", {"date": "2026-11-19"}, operator))
+    return run, run.tickets.get()
+
+
+# --- who may see and do what ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("persona", "status"), [("reviewer", 200), ("manager", 200), ("operator", 403), ("auditor", 403)])
+def test_queue_access_by_role(client, request, paused, persona, status):
+    client.force_login(request.getfixturevalue(persona))
+    assert client.get(reverse("ticket_queue")).status_code == status
+    assert client.get(reverse("ticket_detail", args=[paused[1].pk])).status_code == status
+
+
+def test_anonymous_is_sent_to_login(client, paused):
+    assert client.get(reverse("ticket_queue")).status_code == 302
+    assert client.post(reverse("ticket_claim", args=[paused[1].pk])).status_code == 302
+    assert paused[1].status == "open"
+
+
+def test_queue_lists_counts_and_filters(client, reviewer, paused):
+    client.force_login(reviewer)
+    body = client.get(reverse("ticket_queue")).content.decode()
+    assert "APRA validation found violations" in body and "regulatory trigger <strong>1</strong>" in body
+    assert "APRA" not in client.get(reverse("ticket_queue") + "?reason=ambiguity").content.decode()
+    assert "APRA" in client.get(reverse("ticket_queue") + "?assignee=nobody&workflow=financial_reporting").content.decode()
+
+
+def test_claim_in_place_with_htmx_updates_row_and_counters(client, reviewer, paused):
+    ticket = paused[1]
+    client.force_login(reviewer)
+    response = client.post(reverse("ticket_claim", args=[ticket.pk]), headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert response.status_code == 200 and "<html" not in body
+    assert f'id="ticket-{ticket.pk}"' in body and "Unclaim" in body
+    assert 'id="ticket-counts"' in body and 'hx-swap-oob="true"' in body
+    ticket.refresh_from_db()
+    assert ticket.status == "claimed" and ticket.assignee == reviewer
+    assert AuditEvent.objects.filter(kind="ticket.claimed", actor=reviewer).exists()
+
+
+def test_claim_without_htmx_redirects(client, reviewer, paused):
+    client.force_login(reviewer)
+    response = client.post(reverse("ticket_claim", args=[paused[1].pk]))
+    assert response.status_code == 302
+
+
+def test_get_on_an_action_is_refused(client, reviewer, paused):
+    client.force_login(reviewer)
+    assert client.get(reverse("ticket_claim", args=[paused[1].pk])).status_code == 405
+
+
+def test_claimed_ticket_belongs_to_its_assignee_unless_a_manager_overrides(reviewer, manager, paused, django_user_model):
+    from django.contrib.auth.models import Group
+
+    other = django_user_model.objects.create_user("reviewer2", password="x-reviewer-2")
+    other.groups.add(Group.objects.get(name="reviewers"))
+    ticket = resolutions.claim(paused[1].pk, reviewer)
+    with pytest.raises(resolutions.ReviewError, match="claimed by reviewer"):
+        resolutions.resolve(ticket.pk, other, "fail", comment="not mine")
+    resolutions.resolve(ticket.pk, manager, "fail", comment="manager override")
+    ticket.refresh_from_db()
+    assert ticket.resolved_by == manager and ticket.assignee == reviewer
+
+
+def test_assign_to_another_reviewer_in_place(client, manager, reviewer, paused):
+    client.force_login(manager)
+    response = client.post(reverse("ticket_assign", args=[paused[1].pk]), {"assignee": reviewer.pk},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    paused[1].refresh_from_db()
+    assert paused[1].assignee == reviewer and paused[1].status == "claimed"
+
+
+def test_operator_cannot_resolve(client, operator, paused):
+    client.force_login(operator)
+    response = client.post(reverse("ticket_resolve", args=[paused[1].pk]), {"action": "fail"})
+    assert response.status_code == 403
+    paused[0].refresh_from_db()
+    assert paused[0].status == S.AWAITING_REVIEW
+
+
+# --- the ticket page ---------------------------------------------------------------------
+
+
+def test_ticket_page_shows_the_full_context(client, reviewer, paused):
+    run, ticket = paused
+    client.force_login(reviewer)
+    body = client.get(reverse("ticket_detail", args=[ticket.pk])).content.decode()
+    assert "2026-11-19" in body  # the run input
+    assert f'id="tool-{ticket.failing_tool_call_id}"' in body and "failing step" in body
+    for tool in ("fetch_transactions", "reconcile_ledger", "validate_apra"):
+        assert tool in body
+    assert "CPS234-KYC-01" in body  # the failing tool's output
+    assert "Cost so far" in body and "Earlier resolutions" in body
+
+
+# --- resolutions -------------------------------------------------------------------------
+
+
+def test_correcting_a_tool_output_resumes_and_publishes(client, reviewer, paused, drive):
+    run, ticket = paused
+    client.force_login(reviewer)
+    corrected = json.dumps({"compliant": True, "violations": []})
+    response = client.post(reverse("ticket_resolve", args=[ticket.pk]),
+                           {"action": "correct", "corrected": corrected, "comment": "KYC was verified offline"},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 200 and response["HX-Redirect"] == reverse("run_detail", args=[run.pk])
+    run = drive(run)
+    assert run.status == S.SUCCEEDED
+    assert PublishedReport.objects.count() == 1
+    correction = run.tool_calls.get(status="corrected")
+    assert correction.output == {"compliant": True, "violations": []} and correction.settled
+    event = AuditEvent.objects.get(kind="ticket.resolved")
+    assert event.actor == reviewer and event.payload["comment"] == "KYC was verified offline"
+
+
+@pytest.mark.parametrize(("corrected", "message"), [
+    ("{not json", "not valid JSON"),
+    ('{"compliant": "yes", "violations": []}', "compliant: &#x27;yes&#x27; is not of type &#x27;boolean&#x27;"),
+    ('{"compliant": true, "violations": [{"rule_id": "R", "transaction_id": "T", "reason": "x"}]}',
+     "compliant is true but violations are listed"),
+])
+def test_invalid_correction_is_shown_inline_and_changes_nothing(client, reviewer, paused, corrected, message):
+    run, ticket = paused
+    client.force_login(reviewer)
+    response = client.post(reverse("ticket_resolve", args=[ticket.pk]), {"action": "correct", "corrected": corrected},
+                           headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert response.status_code == 200 and "nothing was changed" in body and message in body
+    assert "<html" not in body and corrected.replace('"', "&quot;") in body  # the edit is kept
+    ticket.refresh_from_db()
+    run.refresh_from_db()
+    assert ticket.status == "open" and run.status == S.AWAITING_REVIEW
+    assert not run.tool_calls.filter(status="corrected").exists()
+
+
+def test_resume_gives_the_note_to_the_model(operator, reviewer, drive):
+    run = drive(start_run("payment_approval", {"payment_id": "PAY-1003"}, operator))
+    ticket = run.tickets.get()
+    resolutions.resolve(ticket.pk, reviewer, "resume", note="Payee cleared by sanctions team: approve")
+    run = drive(run)
+    assert run.status == S.SUCCEEDED and run.result["decision"] == "approve"
+    next_turn = run.model_calls.get(turn=2).request_content
+    assert next_turn[-1] == {"type": "text", "text": "Reviewer note: Payee cleared by sanctions team: approve"}
+
+
+def test_resume_without_a_note_is_refused(reviewer, paused):
+    with pytest.raises(resolutions.ReviewError, match="needs a note"):
+        resolutions.resolve(paused[1].pk, reviewer, "resume")
+
+
+def test_retry_runs_the_failed_step_again(operator, reviewer, drive, monkeypatch):
+    run = drive(start_run("probe", {"mode": "broken"}, operator))
+    assert run.tickets.get().reason == "retries_exhausted"
+    monkeypatch.setitem(test_workflows.REPAIRED, "value", True)
+    resolutions.resolve(run.tickets.get().pk, reviewer, "retry", comment="upstream is back")
+    run = drive(run)
+    assert run.status == S.SUCCEEDED
+    assert list(run.tool_calls.filter(name="probe").values_list("status", flat=True)) == ["error"] * 3 + ["ok"]
+
+
+def test_approve_signs_off_the_proposed_result(operator, reviewer, drive):
+    run = drive(start_run("payment_approval", {"payment_id": "PAY-1005"}, operator))
+    ticket = run.tickets.get()
+    assert ticket.reason == "regulatory_trigger"
+    resolutions.resolve(ticket.pk, reviewer, "approve", comment="Board approved the payment")
+    run.refresh_from_db()
+    assert run.status == S.SUCCEEDED and run.result["amount"] == 300000.0
+    assert AuditEvent.objects.filter(run=run, kind="run.succeeded", actor=reviewer).exists()
+
+
+def test_fail_ends_the_run_with_the_reason(reviewer, paused):
+    run, ticket = paused
+    resolutions.resolve(ticket.pk, reviewer, "fail", comment="Report withheld")
+    run.refresh_from_db()
+    assert run.status == S.FAILED and "Report withheld" in run.error
+    with pytest.raises(resolutions.ReviewError, match="already resolved"):
+        resolutions.resolve(ticket.pk, reviewer, "retry")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_resolutions_produce_exactly_one(reviewer, manager, paused):
+    ticket = paused[1]
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def act(user, action):
+        barrier.wait()
+        try:
+            resolutions.resolve(ticket.pk, user, action, comment=f"by {user}")
+            outcomes.append(f"ok:{action}")
+        except resolutions.ReviewError as exc:
+            outcomes.append(f"refused:{exc}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=act, args=(reviewer, "fail")),
+               threading.Thread(target=act, args=(manager, "approve"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(o.startswith("ok:") for o in outcomes) == 1
+    assert any("already resolved" in o for o in outcomes)
+    assert AuditEvent.objects.filter(kind="ticket.resolved").count() == 1
+
+
+# --- deadlines and notifications ------------------------------------------------------------
+
+
+def test_overdue_tickets_are_raised_and_notified(paused, settings):
+    from django.utils import timezone
+
+    ticket = paused[1]
+    EscalationTicket.objects.filter(pk=ticket.pk).update(priority=3, due_at=timezone.now() - timezone.timedelta(minutes=5))
+    mail.outbox.clear()
+    assert escalate_overdue_tickets() == 1
+    ticket.refresh_from_db()
+    assert ticket.priority == 2 and ticket.due_at > timezone.now()
+    assert escalate_overdue_tickets() == 0  # bumped once per overdue period
+    assert any("overdue" in m.subject for m in mail.outbox)
+
+
+def test_new_ticket_emails_reviewers_and_posts_the_webhook(paused, settings):
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    settings.ESCALATION_WEBHOOK_URL = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    mail.outbox.clear()
+    notifications.ticket_opened(paused[1].pk)
+    server.server_close()
+    assert mail.outbox and "regulatory trigger" in mail.outbox[0].subject
+    assert "reviewer@example.com" in mail.outbox[0].to
+    assert received and "APRA validation found violations" in received[0]["text"]
+
+
+def test_spike_alert_fires_once_per_window(operator, settings):
+    from django.core.cache import cache
+
+    from orchestration import lifecycle
+    from reviews.escalation import escalate
+
+    cache.delete("escalation-spike-alerted")
+    settings.ESCALATION_SPIKE_COUNT = 3
+    for i in range(3):
+        run = start_run("customer_router", {"customer_account": "ACC-100", "question": f"loan {i}"}, operator)
+        lifecycle.transition(run.pk, S.RUNNING)
+        escalate(run.pk, "ambiguity", "unsure")
+    mail.outbox.clear()
+    assert notifications.check_spike() is True
+    assert notifications.check_spike() is False
+    assert any("spike" in m.subject for m in mail.outbox)
+    cache.delete("escalation-spike-alerted")
