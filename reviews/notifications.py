@@ -7,11 +7,10 @@ a failed delivery is logged and the ticket stays in the queue either way.
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
 from typing import Any
 
+import httpx2
 from django.conf import settings
 from django.core.mail import send_mail
 from django.urls import reverse
@@ -38,12 +37,9 @@ def _post_webhook(text: str) -> None:
     url = getattr(settings, "ESCALATION_WEBHOOK_URL", "")
     if not url:
         return
-    body = json.dumps({"text": text}).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - configured by the operator
-            response.read()
-    except OSError as exc:
+        httpx2.post(url, json={"text": text}, timeout=5).raise_for_status()
+    except httpx2.HTTPError as exc:
         logger.warning("escalation webhook failed: %s", exc)
 
 
