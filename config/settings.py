@@ -164,7 +164,8 @@ LLM_BACKOFF_BASE_SECONDS = env.float("LLM_BACKOFF_BASE_SECONDS", default=2.0)
 LLM_BACKOFF_MAX_SECONDS = env.float("LLM_BACKOFF_MAX_SECONDS", default=60.0)
 TOOL_BACKOFF_BASE_SECONDS = env.float("TOOL_BACKOFF_BASE_SECONDS", default=0.5)
 # A step holds a lease on its run; a run whose lease expired is re-queued by the reaper.
-RUN_STEP_LEASE_SECONDS = env.int("RUN_STEP_LEASE_SECONDS", default=600)
+# Longer than the task's hard time limit, so a reaped step never overlaps a live one.
+RUN_STEP_LEASE_SECONDS = env.int("RUN_STEP_LEASE_SECONDS", default=900)
 
 SIMULATOR = {
     "latency_scale": env.float("SIMULATOR_LATENCY_SCALE", default=1.0),
@@ -185,6 +186,8 @@ WORKFLOW_MODULES = [
 
 # --- Costs and approvals --------------------------------------------------------------
 APPROVAL_THRESHOLD_USD = Decimal(env.str("APPROVAL_THRESHOLD_USD", default="20.00"))
+# payment_approval demo: approving a payment over this needs a reviewer's sign-off.
+PAYMENT_SIGNOFF_AMOUNT = Decimal(env.str("PAYMENT_SIGNOFF_AMOUNT", default="250000"))
 
 # --- Escalations --------------------------------------------------------------------------
 # Who is emailed on a new ticket (default: every reviewer and manager with an email address),

@@ -13,13 +13,6 @@ from django.http import Http404
 
 from orchestration.models import Run
 
-OPERATORS, REVIEWERS, MANAGERS, AUDITORS = "operators", "reviewers", "managers", "auditors"
-
-
-def in_group(user: Any, *names: str) -> bool:
-    if user.is_superuser:
-        return True
-    return user.groups.filter(name__in=names).exists()
 
 
 def visible_runs(user: Any) -> QuerySet[Run]:

@@ -219,8 +219,6 @@ def _model_turn(run: Run, workflow: Workflow, calls: list[ModelCall]) -> StepRes
         run=run, turn=turn, attempt=attempt, model=model, request_content=new_turn,
         role=ModelCall.Role.ORCHESTRATOR,
     )
-    if run.pending_note:
-        Run.objects.filter(pk=run.pk).update(pending_note="")
     client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
     started = time.monotonic()
     try:
@@ -255,9 +253,6 @@ def _model_error(run: Run, mc: ModelCall, exc: anthropic.APIError, started: floa
     mc.finished_at = timezone.now()
     mc.save()
     audit.record("model.failed", run=run, payload={"turn": mc.turn, "attempt": mc.attempt, "error": mc.error})
-    # The note (if any) went out with this failed attempt; keep it for the next one.
-    if run.pending_note:
-        Run.objects.filter(pk=run.pk).update(pending_note=run.pending_note)
     transient = isinstance(exc, TRANSIENT_ERRORS)
     round_attempts = in_round(ModelCall.objects.filter(run=run, turn=mc.turn), round_start(run)).count()
     if transient and round_attempts < settings.LLM_STEP_MAX_ATTEMPTS:
@@ -297,6 +292,9 @@ def _record_response(run: Run, workflow: Workflow, mc: ModelCall, raw: Any, mess
         mc.save()
         before = Run.objects.select_for_update().get(pk=run.pk)
         Run.objects.filter(pk=run.pk).update(
+            # The note went out with this call; it is cleared in the same transaction that
+            # records the answer, so a crash before this point re-sends it.
+            pending_note="",
             cost_usd=F("cost_usd") + cost,
             input_tokens=F("input_tokens") + usage.input_tokens,
             output_tokens=F("output_tokens") + usage.output_tokens,
@@ -354,16 +352,16 @@ def _finalize(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
     for path, source in (provenance_fields(workflow.output_schema) if isinstance(output, dict) else ()):
         present, value = value_at(output, path)
         tool_name, _, field_name = source.partition(".")
-        recorded = {
+        recorded = [
             (o or {}).get(field_name)
             for o in ToolCall.objects.filter(run=run, name=tool_name, settled=True,
                                             status__in=(ToolCall.Status.OK, ToolCall.Status.CORRECTED))
             .values_list("output", flat=True)
-        }
+        ]
         if present and value is not None and value not in recorded:
             escalate(run.pk, R.HALLUCINATION,
                      f"The answer's {'/'.join(path)} = {value!r} does not come from any recorded {tool_name} call.",
-                     model_call=mc, details={"field": "/".join(path), "value": value, "recorded": sorted(map(str, recorded))})
+                     model_call=mc, details={"field": "/".join(path), "value": value, "recorded": [str(r) for r in recorded]})
             return StepResult(None)
 
     problems = [parse_error] if parse_error else schema_errors(output, workflow.output_schema)

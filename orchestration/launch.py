@@ -73,7 +73,8 @@ def start_run(
     workflow = registry.get(workflow_name)
     version = snapshot(workflow)
     estimate = estimate_run(workflow, version, value)  # an API call: outside the transaction
-    threshold = workflow.approval_threshold_usd or settings.APPROVAL_THRESHOLD_USD
+    threshold = (workflow.approval_threshold_usd if workflow.approval_threshold_usd is not None
+                 else settings.APPROVAL_THRESHOLD_USD)
     try:
         with transaction.atomic():
             run = Run.objects.create(

@@ -8,6 +8,7 @@ full context so the reviewer sees what the run saw when it stopped.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from orchestration.models import ModelCall, Run, ToolCall
 from reviews.models import EscalationTicket
 
 R = EscalationTicket.Reason
+logger = logging.getLogger(__name__)
 
 # Priority (1 = most urgent) and time to due per reason; override with settings.ESCALATION_SLA
 # = {"reason": {"priority": 1, "due_minutes": 30}}.
@@ -92,6 +94,16 @@ def context_snapshot(run: Run, details: dict[str, Any] | None = None) -> dict[st
     }
 
 
+def _notify(ticket_id: int) -> None:
+    """Queue the notification; a broker outage must not break the step that escalated."""
+    from reviews.tasks import notify_ticket_opened
+
+    try:
+        notify_ticket_opened.delay(ticket_id)
+    except Exception:  # noqa: BLE001 - the ticket is in the queue whatever happens here
+        logger.exception("could not queue the notification for ticket %s", ticket_id)
+
+
 def escalate(
     run_id: Any,
     reason: str,
@@ -126,7 +138,5 @@ def escalate(
             actor="engine",
             payload={"ticket": ticket.pk, "reason": reason, "message": message},
         )
-        from reviews.tasks import notify_ticket_opened
-
-        transaction.on_commit(lambda: notify_ticket_opened.delay(ticket.pk))
+        transaction.on_commit(lambda: _notify(ticket.pk))
     return ticket

@@ -289,3 +289,16 @@ def test_spike_alert_fires_once_per_window(operator, settings):
     assert notifications.check_spike() is False
     assert any("spike" in m.subject for m in mail.outbox)
     cache.delete("escalation-spike-alerted")
+
+
+def test_correcting_the_final_output_validates_it_against_the_workflow_schema(operator, reviewer, drive):
+    run = drive(start_run("probe", {"mode": "fake_id"}, operator))
+    ticket = run.tickets.get()
+    assert ticket.reason == "hallucination"
+    assert resolutions.correction_target(ticket)["kind"] == "final"
+    with pytest.raises(resolutions.InvalidCorrection, match="'receipt' is a required property"):
+        resolutions.resolve(ticket.pk, reviewer, "correct", corrected='{"value": 7}')
+    resolutions.resolve(ticket.pk, reviewer, "correct", corrected='{"value": 7, "receipt": "RCPT-MANUAL-1"}',
+                        comment="Receipt issued by hand")
+    run.refresh_from_db()
+    assert run.status == S.SUCCEEDED and run.result == {"value": 7, "receipt": "RCPT-MANUAL-1"}

@@ -352,11 +352,11 @@ WORKFLOW = register(Workflow(
                             tool_timeout_seconds=30, run_timeout_seconds=600, max_output_tokens=2048),
     examples=(
         Example("A normal day", {"date": "2026-11-20"}, (
-            "fetch_transactions(date) -> 12 transactions", "reconcile_ledger -> reconciled",
+            "fetch_transactions(date) -> 8 transactions", "reconcile_ledger -> reconciled",
             "validate_apra -> compliant", "publish_report -> report_id", "audit_log(all results)",
             "answer with report_id")),
         Example("A non-compliant day", {"date": "2026-11-19"}, (
-            "fetch_transactions -> 9 transactions", "reconcile_ledger -> reconciled",
+            "fetch_transactions -> 13 transactions", "reconcile_ledger -> reconciled",
             "validate_apra -> violations: the engine escalates; do not publish")),
     ),
     escalation_rules=(

@@ -175,7 +175,7 @@ def policy(conv: Conversation) -> Turn:
 
 
 def _sign_off(run_input: dict[str, Any], output: dict[str, Any]) -> str | None:
-    limit = Decimal(str(getattr(settings, "PAYMENT_SIGNOFF_AMOUNT", "250000")))
+    limit = settings.PAYMENT_SIGNOFF_AMOUNT
     if output.get("decision") == "approve" and Decimal(str(output.get("amount", 0))) > limit:
         return f"approving a payment over ${limit:,} needs a reviewer's sign-off"
     return None

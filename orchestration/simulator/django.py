@@ -8,7 +8,7 @@ Settings::
         "retry_after_seconds": 1.0, "batch_seconds": 0.0,
         "state_url": "redis://localhost:6379/3",  # shared by web, worker and beat
     }
-    SIMULATOR_POLICY_RESOLVER = "orchestration.demo.policies.resolve"  # optional
+    SIMULATOR_POLICY_RESOLVER = "orchestration.workflows.registry.policy_for"  # optional
 
 Every key is optional (see config.SimulatorConfig for the defaults).
 """

@@ -2,7 +2,7 @@
 
 Sections: role and context, agent definitions, workflow rules, constraints, output format,
 then the worked examples. Tools are described once, in the structured tool definitions the
-API receives; the prompt only lists their names, input/output shapes and recovery notes.
+API receives; the prompt only lists their names, versions, output shapes and recovery notes.
 User input never appears here: it goes in the user turn as validated JSON.
 """
 
