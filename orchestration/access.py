@@ -14,7 +14,6 @@ from django.http import Http404
 from orchestration.models import Run
 
 
-
 def visible_runs(user: Any) -> QuerySet[Run]:
     runs = Run.objects.all()
     if user.is_superuser or user.has_perm("orchestration.view_all_runs"):

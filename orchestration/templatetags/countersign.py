@@ -23,6 +23,12 @@ def pretty_json(value: Any) -> str:
 
 
 @register.filter
+def spaced(value: Any) -> str:
+    """awaiting_review -> awaiting review"""
+    return str(value).replace("_", " ")
+
+
+@register.filter
 def usd(value: Any, places: int = 4) -> str:
     if value in (None, ""):
         return "-"
