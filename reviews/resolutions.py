@@ -82,40 +82,35 @@ def _check_may_act(ticket: EscalationTicket, user: Any) -> None:
         )
 
 
-def claim(ticket_id: int, user: AbstractBaseUser) -> EscalationTicket:
+def _set_assignee(ticket_id: int, user: Any, assignee: Any, event: str) -> EscalationTicket:
+    """Claim (assignee=user), unclaim (assignee=None) or assign to someone else."""
     with transaction.atomic():
         ticket = _locked(ticket_id)
         _check_open(ticket)
         _check_may_act(ticket, user)
-        ticket.status, ticket.assignee, ticket.claimed_at = T.CLAIMED, user, timezone.now()
+        ticket.assignee = assignee
+        ticket.status = T.CLAIMED if assignee else T.OPEN
+        ticket.claimed_at = timezone.now() if assignee else None
         ticket.save(update_fields=["status", "assignee", "claimed_at"])
-        audit.record("ticket.claimed", run=ticket.run, actor=user, payload={"ticket": ticket.pk})
+        payload: dict[str, Any] = {"ticket": ticket.pk}
+        if assignee is not None and assignee != user:
+            payload["assignee"] = assignee.get_username()
+        audit.record(event, run=ticket.run, actor=user, payload=payload)
     return ticket
+
+
+def claim(ticket_id: int, user: AbstractBaseUser) -> EscalationTicket:
+    return _set_assignee(ticket_id, user, user, "ticket.claimed")
 
 
 def unclaim(ticket_id: int, user: AbstractBaseUser) -> EscalationTicket:
-    with transaction.atomic():
-        ticket = _locked(ticket_id)
-        _check_open(ticket)
-        _check_may_act(ticket, user)
-        ticket.status, ticket.assignee, ticket.claimed_at = T.OPEN, None, None
-        ticket.save(update_fields=["status", "assignee", "claimed_at"])
-        audit.record("ticket.unclaimed", run=ticket.run, actor=user, payload={"ticket": ticket.pk})
-    return ticket
+    return _set_assignee(ticket_id, user, None, "ticket.unclaimed")
 
 
 def assign(ticket_id: int, user: AbstractBaseUser, assignee: AbstractBaseUser) -> EscalationTicket:
     if not may_resolve(assignee):
         raise ReviewError(f"{assignee.get_username()} is not a reviewer or manager.")
-    with transaction.atomic():
-        ticket = _locked(ticket_id)
-        _check_open(ticket)
-        _check_may_act(ticket, user)
-        ticket.status, ticket.assignee, ticket.claimed_at = T.CLAIMED, assignee, timezone.now()
-        ticket.save(update_fields=["status", "assignee", "claimed_at"])
-        audit.record("ticket.assigned", run=ticket.run, actor=user,
-                     payload={"ticket": ticket.pk, "assignee": assignee.get_username()})
-    return ticket
+    return _set_assignee(ticket_id, user, assignee, "ticket.assigned")
 
 
 def parse_json(text: str) -> Any:
