@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
+import os
 import time
 import uuid
 
@@ -80,34 +79,9 @@ def test_slow_fault_times_out_over_loopback(server):
 
 
 @pytest.fixture
-def redis_url(tmp_path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    socket_path = tmp_path / "redis.sock"
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(socket_path),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not socket_path.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        yield f"unix://{socket_path}"
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
+def redis_url():
+    """The Redis that `make test` starts (database 1); each test uses its own key prefix."""
+    return os.environ.get("REDIS_URL", "redis://127.0.0.1:63790/1")
 
 
 def test_redis_state_is_shared_between_processes_views(redis_url):
