@@ -25,11 +25,21 @@ from reviews.models import ApprovalRequest
 
 
 class RunRefused(Exception):
-    """The run was not started; ``errors`` maps a field (or "input") to what was wrong."""
+    """The run was not started; ``errors`` maps a field (or "input") to what was wrong.
 
-    def __init__(self, errors: dict[str, str]) -> None:
+    ``code`` says why, for callers that answer with a status: ``invalid_input`` (bad workflow
+    or input), ``budget_exceeded`` (a hard budget would be passed), ``rate_limited`` (the
+    user's daily limit on starting runs is reached).
+    """
+
+    INVALID_INPUT = "invalid_input"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    RATE_LIMITED = "rate_limited"
+
+    def __init__(self, errors: dict[str, str], code: str = INVALID_INPUT) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
         self.errors = errors
+        self.code = code
 
 
 def parse_input(raw: str | dict[str, Any]) -> dict[str, Any]:
