@@ -143,6 +143,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "reviews.tasks.escalate_overdue_tickets",
         "schedule": env.float("OVERDUE_CHECK_SECONDS", default=60.0),
     },
+    "expire-approval-requests": {
+        "task": "reviews.tasks.expire_approval_requests",
+        "schedule": env.float("APPROVAL_EXPIRY_CHECK_SECONDS", default=60.0),
+    },
+    "poll-message-batches": {
+        "task": "orchestration.tasks.poll_batches",
+        "schedule": env.float("BATCH_POLL_SECONDS", default=30.0),
+    },
 }
 
 # --- Orchestration engine -----------------------------------------------------------
@@ -186,6 +194,13 @@ WORKFLOW_MODULES = [
 
 # --- Costs and approvals --------------------------------------------------------------
 APPROVAL_THRESHOLD_USD = Decimal(env.str("APPROVAL_THRESHOLD_USD", default="20.00"))
+# A pending approval request expires (the run is cancelled) after this many hours.
+APPROVAL_EXPIRY_HOURS = env.float("APPROVAL_EXPIRY_HOURS", default=24)
+# Mid-run guard: an approved run pauses for a manager once its cost passes the approved
+# estimate by this fraction (a run that never needed approval: once it passes the threshold).
+APPROVAL_OVERRUN_FRACTION = Decimal(env.str("APPROVAL_OVERRUN_FRACTION", default="0.25"))
+# How many runs one user may start in any 24 hours (page, command and API alike).
+RUNS_PER_USER_PER_DAY = env.int("RUNS_PER_USER_PER_DAY", default=100)
 # payment_approval demo: approving a payment over this needs a reviewer's sign-off.
 PAYMENT_SIGNOFF_AMOUNT = Decimal(env.str("PAYMENT_SIGNOFF_AMOUNT", default="250000"))
 

@@ -22,7 +22,6 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -31,7 +30,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from costs.pricing import Usage, cost_of, price_for
+from costs import accounting
 from orchestration import audit, lifecycle
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
@@ -269,49 +268,33 @@ def _model_error(run: Run, mc: ModelCall, exc: anthropic.APIError, started: floa
 
 def _record_response(run: Run, workflow: Workflow, mc: ModelCall, raw: Any, message: Any, started: float) -> StepResult:
     usage_json = message.usage.model_dump(mode="json")
-    usage = Usage.from_api(usage_json)
-    price = price_for(mc.model)
-    cost = cost_of(usage, price)
-    limits = workflow.constraints
     with transaction.atomic():
         mc.status = ModelCall.Status.OK
         mc.response_content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
         mc.stop_reason = message.stop_reason or ""
-        mc.usage = usage_json
-        mc.input_tokens = usage.input_tokens
-        mc.output_tokens = usage.output_tokens
-        mc.cache_write_5m_tokens = usage.cache_write_5m
-        mc.cache_write_1h_tokens = usage.cache_write_1h
-        mc.cache_read_tokens = usage.cache_read
-        mc.cost_usd = cost
-        mc.price = price
         mc.request_id = raw.headers.get("request-id", "")
         mc.sdk_attempts = raw.retries_taken + 1
         mc.latency_ms = int((time.monotonic() - started) * 1000)
         mc.finished_at = timezone.now()
-        mc.save()
-        before = Run.objects.select_for_update().get(pk=run.pk)
-        Run.objects.filter(pk=run.pk).update(
-            # The note went out with this call; it is cleared in the same transaction that
-            # records the answer, so a crash before this point re-sends it.
-            pending_note="",
-            cost_usd=F("cost_usd") + cost,
-            input_tokens=F("input_tokens") + usage.input_tokens,
-            output_tokens=F("output_tokens") + usage.output_tokens,
-            cache_write_tokens=F("cache_write_tokens") + usage.cache_write_5m + usage.cache_write_1h,
-            cache_read_tokens=F("cache_read_tokens") + usage.cache_read,
-        )
+        charged = accounting.charge(mc, usage_json)  # saves mc
+        # The note went out with this call; it is cleared in the same transaction that
+        # records the answer, so a crash before this point re-sends it.
+        Run.objects.filter(pk=run.pk).update(pending_note="")
         run.refresh_from_db()
         audit.record("model.called", run=run, payload={
             "turn": mc.turn, "attempt": mc.attempt, "model": mc.model, "stop_reason": mc.stop_reason,
-            "usage": usage_json, "cost_usd": str(cost), "request_id": mc.request_id,
+            "usage": usage_json, "cost_usd": str(charged.cost), "request_id": mc.request_id,
         })
+    return _after_response(run, workflow, mc, charged)
 
+
+def _after_response(run: Run, workflow: Workflow, mc: ModelCall, charged: accounting.Charge) -> StepResult:
+    limits = workflow.constraints
     if states_ambiguity(mc.text):
         escalate(run.pk, R.AMBIGUITY, f"The model stated ambiguity: {mc.text[:500]}", model_call=mc,
                  details={"model_words": mc.text})
         return StepResult(None)
-    crossed = _crossed_budget(before, run, limits.max_tokens_per_run, limits.max_cost_usd)
+    crossed = accounting.spend_breach(charged, workflow)
     if crossed:
         escalate(run.pk, R.BUDGET_EXCEEDED, crossed, model_call=mc)
         return StepResult(None)
@@ -330,16 +313,6 @@ def _record_response(run: Run, workflow: Workflow, mc: ModelCall, raw: Any, mess
         Run.objects.filter(pk=run.pk).update(pending_note="Continue.")
         return StepResult(0)
     return _finalize(run, workflow, mc)
-
-
-def _crossed_budget(before: Run, after: Run, max_tokens: int, max_cost: Decimal) -> str | None:
-    tokens_before = before.total_input_tokens + before.output_tokens
-    tokens_after = after.total_input_tokens + after.output_tokens
-    if tokens_before <= max_tokens < tokens_after:
-        return f"The run used {tokens_after:,} tokens, over its budget of {max_tokens:,}."
-    if before.cost_usd <= max_cost < after.cost_usd:
-        return f"The run cost ${after.cost_usd:.4f}, over its budget of ${max_cost}."
-    return None
 
 
 # --- finishing --------------------------------------------------------------------------

@@ -11,10 +11,10 @@ import datetime as dt
 import json
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from costs import accounting
 from costs.estimates import estimate_run
 from orchestration import audit, lifecycle
 from orchestration.models import Run
@@ -83,8 +83,7 @@ def start_run(
     workflow = registry.get(workflow_name)
     version = snapshot(workflow)
     estimate = estimate_run(workflow, version, value)  # an API call: outside the transaction
-    threshold = (workflow.approval_threshold_usd if workflow.approval_threshold_usd is not None
-                 else settings.APPROVAL_THRESHOLD_USD)
+    threshold = accounting.approval_threshold(workflow)
     try:
         with transaction.atomic():
             run = Run.objects.create(
