@@ -7,5 +7,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("reviews/", include("reviews.urls")),
+    path("costs/", include("costs.urls")),
     path("", include("orchestration.urls")),
 ]

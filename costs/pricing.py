@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Case, DecimalField, ExpressionWrapper, F, Value, When
 from django.utils import timezone
 
 from costs.models import ModelPrice
@@ -76,6 +77,51 @@ def cost_of(usage: Usage, price: ModelPrice, *, batch: bool = False) -> Decimal:
     if batch:
         total *= Decimal(1) - price.batch_discount
     return total
+
+
+def cache_saving(usage: Usage, price: ModelPrice, *, batch: bool = False) -> Decimal:
+    """What prompt caching saved on one call: its cache reads priced as plain input, minus the
+    premium paid for its cache writes (negative for a write that is never read back)."""
+    saving = (
+        usage.cache_read * (price.input_per_mtok - price.cache_read_per_mtok)
+        - usage.cache_write_5m * (price.cache_write_5m_per_mtok - price.input_per_mtok)
+        - usage.cache_write_1h * (price.cache_write_1h_per_mtok - price.input_per_mtok)
+    ) / MILLION
+    if batch:
+        saving *= Decimal(1) - price.batch_discount
+    return saving
+
+
+def batch_saving(usage: Usage, price: ModelPrice, *, batch: bool) -> Decimal:
+    """What the Message Batches discount took off one call (zero for a real-time call)."""
+    return cost_of(usage, price) - cost_of(usage, price, batch=True) if batch else Decimal(0)
+
+
+# The same two savings as SQL over ModelCall rows (their price FK), for the costs page's
+# aggregates; tests/test_pricing.py checks they agree with the functions above.
+def _money(expression: Any) -> ExpressionWrapper:
+    return ExpressionWrapper(expression, output_field=DecimalField(max_digits=20, decimal_places=10))
+
+
+def cache_saving_sql() -> ExpressionWrapper:
+    saving = (
+        F("cache_read_tokens") * (F("price__input_per_mtok") - F("price__cache_read_per_mtok"))
+        - F("cache_write_5m_tokens") * (F("price__cache_write_5m_per_mtok") - F("price__input_per_mtok"))
+        - F("cache_write_1h_tokens") * (F("price__cache_write_1h_per_mtok") - F("price__input_per_mtok"))
+    ) / MILLION
+    factor = Case(When(is_batch=True, then=Value(Decimal(1)) - F("price__batch_discount")), default=Value(Decimal(1)))
+    return _money(saving * factor)
+
+
+def batch_saving_sql() -> ExpressionWrapper:
+    list_price = (
+        F("input_tokens") * F("price__input_per_mtok")
+        + F("cache_write_5m_tokens") * F("price__cache_write_5m_per_mtok")
+        + F("cache_write_1h_tokens") * F("price__cache_write_1h_per_mtok")
+        + F("cache_read_tokens") * F("price__cache_read_per_mtok")
+        + F("output_tokens") * F("price__output_per_mtok")
+    ) / MILLION
+    return _money(Case(When(is_batch=True, then=list_price * F("price__batch_discount")), default=Value(Decimal(0))))
 
 
 def _canonical_model(model: str) -> str:

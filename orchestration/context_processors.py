@@ -4,15 +4,23 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from reviews.models import ApprovalRequest
+
 
 def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
+    can_approve = user.has_perm("reviews.decide_approval")
     return {
         "nav": {
             "can_start": user.has_perm("orchestration.start_run"),
             "can_resolve": user.has_perm("reviews.resolve_ticket"),
+            "can_approve": can_approve,
+            "pending_approvals": (
+                ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count() if can_approve else 0
+            ),
+            "can_see_costs": user.has_perm("costs.view_modelprice"),
             "is_staff": user.is_staff,
             "roles": sorted(user.groups.values_list("name", flat=True)),
         }

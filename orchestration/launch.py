@@ -11,10 +11,11 @@ import datetime as dt
 import json
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from costs import accounting
+from costs import accounting, budgets
 from costs.estimates import estimate_run
 from orchestration import audit, lifecycle
 from orchestration.models import Run
@@ -86,10 +87,16 @@ def start_run(
     threshold = accounting.approval_threshold(workflow)
     try:
         with transaction.atomic():
+            try:
+                warnings = budgets.check_start(workflow.name, user, estimate.upper_usd)
+            except budgets.StartRefused as refused:
+                key = "budget" if refused.code == RunRefused.BUDGET_EXCEEDED else "rate_limit"
+                raise RunRefused({key: str(refused)}, code=refused.code) from None
+            calculation = estimate.as_json() | ({"budget_warnings": warnings} if warnings else {})
             run = Run.objects.create(
                 workflow_version=version, workflow_name=workflow.name, requested_by=user, input=value,
                 options=options or {}, idempotency_key=idempotency_key,
-                estimate_usd=estimate.upper_usd, estimate=estimate.as_json(),
+                estimate_usd=estimate.upper_usd, estimate=calculation,
             )
             audit.record("run.requested", run=run, actor=user, payload={
                 "workflow": workflow.name, "version": version.content_hash, "source": source, "input": value,
@@ -98,11 +105,13 @@ def start_run(
                 "expected_usd": str(estimate.expected_usd), "upper_usd": str(estimate.upper_usd),
                 "threshold_usd": str(threshold),
             })
+            for warning in warnings:
+                audit.record("budget.warning", run=run, actor="engine", payload={"warning": warning})
             if estimate.upper_usd > threshold:
                 ApprovalRequest.objects.create(
                     run=run, estimate_usd=estimate.upper_usd, threshold_usd=threshold,
-                    calculation=estimate.as_json(), requested_by=user,
-                    expires_at=timezone.now() + dt.timedelta(hours=24),
+                    calculation=calculation, requested_by=user,
+                    expires_at=timezone.now() + dt.timedelta(hours=settings.APPROVAL_EXPIRY_HOURS),
                 )
                 run = lifecycle.transition(run.pk, Run.Status.AWAITING_APPROVAL, actor=user,
                                            event_payload={"estimate_usd": str(estimate.upper_usd)})

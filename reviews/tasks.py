@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from reviews import notifications
+from reviews import approvals, notifications
 from reviews.models import EscalationTicket
 
 
@@ -34,3 +34,9 @@ def escalate_overdue_tickets() -> int:
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
 def notify_ticket_opened(ticket_id: int) -> None:
     notifications.ticket_opened(ticket_id)
+
+
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+def expire_approval_requests() -> int:
+    """Expire approval requests nobody decided in time; their runs are cancelled."""
+    return approvals.expire_overdue()

@@ -1,8 +1,11 @@
 from django.urls import path
 
-from reviews.views import tickets
+from reviews.views import approvals, tickets
 
 urlpatterns = [
+    path("approvals/", approvals.queue, name="approval_queue"),
+    path("approvals/bulk/", approvals.bulk_approve, name="approval_bulk"),
+    path("approvals/<int:request_id>/decide/", approvals.decide, name="approval_decide"),
     path("tickets/", tickets.queue, name="ticket_queue"),
     path("tickets/<int:ticket_id>/", tickets.detail, name="ticket_detail"),
     path("tickets/<int:ticket_id>/claim/", tickets.claim, name="ticket_claim"),

@@ -39,3 +39,12 @@ def usd(value: Any, places: int = 4) -> str:
 @register.filter
 def json_size(value: Any) -> int:
     return len(json.dumps(value)) if value is not None else 0
+
+
+@register.filter
+def grouped(value: Any) -> str:
+    """1234567 -> 1,234,567"""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "-"

@@ -1,0 +1,139 @@
+"""Managers' decisions on runs estimated over the approval threshold.
+
+One decision per request, ever: the request row is locked, its status checked, and the run
+moved through ``orchestration.lifecycle`` in the same transaction, so two managers clicking
+at the same moment produce one decision and the run is queued once (on commit). The
+requester can never decide their own request, whatever their role (four-eyes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from orchestration import audit, lifecycle
+from orchestration.models import Run
+from reviews.models import ApprovalRequest
+
+A = ApprovalRequest.Status
+RECENT_SPEND_DAYS = 30
+
+
+class ApprovalError(Exception):
+    """The decision was refused; nothing was changed."""
+
+
+def may_decide(user: Any) -> bool:
+    return user.has_perm("reviews.decide_approval")
+
+
+def decide(request_id: int, user: Any, *, approve: bool, comment: str = "") -> ApprovalRequest:
+    comment = comment.strip()
+    if not may_decide(user):
+        raise ApprovalError("Only managers may approve or reject runs.")
+    if not approve and not comment:
+        raise ApprovalError("Say why you reject the run: the requester will see your reason.")
+    with transaction.atomic():
+        req = ApprovalRequest.objects.select_for_update().filter(pk=request_id).first()
+        if req is None:
+            raise ApprovalError("No such approval request.")
+        if req.requested_by_id == user.pk:
+            raise ApprovalError("You requested this run: another manager must decide it (four-eyes rule).")
+        if req.status != A.PENDING:
+            who = req.decided_by.get_username() if req.decided_by_id else "the expiry check"
+            when = timezone.localtime(req.decided_at) if req.decided_at else None
+            raise ApprovalError(
+                f"This request was already {req.status} by {who}"
+                + (f" at {when:%H:%M:%S}" if when else "") + ". Nothing was changed."
+            )
+        now = timezone.now()
+        if req.expires_at <= now:
+            _expire(req, now)  # committed: the raise below comes after the transaction
+        else:
+            _record_decision(req, user, approve, comment, now)
+    if req.status == A.EXPIRED:
+        raise ApprovalError("This request expired before it was decided; the run was cancelled.")
+    return req
+
+
+def _record_decision(req: ApprovalRequest, user: Any, approve: bool, comment: str, now: dt.datetime) -> None:
+    req.status = A.APPROVED if approve else A.REJECTED
+    req.decided_by, req.decided_at, req.comment = user, now, comment
+    req.save(update_fields=["status", "decided_by", "decided_at", "comment"])
+    payload = {"request": req.pk, "decision": req.status, "comment": comment, "estimate_usd": str(req.estimate_usd)}
+    audit.record("approval.decided", run=req.run, actor=user, payload=payload)
+    if approve:
+        lifecycle.transition(req.run_id, Run.Status.APPROVED, actor=user, event_payload=payload,
+                             expected=(Run.Status.AWAITING_APPROVAL,))
+        lifecycle.transition(req.run_id, Run.Status.QUEUED, actor=user)  # enqueued on commit
+    else:
+        lifecycle.transition(req.run_id, Run.Status.REJECTED, actor=user, event_payload=payload,
+                             expected=(Run.Status.AWAITING_APPROVAL,),
+                             error=f"Rejected by {user.get_username()}: {comment}")
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    approved: list[ApprovalRequest]
+    refused: dict[int, str]  # request id -> why
+
+
+def approve_many(request_ids: list[int], user: Any, comment: str = "") -> BulkOutcome:
+    """Approve each request on its own: one refused (four-eyes, already decided) stops no other."""
+    approved, refused = [], {}
+    for request_id in request_ids:
+        try:
+            approved.append(decide(request_id, user, approve=True, comment=comment))
+        except ApprovalError as exc:
+            refused[request_id] = str(exc)
+    return BulkOutcome(approved, refused)
+
+
+def _expire(req: ApprovalRequest, now: dt.datetime) -> None:
+    req.status, req.decided_at = A.EXPIRED, now
+    req.save(update_fields=["status", "decided_at"])
+    audit.record("approval.expired", run=req.run, actor="engine", payload={"request": req.pk})
+    lifecycle.transition(
+        req.run_id, Run.Status.CANCELLED, actor="engine", expected=(Run.Status.AWAITING_APPROVAL,),
+        error=f"The approval request expired at {timezone.localtime(req.expires_at):%Y-%m-%d %H:%M} "
+              "without a manager's decision.",
+        event_payload={"request": req.pk, "decision": "expired"},
+    )
+
+
+def expire_overdue(now: dt.datetime | None = None) -> int:
+    """Expire pending requests past their deadline (their runs are cancelled); returns how many."""
+    now = now or timezone.now()
+    expired = 0
+    for pk in ApprovalRequest.objects.filter(status=A.PENDING, expires_at__lte=now).values_list("pk", flat=True):
+        with transaction.atomic():
+            req = ApprovalRequest.objects.select_for_update(skip_locked=True).filter(pk=pk, status=A.PENDING).first()
+            if req is not None:
+                _expire(req, now)
+                expired += 1
+    return expired
+
+
+@dataclass(frozen=True)
+class RecentSpend:
+    runs: int
+    cost_usd: Decimal
+    days: int = RECENT_SPEND_DAYS
+
+
+def recent_spend(user_ids: set[int]) -> dict[int, RecentSpend]:
+    """Each requester's runs and actual spend over the last 30 days (one query for the queue)."""
+    since = timezone.now() - dt.timedelta(days=RECENT_SPEND_DAYS)
+    rows = (
+        Run.objects.filter(requested_by_id__in=user_ids, created_at__gte=since)
+        .values("requested_by_id")
+        .annotate(runs=Count("id"), cost=Sum("cost_usd"))
+    )
+    found = {r["requested_by_id"]: RecentSpend(r["runs"], r["cost"] or Decimal(0)) for r in rows}
+    return {uid: found.get(uid, RecentSpend(0, Decimal(0))) for uid in user_ids}

@@ -1,0 +1,88 @@
+"""The managers' approval queue: approve or reject in place, in bulk, with the calculation."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from reviews import approvals
+from reviews.models import ApprovalRequest
+
+A = ApprovalRequest.Status
+RECENTLY_DECIDED = 20
+
+
+def _may_view(user) -> bool:
+    return approvals.may_decide(user) or user.has_perm("reviews.view_approvalrequest")
+
+
+def _with_spend(requests: list[ApprovalRequest]) -> list[ApprovalRequest]:
+    spend = approvals.recent_spend({r.requested_by_id for r in requests})
+    for r in requests:
+        r.recent = spend[r.requested_by_id]
+    return requests
+
+
+def _context(request, **extra) -> dict:
+    pending = list(ApprovalRequest.objects.filter(status=A.PENDING).select_related("run", "requested_by")
+                   .order_by("expires_at", "pk"))
+    return {
+        "pending": _with_spend(pending),
+        "decided": ApprovalRequest.objects.exclude(status=A.PENDING).select_related("run", "requested_by", "decided_by")
+        .order_by("-decided_at")[:RECENTLY_DECIDED],
+        "can_decide": approvals.may_decide(request.user),
+        "now": timezone.now(),
+        **extra,
+    }
+
+
+@require_GET
+def queue(request):
+    if not _may_view(request.user):
+        raise PermissionDenied
+    return render(request, "reviews/approvals.html", _context(request))
+
+
+@require_POST
+def decide(request, request_id: int):
+    if not approvals.may_decide(request.user):
+        raise PermissionDenied
+    approve = request.POST.get("decision") == "approve"
+    comment = request.POST.get("comment", "")
+    error = ""
+    try:
+        approvals.decide(request_id, request.user, approve=approve, comment=comment)
+    except approvals.ApprovalError as exc:
+        error = str(exc)
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        else:
+            messages.success(request, "Approved: the run is queued." if approve else "Rejected: the requester sees your reason.")
+        return redirect(reverse("approval_queue"))
+    req = ApprovalRequest.objects.select_related("run", "requested_by", "decided_by").filter(pk=request_id).first()
+    if req is None:
+        return HttpResponse(status=404)
+    context = _context(request, r=_with_spend([req])[0], error=error, comment=comment if error else "")
+    return render(request, "reviews/approvals.html#row_swap", context)
+
+
+@require_POST
+def bulk_approve(request):
+    if not approvals.may_decide(request.user):
+        raise PermissionDenied
+    ids = [int(v) for v in request.POST.getlist("request") if v.isdigit()]
+    if not ids:
+        messages.error(request, "Tick the requests to approve first.")
+        return redirect(reverse("approval_queue"))
+    outcome = approvals.approve_many(ids, request.user, comment=request.POST.get("comment", ""))
+    if outcome.approved:
+        messages.success(request, f"Approved {len(outcome.approved)} run(s); they are queued.")
+    for request_id, why in outcome.refused.items():
+        messages.error(request, f"Request #{request_id} not approved: {why}")
+    return redirect(reverse("approval_queue"))
