@@ -199,6 +199,8 @@ APPROVAL_EXPIRY_HOURS = env.float("APPROVAL_EXPIRY_HOURS", default=24)
 # Mid-run guard: an approved run pauses for a manager once its cost passes the approved
 # estimate by this fraction (a run that never needed approval: once it passes the threshold).
 APPROVAL_OVERRUN_FRACTION = Decimal(env.str("APPROVAL_OVERRUN_FRACTION", default="0.25"))
+# Batch-mode runs (half price, not real time) may take this long in all before timing out.
+BATCH_RUN_TIMEOUT_SECONDS = env.float("BATCH_RUN_TIMEOUT_SECONDS", default=26 * 3600)
 # How many runs one user may start in any 24 hours (page, command and API alike).
 RUNS_PER_USER_PER_DAY = env.int("RUNS_PER_USER_PER_DAY", default=100)
 # payment_approval demo: approving a payment over this needs a reviewer's sign-off.

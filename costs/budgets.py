@@ -143,13 +143,15 @@ def check_rate_limit(user: Any, now: dt.datetime | None = None) -> None:
         )
 
 
-def check_start(workflow_name: str, user: Any, estimate_usd: Decimal) -> list[str]:
+def check_start(workflow_name: str, user: Any, estimate_usd: Decimal, *, lock: bool = True) -> list[str]:
     """Refuse (StartRefused) or allow a run of this estimate; returns soft-budget warnings.
 
-    Call inside the transaction that creates the run: it takes the start lock.
+    Call inside the transaction that creates the run: it takes the start lock (``lock=False``
+    only for a preview that writes nothing).
     """
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [START_LOCK_KEY])
+    if lock:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [START_LOCK_KEY])
     check_rate_limit(user)
     warnings = []
     for budget in applicable(workflow_name, user):

@@ -48,7 +48,8 @@ def _usd(value: Decimal) -> str:
     return f"${value.quantize(Decimal('0.000001'), rounding=ROUND_HALF_UP)}"
 
 
-def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any]) -> Estimate:
+def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any], *,
+                 batch: bool = False) -> Estimate:
     model = workflow.orchestrator_model
     client = client_for(workflow=workflow.name)
     system = [{"type": "text", "text": version.system_prompt}]
@@ -96,9 +97,14 @@ def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[s
         + cost(uncached, price.input_per_mtok)
         + cost(output, price.output_per_mtok)
     )
+    lines.append({"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(expected)})
+    if batch:
+        discounted = expected * (1 - price.batch_discount)
+        lines.append({"item": "Batch mode", "calc": f"{_usd(expected)} x (1 - {price.batch_discount:.0%} Message Batches discount)",
+                      "usd": _usd(discounted)})
+        expected = discounted
     upper = expected * (1 + RETRY_ALLOWANCE)
     lines += [
-        {"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(expected)},
         {"item": "Upper bound", "calc": f"expected x (1 + {RETRY_ALLOWANCE:.0%} retry allowance)", "usd": _usd(upper)},
     ]
     return Estimate(model=model, expected_usd=expected, upper_usd=upper, lines=lines)

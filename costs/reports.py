@@ -121,3 +121,10 @@ def csv_rows(since: dt.datetime) -> Iterator[list[Any]]:
 
 def _fixed(value: Decimal) -> str:
     return f"{value.quantize(Decimal('0.000001'))}"
+
+
+def run_savings(run: Run) -> dict[str, Decimal]:
+    """What prompt caching and batch pricing saved on one run (the run page shows it)."""
+    totals = run.model_calls.filter(status=ModelCall.Status.OK, price__isnull=False).aggregate(
+        cache=_sum(cache_saving_sql()), batch=_sum(batch_saving_sql()))
+    return {"cache": totals["cache"], "batch": totals["batch"]}

@@ -126,8 +126,11 @@ def run_step(run_id: Any) -> None:
 def _step(run: Run) -> StepResult:
     workflow = registry.get(run.workflow_name)
     if _timed_out(run, workflow):
-        escalate(run.pk, R.TIMEOUT, f"The run exceeded its {workflow.constraints.run_timeout_seconds:g}s timeout.")
+        escalate(run.pk, R.TIMEOUT, f"The run exceeded its {_timeout_seconds(run, workflow):g}s timeout.")
         return StepResult(None)
+    waiting = run.model_calls.filter(status=ModelCall.Status.PENDING).exclude(batch_id="").first()
+    if waiting is not None:
+        return _collect_batch(run, workflow, waiting)
     ModelCall.objects.filter(run=run, status=ModelCall.Status.PENDING).update(
         status=ModelCall.Status.ERROR,
         error="interrupted: the worker stopped before the response was recorded",
@@ -149,9 +152,15 @@ def _step(run: Run) -> StepResult:
     return _model_turn(run, workflow, calls)
 
 
+def _timeout_seconds(run: Run, workflow: Workflow) -> float:
+    if run.options.get("batch"):  # each turn may wait for its batch (the API allows up to 24 h)
+        return max(workflow.constraints.run_timeout_seconds, settings.BATCH_RUN_TIMEOUT_SECONDS)
+    return workflow.constraints.run_timeout_seconds
+
+
 def _timed_out(run: Run, workflow: Workflow) -> bool:
     since = run.queued_at or run.started_at
-    limit = dt.timedelta(seconds=workflow.constraints.run_timeout_seconds)
+    limit = dt.timedelta(seconds=_timeout_seconds(run, workflow))
     return since is not None and timezone.now() - since > limit
 
 
@@ -219,19 +228,77 @@ def _model_turn(run: Run, workflow: Workflow, calls: list[ModelCall]) -> StepRes
         role=ModelCall.Role.ORCHESTRATOR,
     )
     client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
+    params = {
+        "model": model,
+        "max_tokens": workflow.constraints.max_output_tokens,
+        "system": [{"type": "text", "text": version.system_prompt, "cache_control": {"type": "ephemeral"}}],
+        "tools": api_tools(version),
+        "messages": conversation(calls, new_turn),
+    }
+    if run.options.get("batch"):
+        return _submit_batch(run, mc, client, params)
     started = time.monotonic()
     try:
-        raw = client.messages.with_raw_response.create(
-            model=model,
-            max_tokens=workflow.constraints.max_output_tokens,
-            system=[{"type": "text", "text": version.system_prompt, "cache_control": {"type": "ephemeral"}}],
-            tools=api_tools(version),
-            messages=conversation(calls, new_turn),
-        )
+        raw = client.messages.with_raw_response.create(**params)
         message = raw.parse()
     except anthropic.APIError as exc:
         return _model_error(run, mc, exc, started)
-    return _record_response(run, workflow, mc, raw, message, started)
+    return _record_response(run, workflow, mc, message, request_id=raw.headers.get("request-id", ""),
+                            sdk_attempts=raw.retries_taken + 1, latency_ms=int((time.monotonic() - started) * 1000))
+
+
+# --- batch mode: each model turn goes through the Message Batches API at the batch price ---
+
+
+def _batch_custom_id(mc: ModelCall) -> str:
+    return f"mc-{mc.pk}"
+
+
+def _submit_batch(run: Run, mc: ModelCall, client: Any, params: dict[str, Any]) -> StepResult:
+    started = time.monotonic()
+    try:
+        batch = client.messages.batches.create(requests=[{"custom_id": _batch_custom_id(mc), "params": params}])
+    except anthropic.APIError as exc:
+        return _model_error(run, mc, exc, started)
+    ModelCall.objects.filter(pk=mc.pk).update(batch_id=batch.id, is_batch=True)
+    audit.record("model.batch_submitted", run=run, payload={"turn": mc.turn, "attempt": mc.attempt, "batch_id": batch.id})
+    return StepResult(None)  # beat's poll_batches enqueues the next step when the batch ends
+
+
+def batch_ended(mc: ModelCall) -> bool:
+    """Whether the batch holding ``mc`` has ended (beat asks before enqueueing a step)."""
+    run = mc.run
+    client = client_for(workflow=run.workflow_name, run_id=run.pk, faults=run.options.get("simulator_faults"))
+    return client.messages.batches.retrieve(mc.batch_id).processing_status == "ended"
+
+
+def _collect_batch(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
+    client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
+    started = time.monotonic()
+    try:
+        batch = client.messages.batches.retrieve(mc.batch_id)
+        if batch.processing_status != "ended":
+            return StepResult(None)
+        entry = next((r for r in client.messages.batches.results(mc.batch_id)
+                      if r.custom_id == _batch_custom_id(mc)), None)
+    except anthropic.NotFoundError as exc:  # the batch is gone: its answer can never be collected
+        return _model_error(run, mc, exc, started)
+    except anthropic.APIError:
+        logger.warning("could not read batch; beat will poll again", extra={"run_id": str(run.pk), "batch_id": mc.batch_id})
+        return StepResult(None)
+    if entry is not None and entry.result.type == "succeeded":
+        waited_ms = int((timezone.now() - mc.created_at).total_seconds() * 1000)
+        return _record_response(run, workflow, mc, entry.result.message, request_id=mc.batch_id,
+                                sdk_attempts=1, latency_ms=waited_ms, batch=True)
+    if entry is None:
+        why, transient = "the batch ended without a result for this request", True
+    elif entry.result.type == "errored":
+        error = entry.result.error.error
+        why, transient = f"{error.type}: {error.message}", error.type in ("api_error", "overloaded_error", "rate_limit_error")
+    else:  # expired or canceled
+        why, transient = f"the batch request {entry.result.type}", entry.result.type == "expired"
+    return _call_failed(run, mc, f"Batch {mc.batch_id}: {why}", transient=transient, attempts=1,
+                        latency_ms=int((time.monotonic() - started) * 1000))
 
 
 def _sdk_attempts(request_headers: Any) -> int:
@@ -244,15 +311,24 @@ def _sdk_attempts(request_headers: Any) -> int:
 def _model_error(run: Run, mc: ModelCall, exc: anthropic.APIError, started: float) -> StepResult:
     status = getattr(exc, "status_code", None)
     request = getattr(exc, "request", None)
-    mc.status = ModelCall.Status.ERROR
-    mc.error = f"{type(exc).__name__}{f' {status}' if status else ''}: {getattr(exc, 'message', exc)}"
     mc.request_id = getattr(exc, "request_id", None) or ""
-    mc.sdk_attempts = _sdk_attempts(request.headers) if request is not None else 1
-    mc.latency_ms = int((time.monotonic() - started) * 1000)
+    return _call_failed(
+        run, mc, f"{type(exc).__name__}{f' {status}' if status else ''}: {getattr(exc, 'message', exc)}",
+        transient=isinstance(exc, TRANSIENT_ERRORS),
+        attempts=_sdk_attempts(request.headers) if request is not None else 1,
+        latency_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+def _call_failed(run: Run, mc: ModelCall, error: str, *, transient: bool, attempts: int, latency_ms: int) -> StepResult:
+    """Record a failed model call; try the turn again after a backoff, or escalate."""
+    mc.status = ModelCall.Status.ERROR
+    mc.error = error
+    mc.sdk_attempts = attempts
+    mc.latency_ms = latency_ms
     mc.finished_at = timezone.now()
     mc.save()
     audit.record("model.failed", run=run, payload={"turn": mc.turn, "attempt": mc.attempt, "error": mc.error})
-    transient = isinstance(exc, TRANSIENT_ERRORS)
     round_attempts = in_round(ModelCall.objects.filter(run=run, turn=mc.turn), round_start(run)).count()
     if transient and round_attempts < settings.LLM_STEP_MAX_ATTEMPTS:
         return StepResult(
@@ -266,24 +342,25 @@ def _model_error(run: Run, mc: ModelCall, exc: anthropic.APIError, started: floa
     return StepResult(None)
 
 
-def _record_response(run: Run, workflow: Workflow, mc: ModelCall, raw: Any, message: Any, started: float) -> StepResult:
+def _record_response(run: Run, workflow: Workflow, mc: ModelCall, message: Any, *, request_id: str,
+                     sdk_attempts: int, latency_ms: int, batch: bool = False) -> StepResult:
     usage_json = message.usage.model_dump(mode="json")
     with transaction.atomic():
         mc.status = ModelCall.Status.OK
         mc.response_content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
         mc.stop_reason = message.stop_reason or ""
-        mc.request_id = raw.headers.get("request-id", "")
-        mc.sdk_attempts = raw.retries_taken + 1
-        mc.latency_ms = int((time.monotonic() - started) * 1000)
+        mc.request_id = request_id
+        mc.sdk_attempts = sdk_attempts
+        mc.latency_ms = latency_ms
         mc.finished_at = timezone.now()
-        charged = accounting.charge(mc, usage_json)  # saves mc
+        charged = accounting.charge(mc, usage_json, batch=batch)  # saves mc
         # The note went out with this call; it is cleared in the same transaction that
         # records the answer, so a crash before this point re-sends it.
         Run.objects.filter(pk=run.pk).update(pending_note="")
         run.refresh_from_db()
         audit.record("model.called", run=run, payload={
             "turn": mc.turn, "attempt": mc.attempt, "model": mc.model, "stop_reason": mc.stop_reason,
-            "usage": usage_json, "cost_usd": str(charged.cost), "request_id": mc.request_id,
+            "usage": usage_json, "cost_usd": str(charged.cost), "request_id": mc.request_id, "batch": batch,
         })
     return _after_response(run, workflow, mc, charged)
 
@@ -374,10 +451,33 @@ def reap_stalled_runs() -> int:
         Run.objects.filter(status=S.RUNNING, lease_expires_at__lt=now).values_list("pk", flat=True)
     ) + list(
         Run.objects.filter(status__in=(S.RUNNING, S.QUEUED), lease_expires_at__isnull=True,
-                           updated_at__lt=silent_since).values_list("pk", flat=True)
+                           updated_at__lt=silent_since)
+        .exclude(pk__in=_waiting_for_batch().values("run_id"))
+        .values_list("pk", flat=True)
     )
     for run_id in stalled:
         logger.warning("re-queueing stalled run", extra={"run_id": str(run_id)})
         Run.objects.filter(pk=run_id).update(updated_at=now)
         enqueue_step(run_id)
     return len(stalled)
+
+
+def _waiting_for_batch():
+    return ModelCall.objects.filter(status=ModelCall.Status.PENDING).exclude(batch_id="")
+
+
+def poll_batches() -> int:
+    """Enqueue a step for every run whose pending batch has ended; returns how many."""
+    from orchestration.tasks import enqueue_step
+
+    ended = 0
+    for mc in _waiting_for_batch().filter(run__status=S.RUNNING, run__lease_expires_at__isnull=True).select_related("run"):
+        try:
+            done = batch_ended(mc)
+        except anthropic.APIError:
+            logger.warning("could not poll batch", extra={"run_id": str(mc.run_id), "batch_id": mc.batch_id})
+            continue
+        if done:
+            enqueue_step(mc.run_id)
+            ended += 1
+    return ended

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from costs import accounting, budgets
-from costs.estimates import estimate_run
+from costs.estimates import Estimate, estimate_run
 from orchestration import audit, lifecycle
 from orchestration.models import Run
 from orchestration.validation import schema_errors
@@ -67,6 +69,31 @@ def validate_input(workflow_name: str, raw: str | dict[str, Any]) -> dict[str, A
     return value
 
 
+@dataclass(frozen=True)
+class Preview:
+    """What starting this run would do, computed without starting it."""
+
+    estimate: Estimate
+    threshold: Decimal
+    needs_approval: bool
+    refused: str  # why a hard budget or the start limit would refuse it ("" if not)
+    warnings: list[str]
+
+
+def preview(workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, batch: bool = False) -> Preview:
+    """The estimate and the gate's verdict for a run not yet started (the start page shows it)."""
+    value = validate_input(workflow_name, raw_input)
+    workflow = registry.get(workflow_name)
+    estimate = estimate_run(workflow, snapshot(workflow), value, batch=batch)
+    threshold = accounting.approval_threshold(workflow)
+    refused, warnings = "", []
+    try:
+        warnings = budgets.check_start(workflow.name, user, estimate.upper_usd, lock=False)
+    except budgets.StartRefused as exc:
+        refused = str(exc)
+    return Preview(estimate, threshold, estimate.upper_usd > threshold, refused, warnings)
+
+
 def start_run(
     workflow_name: str,
     raw_input: str | dict[str, Any],
@@ -83,7 +110,7 @@ def start_run(
             return existing
     workflow = registry.get(workflow_name)
     version = snapshot(workflow)
-    estimate = estimate_run(workflow, version, value)  # an API call: outside the transaction
+    estimate = estimate_run(workflow, version, value, batch=bool((options or {}).get("batch")))  # an API call: outside the transaction
     threshold = accounting.approval_threshold(workflow)
     try:
         with transaction.atomic():

@@ -89,7 +89,7 @@ class Run(models.Model):
     error = models.TextField(blank=True)
     estimate_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     estimate = models.JSONField(null=True, blank=True, help_text="The estimate's calculation.")
-    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))  # exact: never rounded
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cache_write_tokens = models.PositiveBigIntegerField(default=0)
@@ -121,6 +121,8 @@ class Run(models.Model):
         ]
         indexes = [
             models.Index(fields=["-created_at"], name="run_created"),
+            # The per-user daily start limit and per-user budgets.
+            models.Index(fields=["requested_by", "created_at"], name="run_requester_created"),
             # The reaper's query: running runs whose step lease expired.
             models.Index(
                 fields=["lease_expires_at"],
@@ -186,11 +188,13 @@ class ModelCall(models.Model):
     cache_write_5m_tokens = models.PositiveIntegerField(default=0)
     cache_write_1h_tokens = models.PositiveIntegerField(default=0)
     cache_read_tokens = models.PositiveIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))  # exact: never rounded
     price = models.ForeignKey(
         "costs.ModelPrice", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     is_batch = models.BooleanField(default=False)
+    # Batch-mode runs: the Message Batches API batch this call was submitted in.
+    batch_id = models.CharField(max_length=100, blank=True)
     sdk_attempts = models.PositiveSmallIntegerField(
         default=1, help_text="HTTP attempts the SDK made (its own retries included)."
     )
@@ -204,6 +208,13 @@ class ModelCall(models.Model):
         ordering = ["run", "turn", "attempt"]
         constraints = [
             models.UniqueConstraint(fields=["run", "turn", "attempt"], name="modelcall_unique_attempt"),
+        ]
+        indexes = [
+            # Spend by period (budgets, the costs page).
+            models.Index(fields=["created_at"], name="modelcall_created"),
+            # Batch calls still waiting for their batch (beat polls these).
+            models.Index(fields=["batch_id"], condition=Q(status="pending") & ~Q(batch_id=""),
+                         name="modelcall_pending_batch"),
         ]
 
     def __str__(self) -> str:

@@ -26,3 +26,8 @@ def enqueue_step(run_id: Any, countdown: float | None = None) -> None:
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
 def reap_stalled_runs() -> int:
     return engine.reap_stalled_runs()
+
+
+@shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)
+def poll_batches() -> int:
+    return engine.poll_batches()

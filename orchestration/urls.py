@@ -7,6 +7,7 @@ urlpatterns = [
     path("runs/", runs.run_list, name="run_list"),
     path("runs/new/", start.choose_workflow, name="start_choose"),
     path("runs/new/<slug:workflow_name>/", start.start_form, name="start_form"),
+    path("runs/new/<slug:workflow_name>/estimate/", start.estimate, name="start_estimate"),
     path("runs/<uuid:run_id>/", runs.run_detail, name="run_detail"),
     path("runs/<uuid:run_id>/live/", runs.run_live, name="run_live"),
 ]

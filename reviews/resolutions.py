@@ -76,6 +76,8 @@ def _check_open(ticket: EscalationTicket) -> None:
 def _check_may_act(ticket: EscalationTicket, user: Any) -> None:
     if not may_resolve(user):
         raise ReviewError("Only reviewers and managers may act on escalation tickets.")
+    if ticket.reason == EscalationTicket.Reason.BUDGET_EXCEEDED and not user.has_perm("reviews.decide_approval"):
+        raise ReviewError("Only a manager may decide whether a run may spend past its budget.")
     if ticket.assignee_id and ticket.assignee_id != user.pk and not may_override(user):
         raise ReviewError(
             f"This ticket is claimed by {ticket.assignee.get_username()}; only they or a manager may act on it."

@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
+from costs.reports import run_savings
 from orchestration.access import get_run_for_user, visible_runs
 from orchestration.audit import verify_chain
 from orchestration.models import Run
@@ -36,6 +37,8 @@ def _run_context(run: Run) -> dict:
         "timeline": build_timeline(run),
         "open_ticket": run.tickets.exclude(status="resolved").first(),
         "chain": verify_chain(run.pk),
+        "savings": run_savings(run),
+        "approval": run.approvals.select_related("decided_by").order_by("-created_at").first(),
     }
 
 

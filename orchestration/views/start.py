@@ -6,9 +6,10 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from orchestration.forms import WorkflowInputForm
-from orchestration.launch import RunRefused, start_run
+from orchestration.launch import RunRefused, preview, start_run
 from orchestration.models import Run
 from orchestration.workflows import registry
 
@@ -25,14 +26,43 @@ def start_form(request, workflow_name):
     except registry.UnknownWorkflow:
         raise Http404("No such workflow.") from None
     form = WorkflowInputForm(workflow.input_schema, request.POST or None, initial_input=workflow.input_example)
+    batch = request.POST.get("mode") == "batch"
     if request.method == "POST" and form.is_valid():
         try:
-            run = start_run(workflow.name, form.as_input(), request.user, source="web")
+            run = start_run(workflow.name, form.as_input(), request.user, source="web",
+                            options={"batch": True} if batch else None)
         except RunRefused as refused:
-            for field, message in refused.errors.items():
-                form.add_error(field if field in form.fields else None, message)
+            _add_errors(form, refused)
         else:
             if run.status == Run.Status.AWAITING_APPROVAL:
                 messages.info(request, f"Estimated at up to ${run.estimate_usd:.2f}: waiting for a manager's approval.")
+            for warning in (run.estimate or {}).get("budget_warnings", []):
+                messages.warning(request, warning)
             return redirect("run_detail", run_id=run.pk)
-    return render(request, "orchestration/start_form.html", {"workflow": workflow, "form": form})
+    return render(request, "orchestration/start_form.html", {"workflow": workflow, "form": form, "batch": batch})
+
+
+def _add_errors(form: WorkflowInputForm, refused: RunRefused) -> None:
+    for field, message in refused.errors.items():
+        form.add_error(field if field in form.fields else None, message)
+
+
+@permission_required("orchestration.start_run", raise_exception=True)
+@require_POST
+def estimate(request, workflow_name):
+    """The estimate and the approval/budget verdict for the form as filled in (HTMX partial)."""
+    try:
+        workflow = registry.get(workflow_name)
+    except registry.UnknownWorkflow:
+        raise Http404("No such workflow.") from None
+    form = WorkflowInputForm(workflow.input_schema, request.POST)
+    result, error = None, ""
+    if form.is_valid():
+        try:
+            result = preview(workflow.name, form.as_input(), request.user, batch=request.POST.get("mode") == "batch")
+        except RunRefused as refused:
+            error = "; ".join(refused.errors.values())
+    else:
+        error = "Fix the input first: " + "; ".join(
+            f"{name}: {' '.join(errs)}" for name, errs in form.errors.items())
+    return render(request, "orchestration/start_form.html#estimate", {"preview": result, "estimate_error": error})

@@ -16,6 +16,8 @@ class Command(BaseCommand):
         parser.add_argument("--input", required=True, help="The workflow input as a JSON object.")
         parser.add_argument("--user", default="operator", help="Who requests the run (default: operator).")
         parser.add_argument("--idempotency-key", default=None)
+        parser.add_argument("--batch", action="store_true",
+                            help="Half price through the Message Batches API; each model turn may take minutes.")
 
     def handle(self, *args, **options):
         User = get_user_model()
@@ -26,9 +28,12 @@ class Command(BaseCommand):
             raise CommandError(f"User {user.username!r} may not start runs.")
         try:
             run = start_run(options["workflow"], options["input"], user,
-                            idempotency_key=options["idempotency_key"], source="command")
+                            idempotency_key=options["idempotency_key"], source="command",
+                            options={"batch": True} if options["batch"] else None)
         except RunRefused as refused:
             raise CommandError("Run refused: " + "; ".join(f"{k}: {v}" for k, v in refused.errors.items())) from None
+        for warning in (run.estimate or {}).get("budget_warnings", []):
+            self.stderr.write(f"Warning: {warning}")
         if run.status == run.Status.AWAITING_APPROVAL:
             self.stderr.write(f"Estimated at up to ${run.estimate_usd:.2f}: waiting for a manager's approval.")
         self.stdout.write(str(run.pk))
