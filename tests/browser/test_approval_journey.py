@@ -4,6 +4,7 @@ manager reads the calculation, approves, and the run runs to the end."""
 from __future__ import annotations
 
 import re
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
@@ -60,3 +61,10 @@ def test_manager_approves_an_expensive_run_and_it_runs(live_server, page, seeded
     assert "Quarter close: approved" in page.inner_text("#approval-decision")
     page.wait_for_selector(".tile .status-succeeded")
     shot(page, "approved-run-succeeded")
+
+    run.refresh_from_db()
+    page.click("nav >> text=Costs")
+    assert page.inner_text("#total-spend") == f"${run.cost_usd.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}"
+    assert "quarter_probe" in page.inner_text("main")
+    page.wait_for_function("document.querySelector('#spend-chart').width > 0")
+    shot(page, "costs-page")
