@@ -26,3 +26,11 @@ def enqueue_step(run_id: Any, countdown: float | None = None) -> None:
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
 def reap_stalled_runs() -> int:
     return engine.reap_stalled_runs()
+
+
+@shared_task(ignore_result=True, soft_time_limit=1800, time_limit=1900)
+def purge_old_payloads() -> str:
+    """Beat: the retention purge (PAYLOAD_RETENTION_DAYS); idempotent, batched."""
+    from orchestration.retention import purge_payloads
+
+    return str(purge_payloads())
