@@ -226,13 +226,11 @@ def decode_cursor(token: str, f: RunFilters) -> tuple[Any, uuid.UUID]:
 def _after(column: str, value: Any, pk: uuid.UUID, op: str) -> RawSQL:
     # A row comparison, which Postgres answers from the (column, id) index directly. Column
     # and operator come from SORTS and this module, never from the request; values are params.
-    assert column in SORTS.values() and op in ("<", ">")
+    if column not in SORTS.values() or op not in ("<", ">"):
+        raise ValueError(f"not a keyset column/operator: {column} {op}")
     table = Run._meta.db_table
-    return RawSQL(
-        f'("{table}"."{column}", "{table}"."id") {op} (%s, %s)',
-        [value, pk],  # noqa: S611
-        output_field=BooleanField(),
-    )
+    sql = f'("{table}"."{column}", "{table}"."id") {op} (%s, %s)'
+    return RawSQL(sql, [value, pk], output_field=BooleanField())  # noqa: S611
 
 
 @dataclass
