@@ -52,6 +52,7 @@ class RunAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("requested_by",)
     inlines = (ModelCallInline, ToolCallInline)
+    exclude = ("search_vector",)  # the generated full-text document: noise on the page
 
 
 @admin.register(ModelCall)
@@ -66,6 +67,7 @@ class ToolCallAdmin(ReadOnlyAdmin):
     list_display = ("run", "name", "tool_use_id", "attempt", "status", "settled", "latency_ms")
     list_filter = ("status", "name")
     list_select_related = ("run",)
+    exclude = ("search_vector",)
 
 
 @admin.register(AuditEvent)

@@ -352,3 +352,13 @@ def test_wrong_method_is_refused(client, auditor, url_name):
     client.force_login(auditor)
     url = reverse(url_name, args=["csv"]) if url_name == "run_export" else reverse(url_name)
     assert client.post(url).status_code == 405
+
+
+def test_admin_pages_of_runs_and_tool_calls_render_for_auditors(client, auditor, corpus):
+    from orchestration.models import ToolCall
+
+    client.force_login(auditor)
+    tc = ToolCall.objects.get(run=corpus["txn"])
+    assert client.get(reverse("admin:orchestration_run_change", args=[corpus["txn"].pk])).status_code == 200
+    page = client.get(reverse("admin:orchestration_toolcall_change", args=[tc.pk]))
+    assert page.status_code == 200 and "TX-20261120-007" in page.content.decode()
