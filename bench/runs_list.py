@@ -45,12 +45,28 @@ def _insert(n: int) -> None:
 
     user_id = _user().pk
     wv = WorkflowVersion.objects.create(
-        name="financial_reporting", version="bench", content_hash="bench", title="Bench", system_prompt="p",
-        tools=[], input_schema={}, output_schema={}, model_roles={}, constraints={},
+        name="financial_reporting",
+        version="bench",
+        content_hash="bench",
+        title="Bench",
+        system_prompt="p",
+        tools=[],
+        input_schema={},
+        output_schema={},
+        model_roles={},
+        constraints={},
     )
     wv2 = WorkflowVersion.objects.create(
-        name="payment_approval", version="bench", content_hash="bench2", title="Bench", system_prompt="p",
-        tools=[], input_schema={}, output_schema={}, model_roles={}, constraints={},
+        name="payment_approval",
+        version="bench",
+        content_hash="bench2",
+        title="Bench",
+        system_prompt="p",
+        tools=[],
+        input_schema={},
+        output_schema={},
+        model_roles={},
+        constraints={},
     )
     statuses = ["succeeded", "succeeded", "succeeded", "failed", "awaiting_review", "cancelled"]
     with connection.cursor() as c:
@@ -99,7 +115,9 @@ def _insert(n: int) -> None:
             FROM orchestration_modelcall mc JOIN orchestration_run r ON r.id = mc.run_id
             """
         )
-        c.execute("ANALYZE orchestration_run; ANALYZE orchestration_toolcall; ANALYZE orchestration_modelcall")
+        c.execute(
+            "ANALYZE orchestration_run; ANALYZE orchestration_toolcall; ANALYZE orchestration_modelcall"
+        )
 
 
 def _user():
@@ -140,24 +158,34 @@ def _measure() -> list[tuple[str, str, str]]:
     results.append(("runs page 1 (newest first)", f"{ms:.0f} ms", f"{rows} rows"))
     deep = Run.objects.order_by("-created_at", "-id")[int(N_RUNS * 0.9)]
     ms, rows = _timed(client, url, {"after": encode_cursor(deep, parse_filters({}))})
-    results.append((f"deep keyset page (after row {int(N_RUNS * 0.9):,})", f"{ms:.0f} ms", f"{rows} rows"))
+    results.append(
+        (f"deep keyset page (after row {int(N_RUNS * 0.9):,})", f"{ms:.0f} ms", f"{rows} rows")
+    )
     cost_filters = parse_filters({"sort": "cost"})
     deep_cost = Run.objects.order_by("-cost_usd", "-id")[int(N_RUNS * 0.9)]
-    ms, rows = _timed(client, url, {"sort": "cost", "after": encode_cursor(deep_cost, cost_filters)})
+    ms, rows = _timed(
+        client, url, {"sort": "cost", "after": encode_cursor(deep_cost, cost_filters)}
+    )
     results.append(("deep keyset page sorted by cost", f"{ms:.0f} ms", f"{rows} rows"))
     days = max(2, N_RUNS // 1440 // 2)
     from django.utils import timezone
 
-    params = {"workflow": "payment_approval", "cost_min": "1", "cost_max": "2",
-              "date_from": str(timezone.localdate() - timezone.timedelta(days=days)),
-              "date_to": str(timezone.localdate() - timezone.timedelta(days=1))}
+    params = {
+        "workflow": "payment_approval",
+        "cost_min": "1",
+        "cost_max": "2",
+        "date_from": str(timezone.localdate() - timezone.timedelta(days=days)),
+        "date_to": str(timezone.localdate() - timezone.timedelta(days=1)),
+    }
     ms, rows = _timed(client, url, params)
     results.append(("filtered: workflow + date range + cost range", f"{ms:.0f} ms", f"{rows} rows"))
     mc_id = ToolCall.objects.order_by("id")[N_RUNS // 2].model_call_id
     ms, rows = _timed(client, url, {"q": f"TX-{mc_id}-002"})
     results.append(("full-text search for one transaction id", f"{ms:.0f} ms", f"{rows} rows"))
     ms, rows = _timed(client, url, {"q": "Koala", "workflow": "financial_reporting"})
-    results.append(("full-text search matching every run (+ workflow)", f"{ms:.0f} ms", f"{rows} rows"))
+    results.append(
+        ("full-text search matching every run (+ workflow)", f"{ms:.0f} ms", f"{rows} rows")
+    )
 
     connection.close()  # the export opens its own server-side cursor
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -172,7 +200,13 @@ def _measure() -> list[tuple[str, str, str]]:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
-    results.append((f"CSV export of all {lines - 1:,} runs", f"{elapsed:.1f} s", f"{size / 1e6:.1f} MB streamed"))
+    results.append(
+        (
+            f"CSV export of all {lines - 1:,} runs",
+            f"{elapsed:.1f} s",
+            f"{size / 1e6:.1f} MB streamed",
+        )
+    )
     results.append(("export peak Python heap (tracemalloc)", f"{peak / 1e6:.1f} MB", ""))
     results.append(("export growth of peak RSS", f"{rss_growth / 1024:.1f} MB", ""))
     return results
@@ -191,7 +225,9 @@ def main() -> None:
         results = _measure()
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
-    print(f"\n{N_RUNS:,} runs, {N_RUNS:,} model calls and {N_RUNS:,} tool calls inserted in {inserted:.1f} s\n")
+    print(
+        f"\n{N_RUNS:,} runs, {N_RUNS:,} model calls and {N_RUNS:,} tool calls inserted in {inserted:.1f} s\n"
+    )
     print("| measurement | time / size | rows |")
     print("|---|---|---|")
     for name, value, extra in results:

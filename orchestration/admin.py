@@ -28,7 +28,17 @@ class WorkflowVersionAdmin(ReadOnlyAdmin):
 
 class ModelCallInline(admin.TabularInline):
     model = ModelCall
-    fields = ("turn", "attempt", "model", "status", "stop_reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms")
+    fields = (
+        "turn",
+        "attempt",
+        "model",
+        "status",
+        "stop_reason",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "latency_ms",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -57,7 +67,16 @@ class RunAdmin(ReadOnlyAdmin):
 
 @admin.register(ModelCall)
 class ModelCallAdmin(ReadOnlyAdmin):
-    list_display = ("run", "turn", "attempt", "model", "status", "stop_reason", "cost_usd", "latency_ms")
+    list_display = (
+        "run",
+        "turn",
+        "attempt",
+        "model",
+        "status",
+        "stop_reason",
+        "cost_usd",
+        "latency_ms",
+    )
     list_filter = ("status", "model", "stop_reason")
     list_select_related = ("run",)
 

@@ -20,12 +20,26 @@ from tests.audit_factories import make_run
 @pytest.fixture
 def aged(operator):
     now = timezone.now()
-    old = make_run(operator, created_at=now - dt.timedelta(days=120), tool_output={"txn_id": "TX-20261120-001"})
-    EscalationTicket.objects.create(run=old, reason="ambiguity", message="?", context={"input": {"secret": 1}},
-                                    due_at=now, status="resolved")
-    paused = make_run(operator, status=Run.Status.AWAITING_REVIEW, created_at=now - dt.timedelta(days=120),
-                      tool_output={"txn_id": "TX-20261120-002"})
-    recent = make_run(operator, created_at=now - dt.timedelta(days=10), tool_output={"txn_id": "TX-20261120-003"})
+    old = make_run(
+        operator, created_at=now - dt.timedelta(days=120), tool_output={"txn_id": "TX-20261120-001"}
+    )
+    EscalationTicket.objects.create(
+        run=old,
+        reason="ambiguity",
+        message="?",
+        context={"input": {"secret": 1}},
+        due_at=now,
+        status="resolved",
+    )
+    paused = make_run(
+        operator,
+        status=Run.Status.AWAITING_REVIEW,
+        created_at=now - dt.timedelta(days=120),
+        tool_output={"txn_id": "TX-20261120-002"},
+    )
+    recent = make_run(
+        operator, created_at=now - dt.timedelta(days=10), tool_output={"txn_id": "TX-20261120-003"}
+    )
     runless = audit.record("runs.exported", actor=operator, payload={"format": "csv"})
     AuditEvent.objects.filter(pk=runless.pk).update(created_at=now - dt.timedelta(days=100))
     # Rehash the back-dated event the way record() would have, so the chain is valid to begin with.
@@ -35,7 +49,9 @@ def aged(operator):
 
 def _rehash_from(seq: int) -> None:
     for event in AuditEvent.objects.filter(seq__gte=seq).order_by("seq"):
-        event.prev_hash = AuditEvent.objects.get(seq=event.seq - 1).hash if event.seq > 1 else audit.GENESIS_HASH
+        event.prev_hash = (
+            AuditEvent.objects.get(seq=event.seq - 1).hash if event.seq > 1 else audit.GENESIS_HASH
+        )
         event.hash = audit.event_hash(event)
         AuditEvent.objects.filter(pk=event.pk).update(prev_hash=event.prev_hash, hash=event.hash)
 
@@ -51,7 +67,9 @@ def test_purge_drops_old_bodies_keeps_facts_and_the_chain(aged):
     assert tc.input is None and tc.output is None and tc.raw_output is None and tc.payload_purged_at
     assert tc.status == "ok" and tc.name == "fetch_transactions"
     mc = ModelCall.objects.get(run=old)
-    assert mc.request_content is None and mc.response_content is None and mc.model == "claude-opus-4-6"
+    assert (
+        mc.request_content is None and mc.response_content is None and mc.model == "claude-opus-4-6"
+    )
     assert all(e.payload == {} and e.payload_purged_at for e in AuditEvent.objects.filter(run=old))
     assert EscalationTicket.objects.get(run=old).context.keys() == {"purged_at"}
     old.refresh_from_db()
@@ -69,13 +87,18 @@ def test_purge_drops_old_bodies_keeps_facts_and_the_chain(aged):
     # Purged rows are still protected: changing a purged event's kind is detected.
     first = AuditEvent.objects.filter(run=old).order_by("seq").first()
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE orchestration_auditevent SET kind = 'run.cancelled' WHERE seq = %s", [first.seq])
+        cursor.execute(
+            "UPDATE orchestration_auditevent SET kind = 'run.cancelled' WHERE seq = %s", [first.seq]
+        )
     assert audit.verify_run(old.pk).broken_at == first.seq
 
 
 def test_purge_is_idempotent_and_dry_run_changes_nothing(aged):
     dry = purge_payloads(90, dry_run=True)
-    assert dry.tool_calls == 1 and ToolCall.objects.filter(payload_purged_at__isnull=False).count() == 0
+    assert (
+        dry.tool_calls == 1
+        and ToolCall.objects.filter(payload_purged_at__isnull=False).count() == 0
+    )
     assert "Would purge" in str(dry)
     purge_payloads(90)
     again = purge_payloads(90)
@@ -96,5 +119,8 @@ def test_beat_runs_the_purge(aged):
 
     from orchestration.tasks import purge_old_payloads
 
-    assert settings.CELERY_BEAT_SCHEDULE["purge-old-payloads"]["task"] == "orchestration.tasks.purge_old_payloads"
+    assert (
+        settings.CELERY_BEAT_SCHEDULE["purge-old-payloads"]["task"]
+        == "orchestration.tasks.purge_old_payloads"
+    )
     assert "1 runs" in purge_old_payloads()

@@ -359,6 +359,9 @@ def test_admin_pages_of_runs_and_tool_calls_render_for_auditors(client, auditor,
 
     client.force_login(auditor)
     tc = ToolCall.objects.get(run=corpus["txn"])
-    assert client.get(reverse("admin:orchestration_run_change", args=[corpus["txn"].pk])).status_code == 200
+    assert (
+        client.get(reverse("admin:orchestration_run_change", args=[corpus["txn"].pk])).status_code
+        == 200
+    )
     page = client.get(reverse("admin:orchestration_toolcall_change", args=[tc.pk]))
     assert page.status_code == 200 and "TX-20261120-007" in page.content.decode()

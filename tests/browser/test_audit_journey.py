@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -55,7 +56,7 @@ def test_auditor_filters_searches_exports_and_checks_the_chain(live_server, page
     with page.expect_download() as download_info:
         page.click("#results a:has-text('CSV')")
     download = download_info.value
-    rows = list(csv.DictReader(io.StringIO(open(download.path(), encoding="utf-8").read())))
+    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text(encoding="utf-8"))))
     assert [r["id"] for r in rows] == [str(history["today"].pk)]
     assert rows[0]["status"] == "succeeded" and rows[0]["workflow"] == "financial_reporting"
 
