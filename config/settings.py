@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.contrib.postgres",
     "django_htmx",
     "template_partials",
     "orchestration",
@@ -222,11 +223,32 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", 
 
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="demo")
 
+# --- Audit, privacy and retention ------------------------------------------------------
+# Redaction applied to audit payloads (before hashing), exports, downloads and log lines:
+# builtin pattern names (email, card, phone; empty to turn them off) plus custom regexes,
+# e.g. REDACT_CUSTOM_PATTERNS='{"tfn": "\\b\\d{3} \\d{3} \\d{3}\\b"}'.
+REDACT_PATTERNS = env.list("REDACT_PATTERNS", default=["email", "card", "phone"])
+REDACT_CUSTOM_PATTERNS = env.json("REDACT_CUSTOM_PATTERNS", default={})
+# Optional encryption at rest of tool call inputs and outputs: comma-separated Fernet keys,
+# the first encrypts, every one decrypts (rotation). Empty: stored as plain JSONB.
+PAYLOAD_ENCRYPTION_KEYS = env.list("PAYLOAD_ENCRYPTION_KEYS", default=[])
+# The purge drops payload bodies of finished runs older than this (the hash chain stays valid).
+PAYLOAD_RETENTION_DAYS = env.int("PAYLOAD_RETENTION_DAYS", default=90)
+if PAYLOAD_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("PAYLOAD_RETENTION_DAYS must be at least 1.")
+CELERY_BEAT_SCHEDULE["purge-old-payloads"] = {
+    "task": "orchestration.tasks.purge_old_payloads",
+    "schedule": env.float("PURGE_INTERVAL_SECONDS", default=6 * 3600.0),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "orchestration.privacy.RedactingFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"httpx2": {"level": "WARNING"}, "httpcore2": {"level": "WARNING"}},
 }

@@ -28,7 +28,17 @@ class WorkflowVersionAdmin(ReadOnlyAdmin):
 
 class ModelCallInline(admin.TabularInline):
     model = ModelCall
-    fields = ("turn", "attempt", "model", "status", "stop_reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms")
+    fields = (
+        "turn",
+        "attempt",
+        "model",
+        "status",
+        "stop_reason",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "latency_ms",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -52,11 +62,21 @@ class RunAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("requested_by",)
     inlines = (ModelCallInline, ToolCallInline)
+    exclude = ("search_vector",)  # the generated full-text document: noise on the page
 
 
 @admin.register(ModelCall)
 class ModelCallAdmin(ReadOnlyAdmin):
-    list_display = ("run", "turn", "attempt", "model", "status", "stop_reason", "cost_usd", "latency_ms")
+    list_display = (
+        "run",
+        "turn",
+        "attempt",
+        "model",
+        "status",
+        "stop_reason",
+        "cost_usd",
+        "latency_ms",
+    )
     list_filter = ("status", "model", "stop_reason")
     list_select_related = ("run",)
 
@@ -66,6 +86,7 @@ class ToolCallAdmin(ReadOnlyAdmin):
     list_display = ("run", "name", "tool_use_id", "attempt", "status", "settled", "latency_ms")
     list_filter = ("status", "name")
     list_select_related = ("run",)
+    exclude = ("search_vector",)
 
 
 @admin.register(AuditEvent)

@@ -10,3 +10,9 @@ class OrchestrationConfig(AppConfig):
         from orchestration.workflows import registry
 
         registry.autodiscover()
+
+        # A bad redaction pattern or encryption key fails at start, not on the first write.
+        from orchestration import privacy
+
+        privacy.active_patterns()
+        privacy.fernet()

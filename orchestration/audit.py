@@ -1,15 +1,32 @@
-"""The append-only audit trail and its hash chain.
+"""The append-only audit trail and its hash chains.
 
-Each AuditEvent stores the hash of the previous one, so changing, inserting or deleting a
-row breaks every hash after it. Appends take a transaction-level advisory lock: the chain
-needs exactly one order, and the lock is held only for the insert, inside the caller's
-transaction (the event commits or rolls back with the change it describes).
+Every AuditEvent is a link in the global chain (``seq``, ``prev_hash``); an event of a run is
+also a link in that run's own chain (``run_seq``, ``run_prev_hash`` = the hash of the run's
+previous event). One hash covers both links::
+
+    hash = sha256(prev_hash + canonical JSON of {seq, run, run_seq, run_prev_hash, kind,
+                  actor, actor_label, payload_digest, created_at})
+    payload_digest = sha256(canonical JSON of the payload)
+
+So a run's chain is anchored in the global one: a run's events can be verified on their own
+(each against the run's previous event and against its global predecessor) and the whole
+trail can be verified end to end. The hash covers the payload's digest, not the payload, so
+the retention purge can drop a payload (``payload_purged_at``) and the chain still verifies;
+while the payload is there, it must match its digest.
+
+Payloads are redacted (``orchestration.privacy.redact``) before they are hashed and stored:
+the trail never holds what the redaction policy matches.
+
+Appends take a transaction-level advisory lock: the chain needs exactly one order, and the
+lock is held only for the insert, inside the caller's transaction (the event commits or
+rolls back with the change it describes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +36,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from orchestration.models import AuditEvent, Run
+from orchestration.privacy import redact
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant naming the lock that serialises appends to the chain.
@@ -34,14 +52,20 @@ def _normalise(payload: dict[str, Any]) -> dict[str, Any]:
     return json.loads(_canonical(payload))
 
 
+def payload_digest(payload: Any) -> str:
+    return hashlib.sha256(_canonical(payload).encode()).hexdigest()
+
+
 def event_hash(event: AuditEvent) -> str:
     body = {
         "seq": event.seq,
         "run": str(event.run_id) if event.run_id else None,
+        "run_seq": event.run_seq,
+        "run_prev_hash": event.run_prev_hash,
         "kind": event.kind,
         "actor": event.actor_id,
         "actor_label": event.actor_label,
-        "payload": event.payload,
+        "payload_digest": event.payload_digest,
         "created_at": event.created_at.isoformat(),
     }
     return hashlib.sha256((event.prev_hash + _canonical(body)).encode()).hexdigest()
@@ -54,23 +78,40 @@ def record(
     actor: Any = None,
     payload: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain, inside the caller's transaction."""
+    """Append one event to the chain (and to its run's chain), inside the caller's transaction."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
         last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+        run_last = None
+        if run is not None:
+            # Index auditevent_run_seq: the run's latest event.
+            run_last = (
+                AuditEvent.objects.filter(run=run)
+                .order_by("-seq")
+                .values("run_seq", "hash")
+                .first()
+            )
         actor_label = "engine"
         if actor is not None and getattr(actor, "pk", None):
             actor_label = actor.get_username()
         elif isinstance(actor, str):
             actor_label, actor = actor, None
+        body = _normalise(redact(payload or {}))
         event = AuditEvent(
             seq=(last["seq"] + 1) if last else 1,
             run=run,
+            run_seq=((run_last["run_seq"] or 0) + 1 if run_last else 1)
+            if run is not None
+            else None,
+            run_prev_hash=(run_last["hash"] if run_last else GENESIS_HASH)
+            if run is not None
+            else "",
             kind=kind,
             actor=actor,
             actor_label=actor_label,
-            payload=_normalise(payload or {}),
+            payload=body,
+            payload_digest=payload_digest(body),
             # Microseconds survive Postgres, so the hash recomputes from the stored row.
             created_at=timezone.now(),
             prev_hash=last["hash"] if last else GENESIS_HASH,
@@ -85,41 +126,118 @@ class ChainReport:
     checked: int
     broken_at: int | None = None
     problem: str = ""
+    run_id: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.broken_at is None
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "broken_at": self.broken_at,
+            "problem": self.problem,
+            "run": self.run_id,
+        }
+
+
+def _content_problem(event: AuditEvent) -> str:
+    """What is wrong with the row itself (its payload or its hash), or ''."""
+    if event.payload_purged_at is None and payload_digest(event.payload) != event.payload_digest:
+        return f"event #{event.seq}: its payload was altered"
+    if event_hash(event) != event.hash:
+        return f"event #{event.seq} was altered"
+    return ""
+
+
+def _verify_run_links(
+    events: Iterable[AuditEvent], predecessors: dict[int, str], run_id: str
+) -> ChainReport:
+    checked = 0
+    expected_run_prev, expected_run_seq = GENESIS_HASH, 1
+    for event in events:
+        if event.run_seq != expected_run_seq:
+            return ChainReport(
+                checked,
+                event.seq,
+                f"run event(s) missing before #{event.seq} "
+                f"(position {event.run_seq}, expected {expected_run_seq})",
+                run_id,
+            )
+        if event.run_prev_hash != expected_run_prev:
+            return ChainReport(
+                checked,
+                event.seq,
+                f"event #{event.seq} does not follow the run's previous event",
+                run_id,
+            )
+        if event.prev_hash != predecessors.get(event.seq - 1, GENESIS_HASH):
+            return ChainReport(
+                checked, event.seq, f"event #{event.seq} does not follow its predecessor", run_id
+            )
+        if problem := _content_problem(event):
+            return ChainReport(checked, event.seq, problem, run_id)
+        expected_run_prev, expected_run_seq = event.hash, expected_run_seq + 1
+        checked += 1
+    return ChainReport(checked, run_id=run_id)
+
+
+def verify_run(run_id: Any) -> ChainReport:
+    """Verify one run's chain: positions, links to the run's previous event and to the
+    global predecessor, payload digests and hashes. Reads only the run's events and their
+    global predecessors."""
+    events = list(AuditEvent.objects.filter(run_id=run_id).order_by("seq"))
+    predecessors = dict(
+        AuditEvent.objects.filter(seq__in=[e.seq - 1 for e in events]).values_list("seq", "hash")
+    )
+    return _verify_run_links(events, predecessors, str(run_id))
+
 
 def verify_chain(run_id: Any = None) -> ChainReport:
     """Recompute the chain and report the first broken link.
 
-    For one run, every event of the run is checked against its stored hash and against the
-    hash of the event just before it in the global chain.
+    With ``run_id``: that run's chain (``verify_run``). Without: the whole global chain in
+    ``seq`` order, and every run's chain along the way, streaming (constant memory except
+    one hash per run).
     """
-    qs = AuditEvent.objects.order_by("seq")
-    predecessors: dict[int, str] = {}
     if run_id is not None:
-        qs = qs.filter(run_id=run_id)
-        seqs = list(qs.values_list("seq", flat=True))
-        predecessors = dict(
-            AuditEvent.objects.filter(seq__in=[s - 1 for s in seqs]).values_list("seq", "hash")
-        )
+        return verify_run(run_id)
     checked = 0
-    expected_prev = GENESIS_HASH
-    expected_seq = 1
-    for event in qs.iterator(chunk_size=2000):
-        if run_id is None:
-            if event.seq != expected_seq:
-                return ChainReport(checked, event.seq, f"missing event(s) before #{event.seq}")
-            expected_seq += 1
-        else:
-            expected_prev = predecessors.get(event.seq - 1, GENESIS_HASH)
+    expected_prev, expected_seq = GENESIS_HASH, 1
+    run_heads: dict[Any, tuple[int, str]] = {}  # run -> (last run_seq, last hash)
+    for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
+        if event.seq != expected_seq:
+            return ChainReport(checked, event.seq, f"missing event(s) before #{event.seq}")
         if event.prev_hash != expected_prev:
-            return ChainReport(checked, event.seq, f"event #{event.seq} does not follow its predecessor")
-        if event_hash(event) != event.hash:
-            return ChainReport(checked, event.seq, f"event #{event.seq} was altered")
-        expected_prev = event.hash
+            return ChainReport(
+                checked, event.seq, f"event #{event.seq} does not follow its predecessor"
+            )
+        if event.run_id is not None:
+            last_seq, last_hash = run_heads.get(event.run_id, (0, GENESIS_HASH))
+            if event.run_seq != last_seq + 1:
+                return ChainReport(
+                    checked,
+                    event.seq,
+                    f"run event(s) missing before #{event.seq} "
+                    f"(position {event.run_seq}, expected {last_seq + 1})",
+                    str(event.run_id),
+                )
+            if event.run_prev_hash != last_hash:
+                return ChainReport(
+                    checked,
+                    event.seq,
+                    f"event #{event.seq} does not follow the run's previous event",
+                    str(event.run_id),
+                )
+            run_heads[event.run_id] = (event.run_seq, event.hash)
+        elif event.run_seq is not None or event.run_prev_hash:
+            return ChainReport(checked, event.seq, f"event #{event.seq} has run links but no run")
+        if problem := _content_problem(event):
+            return ChainReport(
+                checked, event.seq, problem, str(event.run_id) if event.run_id else None
+            )
+        expected_prev, expected_seq = event.hash, expected_seq + 1
         checked += 1
     return ChainReport(checked)
 

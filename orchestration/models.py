@@ -10,8 +10,36 @@ import uuid
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Func, Q
+
+from orchestration.fields import EncryptedJSONField
+
+
+class JsonbTsvector(Func):
+    """``jsonb_to_tsvector('simple', value, '["string", "numeric"]')``: the values, not the keys.
+
+    The 'simple' configuration keeps tokens as written (no stemming, no stop words), so
+    ids such as ``TX-20261120-001`` are found exactly. NULL counts as an empty document.
+    """
+
+    function = "jsonb_to_tsvector"
+    template = (
+        "jsonb_to_tsvector('simple'::regconfig, COALESCE(%(expressions)s, '{}'::jsonb), "
+        "'[\"string\", \"numeric\"]'::jsonb)"
+    )
+    output_field = SearchVectorField()
+
+
+def search_document(*fields: str) -> Func:
+    return Func(
+        *[JsonbTsvector(F(f)) for f in fields],
+        template="(%(expressions)s)",
+        arg_joiner=" || ",
+        output_field=SearchVectorField(),
+    )
 
 
 class WorkflowVersion(models.Model):
@@ -108,6 +136,12 @@ class Run(models.Model):
     # start, so time spent waiting for a reviewer does not count against it.
     queued_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Full-text document over the input and the result, kept by Postgres (a generated column).
+    search_vector = models.GeneratedField(
+        expression=search_document("input", "result"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -120,7 +154,14 @@ class Run(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["-created_at"], name="run_created"),
+            # The runs list's keyset pagination: ORDER BY (column, id), scanned either way.
+            # (created_at, id) also serves the dashboard's recent runs.
+            models.Index(fields=["created_at", "id"], name="run_created_id"),
+            models.Index(fields=["cost_usd", "id"], name="run_cost_id"),
+            models.Index(fields=["workflow_name", "id"], name="run_workflow_id"),
+            models.Index(fields=["status", "id"], name="run_status_id"),
+            # Full-text search over input and result on the runs list.
+            GinIndex(fields=["search_vector"], name="run_search"),
             # The per-user daily start limit and per-user budgets.
             models.Index(fields=["requested_by", "created_at"], name="run_requester_created"),
             # The reaper's query: running runs whose step lease expired.
@@ -179,7 +220,8 @@ class ModelCall(models.Model):
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.ORCHESTRATOR)
     model = models.CharField(max_length=100)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    request_content = models.JSONField()
+    # NULL only after the retention purge dropped the bodies (payload_purged_at says when).
+    request_content = models.JSONField(null=True)
     response_content = models.JSONField(null=True, blank=True)
     stop_reason = models.CharField(max_length=40, blank=True)
     usage = models.JSONField(null=True, blank=True)
@@ -203,6 +245,7 @@ class ModelCall(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    payload_purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "turn", "attempt"]
@@ -261,9 +304,11 @@ class ToolCall(models.Model):
     attempt = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
     settled = models.BooleanField(default=False)
-    input = models.JSONField()
-    output = models.JSONField(null=True, blank=True)
-    raw_output = models.JSONField(
+    # Encrypted at rest when PAYLOAD_ENCRYPTION_KEYS is set (see orchestration.privacy).
+    # NULL only after the retention purge dropped the bodies (payload_purged_at says when).
+    input = EncryptedJSONField(null=True)
+    output = EncryptedJSONField(null=True, blank=True)
+    raw_output = EncryptedJSONField(
         null=True, blank=True, help_text="What the tool returned before it was cut to its schema."
     )
     validation_errors = models.JSONField(default=list, blank=True)
@@ -271,6 +316,13 @@ class ToolCall(models.Model):
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    payload_purged_at = models.DateTimeField(null=True, blank=True)
+    # Full-text document over the payloads (only an envelope when they are encrypted).
+    search_vector = models.GeneratedField(
+        expression=search_document("input", "output", "raw_output"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["run", "created_at", "attempt"]
@@ -285,6 +337,10 @@ class ToolCall(models.Model):
                 name="toolcall_one_settled_per_tool_use",
             ),
         ]
+        indexes = [
+            # The runs list's search: runs whose tool payloads contain the words.
+            GinIndex(fields=["search_vector"], name="toolcall_search"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} attempt {self.attempt} ({self.status})"
@@ -297,7 +353,10 @@ class ToolCall(models.Model):
 class AuditEvent(models.Model):
     """Append-only record of one thing that happened, chained by hash.
 
-    ``hash = sha256(prev_hash + canonical JSON of the row)``; rows are appended under a
+    Two chains: the global one (``seq``, ``prev_hash``) and, for events of a run, the run's
+    own (``run_seq``, ``run_prev_hash``: the hash of the run's previous event). ``hash``
+    covers both links and ``payload_digest`` (not the payload itself), so the retention purge
+    can drop the payload and the chain still verifies. Rows are appended under a
     transaction-level advisory lock so the chain has exactly one order. See
     ``orchestration.audit``.
     """
@@ -313,9 +372,19 @@ class AuditEvent(models.Model):
     created_at = models.DateTimeField()
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    run_seq = models.PositiveIntegerField(null=True, blank=True, help_text="Position in the run's chain.")
+    run_prev_hash = models.CharField(max_length=64, blank=True, help_text="Hash of the run's previous event.")
+    payload_digest = models.CharField(max_length=64, help_text="sha256 of the canonical payload.")
+    payload_purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["seq"]
+        constraints = [
+            # One position per event in a run's chain; a forged insert cannot reuse one.
+            models.UniqueConstraint(
+                fields=["run", "run_seq"], condition=Q(run__isnull=False), name="auditevent_unique_run_seq"
+            ),
+        ]
         indexes = [models.Index(fields=["run", "seq"], name="auditevent_run_seq")]
 
     def __str__(self) -> str:

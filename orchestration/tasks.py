@@ -31,3 +31,11 @@ def reap_stalled_runs() -> int:
 @shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)
 def poll_batches() -> int:
     return engine.poll_batches()
+
+
+@shared_task(ignore_result=True, soft_time_limit=1800, time_limit=1900)
+def purge_old_payloads() -> str:
+    """Beat: the retention purge (PAYLOAD_RETENTION_DAYS); idempotent, batched."""
+    from orchestration.retention import purge_payloads
+
+    return str(purge_payloads())

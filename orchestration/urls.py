@@ -1,13 +1,15 @@
 from django.urls import path
 
-from orchestration.views import dashboard, runs, start
+from orchestration.views import dashboard, exports, runs, start
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
     path("runs/", runs.run_list, name="run_list"),
+    path("runs/export.<str:fmt>", exports.export_runs, name="run_export"),
     path("runs/new/", start.choose_workflow, name="start_choose"),
     path("runs/new/<slug:workflow_name>/", start.start_form, name="start_form"),
     path("runs/new/<slug:workflow_name>/estimate/", start.estimate, name="start_estimate"),
     path("runs/<uuid:run_id>/", runs.run_detail, name="run_detail"),
     path("runs/<uuid:run_id>/live/", runs.run_live, name="run_live"),
+    path("runs/<uuid:run_id>/download.json", exports.run_download, name="run_download"),
 ]

@@ -40,7 +40,9 @@ def test_rehashed_row_still_breaks_the_next_link(db):
     events = _events(3)
     forged = AuditEvent.objects.get(seq=events[1].seq)
     forged.payload = {"i": 1, "amount": "0"}
+    forged.payload_digest = audit.payload_digest(forged.payload)
     forged.hash = audit.event_hash(forged)
-    AuditEvent.objects.filter(pk=forged.pk).update(payload=forged.payload, hash=forged.hash)
+    AuditEvent.objects.filter(pk=forged.pk).update(payload=forged.payload, payload_digest=forged.payload_digest,
+                                                   hash=forged.hash)
     report = audit.verify_chain()
     assert report.broken_at == events[2].seq and "does not follow" in report.problem

@@ -1,34 +1,75 @@
-"""The runs list and the run page with its live timeline."""
+"""The runs list (filters, search, keyset pages) and the run page with its live timeline."""
 
 from __future__ import annotations
 
-from django.core.paginator import Paginator
 from django.shortcuts import render
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
+from costs.models import ModelPrice
 from costs.reports import run_savings
-from orchestration.access import get_run_for_user, visible_runs
-from orchestration.audit import verify_chain
-from orchestration.models import Run
+from orchestration.access import get_run_for_user
+from orchestration.audit import verify_run
+from orchestration.models import Run, WorkflowVersion
+from orchestration.run_search import (
+    SORTS,
+    BadCursor,
+    RunFilters,
+    filtered_runs,
+    keyset_page,
+    parse_filters,
+)
 from orchestration.timeline import build_timeline
+
+
+def _sort_links(filters: RunFilters) -> dict[str, dict[str, str]]:
+    """For each sortable column: the URL that sorts by it (flipping the direction if current)."""
+    links = {}
+    for key in SORTS:
+        current = key == filters.sort
+        direction = (
+            ("asc" if filters.desc else "desc")
+            if current
+            else ("asc" if key == "workflow" else "desc")
+        )
+        links[key] = {
+            "qs": filters.querystring(sort=key, dir=direction),
+            "arrow": ("↓" if filters.desc else "↑") if current else "",
+        }
+    return links
 
 
 @require_GET
 def run_list(request):
-    runs = visible_runs(request.user).select_related("requested_by").order_by("-created_at")
-    status = request.GET.get("status", "")
-    if status in Run.Status.values:
-        runs = runs.filter(status=status)
-    workflow = request.GET.get("workflow", "")
-    if workflow:
-        runs = runs.filter(workflow_name=workflow)
-    page = Paginator(runs, 25).get_page(request.GET.get("page"))
-    return render(request, "orchestration/run_list.html", {
-        "page": page, "statuses": Run.Status.choices, "status": status, "workflow": workflow,
-        "workflows": sorted(set(Run.objects.values_list("workflow_name", flat=True).distinct())),
-    })
+    filters = parse_filters(request.GET)
+    runs = filtered_runs(request.user, filters).select_related("requested_by")
+    errors = list(filters.errors)
+    try:
+        page = keyset_page(
+            runs, filters, after=request.GET.get("after", ""), before=request.GET.get("before", "")
+        )
+    except BadCursor as exc:
+        errors.append(str(exc))
+        page = keyset_page(runs, filters)
+    context = {
+        "page": page,
+        "filters": filters,
+        "errors": errors,
+        "statuses": Run.Status.choices,
+        "sort_links": _sort_links(filters),
+        "base_qs": filters.querystring(),
+        "filtered": any(v for k, v in filters.raw.items() if k not in ("sort", "dir")),
+    }
+    if request.htmx:
+        return render(request, "orchestration/run_list.html#results", context)
+    context.update(
+        {
+            "workflows": sorted(set(WorkflowVersion.objects.values_list("name", flat=True))),
+            "models": sorted(set(ModelPrice.objects.values_list("model", flat=True))),
+        }
+    )
+    return render(request, "orchestration/run_list.html", context)
 
 
 def _run_context(run: Run) -> dict:
@@ -36,7 +77,7 @@ def _run_context(run: Run) -> dict:
         "run": run,
         "timeline": build_timeline(run),
         "open_ticket": run.tickets.exclude(status="resolved").first(),
-        "chain": verify_chain(run.pk),
+        "chain": verify_run(run.pk),
         "savings": run_savings(run),
         "approval": run.approvals.select_related("decided_by").order_by("-created_at").first(),
     }

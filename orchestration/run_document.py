@@ -1,0 +1,195 @@
+"""A whole run as one JSON document, and one row per run for the list exports.
+
+Both are redacted (``orchestration.privacy.redact``) on the way out: what leaves the
+system never carries what the redaction policy matches, whatever is stored.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+from orchestration.audit import verify_run
+from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
+from orchestration.privacy import PayloadKeyError, redact
+
+DOCUMENT_VERSION = 1
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """The run's own fields (no children), as exported per row."""
+    return {
+        "id": str(run.pk),
+        "workflow": run.workflow_name,
+        "workflow_version": run.workflow_version.version if run.workflow_version_id else None,
+        "status": run.status,
+        "requested_by": run.requested_by.get_username() if run.requested_by_id else None,
+        "parent": str(run.parent_id) if run.parent_id else None,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "estimate_usd": _money(run.estimate_usd),
+        "cost_usd": _money(run.cost_usd),
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cache_write_tokens": run.cache_write_tokens,
+        "cache_read_tokens": run.cache_read_tokens,
+        "steps_taken": run.steps_taken,
+        "error": run.error,
+        "input": run.input,
+        "result": run.result,
+    }
+
+
+def _model_call(mc: ModelCall) -> dict[str, Any]:
+    return {
+        "id": mc.pk,
+        "turn": mc.turn,
+        "attempt": mc.attempt,
+        "role": mc.role,
+        "model": mc.model,
+        "status": mc.status,
+        "stop_reason": mc.stop_reason,
+        "request_id": mc.request_id,
+        "request_content": mc.request_content,
+        "response_content": mc.response_content,
+        "usage": mc.usage,
+        "input_tokens": mc.input_tokens,
+        "output_tokens": mc.output_tokens,
+        "cache_write_5m_tokens": mc.cache_write_5m_tokens,
+        "cache_write_1h_tokens": mc.cache_write_1h_tokens,
+        "cache_read_tokens": mc.cache_read_tokens,
+        "cost_usd": _money(mc.cost_usd),
+        "is_batch": mc.is_batch,
+        "sdk_attempts": mc.sdk_attempts,
+        "latency_ms": mc.latency_ms,
+        "error": mc.error,
+        "created_at": _iso(mc.created_at),
+        "finished_at": _iso(mc.finished_at),
+        "payload_purged_at": _iso(mc.payload_purged_at),
+    }
+
+
+def _tool_call(tc: ToolCall) -> dict[str, Any]:
+    return {
+        "id": tc.pk,
+        "model_call": tc.model_call_id,
+        "tool_use_id": tc.tool_use_id,
+        "name": tc.name,
+        "tool_version": tc.tool_version,
+        "attempt": tc.attempt,
+        "status": tc.status,
+        "settled": tc.settled,
+        "input": tc.input,
+        "output": tc.output,
+        "raw_output": tc.raw_output,
+        "validation_errors": tc.validation_errors,
+        "error": tc.error,
+        "latency_ms": tc.latency_ms,
+        "created_at": _iso(tc.created_at),
+        "finished_at": _iso(tc.finished_at),
+        "payload_purged_at": _iso(tc.payload_purged_at),
+    }
+
+
+def _event(ev: AuditEvent) -> dict[str, Any]:
+    return {
+        "seq": ev.seq,
+        "run_seq": ev.run_seq,
+        "kind": ev.kind,
+        "actor": ev.actor_label,
+        "payload": ev.payload,
+        "payload_digest": ev.payload_digest,
+        "payload_purged_at": _iso(ev.payload_purged_at),
+        "created_at": _iso(ev.created_at),
+        "prev_hash": ev.prev_hash,
+        "run_prev_hash": ev.run_prev_hash,
+        "hash": ev.hash,
+    }
+
+
+def run_document(run: Run) -> dict[str, Any]:
+    """Everything recorded about one run, redacted, with its chain verification."""
+    from reviews.models import ApprovalRequest, EscalationTicket
+
+    wv = run.workflow_version
+    try:
+        tool_calls = [
+            _tool_call(tc)
+            for tc in ToolCall.objects.filter(run=run).order_by("created_at", "attempt")
+        ]
+    except PayloadKeyError as exc:
+        # Say so in the document rather than fail the download or hand out ciphertext.
+        tool_calls = [{"error": str(exc)}]
+    doc = {
+        "document": "countersign.run",
+        "version": DOCUMENT_VERSION,
+        "exported_at": _iso(timezone.now()),
+        "run": run_summary(run),
+        "workflow_version": {
+            "name": wv.name,
+            "version": wv.version,
+            "content_hash": wv.content_hash,
+            "title": wv.title,
+            "system_prompt": wv.system_prompt,
+            "tools": wv.tools,
+            "input_schema": wv.input_schema,
+            "output_schema": wv.output_schema,
+            "model_roles": wv.model_roles,
+            "constraints": wv.constraints,
+        },
+        "model_calls": [
+            _model_call(mc) for mc in ModelCall.objects.filter(run=run).order_by("turn", "attempt")
+        ],
+        "tool_calls": tool_calls,
+        "audit_events": [_event(ev) for ev in AuditEvent.objects.filter(run=run).order_by("seq")],
+        "tickets": [
+            {
+                "id": t.pk,
+                "reason": t.reason,
+                "message": t.message,
+                "status": t.status,
+                "priority": t.priority,
+                "assignee": t.assignee.get_username() if t.assignee_id else None,
+                "resolution": t.resolution,
+                "resolved_by": t.resolved_by.get_username() if t.resolved_by_id else None,
+                "comment": t.comment,
+                "created_at": _iso(t.created_at),
+                "due_at": _iso(t.due_at),
+                "claimed_at": _iso(t.claimed_at),
+                "resolved_at": _iso(t.resolved_at),
+            }
+            for t in EscalationTicket.objects.filter(run=run)
+            .select_related("assignee", "resolved_by")
+            .order_by("created_at")
+        ],
+        "approvals": [
+            {
+                "id": a.pk,
+                "status": a.status,
+                "estimate_usd": _money(a.estimate_usd),
+                "threshold_usd": _money(a.threshold_usd),
+                "calculation": a.calculation,
+                "requested_by": a.requested_by.get_username(),
+                "decided_by": a.decided_by.get_username() if a.decided_by_id else None,
+                "comment": a.comment,
+                "created_at": _iso(a.created_at),
+                "decided_at": _iso(a.decided_at),
+            }
+            for a in ApprovalRequest.objects.filter(run=run)
+            .select_related("requested_by", "decided_by")
+            .order_by("created_at")
+        ],
+        "chain": verify_run(run.pk).as_dict(),
+    }
+    return redact(doc)
