@@ -7,5 +7,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("reviews/", include("reviews.urls")),
+    path("api/", include("api.urls")),
+    path("account/", include("api.account_urls")),
+    path("", include("ops.urls")),
     path("", include("orchestration.urls")),
 ]

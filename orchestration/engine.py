@@ -32,6 +32,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from costs.pricing import Usage, cost_of, price_for
+from ops import tracing
+from ops.logs import bind as log_bind
+from ops.logs import log_context
 from orchestration import audit, lifecycle
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
@@ -107,9 +110,15 @@ def release_step(run_id: Any, next_in: float | None) -> None:
 
 def run_step(run_id: Any) -> None:
     """Run one step of a run (the Celery task's body)."""
+    with log_context(run_id=str(run_id)), tracing.span("countersign.step", run_id=str(run_id)):
+        _run_step(run_id)
+
+
+def _run_step(run_id: Any) -> None:
     run = claim_step(run_id)
     if run is None:
         return
+    log_bind(step=run.steps_taken)
     result = StepResult(next_in=None)
     try:
         result = _step(run)
@@ -222,14 +231,15 @@ def _model_turn(run: Run, workflow: Workflow, calls: list[ModelCall]) -> StepRes
     client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
     started = time.monotonic()
     try:
-        raw = client.messages.with_raw_response.create(
-            model=model,
-            max_tokens=workflow.constraints.max_output_tokens,
-            system=[{"type": "text", "text": version.system_prompt, "cache_control": {"type": "ephemeral"}}],
-            tools=api_tools(version),
-            messages=conversation(calls, new_turn),
-        )
-        message = raw.parse()
+        with tracing.span("countersign.model_call", run_id=str(run.pk), model=model, turn=turn, attempt=attempt):
+            raw = client.messages.with_raw_response.create(
+                model=model,
+                max_tokens=workflow.constraints.max_output_tokens,
+                system=[{"type": "text", "text": version.system_prompt, "cache_control": {"type": "ephemeral"}}],
+                tools=api_tools(version),
+                messages=conversation(calls, new_turn),
+            )
+            message = raw.parse()
     except anthropic.APIError as exc:
         return _model_error(run, mc, exc, started)
     return _record_response(run, workflow, mc, raw, message, started)
