@@ -16,13 +16,15 @@ import contextvars
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any
 
-_fields: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "countersign_log_fields", default={}
-)  # noqa: B039 - never mutated, always replaced
+# The value is never mutated, only replaced, so one read-only empty mapping is a safe default.
+_fields: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "countersign_log_fields", default=MappingProxyType({})
+)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` or the context.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -116,7 +118,7 @@ class TextFormatter(logging.Formatter):
 
 # --- Celery: every task's lines carry the task's name and id ---------------------------------
 
-_task_tokens: dict[str, contextvars.Token[dict[str, Any]]] = {}
+_task_tokens: dict[str, contextvars.Token[Mapping[str, Any]]] = {}
 
 
 def _task_started(task_id: str | None = None, task: Any = None, **_: Any) -> None:

@@ -119,6 +119,7 @@ def _run_step(run_id: Any) -> None:
     if run is None:
         return
     log_bind(step=run.steps_taken)
+    logger.info("step started", extra={"workflow": run.workflow_name})
     result = StepResult(next_in=None)
     try:
         result = _step(run)
