@@ -24,6 +24,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from orchestration.models import ModelCall, Run, ToolCall
 from reviews.models import EscalationTicket
@@ -81,7 +82,9 @@ class DatabaseCollector(Collector):
             .order_by("model", "role")
         )
         for r in rows:
-            cumulative = [(str(b), r[f"le_{b}"]) for b in LATENCY_BUCKETS_MS] + [("+Inf", r["n"])]
+            cumulative = [(floatToGoString(b), r[f"le_{b}"]) for b in LATENCY_BUCKETS_MS] + [
+                ("+Inf", r["n"])
+            ]
             hist.add_metric([r["model"], r["role"]], cumulative, float(r["total"] or 0))
         return hist
 
