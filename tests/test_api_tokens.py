@@ -61,6 +61,8 @@ def test_two_active_tokens_cannot_share_a_name_but_a_revoked_name_is_free(client
     ApiToken.objects.get().revoke()
     assert client.post(reverse("api_token_create"), {"name": "ci"}).status_code == 200
     assert ApiToken.objects.filter(name="ci").count() == 2
+    rows = [t.is_active for t in client.get(reverse("api_tokens")).context["tokens"]]
+    assert rows == [True, False]  # the active token is listed first
 
 
 def test_revoke_own_token(client, operator):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -26,7 +27,10 @@ def _page(
     name: str = "",
     status: int = 200,
 ) -> HttpResponse:
-    tokens = ApiToken.objects.filter(user=request.user).order_by("revoked_at", "-created_at")
+    # Active tokens first (revoked_at is NULL), newest first within each group.
+    tokens = ApiToken.objects.filter(user=request.user).order_by(
+        F("revoked_at").desc(nulls_first=True), "-created_at"
+    )
     return render(
         request,
         "api/tokens.html",
