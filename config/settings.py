@@ -239,6 +239,8 @@ for _queue in HEALTHZ_WORKER_QUEUES:
 # /metrics: with a token, scrapers send "Authorization: Bearer <token>"; without, loopback only.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ERROR_RATE_WINDOW_SECONDS = env.int("METRICS_ERROR_RATE_WINDOW_SECONDS", default=3600)
+# Old secret keys still accepted for signatures (sessions, password resets) while rotating.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 # Probes and scrapers speak plain HTTP inside the cluster.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 # OpenTelemetry tracing (needs the otel extra): spans for engine steps and model calls.

@@ -95,3 +95,21 @@ def test_wrong_methods_are_refused(client, operator):
     assert client.post(reverse("api_tokens")).status_code == 405
     token.refresh_from_db()
     assert token.is_active
+
+
+def test_admin_can_revoke_but_not_create_tokens(client, operator, django_user_model):
+    admin_user = django_user_model.objects.create_superuser(
+        "root", "root@example.com", "x-root-pw-1"
+    )
+    token, secret = ApiToken.issue(operator, "leaver's laptop")
+    client.force_login(admin_user)
+    assert client.get(reverse("admin:api_apitoken_add")).status_code == 403
+    response = client.post(
+        reverse("admin:api_apitoken_changelist"),
+        {"action": "revoke", "_selected_action": [token.pk]},
+        follow=True,
+    )
+    assert "Revoked 1 token(s)." in response.content.decode()
+    token.refresh_from_db()
+    assert not token.is_active
+    assert client.get("/api/runs", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
