@@ -622,3 +622,25 @@ def test_openapi_document_is_public_and_linked(client, operator):
     assert response.status_code == 200 and response.json()["openapi"] == "3.1.0"
     client.force_login(operator)
     assert reverse("api:openapi") in client.get(reverse("api_tokens")).content.decode()
+
+
+def test_list_query_count_does_not_grow_with_the_page(client, manager, operator):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    token = token_for(manager)
+    call(
+        client, "GET", RUNS, token
+    )  # first use writes last_used_at; later calls within a minute do not
+
+    def queries_for(n_runs: int) -> int:
+        while Run.objects.count() < n_runs:
+            start_run(
+                "payment_approval", {"payment_id": f"PAY-{Run.objects.count() + 1}"}, operator
+            )
+        with CaptureQueriesContext(connection) as ctx:
+            response = call(client, "GET", RUNS, token)
+        assert len(response.json()["results"]) == n_runs
+        return len(ctx.captured_queries)
+
+    assert queries_for(2) == queries_for(6)
