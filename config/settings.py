@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "reviews",
     "costs",
     "warehouse",
+    "api",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -241,14 +243,48 @@ CELERY_BEAT_SCHEDULE["purge-old-payloads"] = {
     "schedule": env.float("PURGE_INTERVAL_SECONDS", default=6 * 3600.0),
 }
 
+# json (one object per line, with run_id/step/task fields; the default in production) or text.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT must be 'json' or 'text'.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"redact": {"()": "orchestration.privacy.RedactingFilter"}},
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    "filters": {
+        "context": {"()": "ops.logs.ContextFilter"},
+        "redact": {"()": "orchestration.privacy.RedactingFilter"},
     },
+    "formatters": {"json": {"()": "ops.logs.JsonFormatter"}, "text": {"()": "ops.logs.TextFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"httpx2": {"level": "WARNING"}, "httpcore2": {"level": "WARNING"}},
 }
+
+# --- JSON API and operations (api, ops) ------------------------------------------------------
+# /healthz: checks time out after this; a queue whose last heartbeat is older than the max age
+# is reported down. Beat sends ops.tasks.heartbeat to each queue every interval.
+HEALTHZ_TIMEOUT_SECONDS = env.float("HEALTHZ_TIMEOUT_SECONDS", default=2.0)
+HEALTHZ_WORKER_QUEUES = env.list("HEALTHZ_WORKER_QUEUES", default=["celery", "llm"])
+HEARTBEAT_INTERVAL_SECONDS = env.float("HEARTBEAT_INTERVAL_SECONDS", default=30.0)
+HEALTHZ_HEARTBEAT_MAX_AGE_SECONDS = env.int("HEALTHZ_HEARTBEAT_MAX_AGE_SECONDS", default=120)
+for _queue in HEALTHZ_WORKER_QUEUES:
+    CELERY_BEAT_SCHEDULE[f"heartbeat-{_queue}"] = {
+        "task": "ops.tasks.heartbeat",
+        "schedule": HEARTBEAT_INTERVAL_SECONDS,
+        "args": (_queue,),
+        # An undelivered heartbeat is worthless once the next one is due: do not let them pile up.
+        "options": {"queue": _queue, "expires": HEARTBEAT_INTERVAL_SECONDS},
+    }
+# /metrics: with a token, scrapers send "Authorization: Bearer <token>"; without, loopback only.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ERROR_RATE_WINDOW_SECONDS = env.int("METRICS_ERROR_RATE_WINDOW_SECONDS", default=3600)
+# Old secret keys still accepted for signatures (sessions, password resets) while rotating.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+# Probes and scrapers speak plain HTTP inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# OpenTelemetry tracing (needs the otel extra): spans for engine steps and model calls.
+OTEL_ENABLED = env.bool("OTEL_ENABLED", default=False)
+OTEL_EXPORTER = env.str("OTEL_EXPORTER", default="otlp")
+if OTEL_EXPORTER not in ("otlp", "console"):
+    raise ImproperlyConfigured("OTEL_EXPORTER must be 'otlp' or 'console'.")
+OTEL_SERVICE_NAME = env.str("OTEL_SERVICE_NAME", default="countersign")

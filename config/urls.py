@@ -8,5 +8,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("reviews/", include("reviews.urls")),
     path("costs/", include("costs.urls")),
+    path("api/", include("api.urls")),
+    path("account/", include("api.account_urls")),
+    path("", include("ops.urls")),
     path("", include("orchestration.urls")),
 ]

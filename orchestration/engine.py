@@ -31,6 +31,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from costs import accounting
+from ops import tracing
+from ops.logs import bind as log_bind
+from ops.logs import log_context
 from orchestration import audit, lifecycle
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
@@ -106,9 +109,16 @@ def release_step(run_id: Any, next_in: float | None) -> None:
 
 def run_step(run_id: Any) -> None:
     """Run one step of a run (the Celery task's body)."""
+    with log_context(run_id=str(run_id)), tracing.span("countersign.step", run_id=str(run_id)):
+        _run_step(run_id)
+
+
+def _run_step(run_id: Any) -> None:
     run = claim_step(run_id)
     if run is None:
         return
+    log_bind(step=run.steps_taken)
+    logger.info("step started", extra={"workflow": run.workflow_name})
     result = StepResult(next_in=None)
     try:
         result = _step(run)
@@ -239,8 +249,9 @@ def _model_turn(run: Run, workflow: Workflow, calls: list[ModelCall]) -> StepRes
         return _submit_batch(run, mc, client, params)
     started = time.monotonic()
     try:
-        raw = client.messages.with_raw_response.create(**params)
-        message = raw.parse()
+        with tracing.span("countersign.model_call", run_id=str(run.pk), model=model, turn=turn, attempt=attempt):
+            raw = client.messages.with_raw_response.create(**params)
+            message = raw.parse()
     except anthropic.APIError as exc:
         return _model_error(run, mc, exc, started)
     return _record_response(run, workflow, mc, message, request_id=raw.headers.get("request-id", ""),

@@ -21,6 +21,7 @@ by a dead worker is visible and repeated with the same idempotency key.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
@@ -103,7 +104,8 @@ def _call_with_timeout(tool: Tool, tool_input: dict, ctx: ToolContext, timeout: 
         finally:
             connections.close_all()  # this thread's connections only
 
-    thread = threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True)
+    # The context copy carries the run and step ids (and the trace) into the handler's log lines.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), name=f"tool-{tool.name}", daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
@@ -244,7 +246,8 @@ def settle_turn(run: Run, workflow: Workflow, model_call: ModelCall, tool_uses: 
     if len(tool_uses) == 1:
         return settle_tool_use(run, workflow, model_call, tool_uses[0])
     with ThreadPoolExecutor(max_workers=min(8, len(tool_uses)), thread_name_prefix="tool-use") as pool:
-        outcomes = list(pool.map(lambda tu: settle_tool_use(run, workflow, model_call, tu), tool_uses))
+        contexts = [contextvars.copy_context() for _ in tool_uses]  # one each: a context runs in one thread at a time
+        outcomes = list(pool.map(lambda tu, ctx: ctx.run(settle_tool_use, run, workflow, model_call, tu), tool_uses, contexts))
     return next((o for o in outcomes if o is not None), None)
 
 

@@ -1,0 +1,776 @@
+"""The OpenAPI 3.1 document for the JSON API, served at /api/openapi.json.
+
+Written by hand, next to the code: tests/test_api_openapi.py checks that every route in
+api/urls.py is documented with its methods, that every example validates against its
+schema, and tests/test_api.py validates real responses against these schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+
+from api.http import api_view
+from orchestration.models import Run
+from reviews.models import EscalationTicket
+
+RUN_ID = "0b7f2c1e-4d5a-4c3b-9e8f-1a2b3c4d5e6f"
+BASE = "https://countersign.example.com"
+
+NULLABLE_STRING = {"type": ["string", "null"]}
+DATETIME = {"type": "string", "format": "date-time"}
+NULLABLE_DATETIME = {"type": ["string", "null"], "format": "date-time"}
+MONEY = {
+    "type": "string",
+    "pattern": r"^-?\d+(\.\d+)?$",
+    "description": "US dollars as a decimal string.",
+}
+
+ESTIMATE_EXAMPLE = {
+    "upper_usd": "0.089288",
+    "expected_usd": "0.059525",
+    "model": "claude-opus-4-6",
+    "lines": [
+        {
+            "item": "Prompt (system + tools + this input)",
+            "calc": "count_tokens on the rendered prompt = 1,381 tokens",
+            "usd": "",
+        },
+        {"item": "Expected cost", "calc": "sum of the lines above", "usd": "$0.059525"},
+        {"item": "Upper bound", "calc": "expected x (1 + 50% retry allowance)", "usd": "$0.089288"},
+    ],
+}
+LINKS_EXAMPLE = {"self": f"{BASE}/api/runs/{RUN_ID}", "web": f"{BASE}/runs/{RUN_ID}/"}
+TICKET_EXAMPLE = {
+    "id": 42,
+    "status": "open",
+    "reason": "regulatory_trigger",
+    "message": "Payment PAY-1002 is over the sign-off amount.",
+    "priority": 1,
+    "due_at": "2026-11-20T10:15:00Z",
+    "assignee": None,
+    "created_at": "2026-11-20T09:15:00Z",
+    "links": {"resolve": f"{BASE}/api/tickets/42/resolve", "web": f"{BASE}/reviews/tickets/42/"},
+}
+RUN_EXAMPLE = {
+    "id": RUN_ID,
+    "workflow": "payment_approval",
+    "workflow_version": {"version": "1", "content_hash": "3f9a" + "0" * 60},
+    "status": "awaiting_review",
+    "final": False,
+    "requested_by": "operator",
+    "input": {"payment_id": "PAY-1002"},
+    "result": None,
+    "error": None,
+    "estimate": ESTIMATE_EXAMPLE,
+    "cost_usd": "0.041210",
+    "tokens": {
+        "input": 6120,
+        "output": 410,
+        "cache_write": 0,
+        "cache_read": 0,
+        "total_input": 6120,
+    },
+    "steps_taken": 4,
+    "latency_ms": None,
+    "idempotency_key": "2f1d6c3e-nightly-2026-11-20",
+    "open_ticket": TICKET_EXAMPLE,
+    "created_at": "2026-11-20T09:14:51Z",
+    "updated_at": "2026-11-20T09:15:00Z",
+    "queued_at": "2026-11-20T09:14:52Z",
+    "started_at": "2026-11-20T09:14:52Z",
+    "finished_at": None,
+    "links": LINKS_EXAMPLE,
+}
+
+
+def _error_example(
+    status_code: str, code: str, message: str, fields: dict[str, str] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"summary": f"{status_code} {code}", "value": {"error": error}}
+
+
+def _error(description: str, *examples: dict[str, Any]) -> dict[str, Any]:
+    content: dict[str, Any] = {"schema": {"$ref": "#/components/schemas/Error"}}
+    if examples:
+        content["examples"] = {e["summary"].split(" ", 1)[1]: e for e in examples}
+    return {"description": description, "content": {"application/json": content}}
+
+
+UNAUTHENTICATED = _error(
+    "No token, or the token is invalid or revoked.",
+    _error_example("401", "token_revoked", "This API token was revoked. Create a new one."),
+)
+NOT_FOUND = _error(
+    "No such object, or it is not visible to you (someone else's run is 404, never 403).",
+    _error_example("404", "not_found", "No such run."),
+)
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "Stable, machine-readable reason."},
+                    "message": {"type": "string", "description": "What was wrong and what to do."},
+                    "fields": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "Per-field problems (a field name, or 'input' for the whole input).",
+                    },
+                },
+                "additionalProperties": False,
+            }
+        },
+        "additionalProperties": False,
+    },
+    "Links": {
+        "type": "object",
+        "required": ["self", "web"],
+        "properties": {
+            "self": {"type": "string", "format": "uri"},
+            "web": {"type": "string", "format": "uri"},
+        },
+    },
+    "EstimateLine": {
+        "type": "object",
+        "required": ["item", "calc", "usd"],
+        "properties": {
+            "item": {"type": "string"},
+            "calc": {"type": "string"},
+            "usd": {
+                "type": "string",
+                "description": "'$0.012345', or empty for a line without a cost.",
+            },
+        },
+    },
+    "Estimate": {
+        "type": "object",
+        "description": "The pre-run cost estimate. Over the approval threshold, the run waits for a manager.",
+        "required": ["upper_usd", "lines"],
+        "properties": {
+            "upper_usd": MONEY,
+            "expected_usd": {**MONEY, "type": ["string", "null"]},
+            "model": NULLABLE_STRING,
+            "lines": {"type": "array", "items": {"$ref": "#/components/schemas/EstimateLine"}},
+        },
+    },
+    "StartRun": {
+        "type": "object",
+        "required": ["workflow", "input"],
+        "additionalProperties": False,
+        "properties": {
+            "workflow": {
+                "type": "string",
+                "description": "A workflow name from GET /api/workflows.",
+            },
+            "input": {
+                "type": "object",
+                "description": "Validated against the workflow's input_schema.",
+            },
+        },
+    },
+    "RunCreated": {
+        "type": "object",
+        "required": ["id", "status", "estimate", "links"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "status": {"type": "string", "enum": Run.Status.values},
+            "estimate": {"oneOf": [{"$ref": "#/components/schemas/Estimate"}, {"type": "null"}]},
+            "links": {"$ref": "#/components/schemas/Links"},
+        },
+    },
+    "Ticket": {
+        "type": "object",
+        "required": [
+            "id",
+            "status",
+            "reason",
+            "message",
+            "priority",
+            "due_at",
+            "assignee",
+            "created_at",
+            "links",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "status": {"type": "string", "enum": EscalationTicket.Status.values},
+            "reason": {"type": "string", "enum": EscalationTicket.Reason.values},
+            "message": {"type": "string"},
+            "priority": {"type": "integer", "minimum": 1},
+            "due_at": DATETIME,
+            "assignee": NULLABLE_STRING,
+            "created_at": DATETIME,
+            "resolution": {"type": "string"},
+            "resolved_by": {"type": "string"},
+            "resolved_at": NULLABLE_DATETIME,
+            "links": {
+                "type": "object",
+                "required": ["resolve", "web"],
+                "properties": {
+                    "resolve": {"type": "string", "format": "uri"},
+                    "web": {"type": "string", "format": "uri"},
+                },
+            },
+        },
+    },
+    "Run": {
+        "type": "object",
+        "required": [
+            "id",
+            "workflow",
+            "workflow_version",
+            "status",
+            "final",
+            "requested_by",
+            "input",
+            "result",
+            "error",
+            "estimate",
+            "cost_usd",
+            "tokens",
+            "steps_taken",
+            "latency_ms",
+            "open_ticket",
+            "created_at",
+            "updated_at",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "links",
+        ],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "workflow": {"type": "string"},
+            "workflow_version": {
+                "type": "object",
+                "required": ["version", "content_hash"],
+                "properties": {"version": {"type": "string"}, "content_hash": {"type": "string"}},
+            },
+            "status": {"type": "string", "enum": Run.Status.values},
+            "final": {
+                "type": "boolean",
+                "description": "True once the status will not change again.",
+            },
+            "requested_by": {"type": "string"},
+            "input": {"type": "object"},
+            "result": {
+                "description": "The validated final output (a JSON object), null until the run succeeds."
+            },
+            "error": NULLABLE_STRING,
+            "estimate": {"oneOf": [{"$ref": "#/components/schemas/Estimate"}, {"type": "null"}]},
+            "cost_usd": MONEY,
+            "tokens": {
+                "type": "object",
+                "required": ["input", "output", "cache_write", "cache_read", "total_input"],
+                "properties": {
+                    k: {"type": "integer", "minimum": 0}
+                    for k in ("input", "output", "cache_write", "cache_read", "total_input")
+                },
+            },
+            "steps_taken": {"type": "integer", "minimum": 0},
+            "latency_ms": {"type": ["integer", "null"]},
+            "idempotency_key": NULLABLE_STRING,
+            "open_ticket": {
+                "oneOf": [{"$ref": "#/components/schemas/Ticket"}, {"type": "null"}],
+                "description": "The escalation the run is paused on, if any.",
+            },
+            "created_at": DATETIME,
+            "updated_at": DATETIME,
+            "queued_at": NULLABLE_DATETIME,
+            "started_at": NULLABLE_DATETIME,
+            "finished_at": NULLABLE_DATETIME,
+            "links": {"$ref": "#/components/schemas/Links"},
+        },
+    },
+    "RunSummary": {
+        "type": "object",
+        "required": [
+            "id",
+            "workflow",
+            "status",
+            "requested_by",
+            "estimate_usd",
+            "cost_usd",
+            "created_at",
+            "finished_at",
+            "links",
+        ],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "workflow": {"type": "string"},
+            "status": {"type": "string", "enum": Run.Status.values},
+            "requested_by": {"type": "string"},
+            "estimate_usd": {**MONEY, "type": ["string", "null"]},
+            "cost_usd": MONEY,
+            "created_at": DATETIME,
+            "finished_at": NULLABLE_DATETIME,
+            "links": {"$ref": "#/components/schemas/Links"},
+        },
+    },
+    "RunList": {
+        "type": "object",
+        "required": ["results", "next"],
+        "properties": {
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/RunSummary"}},
+            "next": {
+                "type": ["string", "null"],
+                "format": "uri",
+                "description": "The next page (older runs), or null on the last page.",
+            },
+        },
+    },
+    "Resolve": {
+        "type": "object",
+        "required": ["action"],
+        "additionalProperties": False,
+        "properties": {
+            "action": {"type": "string", "enum": EscalationTicket.Resolution.values},
+            "comment": {
+                "type": "string",
+                "description": "Recorded in the audit trail; the reason for 'fail'.",
+            },
+            "note": {
+                "type": "string",
+                "description": "For 'resume': what the model should do next (required).",
+            },
+            "corrected": {
+                "description": "For 'correct' (required): the corrected tool output or final output, "
+                "validated against its schema."
+            },
+        },
+    },
+    "Resolved": {
+        "type": "object",
+        "required": ["ticket", "run"],
+        "properties": {
+            "ticket": {"$ref": "#/components/schemas/Ticket"},
+            "run": {
+                "type": "object",
+                "required": ["id", "status", "links"],
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "status": {"type": "string", "enum": Run.Status.values},
+                    "links": {"$ref": "#/components/schemas/Links"},
+                },
+            },
+        },
+    },
+    "Workflow": {
+        "type": "object",
+        "required": [
+            "name",
+            "title",
+            "description",
+            "version",
+            "orchestrator_model",
+            "input_schema",
+            "input_example",
+        ],
+        "properties": {
+            "name": {"type": "string"},
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "version": {"type": "string"},
+            "orchestrator_model": {"type": "string"},
+            "input_schema": {"type": "object"},
+            "input_example": {"type": ["object", "null"]},
+        },
+    },
+    "WorkflowList": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Workflow"}}
+        },
+    },
+}
+
+
+def _json(
+    schema: str, description: str, example: Any = None, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    content: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{schema}"}}
+    if example is not None:
+        content["example"] = example
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": content},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+PATHS: dict[str, Any] = {
+    "/api/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The OpenAPI 3.1 document.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    },
+    "/api/workflows": {
+        "get": {
+            "operationId": "listWorkflows",
+            "summary": "The workflows you can start, with their input schemas",
+            "responses": {
+                "200": _json(
+                    "WorkflowList",
+                    "Every registered workflow.",
+                    {
+                        "results": [
+                            {
+                                "name": "payment_approval",
+                                "title": "Payment approval",
+                                "description": "Check a payment against policy and approve or hold it.",
+                                "version": "1",
+                                "orchestrator_model": "claude-opus-4-6",
+                                "input_schema": {
+                                    "type": "object",
+                                    "required": ["payment_id"],
+                                    "properties": {"payment_id": {"type": "string"}},
+                                },
+                                "input_example": {"payment_id": "PAY-1001"},
+                            }
+                        ]
+                    },
+                ),
+                "401": UNAUTHENTICATED,
+            },
+        }
+    },
+    "/api/runs": {
+        "post": {
+            "operationId": "startRun",
+            "summary": "Start a run",
+            "description": (
+                "Validates the input, estimates the cost, applies budgets, the rate limit and the approval gate "
+                "(the same path as the start page). The run is `queued`, or `awaiting_approval` when its estimate "
+                "is over the approval threshold. With an `Idempotency-Key`, a retry returns the same run: 201 the "
+                "first time, 200 with `Idempotent-Replayed: true` after that (a concurrent duplicate may also get "
+                "201, with the same run id). The same key with a different body is refused with 422."
+            ),
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": "Up to 200 printable characters, unique per request you mean (a UUID is ideal).",
+                    "schema": {"type": "string", "maxLength": 200},
+                    "example": "2f1d6c3e-nightly-2026-11-20",
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/StartRun"},
+                        "example": {
+                            "workflow": "payment_approval",
+                            "input": {"payment_id": "PAY-1002"},
+                        },
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(
+                    "RunCreated",
+                    "The run was created.",
+                    {
+                        "id": RUN_ID,
+                        "status": "queued",
+                        "estimate": ESTIMATE_EXAMPLE,
+                        "links": LINKS_EXAMPLE,
+                    },
+                    headers={
+                        "Location": {"schema": {"type": "string"}, "description": "The run's URL."}
+                    },
+                ),
+                "200": _json(
+                    "RunCreated",
+                    "A retry with an Idempotency-Key already used: the run it created.",
+                    {
+                        "id": RUN_ID,
+                        "status": "running",
+                        "estimate": ESTIMATE_EXAMPLE,
+                        "links": LINKS_EXAMPLE,
+                    },
+                    headers={
+                        "Idempotent-Replayed": {"schema": {"type": "string", "const": "true"}}
+                    },
+                ),
+                "400": _error(
+                    "The body is not a JSON object, or the Idempotency-Key header is malformed.",
+                    _error_example(
+                        "400",
+                        "malformed_json",
+                        "The request body is not valid JSON at line 1 column 2.",
+                    ),
+                ),
+                "401": UNAUTHENTICATED,
+                "403": _error(
+                    "Your account may not start runs, or a hard budget would be exceeded.",
+                    _error_example(
+                        "403",
+                        "budget_exceeded",
+                        "The run was not started: it would exceed a hard budget.",
+                        {
+                            "budget": "the monthly budget for payment_approval ($500.00) would be exceeded"
+                        },
+                    ),
+                    _error_example("403", "forbidden", "Your account may not start runs."),
+                ),
+                "415": _error("The body is not application/json."),
+                "422": _error(
+                    "The workflow or its input is not valid, or the Idempotency-Key was used with another body.",
+                    _error_example(
+                        "422",
+                        "invalid_input",
+                        "The run was not started: the input is not valid; see fields.",
+                        {"payment_id": "'payment_id' is a required property"},
+                    ),
+                    _error_example(
+                        "422",
+                        "idempotency_key_reused",
+                        "This Idempotency-Key was already used for run "
+                        f"{RUN_ID} with a different workflow or input. Use a new key for a new run.",
+                    ),
+                ),
+                "429": _error(
+                    "Your limit on starting runs is reached; Retry-After says when to try again, when known.",
+                    _error_example(
+                        "429",
+                        "rate_limited",
+                        "The run was not started: you have reached your limit "
+                        "on starting runs. Try again later.",
+                    ),
+                ),
+                "503": _error(
+                    "The cost estimate could not be made (the Messages API did not answer).",
+                    _error_example(
+                        "503",
+                        "estimate_unavailable",
+                        "The run was not started: the cost estimate "
+                        "could not be made (APIConnectionError). Try again later.",
+                    ),
+                ),
+            },
+        },
+        "get": {
+            "operationId": "listRuns",
+            "summary": "Runs you can see, newest first",
+            "description": "Keyset-paginated: follow `next` until it is null. Operators see their own runs, reviewers "
+            "also the runs behind tickets, managers and auditors every run.",
+            "parameters": [
+                {
+                    "name": "status",
+                    "in": "query",
+                    "description": "One status, or several separated by commas.",
+                    "schema": {"type": "string"},
+                    "example": "awaiting_review,awaiting_approval",
+                },
+                {
+                    "name": "workflow",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "example": "payment_approval",
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 25},
+                },
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "description": "From a previous page's `next` link.",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": _json(
+                    "RunList",
+                    "A page of runs.",
+                    {
+                        "results": [
+                            {
+                                "id": RUN_ID,
+                                "workflow": "payment_approval",
+                                "status": "awaiting_review",
+                                "requested_by": "operator",
+                                "estimate_usd": "0.089288",
+                                "cost_usd": "0.041210",
+                                "created_at": "2026-11-20T09:14:51Z",
+                                "finished_at": None,
+                                "links": LINKS_EXAMPLE,
+                            }
+                        ],
+                        "next": f"{BASE}/api/runs?status=awaiting_review&cursor=MjAyNi0xMS0yMFQwOToxNDo1MS4wMDAwMDArMDA6MDB8MGI3ZjJjMWU",
+                    },
+                ),
+                "400": _error(
+                    "The cursor is not one this API issued.",
+                    _error_example(
+                        "400",
+                        "invalid_cursor",
+                        "This cursor is not valid; use the 'next' link of a "
+                        "previous page as it is.",
+                    ),
+                ),
+                "401": UNAUTHENTICATED,
+                "422": _error(
+                    "An unknown status or a bad limit.",
+                    _error_example(
+                        "422",
+                        "invalid_query",
+                        "The query was not valid; see fields.",
+                        {"status": "unknown status finished; one of requested, queued, running"},
+                    ),
+                ),
+            },
+        },
+    },
+    "/api/runs/{run_id}": {
+        "get": {
+            "operationId": "getRun",
+            "summary": "Follow a run: status, cost, tokens, result, error, timestamps and its open ticket",
+            "parameters": [
+                {
+                    "name": "run_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "format": "uuid"},
+                }
+            ],
+            "responses": {
+                "200": _json("Run", "The run.", RUN_EXAMPLE),
+                "401": UNAUTHENTICATED,
+                "404": NOT_FOUND,
+            },
+        }
+    },
+    "/api/tickets/{ticket_id}/resolve": {
+        "post": {
+            "operationId": "resolveTicket",
+            "summary": "Resolve an escalation ticket (reviewers and managers)",
+            "description": (
+                "`resume` (needs `note`), `retry`, `correct` (needs `corrected`), `approve` or `fail`, with the same "
+                "rules as the ticket page: a ticket claimed by someone else can be resolved only by them or a manager."
+            ),
+            "parameters": [
+                {"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/Resolve"},
+                        "example": {
+                            "action": "approve",
+                            "comment": "Signed off: supplier verified by phone.",
+                        },
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(
+                    "Resolved",
+                    "The ticket is resolved; the run moved on.",
+                    {
+                        "ticket": {
+                            **TICKET_EXAMPLE,
+                            "status": "resolved",
+                            "assignee": "reviewer",
+                            "resolution": "approve",
+                            "resolved_by": "reviewer",
+                            "resolved_at": "2026-11-20T09:20:00Z",
+                        },
+                        "run": {"id": RUN_ID, "status": "succeeded", "links": LINKS_EXAMPLE},
+                    },
+                ),
+                "400": _error("The body is not a JSON object."),
+                "401": UNAUTHENTICATED,
+                "403": _error(
+                    "Your account may not resolve tickets.",
+                    _error_example(
+                        "403", "forbidden", "Your account may not resolve escalation tickets."
+                    ),
+                ),
+                "404": _error(
+                    "No such ticket.", _error_example("404", "not_found", "No such ticket.")
+                ),
+                "409": _error(
+                    "The ticket's state refuses the action: already resolved, claimed by someone else, or "
+                    "the run is no longer awaiting review. Nothing changed.",
+                    _error_example(
+                        "409",
+                        "conflict",
+                        "This ticket was already resolved (approved the result) by manager "
+                        "at 09:20:00. Nothing was changed.",
+                    ),
+                ),
+                "415": _error("The body is not application/json."),
+                "422": _error(
+                    "An unknown action, a missing note or corrected output, or a correction that fails its "
+                    "schema. Nothing changed.",
+                    _error_example(
+                        "422",
+                        "invalid_correction",
+                        "The corrected output was not accepted; nothing was changed.",
+                        {"corrected": "'approved' is a required property"},
+                    ),
+                ),
+            },
+        }
+    },
+}
+
+
+def build() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Countersign API",
+            "version": "1",
+            "description": (
+                "Start, follow and resolve Claude agent workflow runs. Authenticate with a personal API token "
+                "(create one on the API tokens page) sent as `Authorization: Bearer <token>`; it acts with your "
+                'permissions. Errors are JSON: `{"error": {"code", "message", "fields"}}`. Money is a '
+                "decimal string in US dollars; timestamps are ISO 8601 in UTC."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": PATHS,
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A personal API token (cs_...).",
+                }
+            },
+            "schemas": SCHEMAS,
+        },
+    }
+
+
+@api_view("GET", auth=False)
+def document(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(build(), json_dumps_params={"indent": 2})

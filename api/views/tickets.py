@@ -1,0 +1,88 @@
+"""Resolving an escalation ticket through the JSON API.
+
+The same rules as the ticket page: only users with ``reviews.resolve_ticket`` (403
+otherwise), an unknown ticket is 404, and the resolution goes through
+``reviews.resolutions.resolve``, which locks the ticket, checks who may act and moves
+the run through the state machine.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.http import HttpRequest, JsonResponse
+
+from api import representation as rep
+from api.http import ApiError, api_view, json_body, require_perm
+from reviews import resolutions
+from reviews.models import EscalationTicket
+
+Res = EscalationTicket.Resolution
+
+
+@api_view("POST")
+def resolve(request: HttpRequest, ticket_id: int) -> JsonResponse:
+    require_perm(request, "reviews.resolve_ticket", "resolve escalation tickets")
+    ticket = EscalationTicket.objects.filter(pk=ticket_id).first()
+    if ticket is None:
+        raise ApiError(404, "not_found", "No such ticket.")
+    body = json_body(request)
+    fields: dict[str, str] = {
+        k: "unknown field" for k in sorted(set(body) - {"action", "comment", "note", "corrected"})
+    }
+    action = body.get("action")
+    if action not in Res.values:
+        fields["action"] = f"required: one of {', '.join(Res.values)}"
+    for name in ("comment", "note"):
+        if not isinstance(body.get(name, ""), str):
+            fields[name] = "must be a string"
+    corrected = None
+    if action == Res.CORRECT:
+        if "corrected" not in body:
+            fields["corrected"] = "required for 'correct': the corrected output as a JSON value"
+        else:
+            corrected = json.dumps(body["corrected"])
+    elif "corrected" in body:
+        fields["corrected"] = "only allowed with action 'correct'"
+    if action == Res.RESUME and not (
+        str(body.get("note") or "").strip() or str(body.get("comment") or "").strip()
+    ):
+        fields["note"] = "required for 'resume': say what the model should do next"
+    if fields:
+        raise ApiError(
+            422, "invalid_input", "The resolution was not valid; see fields.", fields=fields
+        )
+    try:
+        resolutions.resolve(
+            ticket.pk,
+            request.user,
+            action,
+            comment=body.get("comment", ""),
+            note=body.get("note", ""),
+            corrected=corrected,
+        )
+    except resolutions.InvalidCorrection as exc:
+        raise ApiError(
+            422,
+            "invalid_correction",
+            "The corrected output was not accepted; nothing was changed.",
+            fields={"corrected": "; ".join(exc.errors)},
+        ) from None
+    except resolutions.ReviewError as exc:
+        # Already resolved, claimed by someone else, or the run moved on: the ticket's state
+        # refuses the action, and the message says why.
+        raise ApiError(409, "conflict", str(exc)) from None
+    ticket.refresh_from_db()
+    run = ticket.run
+    run.refresh_from_db()
+    return JsonResponse(
+        {
+            "ticket": {
+                **rep.ticket(request, ticket),
+                "resolution": ticket.resolution,
+                "resolved_by": request.user.get_username(),
+                "resolved_at": rep.iso(ticket.resolved_at),
+            },
+            "run": {"id": str(run.pk), "status": run.status, "links": rep.links(request, run)},
+        }
+    )
