@@ -43,9 +43,10 @@ UNFINISHED = (
 class StartRefused(Exception):
     """A hard budget or the daily start limit refuses the run; ``code`` is RunRefused's code."""
 
-    def __init__(self, message: str, code: str) -> None:
+    def __init__(self, message: str, code: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def check_rate_limit(user: Any, now: dt.datetime | None = None) -> None:
             f"You have started {count} runs in the last 24 hours; the limit is {limit} a day. "
             f"The next one can start at {free_at:%Y-%m-%d %H:%M} {free_at.tzname()}.",
             code="rate_limited",
+            retry_after=max(1.0, (oldest + dt.timedelta(hours=24) - now).total_seconds()),
         )
 
 

@@ -39,10 +39,11 @@ class RunRefused(Exception):
     BUDGET_EXCEEDED = "budget_exceeded"
     RATE_LIMITED = "rate_limited"
 
-    def __init__(self, errors: dict[str, str], code: str = INVALID_INPUT) -> None:
+    def __init__(self, errors: dict[str, str], code: str = INVALID_INPUT, retry_after: float | None = None) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
         self.errors = errors
         self.code = code
+        self.retry_after = retry_after  # seconds until a rate-limited start may succeed
 
 
 def parse_input(raw: str | dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def start_run(
                 warnings = budgets.check_start(workflow.name, user, estimate.upper_usd)
             except budgets.StartRefused as refused:
                 key = "budget" if refused.code == RunRefused.BUDGET_EXCEEDED else "rate_limit"
-                raise RunRefused({key: str(refused)}, code=refused.code) from None
+                raise RunRefused({key: str(refused)}, code=refused.code, retry_after=refused.retry_after) from None
             calculation = estimate.as_json() | ({"budget_warnings": warnings} if warnings else {})
             run = Run.objects.create(
                 workflow_version=version, workflow_name=workflow.name, requested_by=user, input=value,

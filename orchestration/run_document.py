@@ -23,7 +23,11 @@ def _iso(value: Any) -> str | None:
 
 
 def _money(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    """Exact, written to the micro-dollar when that loses nothing (a batch call can cost less)."""
+    if value is None:
+        return None
+    micro = value.quantize(Decimal("0.000001"))
+    return str(micro if micro == value else value.normalize())
 
 
 def run_summary(run: Run) -> dict[str, Any]:

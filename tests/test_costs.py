@@ -17,6 +17,7 @@ from orchestration.launch import RunRefused, start_run
 from orchestration.models import AuditEvent, ModelCall, Run
 from reviews import approvals, resolutions
 from reviews.models import EscalationTicket
+from tests.api_helpers import call, token_for
 
 INPUT = {"date": "2026-11-12"}
 R = EscalationTicket.Reason
@@ -30,6 +31,10 @@ def _no_enqueue(monkeypatch):
 def _start_from_form(client, user):
     client.force_login(user)
     return client.post(reverse("start_form", args=["financial_reporting"]), INPUT)
+
+
+def _start_from_api(client, user):
+    return call(client, "POST", "/api/runs", token_for(user), {"workflow": "financial_reporting", "input": INPUT})
 
 
 def _start_from_command(user):
@@ -91,6 +96,9 @@ def test_hard_budget_refuses_from_the_page_and_the_command(client, operator):
     assert "would pass the hard daily global budget ($0.00)" in response.content.decode()
     with pytest.raises(CommandError, match="would pass the hard daily global budget"):
         _start_from_command(operator)
+    api = _start_from_api(client, operator)
+    assert api.status_code == 403 and api.json()["error"]["code"] == "budget_exceeded"
+    assert "hard daily global budget ($0.00)" in api.json()["error"]["fields"]["budget"]
     assert Run.objects.count() == 0
 
 
@@ -118,6 +126,9 @@ def test_daily_start_limit_from_every_entry_point(client, operator, manager, set
     assert "limit is 2 a day" in _start_from_form(client, operator).content.decode()
     with pytest.raises(CommandError, match="limit is 2 a day"):
         _start_from_command(operator)
+    api = _start_from_api(client, operator)
+    assert api.status_code == 429 and api.json()["error"]["code"] == "rate_limited"
+    assert 0 < int(api["Retry-After"]) <= 24 * 3600
     assert Run.objects.filter(requested_by=operator).count() == 2
     assert start_run("financial_reporting", INPUT, manager).status == Run.Status.QUEUED  # per user
 
@@ -169,9 +180,9 @@ def test_batch_mode_runs_through_message_batches_at_half_price(drive, operator, 
     assert batch.status == realtime.status == Run.Status.SUCCEEDED
     calls = list(batch.model_calls.order_by("turn"))
     assert calls and all(c.is_batch and c.batch_id.startswith("msgbatch_") for c in calls)
-    for call in calls:
-        usage = Usage.from_api(call.usage)
-        assert call.cost_usd == cost_of(usage, call.price, batch=True) == cost_of(usage, call.price) / 2
+    for mc in calls:
+        usage = Usage.from_api(mc.usage)
+        assert mc.cost_usd == cost_of(usage, mc.price, batch=True) == cost_of(usage, mc.price) / 2
     assert AuditEvent.objects.filter(run=batch, kind="model.batch_submitted").count() == len(calls)
     assert run_savings(batch)["batch"] == sum(cost_of(Usage.from_api(c.usage), c.price) / 2 for c in calls)
 
