@@ -128,6 +128,12 @@ def _step(run: Run) -> StepResult:
     if _timed_out(run, workflow):
         escalate(run.pk, R.TIMEOUT, f"The run exceeded its {workflow.constraints.run_timeout_seconds:g}s timeout.")
         return StepResult(None)
+    if workflow.fanout is not None:
+        # Enterprise mode has its own steps (decompose, dispatch, aggregate); its job calls
+        # run in parallel on other workers, so the cleanup below must not touch them.
+        from orchestration.fanout import coordinator
+
+        return StepResult(coordinator.step(run, workflow))
     ModelCall.objects.filter(run=run, status=ModelCall.Status.PENDING).update(
         status=ModelCall.Status.ERROR,
         error="interrupted: the worker stopped before the response was recorded",
