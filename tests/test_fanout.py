@@ -51,7 +51,15 @@ def drive_fanout(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: steps.append(str(run_id)))
     monkeypatch.setattr("orchestration.fanout.jobs.enqueue", _enqueue_job)
+    from django.db import connection
+
     from orchestration.fanout import jobs
+
+    def _run_job(pk: int) -> None:
+        try:
+            jobs.run_job(pk)
+        finally:
+            connection.close()  # this pool's threads must not keep the test database open
 
     def _drive(run: Run, rounds: int = 400, threads: int = 16) -> Run:
         with ThreadPoolExecutor(threads) as pool:
@@ -60,7 +68,7 @@ def drive_fanout(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
                 with lock:
                     batch, jobs_queued[:] = list(jobs_queued), []
                 if batch:
-                    list(pool.map(jobs.run_job, batch))
+                    list(pool.map(_run_job, batch))
                     continue
                 if steps:
                     steps.pop()
