@@ -13,7 +13,7 @@ SERVICES := bash scripts/services.sh
 WITH_SERVICES := bash scripts/with-services.sh
 VENV_BIN := .venv/bin
 
-.PHONY: help deps run test services stop status env lint fmt shell migrate clean-dev
+.PHONY: help deps run test services stop status env lint fmt shell migrate clean-dev bench
 
 help: ## List the targets
 	@echo "Countersign: make TARGET"
@@ -61,3 +61,7 @@ migrate: ## python manage.py migrate --noinput, with the services up
 
 clean-dev: ## Stop the services and delete .dev: the dev data (asks first; FORCE=1 skips)
 	@$(SERVICES) clean $(if $(filter 1 y yes true,$(FORCE)),--force,)
+
+bench: ## Run every bench/*.py benchmark with the services up (results in bench/RESULTS.md)
+	@for script in bench/*.py; do case $$script in */_*|*_workflow.py) continue;; esac; \
+		echo "== $$script"; $(WITH_SERVICES) --deps --name bench -- python $$script || exit 1; done

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from orchestration.views import dashboard, runs, start
+from orchestration.views import dashboard, fanout, runs, start
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -9,4 +9,6 @@ urlpatterns = [
     path("runs/new/<slug:workflow_name>/", start.start_form, name="start_form"),
     path("runs/<uuid:run_id>/", runs.run_detail, name="run_detail"),
     path("runs/<uuid:run_id>/live/", runs.run_live, name="run_live"),
+    path("runs/<uuid:run_id>/jobs/", fanout.job_grid, name="fanout_jobs"),
+    path("runs/<uuid:run_id>/jobs/<int:job_pk>/", fanout.job_detail, name="fanout_job"),
 ]

@@ -10,8 +10,9 @@ from django_htmx.http import HttpResponseStopPolling
 
 from orchestration.access import get_run_for_user, visible_runs
 from orchestration.audit import verify_chain
-from orchestration.models import Run
+from orchestration.models import FanoutJob, Run
 from orchestration.timeline import build_timeline
+from orchestration.views.fanout import progress as fanout_progress
 
 
 @require_GET
@@ -36,6 +37,8 @@ def _run_context(run: Run) -> dict:
         "timeline": build_timeline(run),
         "open_ticket": run.tickets.exclude(status="resolved").first(),
         "chain": verify_chain(run.pk),
+        "fanout": fanout_progress(run),
+        "job_statuses": FanoutJob.Status.choices,
     }
 
 
