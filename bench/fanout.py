@@ -59,16 +59,35 @@ def tree(pid: int) -> list[int]:
 
 
 def start_workers(env: dict[str, str], logdir: Path) -> list[subprocess.Popen]:
-    common = [sys.executable, "-m", "celery", "-A", "config", "worker", "-l", "warning", "--without-gossip",
-              "--without-mingle"]
+    common = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "-l",
+        "warning",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     procs = []
     for args, name in (
         (["-Q", "celery,llm", "-c", "2", "-B", "--schedule", str(logdir / "beat")], "steps"),
         (["-Q", "fanout", "-P", "threads", "-c", "60"], "fanout"),
     ):
         out = open(logdir / f"{name}.log", "wb")  # noqa: SIM115
-        procs.append(subprocess.Popen([*common, *args, "-n", f"bench-{name}@%h"], cwd=ROOT, env=env, stdout=out,
-                                      stderr=subprocess.STDOUT, start_new_session=True))
+        command = [*common, *args, "-n", f"bench-{name}@%h"]
+        procs.append(
+            subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=out,  # noqa: S603 - our own argv
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
     time.sleep(6)
     return procs
 
@@ -111,8 +130,14 @@ def countersign(n: int, latency: float) -> dict:
     elapsed = time.monotonic() - started
     waves = math.ceil(n / 50)
     ideal = latency * (2 + 2 * waves)
-    return {"n": n, "status": run.status, "seconds": round(elapsed, 2), "ideal": ideal,
-            "ratio": round(elapsed / ideal, 3), "calls": ModelCall.objects.filter(run=run).count()}
+    return {
+        "n": n,
+        "status": run.status,
+        "seconds": round(elapsed, 2),
+        "ideal": ideal,
+        "ratio": round(elapsed / ideal, 3),
+        "calls": ModelCall.objects.filter(run=run).count(),
+    }
 
 
 def seed_reference(n: int, latency: float) -> dict:
@@ -123,27 +148,51 @@ def seed_reference(n: int, latency: float) -> dict:
     from orchestration.simulator.django import make_api_from_settings
 
     api = make_api_from_settings(fixed_latency_seconds=latency, state_url="")
-    client = anthropic.Anthropic(api_key="sim", base_url="http://simulator.local", max_retries=2,
-                                 http_client=anthropic.DefaultHttpxClient(transport=SimulatorTransport(api)),
-                                 default_headers={"x-countersign-workflow": "bench_fanout"})
+    client = anthropic.Anthropic(
+        api_key="sim",
+        base_url="http://simulator.local",
+        max_retries=2,
+        http_client=anthropic.DefaultHttpxClient(transport=SimulatorTransport(api)),
+        default_headers={"x-countersign-workflow": "bench_fanout"},
+    )
     from orchestration.fanout.prompts import SPECIALIST_MARK, VALIDATOR_MARK
 
     async def run_specialist(job: dict) -> dict:
-        response = client.messages.create(model="claude-sonnet-4-5", max_tokens=2048, system=SPECIALIST_MARK,
-                                          messages=[{"role": "user", "content": json.dumps(
-                                              {"job_id": job["job_id"], "task": job["prompt"]})}])
+        response = client.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=2048,
+            system=SPECIALIST_MARK,
+            messages=[
+                {
+                    "role": "user",
+                    "content": json.dumps({"job_id": job["job_id"], "task": job["prompt"]}),
+                }
+            ],
+        )
         return {"job_id": job["job_id"], "output": response.content[0].text}
 
     async def enterprise_orchestrate(n_specialists: int) -> list[dict]:
-        decomposition = client.messages.create(model="claude-opus-4-5", max_tokens=4096, system="Orchestrator",
-                                               messages=[{"role": "user", "content": json.dumps(
-                                                   {"phase": "decompose", "input": {"n": n_specialists}})}])
+        decomposition = client.messages.create(
+            model="claude-opus-4-5",
+            max_tokens=4096,
+            system="Orchestrator",
+            messages=[
+                {
+                    "role": "user",
+                    "content": json.dumps({"phase": "decompose", "input": {"n": n_specialists}}),
+                }
+            ],
+        )
         jobs = json.loads(decomposition.content[0].text)["jobs"]
         results = await asyncio.gather(*[run_specialist(job) for job in jobs])
         validated = []
         for result in results:
-            validation = client.messages.create(model="claude-sonnet-4-5", max_tokens=1024, system=VALIDATOR_MARK,
-                                                messages=[{"role": "user", "content": json.dumps(result)}])
+            validation = client.messages.create(
+                model="claude-sonnet-4-5",
+                max_tokens=1024,
+                system=VALIDATOR_MARK,
+                messages=[{"role": "user", "content": json.dumps(result)}],
+            )
             validated.append(json.loads(validation.content[0].text))
         return validated
 
@@ -157,29 +206,52 @@ def seed_reference(n: int, latency: float) -> dict:
 def write_results(rows: list[dict], seed: list[dict], latency: float, command: str) -> None:
     path = ROOT / "bench" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     lines = [
-        "## Fan-out", "",
+        "## Fan-out",
+        "",
         f"Simulator at a fixed {latency:g} s per /v1/messages call; {os.cpu_count()} CPUs ({cpu}); "
-        f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M')}.", "",
-        f"Reproduce: `{command}`", "",
-        "Ideal critical path = decompose + ceil(N/50) waves x (specialist + validator) + aggregate.", "",
+        f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M')}.",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+        "Ideal critical path = decompose + ceil(N/50) waves x (specialist + validator) + aggregate.",
+        "",
         "| N | Countersign (s) | ideal (s) | ratio | target | model calls | peak worker RSS (MB) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['n']:,} | {r['seconds']} | {r['ideal']:g} | {r['ratio']} | <= 1.25 | {r['calls']:,} | "
-                     f"{r['peak_rss_mb']} |")
-    lines += ["", "The seed's reference code (asyncio.gather over the synchronous client: the calls run one after "
-              "another; it has no aggregate step), same simulator, same run:", "",
-              "| N | seed reference (s) | model calls | measured? |", "|---|---|---|---|"]
+        lines.append(
+            f"| {r['n']:,} | {r['seconds']} | {r['ideal']:g} | {r['ratio']} | <= 1.25 | {r['calls']:,} | "
+            f"{r['peak_rss_mb']} |"
+        )
+    lines += [
+        "",
+        "The seed's reference code (asyncio.gather over the synchronous client: the calls run one after "
+        "another; it has no aggregate step), same simulator, same run:",
+        "",
+        "| N | seed reference (s) | model calls | measured? |",
+        "|---|---|---|---|",
+    ]
     for s in seed:
-        lines.append(f"| {s['n']:,} | {s['seconds']} | {s['calls']:,} | {s.get('how', 'measured')} |")
-    lines += ["", "Peak worker RSS is the sum of VmRSS over both worker processes (the prefork worker's "
-              "children included), sampled every 0.5 s, peak so far in the session. Both workers run for the "
-              "whole benchmark; a warm-up fan-out of 50 jobs runs first and is not reported (cold workers spend "
-              "~2 s importing code, starting threads and opening database connections).", ""]
+        lines.append(
+            f"| {s['n']:,} | {s['seconds']} | {s['calls']:,} | {s.get('how', 'measured')} |"
+        )
+    lines += [
+        "",
+        "Peak worker RSS is the sum of VmRSS over both worker processes (the prefork worker's "
+        "children included), sampled every 0.5 s, peak so far in the session. Both workers run for the "
+        "whole benchmark; a warm-up fan-out of 50 jobs runs first and is not reported (cold workers spend "
+        "~2 s importing code, starting threads and opening database connections).",
+        "",
+    ]
     section = "\n".join(lines)
     if "## Fan-out" in text:
         text = re.sub(r"## Fan-out\n.*?(?=\n## |\Z)", section, text, flags=re.DOTALL)
@@ -192,11 +264,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="50,1000")
     parser.add_argument("--latency", type=float, default=2.0)
-    parser.add_argument("--seed-sizes", default="50", help="seed reference sizes to measure (it is sequential)")
+    parser.add_argument(
+        "--seed-sizes", default="50", help="seed reference sizes to measure (it is sequential)"
+    )
     args = parser.parse_args()
-    env = {**os.environ, "SIMULATOR_FIXED_LATENCY_SECONDS": str(args.latency), "SIMULATOR_STATE_URL": "",
-           "FANOUT_REAPER_INTERVAL_SECONDS": "5", "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"}
-    os.environ.update({"SIMULATOR_FIXED_LATENCY_SECONDS": str(args.latency), "SIMULATOR_STATE_URL": ""})
+    env = {
+        **os.environ,
+        "SIMULATOR_FIXED_LATENCY_SECONDS": str(args.latency),
+        "SIMULATOR_STATE_URL": "",
+        "FANOUT_REAPER_INTERVAL_SECONDS": "5",
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.update(
+        {"SIMULATOR_FIXED_LATENCY_SECONDS": str(args.latency), "SIMULATOR_STATE_URL": ""}
+    )
     import django
 
     django.setup()
@@ -207,7 +289,9 @@ def main() -> None:
     import redis
     from django.conf import settings
 
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("celery", "llm", "fanout", settings.FANOUT_SLOT_KEY)
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(
+        "celery", "llm", "fanout", settings.FANOUT_SLOT_KEY
+    )
     logdir = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
     rows = []
     workers = Workers(env, logdir)
@@ -228,10 +312,20 @@ def main() -> None:
     for n in (r["n"] for r in rows):
         if n not in {s["n"] for s in seed} and seed:
             per_call = seed[0]["seconds"] / seed[0]["calls"]
-            seed.append({"n": n, "seconds": round(per_call * (1 + 2 * n)), "calls": 1 + 2 * n,
-                         "how": f"computed: {1 + 2 * n:,} sequential calls x {per_call:.3f} s measured above"})
-    write_results(rows, seed, args.latency,
-                  f"bash scripts/with-services.sh -- python bench/fanout.py --sizes {args.sizes} --latency {args.latency:g}")
+            seed.append(
+                {
+                    "n": n,
+                    "seconds": round(per_call * (1 + 2 * n)),
+                    "calls": 1 + 2 * n,
+                    "how": f"computed: {1 + 2 * n:,} sequential calls x {per_call:.3f} s measured above",
+                }
+            )
+    write_results(
+        rows,
+        seed,
+        args.latency,
+        f"bash scripts/with-services.sh -- python bench/fanout.py --sizes {args.sizes} --latency {args.latency:g}",
+    )
     print((ROOT / "bench" / "RESULTS.md").read_text())
 
 

@@ -16,8 +16,13 @@ SCHEMA = {"type": "object", "properties": {"value": {"type": "string"}}, "requir
 
 
 def decompose(data: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": {"v": SCHEMA}, "jobs": [
-        {"job_id": f"job-{i:04d}", "prompt": f"Return value job-{i:04d}.", "schema": "v"} for i in range(data["input"]["n"])]}
+    return {
+        "schemas": {"v": SCHEMA},
+        "jobs": [
+            {"job_id": f"job-{i:04d}", "prompt": f"Return value job-{i:04d}.", "schema": "v"}
+            for i in range(data["input"]["n"])
+        ],
+    }
 
 
 def specialist(data: dict[str, Any]) -> dict[str, Any]:
@@ -32,16 +37,41 @@ def aggregate(data: dict[str, Any]) -> dict[str, Any]:
     return {"passed": len(data["results"]), "failed": len(data["failed"])}
 
 
-WORKFLOW = register(Workflow(
-    name="bench_fanout", title="Benchmark fan-out", version="1", domain="benchmarks", role="Echo.",
-    input_schema={"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                  "required": ["n"]},
-    output_schema={"type": "object", "properties": {"passed": {"type": "integer"}, "failed": {"type": "integer"}},
-                   "required": ["passed", "failed"]},
-    tools=(), rules=("Echo.",), approval_threshold_usd=Decimal("1000"),
-    constraints=Constraints(max_steps=4, run_timeout_seconds=3600, max_cost_usd=Decimal("500"),
-                            max_tokens_per_run=100_000_000, max_output_tokens=64_000),
-    fanout=FanoutSpec(specialist_instructions="Echo.", validator_instructions="Check the echo.", max_jobs=1000,
-                      expected_jobs=lambda i: i["n"]),
-    policy=fanout_roles(decompose=decompose, specialist=specialist, validator=validator, aggregate=aggregate),
-))
+WORKFLOW = register(
+    Workflow(
+        name="bench_fanout",
+        title="Benchmark fan-out",
+        version="1",
+        domain="benchmarks",
+        role="Echo.",
+        input_schema={
+            "type": "object",
+            "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            "required": ["n"],
+        },
+        output_schema={
+            "type": "object",
+            "properties": {"passed": {"type": "integer"}, "failed": {"type": "integer"}},
+            "required": ["passed", "failed"],
+        },
+        tools=(),
+        rules=("Echo.",),
+        approval_threshold_usd=Decimal("1000"),
+        constraints=Constraints(
+            max_steps=4,
+            run_timeout_seconds=3600,
+            max_cost_usd=Decimal("500"),
+            max_tokens_per_run=100_000_000,
+            max_output_tokens=64_000,
+        ),
+        fanout=FanoutSpec(
+            specialist_instructions="Echo.",
+            validator_instructions="Check the echo.",
+            max_jobs=1000,
+            expected_jobs=lambda i: i["n"],
+        ),
+        policy=fanout_roles(
+            decompose=decompose, specialist=specialist, validator=validator, aggregate=aggregate
+        ),
+    )
+)

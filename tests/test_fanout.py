@@ -49,7 +49,9 @@ def drive_fanout(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         with lock:
             jobs_queued.append(pk)
 
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: steps.append(str(run_id)))
+    monkeypatch.setattr(
+        "orchestration.tasks.enqueue_step", lambda run_id, countdown=None: steps.append(str(run_id))
+    )
     monkeypatch.setattr("orchestration.fanout.jobs.enqueue", _enqueue_job)
     from django.db import connection
 
@@ -97,19 +99,31 @@ def _operator() -> Any:
 
 def test_plan_validation_names_every_problem() -> None:
     with pytest.raises(InvalidPlan) as caught:
-        parse_plan('[{"job_id": 1, "prompt": "a", "schema": {}}, {"job_id": "1", "prompt": "", "schema": {"type": 3}},'
-                   ' {"job_id": 2, "prompt": "x"}]', max_jobs=10)
+        parse_plan(
+            '[{"job_id": 1, "prompt": "a", "schema": {}}, {"job_id": "1", "prompt": "", "schema": {"type": 3}},'
+            ' {"job_id": 2, "prompt": "x"}]',
+            max_jobs=10,
+        )
     problems = " | ".join(caught.value.problems)
     assert "job_id '1' repeats job #0" in problems
     assert "prompt must be a non-empty string" in problems
     assert "not a valid JSON Schema" in problems
     assert "job #2: missing schema" in problems
     with pytest.raises(InvalidPlan, match="at most 2"):
-        parse_plan('[{"job_id": 1, "prompt": "a", "schema": {}}, {"job_id": 2, "prompt": "a", "schema": {}},'
-                   ' {"job_id": 3, "prompt": "a", "schema": {}}]', max_jobs=2)
+        parse_plan(
+            '[{"job_id": 1, "prompt": "a", "schema": {}}, {"job_id": 2, "prompt": "a", "schema": {}},'
+            ' {"job_id": 3, "prompt": "a", "schema": {}}]',
+            max_jobs=2,
+        )
     with pytest.raises(InvalidPlan, match="not one of the shared schemas"):
-        parse_plan('{"schemas": {"a": {}}, "jobs": [{"job_id": 1, "prompt": "a", "schema": "b"}]}', max_jobs=2)
-    jobs = parse_plan('{"schemas": {"a": {"type": "object"}}, "jobs": [{"job_id": 7, "prompt": "p", "schema": "a"}]}', 5)
+        parse_plan(
+            '{"schemas": {"a": {}}, "jobs": [{"job_id": 1, "prompt": "a", "schema": "b"}]}',
+            max_jobs=2,
+        )
+    jobs = parse_plan(
+        '{"schemas": {"a": {"type": "object"}}, "jobs": [{"job_id": 7, "prompt": "p", "schema": "a"}]}',
+        5,
+    )
     assert jobs[0].job_id == "7" and jobs[0].schema == {"type": "object"}
 
 
@@ -132,14 +146,18 @@ def test_a_repeated_job_id_refuses_the_plan_and_creates_no_jobs(seeded, drive_fa
 # --- a whole run --------------------------------------------------------------------------
 
 
-def test_fanout_runs_every_job_persists_before_validation_and_aggregates(seeded, drive_fanout) -> None:
+def test_fanout_runs_every_job_persists_before_validation_and_aggregates(
+    seeded, drive_fanout
+) -> None:
     probes.FANOUT_SEEN.clear()
     run = drive_fanout(drive_fanout.start({"n": 12}))
     assert run.status == S.SUCCEEDED, run.error
     assert run.result == {"passed": 12, "failed": 0}
     jobs = list(FanoutJob.objects.filter(run=run))
     assert [j.status for j in jobs] == [J.SUCCEEDED] * 12
-    assert all(j.verdict == "PASS" and j.attempts == 1 and j.output == {"value": j.job_id} for j in jobs)
+    assert all(
+        j.verdict == "PASS" and j.attempts == 1 and j.output == {"value": j.job_id} for j in jobs
+    )
     # Every output is a JSONL line, written before its validator call was made.
     lines = {line["job_id"]: line for line in artifacts.read_lines(run.pk)}
     assert set(lines) == {j.job_id for j in jobs}
@@ -149,7 +167,11 @@ def test_fanout_runs_every_job_persists_before_validation_and_aggregates(seeded,
         assert lines[job.job_id]["at"] < validator.created_at.isoformat()
     # Every call is a ModelCall charged to the run: 1 decompose + 12 x 2 + 1 aggregate.
     calls = ModelCall.objects.filter(run=run, status="ok")
-    assert Counter(calls.values_list("role", flat=True)) == {"orchestrator": 2, "specialist": 12, "validator": 12}
+    assert Counter(calls.values_list("role", flat=True)) == {
+        "orchestrator": 2,
+        "specialist": 12,
+        "validator": 12,
+    }
     assert run.cost_usd == sum(c.cost_usd for c in calls) > 0
     assert sum(j.cost_usd for j in jobs) == sum(c.cost_usd for c in calls.exclude(job=None))
     fan = Fanout.objects.get(run=run)
@@ -161,7 +183,10 @@ def test_a_failed_job_is_retried_once_and_only_once(seeded, drive_fanout) -> Non
     probes.FANOUT_SEEN.clear()
     run = drive_fanout(drive_fanout.start({"n": 10, "fail_once": ["j001"], "fail_twice": ["j002"]}))
     assert run.status == S.SUCCEEDED, run.error
-    once, twice = FanoutJob.objects.get(run=run, job_id="j001"), FanoutJob.objects.get(run=run, job_id="j002")
+    once, twice = (
+        FanoutJob.objects.get(run=run, job_id="j001"),
+        FanoutJob.objects.get(run=run, job_id="j002"),
+    )
     assert (once.status, once.attempts, once.verdict) == (J.SUCCEEDED, 2, "PASS")
     assert once.retry_reason == "planted FAIL of j001 attempt 1"
     assert (twice.status, twice.attempts, twice.verdict) == (J.FAILED, 2, "FAIL")
@@ -198,13 +223,18 @@ def test_breaker_trips_exactly_past_the_threshold(seeded, drive_fanout, failing,
     jobs = FanoutJob.objects.filter(run=run)
     if not halts:
         assert run.status == S.SUCCEEDED
-        assert jobs.filter(status=J.FAILED).count() == 2 and jobs.filter(status=J.SUCCEEDED).count() == 8
+        assert (
+            jobs.filter(status=J.FAILED).count() == 2
+            and jobs.filter(status=J.SUCCEEDED).count() == 8
+        )
         assert not run.tickets.exists()
         return
     assert run.status == S.HALTED
     assert jobs.filter(status=J.FAILED).count() == 3
     ticket = run.tickets.get()
-    assert ticket.reason == EscalationTicket.Reason.FAILURE_RATE_EXCEEDED and ticket.status == "open"
+    assert (
+        ticket.reason == EscalationTicket.Reason.FAILURE_RATE_EXCEEDED and ticket.status == "open"
+    )
     assert "3 of 10 jobs failed" in ticket.message
     assert Fanout.objects.get(run=run).phase == "halted"
     # Nothing runs after the halt and nothing is left outstanding.
@@ -213,7 +243,9 @@ def test_breaker_trips_exactly_past_the_threshold(seeded, drive_fanout, failing,
     assert AuditEvent.objects.filter(run=run, kind="fanout.halted").count() == 1
 
 
-def test_breaker_cancels_outstanding_jobs_and_stops_dispatching(seeded, drive_fanout, settings) -> None:
+def test_breaker_cancels_outstanding_jobs_and_stops_dispatching(
+    seeded, drive_fanout, settings
+) -> None:
     settings.FANOUT_PER_RUN_CONCURRENCY = 4
     run = drive_fanout(drive_fanout.start({"n": 40, "fail_twice": [f"j{i:03d}" for i in range(9)]}))
     assert run.status == S.HALTED
@@ -291,9 +323,8 @@ def test_an_abandoned_slot_comes_back_after_its_lease(settings) -> None:
     settings.FANOUT_GLOBAL_CONCURRENCY = 1
     settings.FANOUT_SLOT_LEASE_SECONDS = 1
     assert slots.try_acquire("dead-worker")  # never released, as after a SIGKILL
-    with pytest.raises(slots.NoSlot):
-        with slots.slot("live", wait_seconds=0.3):
-            pass
+    with pytest.raises(slots.NoSlot), slots.slot("live", wait_seconds=0.3):
+        pass
     time.sleep(1.1)
     with slots.slot("live", wait_seconds=0.3):
         assert slots.in_use() == 1
@@ -302,7 +333,9 @@ def test_an_abandoned_slot_comes_back_after_its_lease(settings) -> None:
 # --- costs ------------------------------------------------------------------------------------
 
 
-def test_budget_breach_pauses_the_run_and_resume_finishes_it(seeded, drive_fanout, monkeypatch, reviewer) -> None:
+def test_budget_breach_pauses_the_run_and_resume_finishes_it(
+    seeded, drive_fanout, monkeypatch, reviewer
+) -> None:
     from costs import accounting
     from reviews.resolutions import resolve
 
@@ -334,13 +367,17 @@ def test_estimate_of_1000_skus_is_over_20_dollars_and_waits_for_a_manager(seeded
     assert run.estimate_usd > Decimal("20")
     items = [line["item"] for line in run.estimate["lines"]]
     assert "Fan-out size" in items and "Retry allowance" in items
-    assert any(i.startswith("Specialists") for i in items) and any(i.startswith("Validators") for i in items)
+    assert any(i.startswith("Specialists") for i in items) and any(
+        i.startswith("Validators") for i in items
+    )
     small = start_run("security_scan", {"repository": "demo-scan-tree"}, _operator())
     assert small.status == S.QUEUED and small.estimate_usd < Decimal("20")
 
 
 def test_security_scan_demo_finds_the_planted_issues(seeded, drive_fanout) -> None:
-    run = drive_fanout(drive_fanout.start({"repository": "demo-scan-tree", "limit": 60}, "security_scan"))
+    run = drive_fanout(
+        drive_fanout.start({"repository": "demo-scan-tree", "limit": 60}, "security_scan")
+    )
     assert run.status == S.SUCCEEDED, run.error
     jobs = FanoutJob.objects.filter(run=run)
     assert jobs.filter(status=J.FAILED).count() == 2  # the obfuscated evals in files 17 and 59
@@ -360,19 +397,31 @@ FANOUT_ENV = {
 
 
 @pytest.mark.worker
-def test_sigkill_mid_fanout_loses_no_job_and_finishes_none_twice(seeded, worker_factory, settings) -> None:
-    env = {**FANOUT_ENV, "SIMULATOR_FIXED_LATENCY_SECONDS": "0.3", "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
-           "FANOUT_SLOT_KEY": settings.FANOUT_SLOT_KEY}
+def test_sigkill_mid_fanout_loses_no_job_and_finishes_none_twice(
+    seeded, worker_factory, settings
+) -> None:
+    env = {
+        **FANOUT_ENV,
+        "SIMULATOR_FIXED_LATENCY_SECONDS": "0.3",
+        "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
+        "FANOUT_SLOT_KEY": settings.FANOUT_SLOT_KEY,
+    }
     first = worker_factory(env=env, pool="threads", concurrency=12)
     run = start_run("fanout_probe", {"n": 40, "fail_once": ["j005", "j020"]}, _operator())
     # Kill while jobs are in flight and some are done.
     deadline = time.monotonic() + 60
-    while not (FanoutJob.objects.filter(run=run, status=J.SUCCEEDED).count() >= 5
-               and ModelCall.objects.filter(run=run, status="pending").exclude(job=None).exists()):
+    while not (
+        FanoutJob.objects.filter(run=run, status=J.SUCCEEDED).count() >= 5
+        and ModelCall.objects.filter(run=run, status="pending").exclude(job=None).exists()
+    ):
         assert time.monotonic() < deadline, "the fan-out did not get going"
         time.sleep(0.05)
     first.kill()
-    in_flight = set(ModelCall.objects.filter(run=run, status="pending").exclude(job=None).values_list("job_id", flat=True))
+    in_flight = set(
+        ModelCall.objects.filter(run=run, status="pending")
+        .exclude(job=None)
+        .values_list("job_id", flat=True)
+    )
     assert in_flight
     worker_factory(env=env, pool="threads", concurrency=12)
     run = wait_for(run, (S.SUCCEEDED, S.FAILED, S.HALTED, S.AWAITING_REVIEW), timeout=120)
@@ -380,27 +429,44 @@ def test_sigkill_mid_fanout_loses_no_job_and_finishes_none_twice(seeded, worker_
     jobs = FanoutJob.objects.filter(run=run)
     assert jobs.count() == 40 and jobs.filter(status=J.SUCCEEDED).count() == 40
     # Each job finished exactly once, and no attempt was answered twice.
-    passed = Counter(e.payload["job_id"] for e in AuditEvent.objects.filter(run=run, kind="fanout.job.passed"))
+    passed = Counter(
+        e.payload["job_id"] for e in AuditEvent.objects.filter(run=run, kind="fanout.job.passed")
+    )
     assert set(passed.values()) == {1} and len(passed) == 40
     for job in jobs:
         for role in ("specialist", "validator"):
-            per_turn = Counter(ModelCall.objects.filter(job=job, role=role, status="ok").values_list("turn", flat=True))
+            per_turn = Counter(
+                ModelCall.objects.filter(job=job, role=role, status="ok").values_list(
+                    "turn", flat=True
+                )
+            )
             assert all(n == 1 for n in per_turn.values()), (job.job_id, role, per_turn)
     interrupted = ModelCall.objects.filter(run=run, status="error", error__startswith="interrupted")
     assert set(interrupted.values_list("job_id", flat=True)) == in_flight
-    assert {line["job_id"] for line in artifacts.read_lines(run.pk)} == set(jobs.values_list("job_id", flat=True))
+    assert {line["job_id"] for line in artifacts.read_lines(run.pk)} == set(
+        jobs.values_list("job_id", flat=True)
+    )
 
 
 @pytest.mark.worker
 def test_global_cap_holds_across_workers_and_runs(seeded, worker_factory, settings) -> None:
-    env = {**FANOUT_ENV, "FANOUT_JOB_LEASE_SECONDS": "30", "FANOUT_SLOT_LEASE_SECONDS": "30",
-           "SIMULATOR_FIXED_LATENCY_SECONDS": "0.1", "FANOUT_GLOBAL_CONCURRENCY": "4",
-           "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR), "FANOUT_SLOT_KEY": settings.FANOUT_SLOT_KEY}
+    env = {
+        **FANOUT_ENV,
+        "FANOUT_JOB_LEASE_SECONDS": "30",
+        "FANOUT_SLOT_LEASE_SECONDS": "30",
+        "SIMULATOR_FIXED_LATENCY_SECONDS": "0.1",
+        "FANOUT_GLOBAL_CONCURRENCY": "4",
+        "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
+        "FANOUT_SLOT_KEY": settings.FANOUT_SLOT_KEY,
+    }
     worker_factory(env=env, pool="threads", concurrency=10)
     worker_factory(env=env, pool="threads", concurrency=10)
     runs = [start_run("fanout_probe", {"n": 25}, _operator()) for _ in range(2)]
     for run in runs:
-        assert wait_for(run, (S.SUCCEEDED, S.FAILED, S.HALTED, S.AWAITING_REVIEW), timeout=120).status == S.SUCCEEDED
+        assert (
+            wait_for(run, (S.SUCCEEDED, S.FAILED, S.HALTED, S.AWAITING_REVIEW), timeout=120).status
+            == S.SUCCEEDED
+        )
     job_calls = ModelCall.objects.filter(run__in=runs).exclude(job=None)
     assert job_calls.count() == 100
     assert _max_overlap(job_calls) == 4  # two workers x 10 threads x 2 runs, and never more than 4

@@ -26,7 +26,10 @@ def path_for(run_id: Any) -> Path:
 def append(run_id: Any, record: dict[str, Any]) -> None:
     path = path_for(run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({**record, "at": timezone.now().isoformat()}, ensure_ascii=False, default=str) + "\n"
+    line = (
+        json.dumps({**record, "at": timezone.now().isoformat()}, ensure_ascii=False, default=str)
+        + "\n"
+    )
     with open(path, "a", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

@@ -73,7 +73,11 @@ def step(run: Run, workflow: Workflow) -> float | None:
 
 
 def threshold_of(spec: FanoutSpec) -> Decimal:
-    value = spec.failure_threshold if spec.failure_threshold is not None else settings.FANOUT_FAILURE_THRESHOLD
+    value = (
+        spec.failure_threshold
+        if spec.failure_threshold is not None
+        else settings.FANOUT_FAILURE_THRESHOLD
+    )
     return Decimal(str(value))
 
 
@@ -83,12 +87,18 @@ def max_failures(threshold: Decimal, total: int) -> int:
 
 
 def _start(run: Run, spec: FanoutSpec) -> Fanout:
-    per_run = min(spec.per_run_concurrency or settings.FANOUT_PER_RUN_CONCURRENCY,
-                  settings.FANOUT_PER_RUN_CONCURRENCY)
-    fan, _ = Fanout.objects.get_or_create(run=run, defaults={
-        "failure_threshold": threshold_of(spec), "per_run_concurrency": per_run,
-        "artifact": str(artifacts.path_for(run.pk)),
-    })
+    per_run = min(
+        spec.per_run_concurrency or settings.FANOUT_PER_RUN_CONCURRENCY,
+        settings.FANOUT_PER_RUN_CONCURRENCY,
+    )
+    fan, _ = Fanout.objects.get_or_create(
+        run=run,
+        defaults={
+            "failure_threshold": threshold_of(spec),
+            "per_run_concurrency": per_run,
+            "artifact": str(artifacts.path_for(run.pk)),
+        },
+    )
     return fan
 
 
@@ -111,16 +121,20 @@ def _user_turn(run: Run, workflow: Workflow, turn: int) -> dict[str, Any]:
         "phase": "aggregate",
         "input": run.input,
         "counts": counts(run.pk),
-        "results": [{"job_id": j.job_id, "output": spec.summarize(j.output) if spec.summarize else j.output}
-                    for j in done.filter(status=J.SUCCEEDED)],
+        "results": [
+            {"job_id": j.job_id, "output": spec.summarize(j.output) if spec.summarize else j.output}
+            for j in done.filter(status=J.SUCCEEDED)
+        ],
         "failed": [{"job_id": j.job_id, "reason": j.reason} for j in done.filter(status=J.FAILED)],
     }
 
 
 def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
     ModelCall.objects.filter(run=run, job__isnull=True, status=ModelCall.Status.PENDING).update(
-        status=ModelCall.Status.ERROR, finished_at=timezone.now(),
-        error="interrupted: the worker stopped before the response was recorded")
+        status=ModelCall.Status.ERROR,
+        finished_at=timezone.now(),
+        error="interrupted: the worker stopped before the response was recorded",
+    )
     calls = ModelCall.objects.filter(run=run, job__isnull=True, turn=turn)
     done = calls.filter(status=ModelCall.Status.OK).order_by("-attempt").first()
     if done is not None:  # answered before a crash: judge that answer, do not pay twice
@@ -128,43 +142,76 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
     attempt = calls.count() + 1
     user = json.dumps(_user_turn(run, workflow, turn), ensure_ascii=False)
     model = workflow.orchestrator_model
-    mc = ModelCall.objects.create(run=run, turn=turn, attempt=attempt, role=ModelCall.Role.ORCHESTRATOR,
-                                  model=model, request_content=[{"type": "text", "text": user}])
-    client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
+    mc = ModelCall.objects.create(
+        run=run,
+        turn=turn,
+        attempt=attempt,
+        role=ModelCall.Role.ORCHESTRATOR,
+        model=model,
+        request_content=[{"type": "text", "text": user}],
+    )
+    client = client_for(
+        workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults")
+    )
     started = time.monotonic()
     try:
         raw = client.messages.with_raw_response.create(
-            model=model, max_tokens=workflow.constraints.max_output_tokens,
-            system=[{"type": "text", "text": run.workflow_version.system_prompt,
-                     "cache_control": {"type": "ephemeral"}}],
+            model=model,
+            max_tokens=workflow.constraints.max_output_tokens,
+            system=[
+                {
+                    "type": "text",
+                    "text": run.workflow_version.system_prompt,
+                    "cache_control": {"type": "ephemeral"},
+                }
+            ],
             messages=[{"role": "user", "content": user}],
         )
         message = raw.parse()
     except anthropic.APIError as exc:
         jobs._record_error(mc, exc, started)
-        audit.record("model.failed", run=run, payload={"turn": turn, "attempt": attempt, "error": mc.error})
+        audit.record(
+            "model.failed", run=run, payload={"turn": turn, "attempt": attempt, "error": mc.error}
+        )
         tries = in_round(calls, round_start(run)).count()
         if isinstance(exc, jobs.TRANSIENT_ERRORS) and tries < settings.LLM_STEP_MAX_ATTEMPTS:
-            return backoff_seconds(tries, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS)
+            return backoff_seconds(
+                tries, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS
+            )
         why = "failed" if isinstance(exc, jobs.TRANSIENT_ERRORS) else "was refused"
-        escalate(run.pk, R.RETRIES_EXHAUSTED, f"The orchestrator call {why} ({tries} attempts): {mc.error}",
-                 model_call=mc)
+        escalate(
+            run.pk,
+            R.RETRIES_EXHAUSTED,
+            f"The orchestrator call {why} ({tries} attempts): {mc.error}",
+            model_call=mc,
+        )
         return None
     usage_json = message.usage.model_dump(mode="json")
     with transaction.atomic():
         mc.status = ModelCall.Status.OK
-        mc.response_content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
+        mc.response_content = [
+            b.model_dump(mode="json", exclude_none=True) for b in message.content
+        ]
         mc.stop_reason = message.stop_reason or ""
         mc.request_id = raw.headers.get("request-id", "")
         mc.sdk_attempts = raw.retries_taken + 1
         mc.latency_ms = int((time.monotonic() - started) * 1000)
         mc.finished_at = timezone.now()
         charged = accounting.charge(mc, usage_json)
-        audit.record("model.called", run=run, payload={
-            "turn": turn, "attempt": attempt, "model": model, "role": "orchestrator",
-            "stop_reason": mc.stop_reason, "usage": usage_json, "cost_usd": str(charged.cost),
-            "request_id": mc.request_id,
-        })
+        audit.record(
+            "model.called",
+            run=run,
+            payload={
+                "turn": turn,
+                "attempt": attempt,
+                "model": model,
+                "role": "orchestrator",
+                "stop_reason": mc.stop_reason,
+                "usage": usage_json,
+                "cost_usd": str(charged.cost),
+                "request_id": mc.request_id,
+            },
+        )
     crossed = accounting.spend_breach(charged, workflow)
     if crossed:
         # Paid for and recorded; a manager decides whether the run may go on. On resume the
@@ -176,9 +223,12 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
 
 def _after_answer(run: Run, workflow: Workflow, turn: int, mc: ModelCall) -> float | None:
     if mc.stop_reason == "max_tokens":
-        escalate(run.pk, R.VALIDATION_FAILED,
-                 f"The orchestrator's answer was cut off at {workflow.constraints.max_output_tokens} tokens.",
-                 model_call=mc)
+        escalate(
+            run.pk,
+            R.VALIDATION_FAILED,
+            f"The orchestrator's answer was cut off at {workflow.constraints.max_output_tokens} tokens.",
+            model_call=mc,
+        )
         return None
     if turn == DECOMPOSE_TURN:
         return _accept_plan(run, workflow, mc)
@@ -192,25 +242,38 @@ def _accept_plan(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
         planned = parse_plan(mc.text, spec.max_jobs)
     except InvalidPlan as exc:
         audit.record("fanout.plan_rejected", run=run, payload={"problems": exc.problems})
-        escalate(run.pk, R.VALIDATION_FAILED, f"The decomposition was refused: {exc.problems[0]}",
-                 model_call=mc, details={"errors": exc.problems})
+        escalate(
+            run.pk,
+            R.VALIDATION_FAILED,
+            f"The decomposition was refused: {exc.problems[0]}",
+            model_call=mc,
+            details={"errors": exc.problems},
+        )
         return None
     with transaction.atomic():
         fan = Fanout.objects.select_for_update().get(run=run)
         if fan.phase != P.DECOMPOSING:
             return None  # a duplicate step got here first
         FanoutJob.objects.bulk_create(
-            [FanoutJob(run=run, job_id=p.job_id, seq=i, prompt=p.prompt, schema=p.schema)
-             for i, p in enumerate(planned)],
+            [
+                FanoutJob(run=run, job_id=p.job_id, seq=i, prompt=p.prompt, schema=p.schema)
+                for i, p in enumerate(planned)
+            ],
             batch_size=500,
         )
         fan.phase, fan.total = P.DISPATCHING, len(planned)
         fan.max_failures = max_failures(fan.failure_threshold, len(planned))
         fan.save()
-        audit.record("fanout.decomposed", run=run, payload={
-            "jobs": len(planned), "per_run_concurrency": fan.per_run_concurrency,
-            "failure_threshold": str(fan.failure_threshold), "max_failures": fan.max_failures,
-        })
+        audit.record(
+            "fanout.decomposed",
+            run=run,
+            payload={
+                "jobs": len(planned),
+                "per_run_concurrency": fan.per_run_concurrency,
+                "failure_threshold": str(fan.failure_threshold),
+                "max_failures": fan.max_failures,
+            },
+        )
     job_settled(run.pk)
     return None
 
@@ -225,14 +288,24 @@ def _accept_result(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
         problems = list(spec.final_check(output, tally))
     if problems:
         audit.record("final.rejected", run=run, payload={"turn": mc.turn, "problems": problems})
-        escalate(run.pk, R.VALIDATION_FAILED, f"The aggregated result is invalid: {problems[0]}",
-                 model_call=mc, details={"errors": problems, "proposed_result": output if not error else None})
+        escalate(
+            run.pk,
+            R.VALIDATION_FAILED,
+            f"The aggregated result is invalid: {problems[0]}",
+            model_call=mc,
+            details={"errors": problems, "proposed_result": output if not error else None},
+        )
         return None
     with transaction.atomic():
         if not Fanout.objects.filter(run=run, phase=P.AGGREGATING).update(phase=P.DONE):
             return None
-        lifecycle.transition(run.pk, Run.Status.SUCCEEDED, actor="engine", result=output,
-                             event_payload={"cost_usd": str(Run.objects.get(pk=run.pk).cost_usd), "jobs": tally})
+        lifecycle.transition(
+            run.pk,
+            Run.Status.SUCCEEDED,
+            actor="engine",
+            result=output,
+            event_payload={"cost_usd": str(Run.objects.get(pk=run.pk).cost_usd), "jobs": tally},
+        )
     return None
 
 
@@ -241,7 +314,9 @@ def _accept_result(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
 
 def counts(run_id: Any) -> dict[str, int]:
     tally = {s: 0 for s in J.values}
-    for status, n in FanoutJob.objects.filter(run_id=run_id).values_list("status").annotate(n=Count("pk")):
+    for status, n in (
+        FanoutJob.objects.filter(run_id=run_id).values_list("status").annotate(n=Count("pk"))
+    ):
         tally[status] = n
     tally["total"] = sum(tally[s] for s in J.values)
     return tally
@@ -266,17 +341,30 @@ def job_settled(run_id: Any) -> None:
             return
         free = fan.per_run_concurrency - tally[J.RUNNING]
         if free > 0 and tally[J.QUEUED]:
-            dispatched = list(FanoutJob.objects.filter(run_id=run_id, status=J.QUEUED)
-                              .order_by("seq").values_list("pk", flat=True)[:free])
+            dispatched = list(
+                FanoutJob.objects.filter(run_id=run_id, status=J.QUEUED)
+                .order_by("seq")
+                .values_list("pk", flat=True)[:free]
+            )
             FanoutJob.objects.filter(pk__in=dispatched, status=J.QUEUED).update(
-                status=J.RUNNING, attempts=Greatest(F("attempts"), 1), lease_owner="",
-                lease_expires_at=jobs._lease_until())
+                status=J.RUNNING,
+                attempts=Greatest(F("attempts"), 1),
+                lease_owner="",
+                lease_expires_at=jobs._lease_until(),
+            )
             transaction.on_commit(lambda: [jobs.enqueue(pk) for pk in dispatched])
         elif not tally[J.RUNNING] and not tally[J.QUEUED]:
             fan.phase = P.AGGREGATING
             fan.save(update_fields=["phase", "updated_at"])
-            audit.record("fanout.jobs_done", run=Run.objects.get(pk=run_id), payload={
-                "succeeded": tally[J.SUCCEEDED], "failed": tally[J.FAILED], "total": tally["total"]})
+            audit.record(
+                "fanout.jobs_done",
+                run=Run.objects.get(pk=run_id),
+                payload={
+                    "succeeded": tally[J.SUCCEEDED],
+                    "failed": tally[J.FAILED],
+                    "total": tally["total"],
+                },
+            )
             from orchestration.tasks import enqueue_step
 
             transaction.on_commit(lambda: enqueue_step(run_id))
@@ -287,9 +375,15 @@ def _halt(fan: Fanout, tally: dict[str, int]) -> None:
     now = timezone.now()
     # Jobs first, then the audit trail: a job settling right now holds its row and then
     # wants the audit lock, so taking them in the same order cannot deadlock.
-    cancelled = FanoutJob.objects.filter(run_id=fan.run_id, status__in=(J.QUEUED, J.RUNNING)).update(
-        status=J.CANCELLED, lease_owner="", lease_expires_at=None, finished_at=now,
-        reason="Cancelled: the run halted at its failure threshold.")
+    cancelled = FanoutJob.objects.filter(
+        run_id=fan.run_id, status__in=(J.QUEUED, J.RUNNING)
+    ).update(
+        status=J.CANCELLED,
+        lease_owner="",
+        lease_expires_at=None,
+        finished_at=now,
+        reason="Cancelled: the run halted at its failure threshold.",
+    )
     fan.phase = P.HALTED
     fan.save(update_fields=["phase", "updated_at"])
     failed = tally[J.FAILED]
@@ -297,13 +391,32 @@ def _halt(fan: Fanout, tally: dict[str, int]) -> None:
         f"{failed} of {fan.total} jobs failed, more than the {fan.failure_threshold:.0%} failure threshold "
         f"allows ({fan.max_failures}). Dispatching stopped and {cancelled} outstanding job(s) were cancelled."
     )
-    examples = list(FanoutJob.objects.filter(run_id=fan.run_id, status=J.FAILED)
-                    .order_by("finished_at").values("job_id", "reason")[:20])
+    examples = list(
+        FanoutJob.objects.filter(run_id=fan.run_id, status=J.FAILED)
+        .order_by("finished_at")
+        .values("job_id", "reason")[:20]
+    )
     run = Run.objects.get(pk=fan.run_id)
-    audit.record("fanout.halted", run=run, payload={
-        "failed": failed, "total": fan.total, "max_failures": fan.max_failures, "cancelled": cancelled})
-    escalate(fan.run_id, R.FAILURE_RATE_EXCEEDED, message, halt=True,
-             details={"counts": {**tally, J.CANCELLED: tally[J.CANCELLED] + cancelled}, "failed_jobs": examples})
+    audit.record(
+        "fanout.halted",
+        run=run,
+        payload={
+            "failed": failed,
+            "total": fan.total,
+            "max_failures": fan.max_failures,
+            "cancelled": cancelled,
+        },
+    )
+    escalate(
+        fan.run_id,
+        R.FAILURE_RATE_EXCEEDED,
+        message,
+        halt=True,
+        details={
+            "counts": {**tally, J.CANCELLED: tally[J.CANCELLED] + cancelled},
+            "failed_jobs": examples,
+        },
+    )
     transaction.on_commit(lambda: notify_operator(fan.run_id, message))
 
 
@@ -314,9 +427,12 @@ def notify_operator(run_id: Any, message: str) -> None:
     if not email:
         return
     try:
-        send_mail(f"[Countersign] Run {str(run.pk)[:8]} halted: failure rate exceeded",
-                  f"{message}\n\n{settings.PUBLIC_BASE_URL.rstrip('/')}/runs/{run.pk}/",
-                  settings.DEFAULT_FROM_EMAIL, [email])
+        send_mail(
+            f"[Countersign] Run {str(run.pk)[:8]} halted: failure rate exceeded",
+            f"{message}\n\n{settings.PUBLIC_BASE_URL.rstrip('/')}/runs/{run.pk}/",
+            settings.DEFAULT_FROM_EMAIL,
+            [email],
+        )
     except Exception:  # noqa: BLE001 - the ticket is open whatever the mail server does
         logger.exception("could not email the operator of run %s", run_id)
 
@@ -324,13 +440,16 @@ def notify_operator(run_id: Any, message: str) -> None:
 def reap(run_id: Any = None) -> int:
     """Re-enqueue running jobs whose lease expired (their worker died or the message was lost)."""
     now = timezone.now()
-    expired = FanoutJob.objects.filter(status=J.RUNNING, lease_expires_at__lt=now, run__status=Run.Status.RUNNING)
+    expired = FanoutJob.objects.filter(
+        status=J.RUNNING, lease_expires_at__lt=now, run__status=Run.Status.RUNNING
+    )
     if run_id is not None:
         expired = expired.filter(run_id=run_id)
     count = 0
     for pk in list(expired.values_list("pk", flat=True)[:5000]):
         if FanoutJob.objects.filter(pk=pk, status=J.RUNNING, lease_expires_at__lt=now).update(
-                lease_owner="", lease_expires_at=jobs._lease_until()):
+            lease_owner="", lease_expires_at=jobs._lease_until()
+        ):
             logger.warning("re-queueing fan-out job %s: its lease expired", pk)
             jobs.enqueue(pk)
             count += 1

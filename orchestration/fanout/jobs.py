@@ -20,6 +20,7 @@ calls (interrupted ones count), after the SDK's own retries.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -50,7 +51,11 @@ from reviews.models import EscalationTicket
 
 logger = logging.getLogger(__name__)
 J = FanoutJob.Status
-TRANSIENT_ERRORS = (anthropic.APIConnectionError, anthropic.RateLimitError, anthropic.InternalServerError)
+TRANSIENT_ERRORS = (
+    anthropic.APIConnectionError,
+    anthropic.RateLimitError,
+    anthropic.InternalServerError,
+)
 MAX_JOB_ATTEMPTS = 2  # the first answer and one retry with the validator's reason
 
 
@@ -82,12 +87,17 @@ def claim(job_pk: int, token: str) -> FanoutJob | None:
     with transaction.atomic():
         claimed = FanoutJob.objects.filter(
             Q(lease_owner="") | Q(lease_expires_at__lt=now), pk=job_pk, status=J.RUNNING
-        ).update(lease_owner=token, lease_expires_at=_lease_until(), started_at=Coalesce("started_at", now))
+        ).update(
+            lease_owner=token,
+            lease_expires_at=_lease_until(),
+            started_at=Coalesce("started_at", now),
+        )
         if not claimed:
             return None
         # Calls still pending belong to a task that died (or lost its lease) mid-call.
         ModelCall.objects.filter(job_id=job_pk, status=ModelCall.Status.PENDING).update(
-            status=ModelCall.Status.ERROR, finished_at=now,
+            status=ModelCall.Status.ERROR,
+            finished_at=now,
             error="interrupted: the worker stopped before the response was recorded",
         )
     return FanoutJob.objects.select_related("run").get(pk=job_pk)
@@ -103,7 +113,9 @@ def _renew(job: FanoutJob, token: str) -> None:
 
 
 def _update(job: FanoutJob, token: str, **fields: Any) -> None:
-    if not FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(**fields):
+    if not FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
+        **fields
+    ):
         raise LeaseLost
 
 
@@ -124,19 +136,23 @@ def run_job(job_pk: int) -> None:
         # Paused for review (or stopped): the job goes back to the queue with what it has
         # done so far, and is dispatched again when the run resumes.
         FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
-            status=J.QUEUED, lease_owner="", lease_expires_at=None)
+            status=J.QUEUED, lease_owner="", lease_expires_at=None
+        )
         return
     except slots.NoSlot:
         # Every global slot is taken (other runs): give the thread back and try again soon.
         with transaction.atomic():
             if FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
-                    lease_owner="", lease_expires_at=_lease_until()):
+                lease_owner="", lease_expires_at=_lease_until()
+            ):
                 transaction.on_commit(lambda: enqueue(job.pk, countdown=random.uniform(0.5, 2.0)))  # noqa: S311
         return
     except Exception as exc:  # noqa: BLE001 - a bug must fail the job visibly, not spin
         logger.exception("fan-out job failed", extra={"job": job.pk, "run_id": str(job.run_id)})
         try:
-            _finish(job, token, J.FAILED, f"The engine failed on this job: {type(exc).__name__}: {exc}")
+            _finish(
+                job, token, J.FAILED, f"The engine failed on this job: {type(exc).__name__}: {exc}"
+            )
         except LeaseLost:
             return
     coordinator.job_settled(job.run_id)
@@ -153,20 +169,39 @@ def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:
         if job.output_attempt < k:
             _renew(job, token)
             try:
-                mc, message = _call(job, token, workflow, ModelCall.Role.SPECIALIST, prompts.specialist_system(spec),
-                                    prompts.specialist_turn(job), spec.specialist_max_tokens)
+                mc, message = _call(
+                    job,
+                    token,
+                    workflow,
+                    ModelCall.Role.SPECIALIST,
+                    prompts.specialist_system(spec),
+                    prompts.specialist_turn(job),
+                    spec.specialist_max_tokens,
+                )
             except CallFailed as exc:
                 _finish(job, token, J.FAILED, f"The specialist call failed: {exc}")
                 return
             text = _text(message)
             output, _error = parse_json_answer(text)
-            _update(job, token, output=output if isinstance(output, dict) else None, output_text=text,
-                    output_attempt=k)
+            _update(
+                job,
+                token,
+                output=output if isinstance(output, dict) else None,
+                output_text=text,
+                output_attempt=k,
+            )
         elif job.logged_attempt < k:
             # Persist before use: the output is a row (above) and a JSONL line before the
             # validator, or anything else, reads it.
-            artifacts.append(job.run_id, {"job_id": job.job_id, "attempt": k, "output": job.output,
-                                          "output_text": job.output_text})
+            artifacts.append(
+                job.run_id,
+                {
+                    "job_id": job.job_id,
+                    "attempt": k,
+                    "output": job.output,
+                    "output_text": job.output_text,
+                },
+            )
             _update(job, token, logged_attempt=k)
         elif job.verdict_attempt < k:
             try:
@@ -182,8 +217,11 @@ def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:
         elif k < MAX_JOB_ATTEMPTS:
             with transaction.atomic():
                 _update(job, token, attempts=k + 1, retry_reason=job.reason)
-                audit.record("fanout.job.retried", run=job.run, payload={
-                    "job_id": job.job_id, "attempt": k + 1, "reason": job.reason})
+                audit.record(
+                    "fanout.job.retried",
+                    run=job.run,
+                    payload={"job_id": job.job_id, "attempt": k + 1, "reason": job.reason},
+                )
         else:
             _finish(job, token, J.FAILED, f"Failed validation twice. Last reason: {job.reason}")
             return
@@ -211,42 +249,74 @@ def _validate(job: FanoutJob, token: str, workflow: Workflow) -> tuple[str, str]
         return None
 
     _renew(job, token)
-    _mc, message = _call(job, token, workflow, ModelCall.Role.VALIDATOR, prompts.validator_system(spec),
-                         prompts.validator_turn(job), spec.validator_max_tokens, check=usable)
+    _mc, message = _call(
+        job,
+        token,
+        workflow,
+        ModelCall.Role.VALIDATOR,
+        prompts.validator_system(spec),
+        prompts.validator_turn(job),
+        spec.validator_max_tokens,
+        check=usable,
+    )
     answer, _ = parse_json_answer(_text(message))
     reason = str(answer.get("reason", ""))[:2000]
-    return (FanoutJob.Verdict.PASS, reason) if answer["status"] == "PASS" else (FanoutJob.Verdict.FAIL, reason or "FAIL")
+    return (
+        (FanoutJob.Verdict.PASS, reason)
+        if answer["status"] == "PASS"
+        else (FanoutJob.Verdict.FAIL, reason or "FAIL")
+    )
 
 
 def _text(message: Any) -> str:
     return "\n".join(b.text for b in message.content if getattr(b, "type", "") == "text")
 
 
-def _call(job: FanoutJob, token: str, workflow: Workflow, role: str, system: str, user: str, max_tokens: int,
-          check: Callable[[Any], str | None] | None = None) -> tuple[ModelCall, Any]:
+def _call(
+    job: FanoutJob,
+    token: str,
+    workflow: Workflow,
+    role: str,
+    system: str,
+    user: str,
+    max_tokens: int,
+    check: Callable[[Any], str | None] | None = None,
+) -> tuple[ModelCall, Any]:
     """One model call for the job, retried on transient errors with backoff and jitter."""
     run = job.run
     model = workflow.models.get(role) or workflow.orchestrator_model
     limit = settings.LLM_STEP_MAX_ATTEMPTS
-    client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
+    client = client_for(
+        workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults")
+    )
     wait = min(settings.FANOUT_SLOT_WAIT_SECONDS, settings.FANOUT_JOB_LEASE_SECONDS / 3)
     turn = job.attempts
     last_error = ""
     while True:
         attempt = ModelCall.objects.filter(job=job, role=role, turn=turn).count() + 1
         if attempt > limit:
-            raise CallFailed(f"{limit} attempts, each after the SDK's own retries. Last error: {last_error or 'interrupted'}")
+            raise CallFailed(
+                f"{limit} attempts, each after the SDK's own retries. Last error: {last_error or 'interrupted'}"
+            )
         with slots.slot(f"{job.pk}:{role}:{turn}:{attempt}", wait):
             _renew(job, token)  # waiting for the slot must not outlive the lease
             mc = ModelCall.objects.create(
-                run=run, job=job, role=role, turn=turn, attempt=attempt, model=model,
+                run=run,
+                job=job,
+                role=role,
+                turn=turn,
+                attempt=attempt,
+                model=model,
                 request_content=[{"type": "text", "text": user}],
             )
             started = time.monotonic()
             try:
                 raw = client.messages.with_raw_response.create(
-                    model=model, max_tokens=max_tokens,
-                    system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+                    model=model,
+                    max_tokens=max_tokens,
+                    system=[
+                        {"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}
+                    ],
                     messages=[{"role": "user", "content": user}],
                 )
                 message = raw.parse()
@@ -270,14 +340,22 @@ def _call(job: FanoutJob, token: str, workflow: Workflow, role: str, system: str
             if not isinstance(error, TRANSIENT_ERRORS):
                 raise CallFailed(f"the Messages API refused the request: {mc.error}")
         if attempt < limit:
-            time.sleep(backoff_seconds(attempt, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS))
+            time.sleep(
+                backoff_seconds(
+                    attempt, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS
+                )
+            )
 
 
-def _record(job: FanoutJob, mc: ModelCall, raw: Any, message: Any, started: float) -> accounting.Charge:
+def _record(
+    job: FanoutJob, mc: ModelCall, raw: Any, message: Any, started: float
+) -> accounting.Charge:
     usage_json = message.usage.model_dump(mode="json")
     with transaction.atomic():
         mc.status = ModelCall.Status.OK
-        mc.response_content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
+        mc.response_content = [
+            b.model_dump(mode="json", exclude_none=True) for b in message.content
+        ]
         mc.stop_reason = message.stop_reason or ""
         mc.request_id = raw.headers.get("request-id", "")
         mc.sdk_attempts = raw.retries_taken + 1
@@ -293,10 +371,18 @@ def _record_error(mc: ModelCall, exc: anthropic.APIError, started: float) -> Non
     status = getattr(exc, "status_code", None)
     request = getattr(exc, "request", None)
     mc.status = ModelCall.Status.ERROR
-    mc.error = f"{type(exc).__name__}{f' {status}' if status else ''}: {getattr(exc, 'message', exc)}"[:2000]
+    mc.error = (
+        f"{type(exc).__name__}{f' {status}' if status else ''}: {getattr(exc, 'message', exc)}"[
+            :2000
+        ]
+    )
     mc.request_id = getattr(exc, "request_id", None) or ""
     try:
-        mc.sdk_attempts = int(request.headers.get("x-stainless-retry-count", "0")) + 1 if request is not None else 1
+        mc.sdk_attempts = (
+            int(request.headers.get("x-stainless-retry-count", "0")) + 1
+            if request is not None
+            else 1
+        )
     except (TypeError, ValueError):
         mc.sdk_attempts = 1
     mc.latency_ms = int((time.monotonic() - started) * 1000)
@@ -308,22 +394,32 @@ def _check_spend(run: Run, workflow: Workflow, charged: accounting.Charge, mc: M
     crossed = accounting.spend_breach(charged, workflow)
     if not crossed:
         return
-    try:
+    # Another job or the breaker may have paused or stopped the run already.
+    with contextlib.suppress(lifecycle.InvalidTransition):
         escalate(run.pk, EscalationTicket.Reason.BUDGET_EXCEEDED, crossed, model_call=mc)
-    except lifecycle.InvalidTransition:
-        pass  # already paused or stopped by another job or the breaker
 
 
 def _finish(job: FanoutJob, token: str, status: str, reason: str) -> None:
     """Settle the job once (conditional on our lease) and record it in the audit trail."""
     with transaction.atomic():
-        fields: dict[str, Any] = {"status": status, "lease_owner": "", "lease_expires_at": None,
-                                  "finished_at": timezone.now()}
+        fields: dict[str, Any] = {
+            "status": status,
+            "lease_owner": "",
+            "lease_expires_at": None,
+            "finished_at": timezone.now(),
+        }
         if status == J.FAILED:
             fields["reason"] = reason[:4000]
         _update(job, token, **fields)
         job.refresh_from_db()
-        audit.record(f"fanout.job.{'passed' if status == J.SUCCEEDED else 'failed'}", run=job.run, payload={
-            "job_id": job.job_id, "attempts": job.attempts, "verdict": job.verdict,
-            "reason": job.reason, "cost_usd": str(job.cost_usd),
-        })
+        audit.record(
+            f"fanout.job.{'passed' if status == J.SUCCEEDED else 'failed'}",
+            run=job.run,
+            payload={
+                "job_id": job.job_id,
+                "attempts": job.attempts,
+                "verdict": job.verdict,
+                "reason": job.reason,
+                "cost_usd": str(job.cost_usd),
+            },
+        )

@@ -31,15 +31,18 @@ class Fanout(models.Model):
         DONE = "done"
         HALTED = "halted"
 
-    run = models.OneToOneField("orchestration.Run", primary_key=True, on_delete=models.CASCADE,
-                               related_name="fanout")
+    run = models.OneToOneField(
+        "orchestration.Run", primary_key=True, on_delete=models.CASCADE, related_name="fanout"
+    )
     phase = models.CharField(max_length=20, choices=Phase.choices, default=Phase.DECOMPOSING)
     total = models.PositiveIntegerField(default=0)
     failure_threshold = models.DecimalField(max_digits=5, decimal_places=4)
     # floor(threshold x total): the run halts when failed jobs exceed this.
     max_failures = models.PositiveIntegerField(default=0)
     per_run_concurrency = models.PositiveIntegerField()
-    artifact = models.CharField(max_length=500, blank=True, help_text="Path of the per-run JSONL artifact.")
+    artifact = models.CharField(
+        max_length=500, blank=True, help_text="Path of the per-run JSONL artifact."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -75,10 +78,12 @@ class FanoutJob(models.Model):
 
     class Verdict(models.TextChoices):
         NONE = "", "-"
-        PASS = "PASS"
+        PASS = "PASS"  # noqa: S105 - a verdict, not a password
         FAIL = "FAIL"
 
-    run = models.ForeignKey("orchestration.Run", on_delete=models.CASCADE, related_name="fanout_jobs")
+    run = models.ForeignKey(
+        "orchestration.Run", on_delete=models.CASCADE, related_name="fanout_jobs"
+    )
     job_id = models.CharField(max_length=100)
     seq = models.PositiveIntegerField(help_text="Position in the orchestrator's list.")
     prompt = models.TextField()
@@ -91,7 +96,9 @@ class FanoutJob(models.Model):
     logged_attempt = models.PositiveSmallIntegerField(default=0)
     verdict = models.CharField(max_length=4, choices=Verdict.choices, blank=True, default="")
     verdict_attempt = models.PositiveSmallIntegerField(default=0)
-    reason = models.TextField(blank=True, help_text="Why the last verdict was FAIL, or why the job failed.")
+    reason = models.TextField(
+        blank=True, help_text="Why the last verdict was FAIL, or why the job failed."
+    )
     retry_reason = models.TextField(blank=True, help_text="The FAIL reason the retry was given.")
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
     lease_owner = models.CharField(max_length=64, blank=True, default="")
@@ -113,7 +120,11 @@ class FanoutJob(models.Model):
             # Progress counts and "next queued jobs" of one run.
             models.Index(fields=["run", "status", "seq"], name="fanoutjob_run_status"),
             # The reaper: running jobs whose lease expired.
-            models.Index(fields=["lease_expires_at"], condition=Q(status="running"), name="fanoutjob_running_lease"),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="running"),
+                name="fanoutjob_running_lease",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -35,7 +35,10 @@ JOB_LIST_FORMAT = {
         "properties": {
             "job_id": {"type": ["string", "integer"]},
             "prompt": {"type": "string"},
-            "schema": {"type": ["object", "string"], "description": "a JSON Schema, or the name of one in schemas"},
+            "schema": {
+                "type": ["object", "string"],
+                "description": "a JSON Schema, or the name of one in schemas",
+            },
         },
         "required": ["job_id", "prompt", "schema"],
         "additionalProperties": False,
@@ -71,11 +74,17 @@ def parse_plan(text: str, max_jobs: int) -> list[PlannedJob]:
             raise InvalidPlan(["schemas must be an object mapping a name to a JSON Schema"])
         value = value["jobs"]
     if not isinstance(value, list):
-        raise InvalidPlan([f"the decomposition must be a JSON list of jobs, not {type(value).__name__}"])
+        raise InvalidPlan(
+            [f"the decomposition must be a JSON list of jobs, not {type(value).__name__}"]
+        )
     if not value:
         raise InvalidPlan(["the decomposition has no jobs"])
     if len(value) > max_jobs:
-        raise InvalidPlan([f"the decomposition has {len(value):,} jobs; this workflow allows at most {max_jobs:,}"])
+        raise InvalidPlan(
+            [
+                f"the decomposition has {len(value):,} jobs; this workflow allows at most {max_jobs:,}"
+            ]
+        )
     problems: list[str] = []
     jobs: list[PlannedJob] = []
     seen: dict[str, int] = {}
@@ -89,17 +98,28 @@ def parse_plan(text: str, max_jobs: int) -> list[PlannedJob]:
         extra = sorted(set(item) - {"job_id", "prompt", "schema"})
         missing = [k for k in ("job_id", "prompt", "schema") if k not in item]
         if missing or extra:
-            problems.append(f"job #{i}: " + "; ".join(
-                ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])))
+            problems.append(
+                f"job #{i}: "
+                + "; ".join(
+                    ([f"missing {', '.join(missing)}"] if missing else [])
+                    + ([f"unexpected {', '.join(extra)}"] if extra else [])
+                )
+            )
             continue
         raw_id, prompt, schema = item["job_id"], item["prompt"], item["schema"]
         if isinstance(schema, str):
             if schema not in shared:
-                problems.append(f"job #{i}: schema {schema!r} is not one of the shared schemas "
-                                f"({', '.join(sorted(shared)) or 'none given'})")
+                problems.append(
+                    f"job #{i}: schema {schema!r} is not one of the shared schemas "
+                    f"({', '.join(sorted(shared)) or 'none given'})"
+                )
                 continue
             schema = shared[schema]
-        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id).strip():
+        if (
+            isinstance(raw_id, bool)
+            or not isinstance(raw_id, (str, int))
+            or not str(raw_id).strip()
+        ):
             problems.append(f"job #{i}: job_id must be a non-empty string or an integer")
             continue
         job_id = str(raw_id).strip()
@@ -119,7 +139,11 @@ def parse_plan(text: str, max_jobs: int) -> list[PlannedJob]:
                 Draft202012Validator.check_schema(schema)
             except SchemaError as exc:
                 problems.append(f"job {job_id}: schema is not a valid JSON Schema: {exc.message}")
-        jobs.append(PlannedJob(job_id=job_id, prompt=prompt if isinstance(prompt, str) else "", schema=schema))
+        jobs.append(
+            PlannedJob(
+                job_id=job_id, prompt=prompt if isinstance(prompt, str) else "", schema=schema
+            )
+        )
     if problems:
         raise InvalidPlan(problems)
     return jobs

@@ -58,8 +58,12 @@ def key() -> str:
 
 
 def try_acquire(token: str) -> bool:
-    return bool(_script()(keys=[key()], args=[settings.FANOUT_GLOBAL_CONCURRENCY,
-                                              settings.FANOUT_SLOT_LEASE_SECONDS, token]))
+    return bool(
+        _script()(
+            keys=[key()],
+            args=[settings.FANOUT_GLOBAL_CONCURRENCY, settings.FANOUT_SLOT_LEASE_SECONDS, token],
+        )
+    )
 
 
 def release(token: str) -> None:

@@ -32,8 +32,14 @@ def progress(run: Run) -> dict[str, Any] | None:
         return round(100 * n / total, 2) if total else 0
 
     return {
-        "fan": fan, "total": total, "counts": tally,
-        "bars": [(status, tally[status], pct(tally[status])) for status in (J.SUCCEEDED, J.FAILED, J.RUNNING, J.CANCELLED)],
+        "fan": fan,
+        "total": total,
+        "counts": tally,
+        "threshold": f"{fan.failure_threshold:.0%}",
+        "bars": [
+            (status, tally[status], pct(tally[status]))
+            for status in (J.SUCCEEDED, J.FAILED, J.RUNNING, J.CANCELLED)
+        ],
         "done": tally[J.SUCCEEDED] + tally[J.FAILED] + tally[J.CANCELLED],
     }
 
@@ -54,11 +60,21 @@ def job_grid(request: Any, run_id: Any) -> Any:
     q = request.GET.get("q", "").strip()
     if q:
         jobs = jobs.filter(Q(job_id__icontains=q) | Q(reason__icontains=q))
-    page = Paginator(jobs.defer("prompt", "schema", "output", "output_text"), PAGE_SIZE).get_page(request.GET.get("page"))
-    response = TemplateResponse(request, "orchestration/fanout_jobs.html", {
-        "run": run, "page": page, "status": status, "verdict": verdict, "q": q,
-        "retried": bool(request.GET.get("retried")),
-    })
+    page = Paginator(jobs.defer("prompt", "schema", "output", "output_text"), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    response = TemplateResponse(
+        request,
+        "orchestration/fanout_jobs.html",
+        {
+            "run": run,
+            "page": page,
+            "status": status,
+            "verdict": verdict,
+            "q": q,
+            "retried": bool(request.GET.get("retried")),
+        },
+    )
     if run.is_final and request.headers.get("HX-Request"):
         response.render()
         return HttpResponseStopPolling(response.content)
@@ -70,4 +86,6 @@ def job_detail(request: Any, run_id: Any, job_pk: int) -> Any:
     run = get_run_for_user(request.user, run_id)
     job = get_object_or_404(FanoutJob, run=run, pk=job_pk)
     calls = job.model_calls.order_by("turn", "role", "attempt")
-    return render(request, "orchestration/fanout_job.html", {"run": run, "job": job, "calls": calls})
+    return render(
+        request, "orchestration/fanout_job.html", {"run": run, "job": job, "calls": calls}
+    )

@@ -13,9 +13,14 @@ from tests.browser.conftest import shot, sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
 
 
-def test_operator_watches_a_50_job_fanout_to_the_end(live_server, page, seeded, worker_factory, settings, tmp_path):
-    worker_factory(env={"SIMULATOR_FIXED_LATENCY_SECONDS": "0.6", "ARTIFACTS_DIR": str(tmp_path)},
-                   pool="threads", concurrency=60)
+def test_operator_watches_a_50_job_fanout_to_the_end(
+    live_server, page, seeded, worker_factory, settings, tmp_path
+):
+    worker_factory(
+        env={"SIMULATOR_FIXED_LATENCY_SECONDS": "0.6", "ARTIFACTS_DIR": str(tmp_path)},
+        pool="threads",
+        concurrency=60,
+    )
     sign_in(page, live_server.url, "operator")
     page.click("text=Start a run")
     page.click("text=Security scan (fan-out, 200 files)")
@@ -24,7 +29,9 @@ def test_operator_watches_a_50_job_fanout_to_the_end(live_server, page, seeded, 
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
     # While it runs: the bar and the counts move without a reload.
     page.wait_for_selector("#fanout-progress .progress", timeout=60_000)
-    page.wait_for_function("Number(document.querySelector('[data-count=succeeded]')?.textContent) > 0", timeout=60_000)
+    page.wait_for_function(
+        "Number(document.querySelector('[data-count=succeeded]')?.textContent) > 0", timeout=60_000
+    )
     running = page.inner_text("#fanout-progress")
     assert "of 50 jobs settled" in running
     shot(page, "fanout-running")
@@ -33,7 +40,10 @@ def test_operator_watches_a_50_job_fanout_to_the_end(live_server, page, seeded, 
     assert run.status == Run.Status.SUCCEEDED
     progress = page.inner_text("#fanout-progress")
     assert "50 of 50 jobs settled" in progress
-    assert page.inner_text("[data-count=succeeded]") == "49" and page.inner_text("[data-count=failed]") == "1"
+    assert (
+        page.inner_text("[data-count=succeeded]") == "49"
+        and page.inner_text("[data-count=failed]") == "1"
+    )
     assert "Updating live" not in page.inner_text("#live")  # polling stopped
     assert run.result["jobs_passed"] == 49
     shot(page, "fanout-succeeded")
