@@ -79,11 +79,11 @@ def start_workers(env: dict[str, str], logdir: Path) -> list[subprocess.Popen]:
         out = open(logdir / f"{name}.log", "wb")  # noqa: SIM115
         command = [*common, *args, "-n", f"bench-{name}@%h"]
         procs.append(
-            subprocess.Popen(
+            subprocess.Popen(  # noqa: S603 - our own argv
                 command,
                 cwd=ROOT,
                 env=env,
-                stdout=out,  # noqa: S603 - our own argv
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
