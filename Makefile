@@ -62,5 +62,6 @@ migrate: ## python manage.py migrate --noinput, with the services up
 clean-dev: ## Stop the services and delete .dev: the dev data (asks first; FORCE=1 skips)
 	@$(SERVICES) clean $(if $(filter 1 y yes true,$(FORCE)),--force,)
 
-bench: ## Benchmarks (not part of make test): python -m bench; results in bench/RESULTS.md
-	@$(WITH_SERVICES) --deps --name bench -- python -m bench
+bench: ## Run every bench/*.py benchmark with the services up (results in bench/RESULTS.md)
+	@for script in bench/*.py; do case $$script in */_*|*_workflow.py) continue;; esac; \
+		echo "== $$script"; $(WITH_SERVICES) --deps --name bench -- python $$script || exit 1; done

@@ -180,6 +180,7 @@ RUN_STEP_LEASE_SECONDS = env.int("RUN_STEP_LEASE_SECONDS", default=900)
 
 SIMULATOR = {
     "latency_scale": env.float("SIMULATOR_LATENCY_SCALE", default=1.0),
+    "fixed_latency_seconds": env.float("SIMULATOR_FIXED_LATENCY_SECONDS", default=0.0),
     "retry_after_seconds": env.float("SIMULATOR_RETRY_AFTER_SECONDS", default=1.0),
     "batch_seconds": env.float("SIMULATOR_BATCH_SECONDS", default=5.0),
     "faults": env.json("SIMULATOR_FAULTS", default=[]),
@@ -192,8 +193,42 @@ WORKFLOW_MODULES = [
     "orchestration.demo.financial_reporting",
     "orchestration.demo.payment_approval",
     "orchestration.demo.routing",
+    "orchestration.demo.security_scan",
+    "orchestration.demo.ad_variants",
     *env.list("COUNTERSIGN_EXTRA_WORKFLOWS", default=[]),
 ]
+
+# --- Fan-out (enterprise mode; see docs/architecture.md "Fan-out") ------------------------
+# Specialist and validator calls run on the "fanout" queue, served by a threads-pool worker
+# (Procfile: fanout), so 50 calls really wait in parallel in one process.
+CELERY_TASK_ROUTES["orchestration.tasks.run_fanout_job"] = {"queue": "fanout"}
+CELERY_BEAT_SCHEDULE["reap-fanout-jobs"] = {
+    "task": "orchestration.tasks.reap_fanout_jobs",
+    "schedule": env.float("FANOUT_REAPER_INTERVAL_SECONDS", default=env.float("REAPER_INTERVAL_SECONDS", default=30.0)),
+}
+# Specialist/validator calls in flight at once, per run and across every run and worker (a
+# lease-based Redis semaphore, so a SIGKILLed worker's slot comes back after FANOUT_SLOT_LEASE_SECONDS).
+FANOUT_PER_RUN_CONCURRENCY = env.int("FANOUT_PER_RUN_CONCURRENCY", default=50)
+FANOUT_GLOBAL_CONCURRENCY = env.int("FANOUT_GLOBAL_CONCURRENCY", default=50)
+FANOUT_SLOT_URL = env.str("FANOUT_SLOT_URL", default=REDIS_URL)
+FANOUT_SLOT_KEY = env.str("FANOUT_SLOT_KEY", default="countersign:fanout:slots")
+# A job's lease: renewed before each of its model calls; a job whose lease expired is re-run
+# by the reaper. Longer than one model call can take (timeout x SDK attempts).
+FANOUT_JOB_LEASE_SECONDS = env.int(
+    "FANOUT_JOB_LEASE_SECONDS", default=int(LLM_TIMEOUT_SECONDS * (LLM_SDK_MAX_RETRIES + 1)) + 30
+)
+# How long a job waits for a global slot before handing its thread back and re-queueing.
+FANOUT_SLOT_WAIT_SECONDS = env.float("FANOUT_SLOT_WAIT_SECONDS", default=10.0)
+FANOUT_SLOT_LEASE_SECONDS = env.int("FANOUT_SLOT_LEASE_SECONDS", default=FANOUT_JOB_LEASE_SECONDS)
+# Default failure threshold (a workflow may set its own): halt when failed jobs exceed it.
+FANOUT_FAILURE_THRESHOLD = env.float("FANOUT_FAILURE_THRESHOLD", default=0.20)
+# Per-run JSONL artifacts: every specialist output, written before anything reads it.
+ARTIFACTS_DIR = Path(env.str("ARTIFACTS_DIR", default=str(BASE_DIR / ".dev" / "artifacts")))
+for _name in ("FANOUT_PER_RUN_CONCURRENCY", "FANOUT_GLOBAL_CONCURRENCY", "FANOUT_JOB_LEASE_SECONDS"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1.")
+if not 0 <= FANOUT_FAILURE_THRESHOLD < 1:
+    raise ImproperlyConfigured("FANOUT_FAILURE_THRESHOLD must be a fraction in [0, 1), e.g. 0.2.")
 
 # --- Costs and approvals --------------------------------------------------------------
 APPROVAL_THRESHOLD_USD = Decimal(env.str("APPROVAL_THRESHOLD_USD", default="20.00"))

@@ -50,6 +50,8 @@ def _usd(value: Decimal) -> str:
 
 def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any], *,
                  batch: bool = False) -> Estimate:
+    if workflow.fanout is not None:
+        return estimate_fanout(workflow, version, run_input)
     model = workflow.orchestrator_model
     client = client_for(workflow=workflow.name)
     system = [{"type": "text", "text": version.system_prompt}]
@@ -108,3 +110,57 @@ def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[s
         {"item": "Upper bound", "calc": f"expected x (1 + {RETRY_ALLOWANCE:.0%} retry allowance)", "usd": _usd(upper)},
     ]
     return Estimate(model=model, expected_usd=expected, upper_usd=upper, lines=lines)
+
+
+def estimate_fanout(workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any]) -> Estimate:
+    """A fan-out run: decompose + N x (specialist + validator) + retry allowance + aggregate.
+
+    The decomposition prompt is measured with count_tokens on the exact request the
+    orchestrator will get (system prompt, input and the workflow's context data). N comes
+    from the workflow (``expected_jobs``, else its max_jobs); per-call token sizes are the
+    workflow's declared expectations. The retry allowance prices one retry (specialist and
+    validator again) for RETRY_ALLOWANCE of the jobs.
+    """
+    from orchestration.fanout.plan import JOB_LIST_FORMAT
+
+    spec = workflow.fanout
+    assert spec is not None
+    orchestrator = workflow.orchestrator_model
+    specialist = workflow.models.get("specialist") or orchestrator
+    validator = workflow.models.get("validator") or orchestrator
+    n = spec.expected_jobs(run_input) if spec.expected_jobs else spec.max_jobs
+    client = client_for(workflow=workflow.name)
+    decompose_turn = {"phase": "decompose", "input": run_input,
+                      "context": spec.context(run_input) if spec.context else None,
+                      "max_jobs": spec.max_jobs, "job_format": JOB_LIST_FORMAT}
+    prompt = client.messages.count_tokens(
+        model=orchestrator, system=[{"type": "text", "text": version.system_prompt}],
+        messages=[{"role": "user", "content": json.dumps(decompose_turn)}],
+    ).input_tokens
+    po, ps, pv = price_for(orchestrator), price_for(specialist), price_for(validator)
+
+    def cost(tokens: int, per_mtok: Decimal) -> Decimal:
+        return tokens * per_mtok / MILLION
+
+    plan_out = n * spec.decompose_output_tokens_per_job
+    decompose = cost(prompt, po.input_per_mtok) + cost(plan_out, po.output_per_mtok)
+    per_specialist = cost(spec.specialist_input_tokens, ps.input_per_mtok) + cost(spec.specialist_output_tokens, ps.output_per_mtok)
+    per_validator = cost(spec.validator_input_tokens, pv.input_per_mtok) + cost(spec.validator_output_tokens, pv.output_per_mtok)
+    specialists, validators = n * per_specialist, n * per_validator
+    retried = int((n * RETRY_ALLOWANCE).to_integral_value())
+    retries = retried * (per_specialist + per_validator)
+    agg_in = prompt // 4 + n * min(spec.specialist_output_tokens, 200)
+    aggregate = cost(agg_in, po.input_per_mtok) + cost(spec.aggregate_output_tokens, po.output_per_mtok)
+    expected = decompose + specialists + validators + aggregate
+    upper = expected + retries
+    lines = [
+        {"item": "Fan-out size", "calc": f"N = {n:,} jobs (at most {spec.max_jobs:,} for this workflow)", "usd": ""},
+        {"item": f"Decompose ({orchestrator})", "calc": f"count_tokens on the prompt = {prompt:,} in x ${po.input_per_mtok}/MTok + {n:,} x {spec.decompose_output_tokens_per_job} = {plan_out:,} out x ${po.output_per_mtok}/MTok", "usd": _usd(decompose)},
+        {"item": f"Specialists ({specialist})", "calc": f"{n:,} x ({spec.specialist_input_tokens:,} in x ${ps.input_per_mtok} + {spec.specialist_output_tokens:,} out x ${ps.output_per_mtok}) /MTok = {n:,} x {_usd(per_specialist)}", "usd": _usd(specialists)},
+        {"item": f"Validators ({validator})", "calc": f"{n:,} x ({spec.validator_input_tokens:,} in x ${pv.input_per_mtok} + {spec.validator_output_tokens:,} out x ${pv.output_per_mtok}) /MTok = {n:,} x {_usd(per_validator)}", "usd": _usd(validators)},
+        {"item": f"Aggregate ({orchestrator})", "calc": f"~{agg_in:,} in x ${po.input_per_mtok} + {spec.aggregate_output_tokens:,} out x ${po.output_per_mtok} /MTok", "usd": _usd(aggregate)},
+        {"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(expected)},
+        {"item": "Retry allowance", "calc": f"one retry (specialist + validator) for {RETRY_ALLOWANCE:.0%} of jobs = {retried:,} x {_usd(per_specialist + per_validator)}", "usd": _usd(retries)},
+        {"item": "Upper bound", "calc": "expected + retry allowance", "usd": _usd(upper)},
+    ]
+    return Estimate(model=orchestrator, expected_usd=expected, upper_usd=upper, lines=lines)

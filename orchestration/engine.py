@@ -138,6 +138,12 @@ def _step(run: Run) -> StepResult:
     if _timed_out(run, workflow):
         escalate(run.pk, R.TIMEOUT, f"The run exceeded its {_timeout_seconds(run, workflow):g}s timeout.")
         return StepResult(None)
+    if workflow.fanout is not None:
+        # Enterprise mode has its own steps (decompose, dispatch, aggregate); its job calls
+        # run in parallel on other workers, so the cleanup below must not touch them.
+        from orchestration.fanout import coordinator
+
+        return StepResult(coordinator.step(run, workflow))
     waiting = run.model_calls.filter(status=ModelCall.Status.PENDING).exclude(batch_id="").first()
     if waiting is not None:
         return _collect_batch(run, workflow, waiting)

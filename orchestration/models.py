@@ -215,6 +215,10 @@ class ModelCall(models.Model):
         ERROR = "error"
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="model_calls")
+    # A fan-out job's specialist or validator call; ``turn`` is then the job's attempt.
+    job = models.ForeignKey(
+        "orchestration.FanoutJob", null=True, blank=True, on_delete=models.CASCADE, related_name="model_calls"
+    )
     turn = models.PositiveIntegerField(help_text="Index of the assistant turn in the conversation.")
     attempt = models.PositiveIntegerField(default=1)
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.ORCHESTRATOR)
@@ -250,7 +254,16 @@ class ModelCall(models.Model):
     class Meta:
         ordering = ["run", "turn", "attempt"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "turn", "attempt"], name="modelcall_unique_attempt"),
+            # Each retry of a turn of the run's own conversation is a new row.
+            models.UniqueConstraint(
+                fields=["run", "turn", "attempt"], condition=Q(job__isnull=True), name="modelcall_unique_attempt"
+            ),
+            # A fan-out job's calls: one row per (role, job attempt, call attempt).
+            models.UniqueConstraint(
+                fields=["job", "role", "turn", "attempt"],
+                condition=Q(job__isnull=False),
+                name="modelcall_unique_job_attempt",
+            ),
         ]
         indexes = [
             # Spend by period (budgets, the costs page).
@@ -389,3 +402,9 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind} by {self.actor_label}"
+
+
+# Fan-out models live in their own module of this app (orchestration.fanout.models).
+from orchestration.fanout.models import Fanout, FanoutJob  # noqa: E402
+
+__all__ = ["AuditEvent", "Fanout", "FanoutJob", "ModelCall", "Run", "ToolCall", "WorkflowVersion"]

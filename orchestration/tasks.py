@@ -39,3 +39,19 @@ def purge_old_payloads() -> str:
     from orchestration.retention import purge_payloads
 
     return str(purge_payloads())
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_fanout_job(job_pk: int) -> None:
+    """One fan-out job (specialist, JSONL, validation, one retry); routed to the threads-pool
+    "fanout" queue. Its lease and conditional writes make a redelivery harmless."""
+    from orchestration.fanout import jobs
+
+    jobs.run_job(job_pk)
+
+
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+def reap_fanout_jobs() -> int:
+    from orchestration.fanout import coordinator
+
+    return coordinator.reap()

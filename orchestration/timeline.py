@@ -10,7 +10,9 @@ from typing import Any
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
 
 # Audit events shown in the timeline (model and tool calls appear as their own rows).
-_STORY_EVENTS = ("run.", "ticket.", "approval.", "final.rejected", "estimate.made")
+# Per-job fan-out events (fanout.job.*) are shown in the job grid, not here.
+_STORY_EVENTS = ("run.", "ticket.", "approval.", "final.rejected", "estimate.made", "fanout.decomposed",
+                 "fanout.plan_rejected", "fanout.jobs_done", "fanout.halted")
 
 
 @dataclass
@@ -29,7 +31,7 @@ def pretty(value: Any) -> str:
 
 
 def build_timeline(run: Run) -> list[Entry]:
-    entries = [Entry("model", mc.created_at, mc) for mc in ModelCall.objects.filter(run=run)]
+    entries = [Entry("model", mc.created_at, mc) for mc in ModelCall.objects.filter(run=run, job__isnull=True)]
     entries += [Entry("tool", tc.created_at, tc) for tc in ToolCall.objects.filter(run=run)]
     entries += [
         Entry("event", ev.created_at, ev)

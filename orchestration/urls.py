@@ -1,6 +1,6 @@
 from django.urls import path
 
-from orchestration.views import dashboard, exports, runs, start
+from orchestration.views import dashboard, exports, fanout, runs, start
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -12,4 +12,6 @@ urlpatterns = [
     path("runs/<uuid:run_id>/", runs.run_detail, name="run_detail"),
     path("runs/<uuid:run_id>/live/", runs.run_live, name="run_live"),
     path("runs/<uuid:run_id>/download.json", exports.run_download, name="run_download"),
+    path("runs/<uuid:run_id>/jobs/", fanout.job_grid, name="fanout_jobs"),
+    path("runs/<uuid:run_id>/jobs/<int:job_pk>/", fanout.job_detail, name="fanout_job"),
 ]

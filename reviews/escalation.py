@@ -88,7 +88,10 @@ def context_snapshot(run: Run, details: dict[str, Any] | None = None) -> dict[st
             "cache_write": run.cache_write_tokens,
             "cache_read": run.cache_read_tokens,
         },
-        "model_calls": [_model_call_snapshot(mc) for mc in run.model_calls.order_by("turn", "attempt")],
+        # A fan-out job's calls stay on its FanoutJob row: thousands of them do not belong here.
+        "model_calls": [
+            _model_call_snapshot(mc) for mc in run.model_calls.filter(job__isnull=True).order_by("turn", "attempt")
+        ],
         "tool_calls": [_tool_call_snapshot(tc) for tc in run.tool_calls.order_by("created_at", "attempt")],
         "details": details or {},
     }
@@ -112,14 +115,20 @@ def escalate(
     tool_call: ToolCall | None = None,
     model_call: ModelCall | None = None,
     details: dict[str, Any] | None = None,
+    halt: bool = False,
 ) -> EscalationTicket:
-    """Pause a running run for review and open its ticket (one transaction)."""
+    """Pause a running run for review and open its ticket (one transaction).
+
+    ``halt=True`` stops the run for good instead (running -> halted, e.g. the fan-out's
+    failure-rate breaker): the ticket tells a human, who can only acknowledge it.
+    """
     with transaction.atomic():
         run = lifecycle.transition(
             run_id,
-            Run.Status.AWAITING_REVIEW,
+            Run.Status.HALTED if halt else Run.Status.AWAITING_REVIEW,
             actor="engine",
             event_payload={"reason": reason, "message": message},
+            **({"error": message} if halt else {}),
         )
         priority, due_in = sla_for(reason)
         ticket = EscalationTicket.objects.create(

@@ -159,7 +159,11 @@ def resolve(
         _check_open(ticket)
         _check_may_act(ticket, user)
         run = Run.objects.select_for_update().get(pk=ticket.run_id)
-        if run.status != Run.Status.AWAITING_REVIEW:
+        # A halted run (the fan-out breaker) is final: its ticket can only be acknowledged.
+        acknowledging = run.status == Run.Status.HALTED and action == Res.FAIL
+        if run.status != Run.Status.AWAITING_REVIEW and not acknowledging:
+            if run.status == Run.Status.HALTED:
+                raise ReviewError("The run halted and cannot go on; only 'fail' (acknowledge) closes this ticket.")
             raise ReviewError(f"The run is {run.status}, not awaiting review; nothing was changed.")
         payload: dict[str, Any] = {"ticket": ticket.pk, "resolution": action, "comment": comment}
 
@@ -193,6 +197,8 @@ def resolve(
             else:
                 lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload,
                                      pending_note=f"Reviewer approved continuing. {comment}".strip())
+        elif action == Res.FAIL and acknowledging:
+            payload["acknowledged_halt"] = True
         elif action == Res.FAIL:
             lifecycle.transition(run.pk, Run.Status.FAILED, actor=user, event_payload=payload,
                                  error=f"Failed by reviewer {user.get_username()}: {comment or 'no comment'}")

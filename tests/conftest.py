@@ -111,15 +111,18 @@ def drive(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..
 class Worker:
     """A `celery -A config worker` subprocess on the test database."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *, pool: str = "prefork", concurrency: int = 2,
+                 queues: str = "celery,llm,fanout") -> None:
         self.env, self.log, self.proc = env, log, None
+        self.pool, self.concurrency, self.queues = pool, concurrency, queues
 
     def start(self) -> Worker:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         name = f"test-{uuid.uuid4().hex[:6]}@%h"
         self._out = open(self.log, "ab")  # noqa: SIM115 - closed in stop(), outlives this call
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "-Q", "celery,llm", "-c", "2",
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "-Q", self.queues,
+             "-P", self.pool, "-c", str(self.concurrency),
              "-l", "info", "-n", name, "--without-gossip", "--without-mingle",
              "--schedule", str(self.log.parent / f"beat-{uuid.uuid4().hex[:6]}")],
             cwd=ROOT, env=self.env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -177,14 +180,15 @@ def _purged_broker() -> None:
 
 
 @pytest.fixture
-def worker_factory(transactional_db: Any, _purged_broker: None, request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
+def worker_factory(transactional_db: Any, _purged_broker: None, request: pytest.FixtureRequest) -> Iterator[Callable[..., Worker]]:
     from django.db import connection
 
     started: list[Worker] = []
     log = ARTIFACTS / "workers" / f"{request.node.name}.log"
 
-    def factory() -> Worker:
-        worker = Worker(_worker_env(connection.settings_dict["NAME"]), log).start()
+    def factory(env: dict[str, str] | None = None, **options: Any) -> Worker:
+        """A worker; ``env`` adds settings, ``options`` pick pool, concurrency and queues."""
+        worker = Worker({**_worker_env(connection.settings_dict["NAME"]), **(env or {})}, log, **options).start()
         started.append(worker)
         return worker
 

@@ -153,3 +153,72 @@ register(Workflow(
     required_tools=("receipt",),
     policy=probe_policy,
 ))
+
+
+# --- fan-out ------------------------------------------------------------------------------
+# "fanout_probe": N jobs; the validator FAILs the jobs listed in fail_once on their first
+# attempt only, and those in fail_twice on both. "bad_plan" makes the orchestrator repeat a
+# job id. SEEN counts specialist calls per (run, job, attempt) in this process.
+from orchestration.demo.playbook import fanout_roles  # noqa: E402
+from orchestration.workflows.declaration import FanoutSpec  # noqa: E402
+
+FANOUT_SEEN: dict[tuple[str, int], int] = {}
+VALUE_SCHEMA = {"type": "object", "properties": {"value": {"type": "string"}}, "required": ["value"]}
+
+
+def _probe_decompose(data: dict[str, Any]) -> Any:
+    n = data["input"]["n"]
+    jobs = [{"job_id": f"j{i:03d}", "prompt": f"Echo j{i:03d}", "schema": "value"} for i in range(n)]
+    if data["input"].get("bad_plan"):
+        jobs[-1]["job_id"] = jobs[0]["job_id"]
+    return {"schemas": {"value": VALUE_SCHEMA}, "jobs": jobs}
+
+
+def _probe_specialist(data: dict[str, Any]) -> dict[str, Any]:
+    attempt = 2 if data.get("retry_reason") else 1
+    FANOUT_SEEN[(data["job_id"], attempt)] = FANOUT_SEEN.get((data["job_id"], attempt), 0) + 1
+    probe_input = json.loads(data["task"].split("|", 1)[1]) if "|" in data["task"] else {}
+    if data["job_id"] in probe_input.get("bad_output", []):
+        return {"wrong": 1}
+    return {"value": data["job_id"]}
+
+
+def _probe_validator(data: dict[str, Any]) -> dict[str, Any]:
+    job, attempt = data["job_id"], data["attempt"]
+    probe_input = json.loads(data["task"].split("|", 1)[1]) if "|" in data["task"] else {}
+    fail = job in probe_input.get("fail_twice", []) or (attempt == 1 and job in probe_input.get("fail_once", []))
+    return {"job_id": job, "status": "FAIL" if fail else "PASS", "reason": f"planted FAIL of {job} attempt {attempt}" if fail else "ok"}
+
+
+def _probe_decompose_with_input(data: dict[str, Any]) -> Any:
+    plan = _probe_decompose(data)
+    marker = json.dumps({k: data["input"].get(k, []) for k in ("fail_once", "fail_twice", "bad_output")})
+    for job in plan["jobs"]:
+        job["prompt"] += "|" + marker  # the validator reads the planted failures from the task
+    return plan
+
+
+def _probe_aggregate(data: dict[str, Any]) -> dict[str, Any]:
+    return {"passed": len(data["results"]), "failed": len(data["failed"])}
+
+
+import json  # noqa: E402
+
+FANOUT_PROBE = register(Workflow(
+    name="fanout_probe", title="Fan-out probe", version="1", domain="tests", role="Echo job ids.",
+    input_schema={"type": "object", "properties": {
+        "n": {"type": "integer", "minimum": 1, "maximum": 500},
+        "fail_once": {"type": "array", "items": {"type": "string"}},
+        "fail_twice": {"type": "array", "items": {"type": "string"}},
+        "bad_output": {"type": "array", "items": {"type": "string"}},
+        "bad_plan": {"type": "boolean"}}, "required": ["n"]},
+    output_schema={"type": "object", "properties": {"passed": {"type": "integer"}, "failed": {"type": "integer"}},
+                   "required": ["passed", "failed"]},
+    tools=(), rules=("Echo.",),
+    constraints=Constraints(max_steps=4, run_timeout_seconds=600, max_cost_usd=Decimal("5.00")),
+    fanout=FanoutSpec(specialist_instructions="Echo the job id as value.", validator_instructions="Check the echo.",
+                      max_jobs=300, expected_jobs=lambda i: i["n"],
+                      final_check=lambda out, counts: [] if out["passed"] == counts["succeeded"] else ["passed is wrong"]),
+    policy=fanout_roles(decompose=_probe_decompose_with_input, specialist=_probe_specialist,
+                        validator=_probe_validator, aggregate=_probe_aggregate),
+))

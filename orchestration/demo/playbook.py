@@ -31,3 +31,28 @@ def result(conv: Conversation, name: str) -> Any:
 def failed_last(conv: Conversation, name: str) -> bool:
     found = conv.last_result(name)
     return found is not None and found["is_error"]
+
+
+def fanout_roles(
+    *,
+    decompose: Any,
+    specialist: Any,
+    validator: Any,
+    aggregate: Any,
+) -> Any:
+    """A fan-out workflow's policy: one function per role, picked the way a model reads its
+    role, from its system prompt (specialist, validator) or the orchestrator's user turn
+    (``phase``: decompose or aggregate). Each gets the user turn's JSON and returns a Turn."""
+    from orchestration.fanout.prompts import SPECIALIST_MARK, VALIDATOR_MARK
+
+    def policy(conv: Conversation) -> Turn:
+        data = conv.input if isinstance(conv.input, dict) else {}
+        if conv.system_text.startswith(SPECIALIST_MARK):
+            return answer(specialist(data))
+        if conv.system_text.startswith(VALIDATOR_MARK):
+            return answer(validator(data))
+        if data.get("phase") == "aggregate":
+            return answer(aggregate(data))
+        return Turn(content=[{"type": "text", "text": json.dumps(decompose(data))}])
+
+    return policy

@@ -88,6 +88,10 @@ class SimulatedAPI:
         self._rng = random.Random(self.config.seed)  # noqa: S311 - fault dice, not crypto
         self._global_faults = fault_kit.parse_faults(self.config.faults)
         self._log: deque[RequestRecord] = deque(maxlen=10_000)
+        # /v1/messages requests being answered right now, and the most seen at once (the
+        # fan-out's concurrency caps are measured against this).
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self.batches = BatchService(
             self.state,
             self._run_batch_request,
@@ -230,6 +234,20 @@ class SimulatedAPI:
         return {"input_tokens": input_tokens(body)}
 
     def _messages(self, ctx: _Context) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return self._answer_messages(ctx)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def reset_peak(self) -> None:
+        with self._lock:
+            self.peak_in_flight = self.in_flight
+
+    def _answer_messages(self, ctx: _Context) -> tuple[int, dict[str, str], bytes]:
         body = _parse_json(ctx.body)
         specs = self._request_faults(ctx.headers)
         message, extra_delay = self.create_message(

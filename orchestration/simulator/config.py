@@ -63,6 +63,9 @@ class SimulatorConfig:
 
     latency: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_LATENCY))
     latency_scale: float = 1.0  # multiplies every modelled delay; 0 disables sleeping
+    # When > 0, every /v1/messages answer takes exactly this long (benchmarks); latency and
+    # latency_scale are then ignored. Faults' extra delays still add to it.
+    fixed_latency_seconds: float = 0.0
     faults: list[dict[str, Any]] = field(default_factory=list)  # global faults, see faults.py
     seed: int | None = None  # seeds the fault RNG (ids stay random so processes never collide)
     retry_after_seconds: float = 1.0  # sent with 429 as retry-after / retry-after-ms
@@ -83,6 +86,8 @@ class SimulatorConfig:
 
     def delay_seconds(self, model: str, output_tokens: int) -> float:
         """Modelled generation time of one answer, scaled by `latency_scale`."""
+        if self.fixed_latency_seconds > 0:
+            return self.fixed_latency_seconds
         if self.latency_scale <= 0:
             return 0.0
         ttft, tps = self.latency_for(model)
@@ -104,7 +109,7 @@ def config_from_mapping(values: Mapping[str, Any] | None) -> SimulatorConfig:
         values["latency"] = {
             str(prefix): (float(v[0]), float(v[1])) for prefix, v in values["latency"].items()
         }
-    for key in ("latency_scale", "retry_after_seconds", "batch_seconds", "slow_seconds"):
+    for key in ("latency_scale", "fixed_latency_seconds", "retry_after_seconds", "batch_seconds", "slow_seconds"):
         if values.get(key) is not None:
             values[key] = float(values[key])
     values = {k: v for k, v in values.items() if v is not None}

@@ -11,7 +11,7 @@ from costs.models import ModelPrice
 from costs.reports import run_savings
 from orchestration.access import get_run_for_user
 from orchestration.audit import verify_run
-from orchestration.models import Run, WorkflowVersion
+from orchestration.models import FanoutJob, Run, WorkflowVersion
 from orchestration.run_search import (
     SORTS,
     BadCursor,
@@ -21,6 +21,7 @@ from orchestration.run_search import (
     parse_filters,
 )
 from orchestration.timeline import build_timeline
+from orchestration.views.fanout import progress as fanout_progress
 
 
 def _sort_links(filters: RunFilters) -> dict[str, dict[str, str]]:
@@ -80,6 +81,8 @@ def _run_context(run: Run) -> dict:
         "chain": verify_run(run.pk),
         "savings": run_savings(run),
         "approval": run.approvals.select_related("decided_by").order_by("-created_at").first(),
+        "fanout": fanout_progress(run),
+        "job_statuses": FanoutJob.Status.choices,
     }
 
 

@@ -120,6 +120,48 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class FanoutSpec:
+    """Enterprise mode: the orchestrator decomposes the request into independent jobs that
+    specialists run in parallel, a validator passes or fails each, and the orchestrator
+    aggregates what passed. See orchestration/fanout/ and docs/workflows.md.
+
+    ``context(input)`` is the data the orchestrator decomposes (e.g. the files to scan); it
+    goes in the user turn as JSON next to the input. ``expected_jobs(input)`` is N for the
+    estimate. Token sizes are per call, for the estimate only. ``final_check(output, counts)``
+    returns problems with the aggregated answer (checked in code after its schema).
+    """
+
+    specialist_instructions: str
+    validator_instructions: str
+    max_jobs: int = 1000
+    failure_threshold: float | None = None  # None: settings.FANOUT_FAILURE_THRESHOLD
+    per_run_concurrency: int | None = None  # None (or more): settings.FANOUT_PER_RUN_CONCURRENCY
+    context: Callable[[JSON], JSON] | None = None
+    expected_jobs: Callable[[JSON], int] | None = None
+    decompose_output_tokens_per_job: int = 120
+    specialist_input_tokens: int = 600
+    specialist_output_tokens: int = 400
+    validator_input_tokens: int = 900
+    validator_output_tokens: int = 60
+    aggregate_output_tokens: int = 800
+    specialist_max_tokens: int = 2048
+    validator_max_tokens: int = 512
+    final_check: Callable[[JSON, Mapping[str, int]], Iterable[str]] | None = None
+    # What the aggregating orchestrator sees of each passed output (default: all of it).
+    summarize: Callable[[JSON], JSON] | None = None
+
+    def as_dict(self) -> JSON:
+        """What the WorkflowVersion snapshot records (the prompts and the limits)."""
+        return {
+            "specialist_instructions": self.specialist_instructions,
+            "validator_instructions": self.validator_instructions,
+            "max_jobs": self.max_jobs,
+            "failure_threshold": self.failure_threshold,
+            "per_run_concurrency": self.per_run_concurrency,
+        }
+
+
+@dataclass(frozen=True)
 class Workflow:
     name: str
     title: str
@@ -144,6 +186,8 @@ class Workflow:
     # Plays the model in the simulator (orchestration.simulator.policy.Policy).
     policy: Callable[..., Any] | None = None
     description: str = ""
+    # Enterprise fan-out mode (orchestration.fanout); None for the tool-use loop.
+    fanout: FanoutSpec | None = None
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)

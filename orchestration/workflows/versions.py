@@ -14,6 +14,9 @@ from orchestration.workflows.prompt import render_system_prompt
 
 
 def snapshot_fields(workflow: Workflow) -> dict[str, Any]:
+    constraints = workflow.constraints.as_dict()
+    if workflow.fanout is not None:
+        constraints["fanout"] = workflow.fanout.as_dict()
     return {
         "name": workflow.name,
         "version": workflow.version,
@@ -23,7 +26,7 @@ def snapshot_fields(workflow: Workflow) -> dict[str, Any]:
         "input_schema": workflow.input_schema,
         "output_schema": workflow.output_schema,
         "model_roles": dict(workflow.models),
-        "constraints": workflow.constraints.as_dict(),
+        "constraints": constraints,
     }
 
 

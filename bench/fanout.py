@@ -1,0 +1,333 @@
+"""Fan-out benchmark: Countersign's fan-out against the seed's reference code, same simulator.
+
+    make bench                      # every bench/*.py, this one included
+    bash scripts/with-services.sh -- python bench/fanout.py [--sizes 50,1000] [--latency 2]
+
+The simulator answers every /v1/messages call in exactly --latency seconds. Countersign runs
+on real Celery workers (a prefork worker for the run's steps with beat, a threads-pool worker
+with -c 60 for the job calls) against the dev Postgres and Redis. The ideal critical path is
+decompose + ceil(N/50) waves x (specialist + validator) + aggregate calls. The seed's code
+(asyncio.gather over coroutines that call the synchronous client, so the calls run one after
+another) is run in-process against the same simulator. The results are written to
+bench/RESULTS.md, section "Fan-out".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("COUNTERSIGN_EXTRA_WORKFLOWS", "bench.fanout_workflow")
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def tree(pid: int) -> list[int]:
+    pids = [pid]
+    for child in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(Path(child, "stat").read_text().split(") ", 1)[1].split()[1]) in pids:
+                pids.append(int(child.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return pids
+
+
+def start_workers(env: dict[str, str], logdir: Path) -> list[subprocess.Popen]:
+    common = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "-l",
+        "warning",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    procs = []
+    for args, name in (
+        (["-Q", "celery,llm", "-c", "2", "-B", "--schedule", str(logdir / "beat")], "steps"),
+        (["-Q", "fanout", "-P", "threads", "-c", "60"], "fanout"),
+    ):
+        out = open(logdir / f"{name}.log", "wb")  # noqa: SIM115
+        command = [*common, *args, "-n", f"bench-{name}@%h"]
+        procs.append(
+            subprocess.Popen(  # noqa: S603 - our own argv
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    time.sleep(6)
+    return procs
+
+
+class Workers:
+    """Both workers for the whole benchmark, with their peak RSS sampled every 0.5 s."""
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.procs = start_workers(env, logdir)
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(rss_mb(tree(p.pid)) for p in self.procs))
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sampler.join()
+        for p in self.procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            p.wait(30)
+
+
+def countersign(n: int, latency: float) -> dict:
+    from django.contrib.auth import get_user_model
+
+    from orchestration.launch import start_run
+    from orchestration.models import ModelCall, Run
+
+    started = time.monotonic()
+    run = start_run("bench_fanout", {"n": n}, get_user_model().objects.get(username="operator"))
+    while run.status not in Run.FINAL and run.status != Run.Status.AWAITING_REVIEW:
+        time.sleep(0.05)
+        run.refresh_from_db()
+    elapsed = time.monotonic() - started
+    waves = math.ceil(n / 50)
+    ideal = latency * (2 + 2 * waves)
+    return {
+        "n": n,
+        "status": run.status,
+        "seconds": round(elapsed, 2),
+        "ideal": ideal,
+        "ratio": round(elapsed / ideal, 3),
+        "calls": ModelCall.objects.filter(run=run).count(),
+    }
+
+
+def seed_reference(n: int, latency: float) -> dict:
+    """The seed's enterprise_orchestrate, verbatim in shape, against the same simulator."""
+    import anthropic
+
+    from orchestration.simulator import SimulatorTransport
+    from orchestration.simulator.django import make_api_from_settings
+
+    api = make_api_from_settings(fixed_latency_seconds=latency, state_url="")
+    client = anthropic.Anthropic(
+        api_key="sim",
+        base_url="http://simulator.local",
+        max_retries=2,
+        http_client=anthropic.DefaultHttpxClient(transport=SimulatorTransport(api)),
+        default_headers={"x-countersign-workflow": "bench_fanout"},
+    )
+    from orchestration.fanout.prompts import SPECIALIST_MARK, VALIDATOR_MARK
+
+    async def run_specialist(job: dict) -> dict:
+        response = client.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=2048,
+            system=SPECIALIST_MARK,
+            messages=[
+                {
+                    "role": "user",
+                    "content": json.dumps({"job_id": job["job_id"], "task": job["prompt"]}),
+                }
+            ],
+        )
+        return {"job_id": job["job_id"], "output": response.content[0].text}
+
+    async def enterprise_orchestrate(n_specialists: int) -> list[dict]:
+        decomposition = client.messages.create(
+            model="claude-opus-4-5",
+            max_tokens=4096,
+            system="Orchestrator",
+            messages=[
+                {
+                    "role": "user",
+                    "content": json.dumps({"phase": "decompose", "input": {"n": n_specialists}}),
+                }
+            ],
+        )
+        jobs = json.loads(decomposition.content[0].text)["jobs"]
+        results = await asyncio.gather(*[run_specialist(job) for job in jobs])
+        validated = []
+        for result in results:
+            validation = client.messages.create(
+                model="claude-sonnet-4-5",
+                max_tokens=1024,
+                system=VALIDATOR_MARK,
+                messages=[{"role": "user", "content": json.dumps(result)}],
+            )
+            validated.append(json.loads(validation.content[0].text))
+        return validated
+
+    started = time.monotonic()
+    validated = asyncio.run(enterprise_orchestrate(n))
+    elapsed = time.monotonic() - started
+    assert len(validated) == n
+    return {"n": n, "seconds": round(elapsed, 2), "calls": 1 + 2 * n, "no_aggregate": True}
+
+
+def write_results(rows: list[dict], seed: list[dict], latency: float, command: str) -> None:
+    path = ROOT / "bench" / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    lines = [
+        "## Fan-out",
+        "",
+        f"Simulator at a fixed {latency:g} s per /v1/messages call; {os.cpu_count()} CPUs ({cpu}); "
+        f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M')}.",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+        "Ideal critical path = decompose + ceil(N/50) waves x (specialist + validator) + aggregate.",
+        "",
+        "| N | Countersign (s) | ideal (s) | ratio | target | model calls | peak worker RSS (MB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']:,} | {r['seconds']} | {r['ideal']:g} | {r['ratio']} | <= 1.25 | {r['calls']:,} | "
+            f"{r['peak_rss_mb']} |"
+        )
+    lines += [
+        "",
+        "The seed's reference code (asyncio.gather over the synchronous client: the calls run one after "
+        "another; it has no aggregate step), same simulator, same run:",
+        "",
+        "| N | seed reference (s) | model calls | measured? |",
+        "|---|---|---|---|",
+    ]
+    for s in seed:
+        lines.append(
+            f"| {s['n']:,} | {s['seconds']} | {s['calls']:,} | {s.get('how', 'measured')} |"
+        )
+    lines += [
+        "",
+        "Peak worker RSS is the sum of VmRSS over both worker processes (the prefork worker's "
+        "children included), sampled every 0.5 s, peak so far in the session. Both workers run for the "
+        "whole benchmark; a warm-up fan-out of 50 jobs runs first and is not reported (cold workers spend "
+        "~2 s importing code, starting threads and opening database connections).",
+        "",
+    ]
+    section = "\n".join(lines)
+    if "## Fan-out" in text:
+        text = re.sub(r"## Fan-out\n.*?(?=\n## |\Z)", section, text, flags=re.DOTALL)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="50,1000")
+    parser.add_argument("--latency", type=float, default=2.0)
+    parser.add_argument(
+        "--seed-sizes", default="50", help="seed reference sizes to measure (it is sequential)"
+    )
+    args = parser.parse_args()
+    env = {
+        **os.environ,
+        "SIMULATOR_FIXED_LATENCY_SECONDS": str(args.latency),
+        "SIMULATOR_STATE_URL": "",
+        "FANOUT_REAPER_INTERVAL_SECONDS": "5",
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.update(
+        {"SIMULATOR_FIXED_LATENCY_SECONDS": str(args.latency), "SIMULATOR_STATE_URL": ""}
+    )
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("seed_demo", verbosity=0)
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(
+        "celery", "llm", "fanout", settings.FANOUT_SLOT_KEY
+    )
+    logdir = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
+    rows = []
+    workers = Workers(env, logdir)
+    try:
+        # Warm-up (not reported): the workers' first tasks import code, start 60 threads and
+        # open their database connections. The measured runs are steady state.
+        print(json.dumps({"warm_up": countersign(50, args.latency)}), flush=True)
+        for n in (int(x) for x in args.sizes.split(",")):
+            rows.append({**countersign(n, args.latency), "peak_rss_mb": 0})
+            rows[-1]["peak_rss_mb"] = round(workers.peak, 1)
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        workers.stop()
+    seed = []
+    for n in (int(x) for x in args.seed_sizes.split(",") if x):
+        seed.append(seed_reference(n, args.latency))
+        print(json.dumps(seed[-1]), flush=True)
+    for n in (r["n"] for r in rows):
+        if n not in {s["n"] for s in seed} and seed:
+            per_call = seed[0]["seconds"] / seed[0]["calls"]
+            seed.append(
+                {
+                    "n": n,
+                    "seconds": round(per_call * (1 + 2 * n)),
+                    "calls": 1 + 2 * n,
+                    "how": f"computed: {1 + 2 * n:,} sequential calls x {per_call:.3f} s measured above",
+                }
+            )
+    write_results(
+        rows,
+        seed,
+        args.latency,
+        f"bash scripts/with-services.sh -- python bench/fanout.py --sizes {args.sizes} --latency {args.latency:g}",
+    )
+    print((ROOT / "bench" / "RESULTS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

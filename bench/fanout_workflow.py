@@ -1,0 +1,77 @@
+"""The benchmark's fan-out workflow: N echo jobs that all pass, so the run is pure engine.
+
+Imported by bench/fanout.py and, through COUNTERSIGN_EXTRA_WORKFLOWS, by its workers.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from orchestration.demo.playbook import fanout_roles
+from orchestration.workflows.declaration import Constraints, FanoutSpec, Workflow
+from orchestration.workflows.registry import register
+
+SCHEMA = {"type": "object", "properties": {"value": {"type": "string"}}, "required": ["value"]}
+
+
+def decompose(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schemas": {"v": SCHEMA},
+        "jobs": [
+            {"job_id": f"job-{i:04d}", "prompt": f"Return value job-{i:04d}.", "schema": "v"}
+            for i in range(data["input"]["n"])
+        ],
+    }
+
+
+def specialist(data: dict[str, Any]) -> dict[str, Any]:
+    return {"value": data["job_id"]}
+
+
+def validator(data: dict[str, Any]) -> dict[str, Any]:
+    return {"job_id": data["job_id"], "status": "PASS", "reason": "ok"}
+
+
+def aggregate(data: dict[str, Any]) -> dict[str, Any]:
+    return {"passed": len(data["results"]), "failed": len(data["failed"])}
+
+
+WORKFLOW = register(
+    Workflow(
+        name="bench_fanout",
+        title="Benchmark fan-out",
+        version="1",
+        domain="benchmarks",
+        role="Echo.",
+        input_schema={
+            "type": "object",
+            "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            "required": ["n"],
+        },
+        output_schema={
+            "type": "object",
+            "properties": {"passed": {"type": "integer"}, "failed": {"type": "integer"}},
+            "required": ["passed", "failed"],
+        },
+        tools=(),
+        rules=("Echo.",),
+        approval_threshold_usd=Decimal("1000"),
+        constraints=Constraints(
+            max_steps=4,
+            run_timeout_seconds=3600,
+            max_cost_usd=Decimal("500"),
+            max_tokens_per_run=100_000_000,
+            max_output_tokens=64_000,
+        ),
+        fanout=FanoutSpec(
+            specialist_instructions="Echo.",
+            validator_instructions="Check the echo.",
+            max_jobs=1000,
+            expected_jobs=lambda i: i["n"],
+        ),
+        policy=fanout_roles(
+            decompose=decompose, specialist=specialist, validator=validator, aggregate=aggregate
+        ),
+    )
+)

@@ -1,0 +1,344 @@
+"""Enterprise fan-out demo: a security scan across 200 files, one specialist per file.
+
+The tree is generated in code, deterministically (``scan_tree()``): 200 small Python files,
+some with planted issues (hardcoded secrets, SQL built from strings, eval, shell=True,
+pickle, weak hashes). The simulated models play it straight:
+
+- the orchestrator makes one job per file, with the findings schema;
+- a specialist reports what its detectors see. Its first look misses a secret split over two
+  lines (every file whose number ends in 3); told so by the validator, it finds it on the
+  retry. It cannot place an obfuscated eval (files 17, 59, 101, 143, 187, 199) on a line, so
+  it answers line 0, which the schema forbids: those jobs fail twice (6 of 200, 3%);
+- the validator re-runs the full detectors and FAILs an answer that missed a finding;
+- the orchestrator aggregates the findings by rule, with the files it could not scan.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from orchestration.demo.playbook import fanout_roles
+from orchestration.workflows.declaration import Constraints, Expectation, FanoutSpec, Workflow
+from orchestration.workflows.registry import register
+
+FILES = 200
+OBFUSCATED = frozenset({17, 59, 101, 143, 187, 199})
+RULES = (
+    "hardcoded-secret",
+    "sql-injection",
+    "eval",
+    "shell-injection",
+    "unsafe-deserialization",
+    "weak-hash",
+)
+SEVERITY = {
+    "hardcoded-secret": "high",
+    "sql-injection": "critical",
+    "eval": "critical",
+    "shell-injection": "critical",
+    "unsafe-deserialization": "high",
+    "weak-hash": "medium",
+}
+MODULES = (
+    "billing",
+    "users",
+    "reports",
+    "export",
+    "auth",
+    "search",
+    "admin",
+    "webhooks",
+    "jobs",
+    "storage",
+)
+
+FINDINGS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string"},
+        "findings": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "line": {"type": "integer", "minimum": 1},
+                    "rule": {"enum": list(RULES)},
+                    "severity": {"enum": ["low", "medium", "high", "critical"]},
+                    "evidence": {"type": "string", "maxLength": 200},
+                },
+                "required": ["line", "rule", "severity", "evidence"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "required": ["file", "findings"],
+    "additionalProperties": False,
+}
+
+
+def _file(i: int) -> tuple[str, str]:
+    module = MODULES[i % len(MODULES)]
+    path = f"src/{module}/handler_{i:03d}.py"
+    lines = [
+        f'"""{module.title()} handler #{i}."""',
+        "",
+        "import hashlib",
+        "import subprocess",
+        "",
+        "",
+    ]
+    lines.append(f"def handle_{i}(request, db):")
+    lines.append(f"    name = request.args.get('name', 'item-{i}')")
+    if i % 5 == 0:
+        lines.append(f'    api_key = "sk_live_{i:04d}a9f3c2e1b7d6"')
+    if i % 7 == 0:
+        lines.append('    rows = db.execute("SELECT * FROM items WHERE name = \'" + name + "\'")')
+    else:
+        lines.append('    rows = db.execute("SELECT * FROM items WHERE name = %s", [name])')
+    if i % 11 == 0:
+        lines.append("    total = eval(request.args.get('expr', '0'))")
+    if i % 13 == 0:
+        lines.append('    subprocess.run(f"convert {name}.png out.pdf", shell=True)')
+    if i % 17 == 0 and i not in OBFUSCATED:
+        lines.append("    import pickle; obj = pickle.loads(request.body)")
+    if i % 6 == 1:
+        lines.append("    digest = hashlib.md5(name.encode()).hexdigest()")
+    if i % 10 == 3:
+        lines.append('    password = ("hunter"')
+        lines.append(f'                "{i:03d}-prod")')
+    if i in OBFUSCATED:
+        lines.append("    run = getattr(__builtins__, 'ev' + 'al'); run(request.body)")
+    lines.append("    return rows")
+    return path, "\n".join(lines) + "\n"
+
+
+@functools.cache
+def scan_tree() -> dict[str, str]:
+    """The bundled demo tree: 200 small files, path -> source."""
+    return dict(_file(i) for i in range(FILES))
+
+
+# What a specialist's detectors look for (line by line), and what only a careful look finds.
+DETECTORS = (
+    ("hardcoded-secret", re.compile(r"(api_key|secret|token)\s*=\s*\"[^\"]{8,}\"")),
+    ("sql-injection", re.compile(r"execute\(\s*\"[^\"]*'\"\s*\+")),
+    ("eval", re.compile(r"\beval\(")),
+    ("shell-injection", re.compile(r"shell=True")),
+    ("unsafe-deserialization", re.compile(r"pickle\.loads\(")),
+    ("weak-hash", re.compile(r"hashlib\.md5\(")),
+)
+SPLIT_SECRET = re.compile(r"password\s*=\s*\(\"")
+OBFUSCATED_EVAL = re.compile(r"'ev'\s*\+\s*'al'")
+
+
+def _finding(line_no: int, rule: str, text: str) -> dict[str, Any]:
+    return {
+        "line": line_no,
+        "rule": rule,
+        "severity": SEVERITY[rule],
+        "evidence": text.strip()[:200],
+    }
+
+
+def detect(source: str, *, careful: bool) -> list[dict[str, Any]]:
+    found = []
+    for n, text in enumerate(source.splitlines(), 1):
+        found += [_finding(n, rule, text) for rule, pattern in DETECTORS if pattern.search(text)]
+        if careful and SPLIT_SECRET.search(text):
+            found.append(_finding(n, "hardcoded-secret", text))
+        if OBFUSCATED_EVAL.search(text):
+            found.append({**_finding(n, "eval", text), "line": 0})  # cannot place it
+    return found
+
+
+def _source_of(task: str) -> tuple[str, str]:
+    path = task.split("\n", 1)[0].removeprefix("Review this file for security issues: ").strip()
+    source = task.split("```python\n", 1)[1].rsplit("```", 1)[0] if "```python\n" in task else ""
+    return path, source
+
+
+def context(run_input: Mapping[str, Any]) -> dict[str, Any]:
+    files = list(scan_tree().items())[: run_input.get("limit", FILES)]
+    return {"repository": "demo-scan-tree", "files": [{"path": p, "source": s} for p, s in files]}
+
+
+def decompose(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schemas": {"findings": FINDINGS_SCHEMA},
+        "jobs": [
+            {
+                "job_id": f["path"],
+                "prompt": f"Review this file for security issues: {f['path']}\n```python\n{f['source']}```",
+                "schema": "findings",
+            }
+            for f in data["context"]["files"]
+        ],
+    }
+
+
+def specialist(data: dict[str, Any]) -> dict[str, Any]:
+    path, source = _source_of(data["task"])
+    return {"file": path, "findings": detect(source, careful=bool(data.get("retry_reason")))}
+
+
+def validator(data: dict[str, Any]) -> dict[str, Any]:
+    _path, source = _source_of(data["task"])
+    reported = {(f["line"], f["rule"]) for f in (data.get("output") or {}).get("findings", [])}
+    missed = [f for f in detect(source, careful=True) if (f["line"], f["rule"]) not in reported]
+    if missed:
+        where = ", ".join(f"{f['rule']} on line {f['line']}" for f in missed)
+        return {"job_id": data["job_id"], "status": "FAIL", "reason": f"Missed: {where}."}
+    return {
+        "job_id": data["job_id"],
+        "status": "PASS",
+        "reason": "Every finding is reported with its line.",
+    }
+
+
+def aggregate(data: dict[str, Any]) -> dict[str, Any]:
+    findings = [
+        (r["job_id"], f) for r in data["results"] for f in (r["output"] or {}).get("findings", [])
+    ]
+    return {
+        "files_scanned": len(data["results"]),
+        "files_with_findings": len({path for path, _ in findings}),
+        "findings_by_rule": dict(sorted(Counter(f["rule"] for _, f in findings).items())),
+        "critical": [
+            {"file": p, "line": f["line"], "rule": f["rule"]}
+            for p, f in findings
+            if f["severity"] == "critical"
+        ],
+        "jobs_total": data["counts"]["total"],
+        "jobs_passed": len(data["results"]),
+        "jobs_failed": len(data["failed"]),
+        "not_scanned": [{"file": f["job_id"], "reason": f["reason"]} for f in data["failed"]],
+    }
+
+
+def final_check(output: dict[str, Any], counts: Mapping[str, int]) -> list[str]:
+    """The aggregate's counts must be the engine's counts, not the model's idea of them."""
+    problems = []
+    for field, status in (
+        ("jobs_passed", "succeeded"),
+        ("jobs_failed", "failed"),
+        ("jobs_total", "total"),
+    ):
+        if output.get(field) != counts[status]:
+            problems.append(f"{field} is {output.get(field)} but {counts[status]} jobs {status}")
+    if output.get("files_scanned") != counts["succeeded"]:
+        problems.append(
+            f"files_scanned is {output.get('files_scanned')} but {counts['succeeded']} files passed validation"
+        )
+    return problems
+
+
+OUTPUT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "files_scanned": {"type": "integer", "minimum": 0},
+        "files_with_findings": {"type": "integer", "minimum": 0},
+        "findings_by_rule": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "critical": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string"},
+                    "line": {"type": "integer"},
+                    "rule": {"type": "string"},
+                },
+                "required": ["file", "line", "rule"],
+            },
+        },
+        "jobs_total": {"type": "integer"},
+        "jobs_passed": {"type": "integer"},
+        "jobs_failed": {"type": "integer"},
+        "not_scanned": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"file": {"type": "string"}, "reason": {"type": "string"}},
+                "required": ["file", "reason"],
+            },
+        },
+    },
+    "required": [
+        "files_scanned",
+        "files_with_findings",
+        "findings_by_rule",
+        "critical",
+        "jobs_total",
+        "jobs_passed",
+        "jobs_failed",
+        "not_scanned",
+    ],
+    "additionalProperties": False,
+}
+
+WORKFLOW = register(
+    Workflow(
+        name="security_scan",
+        title="Security scan (fan-out, 200 files)",
+        version="1",
+        domain="an engineering organisation's application security team",
+        role="Split a repository scan into one independent job per file, then aggregate the validated findings.",
+        description="Enterprise fan-out: one Sonnet specialist per file, a validator per answer, Opus decomposes and aggregates.",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "repository": {
+                    "const": "demo-scan-tree",
+                    "description": "The bundled demo tree of 200 files.",
+                },
+                "limit": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": FILES,
+                    "default": FILES,
+                    "description": "Scan only the first N files.",
+                },
+            },
+            "required": ["repository"],
+            "additionalProperties": False,
+        },
+        output_schema=OUTPUT_SCHEMA,
+        tools=(),
+        rules=(
+            "Decompose into exactly one job per file in the context, with job_id = the file's path.",
+            "Each job's prompt names the file and includes its source; its schema is the findings schema.",
+            "When aggregating, count only validated results and list every file that could not be scanned.",
+        ),
+        constraints=Constraints(
+            max_steps=4,
+            max_cost_usd=Decimal("15.00"),
+            run_timeout_seconds=3600,
+            max_output_tokens=64_000,
+        ),
+        expectation=Expectation(turns=2, output_tokens_per_turn=24_000, final_output_tokens=1_500),
+        input_example={"repository": "demo-scan-tree", "limit": FILES},
+        fanout=FanoutSpec(
+            specialist_instructions="You review one source file for security issues: hardcoded secrets, SQL built "
+            "from strings, eval, shell=True, unsafe deserialization, weak hashes.",
+            validator_instructions="You check one file review: every issue in the file must be reported on its "
+            "line with the right rule; nothing may be invented.",
+            max_jobs=FILES,
+            context=context,
+            expected_jobs=lambda run_input: int(run_input.get("limit", FILES)),
+            decompose_output_tokens_per_job=120,
+            specialist_input_tokens=350,
+            specialist_output_tokens=150,
+            validator_input_tokens=600,
+            validator_output_tokens=40,
+            aggregate_output_tokens=1_500,
+            final_check=final_check,
+        ),
+        policy=fanout_roles(
+            decompose=decompose, specialist=specialist, validator=validator, aggregate=aggregate
+        ),
+    )
+)

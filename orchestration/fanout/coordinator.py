@@ -1,0 +1,456 @@
+"""A fan-out run's own steps, and the fan-in: decompose, dispatch, halt, maybe-finish, aggregate.
+
+The run's steps are ordinary ``advance_run`` tasks (the engine hands a fan-out workflow's
+step to ``step``), holding the run's step lease:
+
+- **decomposing**: the orchestrator is called once with the input (and the workflow's
+  context data) and must answer with the job list; it is validated (orchestration.fanout.
+  plan) and the jobs are inserted in the same transaction that moves the phase on;
+- **dispatching**: ``maybe_continue`` fills the run's free slots (at most
+  per_run_concurrency jobs running) with queued jobs, in order;
+- **aggregating**: the orchestrator gets every passed output and every failure and answers
+  with the final result, which must satisfy the output schema and the workflow's
+  final_check before the run succeeds.
+
+The fan-in is in Postgres, never a chord: every job that settles calls ``job_settled``,
+which locks the run's Fanout row and decides, idempotently, whether to halt (failed jobs
+exceed max_failures), dispatch more, or (nothing queued or running) move to aggregating
+and enqueue the aggregation step. However many times it runs, the phase moves once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+import anthropic
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Count, F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from costs import accounting
+from orchestration import audit, lifecycle
+from orchestration.fanout import artifacts, jobs
+from orchestration.fanout.models import Fanout, FanoutJob
+from orchestration.fanout.plan import JOB_LIST_FORMAT, InvalidPlan, parse_plan
+from orchestration.llm import client_for
+from orchestration.models import ModelCall, Run
+from orchestration.tool_execution import backoff_seconds, in_round, round_start
+from orchestration.validation import parse_json_answer, schema_errors
+from orchestration.workflows.declaration import FanoutSpec, Workflow
+from reviews.escalation import escalate
+from reviews.models import EscalationTicket
+
+logger = logging.getLogger(__name__)
+P = Fanout.Phase
+J = FanoutJob.Status
+R = EscalationTicket.Reason
+DECOMPOSE_TURN, AGGREGATE_TURN = 0, 1
+
+
+def step(run: Run, workflow: Workflow) -> float | None:
+    """One step of a fan-out run; returns the delay before the next step, or None for none."""
+    spec = workflow.fanout
+    assert spec is not None
+    fan = Fanout.objects.filter(run=run).first()
+    if fan is None:
+        fan = _start(run, spec)
+    if fan.phase == P.DECOMPOSING:
+        return _orchestrator_turn(run, workflow, DECOMPOSE_TURN)
+    if fan.phase == P.DISPATCHING:
+        reap(run_id=run.pk)
+        job_settled(run.pk)
+        return None
+    if fan.phase == P.AGGREGATING:
+        return _orchestrator_turn(run, workflow, AGGREGATE_TURN)
+    return None
+
+
+def threshold_of(spec: FanoutSpec) -> Decimal:
+    value = (
+        spec.failure_threshold
+        if spec.failure_threshold is not None
+        else settings.FANOUT_FAILURE_THRESHOLD
+    )
+    return Decimal(str(value))
+
+
+def max_failures(threshold: Decimal, total: int) -> int:
+    """How many failed jobs a run may have: it halts when failures exceed threshold x N."""
+    return int((threshold * total).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _start(run: Run, spec: FanoutSpec) -> Fanout:
+    per_run = min(
+        spec.per_run_concurrency or settings.FANOUT_PER_RUN_CONCURRENCY,
+        settings.FANOUT_PER_RUN_CONCURRENCY,
+    )
+    fan, _ = Fanout.objects.get_or_create(
+        run=run,
+        defaults={
+            "failure_threshold": threshold_of(spec),
+            "per_run_concurrency": per_run,
+            "artifact": str(artifacts.path_for(run.pk)),
+        },
+    )
+    return fan
+
+
+# --- orchestrator turns -------------------------------------------------------------------
+
+
+def _user_turn(run: Run, workflow: Workflow, turn: int) -> dict[str, Any]:
+    spec = workflow.fanout
+    assert spec is not None
+    if turn == DECOMPOSE_TURN:
+        return {
+            "phase": "decompose",
+            "input": run.input,
+            "context": spec.context(run.input) if spec.context else None,
+            "max_jobs": spec.max_jobs,
+            "job_format": JOB_LIST_FORMAT,
+        }
+    done = FanoutJob.objects.filter(run=run).order_by("seq")
+    return {
+        "phase": "aggregate",
+        "input": run.input,
+        "counts": counts(run.pk),
+        "results": [
+            {"job_id": j.job_id, "output": spec.summarize(j.output) if spec.summarize else j.output}
+            for j in done.filter(status=J.SUCCEEDED)
+        ],
+        "failed": [{"job_id": j.job_id, "reason": j.reason} for j in done.filter(status=J.FAILED)],
+    }
+
+
+def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
+    ModelCall.objects.filter(run=run, job__isnull=True, status=ModelCall.Status.PENDING).update(
+        status=ModelCall.Status.ERROR,
+        finished_at=timezone.now(),
+        error="interrupted: the worker stopped before the response was recorded",
+    )
+    calls = ModelCall.objects.filter(run=run, job__isnull=True, turn=turn)
+    done = calls.filter(status=ModelCall.Status.OK).order_by("-attempt").first()
+    if done is not None:  # answered before a crash: judge that answer, do not pay twice
+        return _after_answer(run, workflow, turn, done)
+    attempt = calls.count() + 1
+    user = json.dumps(_user_turn(run, workflow, turn), ensure_ascii=False)
+    model = workflow.orchestrator_model
+    mc = ModelCall.objects.create(
+        run=run,
+        turn=turn,
+        attempt=attempt,
+        role=ModelCall.Role.ORCHESTRATOR,
+        model=model,
+        request_content=[{"type": "text", "text": user}],
+    )
+    client = client_for(
+        workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults")
+    )
+    started = time.monotonic()
+    try:
+        raw = client.messages.with_raw_response.create(
+            model=model,
+            max_tokens=workflow.constraints.max_output_tokens,
+            system=[
+                {
+                    "type": "text",
+                    "text": run.workflow_version.system_prompt,
+                    "cache_control": {"type": "ephemeral"},
+                }
+            ],
+            messages=[{"role": "user", "content": user}],
+        )
+        message = raw.parse()
+    except anthropic.APIError as exc:
+        jobs._record_error(mc, exc, started)
+        audit.record(
+            "model.failed", run=run, payload={"turn": turn, "attempt": attempt, "error": mc.error}
+        )
+        tries = in_round(calls, round_start(run)).count()
+        if isinstance(exc, jobs.TRANSIENT_ERRORS) and tries < settings.LLM_STEP_MAX_ATTEMPTS:
+            return backoff_seconds(
+                tries, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS
+            )
+        why = "failed" if isinstance(exc, jobs.TRANSIENT_ERRORS) else "was refused"
+        escalate(
+            run.pk,
+            R.RETRIES_EXHAUSTED,
+            f"The orchestrator call {why} ({tries} attempts): {mc.error}",
+            model_call=mc,
+        )
+        return None
+    usage_json = message.usage.model_dump(mode="json")
+    with transaction.atomic():
+        mc.status = ModelCall.Status.OK
+        mc.response_content = [
+            b.model_dump(mode="json", exclude_none=True) for b in message.content
+        ]
+        mc.stop_reason = message.stop_reason or ""
+        mc.request_id = raw.headers.get("request-id", "")
+        mc.sdk_attempts = raw.retries_taken + 1
+        mc.latency_ms = int((time.monotonic() - started) * 1000)
+        mc.finished_at = timezone.now()
+        charged = accounting.charge(mc, usage_json)
+        audit.record(
+            "model.called",
+            run=run,
+            payload={
+                "turn": turn,
+                "attempt": attempt,
+                "model": model,
+                "role": "orchestrator",
+                "stop_reason": mc.stop_reason,
+                "usage": usage_json,
+                "cost_usd": str(charged.cost),
+                "request_id": mc.request_id,
+            },
+        )
+    crossed = accounting.spend_breach(charged, workflow)
+    if crossed:
+        # Paid for and recorded; a manager decides whether the run may go on. On resume the
+        # step judges this same answer (see above) instead of asking again.
+        escalate(run.pk, R.BUDGET_EXCEEDED, crossed, model_call=mc)
+        return None
+    return _after_answer(run, workflow, turn, mc)
+
+
+def _after_answer(run: Run, workflow: Workflow, turn: int, mc: ModelCall) -> float | None:
+    if mc.stop_reason == "max_tokens":
+        escalate(
+            run.pk,
+            R.VALIDATION_FAILED,
+            f"The orchestrator's answer was cut off at {workflow.constraints.max_output_tokens} tokens.",
+            model_call=mc,
+        )
+        return None
+    if turn == DECOMPOSE_TURN:
+        return _accept_plan(run, workflow, mc)
+    return _accept_result(run, workflow, mc)
+
+
+def _accept_plan(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
+    spec = workflow.fanout
+    assert spec is not None
+    try:
+        planned = parse_plan(mc.text, spec.max_jobs)
+    except InvalidPlan as exc:
+        audit.record("fanout.plan_rejected", run=run, payload={"problems": exc.problems})
+        escalate(
+            run.pk,
+            R.VALIDATION_FAILED,
+            f"The decomposition was refused: {exc.problems[0]}",
+            model_call=mc,
+            details={"errors": exc.problems},
+        )
+        return None
+    with transaction.atomic():
+        fan = Fanout.objects.select_for_update().get(run=run)
+        if fan.phase != P.DECOMPOSING:
+            return None  # a duplicate step got here first
+        FanoutJob.objects.bulk_create(
+            [
+                FanoutJob(run=run, job_id=p.job_id, seq=i, prompt=p.prompt, schema=p.schema)
+                for i, p in enumerate(planned)
+            ],
+            batch_size=500,
+        )
+        fan.phase, fan.total = P.DISPATCHING, len(planned)
+        fan.max_failures = max_failures(fan.failure_threshold, len(planned))
+        fan.save()
+        audit.record(
+            "fanout.decomposed",
+            run=run,
+            payload={
+                "jobs": len(planned),
+                "per_run_concurrency": fan.per_run_concurrency,
+                "failure_threshold": str(fan.failure_threshold),
+                "max_failures": fan.max_failures,
+            },
+        )
+    job_settled(run.pk)
+    return None
+
+
+def _accept_result(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
+    spec = workflow.fanout
+    assert spec is not None
+    output, error = parse_json_answer(mc.text)
+    problems = [error] if error else schema_errors(output, workflow.output_schema)
+    tally = counts(run.pk)
+    if not problems and spec.final_check:
+        problems = list(spec.final_check(output, tally))
+    if problems:
+        audit.record("final.rejected", run=run, payload={"turn": mc.turn, "problems": problems})
+        escalate(
+            run.pk,
+            R.VALIDATION_FAILED,
+            f"The aggregated result is invalid: {problems[0]}",
+            model_call=mc,
+            details={"errors": problems, "proposed_result": output if not error else None},
+        )
+        return None
+    with transaction.atomic():
+        if not Fanout.objects.filter(run=run, phase=P.AGGREGATING).update(phase=P.DONE):
+            return None
+        lifecycle.transition(
+            run.pk,
+            Run.Status.SUCCEEDED,
+            actor="engine",
+            result=output,
+            event_payload={"cost_usd": str(Run.objects.get(pk=run.pk).cost_usd), "jobs": tally},
+        )
+    return None
+
+
+# --- the fan-in ---------------------------------------------------------------------------
+
+
+def counts(run_id: Any) -> dict[str, int]:
+    tally = {s: 0 for s in J.values}
+    for status, n in (
+        FanoutJob.objects.filter(run_id=run_id).values_list("status").annotate(n=Count("pk"))
+    ):
+        tally[status] = n
+    tally["total"] = sum(tally[s] for s in J.values)
+    return tally
+
+
+def job_settled(run_id: Any) -> None:
+    """Idempotent "maybe finish": halt, dispatch more, or move on to aggregation.
+
+    Locks the run's Fanout row, so concurrent callers (every job that settles) decide one
+    at a time, and each decision is made from the committed job rows.
+    """
+    dispatched: list[int] = []
+    with transaction.atomic():
+        fan = Fanout.objects.select_for_update().filter(run_id=run_id).first()
+        if fan is None or fan.phase != P.DISPATCHING:
+            return
+        if not Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).exists():
+            return  # paused for review: resuming the run dispatches again
+        tally = counts(run_id)
+        if tally[J.FAILED] > fan.max_failures:
+            _halt(fan, tally)
+            return
+        free = fan.per_run_concurrency - tally[J.RUNNING]
+        if free > 0 and tally[J.QUEUED]:
+            dispatched = list(
+                FanoutJob.objects.filter(run_id=run_id, status=J.QUEUED)
+                .order_by("seq")
+                .values_list("pk", flat=True)[:free]
+            )
+            FanoutJob.objects.filter(pk__in=dispatched, status=J.QUEUED).update(
+                status=J.RUNNING,
+                attempts=Greatest(F("attempts"), 1),
+                lease_owner="",
+                lease_expires_at=jobs._lease_until(),
+            )
+            transaction.on_commit(lambda: [jobs.enqueue(pk) for pk in dispatched])
+        elif not tally[J.RUNNING] and not tally[J.QUEUED]:
+            fan.phase = P.AGGREGATING
+            fan.save(update_fields=["phase", "updated_at"])
+            audit.record(
+                "fanout.jobs_done",
+                run=Run.objects.get(pk=run_id),
+                payload={
+                    "succeeded": tally[J.SUCCEEDED],
+                    "failed": tally[J.FAILED],
+                    "total": tally["total"],
+                },
+            )
+            from orchestration.tasks import enqueue_step
+
+            transaction.on_commit(lambda: enqueue_step(run_id))
+
+
+def _halt(fan: Fanout, tally: dict[str, int]) -> None:
+    """Stop the run: no more dispatching, outstanding jobs cancelled, a ticket for the operator."""
+    now = timezone.now()
+    # Jobs first, then the audit trail: a job settling right now holds its row and then
+    # wants the audit lock, so taking them in the same order cannot deadlock.
+    cancelled = FanoutJob.objects.filter(
+        run_id=fan.run_id, status__in=(J.QUEUED, J.RUNNING)
+    ).update(
+        status=J.CANCELLED,
+        lease_owner="",
+        lease_expires_at=None,
+        finished_at=now,
+        reason="Cancelled: the run halted at its failure threshold.",
+    )
+    fan.phase = P.HALTED
+    fan.save(update_fields=["phase", "updated_at"])
+    failed = tally[J.FAILED]
+    message = (
+        f"{failed} of {fan.total} jobs failed, more than the {fan.failure_threshold:.0%} failure threshold "
+        f"allows ({fan.max_failures}). Dispatching stopped and {cancelled} outstanding job(s) were cancelled."
+    )
+    examples = list(
+        FanoutJob.objects.filter(run_id=fan.run_id, status=J.FAILED)
+        .order_by("finished_at")
+        .values("job_id", "reason")[:20]
+    )
+    run = Run.objects.get(pk=fan.run_id)
+    audit.record(
+        "fanout.halted",
+        run=run,
+        payload={
+            "failed": failed,
+            "total": fan.total,
+            "max_failures": fan.max_failures,
+            "cancelled": cancelled,
+        },
+    )
+    escalate(
+        fan.run_id,
+        R.FAILURE_RATE_EXCEEDED,
+        message,
+        halt=True,
+        details={
+            "counts": {**tally, J.CANCELLED: tally[J.CANCELLED] + cancelled},
+            "failed_jobs": examples,
+        },
+    )
+    transaction.on_commit(lambda: notify_operator(fan.run_id, message))
+
+
+def notify_operator(run_id: Any, message: str) -> None:
+    """Email the operator who started the run (reviewers get the ticket notification)."""
+    run = Run.objects.select_related("requested_by").get(pk=run_id)
+    email = run.requested_by.email
+    if not email:
+        return
+    try:
+        send_mail(
+            f"[Countersign] Run {str(run.pk)[:8]} halted: failure rate exceeded",
+            f"{message}\n\n{settings.PUBLIC_BASE_URL.rstrip('/')}/runs/{run.pk}/",
+            settings.DEFAULT_FROM_EMAIL,
+            [email],
+        )
+    except Exception:  # noqa: BLE001 - the ticket is open whatever the mail server does
+        logger.exception("could not email the operator of run %s", run_id)
+
+
+def reap(run_id: Any = None) -> int:
+    """Re-enqueue running jobs whose lease expired (their worker died or the message was lost)."""
+    now = timezone.now()
+    expired = FanoutJob.objects.filter(
+        status=J.RUNNING, lease_expires_at__lt=now, run__status=Run.Status.RUNNING
+    )
+    if run_id is not None:
+        expired = expired.filter(run_id=run_id)
+    count = 0
+    for pk in list(expired.values_list("pk", flat=True)[:5000]):
+        if FanoutJob.objects.filter(pk=pk, status=J.RUNNING, lease_expires_at__lt=now).update(
+            lease_owner="", lease_expires_at=jobs._lease_until()
+        ):
+            logger.warning("re-queueing fan-out job %s: its lease expired", pk)
+            jobs.enqueue(pk)
+            count += 1
+    return count

@@ -1,0 +1,472 @@
+"""Enterprise fan-out: decomposition, validation, retry once, the breaker, fan-in, costs.
+
+Most tests drive a run in this process: the run's steps and its job tasks are collected
+instead of sent to Celery and run here (jobs concurrently, in threads, as the threads-pool
+worker would). The worker tests at the end use real Celery subprocesses and SIGKILL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+
+import tests.workflows_for_tests as probes
+from orchestration import engine
+from orchestration.fanout import artifacts, slots
+from orchestration.fanout.coordinator import max_failures
+from orchestration.fanout.models import Fanout, FanoutJob
+from orchestration.fanout.plan import InvalidPlan, parse_plan
+from orchestration.launch import start_run
+from orchestration.models import AuditEvent, ModelCall, Run
+from reviews.models import EscalationTicket
+from tests.conftest import wait_for
+
+S = Run.Status
+J = FanoutJob.Status
+
+
+@pytest.fixture(autouse=True)
+def _fanout_settings(settings: Any, tmp_path: Any) -> None:
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    settings.FANOUT_SLOT_KEY = f"test:fanout:slots:{tmp_path.name}"
+    slots.reset()
+
+
+@pytest.fixture
+def drive_fanout(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    steps: list[str] = []
+    jobs_queued: list[int] = []
+    lock = threading.Lock()
+
+    def _enqueue_job(pk: int, countdown: float | None = None) -> None:
+        with lock:
+            jobs_queued.append(pk)
+
+    monkeypatch.setattr(
+        "orchestration.tasks.enqueue_step", lambda run_id, countdown=None: steps.append(str(run_id))
+    )
+    monkeypatch.setattr("orchestration.fanout.jobs.enqueue", _enqueue_job)
+    from django.db import connection
+
+    from orchestration.fanout import jobs
+
+    def _run_job(pk: int) -> None:
+        try:
+            jobs.run_job(pk)
+        finally:
+            connection.close()  # this pool's threads must not keep the test database open
+
+    def _drive(run: Run, rounds: int = 400, threads: int = 16) -> Run:
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in range(rounds):
+                run.refresh_from_db()
+                with lock:
+                    batch, jobs_queued[:] = list(jobs_queued), []
+                if batch:
+                    list(pool.map(_run_job, batch))
+                    continue
+                if steps:
+                    steps.pop()
+                    engine.run_step(run.pk)
+                    continue
+                if run.status not in (S.QUEUED, S.RUNNING):
+                    return run
+                raise AssertionError(f"run {run.pk} is {run.status} with nothing left to do")
+        raise AssertionError("the run did not stop")
+
+    def _start(run_input: dict, workflow: str = "fanout_probe") -> Run:
+        run = start_run(workflow, run_input, get_user_model().objects.get(username="operator"))
+        steps.append(str(run.pk))
+        return run
+
+    _drive.start = _start
+    return _drive
+
+
+def _operator() -> Any:
+    return get_user_model().objects.get(username="operator")
+
+
+# --- the plan -----------------------------------------------------------------------------
+
+
+def test_plan_validation_names_every_problem() -> None:
+    with pytest.raises(InvalidPlan) as caught:
+        parse_plan(
+            '[{"job_id": 1, "prompt": "a", "schema": {}}, {"job_id": "1", "prompt": "", "schema": {"type": 3}},'
+            ' {"job_id": 2, "prompt": "x"}]',
+            max_jobs=10,
+        )
+    problems = " | ".join(caught.value.problems)
+    assert "job_id '1' repeats job #0" in problems
+    assert "prompt must be a non-empty string" in problems
+    assert "not a valid JSON Schema" in problems
+    assert "job #2: missing schema" in problems
+    with pytest.raises(InvalidPlan, match="at most 2"):
+        parse_plan(
+            '[{"job_id": 1, "prompt": "a", "schema": {}}, {"job_id": 2, "prompt": "a", "schema": {}},'
+            ' {"job_id": 3, "prompt": "a", "schema": {}}]',
+            max_jobs=2,
+        )
+    with pytest.raises(InvalidPlan, match="not one of the shared schemas"):
+        parse_plan(
+            '{"schemas": {"a": {}}, "jobs": [{"job_id": 1, "prompt": "a", "schema": "b"}]}',
+            max_jobs=2,
+        )
+    jobs = parse_plan(
+        '{"schemas": {"a": {"type": "object"}}, "jobs": [{"job_id": 7, "prompt": "p", "schema": "a"}]}',
+        5,
+    )
+    assert jobs[0].job_id == "7" and jobs[0].schema == {"type": "object"}
+
+
+def test_max_failures_is_the_floor_of_threshold_times_n() -> None:
+    assert max_failures(Decimal("0.2"), 10) == 2
+    assert max_failures(Decimal("0.2"), 14) == 2
+    assert max_failures(Decimal("0.2"), 15) == 3
+    assert max_failures(Decimal("0.2"), 1000) == 200
+
+
+def test_a_repeated_job_id_refuses_the_plan_and_creates_no_jobs(seeded, drive_fanout) -> None:
+    run = drive_fanout(drive_fanout.start({"n": 4, "bad_plan": True}))
+    assert run.status == S.AWAITING_REVIEW
+    ticket = run.tickets.get()
+    assert ticket.reason == EscalationTicket.Reason.VALIDATION_FAILED
+    assert "repeats job #0" in ticket.message
+    assert not FanoutJob.objects.filter(run=run).exists()
+
+
+# --- a whole run --------------------------------------------------------------------------
+
+
+def test_fanout_runs_every_job_persists_before_validation_and_aggregates(
+    seeded, drive_fanout
+) -> None:
+    probes.FANOUT_SEEN.clear()
+    run = drive_fanout(drive_fanout.start({"n": 12}))
+    assert run.status == S.SUCCEEDED, run.error
+    assert run.result == {"passed": 12, "failed": 0}
+    jobs = list(FanoutJob.objects.filter(run=run))
+    assert [j.status for j in jobs] == [J.SUCCEEDED] * 12
+    assert all(
+        j.verdict == "PASS" and j.attempts == 1 and j.output == {"value": j.job_id} for j in jobs
+    )
+    # Every output is a JSONL line, written before its validator call was made.
+    lines = {line["job_id"]: line for line in artifacts.read_lines(run.pk)}
+    assert set(lines) == {j.job_id for j in jobs}
+    for job in jobs:
+        validator = ModelCall.objects.get(job=job, role="validator")
+        assert lines[job.job_id]["output"] == {"value": job.job_id}
+        assert lines[job.job_id]["at"] < validator.created_at.isoformat()
+    # Every call is a ModelCall charged to the run: 1 decompose + 12 x 2 + 1 aggregate.
+    calls = ModelCall.objects.filter(run=run, status="ok")
+    assert Counter(calls.values_list("role", flat=True)) == {
+        "orchestrator": 2,
+        "specialist": 12,
+        "validator": 12,
+    }
+    assert run.cost_usd == sum(c.cost_usd for c in calls) > 0
+    assert sum(j.cost_usd for j in jobs) == sum(c.cost_usd for c in calls.exclude(job=None))
+    fan = Fanout.objects.get(run=run)
+    assert fan.phase == "done" and fan.total == 12
+    assert AuditEvent.objects.filter(run=run, kind="fanout.job.passed").count() == 12
+
+
+def test_a_failed_job_is_retried_once_and_only_once(seeded, drive_fanout) -> None:
+    probes.FANOUT_SEEN.clear()
+    run = drive_fanout(drive_fanout.start({"n": 10, "fail_once": ["j001"], "fail_twice": ["j002"]}))
+    assert run.status == S.SUCCEEDED, run.error
+    once, twice = (
+        FanoutJob.objects.get(run=run, job_id="j001"),
+        FanoutJob.objects.get(run=run, job_id="j002"),
+    )
+    assert (once.status, once.attempts, once.verdict) == (J.SUCCEEDED, 2, "PASS")
+    assert once.retry_reason == "planted FAIL of j001 attempt 1"
+    assert (twice.status, twice.attempts, twice.verdict) == (J.FAILED, 2, "FAIL")
+    assert "Failed validation twice" in twice.reason
+    # Exactly two specialist answers for each retried job, one for every other job.
+    assert probes.FANOUT_SEEN[("j001", 1)] == 1 and probes.FANOUT_SEEN[("j001", 2)] == 1
+    assert probes.FANOUT_SEEN[("j002", 1)] == 1 and probes.FANOUT_SEEN[("j002", 2)] == 1
+    assert ("j002", 3) not in probes.FANOUT_SEEN
+    assert ModelCall.objects.filter(job=twice, role="specialist").count() == 2
+    assert ModelCall.objects.filter(job=twice, role="validator").count() == 2
+    assert run.result == {"passed": 9, "failed": 1}
+    assert AuditEvent.objects.filter(run=run, kind="fanout.job.retried").count() == 2
+
+
+def test_schema_violation_fails_in_code_without_a_validator_call(seeded, drive_fanout) -> None:
+    run = drive_fanout(drive_fanout.start({"n": 10, "bad_output": ["j003"]}))
+    assert run.status == S.SUCCEEDED
+    job = FanoutJob.objects.get(run=run, job_id="j003")
+    assert (job.status, job.attempts, job.verdict) == (J.FAILED, 2, "FAIL")
+    assert "Schema: (root): 'value' is a required property" in job.reason
+    assert job.retry_reason.startswith("Schema:")
+    assert ModelCall.objects.filter(job=job, role="specialist").count() == 2
+    assert not ModelCall.objects.filter(job=job, role="validator").exists()
+
+
+# --- the breaker ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("failing", "halts"), [(2, False), (3, True)])
+def test_breaker_trips_exactly_past_the_threshold(seeded, drive_fanout, failing, halts) -> None:
+    """N=10 at 20%: two failed jobs are allowed, the third halts the run."""
+    fail = [f"j{i:03d}" for i in range(failing)]
+    run = drive_fanout(drive_fanout.start({"n": 10, "fail_twice": fail}))
+    jobs = FanoutJob.objects.filter(run=run)
+    if not halts:
+        assert run.status == S.SUCCEEDED
+        assert (
+            jobs.filter(status=J.FAILED).count() == 2
+            and jobs.filter(status=J.SUCCEEDED).count() == 8
+        )
+        assert not run.tickets.exists()
+        return
+    assert run.status == S.HALTED
+    assert jobs.filter(status=J.FAILED).count() == 3
+    ticket = run.tickets.get()
+    assert (
+        ticket.reason == EscalationTicket.Reason.FAILURE_RATE_EXCEEDED and ticket.status == "open"
+    )
+    assert "3 of 10 jobs failed" in ticket.message
+    assert Fanout.objects.get(run=run).phase == "halted"
+    # Nothing runs after the halt and nothing is left outstanding.
+    assert not jobs.filter(status__in=(J.QUEUED, J.RUNNING)).exists()
+    assert not ModelCall.objects.filter(run=run, turn=1, job=None).exists()  # never aggregated
+    assert AuditEvent.objects.filter(run=run, kind="fanout.halted").count() == 1
+
+
+def test_breaker_cancels_outstanding_jobs_and_stops_dispatching(
+    seeded, drive_fanout, settings
+) -> None:
+    settings.FANOUT_PER_RUN_CONCURRENCY = 4
+    run = drive_fanout(drive_fanout.start({"n": 40, "fail_twice": [f"j{i:03d}" for i in range(9)]}))
+    assert run.status == S.HALTED
+    jobs = FanoutJob.objects.filter(run=run)
+    assert jobs.filter(status=J.FAILED).count() == 9  # 40 x 20% = 8 allowed
+    assert jobs.filter(status=J.CANCELLED).count() > 20
+    assert not jobs.filter(status__in=(J.QUEUED, J.RUNNING)).exists()
+    # The cancelled jobs were never started.
+    assert not ModelCall.objects.filter(job__status=J.CANCELLED, job__attempts=0).exists()
+
+
+def test_a_halted_runs_ticket_can_only_be_acknowledged(seeded, drive_fanout, reviewer) -> None:
+    from reviews.resolutions import ReviewError, resolve
+
+    run = drive_fanout(drive_fanout.start({"n": 5, "fail_twice": ["j000", "j001"]}))
+    assert run.status == S.HALTED
+    ticket = run.tickets.get()
+    with pytest.raises(ReviewError, match="only 'fail'"):
+        resolve(ticket.pk, reviewer, "resume", note="go on")
+    resolve(ticket.pk, reviewer, "fail", comment="seen; the data was bad")
+    ticket.refresh_from_db()
+    run.refresh_from_db()
+    assert ticket.status == "resolved" and run.status == S.HALTED
+
+
+# --- the per-run and global caps ----------------------------------------------------------
+
+
+def _max_overlap(calls: Any) -> int:
+    edges = []
+    for created, finished in calls.values_list("created_at", "finished_at"):
+        edges += [(created, 1), (finished, -1)]
+    peak = current = 0
+    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def test_the_per_run_cap_bounds_jobs_in_flight(seeded, drive_fanout, settings) -> None:
+    settings.FANOUT_PER_RUN_CONCURRENCY = 5
+    settings.SIMULATOR = {**settings.SIMULATOR, "fixed_latency_seconds": 0.05}
+    from orchestration.llm import reset_clients
+    from orchestration.simulator.django import build_api_from_settings, reset_api
+
+    reset_api()
+    reset_clients()
+    run = drive_fanout(drive_fanout.start({"n": 30}), threads=16)
+    assert run.status == S.SUCCEEDED
+    job_calls = ModelCall.objects.filter(run=run).exclude(job=None)
+    assert _max_overlap(job_calls) == 5  # reached, never exceeded
+    assert build_api_from_settings().peak_in_flight <= 5
+
+
+def test_the_global_slot_semaphore_never_exceeds_its_cap(settings) -> None:
+    settings.FANOUT_GLOBAL_CONCURRENCY = 3
+    held, peak, lock = [0], [0], threading.Lock()
+
+    def worker(i: int) -> None:
+        with slots.slot(f"t{i}", wait_seconds=10):
+            with lock:
+                held[0] += 1
+                peak[0] = max(peak[0], held[0])
+            time.sleep(0.02)
+            with lock:
+                held[0] -= 1
+
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(worker, range(36)))
+    assert peak[0] == 3
+    assert slots.in_use() == 0
+
+
+def test_an_abandoned_slot_comes_back_after_its_lease(settings) -> None:
+    settings.FANOUT_GLOBAL_CONCURRENCY = 1
+    settings.FANOUT_SLOT_LEASE_SECONDS = 1
+    assert slots.try_acquire("dead-worker")  # never released, as after a SIGKILL
+    with pytest.raises(slots.NoSlot), slots.slot("live", wait_seconds=0.3):
+        pass
+    time.sleep(1.1)
+    with slots.slot("live", wait_seconds=0.3):
+        assert slots.in_use() == 1
+
+
+# --- costs ------------------------------------------------------------------------------------
+
+
+def test_budget_breach_pauses_the_run_and_resume_finishes_it(
+    seeded, drive_fanout, monkeypatch, reviewer
+) -> None:
+    from costs import accounting
+    from reviews.resolutions import resolve
+
+    calls = {"n": 0}
+    real = accounting.spend_breach
+
+    def breach_once(charge, workflow):
+        calls["n"] += 1
+        return "The run cost too much (test)." if calls["n"] == 6 else real(charge, workflow)
+
+    monkeypatch.setattr(accounting, "spend_breach", breach_once)
+    run = drive_fanout(drive_fanout.start({"n": 8}), threads=2)
+    assert run.status == S.AWAITING_REVIEW
+    assert run.tickets.get().reason == EscalationTicket.Reason.BUDGET_EXCEEDED
+    jobs = FanoutJob.objects.filter(run=run)
+    assert not jobs.filter(status=J.RUNNING).exists()  # handed back, not lost
+    resolve(run.tickets.get().pk, reviewer, "resume", note="approved by the budget owner")
+    run = drive_fanout(run)
+    assert run.status == S.SUCCEEDED
+    assert jobs.filter(status=J.SUCCEEDED).count() == 8
+    # No job was answered twice for the same attempt.
+    for job in jobs:
+        assert ModelCall.objects.filter(job=job, role="specialist", status="ok").count() == 1
+
+
+def test_estimate_of_1000_skus_is_over_20_dollars_and_waits_for_a_manager(seeded) -> None:
+    run = start_run("ad_variants", {"catalog": "demo", "skus": 1000}, _operator())
+    assert run.status == S.AWAITING_APPROVAL
+    assert run.estimate_usd > Decimal("20")
+    items = [line["item"] for line in run.estimate["lines"]]
+    assert "Fan-out size" in items and "Retry allowance" in items
+    assert any(i.startswith("Specialists") for i in items) and any(
+        i.startswith("Validators") for i in items
+    )
+    small = start_run("security_scan", {"repository": "demo-scan-tree"}, _operator())
+    assert small.status == S.QUEUED and small.estimate_usd < Decimal("20")
+
+
+def test_security_scan_demo_finds_the_planted_issues(seeded, drive_fanout) -> None:
+    run = drive_fanout(
+        drive_fanout.start({"repository": "demo-scan-tree", "limit": 60}, "security_scan")
+    )
+    assert run.status == S.SUCCEEDED, run.error
+    jobs = FanoutJob.objects.filter(run=run)
+    assert jobs.filter(status=J.FAILED).count() == 2  # the obfuscated evals in files 17 and 59
+    assert jobs.filter(attempts=2, status=J.SUCCEEDED).count() == 6  # split secrets: 3, 13, ..., 53
+    assert run.result["jobs_passed"] == 58 and run.result["files_scanned"] == 58
+    assert run.result["findings_by_rule"]["sql-injection"] == 9  # 0, 7, ..., 56
+
+
+# --- a real worker: SIGKILL and the global cap across processes ------------------------------
+
+
+FANOUT_ENV = {
+    "FANOUT_JOB_LEASE_SECONDS": "3",
+    "FANOUT_SLOT_LEASE_SECONDS": "3",
+    "FANOUT_REAPER_INTERVAL_SECONDS": "1",
+}
+
+
+@pytest.mark.worker
+def test_sigkill_mid_fanout_loses_no_job_and_finishes_none_twice(
+    seeded, worker_factory, settings
+) -> None:
+    env = {
+        **FANOUT_ENV,
+        "SIMULATOR_FIXED_LATENCY_SECONDS": "0.3",
+        "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
+        "FANOUT_SLOT_KEY": settings.FANOUT_SLOT_KEY,
+    }
+    first = worker_factory(env=env, pool="threads", concurrency=12)
+    run = start_run("fanout_probe", {"n": 40, "fail_once": ["j005", "j020"]}, _operator())
+    # Kill while jobs are in flight and some are done.
+    deadline = time.monotonic() + 60
+    while not (
+        FanoutJob.objects.filter(run=run, status=J.SUCCEEDED).count() >= 5
+        and ModelCall.objects.filter(run=run, status="pending").exclude(job=None).exists()
+    ):
+        assert time.monotonic() < deadline, "the fan-out did not get going"
+        time.sleep(0.05)
+    first.kill()
+    in_flight = set(
+        ModelCall.objects.filter(run=run, status="pending")
+        .exclude(job=None)
+        .values_list("job_id", flat=True)
+    )
+    assert in_flight
+    worker_factory(env=env, pool="threads", concurrency=12)
+    run = wait_for(run, (S.SUCCEEDED, S.FAILED, S.HALTED, S.AWAITING_REVIEW), timeout=120)
+    assert run.status == S.SUCCEEDED, run.error
+    jobs = FanoutJob.objects.filter(run=run)
+    assert jobs.count() == 40 and jobs.filter(status=J.SUCCEEDED).count() == 40
+    # Each job finished exactly once, and no attempt was answered twice.
+    passed = Counter(
+        e.payload["job_id"] for e in AuditEvent.objects.filter(run=run, kind="fanout.job.passed")
+    )
+    assert set(passed.values()) == {1} and len(passed) == 40
+    for job in jobs:
+        for role in ("specialist", "validator"):
+            per_turn = Counter(
+                ModelCall.objects.filter(job=job, role=role, status="ok").values_list(
+                    "turn", flat=True
+                )
+            )
+            assert all(n == 1 for n in per_turn.values()), (job.job_id, role, per_turn)
+    interrupted = ModelCall.objects.filter(run=run, status="error", error__startswith="interrupted")
+    assert set(interrupted.values_list("job_id", flat=True)) == in_flight
+    assert {line["job_id"] for line in artifacts.read_lines(run.pk)} == set(
+        jobs.values_list("job_id", flat=True)
+    )
+
+
+@pytest.mark.worker
+def test_global_cap_holds_across_workers_and_runs(seeded, worker_factory, settings) -> None:
+    env = {
+        **FANOUT_ENV,
+        "FANOUT_JOB_LEASE_SECONDS": "30",
+        "FANOUT_SLOT_LEASE_SECONDS": "30",
+        "SIMULATOR_FIXED_LATENCY_SECONDS": "0.1",
+        "FANOUT_GLOBAL_CONCURRENCY": "4",
+        "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
+        "FANOUT_SLOT_KEY": settings.FANOUT_SLOT_KEY,
+    }
+    worker_factory(env=env, pool="threads", concurrency=10)
+    worker_factory(env=env, pool="threads", concurrency=10)
+    runs = [start_run("fanout_probe", {"n": 25}, _operator()) for _ in range(2)]
+    for run in runs:
+        assert (
+            wait_for(run, (S.SUCCEEDED, S.FAILED, S.HALTED, S.AWAITING_REVIEW), timeout=120).status
+            == S.SUCCEEDED
+        )
+    job_calls = ModelCall.objects.filter(run__in=runs).exclude(job=None)
+    assert job_calls.count() == 100
+    assert _max_overlap(job_calls) == 4  # two workers x 10 threads x 2 runs, and never more than 4
