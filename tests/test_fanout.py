@@ -334,7 +334,7 @@ def test_an_abandoned_slot_comes_back_after_its_lease(settings) -> None:
 
 
 def test_budget_breach_pauses_the_run_and_resume_finishes_it(
-    seeded, drive_fanout, monkeypatch, reviewer
+    seeded, drive_fanout, monkeypatch, manager
 ) -> None:
     from costs import accounting
     from reviews.resolutions import resolve
@@ -352,7 +352,7 @@ def test_budget_breach_pauses_the_run_and_resume_finishes_it(
     assert run.tickets.get().reason == EscalationTicket.Reason.BUDGET_EXCEEDED
     jobs = FanoutJob.objects.filter(run=run)
     assert not jobs.filter(status=J.RUNNING).exists()  # handed back, not lost
-    resolve(run.tickets.get().pk, reviewer, "resume", note="approved by the budget owner")
+    resolve(run.tickets.get().pk, manager, "resume", note="approved by the budget owner")
     run = drive_fanout(run)
     assert run.status == S.SUCCEEDED
     assert jobs.filter(status=J.SUCCEEDED).count() == 8

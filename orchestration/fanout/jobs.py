@@ -27,6 +27,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import anthropic
@@ -268,6 +269,11 @@ def _validate(job: FanoutJob, token: str, workflow: Workflow) -> tuple[str, str]
     )
 
 
+def _stored_message(mc: ModelCall) -> Any:
+    """A recorded answer in the shape _text() and the checks read (its content blocks)."""
+    return SimpleNamespace(content=[SimpleNamespace(**block) for block in mc.response_content or []])
+
+
 def _text(message: Any) -> str:
     return "\n".join(b.text for b in message.content if getattr(b, "type", "") == "text")
 
@@ -292,6 +298,19 @@ def _call(
     wait = min(settings.FANOUT_SLOT_WAIT_SECONDS, settings.FANOUT_JOB_LEASE_SECONDS / 3)
     turn = job.attempts
     last_error = ""
+    recorded = (
+        ModelCall.objects.filter(job=job, role=role, turn=turn, status=ModelCall.Status.OK, error="")
+        .order_by("-attempt")
+        .first()
+    )
+    if recorded is not None:
+        # Answered before a crash cut the job short: use that answer, never ask (and pay) twice.
+        stored = _stored_message(recorded)
+        problem = check(stored) if check else None
+        if problem is None:
+            return recorded, stored
+        ModelCall.objects.filter(pk=recorded.pk).update(error=problem[:2000])
+        last_error = problem
     while True:
         attempt = ModelCall.objects.filter(job=job, role=role, turn=turn).count() + 1
         if attempt > limit:
