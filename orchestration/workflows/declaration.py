@@ -17,8 +17,8 @@ JSON = dict[str, Any]
 
 DEFAULT_MODELS: Mapping[str, str] = {
     "orchestrator": "claude-opus-4-6",
-    "specialist": "claude-sonnet-4-5",
-    "validator": "claude-sonnet-4-5",
+    "specialist": "claude-sonnet-4-6",
+    "validator": "claude-sonnet-4-6",
     "classifier": "claude-haiku-4-5",
 }
 
