@@ -4,6 +4,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from reviews import approvals
 from reviews.models import ApprovalRequest
 
 
@@ -11,7 +12,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    can_approve = user.has_perm("reviews.decide_approval")
+    can_approve = approvals.may_decide(user)
     return {
         "nav": {
             "can_start": user.has_perm("orchestration.start_run"),

@@ -370,11 +370,11 @@ def _record_response(run: Run, workflow: Workflow, mc: ModelCall, message: Any, 
         mc.sdk_attempts = sdk_attempts
         mc.latency_ms = latency_ms
         mc.finished_at = timezone.now()
-        charged = accounting.charge(mc, usage_json, batch=batch)  # saves mc
         # The note went out with this call; it is cleared in the same transaction that
         # records the answer, so a crash before this point re-sends it.
         Run.objects.filter(pk=run.pk).update(pending_note="")
-        run.refresh_from_db()
+        charged = accounting.charge(mc, usage_json, batch=batch)  # saves mc; .after is the updated run
+        run = charged.after
         audit.record("model.called", run=run, payload={
             "turn": mc.turn, "attempt": mc.attempt, "model": mc.model, "stop_reason": mc.stop_reason,
             "usage": usage_json, "cost_usd": str(charged.cost), "request_id": mc.request_id, "batch": batch,

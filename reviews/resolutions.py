@@ -31,6 +31,7 @@ from orchestration.models import Run, ToolCall
 from orchestration.validation import cut_to_schema, schema_errors
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import ToolContext
+from reviews import approvals
 from reviews.models import EscalationTicket
 
 T = EscalationTicket.Status
@@ -76,7 +77,7 @@ def _check_open(ticket: EscalationTicket) -> None:
 def _check_may_act(ticket: EscalationTicket, user: Any) -> None:
     if not may_resolve(user):
         raise ReviewError("Only reviewers and managers may act on escalation tickets.")
-    if ticket.reason == EscalationTicket.Reason.BUDGET_EXCEEDED and not user.has_perm("reviews.decide_approval"):
+    if ticket.reason == EscalationTicket.Reason.BUDGET_EXCEEDED and not approvals.may_decide(user):
         raise ReviewError("Only a manager may decide whether a run may spend past its budget.")
     if ticket.assignee_id and ticket.assignee_id != user.pk and not may_override(user):
         raise ReviewError(

@@ -6,6 +6,7 @@ COUNTERSIGN_EXTRA_WORKFLOWS.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from decimal import Decimal
 from typing import Any
@@ -70,7 +71,7 @@ def probe_policy(conv: Conversation) -> Turn:
     return answer({"value": got["value"], "receipt": receipt["receipt"]})
 
 
-register(Workflow(
+PROBE = register(Workflow(
     name="probe",
     title="Probe (tests only)",
     version="1",
@@ -128,30 +129,13 @@ register(Workflow(
 # The probe's tools and model, declared as if each run read a whole quarter: the estimate
 # (~60 turns of growing context on Opus) is over the default $20 approval threshold, while
 # the run itself is as short as the probe's.
-register(Workflow(
+register(dataclasses.replace(
+    PROBE,
     name="quarter_probe",
     title="Quarter probe (tests only)",
-    version="1",
-    domain="testing",
-    role="Call probe, then receipt, then answer.",
     input_schema={"type": "object", "properties": {"quarter": {"type": "string"}}, "required": ["quarter"]},
-    output_schema={"type": "object", "properties": {
-        "value": {"type": "integer"}, "receipt": {"type": "string", "x-from-tool": "receipt.receipt"}},
-        "required": ["value", "receipt"], "additionalProperties": False},
-    tools=(
-        Tool("probe", "A probe.", {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
-             {"type": "object", "properties": {"value": {"type": "integer"}, "checked": {"type": "boolean"}},
-              "required": ["value", "checked"]},
-             probe, timeout_seconds=1, validators=(_positive,)),
-        Tool("receipt", "Issue a receipt.", {"type": "object", "properties": {"value": {"type": "integer"}}, "required": ["value"]},
-             {"type": "object", "properties": {"receipt": {"type": "string"}}, "required": ["receipt"]},
-             lambda a, c: {"receipt": f"RCPT-{a['value']}"}),
-    ),
-    rules=("Call probe first.", "Then receipt."),
     constraints=Constraints(max_attempts_per_tool=3, max_steps=6, max_cost_usd=Decimal("100.00"), tool_timeout_seconds=10),
     expectation=Expectation(turns=60, output_tokens_per_turn=2_000, tool_result_tokens=8_000, final_output_tokens=4_000),
-    required_tools=("receipt",),
-    policy=probe_policy,
 ))
 
 

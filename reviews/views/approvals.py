@@ -28,24 +28,20 @@ def _with_spend(requests: list[ApprovalRequest]) -> list[ApprovalRequest]:
     return requests
 
 
-def _context(request, **extra) -> dict:
-    pending = list(ApprovalRequest.objects.filter(status=A.PENDING).select_related("run", "requested_by")
-                   .order_by("expires_at", "pk"))
-    return {
-        "pending": _with_spend(pending),
-        "decided": ApprovalRequest.objects.exclude(status=A.PENDING).select_related("run", "requested_by", "decided_by")
-        .order_by("-decided_at")[:RECENTLY_DECIDED],
-        "can_decide": approvals.may_decide(request.user),
-        "now": timezone.now(),
-        **extra,
-    }
-
-
 @require_GET
 def queue(request):
     if not _may_view(request.user):
         raise PermissionDenied
-    return render(request, "reviews/approvals.html", _context(request))
+    pending = list(ApprovalRequest.objects.filter(status=A.PENDING).select_related("run", "requested_by")
+                   .order_by("expires_at", "pk"))
+    return render(request, "reviews/approvals.html", {
+        "pending": _with_spend(pending),
+        "pending_count": len(pending),
+        "decided": ApprovalRequest.objects.exclude(status=A.PENDING).select_related("run", "requested_by", "decided_by")
+        .order_by("-decided_at")[:RECENTLY_DECIDED],
+        "can_decide": approvals.may_decide(request.user),
+        "now": timezone.now(),
+    })
 
 
 @require_POST
@@ -68,8 +64,11 @@ def decide(request, request_id: int):
     req = ApprovalRequest.objects.select_related("run", "requested_by", "decided_by").filter(pk=request_id).first()
     if req is None:
         return HttpResponse(status=404)
-    context = _context(request, r=_with_spend([req])[0], error=error, comment=comment if error else "")
-    return render(request, "reviews/approvals.html#row_swap", context)
+    return render(request, "reviews/approvals.html#row_swap", {
+        "r": _with_spend([req])[0], "error": error, "comment": comment if error else "",
+        "pending_count": ApprovalRequest.objects.filter(status=A.PENDING).count(),
+        "can_decide": True, "now": timezone.now(),
+    })
 
 
 @require_POST
