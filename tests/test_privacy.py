@@ -109,10 +109,10 @@ def test_tool_payloads_are_encrypted_at_rest_and_read_back(settings, operator):
     assert tc.output == {"transactions": [{"txn_id": "TX-20261120-001", "amount": 10}]}
     assert ToolCall.objects.values_list("input", flat=True).get(pk=tc.pk) == {"date": "2026-11-20"}
     # .update() seals too.
-    ToolCall.objects.filter(pk=tc.pk).update(output={"secret": "s3"})
-    assert "s3" not in json.dumps(_stored(tc)) and ToolCall.objects.get(pk=tc.pk).output == {
-        "secret": "s3"
-    }
+    # (A long marker: a short one like "s3" turns up by chance in base64 ciphertext.)
+    ToolCall.objects.filter(pk=tc.pk).update(output={"secret": "sealed-by-update-marker"})
+    assert "sealed-by-update-marker" not in json.dumps(_stored(tc))
+    assert ToolCall.objects.get(pk=tc.pk).output == {"secret": "sealed-by-update-marker"}
 
 
 def test_key_rotation_reads_old_rows_and_writes_with_the_new_key(settings, operator):
