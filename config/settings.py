@@ -299,7 +299,7 @@ LOGGING = {
 # /healthz: checks time out after this; a queue whose last heartbeat is older than the max age
 # is reported down. Beat sends ops.tasks.heartbeat to each queue every interval.
 HEALTHZ_TIMEOUT_SECONDS = env.float("HEALTHZ_TIMEOUT_SECONDS", default=2.0)
-HEALTHZ_WORKER_QUEUES = env.list("HEALTHZ_WORKER_QUEUES", default=["celery", "llm"])
+HEALTHZ_WORKER_QUEUES = env.list("HEALTHZ_WORKER_QUEUES", default=["celery", "llm", "fanout"])
 HEARTBEAT_INTERVAL_SECONDS = env.float("HEARTBEAT_INTERVAL_SECONDS", default=30.0)
 HEALTHZ_HEARTBEAT_MAX_AGE_SECONDS = env.int("HEALTHZ_HEARTBEAT_MAX_AGE_SECONDS", default=120)
 for _queue in HEALTHZ_WORKER_QUEUES:

@@ -80,7 +80,7 @@ def test_healthz_is_ok_when_every_check_passes(client, db, heartbeats):
     body = response.json()
     assert body["status"] == "ok" and set(body["checks"]) == {"database", "broker", "workers"}
     assert all(c["ok"] for c in body["checks"].values())
-    assert set(body["checks"]["workers"]["queues"]) == {"celery", "llm"}
+    assert set(body["checks"]["workers"]["queues"]) == {"celery", "llm", "fanout"}
     assert body["checks"]["workers"]["queues"]["llm"]["last_heartbeat_seconds_ago"] < 5
     assert "no-cache" in response["Cache-Control"]
 
@@ -157,13 +157,13 @@ def test_the_heartbeat_task_records_the_queue_it_came_from(db, settings):
 
 
 @pytest.mark.worker
-def test_a_real_worker_and_beat_make_healthz_green(client, monkeypatch, worker_factory):
+def test_a_real_worker_and_beat_make_healthz_green(client, monkeypatch, settings, worker_factory):
     import time
 
     monkeypatch.setenv("HEARTBEAT_INTERVAL_SECONDS", "1")
     from django.core.cache import cache
 
-    cache.delete_many([health.HEARTBEAT_KEY.format(queue=q) for q in ("celery", "llm")])
+    cache.delete_many([health.HEARTBEAT_KEY.format(queue=q) for q in settings.HEALTHZ_WORKER_QUEUES])
     assert client.get("/healthz").status_code == 503
     worker_factory()
     deadline = time.monotonic() + 30
