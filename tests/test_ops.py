@@ -163,7 +163,9 @@ def test_a_real_worker_and_beat_make_healthz_green(client, monkeypatch, settings
     monkeypatch.setenv("HEARTBEAT_INTERVAL_SECONDS", "1")
     from django.core.cache import cache
 
-    cache.delete_many([health.HEARTBEAT_KEY.format(queue=q) for q in settings.HEALTHZ_WORKER_QUEUES])
+    cache.delete_many(
+        [health.HEARTBEAT_KEY.format(queue=q) for q in settings.HEALTHZ_WORKER_QUEUES]
+    )
     assert client.get("/healthz").status_code == 503
     worker_factory()
     deadline = time.monotonic() + 30
