@@ -13,6 +13,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.urls import reverse
 
+from costs.pricing import usd_string
 from orchestration.models import Run
 from orchestration.workflows.declaration import Workflow
 from reviews.models import EscalationTicket
@@ -23,7 +24,7 @@ def iso(value: dt.datetime | None) -> str | None:
 
 
 def money(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
+    return usd_string(value)
 
 
 def estimate(run: Run) -> dict[str, Any] | None:

@@ -97,19 +97,35 @@ def batch_saving(usage: Usage, price: ModelPrice, *, batch: bool) -> Decimal:
     return cost_of(usage, price) - cost_of(usage, price, batch=True) if batch else Decimal(0)
 
 
+def usd_string(value: Decimal | None) -> str | None:
+    """A cost for machines (API, downloads): exact, written to the micro-dollar when that loses
+    nothing ("0.089288"); a batch call that costs less keeps its digits. Never a float."""
+    if value is None:
+        return None
+    micro = value.quantize(Decimal("0.000001"))
+    return str(micro if micro == value else value.normalize())
+
+
 # The same two savings as SQL over ModelCall rows (their price FK), for the costs page's
 # aggregates; tests/test_pricing.py checks they agree with the functions above.
 def _money(expression: Any) -> ExpressionWrapper:
-    return ExpressionWrapper(expression, output_field=DecimalField(max_digits=20, decimal_places=10))
+    return ExpressionWrapper(
+        expression, output_field=DecimalField(max_digits=20, decimal_places=10)
+    )
 
 
 def cache_saving_sql() -> ExpressionWrapper:
     saving = (
         F("cache_read_tokens") * (F("price__input_per_mtok") - F("price__cache_read_per_mtok"))
-        - F("cache_write_5m_tokens") * (F("price__cache_write_5m_per_mtok") - F("price__input_per_mtok"))
-        - F("cache_write_1h_tokens") * (F("price__cache_write_1h_per_mtok") - F("price__input_per_mtok"))
+        - F("cache_write_5m_tokens")
+        * (F("price__cache_write_5m_per_mtok") - F("price__input_per_mtok"))
+        - F("cache_write_1h_tokens")
+        * (F("price__cache_write_1h_per_mtok") - F("price__input_per_mtok"))
     ) / MILLION
-    factor = Case(When(is_batch=True, then=Value(Decimal(1)) - F("price__batch_discount")), default=Value(Decimal(1)))
+    factor = Case(
+        When(is_batch=True, then=Value(Decimal(1)) - F("price__batch_discount")),
+        default=Value(Decimal(1)),
+    )
     return _money(saving * factor)
 
 
@@ -121,7 +137,12 @@ def batch_saving_sql() -> ExpressionWrapper:
         + F("cache_read_tokens") * F("price__cache_read_per_mtok")
         + F("output_tokens") * F("price__output_per_mtok")
     ) / MILLION
-    return _money(Case(When(is_batch=True, then=list_price * F("price__batch_discount")), default=Value(Decimal(0))))
+    return _money(
+        Case(
+            When(is_batch=True, then=list_price * F("price__batch_discount")),
+            default=Value(Decimal(0)),
+        )
+    )
 
 
 def _canonical_model(model: str) -> str:

@@ -6,11 +6,11 @@ system never carries what the redaction policy matches, whatever is stored.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
 
+from costs.pricing import usd_string
 from orchestration.audit import verify_run
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
 from orchestration.privacy import PayloadKeyError, redact
@@ -20,14 +20,6 @@ DOCUMENT_VERSION = 1
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
-
-
-def _money(value: Decimal | None) -> str | None:
-    """Exact, written to the micro-dollar when that loses nothing (a batch call can cost less)."""
-    if value is None:
-        return None
-    micro = value.quantize(Decimal("0.000001"))
-    return str(micro if micro == value else value.normalize())
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -42,8 +34,8 @@ def run_summary(run: Run) -> dict[str, Any]:
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),
-        "estimate_usd": _money(run.estimate_usd),
-        "cost_usd": _money(run.cost_usd),
+        "estimate_usd": usd_string(run.estimate_usd),
+        "cost_usd": usd_string(run.cost_usd),
         "input_tokens": run.input_tokens,
         "output_tokens": run.output_tokens,
         "cache_write_tokens": run.cache_write_tokens,
@@ -73,7 +65,7 @@ def _model_call(mc: ModelCall) -> dict[str, Any]:
         "cache_write_5m_tokens": mc.cache_write_5m_tokens,
         "cache_write_1h_tokens": mc.cache_write_1h_tokens,
         "cache_read_tokens": mc.cache_read_tokens,
-        "cost_usd": _money(mc.cost_usd),
+        "cost_usd": usd_string(mc.cost_usd),
         "is_batch": mc.is_batch,
         "sdk_attempts": mc.sdk_attempts,
         "latency_ms": mc.latency_ms,
@@ -181,8 +173,8 @@ def run_document(run: Run) -> dict[str, Any]:
             {
                 "id": a.pk,
                 "status": a.status,
-                "estimate_usd": _money(a.estimate_usd),
-                "threshold_usd": _money(a.threshold_usd),
+                "estimate_usd": usd_string(a.estimate_usd),
+                "threshold_usd": usd_string(a.threshold_usd),
                 "calculation": a.calculation,
                 "requested_by": a.requested_by.get_username(),
                 "decided_by": a.decided_by.get_username() if a.decided_by_id else None,

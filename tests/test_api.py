@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from api.models import ApiToken
+from costs.pricing import usd_string
 from orchestration.launch import RunRefused, start_run
 from orchestration.models import AuditEvent, Run
 from reviews import resolutions
@@ -51,7 +52,7 @@ def test_start_follow_and_resolve_a_run_with_tokens(client, operator, reviewer, 
     body = assert_documented(started, "/api/runs", "post")
     run = Run.objects.get(pk=body["id"])
     assert body["status"] == "queued" == run.status
-    assert body["estimate"]["upper_usd"] == format(run.estimate_usd, "f")
+    assert body["estimate"]["upper_usd"] == usd_string(run.estimate_usd)
     assert body["estimate"]["lines"][-1]["item"] == "Upper bound"
     assert started["Location"] == run_url(run.pk)
     assert body["links"]["self"].endswith(run_url(run.pk))
@@ -102,9 +103,11 @@ def test_start_follow_and_resolve_a_run_with_tokens(client, operator, reviewer, 
     assert done["result"]["amount"] == 300000.0 and done["finished_at"] is not None
     run.refresh_from_db()
     assert (
-        done["cost_usd"] == format(run.cost_usd, "f")
+        done["cost_usd"] == usd_string(run.cost_usd)
         and done["tokens"]["input"] == run.input_tokens
     )
+    # Real-time calls cost whole micro-dollars: written with six places, like the downloads.
+    assert len(done["cost_usd"].split(".")[1]) == 6
     assert AuditEvent.objects.filter(run=run, kind="ticket.resolved", actor=reviewer).exists()
 
 
