@@ -87,6 +87,7 @@ def drive_fanout(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         return run
 
     _drive.start = _start
+    _drive.steps = steps
     return _drive
 
 
@@ -134,13 +135,44 @@ def test_max_failures_is_the_floor_of_threshold_times_n() -> None:
     assert max_failures(Decimal("0.2"), 1000) == 200
 
 
-def test_a_repeated_job_id_refuses_the_plan_and_creates_no_jobs(seeded, drive_fanout) -> None:
+def _decompose_calls(run: Run) -> list[ModelCall]:
+    return list(ModelCall.objects.filter(run=run, job__isnull=True, turn=0).order_by("attempt"))
+
+
+def test_a_repeated_job_id_is_refused_twice_then_pauses_with_no_jobs(seeded, drive_fanout) -> None:
     run = drive_fanout(drive_fanout.start({"n": 4, "bad_plan": True}))
     assert run.status == S.AWAITING_REVIEW
     ticket = run.tickets.get()
     assert ticket.reason == EscalationTicket.Reason.VALIDATION_FAILED
-    assert "repeats job #0" in ticket.message
+    assert "repeats job #0" in ticket.message and "(2 answers)" in ticket.message
     assert not FanoutJob.objects.filter(run=run).exists()
+    first, second = _decompose_calls(run)  # asked once more, with the reason, then no more
+    assert "previous_answer_refused" not in first.request_content[0]["text"]
+    assert "repeats job #0" in second.request_content[0]["text"]
+    assert AuditEvent.objects.filter(run=run, kind="fanout.plan_rejected").count() == 2
+
+
+def test_a_refused_plan_is_asked_for_again_and_the_fixed_plan_runs(seeded, drive_fanout) -> None:
+    run = drive_fanout(drive_fanout.start({"n": 3, "bad_plan_once": True}))
+    assert run.status == S.SUCCEEDED and not run.tickets.exists()
+    assert len(_decompose_calls(run)) == 2
+    assert FanoutJob.objects.filter(run=run, status=J.SUCCEEDED).count() == 3
+
+
+def test_a_reviewers_retry_of_a_refused_plan_asks_again_with_the_note(
+    seeded, drive_fanout, reviewer
+) -> None:
+    from reviews import resolutions
+
+    run = drive_fanout(drive_fanout.start({"n": 2, "bad_plan": True}))
+    ticket = run.tickets.get()
+    resolutions.resolve(ticket.pk, reviewer, "retry", comment="Use unique job ids.")
+    drive_fanout.steps.append(str(run.pk))
+    run = drive_fanout(run)
+    calls = _decompose_calls(run)
+    # Not the refused answer judged again: a fresh round of two answers, the note in the first.
+    assert len(calls) == 4 and "Use unique job ids." in calls[2].request_content[0]["text"]
+    assert run.status == S.AWAITING_REVIEW and run.tickets.filter(status="open").count() == 1
 
 
 # --- a whole run --------------------------------------------------------------------------

@@ -142,7 +142,7 @@ register(dataclasses.replace(
 # --- fan-out ------------------------------------------------------------------------------
 # "fanout_probe": N jobs; the validator FAILs the jobs listed in fail_once on their first
 # attempt only, and those in fail_twice on both. "bad_plan" makes the orchestrator repeat a
-# job id. SEEN counts specialist calls per (run, job, attempt) in this process.
+# job id; "bad_plan_once" only until it is told why its plan was refused. SEEN counts specialist calls per (run, job, attempt) in this process.
 from orchestration.demo.playbook import fanout_roles  # noqa: E402
 from orchestration.workflows.declaration import FanoutSpec  # noqa: E402
 
@@ -153,7 +153,9 @@ VALUE_SCHEMA = {"type": "object", "properties": {"value": {"type": "string"}}, "
 def _probe_decompose(data: dict[str, Any]) -> Any:
     n = data["input"]["n"]
     jobs = [{"job_id": f"j{i:03d}", "prompt": f"Echo j{i:03d}", "schema": "value"} for i in range(n)]
-    if data["input"].get("bad_plan"):
+    if data["input"].get("bad_plan") or (
+        data["input"].get("bad_plan_once") and "previous_answer_refused" not in data
+    ):
         jobs[-1]["job_id"] = jobs[0]["job_id"]
     return {"schemas": {"value": VALUE_SCHEMA}, "jobs": jobs}
 
@@ -195,7 +197,7 @@ FANOUT_PROBE = register(Workflow(
         "fail_once": {"type": "array", "items": {"type": "string"}},
         "fail_twice": {"type": "array", "items": {"type": "string"}},
         "bad_output": {"type": "array", "items": {"type": "string"}},
-        "bad_plan": {"type": "boolean"}}, "required": ["n"]},
+        "bad_plan": {"type": "boolean"}, "bad_plan_once": {"type": "boolean"}}, "required": ["n"]},
     output_schema={"type": "object", "properties": {"passed": {"type": "integer"}, "failed": {"type": "integer"}},
                    "required": ["passed", "failed"]},
     tools=(), rules=("Echo.",),

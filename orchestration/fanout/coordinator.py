@@ -3,14 +3,18 @@
 The run's steps are ordinary ``advance_run`` tasks (the engine hands a fan-out workflow's
 step to ``step``), holding the run's step lease:
 
-- **decomposing**: the orchestrator is called once with the input (and the workflow's
-  context data) and must answer with the job list; it is validated (orchestration.fanout.
-  plan) and the jobs are inserted in the same transaction that moves the phase on;
+- **decomposing**: the orchestrator is called with the input (and the workflow's context
+  data) and must answer with the job list; it is validated (orchestration.fanout.plan) and
+  the jobs are inserted in the same transaction that moves the phase on;
 - **dispatching**: ``maybe_continue`` fills the run's free slots (at most
   per_run_concurrency jobs running) with queued jobs, in order;
 - **aggregating**: the orchestrator gets every passed output and every failure and answers
   with the final result, which must satisfy the output schema and the workflow's
   final_check before the run succeeds.
+
+An answer refused in code (a bad plan, an invalid result) is asked for once more with the
+reasons (ANSWER_ATTEMPTS); a second refusal pauses the run with a ticket. A reviewer's
+resume or retry starts a fresh round, and the next call carries the reviewer's note.
 
 The fan-in is in Postgres, never a chord: every job that settles calls ``job_settled``,
 which locks the run's Fanout row and decides, idempotently, whether to halt (failed jobs
@@ -40,7 +44,7 @@ from orchestration.fanout import artifacts, jobs
 from orchestration.fanout.models import Fanout, FanoutJob
 from orchestration.fanout.plan import JOB_LIST_FORMAT, InvalidPlan, parse_plan
 from orchestration.llm import client_for
-from orchestration.models import ModelCall, Run
+from orchestration.models import AuditEvent, ModelCall, Run
 from orchestration.tool_execution import backoff_seconds, in_round, round_start
 from orchestration.validation import parse_json_answer, schema_errors
 from orchestration.workflows.declaration import FanoutSpec, Workflow
@@ -52,6 +56,10 @@ P = Fanout.Phase
 J = FanoutJob.Status
 R = EscalationTicket.Reason
 DECOMPOSE_TURN, AGGREGATE_TURN = 0, 1
+# An orchestrator answer (plan or aggregate) refused in code is asked for once more, with the
+# reasons, before the run pauses for a reviewer: the same bound as a job's retry.
+ANSWER_ATTEMPTS = 2
+REFUSALS = ("fanout.plan_rejected", "final.rejected")
 
 
 def step(run: Run, workflow: Workflow) -> float | None:
@@ -105,9 +113,14 @@ def _start(run: Run, spec: FanoutSpec) -> Fanout:
 # --- orchestrator turns -------------------------------------------------------------------
 
 
-def _user_turn(run: Run, workflow: Workflow, turn: int) -> dict[str, Any]:
+def _user_turn(run: Run, workflow: Workflow, turn: int, refused: list[str]) -> dict[str, Any]:
     spec = workflow.fanout
     assert spec is not None
+    asked_again = {}
+    if refused:
+        asked_again["previous_answer_refused"] = refused
+    if run.pending_note:
+        asked_again["reviewer_note"] = run.pending_note
     if turn == DECOMPOSE_TURN:
         return {
             "phase": "decompose",
@@ -115,9 +128,11 @@ def _user_turn(run: Run, workflow: Workflow, turn: int) -> dict[str, Any]:
             "context": spec.context(run.input) if spec.context else None,
             "max_jobs": spec.max_jobs,
             "job_format": JOB_LIST_FORMAT,
+            **asked_again,
         }
     done = FanoutJob.objects.filter(run=run).order_by("seq")
     return {
+        **asked_again,
         "phase": "aggregate",
         "input": run.input,
         "counts": counts(run.pk),
@@ -137,10 +152,13 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
     )
     calls = ModelCall.objects.filter(run=run, job__isnull=True, turn=turn)
     done = calls.filter(status=ModelCall.Status.OK).order_by("-attempt").first()
-    if done is not None:  # answered before a crash: judge that answer, do not pay twice
+    refusals = _refusals(run, turn)
+    if done is not None and done.pk not in refusals:
+        # Answered before a crash (or a budget pause): judge that answer, do not pay twice.
         return _after_answer(run, workflow, turn, done)
     attempt = calls.count() + 1
-    user = json.dumps(_user_turn(run, workflow, turn), ensure_ascii=False)
+    refused = refusals[done.pk] if done is not None else []
+    user = json.dumps(_user_turn(run, workflow, turn, refused), ensure_ascii=False)
     model = workflow.orchestrator_model
     mc = ModelCall.objects.create(
         run=run,
@@ -198,6 +216,9 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
         mc.latency_ms = int((time.monotonic() - started) * 1000)
         mc.finished_at = timezone.now()
         charged = accounting.charge(mc, usage_json)
+        if run.pending_note:  # the reviewer's note went into this call
+            Run.objects.filter(pk=run.pk).update(pending_note="")
+            run.pending_note = ""
         audit.record(
             "model.called",
             run=run,
@@ -241,15 +262,9 @@ def _accept_plan(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
     try:
         planned = parse_plan(mc.text, spec.max_jobs)
     except InvalidPlan as exc:
-        audit.record("fanout.plan_rejected", run=run, payload={"problems": exc.problems})
-        escalate(
-            run.pk,
-            R.VALIDATION_FAILED,
-            f"The decomposition was refused: {exc.problems[0]}",
-            model_call=mc,
-            details={"errors": exc.problems},
+        return _refuse(
+            run, mc, "fanout.plan_rejected", exc.problems, "The decomposition was refused"
         )
-        return None
     with transaction.atomic():
         fan = Fanout.objects.select_for_update().get(run=run)
         if fan.phase != P.DECOMPOSING:
@@ -287,15 +302,14 @@ def _accept_result(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
     if not problems and spec.final_check:
         problems = list(spec.final_check(output, tally))
     if problems:
-        audit.record("final.rejected", run=run, payload={"turn": mc.turn, "problems": problems})
-        escalate(
-            run.pk,
-            R.VALIDATION_FAILED,
-            f"The aggregated result is invalid: {problems[0]}",
-            model_call=mc,
-            details={"errors": problems, "proposed_result": output if not error else None},
+        return _refuse(
+            run,
+            mc,
+            "final.rejected",
+            problems,
+            "The aggregated result is invalid",
+            proposed_result=output if not error else None,
         )
-        return None
     with transaction.atomic():
         if not Fanout.objects.filter(run=run, phase=P.AGGREGATING).update(phase=P.DONE):
             return None
@@ -306,6 +320,37 @@ def _accept_result(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
             result=output,
             event_payload={"cost_usd": str(Run.objects.get(pk=run.pk).cost_usd), "jobs": tally},
         )
+    return None
+
+
+def _refusals(run: Run, turn: int) -> dict[int, list[str]]:
+    """The orchestrator answers of this turn refused in code: model call id -> problems."""
+    events = AuditEvent.objects.filter(run=run, kind__in=REFUSALS, payload__turn=turn)
+    return {
+        e.payload["model_call"]: e.payload["problems"] for e in events if "model_call" in e.payload
+    }
+
+
+def _refuse(
+    run: Run, mc: ModelCall, kind: str, problems: list[str], what: str, **details: Any
+) -> float | None:
+    """Record the refusal; ask once more with the reasons, or pause the run for a reviewer."""
+    audit.record(
+        kind, run=run, payload={"turn": mc.turn, "model_call": mc.pk, "problems": problems}
+    )
+    since = round_start(run)
+    tries = in_round(
+        ModelCall.objects.filter(run=run, job__isnull=True, turn=mc.turn, status="ok"), since
+    )
+    if tries.count() < ANSWER_ATTEMPTS:
+        return 0.0  # the next step asks again, with the problems in its user turn
+    escalate(
+        run.pk,
+        R.VALIDATION_FAILED,
+        f"{what} ({tries.count()} answers): {problems[0]}",
+        model_call=mc,
+        details={"errors": problems, **details},
+    )
     return None
 
 
