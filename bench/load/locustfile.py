@@ -2,7 +2,7 @@
 
 Run by bench/load/run.py (``make load``), which starts the app and passes, in the environment:
 LOAD_REVIEWERS / LOAD_MANAGERS (usernames, comma-separated: one locust user signs in as each)
-and DEMO_PASSWORD. Every request goes through ``_call``: a 5xx is a failure named "server error",
+DEMO_PASSWORD, and LOAD_CA_BUNDLE (the app's throw-away TLS certificate). Every request goes through ``_call``: a 5xx is a failure named "server error",
 and so is any status the page should never answer (a 403 on a mutation means the CSRF token or
 the role is wrong, which a browser would show as an error page). Expected refusals (a ticket
 another reviewer claimed first, a run no longer visible to a reviewer) are not failures: they
@@ -21,10 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import urllib3
 from locust import HttpUser, between, task
-
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # our own self-signed cert
 
 PASSWORD = os.environ.get("DEMO_PASSWORD", "demo")
 POLLS_PER_RUN_VIEW = 3
@@ -57,7 +54,8 @@ class Browser(HttpUser):
     wait_time = between(1, 3)
 
     def on_start(self) -> None:
-        self.client.verify = False
+        # The app's throw-away certificate (run.py makes it); verified, not ignored.
+        self.client.verify = os.environ.get("LOAD_CA_BUNDLE", True)
         pool = ACCOUNTS[self.role]
         if not pool:
             raise RuntimeError(f"no {self.role} accounts left: set LOAD_{self.role.upper()}S")
@@ -79,11 +77,13 @@ class Browser(HttpUser):
     @contextmanager
     def _call(self, method: str, url: str, name: str, *, htmx: bool = False, ok=(200,),
               data: dict | None = None, check=None) -> Iterator:
-        name = f"{method} {name}" + (" (htmx)" if htmx else "")
+        name += " (htmx)" if htmx else ""
         with self.client.request(method, url, name=name, data=data, catch_response=True,
                                  allow_redirects=False,
                                  headers=self._headers(htmx, method == "POST")) as response:
-            if response.status_code >= 500:
+            if response.status_code == 0:  # no HTTP answer at all: connection or TLS error
+                response.failure(f"no response: {response.error!r}")
+            elif response.status_code >= 500:
                 response.failure(f"server error {response.status_code}")
             elif response.status_code not in ok:
                 response.failure(f"unexpected status {response.status_code}")

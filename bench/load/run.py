@@ -216,11 +216,11 @@ def seed(reviewers: int, managers: int) -> tuple[list[str], list[str], str]:
 class RunStarter:
     """Starts the runs through the JSON API, as an operator's script would, and times each call."""
 
-    def __init__(self, base_url: str, token: str, runs: list[tuple[str, dict]]) -> None:
+    def __init__(self, base_url: str, token: str, runs: list[tuple[str, dict]], ca: Path) -> None:
         import requests
 
         self.session = requests.Session()
-        self.session.verify = False
+        self.ca = str(ca)
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.base_url, self.runs = base_url, runs
         self.started: list[str] = []
@@ -237,6 +237,7 @@ class RunStarter:
                 json={"workflow": workflow, "input": value},
                 headers={"Idempotency-Key": secrets.token_hex(16)},
                 timeout=60,
+                verify=self.ca,  # per request: REQUESTS_CA_BUNDLE would override session.verify
             )
             self.times_ms.append((time.monotonic() - t0) * 1000)
             self.statuses[response.status_code] += 1
@@ -266,14 +267,14 @@ def settled(counts: Counter[str]) -> bool:
     return all(status in Run.FINAL or status in PAUSED for status in counts)
 
 
-def wait_healthy(base_url: str, seconds: float, procs: Processes) -> None:
+def wait_healthy(base_url: str, seconds: float, procs: Processes, ca: Path) -> None:
     import requests
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         procs.check_alive()
         try:
-            if requests.get(f"{base_url}/healthz?check=database", verify=False, timeout=2).ok:
+            if requests.get(f"{base_url}/healthz?check=database", verify=str(ca), timeout=2).ok:
                 return
         except requests.RequestException:
             pass
@@ -398,7 +399,7 @@ def write_results(report: dict, stats: list[dict[str, str]], server: dict[str, l
         name = row["Name"]
         if row["Type"] == "" and name == "Aggregated":
             continue
-        method, _, page = name.partition(" ")
+        method, page = row["Type"], name
         server_key = f"{method} {page.removesuffix(' (htmx)').split('?')[0]}"
         server_times = server.get(server_key, [])
         server_cols = (
@@ -409,7 +410,7 @@ def write_results(report: dict, stats: list[dict[str, str]], server: dict[str, l
             else "| "
         )
         lines.append(
-            f"| `{name}` | {int(row['Request Count']):,} | {row['Failure Count']} | "
+            f"| `{method} {name}` | {int(row['Request Count']):,} | {row['Failure Count']} | "
             f"{row['50%']} | {row['95%']} | {float(row['Max Response Time']):.0f} | {server_cols} |"
         )
     total = next(row for row in stats if row["Name"] == "Aggregated")
@@ -485,9 +486,7 @@ def main() -> int:
     }
     os.environ.update(env)
     import redis
-    import urllib3
 
-    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     log(f"database {db_name}, redis db {LOAD_REDIS_DB}, logs in {workdir}")
     create_database(admin_url, db_name)
     redis.Redis.from_url(redis_url).flushdb()
@@ -524,14 +523,14 @@ def main() -> int:
             "-n", "load@%h", "--without-gossip", "--without-mingle",
         ])
         procs.start("beat", [*celery, "beat", "-l", "warning", "--schedule", str(workdir / "beat")])
-        wait_healthy(base_url, 60, procs)
+        wait_healthy(base_url, 60, procs, cert)
         log(f"app up at {base_url}")
 
         rng = random.Random(args.seed)
         plan = [(wf, value) for wf, value, n in MIX for _ in range(n)]
-        plan = (plan * (args.runs // len(plan) + 1))[: args.runs] if args.runs != len(plan) else plan
-        rng.shuffle(plan)
-        starter = RunStarter(base_url, token, plan)
+        rng.shuffle(plan)  # then cut or repeat: --runs other than 200 keeps the same mix
+        plan = (plan * (args.runs // len(plan) + 1))[: args.runs]
+        starter = RunStarter(base_url, token, plan, cert)
         runs_started_at = time.monotonic()
         starter.start(args.prestart)
         log(f"{len(starter.started)} runs started; waiting for the queues to fill")
@@ -559,6 +558,7 @@ def main() -> int:
         ], env={
             "LOAD_REVIEWERS": ",".join(review_accounts), "LOAD_MANAGERS": ",".join(manager_accounts),
             "LOAD_REVIEWER_USERS": str(reviewers), "LOAD_MANAGER_USERS": str(managers),
+            "LOAD_CA_BUNDLE": str(cert),  # locust's sessions verify the app's certificate
         })
         locust_deadline = time.monotonic() + args.run_time + 60
         while locust.poll() is None:
