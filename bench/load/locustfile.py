@@ -75,12 +75,27 @@ class Browser(HttpUser):
         return headers
 
     @contextmanager
-    def _call(self, method: str, url: str, name: str, *, htmx: bool = False, ok=(200,),
-              data: dict | None = None, check=None) -> Iterator:
+    def _call(
+        self,
+        method: str,
+        url: str,
+        name: str,
+        *,
+        htmx: bool = False,
+        ok=(200,),
+        data: dict | None = None,
+        check=None,
+    ) -> Iterator:
         name += " (htmx)" if htmx else ""
-        with self.client.request(method, url, name=name, data=data, catch_response=True,
-                                 allow_redirects=False,
-                                 headers=self._headers(htmx, method == "POST")) as response:
+        with self.client.request(
+            method,
+            url,
+            name=name,
+            data=data,
+            catch_response=True,
+            allow_redirects=False,
+            headers=self._headers(htmx, method == "POST"),
+        ) as response:
             if response.status_code == 0:  # no HTTP answer at all: connection or TLS error
                 response.failure(f"no response: {response.error!r}")
             elif response.status_code >= 500:
@@ -105,10 +120,17 @@ class Browser(HttpUser):
 
     def sign_in(self) -> None:
         self.get("/login/", "/login/")
-        response = self.post("/login/", "/login/", {
-            "username": self.username, "password": PASSWORD, "next": "/",
-            "csrfmiddlewaretoken": self.client.cookies.get("csrftoken", ""),
-        }, ok=(302,))
+        response = self.post(
+            "/login/",
+            "/login/",
+            {
+                "username": self.username,
+                "password": PASSWORD,
+                "next": "/",
+                "csrfmiddlewaretoken": self.client.cookies.get("csrftoken", ""),
+            },
+            ok=(302,),
+        )
         if response.status_code != 302 or response.headers.get("Location") != "/":
             raise RuntimeError(f"{self.username} could not sign in ({response.status_code})")
 
@@ -137,7 +159,9 @@ class Browser(HttpUser):
             return
         for _ in range(POLLS_PER_RUN_VIEW):
             time.sleep(POLL_SECONDS)
-            live = self.get(f"/runs/{run_id}/live/", "/runs/[id]/live/", htmx=True, ok=(200, 286, 404))
+            live = self.get(
+                f"/runs/{run_id}/live/", "/runs/[id]/live/", htmx=True, ok=(200, 286, 404)
+            )
             if live.status_code != 200:  # 286: the run is final, htmx stops polling
                 return
 
@@ -151,15 +175,22 @@ class Browser(HttpUser):
         if not open_ids:
             return
         ticket = random.choice(open_ids)
-        row = self.post(f"/reviews/tickets/{ticket}/claim/", "/reviews/tickets/[id]/claim/", {}, htmx=True)
+        row = self.post(
+            f"/reviews/tickets/{ticket}/claim/", "/reviews/tickets/[id]/claim/", {}, htmx=True
+        )
         if f"<td>{self.username}</td>" not in row.text:
             return  # someone else claimed it first: the row says who
         page = self.get(f"/reviews/tickets/{ticket}/", "/reviews/tickets/[id]/")
         time.sleep(random.uniform(1, 3))  # reading the context
         form = self.resolution(page.text)
         # The ticket is ours (claimed above), so a refusal is a bug worth a failure row.
-        done = self.post(f"/reviews/tickets/{ticket}/resolve/", "/reviews/tickets/[id]/resolve/", form,
-                         htmx=True, check=_refused)
+        done = self.post(
+            f"/reviews/tickets/{ticket}/resolve/",
+            "/reviews/tickets/[id]/resolve/",
+            form,
+            htmx=True,
+            check=_refused,
+        )
         if target := done.headers.get("HX-Redirect", ""):
             self.watch_run(target.strip("/").split("/")[-1])
 
@@ -172,7 +203,11 @@ class Browser(HttpUser):
             return {"action": "approve", "comment": "Signed off under load test."}
         if "manual review" in why and "resume" in offered:
             decision = random.choice(["approve", "approve", "reject"])
-            return {"action": "resume", "note": f"Checked the payee: {decision}.", "comment": "Reviewed."}
+            return {
+                "action": "resume",
+                "note": f"Checked the payee: {decision}.",
+                "comment": "Reviewed.",
+            }
         return {"action": "fail", "comment": "Not safe to continue without the data owner."}
 
 
@@ -189,7 +224,9 @@ class Reviewer(Browser):
 
     @task(2)
     def queue_by_age(self) -> None:
-        self.get("/reviews/tickets/?assignee=nobody&status=open", "/reviews/tickets/?assignee=nobody")
+        self.get(
+            "/reviews/tickets/?assignee=nobody&status=open", "/reviews/tickets/?assignee=nobody"
+        )
 
 
 class Manager(Browser):
@@ -209,7 +246,12 @@ class Manager(Browser):
             form = {"decision": "approve", "comment": ""}
         else:
             form = {"decision": "reject", "comment": "Over this week's budget for this workflow."}
-        self.post(f"/reviews/approvals/{request_id}/decide/", "/reviews/approvals/[id]/decide/", form, htmx=True)
+        self.post(
+            f"/reviews/approvals/{request_id}/decide/",
+            "/reviews/approvals/[id]/decide/",
+            form,
+            htmx=True,
+        )
 
     @task(1)
     def costs(self) -> None:

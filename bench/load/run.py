@@ -73,7 +73,11 @@ MIX = (
     ("financial_reporting", {"date": "2026-11-18"}, 10),  # approval, then $250 discrepancy
     ("financial_reporting", {"date": "2026-11-19"}, 10),  # approval, then APRA violation
     ("financial_reporting", {"date": "2026-11-21"}, 5),  # approval, then no transactions
-    ("customer_router", {"customer_account": "ACC-100", "question": "How much could I borrow?"}, 25),
+    (
+        "customer_router",
+        {"customer_account": "ACC-100", "question": "How much could I borrow?"},
+        25,
+    ),
     ("customer_router", {"customer_account": "ACC-900", "question": "Where is my payment?"}, 15),
     ("customer_router", {"customer_account": "ACC-101", "question": "Hello, can you help?"}, 10),
 )
@@ -153,7 +157,9 @@ class Processes:
     def check_alive(self) -> None:
         for name, proc, _ in self.procs:
             if name != "locust" and proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}: see {self.workdir}/{name}.log")
+                raise RuntimeError(
+                    f"{name} exited with {proc.returncode}: see {self.workdir}/{name}.log"
+                )
 
     def stop(self) -> None:
         for _name, proc, _ in reversed(self.procs):
@@ -289,7 +295,9 @@ def read_simulator_url(proc: subprocess.Popen, logfile: Path) -> str:
     line = stream.readline().decode()
     found = re.search(r"listening on (http://\S+)", line)
     if not found:
-        raise RuntimeError(f"the simulator did not start: {line or '(no output)'} ... see {logfile}")
+        raise RuntimeError(
+            f"the simulator did not start: {line or '(no output)'} ... see {logfile}"
+        )
 
     def drain() -> None:  # an unread pipe would block the simulator once it filled
         with open(logfile, "ab") as out:
@@ -354,8 +362,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def write_results(report: dict, stats: list[dict[str, str]], server: dict[str, list[float]],
-                  command: str) -> None:
+def write_results(
+    report: dict, stats: list[dict[str, str]], server: dict[str, list[float]], command: str
+) -> None:
     path = ROOT / "bench" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     r = report
@@ -369,7 +378,7 @@ def write_results(report: dict, stats: list[dict[str, str]], server: dict[str, l
         "and locust itself.",
         "",
         f"Reproduce: `make load` (or `{command}`). Setup and what each simulated person does: "
-        "docs/operations.md, \"Load test\".",
+        'docs/operations.md, "Load test".',
         "",
         f"- {r['users']} locust users for {r['run_time']} s: {r['reviewers']} reviewers and "
         f"{r['managers']} managers, each signed in as their own account, 1-3 s between actions;",
@@ -445,7 +454,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--prestart", type=int, default=40, help="runs started before locust")
     parser.add_argument("--run-time", type=int, default=150, help="locust seconds")
-    parser.add_argument("--drain", type=int, default=120, help="max seconds to wait for runs after locust")
+    parser.add_argument(
+        "--drain", type=int, default=120, help="max seconds to wait for runs after locust"
+    )
     parser.add_argument("--latency-scale", type=float, default=0.1)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8014")))
     parser.add_argument("--seed", type=int, default=8)
@@ -479,6 +490,8 @@ def main() -> int:
         "SECRET_KEY": secrets.token_urlsafe(50),
         "PUBLIC_BASE_URL": base_url,
         "APPROVAL_THRESHOLD_USD": APPROVAL_THRESHOLD,
+        # One operator starts every run; the default limit (100 a day) would refuse half of them.
+        "RUNS_PER_USER_PER_DAY": "10000",
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "text",
         "PYTHONPATH": str(ROOT),
@@ -502,26 +515,71 @@ def main() -> int:
         manage = [sys.executable, "manage.py"]
         simulator = procs.start(
             "simulator",
-            [*manage, "simulate_api", "--port", "0", "--latency-scale", str(args.latency_scale),
-             "--seed", str(args.seed)],
+            [
+                *manage,
+                "simulate_api",
+                "--port",
+                "0",
+                "--latency-scale",
+                str(args.latency_scale),
+                "--seed",
+                str(args.seed),
+            ],
             stdout=subprocess.PIPE,
         )
         sim_url = read_simulator_url(simulator, workdir / "simulator.log")
         procs.env["ANTHROPIC_BASE_URL"] = sim_url
         log(f"simulator at {sim_url}")
-        procs.start("web", [
-            sys.executable, "-m", "gunicorn", "config.wsgi:application",
-            "--bind", f"127.0.0.1:{args.port}", "--worker-class", "gthread",
-            "--workers", str(GUNICORN_WORKERS), "--threads", str(GUNICORN_THREADS),
-            "--certfile", str(cert), "--keyfile", str(key), "--timeout", "60",
-            "--access-logfile", str(workdir / "access.log"),
-            "--access-logformat", "%(m)s %(U)s %(q)s %(s)s %(D)s",
-        ])
+        procs.start(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{args.port}",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                str(GUNICORN_WORKERS),
+                "--threads",
+                str(GUNICORN_THREADS),
+                "--certfile",
+                str(cert),
+                "--keyfile",
+                str(key),
+                "--timeout",
+                "60",
+                # Longer than any pause between a simulated person's requests (as a reverse
+                # proxy would keep it): with gunicorn's 2 s default the server closes idle
+                # connections just as the client reuses them ("Remote end closed connection").
+                "--keep-alive",
+                "30",
+                "--access-logfile",
+                str(workdir / "access.log"),
+                "--access-logformat",
+                "%(m)s %(U)s %(q)s %(s)s %(D)s",
+            ],
+        )
         celery = [sys.executable, "-m", "celery", "-A", "config"]
-        procs.start("worker", [
-            *celery, "worker", "-l", "warning", "-Q", "celery,llm", "-c", str(WORKER_PROCESSES),
-            "-n", "load@%h", "--without-gossip", "--without-mingle",
-        ])
+        procs.start(
+            "worker",
+            [
+                *celery,
+                "worker",
+                "-l",
+                "warning",
+                "-Q",
+                "celery,llm",
+                "-c",
+                str(WORKER_PROCESSES),
+                "-n",
+                "load@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
         procs.start("beat", [*celery, "beat", "-l", "warning", "--schedule", str(workdir / "beat")])
         wait_healthy(base_url, 60, procs, cert)
         log(f"app up at {base_url}")
@@ -550,16 +608,41 @@ def main() -> int:
         )
         pacer.start()
         csv_prefix = workdir / "locust"
-        locust = procs.start("locust", [
-            sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "load" / "locustfile.py"),
-            "--headless", "--users", str(args.users), "--spawn-rate", "10",
-            "--run-time", f"{args.run_time}s", "--stop-timeout", "15", "--host", base_url,
-            "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING",
-        ], env={
-            "LOAD_REVIEWERS": ",".join(review_accounts), "LOAD_MANAGERS": ",".join(manager_accounts),
-            "LOAD_REVIEWER_USERS": str(reviewers), "LOAD_MANAGER_USERS": str(managers),
-            "LOAD_CA_BUNDLE": str(cert),  # locust's sessions verify the app's certificate
-        })
+        locust = procs.start(
+            "locust",
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(ROOT / "bench" / "load" / "locustfile.py"),
+                "--headless",
+                "--users",
+                str(args.users),
+                # People sign in over time: each sign-in is a deliberately slow password hash
+                # (PBKDF2), and 10 a second would starve the 2 cores for the first seconds.
+                "--spawn-rate",
+                "2",
+                "--run-time",
+                f"{args.run_time}s",
+                "--stop-timeout",
+                "15",
+                "--host",
+                base_url,
+                "--csv",
+                str(csv_prefix),
+                "--only-summary",
+                "--loglevel",
+                "WARNING",
+            ],
+            env={
+                "LOAD_REVIEWERS": ",".join(review_accounts),
+                "LOAD_MANAGERS": ",".join(manager_accounts),
+                "LOAD_REVIEWER_USERS": str(reviewers),
+                "LOAD_MANAGER_USERS": str(managers),
+                "LOAD_CA_BUNDLE": str(cert),  # locust's sessions verify the app's certificate
+            },
+        )
         locust_deadline = time.monotonic() + args.run_time + 60
         while locust.poll() is None:
             procs.check_alive()
@@ -579,8 +662,18 @@ def main() -> int:
         settle_time = time.monotonic()
         log(f"runs: {dict(counts)}")
         time.sleep(1)  # the access log is written after each response: let the last lines land
-        return check_and_report(args, workdir, csv_prefix, starter, counts, runs_started_at,
-                                settle_time, locust_done, reviewers, managers)
+        return check_and_report(
+            args,
+            workdir,
+            csv_prefix,
+            starter,
+            counts,
+            runs_started_at,
+            settle_time,
+            locust_done,
+            reviewers,
+            managers,
+        )
     finally:
         stop_starting.set()
         procs.stop()
@@ -593,9 +686,18 @@ def main() -> int:
         log(f"stopped everything after {time.monotonic() - started_at:.0f} s; logs in {workdir}")
 
 
-def check_and_report(args, workdir: Path, csv_prefix: Path, starter: RunStarter,
-                     counts: Counter[str], runs_started_at: float, settle_time: float,
-                     locust_done: float, reviewers: int, managers: int) -> int:
+def check_and_report(
+    args,
+    workdir: Path,
+    csv_prefix: Path,
+    starter: RunStarter,
+    counts: Counter[str],
+    runs_started_at: float,
+    settle_time: float,
+    locust_done: float,
+    reviewers: int,
+    managers: int,
+) -> int:
     from orchestration.audit import verify_chain
     from orchestration.models import Run
     from reviews.models import ApprovalRequest, EscalationTicket
@@ -608,7 +710,9 @@ def check_and_report(args, workdir: Path, csv_prefix: Path, starter: RunStarter,
     server_errors = sum(n for status, n in server_statuses.items() if status >= 500)
     api_5xx = sum(n for status, n in starter.statuses.items() if status >= 500)
     if server_errors or api_5xx:
-        problems.append(f"{server_errors} server errors in the access log: {server_error_lines[:5]}")
+        problems.append(
+            f"{server_errors} server errors in the access log: {server_error_lines[:5]}"
+        )
     for f in failures:
         problems.append(f"locust: {f['Occurrences']} x {f['Method']} {f['Name']}: {f['Error']}")
     if starter.errors:
@@ -619,7 +723,11 @@ def check_and_report(args, workdir: Path, csv_prefix: Path, starter: RunStarter,
     if unsettled:
         problems.append(f"runs not final or paused after the drain: {unsettled}")
     chain = verify_chain(None)
-    audit = f"verified, {chain.checked:,} events" if chain.ok else f"BROKEN at #{chain.broken_at}: {chain.problem}"
+    audit = (
+        f"verified, {chain.checked:,} events"
+        if chain.ok
+        else f"BROKEN at #{chain.broken_at}: {chain.problem}"
+    )
     if not chain.ok:
         problems.append(f"audit chain: {audit}")
     tickets = EscalationTicket.objects.filter(run_id__in=starter.started)
@@ -627,8 +735,12 @@ def check_and_report(args, workdir: Path, csv_prefix: Path, starter: RunStarter,
     api = starter.times_ms or [0.0]
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "users": args.users, "reviewers": reviewers, "managers": managers,
-        "run_time": args.run_time, "runs": args.runs, "prestart": args.prestart,
+        "users": args.users,
+        "reviewers": reviewers,
+        "managers": managers,
+        "run_time": args.run_time,
+        "runs": args.runs,
+        "prestart": args.prestart,
         "latency_scale": args.latency_scale,
         "passed": not problems,
         "server_errors": server_errors + api_5xx,
@@ -649,9 +761,14 @@ def check_and_report(args, workdir: Path, csv_prefix: Path, starter: RunStarter,
     (workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     log(json.dumps({k: v for k, v in report.items() if k != "notes"}, default=str))
     if not args.no_results:
-        write_results(report, stats, server_times, "bash scripts/with-services.sh --name load -- "
-                      f"python bench/load/run.py --users {args.users} --runs {args.runs} "
-                      f"--run-time {args.run_time}")
+        write_results(
+            report,
+            stats,
+            server_times,
+            "bash scripts/with-services.sh --name load -- "
+            f"python bench/load/run.py --users {args.users} --runs {args.runs} "
+            f"--run-time {args.run_time}",
+        )
         log("wrote the Load section of bench/RESULTS.md")
     for p in problems:
         log(f"PROBLEM: {p}")
