@@ -14,14 +14,17 @@ HTMX requests carry ``HX-Request: true`` and are named with a `` (htmx)`` suffix
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from locust import HttpUser, between, task
+from locust import HttpUser, between, events, task
 
 PASSWORD = os.environ.get("DEMO_PASSWORD", "demo")
 POLLS_PER_RUN_VIEW = 3
@@ -44,6 +47,28 @@ def _pool(name: str) -> list[str]:
 # One locust process spawns every user, so popping from a module-level list hands each locust
 # user its own account (distinct sessions, distinct assignees, distinct login attempts).
 ACCOUNTS = {"reviewer": _pool("LOAD_REVIEWERS"), "manager": _pool("LOAD_MANAGERS")}
+
+
+# Every failure of the whole test, sign-ins included: run.py passes --reset-stats, which clears
+# locust's own failure table once everyone is signed in, so the checks read this file instead.
+FAILURES: Counter[str] = Counter()
+
+
+@events.request.add_listener
+def _count_failure(request_type: str, name: str, exception=None, **_kw) -> None:
+    if exception is not None:
+        FAILURES[f"{request_type} {name}: {exception}"] += 1
+
+
+@events.user_error.add_listener
+def _count_user_error(user_instance, exception, tb, **_kw) -> None:
+    FAILURES[f"{type(user_instance).__name__} raised {exception!r}"] += 1
+
+
+@events.quitting.add_listener
+def _write_failures(environment, **_kw) -> None:
+    if path := os.environ.get("LOAD_FAILURES_FILE"):
+        Path(path).write_text(json.dumps(FAILURES, indent=1))
 
 
 class Browser(HttpUser):
