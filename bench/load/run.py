@@ -269,6 +269,7 @@ class LockWaits:
         self.url, self.samples, self.peak = database_url, 0, 0
         self.waiting_samples = 0
         self.queries: Counter[str] = Counter()
+        self.holders: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -286,6 +287,16 @@ class LockWaits:
                 self.waiting_samples += bool(rows)
                 self.peak = max(self.peak, len(rows))
                 self.queries.update(r[0] for r in rows)
+                if rows:
+                    # Who holds what they wait for: state and last statement of each lock holder.
+                    held = conn.execute(
+                        "SELECT a.state, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 90)"
+                        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                        " WHERE l.granted AND a.datname = current_database() AND l.pid IN"
+                        " (SELECT unnest(pg_blocking_pids(pid)) FROM pg_stat_activity"
+                        "  WHERE wait_event_type = 'Lock')"
+                    ).fetchall()
+                    self.holders.update(f"[{state}] {query}" for state, query in set(held))
 
     def stop(self) -> None:
         self._stop.set()
@@ -800,6 +811,7 @@ def check_and_report(
             "with_waiters": locks.waiting_samples,
             "peak": locks.peak,
             "top": locks.queries.most_common(5),
+            "holders": locks.holders.most_common(8),
         },
         "notes": [f"Problems: {p}" for p in problems],
     }
