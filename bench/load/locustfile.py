@@ -1,9 +1,10 @@
 """Locust users for the load test: reviewers and managers working the queues like a browser.
 
 Run by bench/load/run.py (``make load``), which starts the app and passes, in the environment:
-LOAD_REVIEWERS / LOAD_MANAGERS (usernames, comma-separated: one locust user signs in as each)
-DEMO_PASSWORD, and LOAD_CA_BUNDLE (the app's throw-away TLS certificate). Every request goes through ``_call``: a 5xx is a failure named "server error",
-and so is any status the page should never answer (a 403 on a mutation means the CSRF token or
+LOAD_REVIEWERS / LOAD_MANAGERS (usernames, comma-separated: one locust user signs in as each),
+DEMO_PASSWORD, LOAD_CA_BUNDLE (the app's throw-away TLS certificate) and LOAD_FAILURES_FILE.
+Every request goes through ``_call``: a 5xx is a failure named "server error", and so is any
+status the page should never answer (a 403 on a mutation means the CSRF token or
 the role is wrong, which a browser would show as an error page). Expected refusals (a ticket
 another reviewer claimed first, a run no longer visible to a reviewer) are not failures: they
 are what 50 people clicking at once produce.
@@ -32,11 +33,9 @@ POLL_SECONDS = 1.5  # what run_detail.html's hx-trigger="every 1500ms" does
 
 RUN_ID = re.compile(r'href="/runs/([0-9a-f-]{36})/"')
 CLAIMABLE = re.compile(r'action="/reviews/tickets/(\d+)/claim/"')
-TICKET_LINK = re.compile(r'href="/reviews/tickets/(\d+)/"')
 PENDING_APPROVAL = re.compile(r'action="/reviews/approvals/(\d+)/decide/"')
 STOP_BANNER = re.compile(r"<strong>What stopped the run:</strong>(.*?)</div>", re.S)
 RESOLVE_ACTION = re.compile(r'name="action" value="(\w+)"')
-ROW_ERROR = re.compile(r'<p class="error">(.*?)</p>', re.S)
 REASONS = ("validation_failed", "regulatory_trigger", "ambiguity", "tool_error")
 
 
