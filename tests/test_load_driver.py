@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from bench.load import report
 from bench.load import run as load
 
 
@@ -25,7 +26,7 @@ def test_access_log_groups_pages_and_counts_server_errors(tmp_path):
             ]
         )
     )
-    times, statuses, errors = load.access_log(log)
+    times, statuses, errors = report.access_log(log)
     assert times["GET /runs/[id]/"] == [12.0]
     assert times["GET /runs/[id]/live/"] == [8.0]
     assert times["POST /reviews/tickets/[id]/claim/"] == [30.0]
@@ -37,9 +38,9 @@ def test_access_log_groups_pages_and_counts_server_errors(tmp_path):
 
 def test_percentile_is_nearest_rank():
     values = [float(v) for v in range(1, 101)]
-    assert load.pct(values, 0.5) == 51.0
-    assert load.pct(values, 0.95) == 95.0
-    assert load.pct([7.0], 0.95) == 7.0
+    assert report.pct(values, 0.5) == 51.0
+    assert report.pct(values, 0.95) == 95.0
+    assert report.pct([7.0], 0.95) == 7.0
 
 
 def test_the_mix_is_200_runs_of_demo_inputs_that_validate():
@@ -73,6 +74,9 @@ def _report(passed: bool) -> dict:
         "audit": "verified, 10 events",
         "api_ms": {"p50": 1.0, "p95": 2.0, "max": 3.0},
         "api_errors": 0,
+        "worker_processes": 4,
+        "gunicorn_workers": 2,
+        "gunicorn_threads": 4,
         "lock_waits": {
             "samples": 4,
             "with_waiters": 1,
@@ -109,8 +113,8 @@ def test_results_section_is_replaced_not_appended(tmp_path):
         },
     ]
     server = {"GET /runs/": [5.0, 9.0], "POST /login/": [300.0]}
-    load.write_results(_report(False), stats, server, "cmd", path)
-    load.write_results(_report(True), stats, server, "cmd", path)
+    report.write_results(_report(False), stats, server, "cmd", path)
+    report.write_results(_report(True), stats, server, "cmd", path)
     text = path.read_text()
     assert text.count("## Load") == 1 and "## Fan-out\n\nkept" in text
     assert "**Outcome: PASS.**" in text and "FAIL" not in text
