@@ -7,18 +7,19 @@ SHELL := /bin/bash
 .SUFFIXES:
 
 PYTEST_ARGS ?=
+LOAD_ARGS ?=
 FORCE ?=
 
 SERVICES := bash scripts/services.sh
 WITH_SERVICES := bash scripts/with-services.sh
 VENV_BIN := .venv/bin
 
-.PHONY: help deps run test services stop status env lint fmt shell migrate clean-dev bench
+.PHONY: help deps run test services stop status env lint fmt shell migrate clean-dev bench load
 
 help: ## List the targets
 	@echo "Countersign: make TARGET"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Variables: PYTEST_ARGS='-k foo' (test), PORT=8000 (run), FORCE=1 (clean-dev)"
+	@echo "Variables: PYTEST_ARGS='-k foo' (test), LOAD_ARGS='--users 10' (load), PORT=8000 (run), FORCE=1 (clean-dev)"
 
 deps: ## Install what is missing: apt packages (postgres, redis, chromium, fonts) and .venv
 	@$(SERVICES) deps
@@ -65,3 +66,6 @@ clean-dev: ## Stop the services and delete .dev: the dev data (asks first; FORCE
 bench: ## Run every bench/*.py benchmark with the services up (results in bench/RESULTS.md)
 	@for script in bench/*.py; do case $$script in */_*|*_workflow.py) continue;; esac; \
 		echo "== $$script"; $(WITH_SERVICES) --deps --name bench -- python $$script || exit 1; done
+
+load: ## Load test (~5 min): 50 reviewers/managers on gunicorn while 200 runs execute; see docs/operations.md
+	@$(WITH_SERVICES) --deps --name load -- python bench/load/run.py $(LOAD_ARGS)

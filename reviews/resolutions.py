@@ -103,7 +103,22 @@ def _set_assignee(ticket_id: int, user: Any, assignee: Any, event: str) -> Escal
 
 
 def claim(ticket_id: int, user: AbstractBaseUser) -> EscalationTicket:
-    return _set_assignee(ticket_id, user, user, "ticket.claimed")
+    """Take a ticket nobody holds. Claiming one that someone else holds is refused, even for a
+    manager: the click usually comes from a queue page loaded before the other person claimed it
+    (the load test caught managers silently taking tickets from reviewers mid-resolution). A
+    manager takes a ticket over explicitly, with assign. Claiming your own ticket changes nothing."""
+    with transaction.atomic():
+        ticket = _locked(ticket_id)
+        _check_open(ticket)
+        if ticket.assignee_id == user.pk:
+            return ticket
+        if ticket.assignee_id:
+            since = f" at {timezone.localtime(ticket.claimed_at):%H:%M:%S}" if ticket.claimed_at else ""
+            raise ReviewError(
+                f"{ticket.assignee.get_username()} claimed this ticket first{since}; nothing was changed."
+                + (" To take it over, assign it to yourself." if may_override(user) else "")
+            )
+        return _set_assignee(ticket_id, user, user, "ticket.claimed")
 
 
 def unclaim(ticket_id: int, user: AbstractBaseUser) -> EscalationTicket:

@@ -90,6 +90,32 @@ def test_claimed_ticket_belongs_to_its_assignee_unless_a_manager_overrides(revie
     assert ticket.resolved_by == manager and ticket.assignee == reviewer
 
 
+def test_claim_never_takes_a_ticket_someone_else_holds(client, reviewer, manager, paused):
+    # A manager's Claim button on a queue page loaded before the reviewer claimed the ticket:
+    # the reviewer keeps it (found by the load test: managers took tickets mid-resolution).
+    ticket = resolutions.claim(paused[1].pk, reviewer)
+    client.force_login(manager)
+    response = client.post(reverse("ticket_claim", args=[ticket.pk]), headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "reviewer claimed this ticket first" in body and "assign it to yourself" in body
+    assert "<td>reviewer</td>" in body
+    ticket.refresh_from_db()
+    assert ticket.assignee == reviewer and ticket.status == "claimed"
+    assert AuditEvent.objects.filter(kind="ticket.claimed").count() == 1
+    # Taking it over stays possible, explicitly.
+    resolutions.assign(ticket.pk, manager, manager)
+    ticket.refresh_from_db()
+    assert ticket.assignee == manager
+
+
+def test_claiming_your_own_ticket_again_changes_nothing(reviewer, paused):
+    first = resolutions.claim(paused[1].pk, reviewer)
+    again = resolutions.claim(paused[1].pk, reviewer)
+    assert again.assignee == reviewer and again.claimed_at == first.claimed_at
+    assert AuditEvent.objects.filter(kind="ticket.claimed").count() == 1
+
+
 def test_assign_to_another_reviewer_in_place(client, manager, reviewer, paused):
     client.force_login(manager)
     response = client.post(reverse("ticket_assign", args=[paused[1].pk]), {"assignee": reviewer.pk},
