@@ -1,0 +1,103 @@
+"""Fixtures of the fault suite, and its summary table (printed, and written to test-artifacts).
+
+Run it with `make faults`: scripts/faults.sh gives it a Postgres (synchronous_commit on) and a
+Redis of its own, which these tests crash and restart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import ARTIFACTS
+from tests.faults import services
+from tests.faults.invariants import SUMMARY
+
+pytestmark = pytest.mark.worker
+
+# Worker settings for every scenario: a short step lease and a reaper every second, so a
+# killed step is picked up within seconds, not the production 15 minutes.
+FAST_RECOVERY = {
+    "RUN_STEP_LEASE_SECONDS": "4",
+    "REAPER_INTERVAL_SECONDS": "1",
+    "FANOUT_JOB_LEASE_SECONDS": "5",
+}
+
+
+@pytest.fixture(autouse=True)
+def _own_services(transactional_db: Any) -> None:
+    services.require_own_services()
+
+
+@pytest.fixture
+def operator_user(seeded: None) -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get(username="operator")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something truthy (bounded; fails with ``what``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.03)
+    raise AssertionError(f"not reached within {timeout:g}s: {what}")
+
+
+COLUMNS = [
+    ("scenario", "scenario"),
+    ("runs", "runs"),
+    ("succeeded", "succeeded"),
+    ("paused", "paused"),
+    ("failed", "failed"),
+    ("sdk_retries", "SDK retries"),
+    ("model_retries", "model re-attempts"),
+    ("tool_retries", "tool re-attempts"),
+    ("interrupted", "interrupted calls"),
+    ("tools_executed", "tools executed"),
+    ("side_effects", "side effects"),
+    ("duplicates", "duplicates"),
+    ("chain_ok", "chain OK"),
+    ("stuck", "stuck"),
+    ("seconds", "seconds"),
+]
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    for row in rows:
+        cells = [
+            ("yes" if row[k] else "NO") if k == "chain_ok" else str(row[k]) for k, _ in COLUMNS
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [
+        f"- {row['scenario']}: {row['faults']}"
+        + (f"; paused: {row['pause_reasons']}" if row["pause_reasons"] else "")
+        for row in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not SUMMARY:
+        return
+    rows = [t.as_dict() for t in SUMMARY]
+    out = ARTIFACTS / "faults"
+    out.mkdir(parents=True, exist_ok=True)
+    table = summary_markdown(rows)
+    (out / "summary.md").write_text(table)
+    (out / "summary.json").write_text(json.dumps(rows, indent=2))
+    terminalreporter.section("fault scenarios")
+    terminalreporter.write(table)
+    terminalreporter.write_line(f"(written to {out / 'summary.md'})")
