@@ -31,9 +31,14 @@ export PYTHONUNBUFFERED=1
 export CS_DOTENV=/dev/null
 
 cs_log "fault suite: Postgres 127.0.0.1:$COUNTERSIGN_PG_PORT, Redis 127.0.0.1:$COUNTERSIGN_REDIS_PORT, files in $COUNTERSIGN_DEV_DIR"
+# The whole suite, unless the arguments name test files (make faults PYTEST_ARGS='tests/faults/x.py').
+target=(tests/faults)
+for arg in "$@"; do
+    [[ $arg == tests/faults* ]] && target=()
+done
 rc=0
 bash "$REPO_ROOT/scripts/with-services.sh" --deps --redis-db 1 --name faults -- \
-    "$VENV_DIR/bin/pytest" tests/faults -p no:cacheprovider "$@" || rc=$?
+    "$VENV_DIR/bin/pytest" "${target[@]}" -p no:cacheprovider "$@" || rc=$?
 case $rc in
 0) ;;
 5) cs_log "pytest collected no fault tests (exit 5): that counts as a failure" ;;

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import tests.workflows_for_tests  # noqa: F401 - registers probe and pair here, as in the workers
 from tests.conftest import ARTIFACTS
 from tests.faults import services
 from tests.faults.invariants import SUMMARY
