@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -30,8 +30,11 @@ FAST_RECOVERY = {
 
 
 @pytest.fixture(autouse=True)
-def _own_services(transactional_db: Any) -> None:
+def _own_services(transactional_db: Any) -> Iterator[None]:
     services.require_own_services()
+    yield
+    # A scenario that failed half-way must not leave the next one without its services.
+    services.ensure_running()
 
 
 @pytest.fixture

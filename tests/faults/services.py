@@ -141,3 +141,18 @@ def start_redis() -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError("redis-server did not come back within 60s")
+
+
+def ensure_running() -> None:
+    """Start whichever of the two is down (after a scenario that failed mid-outage)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=1).ping()
+    except redis.ConnectionError:
+        start_redis()
+    data, _ = _pg_paths()
+    status = subprocess.run(_as_pg([str(_pg_bin() / "pg_ctl"), "status", "-D", str(data)]), cwd="/",
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=30)
+    if status.returncode != 0:
+        start_postgres()
