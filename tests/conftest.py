@@ -140,6 +140,9 @@ class Worker:
             if b"ready." in self.log.read_bytes()[offset:]:
                 return self
             time.sleep(0.2)
+        # A worker that never got ready (no broker, say) must not linger and join a later test.
+        self.kill()
+        self._out.close()
         raise RuntimeError(f"worker not ready after 60s; see {self.log}")
 
     def kill(self) -> None:
