@@ -28,9 +28,9 @@ from tests.faults.conftest import FAST_RECOVERY
 from tests.faults.invariants import check, wait_settled
 
 STORM = [
-    {"fault": "rate_limit", "rate": 0.11, "seconds": 0.05},
-    {"fault": "overloaded", "rate": 0.11},
-    {"fault": "server_error", "rate": 0.11},
+    {"fault": "rate_limit", "rate": 0.12, "seconds": 0.05},
+    {"fault": "overloaded", "rate": 0.12},
+    {"fault": "server_error", "rate": 0.12},
     {"fault": "slow", "rate": 0.05, "seconds": 4},  # past the 2 s read timeout: a timeout
     {"fault": "slow", "rate": 0.15, "seconds": 0.5},  # slow but in time
 ]
@@ -106,7 +106,7 @@ def test_api_storm_over_24_runs(operator_user, worker_factory, storm_simulator):
     share = failed / attempts if attempts else 0.0
     tally = check(
         "API storm",
-        f"429/529/500 at 11% each (~30% of requests), 5% past the read timeout, 15% slow "
+        f"429/529/500 at 12% each (~32% of requests), 5% past the read timeout, 15% slow "
         f"(0.5 s); seed {SEED}; observed {failed} of {attempts} HTTP attempts failed ({share:.0%})",
         runs,
         started=started,
