@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,17 +22,27 @@ from tests.faults.invariants import SUMMARY
 pytestmark = pytest.mark.worker
 
 # Worker settings for every scenario: a short step lease and a reaper every second, so a
-# killed step is picked up within seconds, not the production 15 minutes.
+# killed step is picked up within seconds, not the production 15 minutes. The lease must stay
+# longer than any step can take (the slowest fault here is a 3 s answer), or the reaper would
+# re-queue a live step: production keeps it above the task's hard time limit for that reason.
 FAST_RECOVERY = {
-    "RUN_STEP_LEASE_SECONDS": "4",
+    "RUN_STEP_LEASE_SECONDS": "8",
     "REAPER_INTERVAL_SECONDS": "1",
-    "FANOUT_JOB_LEASE_SECONDS": "5",
+    "FANOUT_JOB_LEASE_SECONDS": "8",
 }
 
 
+def worker_log(request: pytest.FixtureRequest) -> Path:
+    """Where tests/conftest.worker_factory writes this test's workers' output."""
+    return ARTIFACTS / "workers" / f"{request.node.name}.log"
+
+
 @pytest.fixture(autouse=True)
-def _own_services(transactional_db: Any) -> Iterator[None]:
+def _own_services(transactional_db: Any, request: pytest.FixtureRequest) -> Iterator[None]:
     services.require_own_services()
+    # The scenario's worker log (tests/conftest.worker_factory) starts empty: check() counts
+    # the recoveries in it.
+    worker_log(request).unlink(missing_ok=True)
     yield
     # A scenario that failed half-way must not leave the next one without its services.
     services.ensure_running()
@@ -67,6 +78,9 @@ COLUMNS = [
     ("interrupted", "interrupted calls"),
     ("tools_executed", "tools executed"),
     ("side_effects", "side effects"),
+    ("reaped", "re-queued by the reaper"),
+    ("broker_unavailable", "steps not sent (broker down)"),
+    ("database_away", "steps cut by the database"),
     ("duplicates", "duplicates"),
     ("chain_ok", "chain OK"),
     ("stuck", "stuck"),

@@ -13,6 +13,7 @@ import io
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.core.management import call_command
@@ -56,6 +57,9 @@ class Tally:
     chain_ok: bool = False
     audit_events: int = 0
     stuck: int = 0
+    reaped: int = 0
+    broker_unavailable: int = 0
+    database_away: int = 0
     seconds: float = 0.0
     pause_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -96,10 +100,15 @@ def check(
     runs: list[Run],
     *,
     started: float,
+    worker_log: Path,
     pause_reasons: tuple[str, ...] = (),
     expect_all_succeed: bool = False,
 ) -> Tally:
-    """Assert every invariant over ``runs`` and record their counts under ``scenario``."""
+    """Assert every invariant over ``runs`` and record their counts under ``scenario``.
+
+    ``worker_log`` (the scenario's workers' output) gives the recoveries: steps the reaper
+    re-queued, steps not sent while the broker was down, steps cut short by the database.
+    """
     from orchestration import engine
     from orchestration.fanout import coordinator
 
@@ -149,6 +158,21 @@ def check(
     )
     tally.model_retries = calls.filter(attempt__gt=1).count()
     tally.interrupted = calls.filter(error__startswith="interrupted").count()
+    # Two answers recorded for one turn would mean two steps of a run overlapped.
+    doubled = list(
+        calls.filter(job__isnull=True, status=ModelCall.Status.OK)
+        .values("run_id", "turn")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+    )
+    tally.duplicates += len(doubled)
+    problems += [
+        f"run {d['run_id']} turn {d['turn']} has {d['n']} recorded answers" for d in doubled
+    ]
+    log = worker_log.read_text(errors="replace") if worker_log.exists() else ""
+    tally.reaped = log.count("re-queueing stalled run")
+    tally.broker_unavailable = log.count("broker unavailable, step not sent")
+    tally.database_away = log.count("step interrupted: the database went away")
 
     tools = ToolCall.objects.filter(run_id__in=ids)
     tally.tool_retries = tools.filter(attempt__gt=1).count()

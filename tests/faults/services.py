@@ -152,7 +152,12 @@ def ensure_running() -> None:
     except redis.ConnectionError:
         start_redis()
     data, _ = _pg_paths()
-    status = subprocess.run(_as_pg([str(_pg_bin() / "pg_ctl"), "status", "-D", str(data)]), cwd="/",
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=30)
+    status = subprocess.run(
+        _as_pg([str(_pg_bin() / "pg_ctl"), "status", "-D", str(data)]),
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        timeout=30,
+    )
     if status.returncode != 0:
         start_postgres()

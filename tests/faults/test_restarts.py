@@ -14,7 +14,7 @@ from typing import Any
 from orchestration.launch import start_run
 from orchestration.models import Run
 from tests.faults import services
-from tests.faults.conftest import FAST_RECOVERY, wait_until
+from tests.faults.conftest import FAST_RECOVERY, wait_until, worker_log
 from tests.faults.invariants import check, wait_settled
 
 S = Run.Status
@@ -48,7 +48,7 @@ def _mid_flight(runs: list[Run]) -> bool:
     )
 
 
-def test_redis_crash_and_restart_mid_run(operator_user, worker_factory):
+def test_redis_crash_and_restart_mid_run(request, operator_user, worker_factory):
     started = time.monotonic()
     worker_factory(env=FAST_RECOVERY, concurrency=3)
     runs = _batch(operator_user)
@@ -69,11 +69,12 @@ def test_redis_crash_and_restart_mid_run(operator_user, worker_factory):
         "one run started during the outage",
         [*runs, late],
         started=started,
+        worker_log=worker_log(request),
         expect_all_succeed=True,
     )
 
 
-def test_postgres_crash_and_restart_mid_run(operator_user, worker_factory):
+def test_postgres_crash_and_restart_mid_run(request, operator_user, worker_factory):
     started = time.monotonic()
     worker_factory(env=FAST_RECOVERY, concurrency=3)
     runs = _batch(operator_user)
@@ -92,5 +93,6 @@ def test_postgres_crash_and_restart_mid_run(operator_user, worker_factory):
         f"{OUTAGE_SECONDS:g}s, restarted; one run started just after",
         [*runs, late],
         started=started,
+        worker_log=worker_log(request),
         expect_all_succeed=True,
     )

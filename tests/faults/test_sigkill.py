@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestration.launch import start_run
 from orchestration.models import ModelCall, Run, ToolCall
-from tests.faults.conftest import FAST_RECOVERY, wait_until
+from tests.faults.conftest import FAST_RECOVERY, wait_until, worker_log
 from tests.faults.invariants import check, wait_settled
 from warehouse.models import AuditLogEntry
 
@@ -35,7 +35,7 @@ def _between_steps(run: Run) -> bool:
     return run.status == S.RUNNING and run.lease_expires_at is None and run.steps_taken >= 1
 
 
-def test_sigkill_a_worker_mid_step_ten_times(operator_user, worker_factory):
+def test_sigkill_a_worker_mid_step_ten_times(request, operator_user, worker_factory):
     started = time.monotonic()
     runs: list[Run] = []
     kills: list[str] = []
@@ -146,6 +146,7 @@ def test_sigkill_a_worker_mid_step_ten_times(operator_user, worker_factory):
         f"10 SIGKILLs of the whole worker: {'; '.join(kills)}",
         runs,
         started=started,
+        worker_log=worker_log(request),
         expect_all_succeed=True,
     )
     assert tally.interrupted >= 5  # the kills really landed mid-step

@@ -24,7 +24,7 @@ from django.db.models import Sum
 from orchestration.launch import start_run
 from orchestration.models import ModelCall, Run
 from tests.conftest import ARTIFACTS, ROOT
-from tests.faults.conftest import FAST_RECOVERY
+from tests.faults.conftest import FAST_RECOVERY, worker_log
 from tests.faults.invariants import check, wait_settled
 
 STORM = [
@@ -80,7 +80,7 @@ def storm_simulator() -> Iterator[str]:
             proc.wait(10)
 
 
-def test_api_storm_over_24_runs(operator_user, worker_factory, storm_simulator):
+def test_api_storm_over_24_runs(request, operator_user, worker_factory, storm_simulator):
     started = time.monotonic()
     env = {
         **FAST_RECOVERY,
@@ -88,6 +88,9 @@ def test_api_storm_over_24_runs(operator_user, worker_factory, storm_simulator):
         "LLM_TIMEOUT_SECONDS": "2",
         "LLM_BACKOFF_BASE_SECONDS": "0.2",
         "LLM_BACKOFF_MAX_SECONDS": "2",
+        # A step here may take three 2 s timeouts plus the SDK's backoffs (~10 s): the lease
+        # must outlast it, or the reaper would start a second step beside a live one.
+        "RUN_STEP_LEASE_SECONDS": "30",
     }
     worker_factory(env=env, concurrency=4)
     runs: list[Run] = []
@@ -110,6 +113,7 @@ def test_api_storm_over_24_runs(operator_user, worker_factory, storm_simulator):
         f"(0.5 s); seed {SEED}; observed {failed} of {attempts} HTTP attempts failed ({share:.0%})",
         runs,
         started=started,
+        worker_log=worker_log(request),
         pause_reasons=("retries_exhausted",),
     )
     assert tally.succeeded + tally.paused == len(runs)
