@@ -1,5 +1,5 @@
 """A storm at the Messages API: ~30% of calls answer 429, 529 or 500, some never answer in
-time, many answer slowly, over a batch of 24 runs on two workers' worth of processes.
+time, many answer slowly or stream their body slowly, over a batch of 24 runs.
 
 The simulator runs standalone (``manage.py simulate_api``) on a free loopback port, so the
 SDK's real HTTP stack meets the errors, retry-after headers and read timeouts; the workers
@@ -33,6 +33,7 @@ STORM = [
     {"fault": "server_error", "rate": 0.12},
     {"fault": "slow", "rate": 0.05, "seconds": 4},  # past the 2 s read timeout: a timeout
     {"fault": "slow", "rate": 0.15, "seconds": 0.5},  # slow but in time
+    {"fault": "slow_stream", "rate": 0.10, "seconds": 1.2},  # the body trickles in 8 pieces
 ]
 SEED = 8
 
@@ -109,8 +110,8 @@ def test_api_storm_over_24_runs(request, operator_user, worker_factory, storm_si
     share = failed / attempts if attempts else 0.0
     tally = check(
         "API storm",
-        f"429/529/500 at 12% each (~32% of requests), 5% past the read timeout, 15% slow "
-        f"(0.5 s); seed {SEED}; observed {failed} of {attempts} HTTP attempts failed ({share:.0%})",
+        f"429/529/500 at 12% each (~32% of requests), 5% past the read timeout, 15% slow (0.5 s), "
+        f"10% slow streams (1.2 s body in 8 pieces); seed {SEED}; observed {failed} of {attempts} HTTP attempts failed ({share:.0%})",
         runs,
         started=started,
         worker_log=worker_log(request),
