@@ -96,3 +96,33 @@ def test_a_database_error_mid_step(
         assert run.status == S.AWAITING_REVIEW
         assert tickets.get().reason == EscalationTicket.Reason.TOOL_ERROR
         assert "OperationalError" in tickets.get().message
+
+
+def test_fanout_slots_with_redis_down_hand_the_job_back_instead_of_failing_it(monkeypatch, caplog):
+    import redis
+
+    from orchestration.fanout import slots
+
+    def down(*args, **kwargs):
+        raise redis.exceptions.ConnectionError(
+            "Error 111 connecting to 127.0.0.1:6379. Connection refused."
+        )
+
+    monkeypatch.setattr(slots, "try_acquire", down)
+    with (
+        pytest.raises(slots.NoSlot, match="fan-out slots unavailable"),
+        slots.slot("job-1", wait_seconds=5),
+    ):
+        pass  # pragma: no cover - never entered
+
+    # Redis went away during the call: the call's result stands, the slot's lease frees it.
+    monkeypatch.setattr(slots, "try_acquire", lambda token: True)
+    monkeypatch.setattr(slots, "release", down)
+    ran = []
+    with (
+        caplog.at_level(logging.WARNING, logger="orchestration.fanout.slots"),
+        slots.slot("job-2", wait_seconds=5),
+    ):
+        ran.append(True)
+    assert ran == [True]
+    assert "its lease frees it" in caplog.text

@@ -169,6 +169,25 @@ def check(
     problems += [
         f"run {d['run_id']} turn {d['turn']} has {d['n']} recorded answers" for d in doubled
     ]
+    # Fan-out: every job finished, each job attempt answered once per role.
+    from orchestration.fanout.models import FanoutJob
+
+    unfinished = (
+        FanoutJob.objects.filter(run_id__in=ids).exclude(status__in=FanoutJob.FINAL).count()
+    )
+    if unfinished:
+        problems.append(f"{unfinished} fan-out job(s) of settled runs not finished")
+    job_doubles = list(
+        calls.filter(job__isnull=False, status=ModelCall.Status.OK)
+        .values("job_id", "role", "turn")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+    )
+    tally.duplicates += len(job_doubles)
+    problems += [
+        f"job {d['job_id']} {d['role']} attempt {d['turn']} answered {d['n']} times"
+        for d in job_doubles
+    ]
     log = worker_log.read_text(errors="replace") if worker_log.exists() else ""
     tally.reaped = log.count("re-queueing stalled run")
     tally.broker_unavailable = log.count("broker unavailable, step not sent")

@@ -96,3 +96,44 @@ def test_postgres_crash_and_restart_mid_run(request, operator_user, worker_facto
         worker_log=worker_log(request),
         expect_all_succeed=True,
     )
+
+
+def test_redis_crash_mid_fanout(request, operator_user, worker_factory, settings):
+    """Fan-out leans on Redis twice: the job tasks and the global slot semaphore. 30 jobs,
+    one retried after a FAIL verdict, with Redis SIGKILLed while calls are in flight."""
+    from orchestration.fanout.models import FanoutJob
+
+    started = time.monotonic()
+    env = {
+        **FAST_RECOVERY,
+        "FANOUT_SLOT_LEASE_SECONDS": "8",
+        "FANOUT_REAPER_INTERVAL_SECONDS": "1",
+        "SIMULATOR_FIXED_LATENCY_SECONDS": "0.3",
+        "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
+        "FANOUT_SLOT_KEY": settings.FANOUT_SLOT_KEY,
+    }
+    worker_factory(env=env, pool="threads", concurrency=12)
+    run = start_run("fanout_probe", {"n": 30, "fail_once": ["j004"]}, operator_user)
+    wait_until(
+        lambda: FanoutJob.objects.filter(run=run, status=FanoutJob.Status.SUCCEEDED).count() >= 5,
+        60,
+        "five fan-out jobs done",
+    )
+
+    services.crash_redis()
+    time.sleep(OUTAGE_SECONDS)
+    services.start_redis()
+
+    wait_settled([run], timeout=120)
+    tally = check(
+        "Redis crash mid fan-out",
+        f"redis-server SIGKILLed while 30 fan-out jobs ran (threads pool, global slots in Redis), "
+        f"down {OUTAGE_SECONDS:g}s, restarted",
+        [run],
+        started=started,
+        worker_log=worker_log(request),
+        expect_all_succeed=True,
+    )
+    jobs = FanoutJob.objects.filter(run=run)
+    assert jobs.filter(status=FanoutJob.Status.SUCCEEDED).count() == 30
+    assert tally.runs == 1
