@@ -14,7 +14,7 @@ SERVICES := bash scripts/services.sh
 WITH_SERVICES := bash scripts/with-services.sh
 VENV_BIN := .venv/bin
 
-.PHONY: help deps run test services stop status env lint fmt shell migrate clean-dev bench load
+.PHONY: help deps run test faults services stop status env lint fmt shell migrate clean-dev bench load
 
 help: ## List the targets
 	@echo "Countersign: make TARGET"
@@ -29,6 +29,9 @@ run: ## Demo: services, migrate, seed_demo, then web+worker+beat (Ctrl-C stops i
 
 test: ## Run pytest against the private services (PYTEST_ARGS passes through)
 	@bash scripts/test.sh $(PYTEST_ARGS)
+
+faults: ## Fault suite (tests/faults): SIGKILLs, Redis/Postgres restarts, API storms, on services of its own
+	@bash scripts/faults.sh $(PYTEST_ARGS)
 
 services: ## Start Postgres and Redis in the background (until make stop); print their env
 	@$(SERVICES) deps --system

@@ -26,7 +26,7 @@ from typing import Any
 
 import anthropic
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -121,7 +121,18 @@ def _run_step(run_id: Any) -> None:
     logger.info("step started", extra={"workflow": run.workflow_name})
     result = StepResult(next_in=None)
     try:
-        result = _step(run)
+        try:
+            result = _step(run)
+        except (OperationalError, InterfaceError) as exc:
+            if not _database_went_away():
+                raise  # a deadlock, a cancelled statement: a failure like any other (below)
+            # A restart or failover of Postgres is not the run's fault: no reviewer is needed.
+            # Everything the step committed stands and the next step resumes from there (as
+            # after a worker crash); if the database is still away, the release below fails
+            # too and the reaper re-queues the run once its lease expires.
+            logger.warning("step interrupted: the database went away (%s); resuming it later", exc)
+            connections.close_all()
+            result = StepResult(next_in=DATABASE_RETRY_SECONDS)
     except Exception as exc:
         # A bug or an unexpected failure must not leave the run spinning: record it and
         # put it in front of a human with the context.
@@ -131,6 +142,18 @@ def _run_step(run_id: Any) -> None:
             escalate(run.pk, R.TOOL_ERROR, f"The engine failed on this step: {type(exc).__name__}: {exc}")
     finally:
         release_step(run_id, result.next_in)
+
+
+# After the database went away mid-step, the next step waits this long.
+DATABASE_RETRY_SECONDS = 2.0
+
+
+def _database_went_away() -> bool:
+    """Whether this thread's connection is gone (server restarted, network cut)."""
+    try:
+        return connection.connection is None or not connection.is_usable()
+    except Exception:  # noqa: BLE001 - any failure to even ask means it is gone
+        return True
 
 
 def _step(run: Run) -> StepResult:
@@ -472,11 +495,15 @@ def reap_stalled_runs() -> int:
         .exclude(pk__in=_waiting_for_batch().values("run_id"))
         .values_list("pk", flat=True)
     )
+    sent = 0
     for run_id in stalled:
         logger.warning("re-queueing stalled run", extra={"run_id": str(run_id)})
-        Run.objects.filter(pk=run_id).update(updated_at=now)
-        enqueue_step(run_id)
-    return len(stalled)
+        if enqueue_step(run_id) is not False:
+            # Only a step really sent restarts the silence clock; an unsent one is tried again
+            # on the next round.
+            Run.objects.filter(pk=run_id).update(updated_at=now)
+            sent += 1
+    return sent
 
 
 def _waiting_for_batch():

@@ -7,11 +7,15 @@ per-tool_use idempotency make the redelivery harmless.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from orchestration import engine
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -19,8 +23,21 @@ def advance_run(run_id: str) -> None:
     engine.run_step(run_id)
 
 
-def enqueue_step(run_id: Any, countdown: float | None = None) -> None:
-    advance_run.apply_async((str(run_id),), countdown=countdown or None)
+def enqueue_step(run_id: Any, countdown: float | None = None) -> bool:
+    """Send the run's next step; False when the broker could not be reached.
+
+    Callers enqueue after their commit, so the run is already queued or running without a
+    lease: the reaper sends the step once the broker is back. Failing here would only turn a
+    committed start, resolution or step into an error page or a failed task (the fault suite
+    restarts Redis under running work to check this).
+    """
+    try:
+        advance_run.apply_async((str(run_id),), countdown=countdown or None)
+    except BrokerUnavailable as exc:
+        logger.warning("broker unavailable, step not sent; the reaper will send it: %s", exc,
+                       extra={"run_id": str(run_id)})
+        return False
+    return True
 
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)

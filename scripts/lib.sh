@@ -2,7 +2,8 @@
 # Helpers shared by scripts/*.sh. Source it (after setting CS_TAG); do not run it.
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-DEV_DIR=$REPO_ROOT/.dev
+# COUNTERSIGN_DEV_DIR gives a second set of services (the faults suite: scripts/faults.sh) its own files.
+DEV_DIR=${COUNTERSIGN_DEV_DIR:-$REPO_ROOT/.dev}
 VENV_DIR=$REPO_ROOT/.venv
 export REPO_ROOT DEV_DIR VENV_DIR
 

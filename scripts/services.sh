@@ -34,6 +34,9 @@ REDIS_PORT=${COUNTERSIGN_REDIS_PORT:-63790}
 PG_DB=countersign
 PG_URL_PRIVATE="postgres://postgres@127.0.0.1:${PG_PORT}/${PG_DB}"
 WAIT_SECONDS=${COUNTERSIGN_WAIT_SECONDS:-60}
+PG_SYNCHRONOUS_COMMIT=${COUNTERSIGN_PG_SYNCHRONOUS_COMMIT:-off}
+[[ $PG_SYNCHRONOUS_COMMIT =~ ^(on|off)$ ]] ||
+    cs_die "COUNTERSIGN_PG_SYNCHRONOUS_COMMIT must be on or off, not '$PG_SYNCHRONOUS_COMMIT'"
 REDIS_DIR=$DEV_DIR/redis
 SESSIONS_DIR=$DEV_DIR/sessions
 STAMP=$VENV_DIR/.countersign-installed
@@ -245,7 +248,8 @@ pg_choose_base() {
         printf '%s\n' "$DEV_DIR"
         return 0
     fi
-    alt=/var/tmp/countersign-$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)
+    # (Hashed with DEV_DIR, so a second set of services (COUNTERSIGN_DEV_DIR) gets its own.)
+    alt=/var/tmp/countersign-$(printf '%s' "$REPO_ROOT${COUNTERSIGN_DEV_DIR:+:$DEV_DIR}" | sha256sum | cut -c1-12)
     log "Postgres cluster goes to $alt because $why"
     printf '%s\n' "$alt"
 }
@@ -320,8 +324,9 @@ listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PG_SOCK_DIR'
 max_connections = 200
-# A development cluster: a crash may lose the last commits, never corrupts.
-synchronous_commit = off
+# A development cluster: a crash may lose the last commits, never corrupts (the faults
+# suite turns it on: COUNTERSIGN_PG_SYNCHRONOUS_COMMIT=on).
+synchronous_commit = $PG_SYNCHRONOUS_COMMIT
 EOF
     if is_root; then
         chown postgres:postgres "$conf"

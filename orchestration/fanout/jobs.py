@@ -77,9 +77,16 @@ def _lease_until() -> dt.datetime:
 
 
 def enqueue(job_pk: int, countdown: float | None = None) -> None:
+    """Send the job's task. A dispatched job holds a lease, so if the broker cannot be reached
+    the fan-out reaper sends it again once the lease expires: log, do not fail the caller."""
+    from kombu.exceptions import OperationalError as BrokerUnavailable
+
     from orchestration.tasks import run_fanout_job
 
-    run_fanout_job.apply_async((job_pk,), countdown=countdown or None)
+    try:
+        run_fanout_job.apply_async((job_pk,), countdown=countdown or None)
+    except BrokerUnavailable as exc:
+        logger.warning("broker unavailable, fan-out job %s not sent; the reaper will send it: %s", job_pk, exc)
 
 
 def claim(job_pk: int, token: str) -> FanoutJob | None:

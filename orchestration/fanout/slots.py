@@ -6,11 +6,16 @@ then adds ours only if fewer than ``cap`` remain, all in one Lua script, so the 
 across every process and machine that shares the Redis. A worker SIGKILLed mid-call never
 releases its slot; the slot comes back when its lease expires (FANOUT_SLOT_LEASE_SECONDS,
 longer than one call may take), so the cap never leaks permanently.
+
+Redis being unreachable is treated like a full semaphore: the job is handed back and tried
+again later, never failed (an outage is not the job's fault); a release that cannot reach
+Redis is logged and the lease frees the slot.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import time
 import uuid
@@ -21,6 +26,9 @@ import redis
 from django.conf import settings
 
 KEY = "countersign:fanout:slots"
+logger = logging.getLogger(__name__)
+# What an unreachable or restarting Redis raises.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 _ACQUIRE = """
 local now = redis.call('TIME')
@@ -84,11 +92,22 @@ def slot(label: str, wait_seconds: float) -> Iterator[str]:
     """
     token = f"{label}:{uuid.uuid4().hex[:12]}"
     deadline = time.monotonic() + wait_seconds
-    while not try_acquire(token):
+    while True:
+        try:
+            if try_acquire(token):
+                break
+        except REDIS_DOWN as exc:
+            raise NoSlot(f"fan-out slots unavailable (Redis: {exc})") from exc
         if time.monotonic() >= deadline:
             raise NoSlot(f"no fan-out slot free within {wait_seconds:g}s")
         time.sleep(random.uniform(0.02, 0.12))  # noqa: S311 - jitter, not crypto
     try:
         yield token
     finally:
-        release(token)
+        try:
+            release(token)
+        except REDIS_DOWN as exc:
+            # The call is done and recorded; the slot's lease frees it.
+            logger.warning(
+                "could not release fan-out slot %s (Redis: %s); its lease frees it", token, exc
+            )

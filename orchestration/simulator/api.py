@@ -260,8 +260,18 @@ class SimulatedAPI:
         delay = self.config.delay_seconds(message["model"], message["usage"]["output_tokens"])
         self._wait(delay + extra_delay, ctx.timeout)
         if body.get("stream"):
-            return 200, {"content-type": "text/event-stream"}, message_events(message)
-        return _json(200, message)
+            status, headers, payload = (
+                200,
+                {"content-type": "text/event-stream"},
+                message_events(message),
+            )
+        else:
+            status, headers, payload = _json(200, message)
+        if "slow_stream" in ctx.applied_faults:
+            spec = next(f for f in specs if f.fault == "slow_stream")
+            seconds = spec.seconds if spec.seconds is not None else self.config.slow_seconds
+            headers = {**headers, fault_kit.TRICKLE_HEADER: f"{seconds:g}"}
+        return status, headers, payload
 
     def _request_faults(self, headers: Mapping[str, str]) -> list[fault_kit.FaultSpec]:
         try:

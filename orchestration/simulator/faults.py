@@ -7,8 +7,10 @@ A fault spec is a dict (see the package docstring for the header format)::
     {"fault": "slow", "seconds": 12}
 
 HTTP faults (rate_limit, overloaded, server_error) answer with an error instead of
-a message; slow adds delay; malformed_tool_input, hallucinated_tool and ambiguity
-change what the policy answered.
+a message; slow adds delay before the answer; slow_stream sends the status and headers at
+once, then the body in TRICKLE_PIECES pieces over ``seconds`` (a read timeout applies to
+each gap, not to the whole body, so a client waits out a slow stream); malformed_tool_input,
+hallucinated_tool and ambiguity change what the policy answered.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from .errors import ApiError
 
 HTTP_FAULTS = ("rate_limit", "overloaded", "server_error")
 CONTENT_FAULTS = ("malformed_tool_input", "hallucinated_tool", "ambiguity")
-FAULTS = (*HTTP_FAULTS, "slow", *CONTENT_FAULTS)
+FAULTS = (*HTTP_FAULTS, "slow", "slow_stream", *CONTENT_FAULTS)
+# slow_stream: the answer's bytes arrive in this many pieces spread over `seconds`.
+TRICKLE_PIECES = 8
+# How the API tells the server (and the in-process transport) to trickle a response; never
+# sent to the client.
+TRICKLE_HEADER = "x-simulator-trickle-seconds"
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .api import SimulatedAPI
 from .errors import SimulatedTimeout
+from .faults import TRICKLE_HEADER, TRICKLE_PIECES
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +54,25 @@ class _Handler(BaseHTTPRequestHandler):
         except SimulatedTimeout:
             self.close_connection = True  # the client gave up; drop the connection
             return
+        trickle = float(response_headers.pop(TRICKLE_HEADER, 0) or 0)
         self.send_response(status)
         for key, value in response_headers.items():
             self.send_header(key, value)
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        if trickle <= 0:
+            self.wfile.write(payload)
+            return
+        # A slow stream: the body arrives in pieces, each gap shorter than the whole delay.
+        size = -(-len(payload) // TRICKLE_PIECES)
+        try:
+            for start in range(0, len(payload), size):
+                self.wfile.write(payload[start : start + size])
+                self.wfile.flush()
+                if start + size < len(payload):
+                    time.sleep(trickle / TRICKLE_PIECES)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up mid-stream
 
     do_GET = _serve
     do_POST = _serve

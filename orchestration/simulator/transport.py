@@ -16,10 +16,13 @@ timeout, which the SDK turns into APITimeoutError (and retries) as with a socket
 
 from __future__ import annotations
 
+import time
+
 import httpx2
 
 from .api import SimulatedAPI
 from .errors import SimulatedTimeout
+from .faults import TRICKLE_HEADER, TRICKLE_PIECES
 
 
 class SimulatorTransport(httpx2.BaseTransport):
@@ -39,4 +42,13 @@ class SimulatorTransport(httpx2.BaseTransport):
             )
         except SimulatedTimeout as exc:
             raise httpx2.ReadTimeout(str(exc), request=request) from exc
+        trickle = float(response_headers.pop(TRICKLE_HEADER, 0) or 0)
+        if trickle > 0:
+            # The server sends a slow stream in pieces; in process, the same wait, and the
+            # same verdict: a read timeout only if one gap between pieces exceeds it.
+            gap = trickle / TRICKLE_PIECES
+            if timeout is not None and gap > timeout:
+                time.sleep(timeout)
+                raise httpx2.ReadTimeout(f"no data for {timeout:g}s mid-stream", request=request)
+            time.sleep(trickle)
         return httpx2.Response(status, headers=response_headers, content=payload, request=request)

@@ -207,3 +207,18 @@ def test_parse_faults_accepts_one_object_and_rejects_unknown_keys():
     assert (spec.fault, spec.turn, spec.times, spec.rate) == ("rate_limit", 0, 2, None)
     with pytest.raises(ValueError, match="unknown fault keys"):
         parse_faults([{"fault": "slow", "tunr": 1}])
+
+
+def test_slow_stream_in_process_waits_unless_a_gap_exceeds_the_timeout(api):
+    client = sdk_client(api, max_retries=0, timeout=0.5)
+    began = time.monotonic()
+    message = client.messages.create(
+        **PARAMS, extra_headers=faults({"fault": "slow_stream", "seconds": 0.8})
+    )
+    assert time.monotonic() - began >= 0.8
+    assert message.stop_reason == "tool_use"
+    with pytest.raises(anthropic.APITimeoutError):
+        client.messages.create(
+            **PARAMS, extra_headers=faults({"fault": "slow_stream", "seconds": 8})
+        )
+    assert parse_faults({"fault": "slow_stream", "seconds": 1})[0].seconds == 1.0

@@ -115,3 +115,33 @@ def test_redis_state_is_shared_between_processes_views(redis_url):
     assert [r.custom_id for r in sdk_client(web).messages.batches.results(batch.id)] == ["a"]
     web.state.clear()
     assert web.state.batch_ids() == []
+
+
+def test_slow_stream_trickles_the_body_over_loopback(server):
+    """Headers at once, the body in pieces: the read timeout applies to each gap, so a
+    client with a 0.5 s timeout still receives a 1.2 s answer, slowly, and a stream whose
+    gaps exceed the timeout times out."""
+    fault = {"x-simulator-faults": json.dumps([{"fault": "slow_stream", "seconds": 1.2}])}
+    client = anthropic.Anthropic(
+        api_key="test", base_url=server.base_url, max_retries=0, timeout=0.5
+    )
+    began = time.monotonic()
+    raw = client.messages.with_raw_response.create(
+        model=SONNET,
+        max_tokens=50,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers=fault,
+    )
+    message = raw.parse()
+    assert time.monotonic() - began >= 1.0
+    assert json.loads(message.content[0].text) == {"status": "success"}
+    assert "x-simulator-trickle-seconds" not in raw.headers  # internal, never sent
+
+    slow_gaps = {"x-simulator-faults": json.dumps([{"fault": "slow_stream", "seconds": 8}])}
+    with pytest.raises(anthropic.APITimeoutError):
+        client.messages.create(
+            model=SONNET,
+            max_tokens=50,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers=slow_gaps,
+        )

@@ -1,0 +1,139 @@
+"""Redis and Postgres crash and come back while runs are mid-flight.
+
+Both are killed the hard way (redis-server SIGKILLed, so whatever its append-only file had not
+synced is gone; Postgres stopped with `-m immediate`, a crash that needs WAL recovery, with
+synchronous_commit on so no commit the engine acted on is lost). Workers keep running and
+must reconnect by themselves; whatever message or step the outage lost, the reaper finds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from orchestration.launch import start_run
+from orchestration.models import Run
+from tests.faults import services
+from tests.faults.conftest import FAST_RECOVERY, wait_until, worker_log
+from tests.faults.invariants import check, wait_settled
+
+S = Run.Status
+FR = {"date": "2026-11-20"}
+OUTAGE_SECONDS = (
+    3.0  # how long the service stays down (the fault's length, not a wait for anything)
+)
+
+
+def _batch(user: Any, n_reports: int = 6, n_probes: int = 2) -> list[Run]:
+    # Slow model calls (0.8 s, on different turns) keep the runs mid-flight when the fault hits.
+    runs = [
+        start_run(
+            "financial_reporting",
+            FR,
+            user,
+            options={"simulator_faults": [{"fault": "slow", "turn": k % 5, "seconds": 0.8}]},
+        )
+        for k in range(n_reports)
+    ]
+    runs += [start_run("probe", {"mode": "sleepy_side_effect"}, user) for _ in range(n_probes)]
+    return runs
+
+
+def _mid_flight(runs: list[Run]) -> bool:
+    return (
+        Run.objects.filter(
+            pk__in=[r.pk for r in runs], status=S.RUNNING, steps_taken__gte=2
+        ).count()
+        >= 3
+    )
+
+
+def test_redis_crash_and_restart_mid_run(request, operator_user, worker_factory):
+    started = time.monotonic()
+    worker_factory(env=FAST_RECOVERY, concurrency=3)
+    runs = _batch(operator_user)
+    wait_until(lambda: _mid_flight(runs), 60, "three runs mid-flight")
+
+    services.crash_redis()
+    # Started while the broker is down: the run is committed, its first step cannot be sent.
+    # The start must not fail (the reaper sends it once Redis is back).
+    late = start_run("probe", {"mode": "ok"}, operator_user)
+    assert late.status == S.QUEUED
+    time.sleep(OUTAGE_SECONDS)
+    services.start_redis()
+
+    wait_settled([*runs, late], timeout=120)
+    check(
+        "Redis crash + restart",
+        f"redis-server SIGKILLed mid-run, down {OUTAGE_SECONDS:g}s, restarted; "
+        "one run started during the outage",
+        [*runs, late],
+        started=started,
+        worker_log=worker_log(request),
+        expect_all_succeed=True,
+    )
+
+
+def test_postgres_crash_and_restart_mid_run(request, operator_user, worker_factory):
+    started = time.monotonic()
+    worker_factory(env=FAST_RECOVERY, concurrency=3)
+    runs = _batch(operator_user)
+    wait_until(lambda: _mid_flight(runs), 60, "three runs mid-flight")
+
+    services.crash_postgres()
+    time.sleep(OUTAGE_SECONDS)
+    services.start_postgres()
+    # The web side reconnects too: a run started right after the restart goes through.
+    late = start_run("probe", {"mode": "ok"}, operator_user)
+
+    wait_settled([*runs, late], timeout=120)
+    check(
+        "Postgres crash + restart",
+        f"pg_ctl stop -m immediate mid-run (synchronous_commit on), down "
+        f"{OUTAGE_SECONDS:g}s, restarted; one run started just after",
+        [*runs, late],
+        started=started,
+        worker_log=worker_log(request),
+        expect_all_succeed=True,
+    )
+
+
+def test_redis_crash_mid_fanout(request, operator_user, worker_factory, settings):
+    """Fan-out leans on Redis twice: the job tasks and the global slot semaphore. 30 jobs,
+    one retried after a FAIL verdict, with Redis SIGKILLed while calls are in flight."""
+    from orchestration.fanout.models import FanoutJob
+
+    started = time.monotonic()
+    env = {
+        **FAST_RECOVERY,
+        "FANOUT_SLOT_LEASE_SECONDS": "8",
+        "FANOUT_REAPER_INTERVAL_SECONDS": "1",
+        "SIMULATOR_FIXED_LATENCY_SECONDS": "0.3",
+        "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
+        "FANOUT_SLOT_KEY": settings.FANOUT_SLOT_KEY,
+    }
+    worker_factory(env=env, pool="threads", concurrency=12)
+    run = start_run("fanout_probe", {"n": 30, "fail_once": ["j004"]}, operator_user)
+    wait_until(
+        lambda: FanoutJob.objects.filter(run=run, status=FanoutJob.Status.SUCCEEDED).count() >= 5,
+        60,
+        "five fan-out jobs done",
+    )
+
+    services.crash_redis()
+    time.sleep(OUTAGE_SECONDS)
+    services.start_redis()
+
+    wait_settled([run], timeout=120)
+    tally = check(
+        "Redis crash mid fan-out",
+        f"redis-server SIGKILLed while 30 fan-out jobs ran (threads pool, global slots in Redis), "
+        f"down {OUTAGE_SECONDS:g}s, restarted",
+        [run],
+        started=started,
+        worker_log=worker_log(request),
+        expect_all_succeed=True,
+    )
+    jobs = FanoutJob.objects.filter(run=run)
+    assert jobs.filter(status=FanoutJob.Status.SUCCEEDED).count() == 30
+    assert tally.runs == 1
