@@ -49,7 +49,7 @@ def policy(conv: Conversation) -> Turn:
     return final({"count": done})
 
 
-def workflow(max_steps: int = 200) -> Workflow:
+def workflow(max_steps: int = 500) -> Workflow:
     return Workflow(
         name=NAME,
         title="Benchmark tool loop",
