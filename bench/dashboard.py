@@ -401,6 +401,7 @@ def main() -> None:
         action="store_true",
         help="5,000 runs, 50 steps, 5 requests; RESULTS.md untouched",
     )
+    parser.add_argument("--no-results", action="store_true", help="print the table only")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.requests, args.steps = 5_000, 5, 50
@@ -436,7 +437,7 @@ def main() -> None:
         connection.creation.destroy_test_db(old_name, verbosity=0)
     lines = table(small, large, (small_counts, large_counts))
     print("\n".join(lines))
-    if not args.quick:
+    if not (args.quick or args.no_results):
         command = f"bash scripts/with-services.sh -- python bench/dashboard.py --runs {args.runs} --requests {args.requests}"
         write_results(lines, command, host, (small_counts, large_counts), load_s, long_s)
         print(f"written to {ROOT / 'bench' / 'RESULTS.md'}")

@@ -47,6 +47,14 @@ class ApprovalRequest(models.Model):
             models.Index(
                 fields=["created_at"], condition=Q(status="pending"), name="approval_pending_queue"
             ),
+            # The approval page: pending requests, soonest to expire first, a page at a time.
+            models.Index(
+                fields=["expires_at", "id"], condition=Q(status="pending"), name="approval_pending_by_expiry"
+            ),
+            # The approval page's "Recently decided": the latest decisions first.
+            models.Index(
+                fields=["-decided_at"], condition=~Q(status="pending"), name="approval_recent_decisions"
+            ),
         ]
         permissions = [("decide_approval", "Can approve or reject expensive runs")]
 
