@@ -328,7 +328,10 @@ def measure(long_run_id: Any, requests: int) -> dict[str, dict[str, float]]:
                 began = time.perf_counter()
                 response = client.get(url)
                 times.append((time.perf_counter() - began) * 1000)
-            assert response.status_code in (200, 286), (url, response.status_code)  # 286: stop polling
+            assert response.status_code in (200, 286), (
+                url,
+                response.status_code,
+            )  # 286: stop polling
             queries, size = len(captured.captured_queries), len(response.content)
         times.sort()
         out[label] = {
