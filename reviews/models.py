@@ -128,6 +128,13 @@ class EscalationTicket(models.Model):
                 condition=~Q(status="resolved"),
                 name="ticket_unresolved_queue",
             ),
+            # The queue's counters (unresolved tickets per reason, and how many are overdue):
+            # an index-only scan instead of reading every open ticket's row.
+            models.Index(
+                fields=["reason", "due_at"],
+                condition=~Q(status="resolved"),
+                name="ticket_unresolved_reason",
+            ),
         ]
         constraints = [
             # A run pauses on one ticket at a time.
