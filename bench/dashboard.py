@@ -324,6 +324,9 @@ def measure(long_run_id: Any, requests: int) -> dict[str, dict[str, float]]:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from orchestration.audit import verify_run
+    from orchestration.models import AuditEvent
+
     client = Client()
     client.force_login(get_user_model().objects.get(username="manager"))
     out = {}
@@ -352,6 +355,22 @@ def measure(long_run_id: Any, requests: int) -> dict[str, dict[str, float]]:
             "kb": size / 1024,
             "n": len(times),
         }
+    # The part of the run page that grows with the run: re-hashing its whole audit chain.
+    times = []
+    for _ in range(max(MIN_REQUESTS, requests // 3)):
+        began = time.perf_counter()
+        assert verify_run(long_run_id).ok
+        times.append((time.perf_counter() - began) * 1000)
+    times.sort()
+    events = AuditEvent.objects.filter(run_id=long_run_id).count()
+    out[f"(inside the run page) full chain check, {events:,} events"] = {
+        "kind": "part",
+        "p50": statistics.median(times),
+        "p95": times[min(len(times) - 1, round(0.95 * (len(times) - 1)))],
+        "queries": 2,
+        "kb": 0,
+        "n": len(times),
+    }
     return out
 
 
@@ -361,15 +380,17 @@ def table(small: dict, large: dict, sizes: tuple[dict, dict]) -> list[str]:
         f"| page | p50 (ms) | p95 (ms) | queries | p95 at {s['runs']:,} runs (ms) | queries at {s['runs']:,} | HTML (KB) | p95 < 100 ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    large_n = max(r["n"] for r in large.values())
+    large_n = max(r["n"] for r in large.values() if r["kind"] != "part")
     for label, r in large.items():
         sm = small[label]
         grows = " (grows)" if r["queries"] != sm["queries"] else ""
         ok = "yes" if r["p95"] < 100 else "**no**"
-        label = label if r["n"] == large_n else f"{label} ({r['n']} requests)"
+        verdict = ok if r["kind"] == "ours" else f"({r['kind']})"
+        if r["n"] != large_n and r["kind"] != "part":
+            label = f"{label} ({r['n']} requests)"
         lines.append(
             f"| {label} | {r['p50']:.0f} | {r['p95']:.0f} | {r['queries']}{grows} | {sm['p95']:.0f} | "
-            f"{sm['queries']} | {r['kb']:.0f} | {ok if r['kind'] == 'ours' else '(admin)'} |"
+            f"{sm['queries']} | {r['kb']:.0f} | {verdict} |"
         )
     return lines
 
