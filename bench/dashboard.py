@@ -267,7 +267,7 @@ def counts() -> dict[str, int]:
 # --- measuring ----------------------------------------------------------------------------
 
 
-def pages(long_run_id: Any) -> list[tuple[str, str, str]]:
+def pages(long_run_id: Any, steps: int) -> list[tuple[str, str, str]]:
     """(label, URL, what it is next to): our pages, then the admin changelists of the same tables."""
     from django.urls import reverse
 
@@ -292,7 +292,7 @@ def pages(long_run_id: Any) -> list[tuple[str, str, str]]:
             "ours",
         ),
         ("runs list sorted by cost", reverse("run_list") + "?sort=cost", "ours"),
-        ("run page, 500 steps", run_page, "ours"),
+        (f"run page, {steps} steps", run_page, "ours"),
         ("run page live partial (polled)", reverse("run_live", args=[long_run_id]), "ours"),
         (
             "admin: approval requests, pending",
@@ -318,7 +318,7 @@ def pages(long_run_id: Any) -> list[tuple[str, str, str]]:
     ]
 
 
-def measure(long_run_id: Any, requests: int) -> dict[str, dict[str, float]]:
+def measure(long_run_id: Any, requests: int, steps: int) -> dict[str, dict[str, float]]:
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
@@ -330,7 +330,7 @@ def measure(long_run_id: Any, requests: int) -> dict[str, dict[str, float]]:
     client = Client()
     client.force_login(get_user_model().objects.get(username="manager"))
     out = {}
-    for label, url, kind in pages(long_run_id):
+    for label, url, kind in pages(long_run_id, steps):
         client.get(url)  # warm: template compilation, caches
         times, queries, size = [], 0, 0
         deadline = time.perf_counter() + PAGE_SECONDS
@@ -465,11 +465,11 @@ def main() -> None:
         load_s = load(tpl, 0, small_n)
         small_counts = counts()
         print(f"small: {small_counts} (loaded in {load_s:.0f} s)", flush=True)
-        small = measure(run.pk, args.requests)
+        small = measure(run.pk, args.requests, args.steps)
         load_s += load(tpl, small_n, args.runs)
         large_counts = counts()
         print(f"large: {large_counts} (loaded in {load_s:.0f} s in all)", flush=True)
-        large = measure(run.pk, args.requests)
+        large = measure(run.pk, args.requests, args.steps)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
     lines = table(small, large, (small_counts, large_counts))
