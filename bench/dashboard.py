@@ -310,7 +310,7 @@ def pages(long_run_id: Any, steps: int) -> list[tuple[str, str, str]]:
             "admin",
         ),
         (
-            "admin: one run's change page (500 steps)",
+            f"admin: one run's change page ({steps} steps)",
             f"/admin/orchestration/run/{long_run_id}/change/",
             "admin",
         ),
