@@ -67,6 +67,9 @@ clean-dev: ## Stop the services and delete .dev: the dev data (asks first; FORCE
 	@$(SERVICES) clean $(if $(filter 1 y yes true,$(FORCE)),--force,)
 
 bench: ## Run every bench/*.py benchmark with the services up (results in bench/RESULTS.md)
+	@$(SERVICES) deps
+	@# The peers the benchmarks compare against (LangGraph): the `bench` extra, never runtime.
+	@$(VENV_BIN)/python -m pip install --disable-pip-version-check --progress-bar off -q -e '.[dev,bench]'
 	@for script in bench/*.py; do case $$script in */_*|*_workflow.py) continue;; esac; \
 		echo "== $$script"; $(WITH_SERVICES) --deps --name bench -- python $$script || exit 1; done
 

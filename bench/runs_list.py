@@ -232,3 +232,7 @@ def main() -> None:
     print("|---|---|---|")
     for name, value, extra in results:
         print(f"| {name} | {value} | {extra} |")
+
+
+if __name__ == "__main__":
+    main()

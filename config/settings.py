@@ -257,6 +257,12 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="countersign@localhost")
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# The run page's live poll re-hashes a run's whole audit chain at most this often; in
+# between it checks only the events appended since (orchestration.audit.verify_run_live).
+# The page itself always checks the whole chain. 0: the poll does too.
+AUDIT_LIVE_FULL_CHECK_SECONDS = env.int("AUDIT_LIVE_FULL_CHECK_SECONDS", default=60)
+if AUDIT_LIVE_FULL_CHECK_SECONDS < 0:
+    raise ImproperlyConfigured("AUDIT_LIVE_FULL_CHECK_SECONDS must be 0 or more.")
 
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="demo")
 

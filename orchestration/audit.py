@@ -27,10 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Max
@@ -39,6 +43,7 @@ from django.utils import timezone
 from orchestration.models import AuditEvent, Run
 from orchestration.privacy import redact
 
+logger = logging.getLogger(__name__)
 GENESIS_HASH = "0" * 64
 # Arbitrary constant naming the lock that serialises appends to the chain.
 _CHAIN_LOCK_ID = 0x636F756E  # "coun"
@@ -157,10 +162,15 @@ def _content_problem(event: AuditEvent) -> str:
 
 
 def _verify_run_links(
-    events: Iterable[AuditEvent], predecessors: dict[int, str], run_id: str
+    events: Iterable[AuditEvent],
+    predecessors: dict[int, str],
+    run_id: str,
+    head: RunHead | None = None,
 ) -> ChainReport:
-    checked = 0
-    expected_run_prev, expected_run_seq = GENESIS_HASH, 1
+    """Check `events` (the run's, in order) as the continuation of `head` (the start if None)."""
+    head = head or RunHead()
+    checked = head.checked
+    expected_run_prev, expected_run_seq = head.hash, head.run_seq + 1
     for event in events:
         if event.run_seq != expected_run_seq:
             return ChainReport(
@@ -188,15 +198,80 @@ def _verify_run_links(
     return ChainReport(checked, run_id=run_id)
 
 
+@dataclass(frozen=True)
+class RunHead:
+    """The last verified event of a run's chain: its position, its hash, events checked."""
+
+    run_seq: int = 0
+    hash: str = GENESIS_HASH
+    checked: int = 0
+
+
+def _verify_from(run_id: Any, head: RunHead | None) -> tuple[ChainReport, RunHead | None]:
+    events = AuditEvent.objects.filter(run_id=run_id)
+    if head is not None:
+        events = events.filter(run_seq__gt=head.run_seq)
+    events = list(events.order_by("seq"))
+    predecessors = dict(
+        AuditEvent.objects.filter(seq__in=[e.seq - 1 for e in events]).values_list("seq", "hash")
+    )
+    report = _verify_run_links(events, predecessors, str(run_id), head)
+    if not report.ok:
+        return report, None
+    if events:
+        head = RunHead(events[-1].run_seq, events[-1].hash, report.checked)
+    return report, head or RunHead()
+
+
 def verify_run(run_id: Any) -> ChainReport:
     """Verify one run's chain: positions, links to the run's previous event and to the
     global predecessor, payload digests and hashes. Reads only the run's events and their
     global predecessors."""
-    events = list(AuditEvent.objects.filter(run_id=run_id).order_by("seq"))
-    predecessors = dict(
-        AuditEvent.objects.filter(seq__in=[e.seq - 1 for e in events]).values_list("seq", "hash")
-    )
-    return _verify_run_links(events, predecessors, str(run_id))
+    return _verify_from(run_id, None)[0]
+
+
+def verify_run_live(run_id: Any, *, full: bool) -> ChainReport:
+    """verify_run for the run page (``full=True``) and its live poll (``full=False``).
+
+    The page verifies the whole chain, every time, and leaves the verified head in the
+    cache. The poll, every 1.5 s while a run is live, verifies only the events appended since
+    that head, as its continuation, and re-hashes the whole chain only when the head is older
+    than ``AUDIT_LIVE_FULL_CHECK_SECONDS``. A 500-step run has ~1,000 events: re-hashing them
+    on every poll cost more than the rest of the partial (bench/RESULTS.md, "Dashboard
+    pages"). So an edit to an already verified event shows at the next page load, or in the
+    live view within that many seconds; ``verify_audit`` and the JSON download always verify
+    in full. A broken chain is never cached. Without the cache (Redis down), it verifies in
+    full.
+    """
+    seconds = settings.AUDIT_LIVE_FULL_CHECK_SECONDS
+    key = f"audit:run-head:{run_id}"
+    cached = None
+    if not full and seconds > 0:
+        try:
+            cached = cache.get(key)
+        except Exception:  # the cache is an optimisation; the full check is always correct
+            logger.warning("audit head cache unavailable; verifying the whole run", exc_info=True)
+            return verify_run(run_id)
+    now = time.time()
+    fresh = bool(cached) and cached["full_by"] > now
+    head = RunHead(**cached["head"]) if fresh else None
+    report, new_head = _verify_from(run_id, head)
+    if seconds <= 0:
+        return report
+    try:
+        if new_head is None:
+            cache.delete(key)
+        elif new_head != head:
+            # A new head keeps the deadline of the last full check (a full check sets one).
+            full_by = cached["full_by"] if fresh else now + seconds
+            cache.set(
+                key,
+                {"head": asdict(new_head), "full_by": full_by},
+                timeout=max(1, int(full_by - now) + 1),
+            )
+    except Exception:
+        logger.warning("could not cache the audit head", exc_info=True)
+    return report
 
 
 def verify_chain(run_id: Any = None) -> ChainReport:

@@ -160,10 +160,18 @@ class Run(models.Model):
             models.Index(fields=["cost_usd", "id"], name="run_cost_id"),
             models.Index(fields=["workflow_name", "id"], name="run_workflow_id"),
             models.Index(fields=["status", "id"], name="run_status_id"),
+            # The runs list filtered by status or by workflow, newest first: without these, a
+            # filter that matches few runs walked the whole (created_at, id) index to fill a
+            # page (bench/RESULTS.md, "Dashboard pages").
+            models.Index(fields=["status", "created_at", "id"], name="run_status_created"),
+            models.Index(fields=["workflow_name", "created_at", "id"], name="run_workflow_created"),
             # Full-text search over input and result on the runs list.
             GinIndex(fields=["search_vector"], name="run_search"),
-            # The per-user daily start limit and per-user budgets.
-            models.Index(fields=["requested_by", "created_at"], name="run_requester_created"),
+            # The per-user daily start limit and per-user budgets; covering cost_usd so the
+            # approval queue's "spend in the last 30 days" per requester is an index-only scan.
+            models.Index(
+                fields=["requested_by", "created_at"], include=["cost_usd"], name="run_requester_created"
+            ),
             # The reaper's query: running runs whose step lease expired.
             models.Index(
                 fields=["lease_expires_at"],

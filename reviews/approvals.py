@@ -133,7 +133,7 @@ def recent_spend(user_ids: set[int]) -> dict[int, RecentSpend]:
     rows = (
         Run.objects.filter(requested_by_id__in=user_ids, created_at__gte=since)
         .values("requested_by_id")
-        .annotate(runs=Count("id"), cost=Sum("cost_usd"))
+        .annotate(runs=Count("*"), cost=Sum("cost_usd"))  # index-only: run_requester_created
     )
     found = {r["requested_by_id"]: RecentSpend(r["runs"], r["cost"] or Decimal(0)) for r in rows}
     return {uid: found.get(uid, RecentSpend(0, Decimal(0))) for uid in user_ids}

@@ -47,6 +47,14 @@ class ApprovalRequest(models.Model):
             models.Index(
                 fields=["created_at"], condition=Q(status="pending"), name="approval_pending_queue"
             ),
+            # The approval page: pending requests, soonest to expire first, a page at a time.
+            models.Index(
+                fields=["expires_at", "id"], condition=Q(status="pending"), name="approval_pending_by_expiry"
+            ),
+            # The approval page's "Recently decided": the latest decisions first.
+            models.Index(
+                fields=["-decided_at"], condition=~Q(status="pending"), name="approval_recent_decisions"
+            ),
         ]
         permissions = [("decide_approval", "Can approve or reject expensive runs")]
 
@@ -119,6 +127,13 @@ class EscalationTicket(models.Model):
                 fields=["priority", "due_at"],
                 condition=~Q(status="resolved"),
                 name="ticket_unresolved_queue",
+            ),
+            # The queue's counters (unresolved tickets per reason, and how many are overdue):
+            # an index-only scan instead of reading every open ticket's row.
+            models.Index(
+                fields=["reason", "due_at"],
+                condition=~Q(status="resolved"),
+                name="ticket_unresolved_reason",
             ),
         ]
         constraints = [

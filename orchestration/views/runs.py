@@ -10,7 +10,7 @@ from django_htmx.http import HttpResponseStopPolling
 from costs.models import ModelPrice
 from costs.reports import run_savings
 from orchestration.access import get_run_for_user
-from orchestration.audit import verify_run
+from orchestration.audit import verify_run_live
 from orchestration.models import FanoutJob, Run, WorkflowVersion
 from orchestration.run_search import (
     SORTS,
@@ -20,7 +20,7 @@ from orchestration.run_search import (
     keyset_page,
     parse_filters,
 )
-from orchestration.timeline import build_timeline
+from orchestration.timeline import TIMELINE_WINDOW, timeline_window
 from orchestration.views.fanout import progress as fanout_progress
 
 
@@ -73,12 +73,15 @@ def run_list(request):
     return render(request, "orchestration/run_list.html", context)
 
 
-def _run_context(run: Run) -> dict:
+def _run_context(run: Run, request, *, live: bool = False) -> dict:
+    whole = request.GET.get("timeline") == "all"
     return {
         "run": run,
-        "timeline": build_timeline(run),
+        "timeline": timeline_window(run, last=None if whole else TIMELINE_WINDOW),
+        "whole_timeline": whole,
+        "timeline_window": TIMELINE_WINDOW,
         "open_ticket": run.tickets.exclude(status="resolved").first(),
-        "chain": verify_run(run.pk),
+        "chain": verify_run_live(run.pk, full=not live),
         "savings": run_savings(run),
         "approval": run.approvals.select_related("decided_by").order_by("-created_at").first(),
         "fanout": fanout_progress(run),
@@ -89,7 +92,7 @@ def _run_context(run: Run) -> dict:
 @require_GET
 def run_detail(request, run_id):
     run = get_run_for_user(request.user, run_id)
-    return render(request, "orchestration/run_detail.html", _run_context(run))
+    return render(request, "orchestration/run_detail.html", _run_context(run, request))
 
 
 @require_GET
@@ -97,7 +100,9 @@ def run_live(request, run_id):
     """The polled part of the run page; tells htmx to stop polling once the run is final."""
     run = get_run_for_user(request.user, run_id)
     response: TemplateResponse | HttpResponseStopPolling
-    response = TemplateResponse(request, "orchestration/run_detail.html#live", _run_context(run))
+    response = TemplateResponse(
+        request, "orchestration/run_detail.html#live", _run_context(run, request, live=True)
+    )
     if run.is_final:
         response.render()
         stop = HttpResponseStopPolling(response.content)

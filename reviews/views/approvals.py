@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -15,6 +16,7 @@ from reviews.models import ApprovalRequest
 
 A = ApprovalRequest.Status
 RECENTLY_DECIDED = 20
+PAGE_SIZE = 25
 
 
 def _may_view(user) -> bool:
@@ -32,11 +34,14 @@ def _with_spend(requests: list[ApprovalRequest]) -> list[ApprovalRequest]:
 def queue(request):
     if not _may_view(request.user):
         raise PermissionDenied
-    pending = list(ApprovalRequest.objects.filter(status=A.PENDING).select_related("run", "requested_by")
-                   .order_by("expires_at", "pk"))
+    # One page at a time: listing every pending request made the page grow with the queue
+    # (bench/RESULTS.md, "Dashboard pages"). Index approval_pending_by_expiry serves the order.
+    pending = ApprovalRequest.objects.filter(status=A.PENDING).select_related("run", "requested_by")
+    page = Paginator(pending.order_by("expires_at", "pk"), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "reviews/approvals.html", {
-        "pending": _with_spend(pending),
-        "pending_count": len(pending),
+        "pending": _with_spend(list(page.object_list)),
+        "page": page,
+        "pending_count": page.paginator.count,
         "decided": ApprovalRequest.objects.exclude(status=A.PENDING).select_related("run", "requested_by", "decided_by")
         .order_by("-decided_at")[:RECENTLY_DECIDED],
         "can_decide": approvals.may_decide(request.user),
