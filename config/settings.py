@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "django_htmx",
     "template_partials",
+    "axes",
+    "csp",
     "orchestration",
     "reviews",
     "costs",
@@ -54,7 +56,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -105,6 +110,41 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# django-axes first: it counts failed logins (page and admin) and refuses a locked-out one
+# before the password is even checked. See docs/security.md.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+# Hours a (username, IP address) pair stays locked after the limit; the lock lifts by itself.
+AXES_COOLOFF_TIME = env.float("LOGIN_LOCKOUT_HOURS", default=0.25)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+if AXES_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured("LOGIN_FAILURE_LIMIT must be at least 1.")
+
+# Content-Security-Policy (django-csp): no inline script or style anywhere, nothing from
+# another origin, never framed. Behaviour lives in static/js, htmx's own indicator <style> is
+# off (templates/base.html: htmx-config), and Chart.js styles its canvas through the CSSOM.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
@@ -204,7 +244,9 @@ WORKFLOW_MODULES = [
 CELERY_TASK_ROUTES["orchestration.tasks.run_fanout_job"] = {"queue": "fanout"}
 CELERY_BEAT_SCHEDULE["reap-fanout-jobs"] = {
     "task": "orchestration.tasks.reap_fanout_jobs",
-    "schedule": env.float("FANOUT_REAPER_INTERVAL_SECONDS", default=env.float("REAPER_INTERVAL_SECONDS", default=30.0)),
+    "schedule": env.float(
+        "FANOUT_REAPER_INTERVAL_SECONDS", default=env.float("REAPER_INTERVAL_SECONDS", default=30.0)
+    ),
 }
 # Specialist/validator calls in flight at once, per run and across every run and worker (a
 # lease-based Redis semaphore, so a SIGKILLed worker's slot comes back after FANOUT_SLOT_LEASE_SECONDS).
@@ -224,7 +266,11 @@ FANOUT_SLOT_LEASE_SECONDS = env.int("FANOUT_SLOT_LEASE_SECONDS", default=FANOUT_
 FANOUT_FAILURE_THRESHOLD = env.float("FANOUT_FAILURE_THRESHOLD", default=0.20)
 # Per-run JSONL artifacts: every specialist output, written before anything reads it.
 ARTIFACTS_DIR = Path(env.str("ARTIFACTS_DIR", default=str(BASE_DIR / ".dev" / "artifacts")))
-for _name in ("FANOUT_PER_RUN_CONCURRENCY", "FANOUT_GLOBAL_CONCURRENCY", "FANOUT_JOB_LEASE_SECONDS"):
+for _name in (
+    "FANOUT_PER_RUN_CONCURRENCY",
+    "FANOUT_GLOBAL_CONCURRENCY",
+    "FANOUT_JOB_LEASE_SECONDS",
+):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1.")
 if not 0 <= FANOUT_FAILURE_THRESHOLD < 1:
@@ -256,7 +302,9 @@ ESCALATION_SLA = env.json("ESCALATION_SLA", default={})
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="countersign@localhost")
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+}
 
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="demo")
 
@@ -289,10 +337,24 @@ LOGGING = {
         "context": {"()": "ops.logs.ContextFilter"},
         "redact": {"()": "orchestration.privacy.RedactingFilter"},
     },
-    "formatters": {"json": {"()": "ops.logs.JsonFormatter"}, "text": {"()": "ops.logs.TextFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}},
+    "formatters": {
+        "json": {"()": "ops.logs.JsonFormatter"},
+        "text": {"()": "ops.logs.TextFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context", "redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"httpx2": {"level": "WARNING"}, "httpcore2": {"level": "WARNING"}},
+    # axes logs every successful sign-in at INFO; its failures and lockouts are WARNING.
+    "loggers": {
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+    },
 }
 
 # --- JSON API and operations (api, ops) ------------------------------------------------------

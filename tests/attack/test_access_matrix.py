@@ -149,7 +149,7 @@ EXPECT: dict[str, dict[str, Any]] = {
         "GET": {"manager": 404, "auditor": 404, "*": "admin-login"},
         "POST": {"manager": 404, "auditor": 404, "*": "admin-login"},
     },
-    "admin/^(?P<app_label>auth|orchestration|reviews|costs|warehouse|api)/$": {
+    "admin/^(?P<app_label>auth|axes|orchestration|reviews|costs|warehouse|api)/$": {
         "GET": {"manager": 200, "auditor": 200, "*": "admin-login"},
         "POST": {"manager": 200, "auditor": 200, "*": "admin-login"},
     },
@@ -308,6 +308,11 @@ ADMIN_LEVELS: dict[str, dict[str, str | None]] = {
     },  # superusers only: tokens are secrets' hashes
     "auth/user": {"manager": None, "auditor": None},
     "auth/group": {"manager": None, "auditor": None},
+    # django-axes' login attempts: superusers only (or manage.py axes_reset_username).
+    **{
+        f"axes/{m}": {"manager": None, "auditor": None}
+        for m in ("accessattempt", "accesslog", "accessfailurelog")
+    },
 }
 
 
