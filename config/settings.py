@@ -244,9 +244,7 @@ WORKFLOW_MODULES = [
 CELERY_TASK_ROUTES["orchestration.tasks.run_fanout_job"] = {"queue": "fanout"}
 CELERY_BEAT_SCHEDULE["reap-fanout-jobs"] = {
     "task": "orchestration.tasks.reap_fanout_jobs",
-    "schedule": env.float(
-        "FANOUT_REAPER_INTERVAL_SECONDS", default=env.float("REAPER_INTERVAL_SECONDS", default=30.0)
-    ),
+    "schedule": env.float("FANOUT_REAPER_INTERVAL_SECONDS", default=env.float("REAPER_INTERVAL_SECONDS", default=30.0)),
 }
 # Specialist/validator calls in flight at once, per run and across every run and worker (a
 # lease-based Redis semaphore, so a SIGKILLed worker's slot comes back after FANOUT_SLOT_LEASE_SECONDS).
@@ -266,11 +264,7 @@ FANOUT_SLOT_LEASE_SECONDS = env.int("FANOUT_SLOT_LEASE_SECONDS", default=FANOUT_
 FANOUT_FAILURE_THRESHOLD = env.float("FANOUT_FAILURE_THRESHOLD", default=0.20)
 # Per-run JSONL artifacts: every specialist output, written before anything reads it.
 ARTIFACTS_DIR = Path(env.str("ARTIFACTS_DIR", default=str(BASE_DIR / ".dev" / "artifacts")))
-for _name in (
-    "FANOUT_PER_RUN_CONCURRENCY",
-    "FANOUT_GLOBAL_CONCURRENCY",
-    "FANOUT_JOB_LEASE_SECONDS",
-):
+for _name in ("FANOUT_PER_RUN_CONCURRENCY", "FANOUT_GLOBAL_CONCURRENCY", "FANOUT_JOB_LEASE_SECONDS"):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1.")
 if not 0 <= FANOUT_FAILURE_THRESHOLD < 1:
@@ -302,9 +296,7 @@ ESCALATION_SLA = env.json("ESCALATION_SLA", default={})
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="countersign@localhost")
 
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="demo")
 
@@ -337,24 +329,11 @@ LOGGING = {
         "context": {"()": "ops.logs.ContextFilter"},
         "redact": {"()": "orchestration.privacy.RedactingFilter"},
     },
-    "formatters": {
-        "json": {"()": "ops.logs.JsonFormatter"},
-        "text": {"()": "ops.logs.TextFormatter"},
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": LOG_FORMAT,
-            "filters": ["context", "redact"],
-        }
-    },
+    "formatters": {"json": {"()": "ops.logs.JsonFormatter"}, "text": {"()": "ops.logs.TextFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # axes logs every successful sign-in at INFO; its failures and lockouts are WARNING.
-    "loggers": {
-        "httpx2": {"level": "WARNING"},
-        "httpcore2": {"level": "WARNING"},
-        "axes": {"level": "WARNING"},
-    },
+    "loggers": {"httpx2": {"level": "WARNING"}, "httpcore2": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 # --- JSON API and operations (api, ops) ------------------------------------------------------

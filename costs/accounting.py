@@ -85,9 +85,7 @@ def spend_limit(run: Run, workflow: Any) -> tuple[Decimal, str]:
     )
     if approved is not None:
         overrun = Decimal(str(settings.APPROVAL_OVERRUN_FRACTION))
-        return approved * (
-            1 + overrun
-        ), f"its approved estimate of ${approved:.2f} plus {overrun:.0%}"
+        return approved * (1 + overrun), f"its approved estimate of ${approved:.2f} plus {overrun:.0%}"
     threshold = approval_threshold(workflow)
     return threshold, f"the ${threshold:.2f} approval threshold (it was never approved)"
 

@@ -7,16 +7,8 @@ from costs.models import Budget, ModelPrice
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
-    list_display = (
-        "model",
-        "input_per_mtok",
-        "cache_write_5m_per_mtok",
-        "cache_write_1h_per_mtok",
-        "cache_read_per_mtok",
-        "output_per_mtok",
-        "batch_discount",
-        "effective_from",
-    )
+    list_display = ("model", "input_per_mtok", "cache_write_5m_per_mtok", "cache_write_1h_per_mtok",
+                    "cache_read_per_mtok", "output_per_mtok", "batch_discount", "effective_from")
     list_filter = ("model",)
 
     def has_change_permission(self, request, obj=None):

@@ -23,19 +23,14 @@ class ModelPrice(models.Model):
     cache_write_1h_per_mtok = models.DecimalField(max_digits=10, decimal_places=4)
     cache_read_per_mtok = models.DecimalField(max_digits=10, decimal_places=4)
     batch_discount = models.DecimalField(
-        max_digits=4,
-        decimal_places=3,
-        default=Decimal("0.5"),
-        help_text="Fraction taken off in batch.",
+        max_digits=4, decimal_places=3, default=Decimal("0.5"), help_text="Fraction taken off in batch."
     )
     effective_from = models.DateTimeField()
 
     class Meta:
         ordering = ["model", "-effective_from"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["model", "effective_from"], name="modelprice_unique_from"
-            ),
+            models.UniqueConstraint(fields=["model", "effective_from"], name="modelprice_unique_from"),
         ]
 
     def __str__(self) -> str:
@@ -56,9 +51,7 @@ class Budget(models.Model):
 
     scope = models.CharField(max_length=10, choices=Scope.choices)
     workflow_name = models.CharField(max_length=100, blank=True)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
     period = models.CharField(max_length=10, choices=Period.choices)
     limit_usd = models.DecimalField(max_digits=12, decimal_places=2)
     hard = models.BooleanField(default=True, help_text="Hard: refuse to start. Soft: warn.")

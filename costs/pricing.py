@@ -100,23 +100,16 @@ def batch_saving(usage: Usage, price: ModelPrice, *, batch: bool) -> Decimal:
 # The same two savings as SQL over ModelCall rows (their price FK), for the costs page's
 # aggregates; tests/test_pricing.py checks they agree with the functions above.
 def _money(expression: Any) -> ExpressionWrapper:
-    return ExpressionWrapper(
-        expression, output_field=DecimalField(max_digits=20, decimal_places=10)
-    )
+    return ExpressionWrapper(expression, output_field=DecimalField(max_digits=20, decimal_places=10))
 
 
 def cache_saving_sql() -> ExpressionWrapper:
     saving = (
         F("cache_read_tokens") * (F("price__input_per_mtok") - F("price__cache_read_per_mtok"))
-        - F("cache_write_5m_tokens")
-        * (F("price__cache_write_5m_per_mtok") - F("price__input_per_mtok"))
-        - F("cache_write_1h_tokens")
-        * (F("price__cache_write_1h_per_mtok") - F("price__input_per_mtok"))
+        - F("cache_write_5m_tokens") * (F("price__cache_write_5m_per_mtok") - F("price__input_per_mtok"))
+        - F("cache_write_1h_tokens") * (F("price__cache_write_1h_per_mtok") - F("price__input_per_mtok"))
     ) / MILLION
-    factor = Case(
-        When(is_batch=True, then=Value(Decimal(1)) - F("price__batch_discount")),
-        default=Value(Decimal(1)),
-    )
+    factor = Case(When(is_batch=True, then=Value(Decimal(1)) - F("price__batch_discount")), default=Value(Decimal(1)))
     return _money(saving * factor)
 
 
@@ -128,12 +121,7 @@ def batch_saving_sql() -> ExpressionWrapper:
         + F("cache_read_tokens") * F("price__cache_read_per_mtok")
         + F("output_tokens") * F("price__output_per_mtok")
     ) / MILLION
-    return _money(
-        Case(
-            When(is_batch=True, then=list_price * F("price__batch_discount")),
-            default=Value(Decimal(0)),
-        )
-    )
+    return _money(Case(When(is_batch=True, then=list_price * F("price__batch_discount")), default=Value(Decimal(0))))
 
 
 def _canonical_model(model: str) -> str:

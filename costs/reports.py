@@ -53,28 +53,13 @@ def calls_since(since: dt.datetime):
 def _grouped(qs, field: str) -> list[dict[str, Any]]:
     rows = (
         qs.values(field)
-        .annotate(
-            calls=Count("pk"),
-            cost=_sum("cost_usd"),
-            cache_saving=_sum(cache_saving_sql()),
-            tokens=Sum("input_tokens")
-            + Sum("output_tokens")
-            + Sum("cache_read_tokens")
-            + Sum("cache_write_5m_tokens")
-            + Sum("cache_write_1h_tokens"),
-        )
+        .annotate(calls=Count("pk"), cost=_sum("cost_usd"), cache_saving=_sum(cache_saving_sql()),
+                  tokens=Sum("input_tokens") + Sum("output_tokens") + Sum("cache_read_tokens")
+                  + Sum("cache_write_5m_tokens") + Sum("cache_write_1h_tokens"))
         .order_by("-cost")
     )
-    return [
-        {
-            "name": r[field] or "-",
-            "calls": r["calls"],
-            "cost": r["cost"],
-            "cache_saving": r["cache_saving"],
-            "tokens": r["tokens"] or 0,
-        }
-        for r in rows
-    ]
+    return [{"name": r[field] or "-", "calls": r["calls"], "cost": r["cost"], "cache_saving": r["cache_saving"],
+             "tokens": r["tokens"] or 0} for r in rows]
 
 
 def period_since(days: int, now: dt.datetime | None = None) -> dt.datetime:
@@ -87,38 +72,22 @@ def spend_report(days: int = 30, now: dt.datetime | None = None) -> SpendReport:
     since = period_since(days, now)
     first_day = timezone.localtime(since).date()
     calls = calls_since(since)
-    totals = calls.aggregate(
-        total=_sum("cost_usd"),
-        n=Count("pk"),
-        cache=_sum(cache_saving_sql()),
-        batch=_sum(batch_saving_sql()),
-    )
+    totals = calls.aggregate(total=_sum("cost_usd"), n=Count("pk"), cache=_sum(cache_saving_sql()),
+                             batch=_sum(batch_saving_sql()))
     per_day = {
         r["day"]: r["cost"]
         for r in calls.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
-        .values("day")
-        .annotate(cost=_sum("cost_usd"))
+        .values("day").annotate(cost=_sum("cost_usd"))
     }
-    by_day = [
-        {
-            "day": first_day + dt.timedelta(days=i),
-            "cost": per_day.get(first_day + dt.timedelta(days=i), ZERO),
-        }
-        for i in range(days)
-    ]
+    by_day = [{"day": first_day + dt.timedelta(days=i), "cost": per_day.get(first_day + dt.timedelta(days=i), ZERO)}
+              for i in range(days)]
     top_runs = list(
-        Run.objects.filter(created_at__gte=since, cost_usd__gt=0)
-        .select_related("requested_by")
+        Run.objects.filter(created_at__gte=since, cost_usd__gt=0).select_related("requested_by")
         .order_by("-cost_usd")[:10]
     )
     return SpendReport(
-        since=since,
-        days=days,
-        total=totals["total"],
-        calls=totals["n"],
-        cache_saving=totals["cache"],
-        batch_saving=totals["batch"],
-        by_day=by_day,
+        since=since, days=days, total=totals["total"], calls=totals["n"], cache_saving=totals["cache"],
+        batch_saving=totals["batch"], by_day=by_day,
         by_workflow=_grouped(calls, "run__workflow_name"),
         by_user=_grouped(calls, "run__requested_by__username"),
         by_model=_grouped(calls, "model"),
@@ -127,21 +96,9 @@ def spend_report(days: int = 30, now: dt.datetime | None = None) -> SpendReport:
     )
 
 
-CSV_HEADER = [
-    "date",
-    "workflow",
-    "user",
-    "model",
-    "calls",
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
-    "cost_usd",
-    "cache_saving_usd",
-    "batch_saving_usd",
-]
+CSV_HEADER = ["date", "workflow", "user", "model", "calls", "input_tokens", "cache_write_5m_tokens",
+              "cache_write_1h_tokens", "cache_read_tokens", "output_tokens", "cost_usd",
+              "cache_saving_usd", "batch_saving_usd"]
 
 
 def csv_rows(since: dt.datetime) -> Iterator[list[Any]]:
@@ -151,35 +108,15 @@ def csv_rows(since: dt.datetime) -> Iterator[list[Any]]:
         calls_since(since)
         .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
         .values("day", "run__workflow_name", "run__requested_by__username", "model")
-        .annotate(
-            calls=Count("pk"),
-            inp=Sum("input_tokens"),
-            w5=Sum("cache_write_5m_tokens"),
-            w1h=Sum("cache_write_1h_tokens"),
-            read=Sum("cache_read_tokens"),
-            out=Sum("output_tokens"),
-            cost=_sum("cost_usd"),
-            cache=_sum(cache_saving_sql()),
-            batch=_sum(batch_saving_sql()),
-        )
+        .annotate(calls=Count("pk"), inp=Sum("input_tokens"), w5=Sum("cache_write_5m_tokens"),
+                  w1h=Sum("cache_write_1h_tokens"), read=Sum("cache_read_tokens"), out=Sum("output_tokens"),
+                  cost=_sum("cost_usd"), cache=_sum(cache_saving_sql()), batch=_sum(batch_saving_sql()))
         .order_by("day", "run__workflow_name", "run__requested_by__username", "model")
     )
     for r in rows.iterator(chunk_size=2000):
-        yield [
-            r["day"].isoformat(),
-            r["run__workflow_name"],
-            r["run__requested_by__username"],
-            r["model"],
-            r["calls"],
-            r["inp"],
-            r["w5"],
-            r["w1h"],
-            r["read"],
-            r["out"],
-            _fixed(r["cost"]),
-            _fixed(r["cache"]),
-            _fixed(r["batch"]),
-        ]
+        yield [r["day"].isoformat(), r["run__workflow_name"], r["run__requested_by__username"], r["model"],
+               r["calls"], r["inp"], r["w5"], r["w1h"], r["read"], r["out"],
+               _fixed(r["cost"]), _fixed(r["cache"]), _fixed(r["batch"])]
 
 
 def _fixed(value: Decimal) -> str:
@@ -189,6 +126,5 @@ def _fixed(value: Decimal) -> str:
 def run_savings(run: Run) -> dict[str, Decimal]:
     """What prompt caching and batch pricing saved on one run (the run page shows it)."""
     totals = run.model_calls.filter(status=ModelCall.Status.OK, price__isnull=False).aggregate(
-        cache=_sum(cache_saving_sql()), batch=_sum(batch_saving_sql())
-    )
+        cache=_sum(cache_saving_sql()), batch=_sum(batch_saving_sql()))
     return {"cache": totals["cache"], "batch": totals["batch"]}
