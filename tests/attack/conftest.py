@@ -40,6 +40,8 @@ def no_enqueue(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.fixture
 def world(operator, reviewer, manager, auditor, outsider, settings, no_enqueue) -> World:
+    from axes.models import AccessAttempt, AccessFailureLog
+
     from api.models import ApiToken
     from costs.models import Budget
     from orchestration import lifecycle
@@ -81,6 +83,15 @@ def world(operator, reviewer, manager, auditor, outsider, settings, no_enqueue) 
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     waiting = start_run("financial_reporting", {"date": "2026-11-21"}, operator)
     approval = waiting.approvals.get()
+    seen = {
+        "username": "matrix-intruder",
+        "ip_address": "192.0.2.7",
+        "user_agent": "curl",
+        "http_accept": "*/*",
+        "path_info": "/login/",
+    }
+    AccessAttempt.objects.create(**seen, get_data="", post_data="", failures_since_start=1)
+    AccessFailureLog.objects.create(**seen)
     token, secret = ApiToken.issue(operator, "matrix")
     users = {
         "operator": operator,

@@ -30,7 +30,8 @@ class Route:
         """The concrete path, with each parameter filled from ``values`` (checked to resolve back)."""
         text = _REGEX_GROUP.sub(lambda m: values[m["name"]], self.template)
         text = _ROUTE_PARAM.sub(lambda m: values[m["name"]], text)
-        text = text.replace(".*", values.get("*", "no-such-page"))
+        for anything in ("[\\s\\S]*", ".*"):
+            text = text.replace(anything, values.get("*", "no-such-page"))
         text = text.replace("^", "").replace("$", "").replace("\\", "")
         path = "/" + text
         match = resolve(path)

@@ -178,7 +178,7 @@ EXPECT: dict[str, dict[str, Any]] = {
         "GET": {"manager": 404, "auditor": 404, "*": "admin-login"},
         "POST": {"manager": 404, "auditor": 404, "*": "admin-login"},
     },
-    "api/^.*$": {"GET": 404, "POST": 404},
+    "api/^[\\s\\S]*$": {"GET": 404, "POST": 404},
     "api/openapi.json": {"GET": 200, "POST": 405},
     "api/runs": {
         "GET": {"anonymous": 401, "*": 200},

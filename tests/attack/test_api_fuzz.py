@@ -34,9 +34,24 @@ CHECKS = [
 ]
 
 
+@pytest.fixture
+def keep_test_connection():
+    """Calls go through the real WSGI handler, which closes the database connection at the end
+    of each request; in a test that would close the test's transaction. Django's own test
+    Client does the same as this."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_api_answers_every_generated_request_as_documented(
-    world: World, mode: GenerationMode
+    world: World, mode: GenerationMode, keep_test_connection: None
 ) -> None:
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", WSGIHandler())
     token = ApiToken.issue(world.users["manager"], "fuzz")[1]
@@ -65,3 +80,11 @@ def test_api_answers_every_generated_request_as_documented(
 
         fuzz()
     assert seen, "nothing was generated"
+
+
+@pytest.mark.parametrize("path", ["/api/runs/%0A", "/api/nothing%0Ahere", "/api/%F0%9F%92%A5"])
+def test_any_unknown_api_path_is_a_json_404(client, db, path):
+    """Found by the fuzzing: a path with an encoded newline fell through to the HTML 404."""
+    response = client.get(path)
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "not_found"
