@@ -112,20 +112,20 @@ def test_payloads_render_as_text_everywhere(live_server, page, hostile):
         page.goto(live_server.url + path)
         page.wait_for_load_state("networkidle")
         _assert_clean(page, seen, name)
-        text = page.inner_text("main")
+        text = page.inner_text("body")
         if name not in ("runs-list", "ticket-queue"):
             assert "<script>window.__pwned=1" in text, f"the payload is not shown as text on {name}"
         shot(page, f"xss-{name}")
     # The run page's input field and the ticket's textarea keep the payload as their value.
     page.goto(f"{live_server.url}/reviews/tickets/{ticket.pk}/")
     page.fill("#id_comment", XSS)
-    page.check("input[value=resume]")
-    page.click(
-        "button:has-text('Resolve')"
-    )  # refused (a resume needs a note): re-rendered with the comment
-    page.wait_for_load_state("networkidle")
+    page.check("input[value=correct]")
+    page.fill("#id_corrected", XSS)  # not JSON: refused, and the form comes back with the values
+    page.click("button:has-text('Resolve')")
+    page.wait_for_selector("#resolve .banner.error")
+    shot(page, "xss-ticket-form-refused")
     _assert_clean(page, seen, "ticket form re-rendered")
-    assert page.input_value("#id_comment") == XSS
+    assert page.input_value("#id_comment") == XSS and page.input_value("#id_corrected") == XSS
 
 
 def test_main_pages_raise_no_csp_violation(live_server, page, hostile):
