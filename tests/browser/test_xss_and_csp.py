@@ -163,3 +163,17 @@ def test_main_pages_raise_no_csp_violation(live_server, page, hostile):
     page.click("#estimate-button")
     page.wait_for_selector("#estimate h2:has-text('Estimate')")
     _assert_clean(page, seen, "start form")
+
+
+def test_a_locked_out_user_is_told_why_and_for_how_long(live_server, page, seeded, settings):
+    seen = _watch(page)
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        page.goto(f"{live_server.url}/login/")
+        page.fill("#id_username", "operator")
+        page.fill("#id_password", "not-the-password")
+        page.click("button[type=submit]")
+        page.wait_for_load_state("networkidle")
+    assert "Too many failed sign-ins" in page.inner_text("#locked-out")
+    assert "0:15:00" in page.inner_text("#locked-out")
+    _assert_clean(page, seen, "lockout page")
+    shot(page, "login-locked-out")
