@@ -13,6 +13,7 @@ urlpatterns = [
     path("runs", runs.runs, name="runs"),
     path("runs/<uuid:run_id>", runs.run_detail, name="run_detail"),
     path("tickets/<int:ticket_id>/resolve", tickets.resolve, name="ticket_resolve"),
-    # Anything else under /api/ is a JSON 404, never the HTML error page.
-    re_path(r"^.*$", errors.not_found, name="not_found"),
+    # Anything else under /api/ is a JSON 404, never the HTML error page ([\s\S], not ".",
+    # so a path with an encoded newline is caught too: found by the API fuzzing).
+    re_path(r"^[\s\S]*$", errors.not_found, name="not_found"),
 ]

@@ -1,9 +1,15 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.decorators.http import require_http_methods
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    # LoginView would also take PUT as a POST: only the two methods the form uses.
+    path(
+        "login/",
+        require_http_methods(["GET", "POST"])(auth_views.LoginView.as_view()),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("reviews/", include("reviews.urls")),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 
 from django.contrib.auth.decorators import permission_required
 from django.http import StreamingHttpResponse
@@ -35,7 +34,7 @@ def costs(request):
         "values": [float(d["cost"]) for d in report.by_day],
     }
     return render(request, "costs/costs.html", {
-        "report": report, "periods": reports.PERIODS, "chart": json.dumps(chart),
+        "report": report, "periods": reports.PERIODS, "chart": chart,
     })
 
 

@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from orchestration.forms import WorkflowInputForm
 from orchestration.launch import RunRefused, preview, start_run
@@ -15,11 +15,13 @@ from orchestration.workflows import registry
 
 
 @permission_required("orchestration.start_run", raise_exception=True)
+@require_GET
 def choose_workflow(request):
     return render(request, "orchestration/start_choose.html", {"workflows": registry.all_workflows()})
 
 
 @permission_required("orchestration.start_run", raise_exception=True)
+@require_http_methods(["GET", "POST"])
 def start_form(request, workflow_name):
     try:
         workflow = registry.get(workflow_name)

@@ -66,5 +66,5 @@ def test_manager_approves_an_expensive_run_and_it_runs(live_server, page, seeded
     page.click("nav >> text=Costs")
     assert page.inner_text("#total-spend") == f"${run.cost_usd.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}"
     assert "quarter_probe" in page.inner_text("main")
-    page.wait_for_function("document.querySelector('#spend-chart').width > 0")
+    page.wait_for_function("() => document.querySelector('#spend-chart').width > 0")
     shot(page, "costs-page")

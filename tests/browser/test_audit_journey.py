@@ -40,7 +40,7 @@ def test_auditor_filters_searches_exports_and_checks_the_chain(live_server, page
     page.select_option("select[name=workflow]", "financial_reporting")
     page.fill("input[name=date_from]", week_ago)
     page.click("button:has-text('Apply')")
-    page.wait_for_function("document.querySelectorAll('#results tbody tr').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('#results tbody tr').length === 2")
     assert "workflow=financial_reporting" in page.url and f"date_from={week_ago}" in page.url
     rows = page.inner_text("#results tbody")
     assert str(history["today"].pk)[:8] in rows and str(history["other_day"].pk)[:8] in rows
@@ -49,7 +49,7 @@ def test_auditor_filters_searches_exports_and_checks_the_chain(live_server, page
     # A transaction id that only the 20 November report's tool calls carry.
     page.fill("input[name=q]", "TX-20261120-003")
     page.click("button:has-text('Apply')")
-    page.wait_for_function("document.querySelectorAll('#results tbody tr').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('#results tbody tr').length === 1")
     assert str(history["today"].pk)[:8] in page.inner_text("#results tbody")
     shot(page, "runs-list-search")
 

@@ -30,7 +30,7 @@ def test_operator_watches_a_50_job_fanout_to_the_end(
     # While it runs: the bar and the counts move without a reload.
     page.wait_for_selector("#fanout-progress .progress", timeout=60_000)
     page.wait_for_function(
-        "Number(document.querySelector('[data-count=succeeded]')?.textContent) > 0", timeout=60_000
+        "() => Number(document.querySelector('[data-count=succeeded]')?.textContent) > 0", timeout=60_000
     )
     running = page.inner_text("#fanout-progress")
     assert "of 50 jobs settled" in running
@@ -49,7 +49,7 @@ def test_operator_watches_a_50_job_fanout_to_the_end(
     shot(page, "fanout-succeeded")
     # The grid filters to the failed jobs; a job's page shows its prompt, output, verdict, attempts.
     page.select_option("#job-filter select[name=status]", "failed")
-    page.wait_for_function("document.querySelectorAll('#job-grid tbody tr').length == 1")
+    page.wait_for_function("() => document.querySelectorAll('#job-grid tbody tr').length == 1")
     grid = page.inner_text("#job-grid")
     assert "handler_017.py" in grid and "Failed validation twice" in grid
     shot(page, "fanout-grid-failed")

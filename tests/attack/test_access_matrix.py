@@ -1,0 +1,408 @@
+"""Every URL the resolver knows x every persona x GET and POST: the status each must get.
+
+The routes are enumerated from the resolver (tests/attack/routes.py), not listed by hand: a
+new URL fails `test_every_route_has_an_expectation` until someone decides who may use it.
+Statuses: an int, "login" (302 to /login/) or "admin-login" (302 to the admin's login).
+Each request runs in a savepoint that is rolled back, so a POST that succeeds for one
+persona does not change what the next one sees.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pprint
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+
+from tests.attack.conftest import PERSONAS, World, client_for
+from tests.attack.routes import Route, all_routes
+
+ROUTES = {r.template: r for r in all_routes()}
+
+
+def values_for(route: Route, world: World) -> dict[str, str]:
+    """Real rows for every URL kwarg (the admin's object_id depends on the model)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from orchestration.models import AuditEvent, ModelCall, ToolCall
+
+    admin_objects = {
+        "orchestration/workflowversion": world.run.workflow_version_id,
+        "orchestration/run": world.run.pk,
+        "orchestration/modelcall": ModelCall.objects.values_list("pk", flat=True).first() or 0,
+        "orchestration/toolcall": ToolCall.objects.values_list("pk", flat=True).first() or 0,
+        "orchestration/auditevent": AuditEvent.objects.filter(run=world.run)
+        .values_list("pk", flat=True)
+        .first(),
+        "reviews/approvalrequest": world.approval.pk,
+        "reviews/escalationticket": world.ticket.pk,
+        "api/apitoken": world.token.pk,
+        "auth/user": world.users["operator"].pk,
+    }
+    model = "/".join(route.template.split("/")[1:3])
+    object_id = world.run.pk if route.template.startswith("admin/r/") else admin_objects.get(model)
+    if object_id is None:
+        object_id = _first_pk(model)
+    return {
+        "run_id": str(world.run.pk),
+        "ticket_id": str(world.ticket.pk),
+        "request_id": str(world.approval.pk),
+        "job_pk": str(world.job.pk),
+        "token_id": str(world.token.pk),
+        "workflow_name": "financial_reporting",
+        "fmt": "csv",
+        "object_id": str(object_id),
+        "app_label": "orchestration",
+        "content_type_id": str(ContentType.objects.get_for_model(world.run).pk),
+        "url": "no-such-page/",
+        "id": str(world.users["operator"].pk),
+    }
+
+
+def _first_pk(model: str) -> Any:
+    from django.apps import apps
+
+    try:
+        app_label, model_name = model.split("/")
+        return (
+            apps.get_model(app_label, model_name).objects.values_list("pk", flat=True).first() or 1
+        )
+    except (LookupError, ValueError):
+        return 1
+
+
+def outcome(response: Any) -> int | str:
+    if response.status_code == 302:
+        where = response["Location"]
+        if where.startswith("/admin/login/"):
+            return "admin-login"
+        if where.startswith("/login/"):
+            return "login"
+    return response.status_code
+
+
+_CLIENTS: dict[int, dict[str, Any]] = {}
+
+
+def _clients(world: World) -> dict[str, Any]:
+    """One signed-in client per persona for this world (signing in per request is slow)."""
+    key = id(world)
+    if key not in _CLIENTS:
+        _CLIENTS.clear()
+        _CLIENTS[key] = {p: client_for(p, world) for p in PERSONAS}
+    return _CLIENTS[key]
+
+
+def observe(route: Route, world: World, persona: str, method: str) -> int | str:
+    """The outcome of one request. The JSON API is called with the persona's bearer token (its
+    only way in); anonymous calls it without one."""
+    from api.models import ApiToken
+
+    client = _clients(world)[persona]
+    path = route.url(values_for(route, world))
+    with transaction.atomic():
+        headers = {}
+        if path.startswith("/api/") and persona != "anonymous":
+            client = _clients(world)["anonymous"]
+            headers["Authorization"] = (
+                f"Bearer {ApiToken.issue(world.users[persona], 'matrix-' + persona)[1]}"
+            )
+        cookies = copy.deepcopy(client.cookies)  # a logout must not sign out the next request
+        response = getattr(client, method.lower())(path, headers=headers)
+        client.cookies = cookies
+        transaction.set_rollback(True)
+    return outcome(response)
+
+
+# --- the expectations --------------------------------------------------------------------
+# One entry per route template: {"GET": spec, "POST": spec}; a spec is a status for every
+# persona, or a dict persona -> status with "*" for the rest.
+
+# Pages, partials, exports and the API. Notes: "" is the dashboard; reviewers see the run
+# because its ticket is open in the shared queue; outsiders get 404 for a run that is not
+# theirs (ids do not leak); healthz is 503 in tests (no worker heartbeats) and metrics answers
+# loopback without a token; the API is reached with each persona's bearer token, anonymous
+# without one (401). POSTs are empty: a 422/200 there means the view got as far as checking
+# the form, i.e. the persona is allowed to act.
+EXPECT: dict[str, dict[str, Any]] = {
+    "": {"GET": {"anonymous": "login", "*": 200}, "POST": {"anonymous": "login", "*": 405}},
+    "account/api-tokens/": {
+        "GET": {"anonymous": "login", "*": 200},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "account/api-tokens/<int:token_id>/revoke/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "operator": 302, "*": 404},
+    },
+    "account/api-tokens/new/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "*": 422},
+    },
+    "admin/": {
+        "GET": {"manager": 200, "auditor": 200, "*": "admin-login"},
+        "POST": {"manager": 200, "auditor": 200, "*": "admin-login"},
+    },
+    "admin/(?P<url>.*)$": {
+        "GET": {"manager": 404, "auditor": 404, "*": "admin-login"},
+        "POST": {"manager": 404, "auditor": 404, "*": "admin-login"},
+    },
+    "admin/^(?P<app_label>auth|axes|orchestration|reviews|costs|warehouse|api)/$": {
+        "GET": {"manager": 200, "auditor": 200, "*": "admin-login"},
+        "POST": {"manager": 200, "auditor": 200, "*": "admin-login"},
+    },
+    "admin/autocomplete/": {
+        "GET": {"manager": 403, "auditor": 403, "*": "admin-login"},
+        "POST": {"manager": 405, "auditor": 405, "*": "admin-login"},
+    },
+    "admin/jsi18n/": {
+        "GET": {"manager": 200, "auditor": 200, "*": "admin-login"},
+        "POST": {"manager": 405, "auditor": 405, "*": "admin-login"},
+    },
+    "admin/login/": {"GET": {"manager": 302, "auditor": 302, "*": 200}, "POST": 200},
+    "admin/logout/": {
+        "GET": {"anonymous": "admin-login", "manager": 405, "auditor": 405, "*": 302},
+        "POST": {"anonymous": "admin-login", "manager": "login", "auditor": "login", "*": 302},
+    },
+    "admin/password_change/": {
+        "GET": {"manager": 200, "auditor": 200, "*": "admin-login"},
+        "POST": {"manager": 200, "auditor": 200, "*": "admin-login"},
+    },
+    "admin/password_change/done/": {
+        "GET": {"manager": 200, "auditor": 200, "*": "admin-login"},
+        "POST": {"manager": 405, "auditor": 405, "*": "admin-login"},
+    },
+    "admin/r/<path:content_type_id>/<path:object_id>/": {
+        "GET": {"manager": 404, "auditor": 404, "*": "admin-login"},
+        "POST": {"manager": 404, "auditor": 404, "*": "admin-login"},
+    },
+    "api/^[\\s\\S]*$": {"GET": 404, "POST": 404},
+    "api/openapi.json": {"GET": 200, "POST": 405},
+    "api/runs": {
+        "GET": {"anonymous": 401, "*": 200},
+        "POST": {"anonymous": 401, "operator": 415, "manager": 415, "*": 403},
+    },
+    "api/runs/<uuid:run_id>": {"GET": {"anonymous": 401, "outsider": 404, "*": 200}, "POST": 405},
+    "api/tickets/<int:ticket_id>/resolve": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "reviewer": 415, "manager": 415, "*": 403},
+    },
+    "api/workflows": {"GET": {"anonymous": 401, "*": 200}, "POST": 405},
+    "costs/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "costs/export.csv": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "healthz": {"GET": 503, "POST": 405},
+    "login/": {"GET": 200, "POST": 200},
+    "logout/": {"GET": {"anonymous": "login", "*": 405}, "POST": "login"},
+    "metrics": {"GET": 200, "POST": 405},
+    "reviews/approvals/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "reviews/approvals/<int:request_id>/decide/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "manager": 302, "*": 403},
+    },
+    "reviews/approvals/bulk/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "manager": 302, "*": 403},
+    },
+    "reviews/tickets/": {
+        "GET": {"anonymous": "login", "reviewer": 200, "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
+    },
+    "reviews/tickets/<int:ticket_id>/": {
+        "GET": {"anonymous": "login", "reviewer": 200, "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
+    },
+    "reviews/tickets/<int:ticket_id>/assign/": {
+        "GET": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
+        "POST": {"anonymous": "login", "reviewer": 302, "manager": 302, "*": 403},
+    },
+    "reviews/tickets/<int:ticket_id>/claim/": {
+        "GET": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
+        "POST": {"anonymous": "login", "reviewer": 302, "manager": 302, "*": 403},
+    },
+    "reviews/tickets/<int:ticket_id>/resolve/": {
+        "GET": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
+        "POST": {"anonymous": "login", "reviewer": 422, "manager": 422, "*": 403},
+    },
+    "reviews/tickets/<int:ticket_id>/unclaim/": {
+        "GET": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
+        "POST": {"anonymous": "login", "reviewer": 302, "manager": 302, "*": 403},
+    },
+    "runs/": {"GET": {"anonymous": "login", "*": 200}, "POST": {"anonymous": "login", "*": 405}},
+    "runs/<uuid:run_id>/": {
+        "GET": {"anonymous": "login", "outsider": 404, "*": 200},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "runs/<uuid:run_id>/download.json": {
+        "GET": {"anonymous": "login", "outsider": 404, "*": 200},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "runs/<uuid:run_id>/jobs/": {
+        "GET": {"anonymous": "login", "outsider": 404, "*": 200},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "runs/<uuid:run_id>/jobs/<int:job_pk>/": {
+        "GET": {"anonymous": "login", "outsider": 404, "*": 200},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "runs/<uuid:run_id>/live/": {
+        "GET": {"anonymous": "login", "outsider": 404, "*": 200},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "runs/export.<str:fmt>": {
+        "GET": {"anonymous": "login", "*": 200},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "runs/new/": {
+        "GET": {"anonymous": "login", "operator": 200, "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "operator": 405, "manager": 405, "*": 403},
+    },
+    "runs/new/<slug:workflow_name>/": {
+        "GET": {"anonymous": "login", "operator": 200, "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "operator": 200, "manager": 200, "*": 403},
+    },
+    "runs/new/<slug:workflow_name>/estimate/": {
+        "GET": {"anonymous": "login", "operator": 405, "manager": 405, "*": 403},
+        "POST": {"anonymous": "login", "operator": 200, "manager": 200, "*": 403},
+    },
+}
+
+# The admin's model pages: what each staff persona may do per model. "view" (read-only),
+# "add" (view and add, not change or delete: model prices keep their history), "edit"
+# (view, add, change, delete), None (403). Operators, reviewers and outsiders are not staff.
+ADMIN_LEVELS: dict[str, dict[str, str | None]] = {
+    **{
+        f"orchestration/{m}": {"manager": "view", "auditor": "view"}
+        for m in ("workflowversion", "run", "modelcall", "toolcall", "auditevent")
+    },
+    **{
+        f"reviews/{m}": {"manager": "view", "auditor": "view"}
+        for m in ("approvalrequest", "escalationticket")
+    },
+    **{
+        f"warehouse/{m}": {"manager": "view", "auditor": "view"}
+        for m in (
+            "transaction",
+            "ledgerentry",
+            "payment",
+            "publishedreport",
+            "auditlogentry",
+            "paymentdecision",
+        )
+    },
+    "costs/modelprice": {"manager": "add", "auditor": "view"},
+    "costs/budget": {"manager": "edit", "auditor": "view"},
+    "api/apitoken": {
+        "manager": None,
+        "auditor": None,
+    },  # superusers only: tokens are secrets' hashes
+    "auth/user": {"manager": None, "auditor": None},
+    "auth/group": {"manager": None, "auditor": None},
+    # django-axes' login attempts: superusers only (or manage.py axes_reset_username).
+    **{
+        f"axes/{m}": {"manager": None, "auditor": None}
+        for m in ("accessattempt", "accesslog", "accessfailurelog")
+    },
+}
+
+
+def _admin_status(page: str, method: str, level: str | None) -> int:
+    if page == "object":  # the bare <object_id>/ URL redirects to the change page
+        return 302
+    if page in ("", "history") or (page == "change" and method == "GET"):
+        return 200 if level else 403
+    if page == "change":
+        return 200 if level == "edit" else 403
+    if page == "delete":
+        return 200 if level == "edit" else 403
+    if page == "add":
+        return 200 if level in ("add", "edit") else 403
+    return 403  # password: superusers only
+
+
+def _admin_expectations() -> None:
+    """Fill EXPECT for every admin model route from ADMIN_LEVELS (a model missing there fails)."""
+    for template in ROUTES:
+        parts = template.split("/")
+        if len(parts) < 4 or parts[0] != "admin" or f"{parts[1]}/{parts[2]}" not in ADMIN_LEVELS:
+            continue
+        levels = ADMIN_LEVELS[f"{parts[1]}/{parts[2]}"]
+        rest = parts[3:-1]
+        page = (
+            ""
+            if not rest
+            else "add"
+            if rest == ["add"]
+            else "object"
+            if len(rest) == 1
+            else "password"
+            if rest[-1] == "password"
+            else rest[-1]
+        )
+        EXPECT[template] = {
+            method: {
+                "anonymous": "login",
+                "manager": _admin_status(page, method, levels["manager"]),
+                "auditor": _admin_status(page, method, levels["auditor"]),
+                "*": "admin-login",
+            }
+            for method in ("GET", "POST")
+        }
+
+
+_admin_expectations()
+
+
+def expected(template: str, method: str, persona: str) -> int | str:
+    spec = EXPECT[template][method]
+    if isinstance(spec, dict):
+        return spec.get(persona, spec.get("*"))
+    return spec
+
+
+def test_every_route_has_an_expectation() -> None:
+    missing = sorted(set(ROUTES) - set(EXPECT))
+    stale = sorted(set(EXPECT) - set(ROUTES))
+    assert not missing, f"routes without an access expectation (add them to EXPECT): {missing}"
+    assert not stale, f"expectations for routes that no longer exist: {stale}"
+
+
+def test_every_route_answers_each_persona_as_expected(world: World) -> None:
+    """One test over the whole matrix (one set of rows; each request in its own savepoint)."""
+    wrong, unexpected = [], {}
+    for template, route in sorted(ROUTES.items()):
+        for method in ("GET", "POST"):
+            for persona in PERSONAS:
+                got = observe(route, world, persona, method)
+                if template not in EXPECT:
+                    unexpected.setdefault(template, {}).setdefault(method, {})[persona] = got
+                elif got != (want := expected(template, method, persona)):
+                    wrong.append(f"{method} {template} as {persona}: got {got}, expected {want}")
+    if dump := os.environ.get("ATTACK_MATRIX_DUMP"):
+        Path(dump).write_text(pprint.pformat(unexpected, width=140, sort_dicts=False))
+    assert not unexpected, f"routes without an expectation: {sorted(unexpected)}"
+    assert not wrong, "\n".join(wrong)
+
+
+def test_other_methods_never_succeed_or_crash(world: World) -> None:
+    """PUT, PATCH and DELETE are served nowhere outside the admin: never 2xx, never 5xx."""
+    wrong = []
+    for template, route in sorted(ROUTES.items()):
+        if template.startswith("admin/"):
+            continue
+        for method in ("PUT", "PATCH", "DELETE"):
+            for persona in ("anonymous", "operator", "manager"):
+                got = observe(route, world, persona, method)
+                if isinstance(got, int) and (200 <= got < 300 or got >= 500):
+                    wrong.append(f"{method} {template} as {persona}: {got}")
+    assert not wrong, "\n".join(wrong)
