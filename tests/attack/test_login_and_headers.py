@@ -102,8 +102,10 @@ def test_templates_have_no_inline_script_or_style():
 
 def _production_env(**extra: str) -> dict[str, str]:
     db = settings.DATABASES["default"]
+    # The browser fixtures set DJANGO_ALLOW_ASYNC_UNSAFE in this process; a deployment does not.
+    inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     return {
-        **os.environ,
+        **inherited,
         "DJANGO_DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "countersign.example.com",
