@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._results import reproduce, write_section  # noqa: E402
 from bench._workers import LOOP_ENV, ROOT, machine  # noqa: E402
 
 SECTION = "## Dashboard pages"
@@ -402,8 +402,7 @@ def write_results(
     text_lines = [
         SECTION,
         "",
-        f"Reproduce: `{command}` (`--quick` for a smoke pass). Measured on {host}, "
-        "while other work shared the 2 cores: rerun on a quiet machine for numbers to quote.",
+        reproduce(command, host),
         "",
         f"Data: {b['runs']:,} runs, {b['tool calls']:,} tool calls, {b['open tickets']:,} open tickets, "
         f"{b['pending approvals']:,} pending approvals (bulk load {load_s:.0f} s); the 500-step run was "
@@ -412,16 +411,7 @@ def write_results(
         *lines,
         "",
     ]
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text()
-    section = "\n".join(text_lines)
-    if SECTION in text:
-        text = re.sub(
-            re.escape(SECTION) + r"\n.*?(?=\n### |\n## |\Z)", section, text, flags=re.DOTALL
-        )
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    write_section(SECTION, "\n".join(text_lines), keep_analysis=True)
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._results import reproduce, write_section  # noqa: E402
 from bench._workers import ROOT, Worker, machine, purge_queues, setup_django  # noqa: E402
 
 SECTION = "## Engine overhead per step"
@@ -343,8 +343,7 @@ def write_results(results: dict[str, dict[str, float]], command: str, host: str)
     lines = [
         SECTION,
         "",
-        f"Reproduce: `{command}` (`--quick` for a smoke pass). Measured on {host}, "
-        "while other work shared the 2 cores: rerun on a quiet machine for numbers to quote.",
+        reproduce(command, host),
         "",
         *table(results),
         "",
@@ -357,17 +356,7 @@ def write_results(results: dict[str, dict[str, float]], command: str, host: str)
         "node and the tool node).",
         "",
     ]
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text()
-    section = "\n".join(lines)
-    if SECTION in text:
-        # Keep the hand-written analysis that follows the generated block (### subsections).
-        text = re.sub(
-            re.escape(SECTION) + r"\n.*?(?=\n### |\n## |\Z)", section, text, flags=re.DOTALL
-        )
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    write_section(SECTION, "\n".join(lines), keep_analysis=True)
 
 
 def main() -> None:

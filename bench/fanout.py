@@ -20,7 +20,6 @@ import json
 import math
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -32,6 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from bench._results import write_section  # noqa: E402
+
 os.environ.setdefault("COUNTERSIGN_EXTRA_WORKFLOWS", "bench.fanout_workflow")
 
 
@@ -204,8 +206,6 @@ def seed_reference(n: int, latency: float) -> dict:
 
 
 def write_results(rows: list[dict], seed: list[dict], latency: float, command: str) -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -252,12 +252,7 @@ def write_results(rows: list[dict], seed: list[dict], latency: float, command: s
         "~2 s importing code, starting threads and opening database connections).",
         "",
     ]
-    section = "\n".join(lines)
-    if "## Fan-out" in text:
-        text = re.sub(r"## Fan-out\n.*?(?=\n## |\Z)", section, text, flags=re.DOTALL)
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    write_section("## Fan-out", "\n".join(lines))
 
 
 def main() -> None:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._results import reproduce, write_section  # noqa: E402
 from bench._workers import (  # noqa: E402
     ROOT,
     Worker,
@@ -83,22 +83,12 @@ def write_results(rows: list[dict[str, float]], command: str, host: str) -> None
     lines = [
         SECTION,
         "",
-        f"Reproduce: `{command}` (`--quick` for a smoke pass). Measured on {host}, "
-        "while other work shared the 2 cores: rerun on a quiet machine for numbers to quote.",
+        reproduce(command, host),
         "",
         *table(rows),
         "",
     ]
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text()
-    section = "\n".join(lines)
-    if SECTION in text:
-        text = re.sub(
-            re.escape(SECTION) + r"\n.*?(?=\n### |\n## |\Z)", section, text, flags=re.DOTALL
-        )
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    write_section(SECTION, "\n".join(lines), keep_analysis=True)
 
 
 def main() -> None:

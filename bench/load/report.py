@@ -8,6 +8,8 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from bench._results import write_section
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -61,7 +63,6 @@ def write_results(
     command: str,
     path: Path = ROOT / "bench" / "RESULTS.md",
 ) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
     r = report
     locks = r["lock_waits"]
     lines = [
@@ -166,9 +167,4 @@ def write_results(
         "",
     ]
     lines += r.get("notes", [])
-    section = "\n".join(lines).rstrip() + "\n"
-    if "## Load\n" in text:
-        text = re.sub(r"## Load\n.*?(?=\n## |\Z)", section, text, flags=re.DOTALL)
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    write_section("## Load", "\n".join(lines).rstrip() + "\n", path=path)
