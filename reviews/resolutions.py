@@ -85,11 +85,24 @@ def _check_may_act(ticket: EscalationTicket, user: Any) -> None:
         )
 
 
-def _set_assignee(ticket_id: int, user: Any, assignee: Any, event: str) -> EscalationTicket:
-    """Claim (assignee=user), unclaim (assignee=None) or assign to someone else."""
+def _set_assignee(
+    ticket_id: int, user: Any, assignee: Any, event: str, *, only_if_free: bool = False
+) -> EscalationTicket:
+    """Claim (assignee=user), unclaim (assignee=None) or assign to someone else.
+
+    ``only_if_free`` (a claim): a ticket someone else holds is refused, even for a manager;
+    one the user already holds is left as it is."""
     with transaction.atomic():
         ticket = _locked(ticket_id)
         _check_open(ticket)
+        if only_if_free and ticket.assignee_id == user.pk:
+            return ticket
+        if only_if_free and ticket.assignee_id:
+            since = f" at {timezone.localtime(ticket.claimed_at):%H:%M:%S}" if ticket.claimed_at else ""
+            raise ReviewError(
+                f"{ticket.assignee.get_username()} claimed this ticket first{since}; nothing was changed."
+                + (" To take it over, assign it to yourself." if may_override(user) else "")
+            )
         _check_may_act(ticket, user)
         ticket.assignee = assignee
         ticket.status = T.CLAIMED if assignee else T.OPEN
@@ -107,18 +120,7 @@ def claim(ticket_id: int, user: AbstractBaseUser) -> EscalationTicket:
     manager: the click usually comes from a queue page loaded before the other person claimed it
     (the load test caught managers silently taking tickets from reviewers mid-resolution). A
     manager takes a ticket over explicitly, with assign. Claiming your own ticket changes nothing."""
-    with transaction.atomic():
-        ticket = _locked(ticket_id)
-        _check_open(ticket)
-        if ticket.assignee_id == user.pk:
-            return ticket
-        if ticket.assignee_id:
-            since = f" at {timezone.localtime(ticket.claimed_at):%H:%M:%S}" if ticket.claimed_at else ""
-            raise ReviewError(
-                f"{ticket.assignee.get_username()} claimed this ticket first{since}; nothing was changed."
-                + (" To take it over, assign it to yourself." if may_override(user) else "")
-            )
-        return _set_assignee(ticket_id, user, user, "ticket.claimed")
+    return _set_assignee(ticket_id, user, user, "ticket.claimed", only_if_free=True)
 
 
 def unclaim(ticket_id: int, user: AbstractBaseUser) -> EscalationTicket:

@@ -338,16 +338,18 @@ def _refuse(
     audit.record(
         kind, run=run, payload={"turn": mc.turn, "model_call": mc.pk, "problems": problems}
     )
-    since = round_start(run)
-    tries = in_round(
-        ModelCall.objects.filter(run=run, job__isnull=True, turn=mc.turn, status="ok"), since
-    )
-    if tries.count() < ANSWER_ATTEMPTS:
+    answers = in_round(
+        ModelCall.objects.filter(
+            run=run, job__isnull=True, turn=mc.turn, status=ModelCall.Status.OK
+        ),
+        round_start(run),
+    ).count()
+    if answers < ANSWER_ATTEMPTS:
         return 0.0  # the next step asks again, with the problems in its user turn
     escalate(
         run.pk,
         R.VALIDATION_FAILED,
-        f"{what} ({tries.count()} answers): {problems[0]}",
+        f"{what} ({answers} answers): {problems[0]}",
         model_call=mc,
         details={"errors": problems, **details},
     )
