@@ -1,8 +1,9 @@
 """The specialist's and the validator's system prompts, and what their user turns hold.
 
 The system prompts are the same for every job of a workflow (so they are cached); the job
-itself (its id, task, schema, and on a retry the validator's reason) is JSON data in the
-user turn, never interpolated into the instructions.
+itself (its id, task, the workflow's job output schema, and on a retry the validator's
+reason) is JSON data in the user turn, never interpolated into the instructions. The schema
+is the one the workflow declares (FanoutSpec.job_output_schema), never one from the plan.
 """
 
 from __future__ import annotations
@@ -53,20 +54,24 @@ def validator_system(spec: FanoutSpec) -> str:
     )
 
 
-def specialist_turn(job: Any) -> str:
-    data: dict[str, Any] = {"job_id": job.job_id, "task": job.prompt, "output_schema": job.schema}
+def specialist_turn(job: Any, spec: FanoutSpec) -> str:
+    data: dict[str, Any] = {
+        "job_id": job.job_id,
+        "task": job.prompt,
+        "output_schema": spec.job_output_schema,
+    }
     if job.attempts > 1 and job.retry_reason:
         data["retry_reason"] = job.retry_reason
     return json.dumps(data, ensure_ascii=False)
 
 
-def validator_turn(job: Any) -> str:
+def validator_turn(job: Any, spec: FanoutSpec) -> str:
     return json.dumps(
         {
             "job_id": job.job_id,
             "attempt": job.attempts,
             "task": job.prompt,
-            "output_schema": job.schema,
+            "output_schema": spec.job_output_schema,
             "output": job.output,
         },
         ensure_ascii=False,
