@@ -20,6 +20,7 @@ from django.contrib.auth import get_user_model
 
 import tests.workflows_for_tests as probes
 from orchestration import engine
+from orchestration.demo import ad_variants
 from orchestration.fanout import aggregate, artifacts, slots
 from orchestration.fanout.coordinator import max_failures
 from orchestration.fanout.models import Fanout, FanoutJob
@@ -590,6 +591,35 @@ def test_security_scan_demo_finds_the_planted_issues(seeded, drive_fanout) -> No
     assert jobs.filter(attempts=2, status=J.SUCCEEDED).count() == 6  # split secrets: 3, 13, ..., 53
     assert run.result["jobs_passed"] == 58 and run.result["files_scanned"] == 58
     assert run.result["findings_by_rule"]["sql-injection"] == 9  # 0, 7, ..., 56
+    # Every finding of every passing job is in the report, with its file and line.
+    reported = Counter(
+        (f["file"], f["line"], f["rule"], f["severity"]) for f in run.result["findings"]
+    )
+    found = Counter(
+        (j.job_id, f["line"], f["rule"], f["severity"])
+        for j in jobs.filter(status=J.SUCCEEDED)
+        for f in j.output["findings"]
+    )
+    assert reported == found and sum(run.result["findings_by_severity"].values()) == sum(
+        found.values()
+    )
+    assert {f["file"] for f in run.result["not_scanned"]} == {
+        "src/webhooks/handler_017.py",
+        "src/storage/handler_059.py",
+    }
+
+
+def test_ad_variants_demo_writes_8_ads_per_sku_and_lists_the_skus_without(
+    seeded, drive_fanout
+) -> None:
+    run = drive_fanout(drive_fanout.start({"catalog": "demo", "skus": 30}, "ad_variants"))
+    assert run.status == S.SUCCEEDED, run.error
+    jobs = FanoutJob.objects.filter(run=run)
+    assert jobs.count() == 30 and jobs.filter(status=J.FAILED).count() == 1  # SKU-0013 insists
+    assert run.result["skus_total"] == 30 and run.result["skus_with_ads"] == 29
+    assert run.result["ads_written"] == 29 * 8
+    assert [s["sku"] for s in run.result["skus_without_ads"]] == ["SKU-0013"]
+    assert all(j.schema == ad_variants.AD_SCHEMA for j in jobs)
 
 
 # --- a real worker: SIGKILL and the global cap across processes ------------------------------
