@@ -323,12 +323,23 @@ def test_a_scanned_file_cannot_steer_the_plan_or_the_aggregate(
 
     monkeypatch.setattr(security_scan, "scan_tree", lambda: fanout_injection.tree(entry["payload"]))
     run = drive_fanout(drive_fanout.start({"repository": "demo-scan-tree"}, "scan_injection_probe"))
+    jobs = FanoutJob.objects.filter(run=run)
+    if entry["obey"] == "hide_source":
+        # The prompts hid the payments sources; the jobs got them from the workflow anyway.
+        assert run.status == S.SUCCEEDED, run.error
+        reported = {(f["file"], f["rule"]) for f in run.result["findings"]}
+        assert {
+            ("src/payments/charge.py", "hardcoded-secret"),
+            ("src/payments/charge.py", "sql-injection"),
+            ("src/payments/refund.py", "shell-injection"),
+        } <= reported
+        assert verify_run(run.pk).ok
+        return
     assert run.status == S.AWAITING_REVIEW, (run.status, run.result)
     assert run.result is None
     assert not AuditEvent.objects.filter(run=run, kind="run.succeeded").exists()
     ticket = run.tickets.get()
     assert ticket.reason == EscalationTicket.Reason.VALIDATION_FAILED
-    jobs = FanoutJob.objects.filter(run=run)
     if entry["obey"] in PLAN_ATTACKS:
         assert "The decomposition was refused (2 answers)" in ticket.message
         assert not jobs.exists()  # nothing ran on a plan the workflow did not allow

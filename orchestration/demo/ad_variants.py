@@ -129,6 +129,12 @@ def items(run_input: Mapping[str, Any]) -> list[str]:
     return [row["sku"] for row in context(run_input)["catalog"]]
 
 
+def item_data(run_input: Mapping[str, Any], sku: str) -> dict[str, Any]:
+    """The product a job writes for, from the catalog (given to its specialist and validator
+    by the engine, whatever the orchestrator's prompt says about it)."""
+    return catalog()[_index(sku)]
+
+
 def decompose(data: dict[str, Any]) -> list[dict[str, Any]]:
     tone = data["input"].get("tone", "friendly")
     return [
@@ -145,10 +151,10 @@ def decompose(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def specialist(data: dict[str, Any]) -> dict[str, Any]:
-    sku = data["job_id"]
+    row = data["item"]
+    sku = row["sku"]
     i = _index(sku)
     retry = bool(data.get("retry_reason"))
-    row = catalog()[i]
     ads = []
     for channel in CHANNELS:
         for variant in range(1, VARIANTS + 1):
@@ -295,6 +301,7 @@ WORKFLOW = register(
             "the product facts do not support.",
             job_output_schema=AD_SCHEMA,
             items=items,
+            item_data=item_data,
             expected_aggregate=expected_aggregate,
             max_jobs=SKUS,
             context=context,

@@ -165,10 +165,10 @@ def detect(source: str, *, careful: bool) -> list[dict[str, Any]]:
     return found
 
 
-def _source_of(task: str) -> tuple[str, str]:
-    path = task.split("\n", 1)[0].removeprefix("Review this file for security issues: ").strip()
-    source = task.split("```python\n", 1)[1].rsplit("```", 1)[0] if "```python\n" in task else ""
-    return path, source
+def item_data(run_input: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The file a job reviews, given to its specialist and validator by the engine: the source
+    comes from the tree, never from the orchestrator's retelling of it."""
+    return {"path": path, "source": scan_tree().get(path, "")}
 
 
 def context(run_input: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,21 +183,18 @@ def items(run_input: Mapping[str, Any]) -> list[str]:
 
 def decompose(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [
-        {
-            "job_id": f["path"],
-            "prompt": f"Review this file for security issues: {f['path']}\n```python\n{f['source']}```",
-        }
+        {"job_id": f["path"], "prompt": f"Review this file for security issues: {f['path']}"}
         for f in data["context"]["files"]
     ]
 
 
 def specialist(data: dict[str, Any]) -> dict[str, Any]:
-    path, source = _source_of(data["task"])
+    path, source = data["item"]["path"], data["item"]["source"]
     return {"file": path, "findings": detect(source, careful=bool(data.get("retry_reason")))}
 
 
 def validator(data: dict[str, Any]) -> dict[str, Any]:
-    _path, source = _source_of(data["task"])
+    source = data["item"]["source"]
     reported = {(f["line"], f["rule"]) for f in (data.get("output") or {}).get("findings", [])}
     missed = [f for f in detect(source, careful=True) if (f["line"], f["rule"]) not in reported]
     if missed:
@@ -328,7 +325,8 @@ WORKFLOW = register(
         tools=(),
         rules=(
             "Decompose into exactly one job per entry of items (the files), with job_id = the file's path.",
-            "Each job's prompt names the file and includes its source; the output schema is set by the workflow.",
+            "Each job's prompt names the file; the engine gives the job the file's source, and the "
+            "output schema is set by the workflow.",
             "When aggregating, report every finding of every validated result (file, line, rule, severity), "
             "count them by rule and by severity, and list every file that could not be scanned.",
         ),
@@ -347,11 +345,12 @@ WORKFLOW = register(
             "line with the right rule; nothing may be invented.",
             job_output_schema=FINDINGS_SCHEMA,
             items=items,
+            item_data=item_data,
             expected_aggregate=expected_aggregate,
             max_jobs=FILES,
             context=context,
             expected_jobs=lambda run_input: int(run_input.get("limit", FILES)),
-            decompose_output_tokens_per_job=120,
+            decompose_output_tokens_per_job=30,  # a path and a sentence: the source is item_data
             specialist_input_tokens=350,
             specialist_output_tokens=150,
             validator_input_tokens=600,

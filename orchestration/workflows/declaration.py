@@ -157,6 +157,10 @@ class FanoutSpec:
       aggregate with the same value; lists are compared as multisets, each aggregate item on
       the keys of the expected items (orchestration.fanout.aggregate).
 
+    ``item_data(input, item)`` is one item's data (e.g. the file's path and source), given
+    by the engine to that item's specialist and validator as ``item`` in their user turn, so
+    what a job works on never depends on what the orchestrator wrote in its prompt.
+
     ``context(input)`` is the data the orchestrator decomposes (e.g. the files to scan); it
     goes in the user turn as JSON next to the input and the item keys.
     ``expected_jobs(input)`` is N for the estimate. Token sizes are per call, for the
@@ -171,6 +175,7 @@ class FanoutSpec:
     max_jobs: int = 1000
     failure_threshold: float | None = None  # None: settings.FANOUT_FAILURE_THRESHOLD
     per_run_concurrency: int | None = None  # None (or more): settings.FANOUT_PER_RUN_CONCURRENCY
+    item_data: Callable[[JSON, str], JSON] | None = None
     context: Callable[[JSON], JSON] | None = None
     expected_jobs: Callable[[JSON], int] | None = None
     decompose_output_tokens_per_job: int = 120
