@@ -7,6 +7,7 @@ worker would). The worker tests at the end use real Celery subprocesses and SIGK
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -24,7 +25,14 @@ from orchestration.demo import ad_variants
 from orchestration.fanout import aggregate, artifacts, slots
 from orchestration.fanout.coordinator import max_failures
 from orchestration.fanout.models import Fanout, FanoutJob
-from orchestration.fanout.plan import InvalidPlan, PlannedJob, coverage_problems, parse_plan
+from orchestration.fanout.plan import (
+    InvalidItems,
+    InvalidPlan,
+    PlannedJob,
+    coverage_problems,
+    item_keys,
+    parse_plan,
+)
 from orchestration.launch import start_run
 from orchestration.models import AuditEvent, ModelCall, Run
 from reviews.models import EscalationTicket
@@ -246,6 +254,35 @@ def test_jobs_are_validated_against_the_workflows_schema_not_the_stored_copy(
     sent = ModelCall.objects.filter(job=job, role="specialist").first()
     assert json.loads(sent.request_content[0]["text"])["output_schema"] == probes.VALUE_SCHEMA
     assert run.result["echoed"] == [f"j{i:03d}" for i in range(10) if i != 1]
+
+
+def test_job_rows_deleted_after_the_plan_stop_the_run_before_the_aggregate(
+    seeded, drive_fanout
+) -> None:
+    run = drive_fanout.start({"n": 5})
+    drive_fanout.steps.pop()
+    engine.run_step(run.pk)  # the decomposition only
+    FanoutJob.objects.filter(run=run, job_id="j004").delete()  # someone with database access
+    run = drive_fanout(run)
+    assert run.status == S.AWAITING_REVIEW and run.result is None
+    ticket = run.tickets.get()
+    assert ticket.reason == EscalationTicket.Reason.VALIDATION_FAILED
+    assert (
+        ticket.message == "The jobs no longer cover the run's items: 1 item(s) have no job: 'j004'"
+    )
+    assert not ModelCall.objects.filter(run=run, job=None, turn=1).exists()  # no aggregate paid
+
+
+def test_the_workflows_items_must_be_usable() -> None:
+    spec = probes.FANOUT_PROBE.fanout
+    assert item_keys(spec, {"n": 3}) == ["j000", "j001", "j002"]
+    broken = dataclasses.replace(spec, items=lambda i: ["a", "b", "a"])
+    with pytest.raises(InvalidItems, match="more than once: a"):
+        item_keys(broken, {})
+    with pytest.raises(InvalidItems, match="at most 300 jobs"):
+        item_keys(dataclasses.replace(spec, items=lambda i: [str(k) for k in range(301)]), {})
+    with pytest.raises(InvalidItems, match="no items"):
+        item_keys(dataclasses.replace(spec, items=lambda i: []), {})
 
 
 @pytest.mark.parametrize(

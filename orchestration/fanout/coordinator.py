@@ -91,6 +91,17 @@ def step(run: Run, workflow: Workflow) -> float | None:
         job_settled(run.pk)
         return None
     if fan.phase == P.AGGREGATING:
+        uncovered = plan_coverage_problems(job_results(run.pk), item_keys(spec, run.input))
+        if uncovered:
+            # Not the orchestrator's doing (job rows deleted or added after the plan was
+            # accepted): a reviewer looks, and no aggregate is paid for.
+            escalate(
+                run.pk,
+                R.VALIDATION_FAILED,
+                f"The jobs no longer cover the run's items: {uncovered[0]}",
+                details={"errors": uncovered},
+            )
+            return None
         return _orchestrator_turn(run, workflow, AGGREGATE_TURN)
     return None
 
@@ -315,20 +326,8 @@ def _accept_result(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
     output, error = parse_json_answer(mc.text)
     problems = [error] if error else schema_errors(output, workflow.output_schema)
     tally = counts(run.pk)
-    results = job_results(run.pk)
-    uncovered = plan_coverage_problems(results, item_keys(spec, run.input))
-    if uncovered:
-        # Not the orchestrator's doing: the job rows changed after the plan was accepted.
-        escalate(
-            run.pk,
-            R.VALIDATION_FAILED,
-            f"The jobs no longer cover the run's items: {uncovered[0]}",
-            model_call=mc,
-            details={"errors": uncovered},
-        )
-        return None
     if not problems:
-        problems = aggregate.problems(output, spec.expected_aggregate(results))
+        problems = aggregate.problems(output, spec.expected_aggregate(job_results(run.pk)))
     if problems:
         return _refuse(
             run,
