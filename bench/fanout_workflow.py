@@ -9,20 +9,18 @@ from decimal import Decimal
 from typing import Any
 
 from orchestration.demo.playbook import fanout_roles
-from orchestration.workflows.declaration import Constraints, FanoutSpec, Workflow
+from orchestration.workflows.declaration import Constraints, FanoutSpec, JobResult, Workflow
 from orchestration.workflows.registry import register
 
 SCHEMA = {"type": "object", "properties": {"value": {"type": "string"}}, "required": ["value"]}
 
 
-def decompose(data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "schemas": {"v": SCHEMA},
-        "jobs": [
-            {"job_id": f"job-{i:04d}", "prompt": f"Return value job-{i:04d}.", "schema": "v"}
-            for i in range(data["input"]["n"])
-        ],
-    }
+def items(run_input: dict[str, Any]) -> list[str]:
+    return [f"job-{i:04d}" for i in range(run_input["n"])]
+
+
+def decompose(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"job_id": key, "prompt": f"Return value {key}."} for key in data["items"]]
 
 
 def specialist(data: dict[str, Any]) -> dict[str, Any]:
@@ -35,6 +33,10 @@ def validator(data: dict[str, Any]) -> dict[str, Any]:
 
 def aggregate(data: dict[str, Any]) -> dict[str, Any]:
     return {"passed": len(data["results"]), "failed": len(data["failed"])}
+
+
+def expected_aggregate(results: list[JobResult]) -> dict[str, Any]:
+    return {"passed": sum(r.passed for r in results), "failed": sum(not r.passed for r in results)}
 
 
 WORKFLOW = register(
@@ -67,6 +69,9 @@ WORKFLOW = register(
         fanout=FanoutSpec(
             specialist_instructions="Echo.",
             validator_instructions="Check the echo.",
+            job_output_schema=SCHEMA,
+            items=items,
+            expected_aggregate=expected_aggregate,
             max_jobs=1000,
             expected_jobs=lambda i: i["n"],
         ),

@@ -121,7 +121,7 @@ def estimate_fanout(workflow: Workflow, version: WorkflowVersion, run_input: dic
     workflow's declared expectations. The retry allowance prices one retry (specialist and
     validator again) for RETRY_ALLOWANCE of the jobs.
     """
-    from orchestration.fanout.plan import JOB_LIST_FORMAT
+    from orchestration.fanout.plan import decompose_turn
 
     spec = workflow.fanout
     assert spec is not None
@@ -130,12 +130,9 @@ def estimate_fanout(workflow: Workflow, version: WorkflowVersion, run_input: dic
     validator = workflow.models.get("validator") or orchestrator
     n = spec.expected_jobs(run_input) if spec.expected_jobs else spec.max_jobs
     client = client_for(workflow=workflow.name)
-    decompose_turn = {"phase": "decompose", "input": run_input,
-                      "context": spec.context(run_input) if spec.context else None,
-                      "max_jobs": spec.max_jobs, "job_format": JOB_LIST_FORMAT}
     prompt = client.messages.count_tokens(
         model=orchestrator, system=[{"type": "text", "text": version.system_prompt}],
-        messages=[{"role": "user", "content": json.dumps(decompose_turn)}],
+        messages=[{"role": "user", "content": json.dumps(decompose_turn(spec, run_input, strict=False))}],
     ).input_tokens
     po, ps, pv = price_for(orchestrator), price_for(specialist), price_for(validator)
 

@@ -7,6 +7,8 @@ worker would). The worker tests at the end use real Celery subprocesses and SIGK
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 import time
 from collections import Counter
@@ -19,13 +21,22 @@ from django.contrib.auth import get_user_model
 
 import tests.workflows_for_tests as probes
 from orchestration import engine
-from orchestration.fanout import artifacts, slots
+from orchestration.demo import ad_variants
+from orchestration.fanout import aggregate, artifacts, slots
 from orchestration.fanout.coordinator import max_failures
 from orchestration.fanout.models import Fanout, FanoutJob
-from orchestration.fanout.plan import InvalidPlan, parse_plan
+from orchestration.fanout.plan import (
+    InvalidItems,
+    InvalidPlan,
+    PlannedJob,
+    coverage_problems,
+    item_keys,
+    parse_plan,
+)
 from orchestration.launch import start_run
 from orchestration.models import AuditEvent, ModelCall, Run
 from reviews.models import EscalationTicket
+from tests.attack import fanout_injection_workflow as fanout_injection
 from tests.conftest import wait_for
 
 S = Run.Status
@@ -99,33 +110,52 @@ def _operator() -> Any:
 
 
 def test_plan_validation_names_every_problem() -> None:
+    items = ["1", "2", "3"]
     with pytest.raises(InvalidPlan) as caught:
         parse_plan(
-            '[{"job_id": 1, "prompt": "a", "schema": {}}, {"job_id": "1", "prompt": "", "schema": {"type": 3}},'
-            ' {"job_id": 2, "prompt": "x"}]',
-            max_jobs=10,
+            '[{"job_id": 1, "prompt": "a"}, {"job_id": "1", "prompt": ""}, {"job_id": 2}]',
+            items,
         )
     problems = " | ".join(caught.value.problems)
-    assert "job_id '1' repeats job #0" in problems
     assert "prompt must be a non-empty string" in problems
-    assert "not a valid JSON Schema" in problems
-    assert "job #2: missing schema" in problems
-    with pytest.raises(InvalidPlan, match="at most 2"):
-        parse_plan(
-            '[{"job_id": 1, "prompt": "a", "schema": {}}, {"job_id": 2, "prompt": "a", "schema": {}},'
-            ' {"job_id": 3, "prompt": "a", "schema": {}}]',
-            max_jobs=2,
-        )
-    with pytest.raises(InvalidPlan, match="not one of the shared schemas"):
-        parse_plan(
-            '{"schemas": {"a": {}}, "jobs": [{"job_id": 1, "prompt": "a", "schema": "b"}]}',
-            max_jobs=2,
-        )
-    jobs = parse_plan(
-        '{"schemas": {"a": {"type": "object"}}, "jobs": [{"job_id": 7, "prompt": "p", "schema": "a"}]}',
-        5,
-    )
-    assert jobs[0].job_id == "7" and jobs[0].schema == {"type": "object"}
+    assert "job #2: missing prompt" in problems
+    assert "item(s) have more than one job: '1'" in problems
+    assert "1 item(s) have no job: '2', '3'" not in problems  # job #2 was refused, so:
+    assert "2 item(s) have no job: '2', '3'" in problems
+    # The plan may not choose the jobs' schema: a schema, or a map of them, is refused.
+    with pytest.raises(InvalidPlan, match="schema is set by the workflow, not by the plan"):
+        parse_plan('[{"job_id": 1, "prompt": "a", "schema": {}}]', ["1"])
+    with pytest.raises(InvalidPlan, match="schemas besides jobs.*set by the workflow"):
+        parse_plan('{"schemas": {"a": {}}, "jobs": [{"job_id": 1, "prompt": "a"}]}', ["1"])
+    jobs = parse_plan('{"jobs": [{"job_id": 7, "prompt": "p"}]}', ["7"])
+    assert jobs == [PlannedJob(job_id="7", prompt="p")]
+
+
+@pytest.mark.parametrize(
+    ("ids", "problem"),
+    [
+        (["a", "b"], "1 item(s) have no job: 'c'"),
+        (["a", "b", "c", "c"], "1 item(s) have more than one job: 'c'"),
+        (["a", "b", "c", "payments/x"], "1 job(s) are for no item of this run: 'payments/x'"),
+    ],
+)
+def test_the_plan_must_cover_every_item_exactly_once(ids: list[str], problem: str) -> None:
+    text = json.dumps([{"job_id": i, "prompt": f"do {i}"} for i in ids])
+    with pytest.raises(InvalidPlan) as caught:
+        parse_plan(text, ["a", "b", "c"])
+    assert caught.value.problems == [problem]
+    fine = json.dumps([{"job_id": i, "prompt": f"do {i}"} for i in ("c", "a", "b")])
+    assert [j.job_id for j in parse_plan(fine, ["a", "b", "c"])] == ["c", "a", "b"]
+
+
+def test_coverage_problems_list_every_kind_at_once() -> None:
+    problems = coverage_problems(["a", "a", "z"], ["a", "b"])
+    assert problems == [
+        "1 item(s) have no job: 'b'",
+        "1 item(s) have more than one job: 'a'",
+        "1 job(s) are for no item of this run: 'z'",
+    ]
+    assert coverage_problems(["b", "a"], ["a", "b"]) == []
 
 
 def test_max_failures_is_the_floor_of_threshold_times_n() -> None:
@@ -144,11 +174,13 @@ def test_a_repeated_job_id_is_refused_twice_then_pauses_with_no_jobs(seeded, dri
     assert run.status == S.AWAITING_REVIEW
     ticket = run.tickets.get()
     assert ticket.reason == EscalationTicket.Reason.VALIDATION_FAILED
-    assert "repeats job #0" in ticket.message and "(2 answers)" in ticket.message
+    assert "(2 answers)" in ticket.message
+    assert "1 item(s) have more than one job: 'j000'" in ticket.context["details"]["errors"]
+    assert "1 item(s) have no job: 'j003'" in ticket.context["details"]["errors"]
     assert not FanoutJob.objects.filter(run=run).exists()
     first, second = _decompose_calls(run)  # asked once more, with the reason, then no more
     assert "previous_answer_refused" not in first.request_content[0]["text"]
-    assert "repeats job #0" in second.request_content[0]["text"]
+    assert "have more than one job: 'j000'" in second.request_content[0]["text"]
     assert AuditEvent.objects.filter(run=run, kind="fanout.plan_rejected").count() == 2
 
 
@@ -175,6 +207,197 @@ def test_a_reviewers_retry_of_a_refused_plan_asks_again_with_the_note(
     assert run.status == S.AWAITING_REVIEW and run.tickets.filter(status="open").count() == 1
 
 
+@pytest.mark.parametrize(
+    ("plan", "problem"),
+    [
+        ("missing", "1 item(s) have no job: 'j003'"),
+        ("unknown", "1 job(s) are for no item of this run: 'j999'"),
+        ("schema", "the job output schema is set by the workflow, not by the plan"),
+    ],
+)
+def test_a_plan_that_misses_adds_an_item_or_sets_a_schema_is_refused(
+    seeded, drive_fanout, plan, problem
+) -> None:
+    run = drive_fanout(drive_fanout.start({"n": 4, "plan": plan}))
+    assert run.status == S.AWAITING_REVIEW and run.result is None
+    ticket = run.tickets.get()
+    assert ticket.reason == EscalationTicket.Reason.VALIDATION_FAILED
+    assert (
+        problem in ticket.message and "The decomposition was refused (2 answers)" in ticket.message
+    )
+    assert not FanoutJob.objects.filter(run=run).exists()
+    # Recorded each time, and sent back to the orchestrator with the second request.
+    rejected = AuditEvent.objects.filter(run=run, kind="fanout.plan_rejected")
+    assert [any(problem in p for p in e.payload["problems"]) for e in rejected] == [True, True]
+    first, second = _decompose_calls(run)
+    asked = json.loads(second.request_content[0]["text"])
+    assert any(problem in p for p in asked["previous_answer_refused"])
+    assert json.loads(first.request_content[0]["text"])["items"] == ["j000", "j001", "j002", "j003"]
+
+
+def test_jobs_are_validated_against_the_workflows_schema_not_the_stored_copy(
+    seeded, drive_fanout
+) -> None:
+    run = drive_fanout.start({"n": 10, "bad_output": ["j001"]})
+    drive_fanout.steps.pop()
+    engine.run_step(run.pk)  # the decomposition only
+    jobs = FanoutJob.objects.filter(run=run)
+    assert jobs.count() == 10 and all(j.schema == probes.VALUE_SCHEMA for j in jobs)
+    jobs.update(schema={})  # someone with database access loosens the stored schema
+    run = drive_fanout(run)
+    assert run.status == S.SUCCEEDED, run.error
+    job = FanoutJob.objects.get(run=run, job_id="j001")
+    assert (job.status, job.attempts, job.verdict) == (J.FAILED, 2, "FAIL")
+    assert "Schema: (root): 'value' is a required property" in job.reason
+    assert not ModelCall.objects.filter(job=job, role="validator").exists()
+    # What the specialist was told to produce is the workflow's schema too.
+    sent = ModelCall.objects.filter(job=job, role="specialist").first()
+    assert json.loads(sent.request_content[0]["text"])["output_schema"] == probes.VALUE_SCHEMA
+    assert run.result["echoed"] == [f"j{i:03d}" for i in range(10) if i != 1]
+
+
+def test_job_rows_deleted_after_the_plan_stop_the_run_before_the_aggregate(
+    seeded, drive_fanout
+) -> None:
+    run = drive_fanout.start({"n": 5})
+    drive_fanout.steps.pop()
+    engine.run_step(run.pk)  # the decomposition only
+    FanoutJob.objects.filter(run=run, job_id="j004").delete()  # someone with database access
+    run = drive_fanout(run)
+    assert run.status == S.AWAITING_REVIEW and run.result is None
+    ticket = run.tickets.get()
+    assert ticket.reason == EscalationTicket.Reason.VALIDATION_FAILED
+    assert (
+        ticket.message == "The jobs no longer cover the run's items: 1 item(s) have no job: 'j004'"
+    )
+    assert not ModelCall.objects.filter(run=run, job=None, turn=1).exists()  # no aggregate paid
+
+
+def test_the_workflows_items_must_be_usable() -> None:
+    spec = probes.FANOUT_PROBE.fanout
+    assert item_keys(spec, {"n": 3}) == ["j000", "j001", "j002"]
+    broken = dataclasses.replace(spec, items=lambda i: ["a", "b", "a"])
+    with pytest.raises(InvalidItems, match="more than once: a"):
+        item_keys(broken, {})
+    with pytest.raises(InvalidItems, match="at most 300 jobs"):
+        item_keys(dataclasses.replace(spec, items=lambda i: [str(k) for k in range(301)]), {})
+    with pytest.raises(InvalidItems, match="no items"):
+        item_keys(dataclasses.replace(spec, items=lambda i: []), {})
+
+
+@pytest.mark.parametrize(
+    ("wrong", "problem"),
+    [
+        ("miscount", "passed is 5 but the job results give 4"),
+        ("drop", 'echoed: 1 item(s) of the job results are missing: "j000"'),
+        ("invent", 'echoed: 1 item(s) are not from any passing job: "j999"'),
+    ],
+)
+def test_an_aggregate_that_miscounts_drops_or_invents_is_refused(
+    seeded, drive_fanout, wrong, problem
+) -> None:
+    run = drive_fanout(drive_fanout.start({"n": 4, "aggregate": wrong}))
+    assert run.status == S.AWAITING_REVIEW and run.result is None
+    ticket = run.tickets.get()
+    assert ticket.reason == EscalationTicket.Reason.VALIDATION_FAILED
+    assert "The aggregated result is invalid (2 answers)" in ticket.message
+    assert problem in ticket.message
+    assert ticket.context["details"]["errors"] == [problem]
+    rejected = AuditEvent.objects.filter(run=run, kind="final.rejected")
+    assert [e.payload["problems"] for e in rejected] == [[problem], [problem]]
+    aggregate_calls = ModelCall.objects.filter(run=run, job=None, turn=1).order_by("attempt")
+    asked = json.loads(aggregate_calls[1].request_content[0]["text"])
+    assert asked["previous_answer_refused"] == [problem]
+    # The jobs' work is kept: a reviewer's retry asks for the aggregate again, not the jobs.
+    assert FanoutJob.objects.filter(run=run, status=J.SUCCEEDED).count() == 4
+    assert not AuditEvent.objects.filter(run=run, kind="run.succeeded").exists()
+
+
+def test_aggregate_problems_compare_counts_and_items_on_the_expected_keys() -> None:
+    expected = {
+        "total": 2,
+        "by_rule": {"eval": 1},
+        "findings": [{"file": "a.py", "line": 3}, {"file": "a.py", "line": 3}],
+    }
+    good = {
+        "total": 2,
+        "by_rule": {"eval": 1},
+        "findings": [
+            {"file": "a.py", "line": 3, "note": "prose is allowed"},
+            {"line": 3, "file": "a.py"},
+        ],
+        "summary": "left to the output schema",
+    }
+    assert aggregate.problems(good, expected) == []
+    bad = {
+        "total": True,
+        "by_rule": {"eval": 1, "sql": 0},
+        "findings": [{"file": "a.py", "line": 3}, {"file": "b.py", "line": 3}],
+    }
+    assert aggregate.problems(bad, expected) == [
+        "total is true but the job results give 2",
+        "by_rule has sql, which the job results do not give",
+        'findings: 1 item(s) of the job results are missing: {"file":"a.py","line":3}',
+        'findings: 1 item(s) are not from any passing job: {"file":"b.py","line":3}',
+    ]
+    assert aggregate.problems({}, {"total": 0}) == ["total is missing (the job results give 0)"]
+
+
+FANOUT_CORPUS = fanout_injection.CORPUS
+PLAN_ATTACKS = {"skip_items", "skip_items_own_schema", "own_schema", "unknown_item"}
+
+
+@pytest.mark.parametrize("entry", FANOUT_CORPUS, ids=[e["id"] for e in FANOUT_CORPUS])
+def test_a_scanned_file_cannot_steer_the_plan_or_the_aggregate(
+    seeded, drive_fanout, monkeypatch, entry
+) -> None:
+    """A file of the scanned tree tells the orchestrator to skip payments/, to use its own
+    schema, or to leave findings out of the report, and the orchestrator obeys. The run must
+    not succeed with that report: the plan or the aggregate is refused and a reviewer gets
+    a validation_failed ticket naming what was wrong."""
+    from orchestration.audit import verify_run
+    from orchestration.demo import security_scan
+
+    monkeypatch.setattr(security_scan, "scan_tree", lambda: fanout_injection.tree(entry["payload"]))
+    run = drive_fanout(drive_fanout.start({"repository": "demo-scan-tree"}, "scan_injection_probe"))
+    jobs = FanoutJob.objects.filter(run=run)
+    if entry["obey"] == "hide_source":
+        # The prompts hid the payments sources; the jobs got them from the workflow anyway.
+        assert run.status == S.SUCCEEDED, run.error
+        reported = {(f["file"], f["rule"]) for f in run.result["findings"]}
+        assert {
+            ("src/payments/charge.py", "hardcoded-secret"),
+            ("src/payments/charge.py", "sql-injection"),
+            ("src/payments/refund.py", "shell-injection"),
+        } <= reported
+        assert verify_run(run.pk).ok
+        return
+    assert run.status == S.AWAITING_REVIEW, (run.status, run.result)
+    assert run.result is None
+    assert not AuditEvent.objects.filter(run=run, kind="run.succeeded").exists()
+    ticket = run.tickets.get()
+    assert ticket.reason == EscalationTicket.Reason.VALIDATION_FAILED
+    if entry["obey"] in PLAN_ATTACKS:
+        assert "The decomposition was refused (2 answers)" in ticket.message
+        assert not jobs.exists()  # nothing ran on a plan the workflow did not allow
+        assert AuditEvent.objects.filter(run=run, kind="fanout.plan_rejected").count() == 2
+        if entry["obey"].startswith("skip_items"):
+            assert "2 item(s) have no job: 'src/payments/charge.py', 'src/payments/refund.py'" in (
+                " ".join(ticket.context["details"]["errors"])
+            )
+    else:
+        assert "The aggregated result is invalid (2 answers)" in ticket.message
+        # Every file was scanned; only the report was refused.
+        assert jobs.count() == 8 and jobs.filter(status=J.SUCCEEDED).count() == 7
+        assert AuditEvent.objects.filter(run=run, kind="final.rejected").count() == 2
+        errors = " ".join(ticket.context["details"]["errors"])
+        if entry["obey"] == "invent_finding":
+            assert "not from any passing job" in errors and "handler_001.py" in errors
+        else:
+            assert "of the job results are missing" in errors
+    assert verify_run(run.pk).ok
+
+
 # --- a whole run --------------------------------------------------------------------------
 
 
@@ -184,7 +407,7 @@ def test_fanout_runs_every_job_persists_before_validation_and_aggregates(
     probes.FANOUT_SEEN.clear()
     run = drive_fanout(drive_fanout.start({"n": 12}))
     assert run.status == S.SUCCEEDED, run.error
-    assert run.result == {"passed": 12, "failed": 0}
+    assert run.result == {"passed": 12, "failed": 0, "echoed": [f"j{i:03d}" for i in range(12)]}
     jobs = list(FanoutJob.objects.filter(run=run))
     assert [j.status for j in jobs] == [J.SUCCEEDED] * 12
     assert all(
@@ -229,7 +452,7 @@ def test_a_failed_job_is_retried_once_and_only_once(seeded, drive_fanout) -> Non
     assert ("j002", 3) not in probes.FANOUT_SEEN
     assert ModelCall.objects.filter(job=twice, role="specialist").count() == 2
     assert ModelCall.objects.filter(job=twice, role="validator").count() == 2
-    assert run.result == {"passed": 9, "failed": 1}
+    assert run.result["passed"] == 9 and run.result["failed"] == 1
     assert AuditEvent.objects.filter(run=run, kind="fanout.job.retried").count() == 2
 
 
@@ -416,6 +639,35 @@ def test_security_scan_demo_finds_the_planted_issues(seeded, drive_fanout) -> No
     assert jobs.filter(attempts=2, status=J.SUCCEEDED).count() == 6  # split secrets: 3, 13, ..., 53
     assert run.result["jobs_passed"] == 58 and run.result["files_scanned"] == 58
     assert run.result["findings_by_rule"]["sql-injection"] == 9  # 0, 7, ..., 56
+    # Every finding of every passing job is in the report, with its file and line.
+    reported = Counter(
+        (f["file"], f["line"], f["rule"], f["severity"]) for f in run.result["findings"]
+    )
+    found = Counter(
+        (j.job_id, f["line"], f["rule"], f["severity"])
+        for j in jobs.filter(status=J.SUCCEEDED)
+        for f in j.output["findings"]
+    )
+    assert reported == found and sum(run.result["findings_by_severity"].values()) == sum(
+        found.values()
+    )
+    assert {f["file"] for f in run.result["not_scanned"]} == {
+        "src/webhooks/handler_017.py",
+        "src/storage/handler_059.py",
+    }
+
+
+def test_ad_variants_demo_writes_8_ads_per_sku_and_lists_the_skus_without(
+    seeded, drive_fanout
+) -> None:
+    run = drive_fanout(drive_fanout.start({"catalog": "demo", "skus": 30}, "ad_variants"))
+    assert run.status == S.SUCCEEDED, run.error
+    jobs = FanoutJob.objects.filter(run=run)
+    assert jobs.count() == 30 and jobs.filter(status=J.FAILED).count() == 1  # SKU-0013 insists
+    assert run.result["skus_total"] == 30 and run.result["skus_with_ads"] == 29
+    assert run.result["ads_written"] == 29 * 8
+    assert [s["sku"] for s in run.result["skus_without_ads"]] == ["SKU-0013"]
+    assert all(j.schema == ad_variants.AD_SCHEMA for j in jobs)
 
 
 # --- a real worker: SIGKILL and the global cap across processes ------------------------------

@@ -142,7 +142,10 @@ register(dataclasses.replace(
 # --- fan-out ------------------------------------------------------------------------------
 # "fanout_probe": N jobs; the validator FAILs the jobs listed in fail_once on their first
 # attempt only, and those in fail_twice on both. "bad_plan" makes the orchestrator repeat a
-# job id; "bad_plan_once" only until it is told why its plan was refused. SEEN counts specialist calls per (run, job, attempt) in this process.
+# job id; "bad_plan_once" only until it is told why its plan was refused. "plan" picks another
+# way to get the plan wrong: "missing" (drops the last item), "unknown" (adds a job for no
+# item), "schema" (sets its own job schema). "aggregate" gets the final result wrong:
+# "miscount", "drop" (leaves a passed job out), "invent" (adds a job that never passed). SEEN counts specialist calls per (run, job, attempt) in this process.
 from orchestration.demo.playbook import fanout_roles  # noqa: E402
 from orchestration.workflows.declaration import FanoutSpec  # noqa: E402
 
@@ -150,14 +153,24 @@ FANOUT_SEEN: dict[tuple[str, int], int] = {}
 VALUE_SCHEMA = {"type": "object", "properties": {"value": {"type": "string"}}, "required": ["value"]}
 
 
+def _probe_items(run_input: dict[str, Any]) -> list[str]:
+    return [f"j{i:03d}" for i in range(run_input["n"])]
+
+
 def _probe_decompose(data: dict[str, Any]) -> Any:
-    n = data["input"]["n"]
-    jobs = [{"job_id": f"j{i:03d}", "prompt": f"Echo j{i:03d}", "schema": "value"} for i in range(n)]
+    jobs = [{"job_id": key, "prompt": f"Echo {key}"} for key in data["items"]]
+    wrong = data["input"].get("plan")
     if data["input"].get("bad_plan") or (
         data["input"].get("bad_plan_once") and "previous_answer_refused" not in data
     ):
         jobs[-1]["job_id"] = jobs[0]["job_id"]
-    return {"schemas": {"value": VALUE_SCHEMA}, "jobs": jobs}
+    elif wrong == "missing":
+        jobs.pop()
+    elif wrong == "unknown":
+        jobs.append({"job_id": "j999", "prompt": "Echo j999"})
+    elif wrong == "schema":
+        return {"schemas": {"any": {}}, "jobs": [{**j, "schema": "any"} for j in jobs]}
+    return jobs
 
 
 def _probe_specialist(data: dict[str, Any]) -> dict[str, Any]:
@@ -179,13 +192,25 @@ def _probe_validator(data: dict[str, Any]) -> dict[str, Any]:
 def _probe_decompose_with_input(data: dict[str, Any]) -> Any:
     plan = _probe_decompose(data)
     marker = json.dumps({k: data["input"].get(k, []) for k in ("fail_once", "fail_twice", "bad_output")})
-    for job in plan["jobs"]:
+    for job in plan["jobs"] if isinstance(plan, dict) else plan:
         job["prompt"] += "|" + marker  # the validator reads the planted failures from the task
     return plan
 
 
 def _probe_aggregate(data: dict[str, Any]) -> dict[str, Any]:
-    return {"passed": len(data["results"]), "failed": len(data["failed"])}
+    passed = [r["job_id"] for r in data["results"]]
+    wrong = data["input"].get("aggregate")
+    if wrong == "drop":
+        passed = passed[1:]
+    elif wrong == "invent":
+        passed = [*passed, "j999"]
+    count = len(data["results"]) + (1 if wrong == "miscount" else 0)
+    return {"passed": count, "failed": len(data["failed"]), "echoed": passed}
+
+
+def _probe_expected(results: list[Any]) -> dict[str, Any]:
+    passed = [r.item for r in results if r.passed]
+    return {"passed": len(passed), "failed": len(results) - len(passed), "echoed": passed}
 
 
 import json  # noqa: E402
@@ -197,14 +222,17 @@ FANOUT_PROBE = register(Workflow(
         "fail_once": {"type": "array", "items": {"type": "string"}},
         "fail_twice": {"type": "array", "items": {"type": "string"}},
         "bad_output": {"type": "array", "items": {"type": "string"}},
-        "bad_plan": {"type": "boolean"}, "bad_plan_once": {"type": "boolean"}}, "required": ["n"]},
-    output_schema={"type": "object", "properties": {"passed": {"type": "integer"}, "failed": {"type": "integer"}},
-                   "required": ["passed", "failed"]},
+        "bad_plan": {"type": "boolean"}, "bad_plan_once": {"type": "boolean"},
+        "plan": {"enum": ["missing", "unknown", "schema"]},
+        "aggregate": {"enum": ["miscount", "drop", "invent"]}}, "required": ["n"]},
+    output_schema={"type": "object", "properties": {"passed": {"type": "integer"}, "failed": {"type": "integer"},
+                                                    "echoed": {"type": "array", "items": {"type": "string"}}},
+                   "required": ["passed", "failed", "echoed"]},
     tools=(), rules=("Echo.",),
     constraints=Constraints(max_steps=4, run_timeout_seconds=600, max_cost_usd=Decimal("5.00")),
     fanout=FanoutSpec(specialist_instructions="Echo the job id as value.", validator_instructions="Check the echo.",
-                      max_jobs=300, expected_jobs=lambda i: i["n"],
-                      final_check=lambda out, counts: [] if out["passed"] == counts["succeeded"] else ["passed is wrong"]),
+                      job_output_schema=VALUE_SCHEMA, items=_probe_items, expected_aggregate=_probe_expected,
+                      max_jobs=300, expected_jobs=lambda i: i["n"]),
     policy=fanout_roles(decompose=_probe_decompose_with_input, specialist=_probe_specialist,
                         validator=_probe_validator, aggregate=_probe_aggregate),
 ))

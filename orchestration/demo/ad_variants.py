@@ -4,14 +4,16 @@ The catalog is generated in code, deterministically (``catalog()``). With 1,000 
 estimate is over $20, so the run waits for a manager before a token is spent. The simulated
 models:
 
-- the orchestrator makes one job per SKU, with the ad schema (a headline of at most 40
-  characters and a body of at most 125 per channel);
+- the orchestrator makes one job per SKU (the workflow declares the SKUs as its items and
+  the ad schema as the job output schema: a headline of at most 40 characters and a body of
+  at most 125 per channel; the plan chooses neither);
 - a specialist writes two ads per channel (search, social, display, email). Its first headline for every 25th SKU (from the
   8th) is too long, which the schema check catches in code; its first body for SKUs 4, 13,
   22, ... (every 9th) claims "the best in the world", which the validator FAILs as an
   unverifiable superlative; both are fixed on the retry. For SKUs 13, 110, 207, ... (every
   97th) it insists on the superlative: those jobs fail twice (~1%);
-- the orchestrator aggregates the ads per SKU and lists the SKUs without ads.
+- the orchestrator aggregates the ads per SKU and lists the SKUs without ads; the engine
+  checks its counts and its list against the job rows (``expected_aggregate``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from decimal import Decimal
 from typing import Any
 
 from orchestration.demo.playbook import fanout_roles
-from orchestration.workflows.declaration import Constraints, Expectation, FanoutSpec, Workflow
+from orchestration.workflows.declaration import (
+    Constraints,
+    Expectation,
+    FanoutSpec,
+    JobResult,
+    Workflow,
+)
 from orchestration.workflows.registry import register
 
 SKUS = 1000
@@ -116,30 +124,37 @@ def context(run_input: Mapping[str, Any]) -> dict[str, Any]:
     return {"catalog": list(catalog()[: run_input.get("skus", SKUS)]), "channels": list(CHANNELS)}
 
 
-def decompose(data: dict[str, Any]) -> dict[str, Any]:
+def items(run_input: Mapping[str, Any]) -> list[str]:
+    """The SKUs the plan must cover, one job each (job_id = the SKU)."""
+    return [row["sku"] for row in context(run_input)["catalog"]]
+
+
+def item_data(run_input: Mapping[str, Any], sku: str) -> dict[str, Any]:
+    """The product a job writes for, from the catalog (given to its specialist and validator
+    by the engine, whatever the orchestrator's prompt says about it)."""
+    return catalog()[_index(sku)]
+
+
+def decompose(data: dict[str, Any]) -> list[dict[str, Any]]:
     tone = data["input"].get("tone", "friendly")
-    return {
-        "schemas": {"ad": AD_SCHEMA},
-        "jobs": [
-            {
-                "job_id": row["sku"],
-                "schema": "ad",
-                "prompt": (
-                    f"Write {VARIANTS} ads per channel ({', '.join(CHANNELS)}) for {row['sku']}: {row['name']}, ${row['price']}, "
-                    f"{' and '.join(row['features'])}. Tone: {tone}. Headline at most 40 characters, body at most 125. "
-                    "No unverifiable claims."
-                ),
-            }
-            for row in data["context"]["catalog"]
-        ],
-    }
+    return [
+        {
+            "job_id": row["sku"],
+            "prompt": (
+                f"Write {VARIANTS} ads per channel ({', '.join(CHANNELS)}) for {row['sku']}: {row['name']}, ${row['price']}, "
+                f"{' and '.join(row['features'])}. Tone: {tone}. Headline at most 40 characters, body at most 125. "
+                "No unverifiable claims."
+            ),
+        }
+        for row in data["context"]["catalog"]
+    ]
 
 
 def specialist(data: dict[str, Any]) -> dict[str, Any]:
-    sku = data["job_id"]
+    row = data["item"]
+    sku = row["sku"]
     i = _index(sku)
     retry = bool(data.get("retry_reason"))
-    row = catalog()[i]
     ads = []
     for channel in CHANNELS:
         for variant in range(1, VARIANTS + 1):
@@ -207,25 +222,16 @@ def aggregate(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def final_check(output: dict[str, Any], counts: Mapping[str, int]) -> list[str]:
-    problems = []
-    if output.get("skus_total") != counts["total"]:
-        problems.append(
-            f"skus_total is {output.get('skus_total')} but the run has {counts['total']} jobs"
-        )
-    if output.get("skus_with_ads") != counts["succeeded"]:
-        problems.append(
-            f"skus_with_ads is {output.get('skus_with_ads')} but {counts['succeeded']} jobs passed"
-        )
-    if output.get("ads_written") != counts["succeeded"] * len(CHANNELS) * VARIANTS:
-        problems.append(
-            f"ads_written is {output.get('ads_written')}, not {len(CHANNELS) * VARIANTS} per passed SKU"
-        )
-    if len(output.get("skus_without_ads", [])) != counts["failed"]:
-        problems.append(
-            f"{len(output.get('skus_without_ads', []))} SKUs listed without ads but {counts['failed']} jobs failed"
-        )
-    return problems
+def expected_aggregate(results: list[JobResult]) -> dict[str, Any]:
+    """What the summary must say, from the job rows: the counts, the ads the passing jobs
+    wrote, and every SKU that failed (its reason is the aggregator's to word)."""
+    passed = [r for r in results if r.passed]
+    return {
+        "skus_total": len(results),
+        "skus_with_ads": len(passed),
+        "ads_written": sum(len((r.output or {}).get("ads", [])) for r in passed),
+        "skus_without_ads": [{"sku": r.item} for r in results if not r.passed],
+    }
 
 
 WORKFLOW = register(
@@ -275,8 +281,8 @@ WORKFLOW = register(
         },
         tools=(),
         rules=(
-            "Decompose into exactly one job per SKU in the context, with job_id = the SKU.",
-            "Each job's prompt gives the product facts, the channels and the tone; its schema is the ad schema.",
+            "Decompose into exactly one job per entry of items (the SKUs), with job_id = the SKU.",
+            "Each job's prompt gives the product facts, the channels and the tone; the output schema is set by the workflow.",
             "Never promise what the catalog does not say.",
         ),
         constraints=Constraints(
@@ -293,6 +299,10 @@ WORKFLOW = register(
             "using only the facts given.",
             validator_instructions="You check one product's ads: on brief, within the length limits, and no claim "
             "the product facts do not support.",
+            job_output_schema=AD_SCHEMA,
+            items=items,
+            item_data=item_data,
+            expected_aggregate=expected_aggregate,
             max_jobs=SKUS,
             context=context,
             expected_jobs=lambda run_input: int(run_input.get("skus", SKUS)),
@@ -302,7 +312,6 @@ WORKFLOW = register(
             validator_input_tokens=1_200,
             validator_output_tokens=60,
             aggregate_output_tokens=2_000,
-            final_check=final_check,
             summarize=summarize,
         ),
         policy=fanout_roles(

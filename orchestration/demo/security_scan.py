@@ -4,13 +4,16 @@ The tree is generated in code, deterministically (``scan_tree()``): 200 small Py
 some with planted issues (hardcoded secrets, SQL built from strings, eval, shell=True,
 pickle, weak hashes). The simulated models play it straight:
 
-- the orchestrator makes one job per file, with the findings schema;
+- the orchestrator makes one job per file (the workflow declares the files as its items and
+  the findings schema as the job output schema: the plan chooses neither);
 - a specialist reports what its detectors see. Its first look misses a secret split over two
   lines (every file whose number ends in 3); told so by the validator, it finds it on the
   retry. It cannot place an obfuscated eval (files 17, 59, 101, 143, 187, 199) on a line, so
   it answers line 0, which the schema forbids: those jobs fail twice (6 of 200, 3%);
 - the validator re-runs the full detectors and FAILs an answer that missed a finding;
-- the orchestrator aggregates the findings by rule, with the files it could not scan.
+- the orchestrator aggregates every finding (file, line, rule, severity), counts them by
+  rule and by severity, and lists the files it could not scan. The engine checks all of it
+  against the job results (``expected_aggregate``): no finding dropped, none invented.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from decimal import Decimal
 from typing import Any
 
 from orchestration.demo.playbook import fanout_roles
-from orchestration.workflows.declaration import Constraints, Expectation, FanoutSpec, Workflow
+from orchestration.workflows.declaration import (
+    Constraints,
+    Expectation,
+    FanoutSpec,
+    JobResult,
+    Workflow,
+)
 from orchestration.workflows.registry import register
 
 FILES = 200
@@ -156,10 +165,10 @@ def detect(source: str, *, careful: bool) -> list[dict[str, Any]]:
     return found
 
 
-def _source_of(task: str) -> tuple[str, str]:
-    path = task.split("\n", 1)[0].removeprefix("Review this file for security issues: ").strip()
-    source = task.split("```python\n", 1)[1].rsplit("```", 1)[0] if "```python\n" in task else ""
-    return path, source
+def item_data(run_input: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The file a job reviews, given to its specialist and validator by the engine: the source
+    comes from the tree, never from the orchestrator's retelling of it."""
+    return {"path": path, "source": scan_tree().get(path, "")}
 
 
 def context(run_input: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,27 +176,25 @@ def context(run_input: Mapping[str, Any]) -> dict[str, Any]:
     return {"repository": "demo-scan-tree", "files": [{"path": p, "source": s} for p, s in files]}
 
 
-def decompose(data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "schemas": {"findings": FINDINGS_SCHEMA},
-        "jobs": [
-            {
-                "job_id": f["path"],
-                "prompt": f"Review this file for security issues: {f['path']}\n```python\n{f['source']}```",
-                "schema": "findings",
-            }
-            for f in data["context"]["files"]
-        ],
-    }
+def items(run_input: Mapping[str, Any]) -> list[str]:
+    """The files the plan must cover, one job each (job_id = the path)."""
+    return [f["path"] for f in context(run_input)["files"]]
+
+
+def decompose(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"job_id": f["path"], "prompt": f"Review this file for security issues: {f['path']}"}
+        for f in data["context"]["files"]
+    ]
 
 
 def specialist(data: dict[str, Any]) -> dict[str, Any]:
-    path, source = _source_of(data["task"])
+    path, source = data["item"]["path"], data["item"]["source"]
     return {"file": path, "findings": detect(source, careful=bool(data.get("retry_reason")))}
 
 
 def validator(data: dict[str, Any]) -> dict[str, Any]:
-    _path, source = _source_of(data["task"])
+    source = data["item"]["source"]
     reported = {(f["line"], f["rule"]) for f in (data.get("output") or {}).get("findings", [])}
     missed = [f for f in detect(source, careful=True) if (f["line"], f["rule"]) not in reported]
     if missed:
@@ -200,41 +207,45 @@ def validator(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def aggregate(data: dict[str, Any]) -> dict[str, Any]:
+def _report(
+    per_file: list[tuple[str, list[dict[str, Any]]]], failed: list[dict[str, str]], total: int
+) -> dict[str, Any]:
+    """The scan report from the passing files' findings: what the aggregator writes, and what
+    the engine expects it to write."""
     findings = [
-        (r["job_id"], f) for r in data["results"] for f in (r["output"] or {}).get("findings", [])
+        {"file": path, "line": f["line"], "rule": f["rule"], "severity": f["severity"]}
+        for path, found in per_file
+        for f in found
     ]
     return {
-        "files_scanned": len(data["results"]),
-        "files_with_findings": len({path for path, _ in findings}),
-        "findings_by_rule": dict(sorted(Counter(f["rule"] for _, f in findings).items())),
-        "critical": [
-            {"file": p, "line": f["line"], "rule": f["rule"]}
-            for p, f in findings
-            if f["severity"] == "critical"
-        ],
-        "jobs_total": data["counts"]["total"],
-        "jobs_passed": len(data["results"]),
-        "jobs_failed": len(data["failed"]),
-        "not_scanned": [{"file": f["job_id"], "reason": f["reason"]} for f in data["failed"]],
+        "files_scanned": len(per_file),
+        "files_with_findings": len({f["file"] for f in findings}),
+        "findings_by_rule": dict(sorted(Counter(f["rule"] for f in findings).items())),
+        "findings_by_severity": dict(sorted(Counter(f["severity"] for f in findings).items())),
+        "findings": findings,
+        "jobs_total": total,
+        "jobs_passed": len(per_file),
+        "jobs_failed": len(failed),
+        "not_scanned": failed,
     }
 
 
-def final_check(output: dict[str, Any], counts: Mapping[str, int]) -> list[str]:
-    """The aggregate's counts must be the engine's counts, not the model's idea of them."""
-    problems = []
-    for field, status in (
-        ("jobs_passed", "succeeded"),
-        ("jobs_failed", "failed"),
-        ("jobs_total", "total"),
-    ):
-        if output.get(field) != counts[status]:
-            problems.append(f"{field} is {output.get(field)} but {counts[status]} jobs {status}")
-    if output.get("files_scanned") != counts["succeeded"]:
-        problems.append(
-            f"files_scanned is {output.get('files_scanned')} but {counts['succeeded']} files passed validation"
-        )
-    return problems
+def aggregate(data: dict[str, Any]) -> dict[str, Any]:
+    return _report(
+        [(r["job_id"], (r["output"] or {}).get("findings", [])) for r in data["results"]],
+        [{"file": f["job_id"], "reason": f["reason"]} for f in data["failed"]],
+        data["counts"]["total"],
+    )
+
+
+def expected_aggregate(results: list[JobResult]) -> dict[str, Any]:
+    """What the report must say, from the job rows: every finding of every passing file, the
+    counts, and every file that failed (its reason is the aggregator's to word)."""
+    return _report(
+        [(r.item, (r.output or {}).get("findings", [])) for r in results if r.passed],
+        [{"file": r.item} for r in results if not r.passed],
+        len(results),
+    )
 
 
 OUTPUT_SCHEMA = {
@@ -243,7 +254,8 @@ OUTPUT_SCHEMA = {
         "files_scanned": {"type": "integer", "minimum": 0},
         "files_with_findings": {"type": "integer", "minimum": 0},
         "findings_by_rule": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "critical": {
+        "findings_by_severity": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "findings": {
             "type": "array",
             "items": {
                 "type": "object",
@@ -251,8 +263,10 @@ OUTPUT_SCHEMA = {
                     "file": {"type": "string"},
                     "line": {"type": "integer"},
                     "rule": {"type": "string"},
+                    "severity": {"type": "string"},
                 },
-                "required": ["file", "line", "rule"],
+                "required": ["file", "line", "rule", "severity"],
+                "additionalProperties": False,
             },
         },
         "jobs_total": {"type": "integer"},
@@ -271,7 +285,8 @@ OUTPUT_SCHEMA = {
         "files_scanned",
         "files_with_findings",
         "findings_by_rule",
-        "critical",
+        "findings_by_severity",
+        "findings",
         "jobs_total",
         "jobs_passed",
         "jobs_failed",
@@ -309,9 +324,11 @@ WORKFLOW = register(
         output_schema=OUTPUT_SCHEMA,
         tools=(),
         rules=(
-            "Decompose into exactly one job per file in the context, with job_id = the file's path.",
-            "Each job's prompt names the file and includes its source; its schema is the findings schema.",
-            "When aggregating, count only validated results and list every file that could not be scanned.",
+            "Decompose into exactly one job per entry of items (the files), with job_id = the file's path.",
+            "Each job's prompt names the file; the engine gives the job the file's source, and the "
+            "output schema is set by the workflow.",
+            "When aggregating, report every finding of every validated result (file, line, rule, severity), "
+            "count them by rule and by severity, and list every file that could not be scanned.",
         ),
         constraints=Constraints(
             max_steps=4,
@@ -326,16 +343,19 @@ WORKFLOW = register(
             "from strings, eval, shell=True, unsafe deserialization, weak hashes.",
             validator_instructions="You check one file review: every issue in the file must be reported on its "
             "line with the right rule; nothing may be invented.",
+            job_output_schema=FINDINGS_SCHEMA,
+            items=items,
+            item_data=item_data,
+            expected_aggregate=expected_aggregate,
             max_jobs=FILES,
             context=context,
             expected_jobs=lambda run_input: int(run_input.get("limit", FILES)),
-            decompose_output_tokens_per_job=120,
+            decompose_output_tokens_per_job=30,  # a path and a sentence: the source is item_data
             specialist_input_tokens=350,
             specialist_output_tokens=150,
             validator_input_tokens=600,
             validator_output_tokens=40,
-            aggregate_output_tokens=1_500,
-            final_check=final_check,
+            aggregate_output_tokens=4_000,  # every finding, one line each
         ),
         policy=fanout_roles(
             decompose=decompose, specialist=specialist, validator=validator, aggregate=aggregate

@@ -3,14 +3,17 @@
 The run's steps are ordinary ``advance_run`` tasks (the engine hands a fan-out workflow's
 step to ``step``), holding the run's step lease:
 
-- **decomposing**: the orchestrator is called with the input (and the workflow's context
-  data) and must answer with the job list; it is validated (orchestration.fanout.plan) and
-  the jobs are inserted in the same transaction that moves the phase on;
+- **decomposing**: the orchestrator is called with the input, the workflow's context data
+  and the keys of the items it must cover, and must answer with the job list; it is
+  validated (orchestration.fanout.plan: shape, and every item exactly once) and the jobs
+  are inserted, each with the workflow's job output schema, in the same transaction that
+  moves the phase on;
 - **dispatching**: ``maybe_continue`` fills the run's free slots (at most
   per_run_concurrency jobs running) with queued jobs, in order;
 - **aggregating**: the orchestrator gets every passed output and every failure and answers
-  with the final result, which must satisfy the output schema and the workflow's
-  final_check before the run succeeds.
+  with the final result, which must satisfy the output schema and state what the job
+  results give (orchestration.fanout.aggregate: counts and findings, against the
+  workflow's expected_aggregate) before the run succeeds.
 
 An answer refused in code (a bad plan, an invalid result) is asked for once more with the
 reasons (ANSWER_ATTEMPTS); a second refusal pauses the run with a ticket. A reviewer's
@@ -40,14 +43,21 @@ from django.utils import timezone
 
 from costs import accounting
 from orchestration import audit, lifecycle
-from orchestration.fanout import artifacts, jobs
+from orchestration.fanout import aggregate, artifacts, jobs
 from orchestration.fanout.models import Fanout, FanoutJob
-from orchestration.fanout.plan import JOB_LIST_FORMAT, InvalidPlan, parse_plan
+from orchestration.fanout.plan import (
+    InvalidItems,
+    InvalidPlan,
+    coverage_problems,
+    decompose_turn,
+    item_keys,
+    parse_plan,
+)
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run
 from orchestration.tool_execution import backoff_seconds, in_round, round_start
 from orchestration.validation import parse_json_answer, schema_errors
-from orchestration.workflows.declaration import FanoutSpec, Workflow
+from orchestration.workflows.declaration import FanoutSpec, JobResult, Workflow
 from reviews.escalation import escalate
 from reviews.models import EscalationTicket
 
@@ -70,12 +80,28 @@ def step(run: Run, workflow: Workflow) -> float | None:
     if fan is None:
         fan = _start(run, spec)
     if fan.phase == P.DECOMPOSING:
+        try:
+            item_keys(spec, run.input)
+        except InvalidItems as exc:  # the workflow's bug: no plan could be accepted
+            escalate(run.pk, R.VALIDATION_FAILED, f"The workflow's items are unusable: {exc}")
+            return None
         return _orchestrator_turn(run, workflow, DECOMPOSE_TURN)
     if fan.phase == P.DISPATCHING:
         reap(run_id=run.pk)
         job_settled(run.pk)
         return None
     if fan.phase == P.AGGREGATING:
+        uncovered = plan_coverage_problems(job_results(run.pk), item_keys(spec, run.input))
+        if uncovered:
+            # Not the orchestrator's doing (job rows deleted or added after the plan was
+            # accepted): a reviewer looks, and no aggregate is paid for.
+            escalate(
+                run.pk,
+                R.VALIDATION_FAILED,
+                f"The jobs no longer cover the run's items: {uncovered[0]}",
+                details={"errors": uncovered},
+            )
+            return None
         return _orchestrator_turn(run, workflow, AGGREGATE_TURN)
     return None
 
@@ -122,14 +148,7 @@ def _user_turn(run: Run, workflow: Workflow, turn: int, refused: list[str]) -> d
     if run.pending_note:
         asked_again["reviewer_note"] = run.pending_note
     if turn == DECOMPOSE_TURN:
-        return {
-            "phase": "decompose",
-            "input": run.input,
-            "context": spec.context(run.input) if spec.context else None,
-            "max_jobs": spec.max_jobs,
-            "job_format": JOB_LIST_FORMAT,
-            **asked_again,
-        }
+        return {**decompose_turn(spec, run.input), **asked_again}
     done = FanoutJob.objects.filter(run=run).order_by("seq")
     return {
         **asked_again,
@@ -259,8 +278,9 @@ def _after_answer(run: Run, workflow: Workflow, turn: int, mc: ModelCall) -> flo
 def _accept_plan(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
     spec = workflow.fanout
     assert spec is not None
+    items = item_keys(spec, run.input)
     try:
-        planned = parse_plan(mc.text, spec.max_jobs)
+        planned = parse_plan(mc.text, items)
     except InvalidPlan as exc:
         return _refuse(
             run, mc, "fanout.plan_rejected", exc.problems, "The decomposition was refused"
@@ -271,7 +291,13 @@ def _accept_plan(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
             return None  # a duplicate step got here first
         FanoutJob.objects.bulk_create(
             [
-                FanoutJob(run=run, job_id=p.job_id, seq=i, prompt=p.prompt, schema=p.schema)
+                FanoutJob(
+                    run=run,
+                    job_id=p.job_id,
+                    seq=i,
+                    prompt=p.prompt,
+                    schema=spec.job_output_schema,
+                )
                 for i, p in enumerate(planned)
             ],
             batch_size=500,
@@ -284,6 +310,7 @@ def _accept_plan(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
             run=run,
             payload={
                 "jobs": len(planned),
+                "items": len(items),
                 "per_run_concurrency": fan.per_run_concurrency,
                 "failure_threshold": str(fan.failure_threshold),
                 "max_failures": fan.max_failures,
@@ -299,8 +326,8 @@ def _accept_result(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
     output, error = parse_json_answer(mc.text)
     problems = [error] if error else schema_errors(output, workflow.output_schema)
     tally = counts(run.pk)
-    if not problems and spec.final_check:
-        problems = list(spec.final_check(output, tally))
+    if not problems:
+        problems = aggregate.problems(output, spec.expected_aggregate(job_results(run.pk)))
     if problems:
         return _refuse(
             run,
@@ -367,6 +394,29 @@ def counts(run_id: Any) -> dict[str, int]:
         tally[status] = n
     tally["total"] = sum(tally[s] for s in J.values)
     return tally
+
+
+def job_results(run_id: Any) -> list[JobResult]:
+    """The settled jobs as the workflow's expected_aggregate sees them, in plan order."""
+    return [
+        JobResult(
+            item=job_id,
+            status=status,
+            output=output if status == J.SUCCEEDED else None,
+            reason=reason if status != J.SUCCEEDED else "",
+        )
+        for job_id, status, output, reason in FanoutJob.objects.filter(run_id=run_id)
+        .order_by("seq")
+        .values_list("job_id", "status", "output", "reason")
+    ]
+
+
+def plan_coverage_problems(results: list[JobResult], items: list[str]) -> list[str]:
+    problems = coverage_problems([r.item for r in results], items)
+    unsettled = [r.item for r in results if r.status not in (J.SUCCEEDED, J.FAILED)]
+    if unsettled:
+        problems.append(f"{len(unsettled):,} job(s) did not settle: {', '.join(unsettled[:10])}")
+    return problems
 
 
 def job_settled(run_id: Any) -> None:

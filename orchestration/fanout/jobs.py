@@ -5,7 +5,8 @@ A job task (orchestration.tasks.run_fanout_job) claims the job's lease, then loo
 1. **specialist**: one call (a ModelCall row, role specialist, ``turn`` = job attempt)
    made while holding a global slot; the answer is charged and stored on the job row;
 2. **persist**: the output is appended to the run's JSONL artifact, and only then
-3. **validate**: the schema in code first (a violation is a FAIL without a model call),
+3. **validate**: the workflow's job output schema in code first (a violation is a FAIL
+   without a model call; the schema is the workflow's, never the orchestrator's),
    then the validator model (role validator), whose answer must be
    ``{job_id, status: PASS|FAIL, reason}`` for this job;
 4. **decide**: PASS succeeds the job; the first FAIL starts attempt 2 with the reason; the
@@ -183,7 +184,7 @@ def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:
                     workflow,
                     ModelCall.Role.SPECIALIST,
                     prompts.specialist_system(spec),
-                    prompts.specialist_turn(job),
+                    prompts.specialist_turn(job, spec),
                     spec.specialist_max_tokens,
                 )
             except CallFailed as exc:
@@ -241,7 +242,8 @@ def _validate(job: FanoutJob, token: str, workflow: Workflow) -> tuple[str, str]
     assert spec is not None
     if job.output is None:
         return FanoutJob.Verdict.FAIL, "The answer is not one JSON object."
-    problems = schema_errors(job.output, job.schema)
+    # The workflow's schema from code, not the row's copy (which is what the job page shows).
+    problems = schema_errors(job.output, spec.job_output_schema)
     if problems:
         return FanoutJob.Verdict.FAIL, "Schema: " + "; ".join(problems[:5])
 
@@ -263,7 +265,7 @@ def _validate(job: FanoutJob, token: str, workflow: Workflow) -> tuple[str, str]
         workflow,
         ModelCall.Role.VALIDATOR,
         prompts.validator_system(spec),
-        prompts.validator_turn(job),
+        prompts.validator_turn(job, spec),
         spec.validator_max_tokens,
         check=usable,
     )

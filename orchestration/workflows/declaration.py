@@ -8,7 +8,7 @@ See docs/workflows.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -120,22 +120,62 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class JobResult:
+    """What one settled fan-out job produced, as the workflow's ``expected_aggregate`` sees it.
+
+    ``item`` is the context item the job covered (its job id); ``status`` is "succeeded"
+    (the validator passed it) or "failed"; ``output`` is the specialist's validated output
+    (None for a failed job); ``reason`` is why a failed job failed.
+    """
+
+    item: str
+    status: str
+    output: JSON | None
+    reason: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "succeeded"
+
+
+@dataclass(frozen=True)
 class FanoutSpec:
     """Enterprise mode: the orchestrator decomposes the request into independent jobs that
     specialists run in parallel, a validator passes or fails each, and the orchestrator
     aggregates what passed. See orchestration/fanout/ and docs/workflows.md.
 
+    What the model cannot choose is declared here, in code, and checked by the engine:
+
+    - ``items(input)``: the keys of the context items the plan must cover, one job per item
+      with ``job_id`` = the key (e.g. the file paths, the SKUs). A plan that misses an item,
+      repeats one or names one that is not in the list is refused.
+    - ``job_output_schema``: the JSON Schema every job's output must satisfy, checked in code
+      before the validator model sees the output. A plan that carries a schema is refused.
+    - ``expected_aggregate(results)``: the facts the final result must state, computed from
+      the job results (``JobResult``, one per job, in plan order): counts, and lists such as
+      every finding of every passing job. Each key of the returned object must be in the
+      aggregate with the same value; lists are compared as multisets, each aggregate item on
+      the keys of the expected items (orchestration.fanout.aggregate).
+
+    ``item_data(input, item)`` is one item's data (e.g. the file's path and source), given
+    by the engine to that item's specialist and validator as ``item`` in their user turn, so
+    what a job works on never depends on what the orchestrator wrote in its prompt.
+
     ``context(input)`` is the data the orchestrator decomposes (e.g. the files to scan); it
-    goes in the user turn as JSON next to the input. ``expected_jobs(input)`` is N for the
-    estimate. Token sizes are per call, for the estimate only. ``final_check(output, counts)``
-    returns problems with the aggregated answer (checked in code after its schema).
+    goes in the user turn as JSON next to the input and the item keys.
+    ``expected_jobs(input)`` is N for the estimate. Token sizes are per call, for the
+    estimate only.
     """
 
     specialist_instructions: str
     validator_instructions: str
+    job_output_schema: JSON
+    items: Callable[[JSON], Sequence[str]]
+    expected_aggregate: Callable[[Sequence[JobResult]], JSON]
     max_jobs: int = 1000
     failure_threshold: float | None = None  # None: settings.FANOUT_FAILURE_THRESHOLD
     per_run_concurrency: int | None = None  # None (or more): settings.FANOUT_PER_RUN_CONCURRENCY
+    item_data: Callable[[JSON, str], JSON] | None = None
     context: Callable[[JSON], JSON] | None = None
     expected_jobs: Callable[[JSON], int] | None = None
     decompose_output_tokens_per_job: int = 120
@@ -146,15 +186,15 @@ class FanoutSpec:
     aggregate_output_tokens: int = 800
     specialist_max_tokens: int = 2048
     validator_max_tokens: int = 512
-    final_check: Callable[[JSON, Mapping[str, int]], Iterable[str]] | None = None
     # What the aggregating orchestrator sees of each passed output (default: all of it).
     summarize: Callable[[JSON], JSON] | None = None
 
     def as_dict(self) -> JSON:
-        """What the WorkflowVersion snapshot records (the prompts and the limits)."""
+        """What the WorkflowVersion snapshot records (the prompts, the job schema, the limits)."""
         return {
             "specialist_instructions": self.specialist_instructions,
             "validator_instructions": self.validator_instructions,
+            "job_output_schema": self.job_output_schema,
             "max_jobs": self.max_jobs,
             "failure_threshold": self.failure_threshold,
             "per_run_concurrency": self.per_run_concurrency,

@@ -18,7 +18,13 @@ import pytest
 from tests.attack import injection_workflow
 from tests.attack.injection_workflow import EXECUTED, FORGED_FIELDS
 
-CORPUS = json.loads((Path(__file__).parent / "injection_corpus.json").read_text())
+# Entries with "target": "fanout" are aimed at a fan-out orchestrator (tests/test_fanout.py,
+# fanout_injection_workflow.py); the rest at the tool-use loop, here.
+CORPUS = [
+    e
+    for e in json.loads((Path(__file__).parent / "injection_corpus.json").read_text())
+    if e.get("target", "tool_loop") == "tool_loop"
+]
 TOOL_EVENT = {
     "ok": "tool.called",
     "invalid_output": "tool.invalid_output",

@@ -30,7 +30,8 @@ def test_operator_watches_a_50_job_fanout_to_the_end(
     # While it runs: the bar and the counts move without a reload.
     page.wait_for_selector("#fanout-progress .progress", timeout=60_000)
     page.wait_for_function(
-        "() => Number(document.querySelector('[data-count=succeeded]')?.textContent) > 0", timeout=60_000
+        "() => Number(document.querySelector('[data-count=succeeded]')?.textContent) > 0",
+        timeout=60_000,
     )
     running = page.inner_text("#fanout-progress")
     assert "of 50 jobs settled" in running
@@ -46,6 +47,12 @@ def test_operator_watches_a_50_job_fanout_to_the_end(
     )
     assert "Updating live" not in page.inner_text("#live")  # polling stopped
     assert run.result["jobs_passed"] == 49
+    # The report the engine accepted has every finding of every passing file, and no other.
+    passed = FanoutJob.objects.filter(run=run, status=FanoutJob.Status.SUCCEEDED)
+    assert sorted((f["file"], f["line"], f["rule"]) for f in run.result["findings"]) == sorted(
+        (j.job_id, f["line"], f["rule"]) for j in passed for f in j.output["findings"]
+    )
+    assert [f["file"] for f in run.result["not_scanned"]] == ["src/webhooks/handler_017.py"]
     shot(page, "fanout-succeeded")
     # The grid filters to the failed jobs; a job's page shows its prompt, output, verdict, attempts.
     page.select_option("#job-filter select[name=status]", "failed")
