@@ -131,7 +131,11 @@ class Tool:
             description += f" Invoke when: {self.invoke_when}."
         if self.recovery:
             description += f" On failure: {self.recovery}."
-        return {"name": self.name, "description": description, "input_schema": without_annotations(self.input_schema)}
+        return {
+            "name": self.name,
+            "description": description,
+            "input_schema": without_annotations(self.input_schema),
+        }
 
 
 def without_annotations(schema: Any) -> Any:
