@@ -39,19 +39,18 @@ from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
 from orchestration.tool_execution import (
     Escalation,
-    accepted_outputs,
     backoff_seconds,
     in_round,
+    recorded_state,
     round_start,
     settle_turn,
     tool_result_blocks,
 )
 from orchestration.validation import (
     parse_json_answer,
-    provenance_fields,
     schema_errors,
     states_ambiguity,
-    value_at,
+    unsourced_values,
 )
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import Workflow
@@ -438,25 +437,18 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall, charged: accoun
 def _finalize(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
     """Accept the model's final answer only if every rule holds; otherwise nudge once, then escalate."""
     output, parse_error = parse_json_answer(mc.text)
+    record = recorded_state(run)
     # An invented value is the worst finding: checked before anything that could be nudged.
-    for path, source in (provenance_fields(workflow.output_schema) if isinstance(output, dict) else ()):
-        present, value = value_at(output, path)
-        tool_name, _, field_name = source.partition(".")
-        recorded = [
-            (o or {}).get(field_name)
-            for o in ToolCall.objects.filter(run=run, name=tool_name, settled=True,
-                                            status__in=(ToolCall.Status.OK, ToolCall.Status.CORRECTED))
-            .values_list("output", flat=True)
-        ]
-        if present and value is not None and value not in recorded:
-            escalate(run.pk, R.HALLUCINATION,
-                     f"The answer's {'/'.join(path)} = {value!r} does not come from any recorded {tool_name} call.",
-                     model_call=mc, details={"field": "/".join(path), "value": value, "recorded": [str(r) for r in recorded]})
-            return StepResult(None)
+    if isinstance(output, dict) and (unsourced := unsourced_values(output, workflow.output_schema, record)):
+        first = unsourced[0]
+        escalate(run.pk, R.HALLUCINATION,
+                 f"The answer's {first.path} = {first.value!r} does not come from any recorded {first.tool} call.",
+                 model_call=mc, details={"field": first.path, "value": first.value,
+                                         "recorded": [str(r) for r in first.recorded]})
+        return StepResult(None)
 
     problems = [parse_error] if parse_error else schema_errors(output, workflow.output_schema)
-    outputs = accepted_outputs(run)
-    missing = [name for name in workflow.required_tools if name not in outputs]
+    missing = [name for name in workflow.required_tools if not record.of(name)]
     if missing:
         problems.append(f"required tool(s) not called successfully: {', '.join(missing)}")
     if problems:
@@ -471,7 +463,9 @@ def _finalize(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
             + ". Do what is missing, then answer with one JSON object matching the output schema."))
         return StepResult(0)
 
-    if workflow.regulatory_trigger and (why := workflow.regulatory_trigger(run.input, output)):
+    # Sign-off rules read the recorded tool outputs (``record``); ``output`` is only the model's
+    # words, checked above for provenance.
+    if workflow.regulatory_trigger and (why := workflow.regulatory_trigger(run.input, output, record)):
         escalate(run.pk, R.REGULATORY_TRIGGER, f"Sign-off required: {why}", model_call=mc,
                  details={"proposed_result": output})
         return StepResult(None)

@@ -7,13 +7,17 @@ For each tool_use of the turn (the uses of one turn run in parallel):
 2. the input is validated against the tool's input schema; malformed input is
    ``rejected`` and answered with the error so the model can fix it, until the tool's
    attempts are used up;
-3. the tool's guards run (e.g. "never publish a non-compliant report"); a refusal
-   escalates;
-4. the handler runs in its own thread with the tool's timeout, retried with exponential
+3. the tool's guards run (e.g. "no payments action during an open compliance review"); a
+   refusal escalates;
+4. the input's ``x-from-tool`` fields and the tool's preconditions are checked against the
+   run's recorded state (e.g. "a passing validator verdict for this payment id"); a refusal is
+   ``rejected`` and its reason sent back to the model, until the tool's attempts are used up;
+   a precondition only a human can lift (``sign_off``) escalates at once for sign-off;
+5. the handler runs in its own thread with the tool's timeout, retried with exponential
    backoff and jitter up to the tool's max attempts; its output is cut to the schema,
    validated, then checked by the semantic validators; an invalid output is retried
    once, then escalates;
-5. an accepted output is checked against the workflow's escalation rules.
+6. an accepted output is checked against the workflow's escalation rules.
 
 Every attempt is a ToolCall row written before the handler runs, so an attempt cut short
 by a dead worker is visible and repeated with the same idempotency key.
@@ -36,8 +40,8 @@ from django.utils import timezone
 
 from orchestration import audit
 from orchestration.models import ModelCall, Run, ToolCall
-from orchestration.validation import cut_to_schema, schema_errors, stripped_paths
-from orchestration.workflows.declaration import Tool, ToolContext, Workflow
+from orchestration.validation import cut_to_schema, schema_errors, stripped_paths, unsourced_values
+from orchestration.workflows.declaration import Record, RecordedCall, Tool, ToolContext, Workflow
 from reviews.models import EscalationTicket
 
 logger = logging.getLogger(__name__)
@@ -62,14 +66,40 @@ class ToolTimeout(Exception):
 
 def accepted_outputs(run: Run) -> dict[str, Any]:
     """Latest accepted output per tool name (what guards and validators may rely on)."""
-    outputs: dict[str, Any] = {}
-    for name, output in (
+    return {c.name: c.output for c in recorded_state(run).calls}
+
+
+def recorded_state(run: Run) -> Record:
+    """What preconditions and sign-off rules read: every accepted call (ok or corrected by a
+    reviewer) in order, and the tool_uses a reviewer approved on a sign-off ticket."""
+    calls = tuple(
+        RecordedCall(name, tool_use_id, tool_input or {}, output)
+        for name, tool_use_id, tool_input, output in
         ToolCall.objects.filter(run=run, settled=True, status__in=(TC.OK, TC.CORRECTED))
         .order_by("created_at")
-        .values_list("name", "output")
-    ):
-        outputs[name] = output
-    return outputs
+        .values_list("name", "tool_use_id", "input", "output")
+    )
+    signed_off = frozenset(
+        EscalationTicket.objects.filter(
+            run=run, reason=R.REGULATORY_TRIGGER, status=EscalationTicket.Status.RESOLVED,
+            resolution=EscalationTicket.Resolution.APPROVE, failing_tool_call__isnull=False,
+        ).values_list("failing_tool_call__tool_use_id", flat=True)
+    )
+    return Record(calls=calls, signed_off=signed_off)
+
+
+def refusal(tool: Tool, tool_input: dict[str, Any], ctx: ToolContext) -> tuple[str, str, bool] | None:
+    """The first reason the call may not run now: (precondition name, reason, needs sign-off),
+    or None. Provenance of the input first, then the preconditions in declared order; a
+    sign-off precondition is lifted by a reviewer's approval of this very tool_use."""
+    if unsourced := unsourced_values(tool_input, tool.input_schema, ctx.record):
+        return "x-from-tool", "; ".join(str(u) for u in unsourced), False
+    for pre in tool.preconditions:
+        if pre.sign_off and ctx.tool_use_id in ctx.record.signed_off:
+            continue
+        if reason := pre.check(tool_input, ctx):
+            return pre.name, reason, pre.sign_off
+    return None
 
 
 def round_start(run: Run) -> Any:
@@ -176,16 +206,39 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             return Escalation(R.RETRIES_EXHAUSTED, f"{name} was called with invalid input {rejected} times.", tc)
         return None
 
+    record = recorded_state(run)
     ctx = ToolContext(
         run_id=str(run.pk), tool_use_id=tool_use_id, run_input=run.input, tool_input=tool_input,
-        outputs=accepted_outputs(run),
+        outputs={c.name: c.output for c in record.calls}, record=record,
     )
     for guard in tool.guards:
-        if refusal := guard(ctx):
+        if refused := guard(ctx):
             tc = _finish(new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
-                                     error=f"Refused by the engine: {refusal}"))
-            audit.record("tool.refused", run=run, payload={"tool_use_id": tool_use_id, "name": name, "reason": refusal})
-            return Escalation(R.VALIDATION_FAILED, f"{name} refused: {refusal}", tc)
+                                     error=f"Refused by the engine: {refused}"))
+            audit.record("tool.refused", run=run, payload={"tool_use_id": tool_use_id, "name": name, "reason": refused})
+            return Escalation(R.VALIDATION_FAILED, f"{name} refused: {refused}", tc)
+
+    if (refused_by := refusal(tool, tool_input, ctx)) is not None:
+        precondition, reason, sign_off = refused_by
+        tc = _finish(new_attempt(
+            status=TC.REJECTED, settled=True, tool_version=tool.version,
+            error=f"Refused by the engine ({precondition}): {reason}"
+            + (" A reviewer must sign this call off." if sign_off else " Nothing was executed."),
+        ))
+        audit.record("tool.refused", run=run, payload={
+            "tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt,
+            "precondition": precondition, "reason": reason, "sign_off": sign_off,
+        })
+        if sign_off:
+            return Escalation(R.REGULATORY_TRIGGER, f"Sign-off required before {name} runs: {reason}", tc,
+                              {"sign_off": True, "precondition": precondition,
+                               "proposed_call": {"tool": name, "input": tool_input}})
+        rejected = in_round(ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED), since).count()
+        if rejected >= constraints.max_attempts_per_tool:
+            return Escalation(R.VALIDATION_FAILED,
+                              f"{name} was refused {rejected} times; last ({precondition}): {reason}", tc,
+                              {"precondition": precondition, "reason": reason})
+        return None
 
     timeout = min(tool.timeout_seconds, constraints.tool_timeout_seconds)
     invalid = 0

@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
+
+from orchestration.workflows.declaration import Record
 
 
 def cut_to_schema(value: Any, schema: Mapping[str, Any]) -> Any:
@@ -107,3 +110,33 @@ def value_at(data: Any, path: tuple[str, ...]) -> tuple[bool, Any]:
             return False, None
         data = data[key]
     return True, data
+
+
+@dataclass(frozen=True)
+class Unsourced:
+    """A value marked ``x-from-tool`` that no accepted call of that tool returned."""
+
+    path: str
+    value: Any
+    tool: str
+    recorded: list[Any]
+
+    def __str__(self) -> str:
+        field = self.path.rsplit("/", 1)[-1]
+        return f"{self.path} = {self.value!r} does not come from any accepted {self.tool} call ({self.tool}.{field})"
+
+
+def unsourced_values(data: Any, schema: Mapping[str, Any], record: Record) -> list[Unsourced]:
+    """Provenance: every field of ``data`` whose schema says ``"x-from-tool": "tool.field"``
+    must, when present and not null, equal ``field`` of an accepted call of ``tool`` in
+    ``record``. Used on final answers and on tool inputs (what a side effect acts on)."""
+    found = []
+    for path, source in provenance_fields(schema):
+        present, value = value_at(data, path)
+        if not present or value is None:
+            continue
+        tool_name, _, field_name = source.partition(".")
+        recorded = record.values(tool_name, field_name)
+        if value not in recorded:
+            found.append(Unsourced("/".join(path), value, tool_name, recorded))
+    return found

@@ -10,10 +10,11 @@ Resolutions:
   call left unanswered is answered with an error naming the reviewer's decision;
 - retry: run the failed step again with a fresh round of attempts;
 - correct: supply the output of the failing tool call (validated against the tool's
-  schema and semantic validators) or the run's final output (validated against the
+  schema and semantic validators; never for a tool with a side effect) or the run's final output (validated against the
   workflow's output schema); invalid JSON or a violation changes nothing;
 - approve: sign off a result that needed a human (regulatory trigger): the run succeeds
-  with the proposed result; without one, the run continues;
+  with the proposed result; on a sign-off ticket for a tool call (a side effect refused until a
+  human signs it off), that very call runs; otherwise the run continues;
 - fail: the run fails with the reviewer's comment.
 """
 
@@ -209,9 +210,18 @@ def resolve(
         elif action == Res.CORRECT:
             _apply_correction(ticket, run, user, corrected, payload)
         elif action == Res.APPROVE:
-            proposed = (ticket.context.get("details") or {}).get("proposed_result")
+            details = ticket.context.get("details") or {}
+            proposed = details.get("proposed_result")
+            tc = ticket.failing_tool_call
             if proposed is not None:
                 lifecycle.transition(run.pk, Run.Status.SUCCEEDED, actor=user, result=proposed, event_payload=payload)
+            elif details.get("sign_off") and tc is not None:
+                # The reviewer signs off the refused call itself (that tool_use, that input): the
+                # engine settles it again and its sign-off precondition now holds
+                # (tool_execution.recorded_state reads this resolution).
+                ToolCall.objects.filter(pk=tc.pk).update(settled=False)
+                payload["signed_off"] = {"tool": tc.name, "tool_use_id": tc.tool_use_id, "input": tc.input}
+                lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload)
             else:
                 lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload,
                                      pending_note=f"Reviewer approved continuing. {comment}".strip())
@@ -249,6 +259,11 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
     errors = schema_errors(value, target["schema"])
     if target["kind"] == "tool":
         tool = workflow.tool(target["name"])
+        if tool.side_effect:
+            raise InvalidCorrection([
+                f"{tool.name} has a side effect: its output cannot be supplied by hand, or the run would record "
+                "an effect that never happened. Retry it, approve it (a sign-off), resume with a note, or fail the run."
+            ])
         value = cut_to_schema(value, tool.output_schema)
         tc = ticket.failing_tool_call
         if not errors:

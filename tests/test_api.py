@@ -21,6 +21,7 @@ from orchestration.models import AuditEvent, Run
 from reviews import resolutions
 from reviews.models import EscalationTicket
 from tests.api_helpers import assert_documented, call, token_for
+from warehouse.models import Payment
 
 S = Run.Status
 RUNS = "/api/runs"
@@ -94,7 +95,10 @@ def test_start_follow_and_resolve_a_run_with_tokens(client, operator, reviewer, 
         answer["ticket"]["resolution"] == "approve"
         and answer["ticket"]["resolved_by"] == "reviewer"
     )
-    assert answer["run"]["status"] == "succeeded"
+    # The sign-off was for the decision itself: the run goes on and records it.
+    assert answer["run"]["status"] == "queued"
+    assert not Payment.objects.filter(payment_id="PAY-1005", decision="approve").exists()
+    drive(run)
 
     done = assert_documented(
         call(client, "GET", run_url(run.pk), op_token), "/api/runs/{run_id}", "get"
@@ -125,6 +129,14 @@ def test_resume_with_a_note_then_the_run_finishes(client, operator, reviewer, dr
         assert_documented(response, "/api/tickets/{ticket_id}/resolve", "post")["run"]["status"]
         == "queued"
     )
+    run = drive(run)
+    # Approving a payment the validator sent to manual review waits for a sign-off of the call.
+    sign_off = run.tickets.get(status="open")
+    assert run.status == S.AWAITING_REVIEW and sign_off.reason == "regulatory_trigger"
+    assert sign_off.context["details"]["proposed_call"]["input"]["decision"] == "approve"
+    response = call(client, "POST", resolve_url(sign_off.pk), token_for(reviewer),
+                    {"action": "approve", "comment": "Signed off"})
+    assert response.status_code == 200
     run = drive(run)
     assert run.status == S.SUCCEEDED and run.result["decision"] == "approve"
 

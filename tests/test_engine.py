@@ -38,8 +38,8 @@ MATRIX = [
      ["fetch_payment", "high_value_validator"]),
     ("payment_approval", {"payment_id": "PAY-1004"}, S.AWAITING_REVIEW, "regulatory_trigger",
      ["fetch_payment", "standard_validator"]),
-    ("payment_approval", {"payment_id": "PAY-1005"}, S.AWAITING_REVIEW, "regulatory_trigger",
-     ["fetch_payment", "high_value_validator", "record_decision", "audit_log"]),
+    ("payment_approval", {"payment_id": "PAY-1005"}, S.AWAITING_REVIEW, "regulatory_trigger",  # sign-off first
+     ["fetch_payment", "high_value_validator"]),
     ("customer_router", {"customer_account": "ACC-100", "question": "How much could I borrow for a car loan?"},
      S.SUCCEEDED, None, ["lending_agent"]),
     ("customer_router", {"customer_account": "ACC-101", "question": "Is my KYC verification complete?"},

@@ -17,7 +17,7 @@ from orchestration.models import AuditEvent, Run
 from reviews import notifications, resolutions
 from reviews.models import EscalationTicket
 from reviews.tasks import escalate_overdue_tickets
-from warehouse.models import PublishedReport
+from warehouse.models import Payment, PublishedReport
 
 S = Run.Status
 
@@ -191,11 +191,30 @@ def test_invalid_correction_is_shown_inline_and_changes_nothing(client, reviewer
 def test_resume_gives_the_note_to_the_model(operator, reviewer, drive):
     run = drive(start_run("payment_approval", {"payment_id": "PAY-1003"}, operator))
     ticket = run.tickets.get()
-    resolutions.resolve(ticket.pk, reviewer, "resume", note="Payee cleared by sanctions team: approve")
+    resolutions.resolve(ticket.pk, reviewer, "resume", note="Payee on the watchlist: reject")
+    run = drive(run)
+    assert run.status == S.SUCCEEDED and run.result["decision"] == "reject"
+    assert Payment.objects.get(payment_id="PAY-1003").decision == "reject"
+    next_turn = run.model_calls.get(turn=2).request_content
+    assert next_turn[-1] == {"type": "text", "text": "Reviewer note: Payee on the watchlist: reject"}
+
+
+def test_approving_after_manual_review_needs_a_sign_off_of_the_decision(operator, reviewer, drive):
+    """The note is free text the model may ignore; an approval of a payment the validator sent
+    to manual review is refused until a reviewer signs off that very record_decision call."""
+    run = drive(start_run("payment_approval", {"payment_id": "PAY-1003"}, operator))
+    resolutions.resolve(run.tickets.get().pk, reviewer, "resume", note="Payee cleared by sanctions team: approve")
+    run = drive(run)
+    sign_off = run.tickets.get(status="open")
+    assert run.status == S.AWAITING_REVIEW and sign_off.reason == "regulatory_trigger"
+    assert "manual review" in sign_off.message
+    assert Payment.objects.get(payment_id="PAY-1003").decision == ""
+    resolutions.resolve(sign_off.pk, reviewer, "approve", comment="Sanctions team cleared the payee")
     run = drive(run)
     assert run.status == S.SUCCEEDED and run.result["decision"] == "approve"
-    next_turn = run.model_calls.get(turn=2).request_content
-    assert next_turn[-1] == {"type": "text", "text": "Reviewer note: Payee cleared by sanctions team: approve"}
+    assert Payment.objects.get(payment_id="PAY-1003").decision == "approve"
+    assert list(run.tool_calls.filter(name="record_decision").values_list("status", "settled")) == [
+        ("rejected", False), ("ok", True)]
 
 
 def test_resume_without_a_note_is_refused(reviewer, paused):
@@ -213,14 +232,54 @@ def test_retry_runs_the_failed_step_again(operator, reviewer, drive, monkeypatch
     assert list(run.tool_calls.filter(name="probe").values_list("status", flat=True)) == ["error"] * 3 + ["ok"]
 
 
-def test_approve_signs_off_the_proposed_result(operator, reviewer, drive):
+def test_approve_signs_off_the_side_effect_before_it_happens(operator, reviewer, drive):
     run = drive(start_run("payment_approval", {"payment_id": "PAY-1005"}, operator))
     ticket = run.tickets.get()
-    assert ticket.reason == "regulatory_trigger"
+    assert ticket.reason == "regulatory_trigger" and "over $250,000" in ticket.message
+    assert ticket.context["details"]["proposed_call"] == {
+        "tool": "record_decision", "input": ticket.failing_tool_call.input}
+    assert Payment.objects.get(payment_id="PAY-1005").decision == ""  # nothing written before the sign-off
     resolutions.resolve(ticket.pk, reviewer, "approve", comment="Board approved the payment")
-    run.refresh_from_db()
+    event = AuditEvent.objects.get(run=run, kind="ticket.resolved")
+    assert event.payload["signed_off"]["tool"] == "record_decision"
+    run = drive(run)
     assert run.status == S.SUCCEEDED and run.result["amount"] == 300000.0
+    assert Payment.objects.get(payment_id="PAY-1005").decision == "approve"
+    assert run.tool_calls.filter(name="record_decision", status="ok").count() == 1
+
+
+def test_approve_signs_off_a_proposed_result(operator, reviewer, drive, monkeypatch):
+    """A final-answer regulatory trigger (computed from the recorded tool outputs) keeps the
+    proposed result; approving it makes the run succeed with it."""
+    import dataclasses
+
+    from orchestration.workflows import registry
+
+    workflow = registry.get("payment_approval")
+    strict = dataclasses.replace(
+        workflow, regulatory_trigger=lambda run_input, output, record: (
+            "every recorded approval needs a second look" if "approve" in record.values("record_decision", "decision")
+            else None))
+    monkeypatch.setitem(registry._REGISTRY, "payment_approval", strict)
+    run = drive(start_run("payment_approval", {"payment_id": "PAY-1001"}, operator))
+    ticket = run.tickets.get()
+    assert ticket.reason == "regulatory_trigger" and "second look" in ticket.message
+    resolutions.resolve(ticket.pk, reviewer, "approve", comment="Looked twice")
+    run.refresh_from_db()
+    assert run.status == S.SUCCEEDED and run.result["amount"] == 2500.0
     assert AuditEvent.objects.filter(run=run, kind="run.succeeded", actor=reviewer).exists()
+
+
+def test_a_side_effects_output_cannot_be_supplied_by_a_correction(operator, reviewer, drive):
+    run = drive(start_run("payment_approval", {"payment_id": "PAY-1005"}, operator))
+    ticket = run.tickets.get()
+    forged = json.dumps({"recorded": True, "decision": "approve", "payment_id": "PAY-1005", "amount": 300000.0})
+    with pytest.raises(resolutions.InvalidCorrection, match="side effect"):
+        resolutions.resolve(ticket.pk, reviewer, "correct", corrected=forged)
+    ticket.refresh_from_db()
+    run.refresh_from_db()
+    assert ticket.status == "open" and run.status == S.AWAITING_REVIEW
+    assert not run.tool_calls.filter(status="corrected").exists()
 
 
 def test_fail_ends_the_run_with_the_reason(reviewer, paused):

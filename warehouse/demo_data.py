@@ -8,7 +8,7 @@ Financial reporting, by date (November 2026):
 - weekends (21st, 22nd): no transactions (escalates).
 Payments: PAY-1001 routine; PAY-1002 high value; PAY-1003 high value to a watchlisted
 payee (escalates); PAY-1004 small to a watchlisted payee (escalates); PAY-1005 over the
-sign-off limit (needs a reviewer's approval of the result).
+sign-off limit (a reviewer signs off the decision before it is written).
 """
 
 from __future__ import annotations

@@ -2,9 +2,14 @@
 
 fetch_transactions -> reconcile_ledger -> validate_apra -> publish_report -> audit_log.
 Enforced in code: no transactions escalates; ledger differences over $100 escalate; APRA
-violations escalate and publish_report is refused while the compliance result is not
-clean; audit_log is required before the run may finish; the report_id in the answer must
-come from a recorded publish_report call.
+violations escalate; audit_log is required before the run may finish; the figures in the
+answer must come from recorded tool calls.
+
+Preconditions (checked against the recorded tool calls, never the model's claims):
+reconcile_ledger and validate_apra must be given exactly the transactions fetch_transactions
+returned for that day (dropping the one that breaks a rule is refused); publish_report needs
+a compliant validate_apra of the same day and publishes only the fetched and reconciled
+figures of the requested date; audit_log may say "published" only after a publication.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from orchestration.workflows.declaration import (
     EscalationRule,
     Example,
     Expectation,
+    Precondition,
+    Record,
     Tool,
     ToolContext,
     Workflow,
@@ -117,12 +124,64 @@ def validate_apra(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return {"compliant": not violations, "violations": violations}
 
 
-def _compliance_clean(ctx: ToolContext) -> str | None:
-    apra = ctx.outputs.get("validate_apra")
+# --- preconditions: read the recorded state (ctx.record), never the model's claims ------
+
+
+def fetched_day(record: Record, date: str) -> list[dict[str, Any]] | None:
+    """The transactions fetch_transactions last returned for ``date`` (None if never fetched)."""
+    found = [c.output["transactions"] for c in record.of("fetch_transactions") if c.input.get("date") == date]
+    return found[-1] if found else None
+
+
+def _same(refs: list[dict[str, Any]], txns: list[dict[str, Any]]) -> bool:
+    return sorted((str(t["id"]), float(t["amount"])) for t in refs) == sorted(
+        (str(t["id"]), float(t["amount"])) for t in txns)
+
+
+def _covers_the_fetched_day(args: dict[str, Any], ctx: ToolContext) -> str | None:
+    """Checks and sign-off rules read these outputs: their input must be the whole fetched day."""
+    txns = fetched_day(ctx.record, args["date"])
+    if txns is None:
+        return f"fetch_transactions has not run for {args['date']}: fetch the day first"
+    if not _same(args["transactions"], txns):
+        return (f"the transactions given ({len(args['transactions'])}) are not exactly the {len(txns)} "
+                f"fetch_transactions returned for {args['date']}: pass every fetched id with its amount")
+    return None
+
+
+def _latest_for_day(record: Record, name: str, date: str) -> dict[str, Any] | None:
+    found = [c.output for c in record.of(name) if c.input.get("date") == date]
+    return found[-1] if found else None
+
+
+def _compliant_day(args: dict[str, Any], ctx: ToolContext) -> str | None:
+    apra = _latest_for_day(ctx.record, "validate_apra", args["date"])
     if apra is None:
-        return "validate_apra has not passed for this run"
+        return f"validate_apra has not passed for {args['date']}"
     if not apra.get("compliant"):
         return "the APRA validation found violations; a non-compliant report is never published"
+    return None
+
+
+def _publishes_the_recorded_figures(args: dict[str, Any], ctx: ToolContext) -> str | None:
+    if args["date"] != ctx.run_input["date"]:
+        return f"this run reports on {ctx.run_input['date']}, not {args['date']}"
+    txns = fetched_day(ctx.record, args["date"]) or []
+    recon = _latest_for_day(ctx.record, "reconcile_ledger", args["date"])
+    if recon is None:
+        return f"reconcile_ledger has not run for {args['date']}"
+    expected = {"record_count": len(txns), "total_amount": round(sum(t["amount"] for t in txns), 2),
+                "total_discrepancy": recon["total_discrepancy"]}
+    wrong = [f"{k} {args[k]!r} (recorded: {v!r})" for k, v in expected.items() if abs(args[k] - v) > 0.005]
+    return ("publish the recorded figures: " + ", ".join(wrong)) if wrong else None
+
+
+def _logs_what_happened(args: dict[str, Any], ctx: ToolContext) -> str | None:
+    if args["status"] == "published" and not ctx.record.of("publish_report"):
+        return "nothing was published in this run: the status may not say 'published'"
+    report_id = (args.get("details") or {}).get("report_id")
+    if report_id is not None and report_id not in ctx.record.values("publish_report", "report_id"):
+        return f"report {report_id!r} was not published by this run"
     return None
 
 
@@ -132,7 +191,9 @@ def publish_report(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         idempotency_key=ctx.idempotency_key,
         defaults={"report_id": f"RPT-{args['date']}-{digest}", "report_date": args["date"], "payload": args},
     )
-    return {"published": True, "report_id": report.report_id}
+    # What was published (the answer's figures must come from here).
+    figures = {k: report.payload[k] for k in ("record_count", "total_amount", "total_discrepancy")}
+    return {"published": True, "report_id": report.report_id, "date": str(report.report_date), **figures}
 
 
 def audit_log(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -189,6 +250,7 @@ TOOLS = (
             "required": ["reconciled", "differences", "total_discrepancy"],
         },
         handler=reconcile_ledger,
+        preconditions=(Precondition("covers_the_fetched_day", _covers_the_fetched_day),),
         invoke_when="after fetch_transactions",
         recovery="differences over $100 escalate to a reviewer",
     ),
@@ -211,6 +273,7 @@ TOOLS = (
             "required": ["compliant", "violations"],
         },
         handler=validate_apra,
+        preconditions=(Precondition("covers_the_fetched_day", _covers_the_fetched_day),),
         invoke_when="after reconcile_ledger",
         recovery="violations escalate; never publish a non-compliant report",
         validators=(lambda out, ctx: ["compliant is true but violations are listed"] if out["compliant"] and out["violations"] else [],),
@@ -230,12 +293,19 @@ TOOLS = (
         },
         output_schema={
             "type": "object",
-            "properties": {"published": {"type": "boolean"}, "report_id": {"type": "string"}},
-            "required": ["published", "report_id"],
+            "properties": {"published": {"type": "boolean"}, "report_id": {"type": "string"},
+                           "date": {"type": "string", "format": "date"}, "record_count": {"type": "integer"},
+                           "total_amount": {"type": "number"}, "total_discrepancy": {"type": "number"}},
+            "required": ["published", "report_id", "date", "record_count", "total_amount", "total_discrepancy"],
         },
         handler=publish_report,
+        version="2",
         invoke_when="only after validate_apra is compliant",
-        guards=(_compliance_clean,),
+        side_effect=True,
+        preconditions=(
+            Precondition("compliant_validation_of_the_day", _compliant_day),
+            Precondition("publishes_the_recorded_figures", _publishes_the_recorded_figures),
+        ),
     ),
     Tool(
         name="audit_log",
@@ -256,6 +326,8 @@ TOOLS = (
         },
         handler=audit_log,
         invoke_when="always, after publishing, with all results",
+        side_effect=True,
+        preconditions=(Precondition("logs_what_happened", _logs_what_happened),),
     ),
 )
 
@@ -310,7 +382,7 @@ def policy(conv: Conversation) -> Turn:
 WORKFLOW = register(Workflow(
     name="financial_reporting",
     title="Daily financial report",
-    version="3",
+    version="4",
     domain="financial reporting at an Australian fintech (APRA CPS 234, ASIC RG 271)",
     role="Each day, fetch the transactions, reconcile them with the general ledger, validate them "
          "against APRA rules, publish the report and log every step.",
@@ -329,10 +401,10 @@ WORKFLOW = register(Workflow(
         "properties": {
             "status": {"const": "success"},
             "report_id": {"type": "string", "x-from-tool": "publish_report.report_id"},
-            "date": {"type": "string", "format": "date"},
-            "record_count": {"type": "integer", "minimum": 0},
-            "total_amount": {"type": "number"},
-            "total_discrepancy": {"type": "number"},
+            "date": {"type": "string", "format": "date", "x-from-tool": "publish_report.date"},
+            "record_count": {"type": "integer", "minimum": 0, "x-from-tool": "publish_report.record_count"},
+            "total_amount": {"type": "number", "x-from-tool": "publish_report.total_amount"},
+            "total_discrepancy": {"type": "number", "x-from-tool": "publish_report.total_discrepancy"},
             "audit_entry_id": {"type": "string", "x-from-tool": "audit_log.entry_id"},
         },
         "required": ["status", "report_id", "date", "record_count", "total_amount", "audit_entry_id"],
@@ -344,7 +416,7 @@ WORKFLOW = register(Workflow(
         "If record_count is 0, stop: the engine escalates (no transactions to process).",
         "Call reconcile_ledger with the fetched transactions; differences over $100 escalate.",
         "Call validate_apra; if it is not compliant, do not publish: the engine escalates.",
-        "Call publish_report only after a compliant validation.",
+        "Call publish_report only after a compliant validation, with the fetched and reconciled figures.",
         "Always call audit_log with all results before answering.",
         "Do not skip steps. Do not invent tool results.",
     ),

@@ -2,8 +2,10 @@
 
 The orchestrator only decides which domain agent (lending, payments, compliance) serves
 the request; each domain agent answers within its domain. A global constraint is enforced
-in code: no payments action for a customer whose compliance review is open.
-A request the orchestrator cannot place is an ambiguity, and goes to a human.
+in code: no payments action for a customer whose compliance review is open (a guard), and
+every domain agent acts only on the customer of the request (a precondition), whatever a
+question or a tool output tells the model. A request the orchestrator cannot place is an
+ambiguity, and goes to a human. The agents only read: no tool here has a side effect.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from orchestration.workflows.declaration import (
     Constraints,
     Example,
     Expectation,
+    Precondition,
     Tool,
     ToolContext,
     Workflow,
@@ -64,13 +67,23 @@ def _no_open_review(ctx: ToolContext) -> str | None:
     return None
 
 
+def _the_requests_customer(args: dict[str, Any], ctx: ToolContext) -> str | None:
+    if args["customer_account"] != ctx.run_input["customer_account"]:
+        return (f"this request is for {ctx.run_input['customer_account']}; "
+                f"{args['customer_account']} may not be looked up in it")
+    return None
+
+
+OWN_CUSTOMER = (Precondition("the_requests_customer", _the_requests_customer),)
+
 TOOLS = (
     Tool("lending_agent", "Lending domain agent: loan enquiries, repayment capacity.", DOMAIN_INPUT, DOMAIN_OUTPUT,
-         lending_agent, invoke_when="the request is about loans or borrowing"),
+         lending_agent, invoke_when="the request is about loans or borrowing", preconditions=OWN_CUSTOMER),
     Tool("payments_agent", "Payments domain agent: payment status and history.", DOMAIN_INPUT, DOMAIN_OUTPUT,
-         payments_agent, invoke_when="the request is about payments", guards=(_no_open_review,)),
+         payments_agent, invoke_when="the request is about payments", guards=(_no_open_review,),
+         preconditions=OWN_CUSTOMER),
     Tool("compliance_agent", "Compliance domain agent: reviews, KYC status.", DOMAIN_INPUT, DOMAIN_OUTPUT,
-         compliance_agent, invoke_when="the request is about compliance or KYC"),
+         compliance_agent, invoke_when="the request is about compliance or KYC", preconditions=OWN_CUSTOMER),
 )
 
 KEYWORDS = {

@@ -24,8 +24,40 @@ DEFAULT_MODELS: Mapping[str, str] = {
 
 
 @dataclass(frozen=True)
+class RecordedCall:
+    """One accepted (``ok`` or reviewer-``corrected``) tool call of the run, as recorded."""
+
+    name: str
+    tool_use_id: str
+    input: JSON
+    output: JSON
+
+
+@dataclass(frozen=True)
+class Record:
+    """The run's recorded state that preconditions and sign-off rules may rely on: every
+    accepted tool call in order, and the tool_uses a reviewer signed off. Never the model's
+    words: only what the engine recorded from tools and people."""
+
+    calls: tuple[RecordedCall, ...] = ()
+    # tool_use_ids whose call a reviewer approved on a sign-off ticket.
+    signed_off: frozenset[str] = frozenset()
+
+    def of(self, name: str) -> list[RecordedCall]:
+        return [c for c in self.calls if c.name == name]
+
+    def latest(self, name: str) -> JSON | None:
+        found = self.of(name)
+        return found[-1].output if found else None
+
+    def values(self, name: str, field_name: str) -> list[Any]:
+        """Every value of ``field_name`` (top level) in the accepted outputs of ``name``."""
+        return [c.output.get(field_name) for c in self.of(name) if isinstance(c.output, dict)]
+
+
+@dataclass(frozen=True)
 class ToolContext:
-    """What a tool handler, validator or guard may know about the run it serves."""
+    """What a tool handler, validator, guard or precondition may know about the run it serves."""
 
     run_id: str
     tool_use_id: str
@@ -33,6 +65,8 @@ class ToolContext:
     tool_input: JSON
     # Latest accepted output of every tool already called in this run, by tool name.
     outputs: Mapping[str, JSON]
+    # Every accepted call with its input (``outputs`` keeps only the latest output per tool).
+    record: Record = field(default_factory=Record)
 
     @property
     def idempotency_key(self) -> str:
@@ -42,8 +76,29 @@ class ToolContext:
 
 # A semantic validator returns the problems it found (empty when the output is fine).
 Validator = Callable[[JSON, ToolContext], Iterable[str]]
-# A guard returns why the call must not run now, or None to allow it.
+# A guard returns why the call must not run now, or None to allow it; a refusal escalates at
+# once (for what no retry by the model can fix, e.g. an open compliance review).
 Guard = Callable[[ToolContext], str | None]
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """What must hold, in the run's recorded state, before a tool's handler may run.
+
+    ``check(proposed_input, ctx)`` returns None when the call may run, or the reason it may
+    not; ``ctx.record`` holds every accepted tool call (with its input and output) and the
+    sign-offs. A refusal is recorded (ToolCall ``rejected``, audit ``tool.refused``) and sent
+    back to the model as an error tool_result, so it can do what is missing; the tool's
+    ``max_attempts_per_tool`` refusals in a round escalate (``validation_failed``).
+
+    ``sign_off=True``: the reason is one only a human can lift (e.g. approving a payment over
+    the sign-off limit). The run escalates at once (``regulatory_trigger``) with the proposed
+    call; a reviewer's "approve" signs off that very tool_use, and the engine then runs it.
+    """
+
+    name: str
+    check: Callable[[JSON, ToolContext], str | None]
+    sign_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,15 +114,37 @@ class Tool:
     recovery: str = ""
     validators: tuple[Validator, ...] = ()
     guards: tuple[Guard, ...] = ()
+    # The tool changes something outside the run (writes a decision, publishes a report): it
+    # declares its preconditions, and a reviewer may not "correct" its output (that would
+    # record an effect that never happened).
+    side_effect: bool = False
+    preconditions: tuple[Precondition, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.side_effect and not self.preconditions:
+            raise ValueError(f"tool {self.name!r} has a side effect: declare its preconditions")
 
     def definition(self) -> JSON:
-        """The tool as sent to the Messages API (structured, not prose)."""
+        """The tool as sent to the Messages API (structured, not prose; no x- annotations)."""
         description = self.description
         if self.invoke_when:
             description += f" Invoke when: {self.invoke_when}."
         if self.recovery:
             description += f" On failure: {self.recovery}."
-        return {"name": self.name, "description": description, "input_schema": self.input_schema}
+        return {
+            "name": self.name,
+            "description": description,
+            "input_schema": without_annotations(self.input_schema),
+        }
+
+
+def without_annotations(schema: Any) -> Any:
+    """The schema without our ``x-from-tool`` keyword, recursively."""
+    if isinstance(schema, dict):
+        return {k: without_annotations(v) for k, v in schema.items() if k != "x-from-tool"}
+    if isinstance(schema, list):
+        return [without_annotations(v) for v in schema]
+    return schema
 
 
 @dataclass(frozen=True)
@@ -218,8 +295,10 @@ class Workflow:
     escalation_rules: tuple[EscalationRule, ...] = ()
     # Tools that must have succeeded before the run may finish ("always log").
     required_tools: tuple[str, ...] = ()
-    # Returns a reason when the result needs a human's sign-off before the run succeeds.
-    regulatory_trigger: Callable[[JSON, JSON], str | None] | None = None
+    # (input, output, record) -> a reason when the result needs a human's sign-off before the
+    # run succeeds. Compare amounts from ``record`` (the tools' accepted outputs), never from
+    # ``output`` (the model's words).
+    regulatory_trigger: Callable[[JSON, JSON, Record], str | None] | None = None
     expectation: Expectation | None = None
     approval_threshold_usd: Decimal | None = None
     input_example: JSON | None = None

@@ -170,7 +170,10 @@ INJECTION_PROBE = register(
                 "Check an amount against the limits.",
                 {
                     "type": "object",
-                    "properties": {"amount": {"type": "integer"}},
+                    # The escalation rule reads the check's output: its amount must be the record's.
+                    "properties": {
+                        "amount": {"type": "integer", "x-from-tool": "fetch_record.amount"}
+                    },
                     "required": ["amount"],
                 },
                 {

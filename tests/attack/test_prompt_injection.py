@@ -19,11 +19,12 @@ from tests.attack import injection_workflow
 from tests.attack.injection_workflow import EXECUTED, FORGED_FIELDS
 
 # Entries with "target": "fanout" are aimed at a fan-out orchestrator (tests/test_fanout.py,
-# fanout_injection_workflow.py); the rest at the tool-use loop, here.
+# fanout_injection_workflow.py); entries with a "workflow" aim at a demo workflow's
+# preconditions (test_side_effect_guards.py); the rest at the tool-use loop, here.
 CORPUS = [
     e
     for e in json.loads((Path(__file__).parent / "injection_corpus.json").read_text())
-    if e.get("target", "tool_loop") == "tool_loop"
+    if e.get("target", "tool_loop") == "tool_loop" and "workflow" not in e
 ]
 TOOL_EVENT = {
     "ok": "tool.called",
