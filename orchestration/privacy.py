@@ -188,21 +188,23 @@ class Undecryptable(dict):
     unchanged, so a row saved while its key is missing loses nothing.
     """
 
-    def __init__(self, stored: Any, reason: str) -> None:
-        super().__init__({UNDECRYPTABLE_KEY: reason})
-        self.stored = stored
-        self.reason = reason
+    def __init__(self, stored: Any, cause: str) -> None:
+        self.stored, self.cause = stored, cause
+        self.reason = f"This payload cannot be decrypted: {cause}"
+        super().__init__({UNDECRYPTABLE_KEY: self.reason})
 
 
 class UndecryptableText(str):
     """The text-column counterpart of ``Undecryptable``: ``[undecryptable: why]``."""
 
     stored: str
+    cause: str
     reason: str
 
-    def __new__(cls, stored: str, reason: str) -> UndecryptableText:
-        obj = super().__new__(cls, f"[{UNDECRYPTABLE_KEY[1:]}: {reason}]")
-        obj.stored, obj.reason = stored, reason
+    def __new__(cls, stored: str, cause: str) -> UndecryptableText:
+        reason = f"This text cannot be decrypted: {cause}"
+        obj = super().__new__(cls, f"[{reason}]")
+        obj.stored, obj.cause, obj.reason = stored, cause, reason
         return obj
 
 
@@ -219,8 +221,8 @@ def require_readable(value: Any, what: str) -> Any:
     The engine calls this on everything it would send to a model or act upon: a placeholder
     must stop the run with a reason, never be sent as if it were the data.
     """
-    if reason := undecryptable_reason(value):
-        raise PayloadKeyError(f"{what} cannot be decrypted: {reason}")
+    if isinstance(value, Undecryptable | UndecryptableText):
+        raise PayloadKeyError(f"{what} cannot be decrypted: {value.cause}")
     return value
 
 
@@ -307,7 +309,7 @@ def read_json(stored: Any) -> Any:
     try:
         return decrypt_json(stored)
     except PayloadKeyError as exc:
-        return Undecryptable(stored, f"This payload cannot be decrypted: {exc}")
+        return Undecryptable(stored, str(exc))
 
 
 def encrypt_text(value: Any) -> Any:
@@ -342,7 +344,7 @@ def read_text(stored: Any) -> Any:
     try:
         return decrypt_text(stored)
     except PayloadKeyError as exc:
-        return UndecryptableText(stored, f"This text cannot be decrypted: {exc}")
+        return UndecryptableText(stored, str(exc))
 
 
 def is_sealed_with_current_key(stored: Any) -> bool:
