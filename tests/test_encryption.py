@@ -220,6 +220,8 @@ def test_lookalikes_of_every_stored_form_round_trip_exactly(settings, operator, 
         )
         job = FanoutJob.objects.get(pk=job.pk)
         assert (job.prompt, job.output, job.output_text) == (text, value, text)
+        tc = ToolCall.objects.get(run=make_run(operator, tool_output=value))
+        assert tc.output == value
 
 
 # --- undecryptable payloads ----------------------------------------------------------------
