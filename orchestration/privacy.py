@@ -193,6 +193,9 @@ class Undecryptable(dict):
         self.reason = f"This payload cannot be decrypted: {cause}"
         super().__init__({UNDECRYPTABLE_KEY: self.reason})
 
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle keep it a placeholder
+        return (Undecryptable, (self.stored, self.cause))
+
 
 class UndecryptableText(str):
     """The text-column counterpart of ``Undecryptable``: ``[undecryptable: why]``."""
@@ -206,6 +209,9 @@ class UndecryptableText(str):
         obj = super().__new__(cls, f"[{reason}]")
         obj.stored, obj.cause, obj.reason = stored, cause, reason
         return obj
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return (self.stored, self.cause)
 
 
 def undecryptable_reason(value: Any) -> str:

@@ -13,18 +13,21 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.http import QueryDict
 from django.urls import reverse
 
 import tests.workflows_for_tests  # noqa: F401 - registers fanout_probe
 from orchestration import engine
 from orchestration.demo.playbook import answer, call, result
 from orchestration.fanout import artifacts
-from orchestration.fanout.models import FanoutJob
+from orchestration.fanout.models import Fanout, FanoutJob
 from orchestration.launch import start_run
 from orchestration.models import ModelCall, Run, ToolCall
+from orchestration.run_search import filtered_runs, parse_filters
 from orchestration.simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import Constraints, Tool, Workflow
 from orchestration.workflows.registry import register
+from reviews import resolutions
 from reviews.models import EscalationTicket
 from tests.audit_factories import make_run
 from tests.test_fanout import _fanout_settings, drive_fanout  # noqa: F401 - its fixtures
@@ -268,8 +271,6 @@ def test_an_undecryptable_payload_escalates_the_run_and_every_page_says_so(
 
     # The key comes back: a reviewer retries and the run finishes from where it stopped.
     settings.PAYLOAD_ENCRYPTION_KEYS = [KEY_NEW, KEY_OLD]
-    from reviews import resolutions
-
     resolutions.resolve(ticket.pk, manager, "retry", comment="key restored")
     assert drive(run).status == S.SUCCEEDED
 
@@ -301,8 +302,6 @@ def test_reencrypt_payloads_seals_legacy_plaintext_and_old_keys_with_the_first_k
     )
     settings.PAYLOAD_ENCRYPTION_KEYS = [KEY_OLD]
     old = make_run(operator, tool_output={"v": "sealed-with-the-old-key"})
-    from orchestration.fanout.models import Fanout
-
     Fanout.objects.create(run=old, failure_threshold="0.1", per_run_concurrency=1)
     artifacts.append(old.pk, {"job_id": "x", "attempt": 1, "output": {"v": "old-artifact"}})
 
@@ -333,3 +332,24 @@ def test_reencrypt_payloads_leaves_what_it_cannot_decrypt_and_says_so(settings, 
     settings.PAYLOAD_ENCRYPTION_KEYS = []
     with pytest.raises(CommandError, match="not set"):
         call_command("reencrypt_payloads")
+
+
+# --- search --------------------------------------------------------------------------------
+
+
+def test_with_a_key_search_covers_run_inputs_and_never_sealed_payloads(settings, operator):
+    settings.PAYLOAD_ENCRYPTION_KEYS = [KEY_NEW]
+    run = make_run(
+        operator,
+        input={"date": "2026-11-20", "ref": "searchable-input-token"},
+        tool_output={"secret": MARKER_OUT},
+    )
+
+    def found(q: str) -> list[Run]:
+        return list(filtered_runs(operator, parse_filters(QueryDict(f"q={q}"))))
+
+    assert found("searchable-input-token") == [run]
+    assert found(MARKER_OUT) == []  # the index holds only the envelope
+    settings.PAYLOAD_ENCRYPTION_KEYS = []
+    plain = make_run(operator, tool_output={"secret": MARKER_OUT})
+    assert found(MARKER_OUT) == [plain]

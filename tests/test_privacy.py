@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import pickle
 
 import pytest
 from cryptography.fernet import Fernet
@@ -156,3 +158,15 @@ def test_a_malformed_key_fails_at_configuration(settings):
     settings.PAYLOAD_ENCRYPTION_KEYS = ["not-a-key"]
     with pytest.raises(ImproperlyConfigured, match="Fernet keys"):
         privacy.fernet()
+
+
+def test_placeholders_survive_copy_and_pickle():
+    sealed = {privacy.ENVELOPE_KEY: "gAAAAABx"}
+    for placeholder in (
+        privacy.Undecryptable(sealed, "why"),
+        privacy.UndecryptableText(privacy.TEXT_ENVELOPE_PREFIX + "gAAAAABx", "why"),
+    ):
+        for clone in (copy.deepcopy(placeholder), pickle.loads(pickle.dumps(placeholder))):  # noqa: S301
+            assert type(clone) is type(placeholder) and clone == placeholder
+            assert clone.stored == placeholder.stored
+            assert privacy.undecryptable_reason(clone) == placeholder.reason
