@@ -37,6 +37,7 @@ from ops.logs import log_context
 from orchestration import audit, lifecycle
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
+from orchestration.privacy import PayloadKeyError, require_readable
 from orchestration.tool_execution import (
     Escalation,
     backoff_seconds,
@@ -132,6 +133,15 @@ def _run_step(run_id: Any) -> None:
             logger.warning("step interrupted: the database went away (%s); resuming it later", exc)
             connections.close_all()
             result = StepResult(next_in=DATABASE_RETRY_SECONDS)
+    except PayloadKeyError as exc:
+        # A payload the run needs cannot be decrypted (a key missing from
+        # PAYLOAD_ENCRYPTION_KEYS, or a corrupted row): no step can succeed until that is
+        # fixed, so the run pauses with the reason instead of being retried forever.
+        logger.warning("step stopped: %s", exc, extra={"run_id": str(run_id)})
+        run.refresh_from_db()
+        if run.status == S.RUNNING:
+            escalate(run.pk, R.UNDECRYPTABLE, f"The run cannot go on: {exc} Restore the key to "
+                     "PAYLOAD_ENCRYPTION_KEYS (see docs/operations.md), then retry this step.")
     except Exception as exc:
         # A bug or an unexpected failure must not leave the run spinning: record it and
         # put it in front of a human with the context.
@@ -175,6 +185,9 @@ def _step(run: Run) -> StepResult:
         finished_at=timezone.now(),
     )
     calls = list(run.model_calls.filter(status=ModelCall.Status.OK).order_by("turn"))
+    for mc in calls:  # replayed to the model: a placeholder must stop the run, not be sent
+        require_readable(mc.request_content, f"The request of model turn {mc.turn}")
+        require_readable(mc.response_content, f"The response of model turn {mc.turn}")
     last = calls[-1] if calls else None
 
     if last is not None and last.stop_reason == "tool_use":
@@ -436,8 +449,10 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall, charged: accoun
 
 def _finalize(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
     """Accept the model's final answer only if every rule holds; otherwise nudge once, then escalate."""
-    output, parse_error = parse_json_answer(mc.text)
     record = recorded_state(run)
+    for call in record.calls:
+        require_readable(call.output, f"The accepted output of {call.name}")
+    output, parse_error = parse_json_answer(mc.text)
     # An invented value is the worst finding: checked before anything that could be nudged.
     if isinstance(output, dict) and (unsourced := unsourced_values(output, workflow.output_schema, record)):
         first = unsourced[0]

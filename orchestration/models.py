@@ -232,9 +232,10 @@ class ModelCall(models.Model):
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.ORCHESTRATOR)
     model = models.CharField(max_length=100)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # Encrypted at rest when PAYLOAD_ENCRYPTION_KEYS is set (see orchestration.fields).
     # NULL only after the retention purge dropped the bodies (payload_purged_at says when).
-    request_content = models.JSONField(null=True)
-    response_content = models.JSONField(null=True, blank=True)
+    request_content = EncryptedJSONField(null=True)
+    response_content = EncryptedJSONField(null=True, blank=True)
     stop_reason = models.CharField(max_length=40, blank=True)
     usage = models.JSONField(null=True, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
@@ -288,15 +289,18 @@ class ModelCall(models.Model):
     def cache_write_tokens(self) -> int:
         return self.cache_write_5m_tokens + self.cache_write_1h_tokens
 
+    def _blocks(self) -> list[dict]:
+        # Not a list: purged (None) or a placeholder for a body that cannot be decrypted.
+        content = self.response_content
+        return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
     @property
     def text(self) -> str:
-        return "\n".join(
-            b.get("text", "") for b in (self.response_content or []) if b.get("type") == "text"
-        )
+        return "\n".join(b.get("text", "") for b in self._blocks() if b.get("type") == "text")
 
     @property
     def tool_uses(self) -> list[dict]:
-        return [b for b in (self.response_content or []) if b.get("type") == "tool_use"]
+        return [b for b in self._blocks() if b.get("type") == "tool_use"]
 
 
 class ToolCall(models.Model):

@@ -5,7 +5,9 @@ the reader's version of this):
 
 - Run input and result, model call contents and tool call inputs and outputs are stored as
   the engine used them: it replays them verbatim to rebuild the conversation after a crash.
-  Tool call bodies can be encrypted at rest (``PAYLOAD_ENCRYPTION_KEYS``).
+  With ``PAYLOAD_ENCRYPTION_KEYS`` set, every column holding model or tool payloads (model
+  call contents, tool call bodies, ticket context snapshots, fan-out job prompts and
+  outputs) and the fan-out JSONL artifacts are encrypted at rest (see below).
 - Audit event payloads are redacted *before* they are hashed and stored, so the audit
   trail itself never holds a matched email, card or phone number.
 - Every export and download (runs CSV/JSONL, the whole-run JSON) is redacted on the way out.
@@ -154,12 +156,80 @@ class RedactingFilter(logging.Filter):
 
 
 # --- encryption at rest ---------------------------------------------------------------
+#
+# Stored forms of an encrypted column (docs/architecture.md, "Privacy and retention"):
+#
+#   JSON column                               text column
+#   {"$countersign_encrypted": "<token>"}     "$countersign_encrypted:<token>"   sealed
+#   {"$countersign_plain": <value>}           "$countersign_plain:<value>"       escaped plaintext
+#   anything else                             anything else                      plaintext
+#
+# With a key every value is sealed, whatever it looks like, so a model or a user cannot
+# plant something that reads back as ciphertext. Without a key, a value that looks like
+# either wrapper is stored escaped (wrapped once more), and reads back exactly. Plaintext
+# written before encryption was turned on is read as it is.
 
 ENVELOPE_KEY = "$countersign_encrypted"
+PLAIN_KEY = "$countersign_plain"
+TEXT_ENVELOPE_PREFIX = ENVELOPE_KEY + ":"
+TEXT_PLAIN_PREFIX = PLAIN_KEY + ":"
+UNDECRYPTABLE_KEY = "_undecryptable"
 
 
 class PayloadKeyError(RuntimeError):
     """An encrypted payload cannot be read with the configured keys."""
+
+
+class Undecryptable(dict):
+    """Read in place of a JSON payload that cannot be decrypted: ``{"_undecryptable": why}``.
+
+    Pages show it as the message it holds; the engine refuses to go on with it
+    (``require_readable``). It keeps the stored ciphertext, and saving it writes that back
+    unchanged, so a row saved while its key is missing loses nothing.
+    """
+
+    def __init__(self, stored: Any, cause: str) -> None:
+        self.stored, self.cause = stored, cause
+        self.reason = f"This payload cannot be decrypted: {cause}"
+        super().__init__({UNDECRYPTABLE_KEY: self.reason})
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle keep it a placeholder
+        return (Undecryptable, (self.stored, self.cause))
+
+
+class UndecryptableText(str):
+    """The text-column counterpart of ``Undecryptable``: ``[undecryptable: why]``."""
+
+    stored: str
+    cause: str
+    reason: str
+
+    def __new__(cls, stored: str, cause: str) -> UndecryptableText:
+        reason = f"This text cannot be decrypted: {cause}"
+        obj = super().__new__(cls, f"[{reason}]")
+        obj.stored, obj.cause, obj.reason = stored, cause, reason
+        return obj
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return (self.stored, self.cause)
+
+
+def undecryptable_reason(value: Any) -> str:
+    """Why ``value`` (a field's value) could not be decrypted, or "" when it was read fine."""
+    if isinstance(value, Undecryptable | UndecryptableText):
+        return value.reason
+    return ""
+
+
+def require_readable(value: Any, what: str) -> Any:
+    """``value``, or PayloadKeyError when it is a placeholder for an undecryptable payload.
+
+    The engine calls this on everything it would send to a model or act upon: a placeholder
+    must stop the run with a reason, never be sent as if it were the data.
+    """
+    if isinstance(value, Undecryptable | UndecryptableText):
+        raise PayloadKeyError(f"{what} cannot be decrypted: {value.cause}")
+    return value
 
 
 @functools.cache
@@ -176,39 +246,127 @@ def _fernet_for(keys: tuple[str, ...]) -> Any:
         ) from exc
 
 
+def _keys() -> tuple[str, ...]:
+    return tuple(k.strip() for k in settings.PAYLOAD_ENCRYPTION_KEYS if k.strip())
+
+
 def fernet() -> Any:
     """The MultiFernet for PAYLOAD_ENCRYPTION_KEYS (first key encrypts, all decrypt), or None."""
-    keys = tuple(settings.PAYLOAD_ENCRYPTION_KEYS)
+    keys = _keys()
     return _fernet_for(keys) if keys else None
 
 
+def _single(value: Any, key: str) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and key in value
+
+
 def is_envelope(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and ENVELOPE_KEY in value
+    """Whether a *stored* JSON value is sealed (only meaningful on what the column holds)."""
+    return _single(value, ENVELOPE_KEY)
 
 
-def encrypt_json(value: Any) -> Any:
-    """``value`` sealed in an envelope when encryption is on; unchanged (and None) otherwise."""
-    f = fernet()
-    if f is None or value is None or is_envelope(value):
-        return value
-    token = f.encrypt(json.dumps(value, separators=(",", ":")).encode())
-    return {ENVELOPE_KEY: token.decode()}
-
-
-def decrypt_json(value: Any) -> Any:
-    if not is_envelope(value):
-        return value
+def _decrypt_token(token: Any) -> bytes:
     from cryptography.fernet import InvalidToken
 
     f = fernet()
     if f is None:
-        raise PayloadKeyError(
-            "This tool payload is encrypted at rest but PAYLOAD_ENCRYPTION_KEYS is not set."
-        )
+        raise PayloadKeyError("it is encrypted at rest but PAYLOAD_ENCRYPTION_KEYS is not set.")
+    if not isinstance(token, str):
+        raise PayloadKeyError("the stored envelope is malformed (its token is not a string).")
     try:
-        return json.loads(f.decrypt(value[ENVELOPE_KEY].encode()))
+        return f.decrypt(token.encode())
     except InvalidToken as exc:
         raise PayloadKeyError(
-            "This tool payload was encrypted with a key that is not in PAYLOAD_ENCRYPTION_KEYS "
-            "(keep retired keys in the list, after the current one, until re-encrypted)."
+            "it was encrypted with a key that is not in PAYLOAD_ENCRYPTION_KEYS, or it was "
+            "altered (keep retired keys in the list, after the current one, until "
+            "`manage.py reencrypt_payloads` has run)."
         ) from exc
+
+
+def encrypt_json(value: Any) -> Any:
+    """What to store for ``value`` in a JSON column (see the table above); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, Undecryptable):
+        return value.stored  # written back exactly as it was read
+    f = fernet()
+    if f is not None:
+        token = f.encrypt(json.dumps(value, separators=(",", ":")).encode())
+        return {ENVELOPE_KEY: token.decode()}
+    if _single(value, ENVELOPE_KEY) or _single(value, PLAIN_KEY):
+        return {PLAIN_KEY: value}
+    return value
+
+
+def decrypt_json(stored: Any) -> Any:
+    """The value a JSON column holds; PayloadKeyError when it cannot be decrypted."""
+    if _single(stored, PLAIN_KEY):
+        return stored[PLAIN_KEY]
+    if not is_envelope(stored):
+        return stored
+    try:
+        return json.loads(_decrypt_token(stored[ENVELOPE_KEY]))
+    except ValueError as exc:  # decrypted, but not JSON: a corrupted row
+        raise PayloadKeyError(f"it decrypts to something that is not JSON ({exc}).") from exc
+
+
+def read_json(stored: Any) -> Any:
+    """``decrypt_json``, with a placeholder instead of an exception (what fields return)."""
+    try:
+        return decrypt_json(stored)
+    except PayloadKeyError as exc:
+        return Undecryptable(stored, str(exc))
+
+
+def encrypt_text(value: Any) -> Any:
+    """What to store for ``value`` in a text column; None and "" are stored as they are."""
+    if value is None or value == "":
+        return value
+    if isinstance(value, UndecryptableText):
+        return value.stored
+    value = str(value)
+    f = fernet()
+    if f is not None:
+        return TEXT_ENVELOPE_PREFIX + f.encrypt(value.encode()).decode()
+    if value.startswith((TEXT_ENVELOPE_PREFIX, TEXT_PLAIN_PREFIX)):
+        return TEXT_PLAIN_PREFIX + value
+    return value
+
+
+def decrypt_text(stored: Any) -> Any:
+    if not isinstance(stored, str):
+        return stored
+    if stored.startswith(TEXT_PLAIN_PREFIX):
+        return stored[len(TEXT_PLAIN_PREFIX) :]
+    if not stored.startswith(TEXT_ENVELOPE_PREFIX):
+        return stored
+    try:
+        return _decrypt_token(stored[len(TEXT_ENVELOPE_PREFIX) :]).decode()
+    except UnicodeDecodeError as exc:
+        raise PayloadKeyError("it decrypts to something that is not text.") from exc
+
+
+def read_text(stored: Any) -> Any:
+    try:
+        return decrypt_text(stored)
+    except PayloadKeyError as exc:
+        return UndecryptableText(stored, str(exc))
+
+
+def is_sealed_with_current_key(stored: Any) -> bool:
+    """Whether a stored JSON or text value is already sealed with the first key."""
+    if fernet() is None:
+        return False
+    if is_envelope(stored):
+        token = stored[ENVELOPE_KEY]
+    elif isinstance(stored, str) and stored.startswith(TEXT_ENVELOPE_PREFIX):
+        token = stored[len(TEXT_ENVELOPE_PREFIX) :]
+    else:
+        return False
+    from cryptography.fernet import Fernet, InvalidToken
+
+    try:
+        Fernet(_keys()[0].encode()).decrypt(token.encode())
+    except (InvalidToken, TypeError, ValueError, AttributeError):
+        return False
+    return True

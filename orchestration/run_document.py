@@ -13,7 +13,7 @@ from django.utils import timezone
 from costs.pricing import usd_string
 from orchestration.audit import verify_run
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
-from orchestration.privacy import PayloadKeyError, redact
+from orchestration.privacy import redact
 
 DOCUMENT_VERSION = 1
 
@@ -119,14 +119,10 @@ def run_document(run: Run) -> dict[str, Any]:
     from reviews.models import ApprovalRequest, EscalationTicket
 
     wv = run.workflow_version
-    try:
-        tool_calls = [
-            _tool_call(tc)
-            for tc in ToolCall.objects.filter(run=run).order_by("created_at", "attempt")
-        ]
-    except PayloadKeyError as exc:
-        # Say so in the document rather than fail the download or hand out ciphertext.
-        tool_calls = [{"error": str(exc)}]
+    # A payload that cannot be decrypted is in the document as {"_undecryptable": why}.
+    tool_calls = [
+        _tool_call(tc) for tc in ToolCall.objects.filter(run=run).order_by("created_at", "attempt")
+    ]
     doc = {
         "document": "countersign.run",
         "version": DOCUMENT_VERSION,

@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from orchestration import audit
 from orchestration.models import ModelCall, Run, ToolCall
+from orchestration.privacy import require_readable
 from orchestration.validation import cut_to_schema, schema_errors, stripped_paths, unsourced_values
 from orchestration.workflows.declaration import Record, RecordedCall, Tool, ToolContext, Workflow
 from reviews.models import EscalationTicket
@@ -211,6 +212,8 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         run_id=str(run.pk), tool_use_id=tool_use_id, run_input=run.input, tool_input=tool_input,
         outputs={c.name: c.output for c in record.calls}, record=record,
     )
+    for earlier_name, earlier_output in ctx.outputs.items():  # what guards and validators read
+        require_readable(earlier_output, f"The accepted output of {earlier_name}")
     for guard in tool.guards:
         if refused := guard(ctx):
             tc = _finish(new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
@@ -318,5 +321,6 @@ def tool_result_blocks(run: Run, tool_uses: list[dict]) -> list[dict[str, Any]]:
         if tc.is_error_result:
             blocks.append({"type": "tool_result", "tool_use_id": tu["id"], "is_error": True, "content": tc.error})
         else:
-            blocks.append({"type": "tool_result", "tool_use_id": tu["id"], "content": json.dumps(tc.output)})
+            output = require_readable(tc.output, f"The output of {tc.name} ({tu['id']})")
+            blocks.append({"type": "tool_result", "tool_use_id": tu["id"], "content": json.dumps(output)})
     return blocks

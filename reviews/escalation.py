@@ -36,6 +36,7 @@ DEFAULT_SLA: dict[str, tuple[int, int]] = {
     R.TIMEOUT: (2, 240),
     R.AMBIGUITY: (3, 480),
     R.STEP_LIMIT: (3, 480),
+    R.UNDECRYPTABLE: (1, 60),
 }
 
 

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from orchestration.fields import EncryptedJSONField
+
 
 class ApprovalRequest(models.Model):
     """A run estimated over the approval threshold waits here for a manager.
@@ -81,6 +83,7 @@ class EscalationTicket(models.Model):
         HALLUCINATION = "hallucination"
         STEP_LIMIT = "step_limit", "step limit"
         TIMEOUT = "timeout"
+        UNDECRYPTABLE = "undecryptable", "payload cannot be decrypted"
 
     class Status(models.TextChoices):
         OPEN = "open"
@@ -97,7 +100,8 @@ class EscalationTicket(models.Model):
     run = models.ForeignKey("orchestration.Run", on_delete=models.CASCADE, related_name="tickets")
     reason = models.CharField(max_length=30, choices=Reason.choices)
     message = models.TextField(help_text="What went wrong, in words a reviewer can act on.")
-    context = models.JSONField(help_text="Snapshot: input, every call so far, the failing check.")
+    # Encrypted at rest when PAYLOAD_ENCRYPTION_KEYS is set: it copies the run's payloads.
+    context = EncryptedJSONField(help_text="Snapshot: input, every call so far, the failing check.")
     failing_tool_call = models.ForeignKey(
         "orchestration.ToolCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import pickle
 
 import pytest
 from cryptography.fernet import Fernet
@@ -125,15 +127,24 @@ def test_key_rotation_reads_old_rows_and_writes_with_the_new_key(settings, opera
     assert Fernet(KEY_NEW.encode()).decrypt(token.encode()) == b'{"v":"new"}'
 
 
-def test_a_missing_or_wrong_key_is_a_clear_error(settings, operator):
+def test_a_missing_or_wrong_key_reads_as_a_clear_placeholder_and_loses_nothing(settings, operator):
     settings.PAYLOAD_ENCRYPTION_KEYS = [KEY_OLD]
     tc = ToolCall.objects.get(run=make_run(operator, tool_output={"v": 1}))
+    sealed = _stored(tc)
     settings.PAYLOAD_ENCRYPTION_KEYS = [KEY_NEW]
+    wrong = ToolCall.objects.get(pk=tc.pk)
+    assert "not in PAYLOAD_ENCRYPTION_KEYS" in wrong.output[privacy.UNDECRYPTABLE_KEY]
     with pytest.raises(privacy.PayloadKeyError, match="not in PAYLOAD_ENCRYPTION_KEYS"):
-        ToolCall.objects.get(pk=tc.pk)
+        privacy.require_readable(wrong.output, "the output")
     settings.PAYLOAD_ENCRYPTION_KEYS = []
-    with pytest.raises(privacy.PayloadKeyError, match="PAYLOAD_ENCRYPTION_KEYS is not set"):
-        ToolCall.objects.get(pk=tc.pk)
+    missing = ToolCall.objects.get(pk=tc.pk)
+    assert "PAYLOAD_ENCRYPTION_KEYS is not set" in missing.output[privacy.UNDECRYPTABLE_KEY]
+    # Saving a row read without its key writes the ciphertext back, not the placeholder.
+    missing.error = "touched"
+    missing.save()
+    assert _stored(tc) == sealed
+    settings.PAYLOAD_ENCRYPTION_KEYS = [KEY_OLD]
+    assert ToolCall.objects.get(pk=tc.pk).output == {"v": 1}
 
 
 def test_plaintext_rows_stay_readable_after_encryption_is_turned_on(settings, operator):
@@ -147,3 +158,15 @@ def test_a_malformed_key_fails_at_configuration(settings):
     settings.PAYLOAD_ENCRYPTION_KEYS = ["not-a-key"]
     with pytest.raises(ImproperlyConfigured, match="Fernet keys"):
         privacy.fernet()
+
+
+def test_placeholders_survive_copy_and_pickle():
+    sealed = {privacy.ENVELOPE_KEY: "gAAAAABx"}
+    for placeholder in (
+        privacy.Undecryptable(sealed, "why"),
+        privacy.UndecryptableText(privacy.TEXT_ENVELOPE_PREFIX + "gAAAAABx", "why"),
+    ):
+        for clone in (copy.deepcopy(placeholder), pickle.loads(pickle.dumps(placeholder))):  # noqa: S301
+            assert type(clone) is type(placeholder) and clone == placeholder
+            assert clone.stored == placeholder.stored
+            assert privacy.undecryptable_reason(clone) == placeholder.reason

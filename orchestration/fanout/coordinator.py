@@ -55,6 +55,7 @@ from orchestration.fanout.plan import (
 )
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run
+from orchestration.privacy import require_readable
 from orchestration.tool_execution import backoff_seconds, in_round, round_start
 from orchestration.validation import parse_json_answer, schema_errors
 from orchestration.workflows.declaration import FanoutSpec, JobResult, Workflow
@@ -150,6 +151,9 @@ def _user_turn(run: Run, workflow: Workflow, turn: int, refused: list[str]) -> d
     if turn == DECOMPOSE_TURN:
         return {**decompose_turn(spec, run.input), **asked_again}
     done = FanoutJob.objects.filter(run=run).order_by("seq")
+    succeeded = list(done.filter(status=J.SUCCEEDED))
+    for j in succeeded:  # a placeholder must stop the run, not be aggregated
+        require_readable(j.output, f"Job {j.job_id}'s output")
     return {
         **asked_again,
         "phase": "aggregate",
@@ -157,7 +161,7 @@ def _user_turn(run: Run, workflow: Workflow, turn: int, refused: list[str]) -> d
         "counts": counts(run.pk),
         "results": [
             {"job_id": j.job_id, "output": spec.summarize(j.output) if spec.summarize else j.output}
-            for j in done.filter(status=J.SUCCEEDED)
+            for j in succeeded
         ],
         "failed": [{"job_id": j.job_id, "reason": j.reason} for j in done.filter(status=J.FAILED)],
     }

@@ -44,6 +44,7 @@ from orchestration.fanout import artifacts, prompts, slots
 from orchestration.fanout.models import FanoutJob
 from orchestration.llm import client_for
 from orchestration.models import ModelCall, Run
+from orchestration.privacy import require_readable
 from orchestration.tool_execution import backoff_seconds
 from orchestration.validation import parse_json_answer, schema_errors
 from orchestration.workflows import registry
@@ -174,6 +175,8 @@ def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:
         job.refresh_from_db()
         if job.status != J.RUNNING or job.lease_owner != token:
             raise LeaseLost
+        for what in ("prompt", "output", "output_text"):  # fails the job with the reason
+            require_readable(getattr(job, what), f"Job {job.job_id}'s {what}")
         k = job.attempts
         if job.output_attempt < k:
             _renew(job, token)
@@ -280,7 +283,8 @@ def _validate(job: FanoutJob, token: str, workflow: Workflow) -> tuple[str, str]
 
 def _stored_message(mc: ModelCall) -> Any:
     """A recorded answer in the shape _text() and the checks read (its content blocks)."""
-    return SimpleNamespace(content=[SimpleNamespace(**block) for block in mc.response_content or []])
+    content = require_readable(mc.response_content, f"The recorded answer of model call {mc.pk}")
+    return SimpleNamespace(content=[SimpleNamespace(**block) for block in content or []])
 
 
 def _text(message: Any) -> str:

@@ -14,6 +14,8 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import Q
 
+from orchestration.fields import EncryptedJSONField, EncryptedTextField
+
 
 class Fanout(models.Model):
     """Where a fan-out run is: decomposing, dispatching jobs, aggregating, or stopped.
@@ -86,12 +88,14 @@ class FanoutJob(models.Model):
     )
     job_id = models.CharField(max_length=100)
     seq = models.PositiveIntegerField(help_text="Position in the orchestrator's list.")
-    prompt = models.TextField()
+    # prompt, output and output_text are encrypted at rest when PAYLOAD_ENCRYPTION_KEYS is set.
+    # reason and retry_reason (the verdict's short explanation) stay searchable in clear.
+    prompt = EncryptedTextField()
     schema = models.JSONField(help_text="JSON Schema the specialist's output must satisfy.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)
-    output = models.JSONField(null=True, blank=True)
-    output_text = models.TextField(blank=True, help_text="The specialist's answer as it arrived.")
+    output = EncryptedJSONField(null=True, blank=True)
+    output_text = EncryptedTextField(blank=True, help_text="The specialist's answer as it arrived.")
     output_attempt = models.PositiveSmallIntegerField(default=0)
     logged_attempt = models.PositiveSmallIntegerField(default=0)
     verdict = models.CharField(max_length=4, choices=Verdict.choices, blank=True, default="")

@@ -8,6 +8,8 @@ from typing import Any
 
 from django import template
 
+from orchestration.privacy import undecryptable_reason
+
 register = template.Library()
 
 
@@ -20,6 +22,12 @@ def pretty_json(value: Any) -> str:
         except ValueError:
             return value
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+@register.filter
+def undecryptable(value: Any) -> str:
+    """Why a stored payload could not be decrypted ("" when it was read fine)."""
+    return undecryptable_reason(value)
 
 
 @register.filter
