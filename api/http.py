@@ -132,7 +132,8 @@ def describe_rate(rate: str) -> str:
     """ "120/m" -> "120 requests per minute", "10/5m" -> "10 requests per 5 minutes"."""
     count, _, period = rate.partition("/")
     number, unit = period[:-1], _UNITS[period[-1]]
-    return f"{count} requests per {f'{number} {unit}s' if number else unit}"
+    noun = "request" if count == "1" else "requests"
+    return f"{count} {noun} per {f'{number} {unit}s' if number else unit}"
 
 
 def _rate_key(group: str, request: HttpRequest) -> str:
@@ -156,7 +157,7 @@ def check_rate(request: HttpRequest) -> None:
     retry_after = max(1, int(usage["time_left"]))
     raise ApiError(
         429,
-        "rate_limited",
+        "too_many_requests",
         f"This token made more than {describe_rate(rate)} (API_RATE_LIMIT). "
         f"Retry in {retry_after} s.",
         headers={"Retry-After": str(retry_after)},

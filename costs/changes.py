@@ -130,6 +130,7 @@ def _add(row: ModelPrice | Budget, actor: Any, kind: str) -> Any:
     row.full_clean()
     with transaction.atomic():
         row.save()
+        row.refresh_from_db()  # the audit event records the values as stored (4.0000, not 4)
         payload = _price_payload(row) if isinstance(row, ModelPrice) else _budget_payload(row)
         audit.record(kind, actor=actor, payload=payload)
     return row

@@ -83,10 +83,8 @@ def create(request: HttpRequest) -> HttpResponse:
     if not password:
         return refuse("Type your password to create a token.")
     if not _password_confirmed(request, password):
-        if getattr(request, "axes_locked_out", False):
-            return refuse(
-                "Too many wrong passwords: this account is locked for a while. No token was created."
-            )
+        # Locked out (too many wrong passwords, here or at sign-in): django-axes' middleware
+        # answers with its lockout page instead of this one.
         return refuse("That is not your password. No token was created.")
     live = ApiToken.objects.filter(user=request.user, name=name, revoked_at__isnull=True).first()
     if live is not None and live.is_expired:
