@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from api.http import describe_rate
 from api.models import ApiToken
 from tests.api_helpers import assert_documented, call
 
@@ -77,4 +76,6 @@ def test_with_the_cache_down_the_api_still_answers_unless_told_to_fail_closed(
     ],
 )
 def test_the_limit_is_described_in_words(rate, words):
+    from api.http import describe_rate
+
     assert describe_rate(rate) == words

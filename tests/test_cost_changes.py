@@ -1,6 +1,10 @@
 """Price and budget changes (issue 12, section 2): superusers only, in the future, bounded,
 never edited in place, each an audit event in the chain. Driven through the admin with the
-demo personas, and at the ORM and database level for what the admin cannot stop."""
+demo personas, and at the ORM and database level for what the admin cannot stop.
+
+Names new with this change (costs.changes, ImmutableRow) are reached through their module
+inside the tests, so that on the code before it each bypass fails on its assertion, not on
+an import."""
 
 from __future__ import annotations
 
@@ -8,13 +12,15 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.db.utils import DatabaseError
 from django.urls import reverse
 from django.utils import timezone
 
-from costs import budgets, changes
-from costs.models import Budget, ImmutableRow, ModelPrice
+from costs import budgets
+from costs import models as cost_models
+from costs.models import Budget, ModelPrice
 from costs.pricing import price_for
 from orchestration.audit import verify_chain
 from orchestration.models import AuditEvent
@@ -146,9 +152,9 @@ def test_a_price_in_force_is_never_edited_or_deleted(client, manager, root):
             == 403
         )
     price.input_per_mtok = Decimal("0.01")
-    with pytest.raises(ImmutableRow, match="never edited"):
+    with pytest.raises(cost_models.ImmutableRow, match="never edited"):
         price.save()
-    with pytest.raises(ImmutableRow, match="in force since"):
+    with pytest.raises(cost_models.ImmutableRow, match="in force since"):
         price.delete()
     # Around the model: the database trigger.
     with pytest.raises(DatabaseError, match="never edited"), transaction.atomic():
@@ -191,9 +197,9 @@ def test_a_budget_in_force_is_not_changed_by_a_manager_nor_in_place(client, mana
         == 403
     )
     budget.limit_usd = Decimal("1000000.00")
-    with pytest.raises(ImmutableRow):
+    with pytest.raises(cost_models.ImmutableRow):
         budget.save()
-    with pytest.raises(ImmutableRow):
+    with pytest.raises(cost_models.ImmutableRow):
         budget.delete()
     with pytest.raises(DatabaseError, match="never edited"), transaction.atomic():
         Budget.objects.filter(pk=budget.pk).update(limit_usd=Decimal("1000000.00"))
@@ -204,6 +210,8 @@ def test_a_budget_in_force_is_not_changed_by_a_manager_nor_in_place(client, mana
 
 
 def test_the_code_path_refuses_a_manager_too(db, manager):
+    from costs import changes
+
     price = ModelPrice(
         model=MODEL,
         input_per_mtok=1,
@@ -213,7 +221,7 @@ def test_the_code_path_refuses_a_manager_too(db, manager):
         cache_read_per_mtok=1,
         effective_from=timezone.now() + dt.timedelta(days=1),
     )
-    with pytest.raises(changes.PermissionDenied, match="Only a superuser"):
+    with pytest.raises(PermissionDenied, match="Only a superuser"):
         changes.add_price(price, manager)
     assert price.pk is None
 
