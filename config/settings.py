@@ -44,7 +44,6 @@ INSTALLED_APPS = [
     "template_partials",
     "axes",
     "csp",
-    "django_ratelimit",
     "orchestration",
     "reviews",
     "costs",
@@ -382,12 +381,11 @@ if not 1 <= API_TOKEN_DEFAULT_DAYS <= API_TOKEN_MAX_DAYS:
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="120/m")
 if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", API_RATE_LIMIT):
     raise ImproperlyConfigured("API_RATE_LIMIT must look like 120/m (count/s, m, h or d).")
+# Not in INSTALLED_APPS: only its get_usage() is used, and its system check would warn about
+# Django's own RedisCache, which is as atomic (INCR) as the django-redis it lists.
 RATELIMIT_USE_CACHE = "default"
 # With the cache (Redis) unreachable, serve the request rather than refuse every API call.
 RATELIMIT_FAIL_OPEN = env.bool("API_RATE_LIMIT_FAIL_OPEN", default=True)
-# django-ratelimit lists only django-redis and memcached as supported; Django's own RedisCache
-# is atomic too (INCR), and its check E003 still catches a cache that is not shared.
-SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 METRICS_ERROR_RATE_WINDOW_SECONDS = env.int("METRICS_ERROR_RATE_WINDOW_SECONDS", default=3600)
 # Old secret keys still accepted for signatures (sessions, password resets) while rotating.
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
