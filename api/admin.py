@@ -16,7 +16,16 @@ from api.models import ApiToken
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "user", "hint", "created_at", "last_used_at", "revoked_at")
+    list_display = (
+        "name",
+        "user",
+        "hint",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_reason",
+    )
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "user__username", "hint")
     readonly_fields = (
@@ -25,8 +34,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
         "hint",
         "token_hash",
         "created_at",
+        "expires_at",
         "last_used_at",
         "revoked_at",
+        "revoked_reason",
     )
     actions = ["revoke"]
 
@@ -35,5 +46,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = queryset.filter(revoked_at__isnull=True).update(
+            revoked_at=timezone.now(), revoked_reason=ApiToken.RevokedBecause.ADMIN
+        )
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

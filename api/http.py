@@ -2,7 +2,8 @@
 
 Every API view is wrapped in ``api_view``: it is exempt from the login middleware and
 from CSRF (a token in a header is not sent by a browser on its own, unlike a cookie), it
-refuses a request without a valid token with 401, and it turns every refusal into
+refuses a request without a valid token with 401 (unknown, revoked, expired), a token past
+API_RATE_LIMIT with 429 and Retry-After, and it turns every refusal into
 ``{"error": {"code", "message", "fields"?}}`` with the right status, so a client never
 gets an HTML page.
 """
@@ -15,11 +16,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+from django_ratelimit.core import get_usage
 
 from api.models import ApiToken, hash_secret
 
@@ -84,9 +87,27 @@ def authenticate(request: HttpRequest) -> ApiToken:
     )
     if token is None:
         raise ApiError(401, "invalid_token", "This API token is not valid.", headers=challenge)
-    if not token.is_active:
+    if token.revoked_at is not None:
+        why = (
+            "because the account's password changed"
+            if token.revoked_reason == ApiToken.RevokedBecause.PASSWORD_CHANGED
+            else ""
+        )
         raise ApiError(
-            401, "token_revoked", "This API token was revoked. Create a new one.", headers=challenge
+            401,
+            "token_revoked",
+            f"This API token was revoked{' ' + why if why else ''}. Create a new one on the API "
+            "tokens page.",
+            headers=challenge,
+        )
+    if token.is_expired:
+        when = timezone.localtime(token.expires_at)
+        raise ApiError(
+            401,
+            "token_expired",
+            f"This API token expired on {when:%Y-%m-%d %H:%M} {when.tzname()}. Create a new one "
+            "on the API tokens page.",
+            headers=challenge,
         )
     if not token.user.is_active:
         raise ApiError(
@@ -102,6 +123,45 @@ def authenticate(request: HttpRequest) -> ApiToken:
     ):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
+
+
+_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
+
+def describe_rate(rate: str) -> str:
+    """ "120/m" -> "120 requests per minute", "10/5m" -> "10 requests per 5 minutes"."""
+    count, _, period = rate.partition("/")
+    number, unit = period[:-1], _UNITS[period[-1]]
+    noun = "request" if count == "1" else "requests"
+    return f"{count} {noun} per {f'{number} {unit}s' if number else unit}"
+
+
+def _rate_key(group: str, request: HttpRequest) -> str:
+    # The token's hash: never reused, unlike a row id after a database reset.
+    return request.api_token.token_hash  # type: ignore[attr-defined]
+
+
+def check_rate(request: HttpRequest) -> None:
+    """ApiError(429) with Retry-After once this token passed API_RATE_LIMIT in the current
+    window (django-ratelimit: a fixed window per token, counted in the default cache)."""
+    rate = settings.API_RATE_LIMIT
+    try:
+        usage = get_usage(request, group="api", key=_rate_key, rate=rate, increment=True)
+    except Exception:  # the cache (Redis) is down: RATELIMIT_FAIL_OPEN decides
+        logger.warning("API rate limit not checked: the cache is unreachable", exc_info=True)
+        if settings.RATELIMIT_FAIL_OPEN:
+            return
+        usage = {"should_limit": True, "time_left": -1}
+    if usage is None or not usage["should_limit"]:
+        return
+    retry_after = max(1, int(usage["time_left"]))
+    raise ApiError(
+        429,
+        "too_many_requests",
+        f"This token made more than {describe_rate(rate)} (API_RATE_LIMIT). "
+        f"Retry in {retry_after} s.",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 def json_body(request: HttpRequest) -> dict[str, Any]:
@@ -154,6 +214,7 @@ def api_view(
                     token = authenticate(request)
                     request.user = token.user
                     request.api_token = token  # type: ignore[attr-defined]
+                    check_rate(request)
                 return view(request, *args, **kwargs)
             except ApiError as exc:
                 return error_response(

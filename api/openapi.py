@@ -102,9 +102,39 @@ def _error(description: str, *examples: dict[str, Any]) -> dict[str, Any]:
 
 
 UNAUTHENTICATED = _error(
-    "No token, or the token is invalid or revoked.",
-    _error_example("401", "token_revoked", "This API token was revoked. Create a new one."),
+    "No token, or the token is invalid, revoked (by its owner, an administrator, or a change of "
+    "the account's password) or expired.",
+    _error_example(
+        "401",
+        "token_revoked",
+        "This API token was revoked because the account's password changed. Create a new one "
+        "on the API tokens page.",
+    ),
+    _error_example(
+        "401",
+        "token_expired",
+        "This API token expired on 2026-11-20 09:15 UTC. Create a new one on the API tokens page.",
+    ),
 )
+RETRY_AFTER = {
+    "Retry-After": {
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "description": "Seconds until the token's request window ends.",
+    }
+}
+# Every operation that takes a token: its requests are counted per token (API_RATE_LIMIT).
+TOO_MANY_REQUESTS = {
+    **_error(
+        "This token made more requests than API_RATE_LIMIT allows in the current window; "
+        "Retry-After says when to try again.",
+        _error_example(
+            "429",
+            "too_many_requests",
+            "This token made more than 120 requests per minute (API_RATE_LIMIT). Retry in 42 s.",
+        ),
+    ),
+    "headers": RETRY_AFTER,
+}
 NOT_FOUND = _error(
     "No such object, or it is not visible to you (someone else's run is 404, never 403).",
     _error_example("404", "not_found", "No such run."),
@@ -452,6 +482,7 @@ PATHS: dict[str, Any] = {
                     },
                 ),
                 "401": UNAUTHENTICATED,
+                "429": TOO_MANY_REQUESTS,
             },
         }
     },
@@ -553,13 +584,18 @@ PATHS: dict[str, Any] = {
                     ),
                 ),
                 "429": _error(
-                    "Your limit on starting runs is reached; Retry-After says when to try again, when known.",
+                    "Your limit on starting runs is reached (rate_limited), or this token made more "
+                    "requests than API_RATE_LIMIT allows (too_many_requests); Retry-After says when "
+                    "to try again, when known.",
                     _error_example(
                         "429",
                         "rate_limited",
                         "The run was not started: you have reached your limit "
                         "on starting runs. Try again later.",
                     ),
+                    TOO_MANY_REQUESTS["content"]["application/json"]["examples"][
+                        "too_many_requests"
+                    ],
                 ),
                 "503": _error(
                     "The cost estimate could not be made (the Messages API did not answer).",
@@ -634,6 +670,7 @@ PATHS: dict[str, Any] = {
                     ),
                 ),
                 "401": UNAUTHENTICATED,
+                "429": TOO_MANY_REQUESTS,
                 "422": _error(
                     "An unknown status or a bad limit.",
                     _error_example(
@@ -661,6 +698,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("Run", "The run.", RUN_EXAMPLE),
                 "401": UNAUTHENTICATED,
+                "429": TOO_MANY_REQUESTS,
                 "404": NOT_FOUND,
             },
         }
@@ -706,6 +744,7 @@ PATHS: dict[str, Any] = {
                 ),
                 "400": _error("The body is not a JSON object."),
                 "401": UNAUTHENTICATED,
+                "429": TOO_MANY_REQUESTS,
                 "403": _error(
                     "Your account may not resolve tickets.",
                     _error_example(

@@ -1,11 +1,14 @@
 """Countersign settings, read from the environment (12-factor) through django-environ.
 
-Every knob has a development default so `make run` works on a fresh machine; production
-(DJANGO_DEBUG=false) refuses to start without a real SECRET_KEY.
+Debug is off unless DJANGO_DEBUG says otherwise: `make run`, `make test` and the other make
+targets turn it on (scripts/with-services.sh), pytest through tests/settings.py. With debug off
+Countersign refuses to start without a real SECRET_KEY, and /metrics needs METRICS_TOKEN.
+Every other knob has a default that works on a fresh machine.
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,11 +20,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 _DEV_SECRET = "dev-only-insecure-secret-key-change-me"  # noqa: S105
 SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET if DEBUG else "")
 if not SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_DEBUG is false.")
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set when DJANGO_DEBUG is false (its default). For a development "
+        "machine, set DJANGO_DEBUG=1 (make run and make test do)."
+    )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -281,6 +287,11 @@ APPROVAL_OVERRUN_FRACTION = Decimal(env.str("APPROVAL_OVERRUN_FRACTION", default
 BATCH_RUN_TIMEOUT_SECONDS = env.float("BATCH_RUN_TIMEOUT_SECONDS", default=26 * 3600)
 # How many runs one user may start in any 24 hours (page, command and API alike).
 RUNS_PER_USER_PER_DAY = env.int("RUNS_PER_USER_PER_DAY", default=100)
+# Price and budget changes (costs.changes): superusers only, and in force no sooner than this
+# many minutes after they are made, so a change is seen (audit trail, admin) before it counts.
+COST_CHANGE_MIN_DELAY_MINUTES = env.int("COST_CHANGE_MIN_DELAY_MINUTES", default=60)
+if COST_CHANGE_MIN_DELAY_MINUTES < 1:
+    raise ImproperlyConfigured("COST_CHANGE_MIN_DELAY_MINUTES must be at least 1.")
 # payment_approval demo: approving a payment over this needs a reviewer's sign-off.
 PAYMENT_SIGNOFF_AMOUNT = Decimal(env.str("PAYMENT_SIGNOFF_AMOUNT", default="250000"))
 
@@ -357,8 +368,24 @@ for _queue in HEALTHZ_WORKER_QUEUES:
         # An undelivered heartbeat is worthless once the next one is due: do not let them pile up.
         "options": {"queue": _queue, "expires": HEARTBEAT_INTERVAL_SECONDS},
     }
-# /metrics: with a token, scrapers send "Authorization: Bearer <token>"; without, loopback only.
+# /metrics: with a token, scrapers send "Authorization: Bearer <token>". Without one, only
+# loopback clients and only with debug on; in production (debug off) it then answers 404.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# API tokens: the expiry a new token gets unless its owner picks another, and the longest allowed.
+API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)
+API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
+if not 1 <= API_TOKEN_DEFAULT_DAYS <= API_TOKEN_MAX_DAYS:
+    raise ImproperlyConfigured("API_TOKEN_DEFAULT_DAYS must be between 1 and API_TOKEN_MAX_DAYS.")
+# JSON API requests per token (django-ratelimit, counted in the default cache, i.e. Redis):
+# "<count>/<s|m|h|d>", e.g. 120/m. Past it: 429 with Retry-After until the window ends.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="120/m")
+if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", API_RATE_LIMIT):
+    raise ImproperlyConfigured("API_RATE_LIMIT must look like 120/m (count/s, m, h or d).")
+# Not in INSTALLED_APPS: only its get_usage() is used, and its system check would warn about
+# Django's own RedisCache, which is as atomic (INCR) as the django-redis it lists.
+RATELIMIT_USE_CACHE = "default"
+# With the cache (Redis) unreachable, serve the request rather than refuse every API call.
+RATELIMIT_FAIL_OPEN = env.bool("API_RATE_LIMIT_FAIL_OPEN", default=True)
 METRICS_ERROR_RATE_WINDOW_SECONDS = env.int("METRICS_ERROR_RATE_WINDOW_SECONDS", default=3600)
 # Old secret keys still accepted for signatures (sessions, password resets) while rotating.
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])

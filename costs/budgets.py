@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import DecimalField, ExpressionWrapper, F, Q, Sum, Value
+from django.db.models import DecimalField, ExpressionWrapper, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -118,13 +118,29 @@ def usage(budget: Budget, now: dt.datetime | None = None) -> BudgetUsage:
     return BudgetUsage(budget=budget, since=since, spent=spent, outstanding=outstanding)
 
 
+# A budget's identity: a later row with the same key replaces the earlier one once in force.
+BUDGET_KEY = ("scope", "workflow_name", "user_id", "period", "hard")
+
+
+def in_force(now: dt.datetime | None = None) -> QuerySet[Budget]:
+    """The budgets that apply now: per key, the row with the latest effective_from not in the
+    future (rows are history, see costs.changes)."""
+    return (
+        Budget.objects.filter(effective_from__lte=now or timezone.now())
+        .order_by(*BUDGET_KEY, "-effective_from", "-pk")
+        .distinct(*BUDGET_KEY)
+    )
+
+
 def applicable(workflow_name: str, user: Any) -> list[Budget]:
     return list(
-        Budget.objects.filter(
+        in_force()
+        .filter(
             Q(scope=Budget.Scope.GLOBAL)
             | Q(scope=Budget.Scope.WORKFLOW, workflow_name=workflow_name)
             | Q(scope=Budget.Scope.USER, user_id=user.pk)
-        ).select_related("user")
+        )
+        .select_related("user")
     )
 
 

@@ -17,7 +17,6 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from costs import budgets
-from costs.models import Budget
 from costs.pricing import batch_saving_sql, cache_saving_sql
 from orchestration.models import ModelCall, Run
 
@@ -92,7 +91,7 @@ def spend_report(days: int = 30, now: dt.datetime | None = None) -> SpendReport:
         by_user=_grouped(calls, "run__requested_by__username"),
         by_model=_grouped(calls, "model"),
         top_runs=top_runs,
-        budgets=[budgets.usage(b) for b in Budget.objects.select_related("user")],
+        budgets=[budgets.usage(b) for b in budgets.in_force().select_related("user")],
     )
 
 

@@ -47,27 +47,34 @@ def _loopback(request: HttpRequest) -> bool:
 
 
 def may_read_metrics(request: HttpRequest) -> bool:
-    """With METRICS_TOKEN set, only a scraper sending it; without one, only loopback clients."""
+    """With METRICS_TOKEN set, only a scraper sending it; without one, loopback clients while
+    debug is on, and nobody in production (see metrics_view)."""
     token = settings.METRICS_TOKEN
     if token:
         scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
             sent.strip().encode(), token.encode()
         )
-    return _loopback(request)
+    return settings.DEBUG and _loopback(request)
+
+
+def _text(body: str, status: int) -> HttpResponse:
+    return HttpResponse(body + "\n", status=status, content_type="text/plain; charset=utf-8")
 
 
 @login_not_required
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not settings.METRICS_TOKEN and not settings.DEBUG:
+        # Production without a token: not served at all, not even to loopback (a proxy or a
+        # sidecar on the same host would otherwise expose it).
+        return _text("Not found. /metrics is off: set METRICS_TOKEN to serve it to scrapers.", 404)
     if not may_read_metrics(request):
         hint = (
             "Send 'Authorization: Bearer <METRICS_TOKEN>'."
             if settings.METRICS_TOKEN
-            else "Without METRICS_TOKEN set, /metrics answers only loopback clients."
+            else "Without METRICS_TOKEN set, /metrics answers only loopback clients (debug only)."
         )
-        return HttpResponse(
-            f"Forbidden. {hint}\n", status=403, content_type="text/plain; charset=utf-8"
-        )
+        return _text(f"Forbidden. {hint}", 403)
     return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

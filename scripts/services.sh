@@ -6,7 +6,7 @@
 #                                                  start (or reuse) Postgres 15 and Redis
 #   scripts/services.sh stop [--session NAME | --all]
 #                                                  stop what that session's start started
-#   scripts/services.sh env [--redis-db N]         print `export DATABASE_URL=... REDIS_URL=...`
+#   scripts/services.sh env [--redis-db N]         print `export DATABASE_URL=... REDIS_URL=... DJANGO_DEBUG=1`
 #   scripts/services.sh status                     what runs, where its files and logs are
 #   scripts/services.sh clean [--force]            stop --all, then delete .dev (asks first)
 #
@@ -589,6 +589,10 @@ cmd_env() {
     fi
     printf 'export DATABASE_URL=%q\n' "$database_url"
     printf 'export REDIS_URL=%q\n' "$redis_url"
+    # Settings default to production (debug off); these services are for development, so the
+    # shells and commands that use them (make run, test, shell, migrate...) get debug on unless
+    # DJANGO_DEBUG is already set (environment or .env).
+    printf 'export DJANGO_DEBUG=%q\n' "${DJANGO_DEBUG:-1}"
     return "$rc"
 }
 

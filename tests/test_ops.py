@@ -181,7 +181,17 @@ def test_a_real_worker_and_beat_make_healthz_green(client, monkeypatch, settings
 # --- /metrics ----------------------------------------------------------------------------
 
 
+SCRAPE_TOKEN = "test-scrape-token-1"
+
+
+@pytest.fixture(autouse=True)
+def _metrics_token(settings):
+    """Requests in tests run with debug off, as in production: /metrics needs its token."""
+    settings.METRICS_TOKEN = SCRAPE_TOKEN
+
+
 def _scrape(client, **headers) -> dict[str, Any]:
+    headers.setdefault("Authorization", f"Bearer {SCRAPE_TOKEN}")
     response = client.get("/metrics", headers=headers)
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain; version=")
@@ -293,28 +303,44 @@ def test_tool_error_rate_covers_only_the_window(client, activity, settings):
     assert m[("tool_call_count_total", (("status", "ok"), ("tool", "get_payment")))] == 3
 
 
-def test_metrics_answer_only_loopback_without_a_token(db, settings):
+def test_metrics_answer_only_loopback_without_a_token_and_only_in_debug(db, settings):
     settings.METRICS_TOKEN = ""
+    settings.DEBUG = True
     assert Client(REMOTE_ADDR="127.0.0.1").get("/metrics").status_code == 200
     assert Client(REMOTE_ADDR="::1").get("/metrics").status_code == 200
     refused = Client(REMOTE_ADDR="10.1.2.3").get("/metrics")
     assert refused.status_code == 403 and b"only loopback" in refused.content
 
 
-def test_metrics_need_the_token_when_one_is_set(db, settings):
+def test_metrics_are_off_in_production_without_a_token(db, settings):
+    settings.METRICS_TOKEN = ""
+    settings.DEBUG = False
+    for client in (Client(REMOTE_ADDR="127.0.0.1"), Client(REMOTE_ADDR="10.1.2.3")):
+        refused = client.get("/metrics")
+        assert refused.status_code == 404 and b"set METRICS_TOKEN" in refused.content
+        assert b"orchestration_latency_ms" not in refused.content
+        # A made-up token does not open it either.
+        assert client.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 404
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_metrics_need_the_token_when_one_is_set(db, settings, debug):
     settings.METRICS_TOKEN = "scrape-secret-1"
+    settings.DEBUG = debug
     remote = Client(REMOTE_ADDR="10.1.2.3")
     assert remote.get("/metrics").status_code == 403
     assert remote.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403
-    assert Client().get("/metrics").status_code == 403  # loopback is not enough any more
     assert (
-        remote.get("/metrics", headers={"Authorization": "Bearer scrape-secret-1"}).status_code
-        == 200
+        remote.get("/metrics", headers={"Authorization": "Basic scrape-secret-1"}).status_code
+        == 403
     )
+    assert Client().get("/metrics").status_code == 403  # loopback is not enough any more
+    ok = remote.get("/metrics", headers={"Authorization": "Bearer scrape-secret-1"})
+    assert ok.status_code == 200 and b"# TYPE orchestration_latency_ms histogram" in ok.content
 
 
 def test_metrics_need_no_login(db):
-    response = Client().get(reverse("metrics"))
+    response = Client().get(reverse("metrics"), headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
     assert (
         response.status_code == 200
         and b"# TYPE orchestration_latency_ms histogram" in response.content

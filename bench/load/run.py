@@ -399,6 +399,8 @@ def main() -> int:
         "APPROVAL_THRESHOLD_USD": APPROVAL_THRESHOLD,
         # One operator starts every run; the default limit (100 a day) would refuse half of them.
         "RUNS_PER_USER_PER_DAY": "10000",
+        # Likewise the per-token API limit (120 a minute): the script's one token starts them all.
+        "API_RATE_LIMIT": "1000000/m",
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "text",
         "PYTHONPATH": str(ROOT),

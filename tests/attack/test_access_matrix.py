@@ -123,8 +123,8 @@ def observe(route: Route, world: World, persona: str, method: str) -> int | str:
 
 # Pages, partials, exports and the API. Notes: "" is the dashboard; reviewers see the run
 # because its ticket is open in the shared queue; outsiders get 404 for a run that is not
-# theirs (ids do not leak); healthz is 503 in tests (no worker heartbeats) and metrics answers
-# loopback without a token; the API is reached with each persona's bearer token, anonymous
+# theirs (ids do not leak); healthz is 503 in tests (no worker heartbeats) and metrics is 404
+# (requests run with debug off, and no METRICS_TOKEN is set: production's default); the API is reached with each persona's bearer token, anonymous
 # without one (401). POSTs are empty: a 422/200 there means the view got as far as checking
 # the form, i.e. the persona is allowed to act.
 EXPECT: dict[str, dict[str, Any]] = {
@@ -201,7 +201,7 @@ EXPECT: dict[str, dict[str, Any]] = {
     "healthz": {"GET": 503, "POST": 405},
     "login/": {"GET": 200, "POST": 200},
     "logout/": {"GET": {"anonymous": "login", "*": 405}, "POST": "login"},
-    "metrics": {"GET": 200, "POST": 405},
+    "metrics": {"GET": 404, "POST": 405},
     "reviews/approvals/": {
         "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
         "POST": {"anonymous": "login", "*": 405},
@@ -300,8 +300,9 @@ ADMIN_LEVELS: dict[str, dict[str, str | None]] = {
             "paymentdecision",
         )
     },
-    "costs/modelprice": {"manager": "add", "auditor": "view"},
-    "costs/budget": {"manager": "edit", "auditor": "view"},
+    # Prices and budgets: superusers only add them (costs.changes), never edit them.
+    "costs/modelprice": {"manager": "view", "auditor": "view"},
+    "costs/budget": {"manager": "view", "auditor": "view"},
     "api/apitoken": {
         "manager": None,
         "auditor": None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx2
 import pytest
+from django.conf import settings
 
 from api.models import ApiToken
 from tests.browser.conftest import shot, sign_in
@@ -18,6 +19,7 @@ def test_create_use_and_revoke_a_token(live_server, page, seeded):
     shot(page, "api-tokens-empty")
 
     page.fill("#id_name", "nightly reporting job")
+    page.fill("#id_password", settings.DEMO_PASSWORD)
     page.click("button:has-text('Create token')")
     secret = page.inner_text("#new-token pre.secret").strip()
     assert secret.startswith("cs_")

@@ -1,0 +1,14 @@
+"""pytest's settings: config.settings with debug on when it is imported.
+
+DJANGO_DEBUG defaults to false (production), and with debug off the settings require a real
+SECRET_KEY and redirect every request to HTTPS. Tests run as a development machine does, so
+debug is on at import unless DJANGO_DEBUG is set (pytest-django still serves requests with
+settings.DEBUG False). Set in the environment, so worker subprocesses inherit it as well.
+tests/test_settings_defaults.py checks the production default itself in a fresh interpreter.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_DEBUG", "1")
+
+from config.settings import *  # noqa: E402, F403
