@@ -262,10 +262,10 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
     else:
         if errors:
             raise InvalidCorrection(errors)
-        if workflow.regulatory_trigger and workflow.regulatory_trigger(run.input, value):
-            # A final output that needs a sign-off, supplied by a reviewer: that is a sign-off.
-            if why := access.sign_off_refusal(user, run):
-                raise NotAllowed(why)
+        # A final output that needs a sign-off, supplied by a reviewer, is a sign-off.
+        needs_sign_off = workflow.regulatory_trigger and workflow.regulatory_trigger(run.input, value)
+        if needs_sign_off and (why := access.sign_off_refusal(user, run)):
+            raise NotAllowed(why)
         payload.update({"corrected": "final", "output": value})
         lifecycle.transition(run.pk, Run.Status.SUCCEEDED, actor=user, result=value, event_payload=payload)
 
