@@ -125,7 +125,7 @@ def test_another_manager_resolves_the_budget_ticket(manager, django_user_model, 
     assert Run.objects.get(pk=ticket.run_id).status == S.QUEUED
 
 
-def test_four_eyes_holds_for_someone_with_two_roles(client, django_user_model, no_enqueue):
+def test_four_eyes_holds_for_someone_with_two_roles(client, django_user_model, seeded, no_enqueue):
     """An operator who is also a reviewer starts a run, then meets its sign-off ticket."""
     both = _user(django_user_model, "opreviewer", "operators", "reviewers")
     ticket = _paused(both, "regulatory_trigger", "Sign-off required: a large payment.")
@@ -162,7 +162,7 @@ def test_a_superuser_is_held_to_four_eyes_too(django_user_model, no_enqueue):
 
 
 def test_requester_cannot_supply_a_final_output_that_needs_a_sign_off(
-    django_user_model, settings, no_enqueue
+    django_user_model, settings, seeded, no_enqueue
 ):
     """Correcting the final output of one's own run to a result over the sign-off amount is a
     sign-off by the requester: refused. Someone else may."""
