@@ -444,12 +444,12 @@ def test_a_ticket_another_reviewer_holds_is_404_for_the_other_reviewers(world: W
             for persona in (*PERSONAS, "holder"):
                 base = expected(template, method, "reviewer" if persona == "holder" else persona)
                 want = 404 if persona == "reviewer" and base not in (401, 403, 405) else base
-                client, headers = clients[persona], {}
-                if path.startswith("/api/") and persona != "anonymous":
-                    client = clients["anonymous"]
-                    token = ApiToken.issue(users[persona], f"held-{persona}")[1]
-                    headers["Authorization"] = f"Bearer {token}"
                 with transaction.atomic():
+                    client, headers = clients[persona], {}
+                    if path.startswith("/api/") and persona != "anonymous":
+                        client = clients["anonymous"]
+                        token = ApiToken.issue(users[persona], f"held-{persona}")[1]
+                        headers["Authorization"] = f"Bearer {token}"
                     cookies = copy.deepcopy(client.cookies)
                     got = outcome(getattr(client, method.lower())(path, headers=headers))
                     client.cookies = cookies
