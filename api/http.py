@@ -240,6 +240,7 @@ def api_view(
     return decorator
 
 
-def require_perm(request: HttpRequest, perm: str, what: str) -> None:
-    if not request.user.has_perm(perm):
+def require_perm(request: HttpRequest, check: Callable[[Any], bool], what: str) -> None:
+    """403 unless ``check(request.user)``; ``check`` is one of reviews.access's ``may_*``."""
+    if not check(request.user):
         raise ApiError(403, "forbidden", f"Your account may not {what}.")

@@ -746,17 +746,21 @@ PATHS: dict[str, Any] = {
                 "401": UNAUTHENTICATED,
                 "429": TOO_MANY_REQUESTS,
                 "403": _error(
-                    "Your account may not resolve tickets.",
+                    "Your account may not resolve tickets, or not this one: you requested its run "
+                    "and it decides money or a sign-off (four-eyes rule), it is a budget ticket "
+                    "and you are not a manager, or someone else holds it. Nothing changed.",
                     _error_example(
                         "403", "forbidden", "Your account may not resolve escalation tickets."
                     ),
                 ),
                 "404": _error(
-                    "No such ticket.", _error_example("404", "not_found", "No such ticket.")
+                    "No such ticket, or one you may not see (another reviewer's claimed or "
+                    "resolved ticket): the same rule as the run page.",
+                    _error_example("404", "not_found", "No such ticket."),
                 ),
                 "409": _error(
-                    "The ticket's state refuses the action: already resolved, claimed by someone else, or "
-                    "the run is no longer awaiting review. Nothing changed.",
+                    "The ticket's state refuses the action: already resolved, or the run is no "
+                    "longer awaiting review. Nothing changed.",
                     _error_example(
                         "409",
                         "conflict",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 
-from django.contrib.auth.decorators import permission_required
 from django.http import StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from costs import reports
+from reviews import access
 
 
 class _Echo:
@@ -26,7 +26,7 @@ def _days(request) -> int:
 
 
 @require_GET
-@permission_required("costs.view_modelprice", raise_exception=True)
+@access.required(access.may_see_costs)
 def costs(request):
     report = reports.spend_report(_days(request))
     chart = {
@@ -39,7 +39,7 @@ def costs(request):
 
 
 @require_GET
-@permission_required("costs.view_modelprice", raise_exception=True)
+@access.required(access.may_see_costs)
 def costs_csv(request):
     days = _days(request)
     writer = csv.writer(_Echo())

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from reviews import approvals
+from reviews import access
 from reviews.models import ApprovalRequest
 
 
@@ -12,16 +12,16 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    can_approve = approvals.may_decide(user)
+    can_approve = access.may_decide(user)
     return {
         "nav": {
-            "can_start": user.has_perm("orchestration.start_run"),
-            "can_resolve": user.has_perm("reviews.resolve_ticket"),
+            "can_start": access.may_start(user),
+            "can_resolve": access.may_resolve(user),
             "can_approve": can_approve,
             "pending_approvals": (
                 ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count() if can_approve else 0
             ),
-            "can_see_costs": user.has_perm("costs.view_modelprice"),
+            "can_see_costs": access.may_see_costs(user),
             "is_staff": user.is_staff,
             "roles": sorted(user.groups.values_list("name", flat=True)),
         }

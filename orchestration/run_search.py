@@ -30,8 +30,9 @@ from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from orchestration.access import visible_runs
 from orchestration.models import ModelCall, Run, ToolCall
+from reviews.access import visible_runs
+from reviews.models import EscalationTicket
 
 # sort key in the URL -> model field. Each has an index on (field, id).
 SORTS = {
@@ -171,8 +172,6 @@ def filtered_runs(user: Any, f: RunFilters) -> QuerySet[Run]:
     if f.cost_max is not None:
         runs = runs.filter(cost_usd__lte=f.cost_max)
     if f.escalated:
-        from reviews.models import EscalationTicket
-
         has_ticket = Exists(EscalationTicket.objects.filter(run=OuterRef("pk")))
         runs = runs.filter(has_ticket if f.escalated == "yes" else ~has_ticket)
     if f.model:

@@ -3,7 +3,9 @@
 One decision per request, ever: the request row is locked, its status checked, and the run
 moved through ``orchestration.lifecycle`` in the same transaction, so two managers clicking
 at the same moment produce one decision and the run is queued once (on commit). The
-requester can never decide their own request, whatever their role (four-eyes).
+requester can never decide their own request, whatever their role (four-eyes): every path
+(the queue's buttons, its bulk approve, any other caller) goes through ``decide``, which asks
+``reviews.access.decide_refusal``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from django.utils import timezone
 
 from orchestration import audit, lifecycle
 from orchestration.models import Run
+from reviews import access
 from reviews.models import ApprovalRequest
 
 A = ApprovalRequest.Status
@@ -29,22 +32,18 @@ class ApprovalError(Exception):
     """The decision was refused; nothing was changed."""
 
 
-def may_decide(user: Any) -> bool:
-    return user.has_perm("reviews.decide_approval")
-
-
 def decide(request_id: int, user: Any, *, approve: bool, comment: str = "") -> ApprovalRequest:
     comment = comment.strip()
-    if not may_decide(user):
-        raise ApprovalError("Only managers may approve or reject runs.")
+    if not access.may_decide(user):
+        raise ApprovalError(access.decide_refusal(user, None))
     if not approve and not comment:
         raise ApprovalError("Say why you reject the run: the requester will see your reason.")
     with transaction.atomic():
         req = ApprovalRequest.objects.select_for_update().filter(pk=request_id).first()
         if req is None:
             raise ApprovalError("No such approval request.")
-        if req.requested_by_id == user.pk:
-            raise ApprovalError("You requested this run: another manager must decide it (four-eyes rule).")
+        if why := access.decide_refusal(user, req):
+            raise ApprovalError(why)
         if req.status != A.PENDING:
             who = req.decided_by.get_username() if req.decided_by_id else "the expiry check"
             when = timezone.localtime(req.decided_at) if req.decided_at else None

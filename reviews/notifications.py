@@ -16,20 +16,18 @@ from django.core.mail import send_mail
 from django.urls import reverse
 from django.utils import timezone
 
+from reviews import access
 from reviews.models import EscalationTicket
 
 logger = logging.getLogger(__name__)
 
 
 def _recipients() -> list[str]:
-    from django.contrib.auth import get_user_model
-
     configured = list(getattr(settings, "ESCALATION_EMAILS", []))
     if configured:
         return configured
     return list(
-        get_user_model().objects.filter(groups__permissions__codename="resolve_ticket", is_active=True)
-        .exclude(email="").values_list("email", flat=True).distinct()
+        access.users_who_may_resolve().exclude(email="").order_by().values_list("email", flat=True)
     )
 
 

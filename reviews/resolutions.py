@@ -32,7 +32,7 @@ from orchestration.models import Run, ToolCall
 from orchestration.validation import cut_to_schema, schema_errors
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import ToolContext
-from reviews import approvals
+from reviews import access
 from reviews.models import EscalationTicket
 
 T = EscalationTicket.Status
@@ -43,20 +43,16 @@ class ReviewError(Exception):
     """The action was refused; the message says why and what to do. Nothing changed."""
 
 
+class NotAllowed(ReviewError):
+    """The user may not take this action on this ticket (their role, or the four-eyes rule)."""
+
+
 class InvalidCorrection(ReviewError):
     """The corrected output is not valid JSON or violates its schema."""
 
     def __init__(self, errors: list[str]) -> None:
         super().__init__("; ".join(errors))
         self.errors = errors
-
-
-def may_resolve(user: Any) -> bool:
-    return user.has_perm("reviews.resolve_ticket")
-
-
-def may_override(user: Any) -> bool:
-    return user.has_perm("reviews.override_ticket")
 
 
 def _locked(ticket_id: int) -> EscalationTicket:
@@ -75,15 +71,13 @@ def _check_open(ticket: EscalationTicket) -> None:
         )
 
 
-def _check_may_act(ticket: EscalationTicket, user: Any) -> None:
-    if not may_resolve(user):
-        raise ReviewError("Only reviewers and managers may act on escalation tickets.")
-    if ticket.reason == EscalationTicket.Reason.BUDGET_EXCEEDED and not approvals.may_decide(user):
-        raise ReviewError("Only a manager may decide whether a run may spend past its budget.")
-    if ticket.assignee_id and ticket.assignee_id != user.pk and not may_override(user):
-        raise ReviewError(
-            f"This ticket is claimed by {ticket.assignee.get_username()}; only they or a manager may act on it."
-        )
+def _check_may_act(ticket: EscalationTicket, user: Any, *, holder: Any = None) -> None:
+    """The rules of reviews.access: may ``user`` act on the ticket, and may ``holder`` (the
+    user, or whom a ticket is assigned to) take it under the four-eyes rule."""
+    if why := access.ticket_refusal(user, ticket):
+        raise NotAllowed(why)
+    if holder is not None and (why := access.four_eyes_refusal(holder, ticket, actor=user)):
+        raise NotAllowed(why)
 
 
 def _set_assignee(
@@ -102,9 +96,9 @@ def _set_assignee(
             since = f" at {timezone.localtime(ticket.claimed_at):%H:%M:%S}" if ticket.claimed_at else ""
             raise ReviewError(
                 f"{ticket.assignee.get_username()} claimed this ticket first{since}; nothing was changed."
-                + (" To take it over, assign it to yourself." if may_override(user) else "")
+                + (" To take it over, assign it to yourself." if access.may_override(user) else "")
             )
-        _check_may_act(ticket, user)
+        _check_may_act(ticket, user, holder=assignee)
         ticket.assignee = assignee
         ticket.status = T.CLAIMED if assignee else T.OPEN
         ticket.claimed_at = timezone.now() if assignee else None
@@ -129,7 +123,7 @@ def unclaim(ticket_id: int, user: AbstractBaseUser) -> EscalationTicket:
 
 
 def assign(ticket_id: int, user: AbstractBaseUser, assignee: AbstractBaseUser) -> EscalationTicket:
-    if not may_resolve(assignee):
+    if not access.may_resolve(assignee):
         raise ReviewError(f"{assignee.get_username()} is not a reviewer or manager.")
     return _set_assignee(ticket_id, user, assignee, "ticket.assigned")
 
@@ -176,7 +170,7 @@ def resolve(
     with transaction.atomic():
         ticket = _locked(ticket_id)
         _check_open(ticket)
-        _check_may_act(ticket, user)
+        _check_may_act(ticket, user, holder=user)
         run = Run.objects.select_for_update().get(pk=ticket.run_id)
         # A halted run (the fan-out breaker) is final: its ticket can only be acknowledged.
         acknowledging = run.status == Run.Status.HALTED and action == Res.FAIL
@@ -283,6 +277,10 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
     else:
         if errors:
             raise InvalidCorrection(errors)
+        # A final output that needs a sign-off, supplied by a reviewer, is a sign-off.
+        needs_sign_off = workflow.regulatory_trigger and workflow.regulatory_trigger(run.input, value)
+        if needs_sign_off and (why := access.sign_off_refusal(user, run)):
+            raise NotAllowed(why)
         payload.update({"corrected": "final", "output": value})
         lifecycle.transition(run.pk, Run.Status.SUCCEEDED, actor=user, result=value, event_payload=payload)
 

@@ -2,7 +2,7 @@
 
 Starting goes through ``orchestration.launch.start_run``, the path every entry point
 uses, so input validation, budgets, the rate limit and the approval gate apply exactly
-as on the start page. Reading goes through ``orchestration.access``, so someone else's
+as on the start page. Reading goes through ``reviews.access``, so someone else's
 run answers 404 here as it does on the run page.
 """
 
@@ -22,10 +22,10 @@ from django.utils.dateparse import parse_datetime
 
 from api import representation as rep
 from api.http import ApiError, api_view, json_body, require_perm
-from orchestration.access import get_run_for_user, visible_runs
 from orchestration.launch import RunRefused, start_run
 from orchestration.models import Run
 from orchestration.workflows import registry
+from reviews.access import get_run_for_user, may_start, visible_runs
 
 # RunRefused.code -> HTTP status. A budget refusal is 403, not 422: the request is valid and
 # retrying it will not help until the budget's period rolls over or a manager raises it.
@@ -58,7 +58,7 @@ def _idempotency_key(request: HttpRequest) -> str | None:
 
 
 def _start(request: HttpRequest) -> JsonResponse:
-    require_perm(request, "orchestration.start_run", "start runs")
+    require_perm(request, may_start, "start runs")
     body = json_body(request)
     unknown = sorted(set(body) - {"workflow", "input"})
     fields: dict[str, str] = {k: "unknown field" for k in unknown}

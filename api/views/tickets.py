@@ -1,9 +1,10 @@
 """Resolving an escalation ticket through the JSON API.
 
-The same rules as the ticket page: only users with ``reviews.resolve_ticket`` (403
-otherwise), an unknown ticket is 404, and the resolution goes through
-``reviews.resolutions.resolve``, which locks the ticket, checks who may act and moves
-the run through the state machine.
+The same rules as the ticket page: only reviewers and managers (``reviews.access.may_resolve``,
+403 otherwise); a ticket the user may not see (``reviews.access.get_ticket_for_user``: someone
+else's claimed or resolved ticket, or no such ticket) is 404; a four-eyes refusal is 403; and
+the resolution goes through ``reviews.resolutions.resolve``, which locks the ticket, checks
+who may act and moves the run through the state machine.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.http import HttpRequest, JsonResponse
 
 from api import representation as rep
 from api.http import ApiError, api_view, json_body, require_perm
-from reviews import resolutions
+from reviews import access, resolutions
 from reviews.models import EscalationTicket
 
 Res = EscalationTicket.Resolution
@@ -22,10 +23,8 @@ Res = EscalationTicket.Resolution
 
 @api_view("POST")
 def resolve(request: HttpRequest, ticket_id: int) -> JsonResponse:
-    require_perm(request, "reviews.resolve_ticket", "resolve escalation tickets")
-    ticket = EscalationTicket.objects.filter(pk=ticket_id).first()
-    if ticket is None:
-        raise ApiError(404, "not_found", "No such ticket.")
+    require_perm(request, access.may_resolve, "resolve escalation tickets")
+    ticket = access.get_ticket_for_user(request.user, ticket_id)
     body = json_body(request)
     fields: dict[str, str] = {
         k: "unknown field" for k in sorted(set(body) - {"action", "comment", "note", "corrected"})
@@ -68,6 +67,9 @@ def resolve(request: HttpRequest, ticket_id: int) -> JsonResponse:
             "The corrected output was not accepted; nothing was changed.",
             fields={"corrected": "; ".join(exc.errors)},
         ) from None
+    except resolutions.NotAllowed as exc:
+        # The four-eyes rule, a budget ticket for a non-manager, a ticket someone else holds.
+        raise ApiError(403, "forbidden", str(exc)) from None
     except resolutions.ReviewError as exc:
         # Already resolved, claimed by someone else, or the run moved on: the ticket's state
         # refuses the action, and the message says why.

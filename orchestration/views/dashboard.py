@@ -10,24 +10,23 @@ from django.views.decorators.http import require_GET
 
 from costs.budgets import period_start
 from costs.models import Budget
-from orchestration.access import visible_runs
 from orchestration.models import ModelCall, Run
-from reviews import approvals
-from reviews.models import ApprovalRequest, EscalationTicket
+from reviews import access
+from reviews.models import ApprovalRequest
 
 
 @require_GET
 def dashboard(request):
     user = request.user
-    runs = visible_runs(user)
+    runs = access.visible_runs(user)
     context = {
         "recent": runs.select_related("requested_by").order_by("-created_at")[:10],
         "active": runs.filter(status__in=(Run.Status.QUEUED, Run.Status.RUNNING)).count(),
         "spend_today": ModelCall.objects.filter(run__in=runs, created_at__gte=period_start(Budget.Period.DAY)).aggregate(
             s=Sum("cost_usd"))["s"] or Decimal(0),
     }
-    if user.has_perm("reviews.resolve_ticket"):
-        context["open_tickets"] = EscalationTicket.objects.exclude(status="resolved").select_related("run")[:10]
-    if approvals.may_decide(user):
+    if access.may_resolve(user):
+        context["open_tickets"] = access.visible_tickets(user).exclude(status="resolved").select_related("run")[:10]
+    if access.may_decide(user):
         context["pending_approvals"] = ApprovalRequest.objects.filter(status="pending").select_related("run", "requested_by")[:10]
     return render(request, "orchestration/dashboard.html", context)

@@ -19,10 +19,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from orchestration import audit
-from orchestration.access import get_run_for_user
 from orchestration.privacy import redact
 from orchestration.run_document import run_document, run_summary
 from orchestration.run_search import filtered_runs, ordered, parse_filters
+from reviews.access import get_run_for_user
+from reviews.models import EscalationTicket
 
 CHUNK_SIZE = 2000
 CSV_COLUMNS = [
@@ -57,8 +58,6 @@ class _Echo:
 
 
 def _rows(runs: Any) -> Iterator[dict[str, Any]]:
-    from reviews.models import EscalationTicket
-
     runs = runs.select_related("workflow_version", "requested_by").annotate(
         escalated=Exists(EscalationTicket.objects.filter(run=OuterRef("pk")))
     )

@@ -6,15 +6,15 @@ from typing import Any
 
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
-from orchestration.access import get_run_for_user
 from orchestration.fanout.coordinator import counts
 from orchestration.fanout.models import Fanout, FanoutJob
 from orchestration.models import Run
+from reviews.access import get_job_for_user, get_run_for_user
 
 J = FanoutJob.Status
 PAGE_SIZE = 100
@@ -83,8 +83,8 @@ def job_grid(request: Any, run_id: Any) -> Any:
 
 @require_GET
 def job_detail(request: Any, run_id: Any, job_pk: int) -> Any:
-    run = get_run_for_user(request.user, run_id)
-    job = get_object_or_404(FanoutJob, run=run, pk=job_pk)
+    job = get_job_for_user(request.user, run_id, job_pk)
+    run = job.run
     calls = job.model_calls.order_by("turn", "role", "attempt")
     return render(
         request, "orchestration/fanout_job.html", {"run": run, "job": job, "calls": calls}

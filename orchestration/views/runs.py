@@ -9,7 +9,6 @@ from django_htmx.http import HttpResponseStopPolling
 
 from costs.models import ModelPrice
 from costs.reports import run_savings
-from orchestration.access import get_run_for_user
 from orchestration.audit import verify_run_live
 from orchestration.models import FanoutJob, Run, WorkflowVersion
 from orchestration.run_search import (
@@ -22,6 +21,7 @@ from orchestration.run_search import (
 )
 from orchestration.timeline import TIMELINE_WINDOW, timeline_window
 from orchestration.views.fanout import progress as fanout_progress
+from reviews.access import get_run_for_user
 
 
 def _sort_links(filters: RunFilters) -> dict[str, dict[str, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -12,15 +11,16 @@ from orchestration.forms import WorkflowInputForm
 from orchestration.launch import RunRefused, preview, start_run
 from orchestration.models import Run
 from orchestration.workflows import registry
+from reviews import access
 
 
-@permission_required("orchestration.start_run", raise_exception=True)
+@access.required(access.may_start)
 @require_GET
 def choose_workflow(request):
     return render(request, "orchestration/start_choose.html", {"workflows": registry.all_workflows()})
 
 
-@permission_required("orchestration.start_run", raise_exception=True)
+@access.required(access.may_start)
 @require_http_methods(["GET", "POST"])
 def start_form(request, workflow_name):
     try:
@@ -49,7 +49,7 @@ def _add_errors(form: WorkflowInputForm, refused: RunRefused) -> None:
         form.add_error(field if field in form.fields else None, message)
 
 
-@permission_required("orchestration.start_run", raise_exception=True)
+@access.required(access.may_start)
 @require_POST
 def estimate(request, workflow_name):
     """The estimate and the approval/budget verdict for the form as filled in (HTMX partial)."""

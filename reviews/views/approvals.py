@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from reviews import approvals
+from reviews import access, approvals
 from reviews.models import ApprovalRequest
 
 A = ApprovalRequest.Status
 RECENTLY_DECIDED = 20
 PAGE_SIZE = 25
-
-
-def _may_view(user) -> bool:
-    return approvals.may_decide(user) or user.has_perm("reviews.view_approvalrequest")
 
 
 def _with_spend(requests: list[ApprovalRequest]) -> list[ApprovalRequest]:
@@ -31,9 +25,8 @@ def _with_spend(requests: list[ApprovalRequest]) -> list[ApprovalRequest]:
 
 
 @require_GET
+@access.required(access.may_view_approvals)
 def queue(request):
-    if not _may_view(request.user):
-        raise PermissionDenied
     # One page at a time: listing every pending request made the page grow with the queue
     # (bench/RESULTS.md, "Dashboard pages"). Index approval_pending_by_expiry serves the order.
     pending = ApprovalRequest.objects.filter(status=A.PENDING).select_related("run", "requested_by")
@@ -44,15 +37,14 @@ def queue(request):
         "pending_count": page.paginator.count,
         "decided": ApprovalRequest.objects.exclude(status=A.PENDING).select_related("run", "requested_by", "decided_by")
         .order_by("-decided_at")[:RECENTLY_DECIDED],
-        "can_decide": approvals.may_decide(request.user),
+        "can_decide": access.may_decide(request.user),
         "now": timezone.now(),
     })
 
 
 @require_POST
+@access.required(access.may_decide)
 def decide(request, request_id: int):
-    if not approvals.may_decide(request.user):
-        raise PermissionDenied
     approve = request.POST.get("decision") == "approve"
     comment = request.POST.get("comment", "")
     error = ""
@@ -66,9 +58,7 @@ def decide(request, request_id: int):
         else:
             messages.success(request, "Approved: the run is queued." if approve else "Rejected: the requester sees your reason.")
         return redirect(reverse("approval_queue"))
-    req = ApprovalRequest.objects.select_related("run", "requested_by", "decided_by").filter(pk=request_id).first()
-    if req is None:
-        return HttpResponse(status=404)
+    req = access.get_approval_for_user(request.user, request_id)
     return render(request, "reviews/approvals.html#row_swap", {
         "r": _with_spend([req])[0], "error": error, "comment": comment if error else "",
         "pending_count": ApprovalRequest.objects.filter(status=A.PENDING).count(),
@@ -77,9 +67,8 @@ def decide(request, request_id: int):
 
 
 @require_POST
+@access.required(access.may_decide)
 def bulk_approve(request):
-    if not approvals.may_decide(request.user):
-        raise PermissionDenied
     ids = [int(v) for v in request.POST.getlist("request") if v.isdigit()]
     if not ids:
         messages.error(request, "Tick the requests to approve first.")

@@ -1,15 +1,18 @@
-"""The reviewers' queue and the ticket page, with HTMX actions that update in place."""
+"""The reviewers' queue and the ticket page, with HTMX actions that update in place.
+
+Every ticket comes from ``reviews.access``: the queue lists ``visible_tickets`` and each page,
+partial and action opens its ticket with ``get_ticket_for_user``, so a reviewer sees the
+tickets of the runs they may see (the shared queue, theirs, the ones they resolved) and gets
+404 for any other, as on the run page."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from django.contrib import messages
-from django.contrib.auth import get_user_model
-from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -18,24 +21,16 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from orchestration.models import WorkflowVersion
 from orchestration.timeline import build_timeline
-from reviews import resolutions
+from reviews import access, resolutions
 from reviews.models import EscalationTicket
 
 T = EscalationTicket.Status
-resolver_required = permission_required("reviews.resolve_ticket", raise_exception=True)
+resolver_required = access.required(access.may_resolve)
 PAGE_SIZE = 25
 
 
-def _get_ticket(ticket_id: int) -> EscalationTicket:
-    ticket = EscalationTicket.objects.select_related("run", "run__requested_by", "assignee", "resolved_by",
-                                                     "failing_tool_call", "failing_model_call").filter(pk=ticket_id).first()
-    if ticket is None:
-        raise Http404("No such ticket.")
-    return ticket
-
-
 def _filtered(request, user):
-    tickets = EscalationTicket.objects.select_related("run", "assignee")
+    tickets = access.visible_tickets(user).select_related("run", "assignee")
     status = request.GET.get("status", "unresolved")
     if status == "unresolved":
         tickets = tickets.exclude(status=T.RESOLVED)
@@ -55,8 +50,8 @@ def _filtered(request, user):
     return tickets.order_by("priority", "due_at", "pk")
 
 
-def _counts() -> dict:
-    rows = (EscalationTicket.objects.exclude(status=T.RESOLVED).values("reason")
+def _counts(user) -> dict:
+    rows = (access.visible_tickets(user).exclude(status=T.RESOLVED).values("reason")
             .annotate(n=Count("pk"), overdue=Count("pk", filter=Q(due_at__lt=timezone.now()))).order_by("reason"))
     labels = dict(EscalationTicket.Reason.choices)
     return {
@@ -64,11 +59,6 @@ def _counts() -> dict:
         "total": sum(r["n"] for r in rows),
         "overdue": sum(r["overdue"] for r in rows),
     }
-
-
-def _reviewers():
-    return get_user_model().objects.filter(
-        Q(groups__permissions__codename="resolve_ticket") | Q(is_superuser=True)).distinct().order_by("username")
 
 
 @resolver_required
@@ -79,11 +69,11 @@ def queue(request):
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "reviews/queue.html", {
-        "page": page, "counts": _counts(), "reasons": EscalationTicket.Reason.choices, "now": timezone.now(),
+        "page": page, "counts": _counts(request.user), "reasons": EscalationTicket.Reason.choices, "now": timezone.now(),
         # From the (small) snapshot table: a DISTINCT over every ticket joined to its run grew
         # with the history (bench/RESULTS.md, "Dashboard pages").
         "workflows": sorted(set(WorkflowVersion.objects.values_list("name", flat=True))),
-        "filters": request.GET, "query": query.urlencode(), "reviewers": _reviewers(),
+        "filters": request.GET, "query": query.urlencode(), "reviewers": access.users_who_may_resolve(),
     })
 
 
@@ -91,12 +81,13 @@ def _row_response(request, ticket: EscalationTicket, error: str = "") -> HttpRes
     """The updated row, plus the counters out of band, for an in-place HTMX swap."""
     ticket.refresh_from_db()
     return render(request, "reviews/queue.html#row_swap", {
-        "t": ticket, "counts": _counts(), "now": timezone.now(), "reviewers": _reviewers(), "error": error,
+        "t": ticket, "counts": _counts(request.user), "now": timezone.now(),
+        "reviewers": access.users_who_may_resolve(), "error": error,
     })
 
 
 def _act(request, ticket_id: int, action) -> HttpResponse:
-    ticket = _get_ticket(ticket_id)
+    ticket = access.get_ticket_for_user(request.user, ticket_id)
     error = ""
     try:
         action(ticket)
@@ -125,7 +116,7 @@ def unclaim(request, ticket_id: int):
 @require_POST
 def assign(request, ticket_id: int):
     def do(ticket):
-        assignee = _reviewers().filter(pk=request.POST.get("assignee") or 0).first()
+        assignee = access.users_who_may_resolve().filter(pk=request.POST.get("assignee") or 0).first()
         if assignee is None:
             raise resolutions.ReviewError("Pick a reviewer to assign the ticket to.")
         resolutions.assign(ticket.pk, request.user, assignee)
@@ -152,7 +143,7 @@ def _detail_context(ticket: EscalationTicket) -> dict:
 @resolver_required
 @require_GET
 def detail(request, ticket_id: int):
-    ticket = _get_ticket(ticket_id)
+    ticket = access.get_ticket_for_user(request.user, ticket_id)
     context = _detail_context(ticket)
     context["form"] = {"corrected": resolutions.pretty(context["target"]["current"])}
     return render(request, "reviews/ticket.html", context)
@@ -161,15 +152,17 @@ def detail(request, ticket_id: int):
 @resolver_required
 @require_POST
 def resolve(request, ticket_id: int):
-    ticket = _get_ticket(ticket_id)
+    ticket = access.get_ticket_for_user(request.user, ticket_id)
     form = {k: request.POST.get(k, "") for k in ("action", "comment", "note", "corrected")}
     try:
         resolutions.resolve(ticket.pk, request.user, form["action"], comment=form["comment"], note=form["note"],
                             corrected=form["corrected"] if form["action"] == "correct" else None)
     except resolutions.InvalidCorrection as exc:
-        errors, error = exc.errors, "The corrected output was not accepted; nothing was changed."
+        errors, error, status = exc.errors, "The corrected output was not accepted; nothing was changed.", 422
+    except resolutions.NotAllowed as exc:
+        errors, error, status = [], str(exc), 403
     except resolutions.ReviewError as exc:
-        errors, error = [], str(exc)
+        errors, error, status = [], str(exc), 422
     else:
         target = reverse("run_detail", args=[ticket.run_id])
         messages.success(request, f"Ticket resolved: {form['action']}. Watch the run below.")
@@ -177,4 +170,4 @@ def resolve(request, ticket_id: int):
     ticket.refresh_from_db()
     context = {**_detail_context(ticket), "form": form, "error": error, "errors": errors}
     template = "reviews/ticket.html#resolve_form" if request.htmx else "reviews/ticket.html"
-    return render(request, template, context, status=200 if request.htmx else 422)
+    return render(request, template, context, status=200 if request.htmx else status)

@@ -407,3 +407,56 @@ def test_other_methods_never_succeed_or_crash(world: World) -> None:
                 if isinstance(got, int) and (200 <= got < 300 or got >= 500):
                     wrong.append(f"{method} {template} as {persona}: {got}")
     assert not wrong, "\n".join(wrong)
+
+
+# --- a ticket someone else holds ---------------------------------------------------------
+# The matrix above uses a ticket open in the shared queue, which every reviewer may see. Once
+# another reviewer claims it, the reviewer who does not hold it gets 404 on every route that
+# names the ticket or its run (as if neither existed), wherever the view would otherwise have
+# gone past the role check; its holder and everyone else keep the answers above.
+
+
+def _names_the_ticket_or_its_run(template: str) -> bool:
+    return not template.startswith("admin/") and (
+        "<int:ticket_id>" in template or "run_id>" in template
+    )
+
+
+def test_a_ticket_another_reviewer_holds_is_404_for_the_other_reviewers(world: World) -> None:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from api.models import ApiToken
+    from reviews import resolutions
+
+    holder = get_user_model().objects.create_user("reviewer2", password="x-reviewer2-1")
+    holder.groups.add(Group.objects.get(name="reviewers"))
+    resolutions.claim(world.ticket.pk, holder)
+    clients = {p: client_for(p, world) for p in PERSONAS}
+    clients["holder"] = client_for("anonymous", world)
+    clients["holder"].force_login(holder)
+    users = {**world.users, "holder": holder}
+    wrong = []
+    for template, route in sorted(ROUTES.items()):
+        if not _names_the_ticket_or_its_run(template):
+            continue
+        path = route.url(values_for(route, world))
+        for method in ("GET", "POST"):
+            for persona in (*PERSONAS, "holder"):
+                base = expected(template, method, "reviewer" if persona == "holder" else persona)
+                want = 404 if persona == "reviewer" and base not in (401, 403, 405) else base
+                with transaction.atomic():
+                    client, headers = clients[persona], {}
+                    if path.startswith("/api/") and persona != "anonymous":
+                        client = clients["anonymous"]
+                        token = ApiToken.issue(users[persona], f"held-{persona}")[1]
+                        headers["Authorization"] = f"Bearer {token}"
+                    cookies = copy.deepcopy(client.cookies)
+                    got = outcome(getattr(client, method.lower())(path, headers=headers))
+                    client.cookies = cookies
+                    transaction.set_rollback(True)
+                if got != want:
+                    wrong.append(f"{method} {template} as {persona}: got {got}, expected {want}")
+    assert not wrong, "\n".join(wrong)
+    world.ticket.refresh_from_db()
+    assert world.ticket.assignee == holder and world.ticket.status == "claimed"

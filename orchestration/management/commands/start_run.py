@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from orchestration.launch import RunRefused, start_run
+from reviews.access import may_start
 
 
 class Command(BaseCommand):
@@ -24,7 +25,7 @@ class Command(BaseCommand):
         user = User.objects.filter(username=options["user"]).first()
         if user is None:
             raise CommandError(f"No user named {options['user']!r}. Run `python manage.py seed_demo` first?")
-        if not user.has_perm("orchestration.start_run"):
+        if not may_start(user):
             raise CommandError(f"User {user.username!r} may not start runs.")
         try:
             run = start_run(options["workflow"], options["input"], user,

@@ -1,0 +1,340 @@
+"""Who may see and do what in Countersign: the one owner of the access rules.
+
+Every page, partial, download, export, API endpoint and management command asks this module;
+no other module names a permission or decides who sees a row. It holds, in order:
+
+1. the permission names, as constants (``START_RUN`` ...);
+2. the roles: the four groups and the permissions each holds (created by the migration
+   ``reviews/0005_access_roles``; ``reviews.roles`` creates and assigns them);
+3. what a user may do at all (``may_start``, ``may_resolve``, ``may_override``,
+   ``may_decide``, ``may_view_approvals``, ``may_see_costs``, ``sees_every_run``);
+4. four-eyes: who may decide on one object (``may_resolve_ticket``, ``may_decide_request``,
+   ``may_sign_off``). Money and sign-off decisions are never taken by the person who requested
+   the run, whatever roles they hold. A new decision on a run (raising a spend ceiling, say)
+   gets its check here, next to these;
+5. who sees which rows (``visible_runs``, ``visible_tickets``, ``visible_approvals``) and one
+   getter per object (``get_run_for_user``, ``get_ticket_for_user``,
+   ``get_approval_for_user``, ``get_job_for_user``) that answers 404 for a row the user may
+   not see, so ids do not leak.
+
+Who sees which runs (tickets follow their run, with the same rule):
+- superusers, managers and auditors (``view_all_runs``): every run;
+- reviewers (``resolve_ticket``): their own runs, plus the runs behind *their* tickets: a
+  ticket still open in the shared queue (any reviewer may claim it), one claimed by or
+  assigned to them, or one they resolved. A run whose ticket another reviewer holds or
+  resolved is not theirs, and neither is that ticket;
+- everyone else (operators): the runs they requested.
+
+It lives in Reviews, not in Core: which runs a reviewer sees depends on tickets, and Core must
+not import Reviews (docs/architecture.md, "Access").
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import Http404
+
+from orchestration.models import FanoutJob, Run
+from reviews.models import ApprovalRequest, EscalationTicket
+
+# --- 1. permission names -------------------------------------------------------------------
+
+START_RUN = "orchestration.start_run"
+VIEW_ALL_RUNS = "orchestration.view_all_runs"
+RESOLVE_TICKET = "reviews.resolve_ticket"
+OVERRIDE_TICKET = "reviews.override_ticket"
+DECIDE_APPROVAL = "reviews.decide_approval"
+VIEW_APPROVALS = "reviews.view_approvalrequest"
+VIEW_COSTS = "costs.view_modelprice"
+
+
+# --- 2. roles ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Role:
+    """A group: its permissions, and whether it also gets every ``view_*`` permission of the
+    domain apps (the read-only admin pages)."""
+
+    permissions: tuple[str, ...]
+    views_everything: bool = False
+
+
+# The apps whose every view_* permission "views_everything" grants.
+DOMAIN_APPS = ("orchestration", "reviews", "costs", "warehouse")
+_SEE_OWN_RUNS = (
+    "orchestration.view_run",
+    "orchestration.view_modelcall",
+    "orchestration.view_toolcall",
+    "orchestration.view_workflowversion",
+)
+ROLES: dict[str, Role] = {
+    "operators": Role((START_RUN, *_SEE_OWN_RUNS)),
+    "reviewers": Role((RESOLVE_TICKET, "reviews.view_escalationticket", *_SEE_OWN_RUNS)),
+    "managers": Role(
+        (
+            START_RUN,
+            VIEW_ALL_RUNS,
+            DECIDE_APPROVAL,
+            RESOLVE_TICKET,
+            OVERRIDE_TICKET,
+            "costs.add_budget",
+            "costs.change_budget",
+            "costs.delete_budget",
+            "costs.add_modelprice",
+        ),
+        views_everything=True,
+    ),
+    "auditors": Role((VIEW_ALL_RUNS,), views_everything=True),
+}
+
+
+# --- 3. what a user may do at all ----------------------------------------------------------
+
+
+def sees_every_run(user: Any) -> bool:
+    return bool(user.is_superuser or user.has_perm(VIEW_ALL_RUNS))
+
+
+def may_start(user: Any) -> bool:
+    return user.has_perm(START_RUN)
+
+
+def may_resolve(user: Any) -> bool:
+    """Claim and resolve escalation tickets (reviewers and managers)."""
+    return user.has_perm(RESOLVE_TICKET)
+
+
+def may_override(user: Any) -> bool:
+    """Act on a ticket someone else holds (managers)."""
+    return user.has_perm(OVERRIDE_TICKET)
+
+
+def may_decide(user: Any) -> bool:
+    """Approve or reject runs estimated over the threshold (managers)."""
+    return user.has_perm(DECIDE_APPROVAL)
+
+
+def may_view_approvals(user: Any) -> bool:
+    return may_decide(user) or user.has_perm(VIEW_APPROVALS)
+
+
+def may_see_costs(user: Any) -> bool:
+    return user.has_perm(VIEW_COSTS)
+
+
+def users_who_may_resolve() -> QuerySet[Any]:
+    """Everyone a ticket can be assigned to: members of a group with ``resolve_ticket``, and
+    superusers."""
+    app_label, codename = RESOLVE_TICKET.split(".")
+    return (
+        get_user_model()
+        .objects.filter(
+            Q(
+                groups__permissions__codename=codename,
+                groups__permissions__content_type__app_label=app_label,
+            )
+            | Q(is_superuser=True),
+            is_active=True,
+        )
+        .distinct()
+        .order_by("username")
+    )
+
+
+def required(check: Callable[[Any], bool]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A view decorator: 403 unless ``check(request.user)``. (Signing in is the login
+    middleware's job, before this runs.)"""
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+            if not check(request.user):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+# --- 4. four-eyes: decisions on one object -------------------------------------------------
+
+# Tickets that decide money or give a sign-off: never resolved by the run's requester.
+# budget_exceeded: spending past a limit; regulatory_trigger: the sign-off tickets (the
+# workflow's ``regulatory_trigger``, e.g. a payment over PAYMENT_SIGNOFF_AMOUNT, and the
+# escalation rules of that reason, e.g. APRA violations or a validator asking for review).
+FOUR_EYES_REASONS = frozenset(
+    {EscalationTicket.Reason.BUDGET_EXCEEDED, EscalationTicket.Reason.REGULATORY_TRIGGER}
+)
+
+
+def requested(user: Any, run: Run) -> bool:
+    return user.pk is not None and run.requested_by_id == user.pk
+
+
+def ticket_refusal(user: Any, ticket: EscalationTicket) -> str | None:
+    """Why ``user`` may not act on (claim, unclaim, assign, resolve) this ticket, or None."""
+    if not may_resolve(user):
+        return "Only reviewers and managers may act on escalation tickets."
+    if ticket.reason == EscalationTicket.Reason.BUDGET_EXCEEDED and not may_decide(user):
+        return "Only a manager may decide whether a run may spend past its budget."
+    if ticket.assignee_id and ticket.assignee_id != user.pk and not may_override(user):
+        return (
+            f"This ticket is claimed by {ticket.assignee.get_username()}; "
+            "only they or a manager may act on it."
+        )
+    return None
+
+
+def four_eyes_refusal(user: Any, ticket: EscalationTicket, *, actor: Any = None) -> str | None:
+    """Why ``user`` may not hold or resolve this ticket under the four-eyes rule, or None.
+    ``actor``: who is acting, when it is not ``user`` (a manager assigning the ticket)."""
+    if ticket.reason in FOUR_EYES_REASONS and requested(user, ticket.run):
+        who = "You" if actor is None or actor == user else user.get_username()
+        return (
+            f"{who} requested this run: a {ticket.get_reason_display()} ticket must be resolved "
+            "by someone else (four-eyes rule). Nothing was changed."
+        )
+    return None
+
+
+def may_resolve_ticket(user: Any, ticket: EscalationTicket) -> bool:
+    return ticket_refusal(user, ticket) is None and four_eyes_refusal(user, ticket) is None
+
+
+def sign_off_refusal(user: Any, run: Run) -> str | None:
+    """A result that needs a sign-off is never signed off by the run's requester (used when a
+    reviewer supplies a final output that the workflow's sign-off rule flags)."""
+    if requested(user, run):
+        return (
+            "You requested this run and this result needs a sign-off: someone else must give it "
+            "(four-eyes rule). Nothing was changed."
+        )
+    return None
+
+
+def may_sign_off(user: Any, run: Run) -> bool:
+    return sign_off_refusal(user, run) is None
+
+
+def decide_refusal(user: Any, req: ApprovalRequest | None) -> str | None:
+    """Why ``user`` may not approve or reject this request (any request, for None), or None."""
+    if not may_decide(user):
+        return "Only managers may approve or reject runs."
+    if req is not None and req.requested_by_id == user.pk:
+        return "You requested this run: another manager must decide it (four-eyes rule)."
+    return None
+
+
+def may_decide_request(user: Any, req: ApprovalRequest) -> bool:
+    return decide_refusal(user, req) is None
+
+
+# --- 5. who sees which rows, and one getter per object -------------------------------------
+
+
+def _ticket_is_theirs(user: Any, run_ref: str) -> Exists:
+    """A ticket on the run at ``run_ref`` that makes the run the reviewer's: open in the
+    shared queue, claimed by or assigned to them, or resolved by them. EXISTS rather than a
+    join, so lists need no DISTINCT and keep their keyset order."""
+    return Exists(
+        EscalationTicket.objects.filter(run=OuterRef(run_ref)).filter(
+            Q(status=EscalationTicket.Status.OPEN) | Q(assignee=user) | Q(resolved_by=user)
+        )
+    )
+
+
+def visible_runs(user: Any) -> QuerySet[Run]:
+    runs = Run.objects.all()
+    if not user.is_authenticated:
+        return runs.none()
+    if sees_every_run(user):
+        return runs
+    conditions = Q(requested_by=user)
+    if may_resolve(user):
+        conditions |= Q(_ticket_is_theirs(user, "pk"))
+    return runs.filter(conditions)
+
+
+def visible_tickets(user: Any) -> QuerySet[EscalationTicket]:
+    """The tickets of the runs ``visible_runs`` gives, written on the ticket table."""
+    tickets = EscalationTicket.objects.all()
+    if not user.is_authenticated:
+        return tickets.none()
+    if sees_every_run(user):
+        return tickets
+    conditions = Q(run__requested_by=user)
+    if may_resolve(user):
+        conditions |= Q(_ticket_is_theirs(user, "run_id"))
+    return tickets.filter(conditions)
+
+
+def visible_approvals(user: Any) -> QuerySet[ApprovalRequest]:
+    """Managers and those who may view the approval queue see every request; anyone else
+    the requests of runs they see."""
+    requests = ApprovalRequest.objects.all()
+    if not user.is_authenticated:
+        return requests.none()
+    if may_view_approvals(user) or sees_every_run(user):
+        return requests
+    return requests.filter(run__in=visible_runs(user).values("pk"))
+
+
+def get_run_for_user(user: Any, run_id: Any) -> Run:
+    run = (
+        visible_runs(user)
+        .select_related("workflow_version", "requested_by")
+        .filter(pk=run_id)
+        .first()
+    )
+    if run is None:
+        raise Http404("No such run.")
+    return run
+
+
+def get_ticket_for_user(user: Any, ticket_id: Any) -> EscalationTicket:
+    ticket = (
+        visible_tickets(user)
+        .select_related(
+            "run",
+            "run__requested_by",
+            "assignee",
+            "resolved_by",
+            "failing_tool_call",
+            "failing_model_call",
+        )
+        .filter(pk=ticket_id)
+        .first()
+    )
+    if ticket is None:
+        raise Http404("No such ticket.")
+    return ticket
+
+
+def get_approval_for_user(user: Any, request_id: Any) -> ApprovalRequest:
+    req = (
+        visible_approvals(user)
+        .select_related("run", "requested_by", "decided_by")
+        .filter(pk=request_id)
+        .first()
+    )
+    if req is None:
+        raise Http404("No such approval request.")
+    return req
+
+
+def get_job_for_user(user: Any, run_id: Any, job_pk: Any) -> FanoutJob:
+    run = get_run_for_user(user, run_id)
+    job = FanoutJob.objects.filter(run=run, pk=job_pk).first()
+    if job is None:
+        raise Http404("No such job.")
+    job.run = run
+    return job
