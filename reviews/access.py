@@ -5,7 +5,7 @@ no other module names a permission or decides who sees a row. It holds, in order
 
 1. the permission names, as constants (``START_RUN`` ...);
 2. the roles: the four groups and the permissions each holds (created by the migration
-   ``reviews/0005_access_roles``; ``reviews.roles`` creates and assigns them);
+   ``reviews/0006_access_roles``; ``reviews.roles`` creates and assigns them);
 3. what a user may do at all (``may_start``, ``may_resolve``, ``may_override``,
    ``may_decide``, ``may_view_approvals``, ``may_see_costs``, ``sees_every_run``);
 4. four-eyes: who may decide on one object (``may_resolve_ticket``, ``may_decide_request``,
@@ -85,10 +85,6 @@ ROLES: dict[str, Role] = {
             DECIDE_APPROVAL,
             RESOLVE_TICKET,
             OVERRIDE_TICKET,
-            "costs.add_budget",
-            "costs.change_budget",
-            "costs.delete_budget",
-            "costs.add_modelprice",
         ),
         views_everything=True,
     ),

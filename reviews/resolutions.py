@@ -278,7 +278,12 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
         if errors:
             raise InvalidCorrection(errors)
         # A final output that needs a sign-off, supplied by a reviewer, is a sign-off.
-        needs_sign_off = workflow.regulatory_trigger and workflow.regulatory_trigger(run.input, value)
+        if workflow.regulatory_trigger:
+            from orchestration.tool_execution import recorded_state  # the known Reviews->Engine edge (LAYERS.md)
+
+            needs_sign_off = workflow.regulatory_trigger(run.input, value, recorded_state(run))
+        else:
+            needs_sign_off = None
         if needs_sign_off and (why := access.sign_off_refusal(user, run)):
             raise NotAllowed(why)
         payload.update({"corrected": "final", "output": value})

@@ -2,7 +2,7 @@
 
 ``ensure_roles`` creates a missing group and adds the permissions a role lacks; it never
 removes a permission or a member, so running it again changes nothing an administrator did on
-purpose. It runs from the data migration ``reviews/0005_access_roles`` (so a fresh database has
+purpose. It runs from the data migration ``reviews/0006_access_roles`` (so a fresh database has
 the roles after ``migrate``, without ``seed_demo``) and after every ``migrate`` or ``flush``
 (post_migrate), so a flushed database gets them back. ``assign`` gives a user a role (the
 ``assign_role`` command).

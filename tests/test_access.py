@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from orchestration import lifecycle
 from orchestration.launch import start_run
-from orchestration.models import AuditEvent, Run
+from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
 from reviews import access, approvals, resolutions
 from reviews.escalation import escalate
 from reviews.models import ApprovalRequest, EscalationTicket
@@ -168,6 +168,15 @@ def test_requester_cannot_supply_a_final_output_that_needs_a_sign_off(
     sign-off by the requester: refused. Someone else may."""
     both = _user(django_user_model, "opreviewer", "operators", "reviewers")
     ticket = _paused(both, "validation_failed", "The final answer is invalid.")
+    # The sign-off rule reads the recorded decision (its amount from the payment row), never
+    # the answer's words: a recorded approval over the limit that nobody signed off.
+    over = float(settings.PAYMENT_SIGNOFF_AMOUNT + 1)
+    mc = ModelCall.objects.create(run_id=ticket.run_id, turn=0, model="claude-opus-4-6", status="ok")
+    ToolCall.objects.create(
+        run_id=ticket.run_id, model_call=mc, tool_use_id="tu_decide", name="record_decision",
+        input={"payment_id": "PAY-1001", "decision": "approve"}, settled=True, status="ok",
+        output={"payment_id": "PAY-1001", "decision": "approve", "amount": over},
+    )
     big = {
         "payment_id": "PAY-1001",
         "decision": "approve",
@@ -360,7 +369,7 @@ def test_the_migrations_roles_match_the_living_definition():
     """A change to reviews.access.ROLES must come with a migration of its own."""
     import importlib
 
-    frozen = importlib.import_module("reviews.migrations.0005_access_roles").ROLES
+    frozen = importlib.import_module("reviews.migrations.0006_access_roles").ROLES
     assert frozen == access.ROLES
 
 
@@ -433,7 +442,7 @@ def test_no_permission_name_outside_the_access_module():
         r"\.(start_run|view_all_runs|resolve_ticket|override_ticket|decide_approval|"
         r"(view|add|change|delete)_[a-z]+)[\"']"
     )
-    allowed = {Path("reviews/access.py"), Path("reviews/migrations/0005_access_roles.py")}
+    allowed = {Path("reviews/access.py"), Path("reviews/migrations/0006_access_roles.py")}
     offenders = []
     for package in ("orchestration", "reviews", "costs", "warehouse", "api", "ops", "config"):
         for path in (ROOT / package).rglob("*.py"):

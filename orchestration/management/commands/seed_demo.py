@@ -1,7 +1,7 @@
 """Create the demo users, prices and demo data. Safe to run any number of times.
 
 The roles (groups and their permissions) are not made here: migration
-``reviews/0005_access_roles`` creates them. A demo user that already exists is left as it is:
+``reviews/0006_access_roles`` creates them. A demo user that already exists is left as it is:
 its password, its roles and its staff flag may have been changed on purpose.
 """
 
