@@ -463,7 +463,7 @@ def raise_ceiling(run_id: Any, user: Any, *, usd: str, tokens: str = "", comment
         if run is None:
             raise CeilingError("No such run.")
         if not may_raise_ceiling(user, run):
-            if user.pk == run.requested_by_id:
+            if user.has_perm("reviews.decide_approval"):
                 raise CeilingError("You requested this run: another manager must raise its ceiling (four-eyes rule).")
             raise CeilingError("Only a manager may raise a run's spend ceiling.")
         if run.is_final:

@@ -230,6 +230,11 @@ EXPECT: dict[str, dict[str, Any]] = {
         "GET": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
         "POST": {"anonymous": "login", "reviewer": 302, "manager": 302, "*": 403},
     },
+    # Only a manager who did not request the run (the empty form is refused with a message).
+    "reviews/tickets/<int:ticket_id>/raise-ceiling/": {
+        "GET": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
+        "POST": {"anonymous": "login", "manager": 422, "*": 403},
+    },
     "reviews/tickets/<int:ticket_id>/resolve/": {
         "GET": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
         "POST": {"anonymous": "login", "reviewer": 422, "manager": 422, "*": 403},
