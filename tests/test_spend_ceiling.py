@@ -126,10 +126,13 @@ def test_a_fanout_job_answering_after_the_run_paused_does_not_lose_the_limit(
     _cap(monkeypatch, "fanout_probe", str(limit))
     record = jobs._record
 
+    paused = []
+
     def paused_just_before_the_check(job, mc, *args):
         charged = record(job, mc, *args)
         run = Run.objects.get(pk=job.run_id)
-        if run.cost_usd > limit and run.status == S.RUNNING:
+        if run.cost_usd > limit and not paused:  # the answer that crossed the limit
+            paused.append(mc.pk)
             escalate(run.pk, R.TOOL_ERROR, "Another job's tool failed (test).")
         return charged
 
