@@ -45,7 +45,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from costs.pricing import MILLION, Usage, cost_of, price_for
@@ -109,7 +109,15 @@ class DoesNotFit(Exception):
 
 
 class CeilingError(Exception):
-    """A ceiling raise was refused; the message says why. Nothing changed."""
+    """A ceiling raise was refused; the message says why. Nothing changed.
+
+    ``code``: ``invalid_input`` (``field`` names the amount that was wrong), ``forbidden``
+    (not a manager, or the requester) or ``conflict`` (the run is finished)."""
+
+    def __init__(self, message: str, code: str = "invalid_input", field: str = "add_usd") -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
 
 
 def approval_threshold(workflow: Any) -> Decimal:
@@ -142,8 +150,11 @@ def initial_ceiling(workflow: Any, estimate_usd: Decimal, *, needs_approval: boo
         basis = f"the ${usd:.2f} approval threshold (it needed no approval)"
     if maximum < usd:
         usd, basis = maximum, f"the workflow's maximum of ${maximum:.2f}"
-    return Ceiling(usd=usd.quantize(_PLACES, rounding=ROUND_CEILING), tokens=workflow.constraints.max_tokens_per_run,
-                   basis=basis)
+    return Ceiling(
+        usd=usd.quantize(_PLACES, rounding=ROUND_CEILING),
+        tokens=workflow.constraints.max_tokens_per_run,
+        basis=basis,
+    )
 
 
 # --- the worst case of one request ---------------------------------------------------------
@@ -205,8 +216,11 @@ def worst_case(params: dict[str, Any], *, batch: bool = False) -> WorstCase:
     usd = (tokens_in * rate + tokens_out * price.output_per_mtok) / MILLION
     if batch:
         usd *= Decimal(1) - price.batch_discount
-    return WorstCase(usd=usd.quantize(_PLACES, rounding=ROUND_CEILING), input_tokens=tokens_in,
-                     output_tokens=tokens_out)
+    return WorstCase(
+        usd=usd.quantize(_PLACES, rounding=ROUND_CEILING),
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+    )
 
 
 # --- reserve, charge, release --------------------------------------------------------------
@@ -235,7 +249,9 @@ def reserve(mc: ModelCall, params: dict[str, Any], *, batch: bool = False) -> Wo
         )
         if not fits:
             run = Run.objects.get(pk=mc.run_id)
-            raise DoesNotFit(_refusal(run, worst), worst=worst, running=run.status == Run.Status.RUNNING)
+            raise DoesNotFit(
+                _refusal(run, worst), worst=worst, running=run.status == Run.Status.RUNNING
+            )
         mc.reserved_usd, mc.reserved_tokens = worst.usd, worst.tokens
         mc.save()
     return worst
@@ -344,7 +360,11 @@ def release_interrupted(calls: QuerySet[ModelCall], error: str = INTERRUPTED) ->
         if not rows:
             return 0
         ModelCall.objects.filter(pk__in=[pk for pk, *_ in rows]).update(
-            status=ModelCall.Status.ERROR, error=error, finished_at=now, reserved_usd=ZERO, reserved_tokens=0
+            status=ModelCall.Status.ERROR,
+            error=error,
+            finished_at=now,
+            reserved_usd=ZERO,
+            reserved_tokens=0,
         )
         per_run: dict[Any, tuple[Decimal, int]] = {}
         for _pk, run_id, usd, tokens in sorted(rows, key=lambda r: str(r[1])):
@@ -365,7 +385,9 @@ def release_stale_reservations(now: dt.datetime | None = None) -> int:
     """The reaper's sweep: pending real-time calls older than any call can last hold nothing
     any more (their worker died and no step took over, e.g. the run was cancelled)."""
     cutoff = (now or timezone.now()) - dt.timedelta(seconds=max_call_seconds())
-    stale = ModelCall.objects.filter(status=ModelCall.Status.PENDING, batch_id="", created_at__lt=cutoff)
+    stale = ModelCall.objects.filter(
+        status=ModelCall.Status.PENDING, batch_id="", created_at__lt=cutoff
+    )
     return release_interrupted(stale)
 
 
@@ -376,13 +398,20 @@ def spend_breach(run: Run) -> str | None:
     """Why the run must pause now that an answer was charged, or None. Run before any other
     check on the answer. Reservations keep a run under its ceiling, so this fires only when a
     real answer cost more than its worst case was bounded at."""
-    if run.ceiling_tokens is not None and run.total_input_tokens + run.output_tokens > run.ceiling_tokens:
+    if (
+        run.ceiling_tokens is not None
+        and run.total_input_tokens + run.output_tokens > run.ceiling_tokens
+    ):
         return (
             f"The run used {run.total_input_tokens + run.output_tokens:,} tokens, over its ceiling of "
             f"{run.ceiling_tokens:,}. A manager must decide whether it may go on."
         )
     if run.ceiling_usd is None or run.cost_usd > run.ceiling_usd:
-        ceiling = f"${run.ceiling_usd:.2f} ({run.ceiling_basis})" if run.ceiling_usd is not None else "none"
+        ceiling = (
+            f"${run.ceiling_usd:.2f} ({run.ceiling_basis})"
+            if run.ceiling_usd is not None
+            else "none"
+        )
         return (
             f"The run has cost ${run.cost_usd:.4f}, over its ceiling of {ceiling}. "
             "A manager must decide whether it may go on."
@@ -390,7 +419,9 @@ def spend_breach(run: Run) -> str | None:
     return None
 
 
-def blocked_until_raised(run: Run, needed_usd: Decimal = ZERO, needed_tokens: int = 0) -> str | None:
+def blocked_until_raised(
+    run: Run, needed_usd: Decimal = ZERO, needed_tokens: int = 0
+) -> str | None:
     """Why a run paused at its ceiling may not be resumed yet, or None: the call it could not
     make (``needed_*``, from its ticket) must fit under the ceiling first."""
     if run.ceiling_usd is None or run.ceiling_tokens is None:
@@ -419,7 +450,9 @@ def blocked_until_raised(run: Run, needed_usd: Decimal = ZERO, needed_tokens: in
 def may_raise_ceiling(user: Any, run: Run) -> bool:
     """A manager (the approval permission) who did not request the run: four eyes on money."""
     return bool(
-        user.is_authenticated and user.has_perm("reviews.decide_approval") and user.pk != run.requested_by_id
+        user.is_authenticated
+        and user.has_perm("reviews.decide_approval")
+        and user.pk != run.requested_by_id
     )
 
 
@@ -429,9 +462,14 @@ def parse_raise(usd: str, tokens: str = "") -> tuple[Decimal, int]:
     CEILING_MAX_RAISE_TOKENS). Raises CeilingError with what to type instead."""
     limit_usd = Decimal(str(settings.CEILING_MAX_RAISE_USD))
     limit_tokens = int(settings.CEILING_MAX_RAISE_TOKENS)
-    usd, tokens = (usd or "").strip().removeprefix("$").replace(",", ""), (tokens or "").strip().replace(",", "")
+    usd, tokens = (
+        (usd or "").strip().removeprefix("$").replace(",", ""),
+        (tokens or "").strip().replace(",", ""),
+    )
     if not usd and not tokens:
-        raise CeilingError("Type how much to add to the ceiling, in dollars (e.g. 5.00), or in tokens.")
+        raise CeilingError(
+            "Type how much to add to the ceiling, in dollars (e.g. 5.00), or in tokens."
+        )
     amount = ZERO
     if usd:
         try:
@@ -441,16 +479,26 @@ def parse_raise(usd: str, tokens: str = "") -> tuple[Decimal, int]:
         if not amount.is_finite() or amount <= 0:
             raise CeilingError("The amount to add must be more than $0.00.")
         if amount != amount.quantize(Decimal("0.01")):
-            raise CeilingError("Type the amount in dollars and cents (at most two decimals), e.g. 5.25.")
+            raise CeilingError(
+                "Type the amount in dollars and cents (at most two decimals), e.g. 5.25."
+            )
         if amount > limit_usd:
-            raise CeilingError(f"At most ${limit_usd:,.2f} may be added at a time; this was ${amount:,.2f}.")
+            raise CeilingError(
+                f"At most ${limit_usd:,.2f} may be added at a time; this was ${amount:,.2f}."
+            )
     count = 0
     if tokens:
         if not tokens.isdigit() or int(tokens) <= 0:
-            raise CeilingError("The tokens to add must be a whole number above zero, e.g. 100000.")
+            raise CeilingError(
+                "The tokens to add must be a whole number above zero, e.g. 100000.",
+                field="add_tokens",
+            )
         count = int(tokens)
         if count > limit_tokens:
-            raise CeilingError(f"At most {limit_tokens:,} tokens may be added at a time; this was {count:,}.")
+            raise CeilingError(
+                f"At most {limit_tokens:,} tokens may be added at a time; this was {count:,}.",
+                field="add_tokens",
+            )
     return amount, count
 
 
@@ -461,26 +509,36 @@ def raise_ceiling(run_id: Any, user: Any, *, usd: str, tokens: str = "", comment
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id).first()
         if run is None:
-            raise CeilingError("No such run.")
+            raise CeilingError("No such run.", code="not_found")
         if not may_raise_ceiling(user, run):
             if user.has_perm("reviews.decide_approval"):
-                raise CeilingError("You requested this run: another manager must raise its ceiling (four-eyes rule).")
-            raise CeilingError("Only a manager may raise a run's spend ceiling.")
+                raise CeilingError(
+                    "You requested this run: another manager must raise its ceiling (four-eyes rule).",
+                    code="forbidden",
+                )
+            raise CeilingError("Only a manager may raise a run's spend ceiling.", code="forbidden")
         if run.is_final:
-            raise CeilingError(f"The run is {run.status}; its ceiling can no longer change.")
+            raise CeilingError(
+                f"The run is {run.status}; its ceiling can no longer change.", code="conflict"
+            )
         before_usd, before_tokens = run.ceiling_usd or ZERO, run.ceiling_tokens or 0
         run.ceiling_usd, run.ceiling_tokens = before_usd + amount, before_tokens + count
         run.ceiling_basis = (
             f"raised to ${run.ceiling_usd:.2f} by {user.get_username()} at {timezone.localtime():%Y-%m-%d %H:%M}"
         )[:300]
         run.save(update_fields=["ceiling_usd", "ceiling_tokens", "ceiling_basis", "updated_at"])
-        audit.record("ceiling.raised", run=run, actor=user, payload={
-            "from_usd": str(before_usd), "to_usd": str(run.ceiling_usd), "by_usd": str(amount),
-            "from_tokens": before_tokens, "to_tokens": run.ceiling_tokens, "by_tokens": count,
-            "comment": comment.strip(),
-        })
+        audit.record(
+            "ceiling.raised",
+            run=run,
+            actor=user,
+            payload={
+                "from_usd": str(before_usd),
+                "to_usd": str(run.ceiling_usd),
+                "by_usd": str(amount),
+                "from_tokens": before_tokens,
+                "to_tokens": run.ceiling_tokens,
+                "by_tokens": count,
+                "comment": comment.strip(),
+            },
+        )
     return run
-
-
-def reserved_total(runs: QuerySet[Run]) -> Decimal:
-    return runs.aggregate(total=Sum("reserved_usd"))["total"] or ZERO

@@ -47,7 +47,8 @@ def _cap(monkeypatch: pytest.MonkeyPatch, name: str, max_cost: str) -> None:
     """Give the workflow a low max_cost_usd (the ceiling is the lowest of its limits)."""
     workflow = registry.get(name)
     tight = dataclasses.replace(
-        workflow, constraints=dataclasses.replace(workflow.constraints, max_cost_usd=Decimal(max_cost))
+        workflow,
+        constraints=dataclasses.replace(workflow.constraints, max_cost_usd=Decimal(max_cost)),
     )
     monkeypatch.setitem(registry._REGISTRY, name, tight)
 
@@ -77,18 +78,28 @@ def _assert_held_at_ceiling(run: Run, limit: Decimal, reviewer: Any) -> Escalati
 # --- the four bypasses -------------------------------------------------------------------------
 
 
-def test_a_call_that_also_states_ambiguity_cannot_hide_the_limit(drive, operator, reviewer, monkeypatch):
+def test_a_call_that_also_states_ambiguity_cannot_hide_the_limit(
+    drive, operator, reviewer, monkeypatch
+):
     """Bypass 1: the call that crossed the limit stated ambiguity, so the run paused as
     'ambiguity', a reviewer resumed it and nothing checked the spend again."""
     limit = Decimal("0.03")  # the third call (~$0.036 in all) crosses it, stating ambiguity
     _cap(monkeypatch, "financial_reporting", str(limit))
-    run = drive(start_run("financial_reporting", FR_INPUT, operator,
-                          options={"simulator_faults": [{"fault": "ambiguity", "turn": 2}]}))
+    run = drive(
+        start_run(
+            "financial_reporting",
+            FR_INPUT,
+            operator,
+            options={"simulator_faults": [{"fault": "ambiguity", "turn": 2}]},
+        )
+    )
     run = _resume_whatever_a_reviewer_may(run, reviewer, drive)
     _assert_held_at_ceiling(run, limit, reviewer)
 
 
-def test_a_worker_dying_between_charge_and_check_does_not_lose_the_limit(drive, operator, reviewer, monkeypatch):
+def test_a_worker_dying_between_charge_and_check_does_not_lose_the_limit(
+    drive, operator, reviewer, monkeypatch
+):
     """Bypass 2: the worker died after an answer was charged and before it was checked; the
     resumed step called the model again with no spend check."""
     limit = Decimal("0.04")
@@ -115,7 +126,10 @@ def test_a_worker_dying_between_charge_and_check_does_not_lose_the_limit(drive, 
 
 
 def test_a_fanout_job_answering_after_the_run_paused_does_not_lose_the_limit(
-    seeded, drive_fanout, reviewer, monkeypatch  # noqa: F811 - the fixture imported above
+    seeded,
+    drive_fanout,  # noqa: F811 - the fixture imported above
+    reviewer,
+    monkeypatch,
 ):
     """Bypass 3: a job's answer crossed the limit after the run had paused for another reason;
     the escalation's InvalidTransition was swallowed and the reviewer's resume let every
@@ -173,7 +187,9 @@ def test_resuming_a_budget_ticket_never_removes_the_ceiling(drive, operator, man
 # --- the mechanism ---------------------------------------------------------------------------
 
 
-def test_every_call_holds_its_worst_case_while_in_flight_and_settles_to_its_real_cost(drive, operator, monkeypatch):
+def test_every_call_holds_its_worst_case_while_in_flight_and_settles_to_its_real_cost(
+    drive, operator, monkeypatch
+):
     seen = []
     real_create = engine.client_for
 
@@ -204,13 +220,22 @@ def test_the_ceiling_is_stored_when_the_run_is_created(operator, manager, settin
     monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
     plain = start_run("financial_reporting", FR_INPUT, operator)
     assert plain.ceiling_usd == Decimal("2.00")  # the workflow's maximum, under the $20 threshold
-    assert plain.ceiling_tokens == registry.get("financial_reporting").constraints.max_tokens_per_run
-    capped = start_run("quarter_probe", {"quarter": "2026Q3"}, operator)  # ~$138 estimated, at most $100
+    assert (
+        plain.ceiling_tokens == registry.get("financial_reporting").constraints.max_tokens_per_run
+    )
+    capped = start_run(
+        "quarter_probe", {"quarter": "2026Q3"}, operator
+    )  # ~$138 estimated, at most $100
     assert capped.status == S.AWAITING_APPROVAL
-    assert capped.ceiling_usd == Decimal("100") and capped.ceiling_basis == "the workflow's maximum of $100.00"
+    assert (
+        capped.ceiling_usd == Decimal("100")
+        and capped.ceiling_basis == "the workflow's maximum of $100.00"
+    )
     _cap(monkeypatch, "quarter_probe", "1000")
     approved = start_run("quarter_probe", {"quarter": "2026Q3"}, operator)
-    assert approved.ceiling_usd == (approved.estimate_usd * Decimal("1.25")).quantize(Decimal("1e-12"))
+    assert approved.ceiling_usd == (approved.estimate_usd * Decimal("1.25")).quantize(
+        Decimal("1e-12")
+    )
     assert approved.ceiling_basis.startswith("its approved estimate of $")
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.50")
     small = start_run("probe", {}, operator)  # max $1.00, under the lowered threshold
@@ -225,8 +250,14 @@ def test_the_spend_check_comes_before_the_ambiguity_check(drive, operator, monke
     _cap(monkeypatch, "financial_reporting", "0.015")  # the second call's answer passes it
     tiny = accounting.WorstCase(usd=Decimal("0.000001"), input_tokens=1, output_tokens=1)
     monkeypatch.setattr(accounting, "worst_case", lambda params, batch=False: tiny)
-    run = drive(start_run("financial_reporting", FR_INPUT, operator,
-                          options={"simulator_faults": [{"fault": "ambiguity", "turn": 1}]}))
+    run = drive(
+        start_run(
+            "financial_reporting",
+            FR_INPUT,
+            operator,
+            options={"simulator_faults": [{"fault": "ambiguity", "turn": 1}]},
+        )
+    )
     ticket = run.tickets.get()
     assert ticket.reason == R.BUDGET_EXCEEDED and "over its ceiling of $0.02" in ticket.message
     assert ticket.failing_model_call.turn == 1 and "ambiguous" in ticket.failing_model_call.text
@@ -238,7 +269,11 @@ def test_fifty_calls_in_flight_never_pass_the_ceiling(transactional_db, seeded, 
     operator = get_user_model().objects.get(username="operator")
     run = start_run("financial_reporting", FR_INPUT, operator)
     lifecycle.transition(run.pk, S.RUNNING, actor="engine")
-    params = {"model": "claude-haiku-4-5", "max_tokens": 1000, "messages": [{"role": "user", "content": "x" * 500}]}
+    params = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "x" * 500}],
+    }
     worst = accounting.worst_case(params)
     ceiling = worst.usd * 17 + worst.usd / 2  # room for 17 calls at their worst, not 18
     Run.objects.filter(pk=run.pk).update(ceiling_usd=ceiling)
@@ -255,7 +290,9 @@ def test_fifty_calls_in_flight_never_pass_the_ceiling(transactional_db, seeded, 
                 return
             sent.append(i)
             with transaction.atomic():  # the answer, billed at its worst case
-                accounting.charge(mc, {"input_tokens": worst.input_tokens, "output_tokens": worst.output_tokens})
+                accounting.charge(
+                    mc, {"input_tokens": worst.input_tokens, "output_tokens": worst.output_tokens}
+                )
         finally:
             connection.close()
 
@@ -276,9 +313,15 @@ def test_no_call_leaves_while_the_run_is_paused(seeded, monkeypatch):
     run = start_run("financial_reporting", FR_INPUT, operator)
     lifecycle.transition(run.pk, S.RUNNING, actor="engine")
     escalate(run.pk, R.TOOL_ERROR, "paused (test)")
-    params = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
+    params = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x"}],
+    }
     with pytest.raises(accounting.DoesNotFit) as refused:
-        accounting.reserve(ModelCall(run_id=run.pk, turn=0, model=params["model"], request_content=[]), params)
+        accounting.reserve(
+            ModelCall(run_id=run.pk, turn=0, model=params["model"], request_content=[]), params
+        )
     assert refused.value.running is False and "awaiting_review" in str(refused.value)
     assert not ModelCall.objects.filter(run=run).exists()
 
@@ -293,6 +336,7 @@ def test_a_reservation_left_by_a_dead_worker_is_given_back(drive, operator, monk
     def client_for(**kwargs):
         client = original(**kwargs)
         if not died:
+
             def create(**params):
                 died.append(Run.objects.get(pk=kwargs["run_id"]).reserved_usd)
                 raise Crash
@@ -340,7 +384,9 @@ def paused(db, operator, monkeypatch):
     return run
 
 
-def test_only_a_manager_who_did_not_request_the_run_may_raise_its_ceiling(paused, operator, reviewer, manager):
+def test_only_a_manager_who_did_not_request_the_run_may_raise_its_ceiling(
+    paused, operator, reviewer, manager
+):
     with pytest.raises(accounting.CeilingError, match="Only a manager"):
         accounting.raise_ceiling(paused.pk, reviewer, usd="5")
     with pytest.raises(accounting.CeilingError, match="Only a manager"):
@@ -350,9 +396,15 @@ def test_only_a_manager_who_did_not_request_the_run_may_raise_its_ceiling(paused
     own = start_run("financial_reporting", FR_INPUT, boss)
     with pytest.raises(accounting.CeilingError, match="You requested this run"):
         accounting.raise_ceiling(own.pk, boss, usd="5")
-    for typed, why in [("0", "more than \\$0.00"), ("-5", "more than \\$0.00"), ("abc", "not an amount"),
-                       ("1.234", "at most two decimals"), ("1000000", "At most \\$1,000.00"), ("NaN", "more than"),
-                       ("", "Type how much")]:
+    for typed, why in [
+        ("0", "more than \\$0.00"),
+        ("-5", "more than \\$0.00"),
+        ("abc", "not an amount"),
+        ("1.234", "at most two decimals"),
+        ("1000000", "At most \\$1,000.00"),
+        ("NaN", "more than"),
+        ("", "Type how much"),
+    ]:
         with pytest.raises(accounting.CeilingError, match=why):
             accounting.raise_ceiling(paused.pk, manager, usd=typed)
     with pytest.raises(accounting.CeilingError, match="whole number"):
@@ -361,10 +413,16 @@ def test_only_a_manager_who_did_not_request_the_run_may_raise_its_ceiling(paused
     assert paused.ceiling_usd == Decimal("0.01")
     assert not AuditEvent.objects.filter(kind="ceiling.raised").exists()
 
-    run = accounting.raise_ceiling(paused.pk, manager, usd="$2.50", tokens="1,000", comment="Board pack.")
+    run = accounting.raise_ceiling(
+        paused.pk, manager, usd="$2.50", tokens="1,000", comment="Board pack."
+    )
     assert run.ceiling_usd == Decimal("2.51") and run.ceiling_tokens == paused.ceiling_tokens + 1000
     event = AuditEvent.objects.get(run=run, kind="ceiling.raised")
-    assert event.actor == manager and event.payload["by_usd"] == "2.50" and event.payload["to_usd"] == str(run.ceiling_usd)
+    assert (
+        event.actor == manager
+        and event.payload["by_usd"] == "2.50"
+        and event.payload["to_usd"] == str(run.ceiling_usd)
+    )
     assert event.payload["comment"] == "Board pack."
 
 
@@ -383,9 +441,43 @@ def test_the_ticket_page_raises_the_ceiling_for_a_manager_only(client, paused, r
     resolutions.resolve(ticket.pk, manager, "retry", comment="go on")  # room now: accepted
 
     client.force_login(reviewer)
-    assert 'name="add_usd"' not in client.get(reverse("ticket_detail", args=[ticket.pk])).content.decode()
+    assert (
+        'name="add_usd"'
+        not in client.get(reverse("ticket_detail", args=[ticket.pk])).content.decode()
+    )
     assert client.post(url, {"add_usd": "3.00"}).status_code == 403
     assert client.get(url).status_code == 405
+
+
+def test_the_api_raises_the_ceiling_with_the_same_rules(
+    client, paused, operator, reviewer, manager
+):
+    from tests.api_helpers import call, token_for
+
+    path = f"/api/runs/{paused.pk}/ceiling"
+    assert (
+        call(client, "POST", path, token_for(operator), {"add_usd": "5.00"}).status_code == 403
+    )  # requester
+    assert call(client, "POST", path, token_for(reviewer), {"add_usd": "5.00"}).status_code == 403
+    for body, field in [
+        ({"add_usd": "0"}, "add_usd"),
+        ({"add_usd": 5}, "add_usd"),
+        ({"add_tokens": -3}, "add_tokens"),
+        ({"add_usd": "1", "extra": 1}, "extra"),
+    ]:
+        bad = call(client, "POST", path, token_for(manager), body)
+        assert bad.status_code == 422 and field in bad.json()["error"]["fields"], body
+    paused.refresh_from_db()
+    assert paused.ceiling_usd == Decimal("0.01")
+    ok = call(client, "POST", path, token_for(manager), {"add_usd": "5.00", "comment": "approved"})
+    assert (
+        ok.status_code == 200
+        and ok.json()["ceiling_usd"] == "5.01"
+        and ok.json()["reserved_usd"] == "0"
+    )
+    assert (
+        AuditEvent.objects.get(run=paused, kind="ceiling.raised").payload["comment"] == "approved"
+    )
 
 
 # --- budgets ------------------------------------------------------------------------------------
@@ -393,7 +485,9 @@ def test_the_ticket_page_raises_the_ceiling_for_a_manager_only(client, paused, r
 
 def test_budgets_count_reservations_as_committed_spend(db, operator, monkeypatch):
     monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
-    budget = Budget.objects.create(scope=Budget.Scope.GLOBAL, period=Budget.Period.DAY, limit_usd=Decimal("100"))
+    budget = Budget.objects.create(
+        scope=Budget.Scope.GLOBAL, period=Budget.Period.DAY, limit_usd=Decimal("100")
+    )
     others = budgets.usage(budget).committed
     run = start_run("financial_reporting", FR_INPUT, operator)
     assert budgets.usage(budget).committed == others + run.estimate_usd
