@@ -285,9 +285,16 @@ def _give_back(run_id: Any, usd: Decimal, tokens: int) -> None:
         )
 
 
+def _lock_runs(run_ids: list[Any]) -> None:
+    """Lock runs before their calls, in one order everywhere (reserve, charge, release), so
+    a late answer and the step that gives up on it cannot deadlock."""
+    list(Run.objects.select_for_update().filter(pk__in=run_ids).order_by("pk").values_list("pk"))
+
+
 def _take_reservation(mc: ModelCall) -> tuple[Decimal, int]:
     """Zero the call's reservation (row locked) and return what it held; a reservation
     already given back (an interrupted call answered late) is not given back twice."""
+    _lock_runs([mc.run_id])
     held = (
         ModelCall.objects.select_for_update()
         .filter(pk=mc.pk)
@@ -352,6 +359,13 @@ def release_interrupted(calls: QuerySet[ModelCall], error: str = INTERRUPTED) ->
     Without an answer there is no usage to account; see the module docstring."""
     now = timezone.now()
     with transaction.atomic():
+        _lock_runs(
+            list(
+                calls.filter(status=ModelCall.Status.PENDING)
+                .values_list("run_id", flat=True)
+                .distinct()
+            )
+        )
         rows = list(
             calls.filter(status=ModelCall.Status.PENDING)
             .select_for_update()

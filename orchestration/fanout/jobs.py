@@ -91,19 +91,20 @@ def enqueue(job_pk: int, countdown: float | None = None) -> None:
 def claim(job_pk: int, token: str) -> FanoutJob | None:
     """Take the job's lease: a freshly dispatched job (no owner) or one whose lease expired."""
     now = timezone.now()
-    with transaction.atomic():
-        claimed = FanoutJob.objects.filter(
-            Q(lease_owner="") | Q(lease_expires_at__lt=now), pk=job_pk, status=J.RUNNING
-        ).update(
-            lease_owner=token,
-            lease_expires_at=_lease_until(),
-            started_at=Coalesce("started_at", now),
-        )
-        if not claimed:
-            return None
-        # Calls still pending belong to a task that died (or lost its lease) mid-call:
-        # failed, and their reservations given back.
-        accounting.release_interrupted(ModelCall.objects.filter(job_id=job_pk))
+    claimed = FanoutJob.objects.filter(
+        Q(lease_owner="") | Q(lease_expires_at__lt=now), pk=job_pk, status=J.RUNNING
+    ).update(
+        lease_owner=token,
+        lease_expires_at=_lease_until(),
+        started_at=Coalesce("started_at", now),
+    )
+    if not claimed:
+        return None
+    # Calls still pending belong to a task that died (or lost its lease) mid-call: failed,
+    # and their reservations given back (its own transaction: runs are locked before their
+    # calls and jobs, everywhere). The lease is ours, so no call of this job is started
+    # meanwhile.
+    accounting.release_interrupted(ModelCall.objects.filter(job_id=job_pk))
     return FanoutJob.objects.select_related("run").get(pk=job_pk)
 
 
