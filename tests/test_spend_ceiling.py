@@ -472,8 +472,8 @@ def test_the_api_raises_the_ceiling_with_the_same_rules(
     ok = call(client, "POST", path, token_for(manager), {"add_usd": "5.00", "comment": "approved"})
     assert (
         ok.status_code == 200
-        and ok.json()["ceiling_usd"] == "5.01"
-        and ok.json()["reserved_usd"] == "0"
+        and ok.json()["ceiling_usd"] == "5.010000"
+        and ok.json()["reserved_usd"] == "0.000000"
     )
     assert (
         AuditEvent.objects.get(run=paused, kind="ceiling.raised").payload["comment"] == "approved"
