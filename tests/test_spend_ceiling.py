@@ -499,3 +499,38 @@ def test_budgets_count_reservations_as_committed_spend(db, operator, monkeypatch
     with pytest.raises(budgets.StartRefused, match="still estimated for unfinished runs"):
         budgets.check_start("financial_reporting", operator, Decimal("0.02"), lock=False)
     budgets.check_start("financial_reporting", operator, Decimal("0.01"), lock=False)  # just fits
+
+
+def test_the_migration_gives_existing_runs_the_ceiling_a_new_run_gets(
+    operator, manager, settings, monkeypatch
+):
+    import importlib
+
+    from django.apps import apps
+
+    from reviews import approvals
+
+    backfill = importlib.import_module(
+        "orchestration.migrations.0006_spend_ceiling"
+    ).backfill_ceilings
+    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
+    plain = start_run("financial_reporting", FR_INPUT, operator)
+    settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
+    capped = start_run("quarter_probe", {"quarter": "2026Q3"}, operator)
+    approvals.decide(capped.approvals.get().pk, manager, approve=True)
+    _cap(monkeypatch, "quarter_probe", "1000")  # a new snapshot, whose maximum is $1,000
+    approved = start_run("quarter_probe", {"quarter": "2026Q3"}, operator)
+    approvals.decide(approved.approvals.get().pk, manager, approve=True)
+    pending = start_run("probe", {}, operator)  # awaiting approval: no approved estimate yet
+    Run.objects.update(ceiling_usd=None, ceiling_tokens=None, ceiling_basis="")
+    backfill(apps, None)
+    runs = [Run.objects.get(pk=r.pk) for r in (plain, capped, approved, pending)]
+    plain, capped, approved, pending = runs
+    assert plain.ceiling_usd == Decimal("0.0001")  # the settings threshold, under the $2.00 maximum
+    assert capped.ceiling_usd == Decimal("100")
+    assert capped.ceiling_basis == "the workflow's maximum of $100.00"
+    assert approved.ceiling_usd == (approved.estimate_usd * Decimal("1.25")).quantize(
+        Decimal("1e-12")
+    )
+    assert approved.ceiling_basis.startswith("its approved estimate of $")
+    assert pending.ceiling_usd == Decimal("0.0001") and pending.ceiling_tokens == 400_000
