@@ -359,6 +359,46 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "RaiseCeiling": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "add_usd": {
+                "type": "string",
+                "description": "Dollars to add: a positive amount in cents, at most CEILING_MAX_RAISE_USD.",
+            },
+            "add_tokens": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Tokens to add (when the run stopped at its token ceiling).",
+            },
+            "comment": {"type": "string", "description": "Why; recorded in the audit trail."},
+        },
+    },
+    "Ceiling": {
+        "type": "object",
+        "required": [
+            "id",
+            "ceiling_usd",
+            "ceiling_tokens",
+            "ceiling_basis",
+            "cost_usd",
+            "reserved_usd",
+            "links",
+        ],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "ceiling_usd": MONEY,
+            "ceiling_tokens": {"type": "integer"},
+            "ceiling_basis": {"type": "string"},
+            "cost_usd": MONEY,
+            "reserved_usd": {
+                **MONEY,
+                "description": "What calls in flight hold at their worst case.",
+            },
+            "links": {"$ref": "#/components/schemas/Links"},
+        },
+    },
     "Resolve": {
         "type": "object",
         "required": ["action"],
@@ -700,6 +740,78 @@ PATHS: dict[str, Any] = {
                 "401": UNAUTHENTICATED,
                 "429": TOO_MANY_REQUESTS,
                 "404": NOT_FOUND,
+            },
+        }
+    },
+    "/api/runs/{run_id}/ceiling": {
+        "post": {
+            "operationId": "raiseCeiling",
+            "summary": "Raise a run's spend ceiling (a manager who did not request the run)",
+            "description": (
+                "Adds the amount to the run's ceiling and records it in the audit trail. Resuming a "
+                "`budget_exceeded` ticket never raises the ceiling: raise it here (or on the ticket page) first."
+            ),
+            "parameters": [
+                {
+                    "name": "run_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "format": "uuid"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/RaiseCeiling"},
+                        "example": {
+                            "add_usd": "5.00",
+                            "comment": "Quarter-end close; approved by finance.",
+                        },
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(
+                    "Ceiling",
+                    "The ceiling was raised.",
+                    {
+                        "id": RUN_ID,
+                        "ceiling_usd": "7.500000",
+                        "ceiling_tokens": 400000,
+                        "ceiling_basis": "raised to $7.50 by manager at 2026-11-20 09:30",
+                        "cost_usd": "2.490000",
+                        "reserved_usd": "0.000000",
+                        "links": LINKS_EXAMPLE,
+                    },
+                ),
+                "400": _error("The body is not a JSON object."),
+                "401": UNAUTHENTICATED,
+                "403": _error(
+                    "Not a manager, or the manager who requested the run (four eyes).",
+                    _error_example(
+                        "403",
+                        "forbidden",
+                        "Only a manager who did not request this run may raise its ceiling.",
+                    ),
+                ),
+                "404": NOT_FOUND,
+                "409": _error(
+                    "The run is finished; its ceiling can no longer change.",
+                    _error_example(
+                        "409", "conflict", "The run is succeeded; its ceiling can no longer change."
+                    ),
+                ),
+                "415": _error("The body is not application/json."),
+                "422": _error(
+                    "The amount is not positive, has more than two decimals, or is over the limit. Nothing changed.",
+                    _error_example(
+                        "422",
+                        "invalid_input",
+                        "The amount to add must be more than $0.00.",
+                        {"add_usd": "The amount to add must be more than $0.00."},
+                    ),
+                ),
             },
         }
     },

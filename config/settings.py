@@ -280,9 +280,13 @@ if not 0 <= FANOUT_FAILURE_THRESHOLD < 1:
 APPROVAL_THRESHOLD_USD = Decimal(env.str("APPROVAL_THRESHOLD_USD", default="20.00"))
 # A pending approval request expires (the run is cancelled) after this many hours.
 APPROVAL_EXPIRY_HOURS = env.float("APPROVAL_EXPIRY_HOURS", default=24)
-# Mid-run guard: an approved run pauses for a manager once its cost passes the approved
-# estimate by this fraction (a run that never needed approval: once it passes the threshold).
+# The spend ceiling stored on every run (costs.accounting): an approved run may spend its
+# approved estimate plus this fraction (a run that needed no approval: the threshold), never
+# more than its workflow's max_cost_usd, until a manager raises it.
 APPROVAL_OVERRUN_FRACTION = Decimal(env.str("APPROVAL_OVERRUN_FRACTION", default="0.25"))
+# The most a manager may add to one run's ceiling at a time (dollars, tokens).
+CEILING_MAX_RAISE_USD = Decimal(env.str("CEILING_MAX_RAISE_USD", default="1000.00"))
+CEILING_MAX_RAISE_TOKENS = env.int("CEILING_MAX_RAISE_TOKENS", default=50_000_000)
 # Batch-mode runs (half price, not real time) may take this long in all before timing out.
 BATCH_RUN_TIMEOUT_SECONDS = env.float("BATCH_RUN_TIMEOUT_SECONDS", default=26 * 3600)
 # How many runs one user may start in any 24 hours (page, command and API alike).

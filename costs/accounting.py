@@ -1,35 +1,125 @@
-"""Charging model calls to their run, and the spend limits checked after every charge.
+"""What a run may spend: its ceiling, the reservation every model request takes before it
+leaves, and the charge that settles it. The one owner of the mid-run spend rule.
 
-``charge`` is the one place a call's cost reaches the run's totals: the engine, fan-out
-specialists and validators, and batch results all go through it. ``spend_breach`` is the
-one mid-run spend policy: it names the limit the last charge crossed, if any, and the caller
-pauses the run with a ``budget_exceeded`` ticket. Limits are checked on the crossing
-(before <= limit < after), so a run a manager lets go on is not stopped again by the
-same limit on its next call.
+The ceiling is stored on the run (``Run.ceiling_usd``, ``Run.ceiling_tokens``) when the run
+is created: the approved estimate plus APPROVAL_OVERRUN_FRACTION for a run that needed a
+manager's approval (the approval request carries that same estimate), the approval
+threshold for one that did not, and never more than the workflow's own ``max_cost_usd``;
+the token ceiling is the workflow's ``max_tokens_per_run``. Only a manager who did not
+request the run raises it (``raise_ceiling``); nothing else changes it, resuming included.
+
+Every model request, on every path (the tool-use loop, batch submission, the fan-out
+orchestrator, specialists and validators, their retries, and whatever a resume, retry or
+correction leads to), goes through this protocol:
+
+1. ``reserve``: before the request leaves, its worst case (``worst_case``: an upper bound
+   of its input tokens at the highest input rate it can be billed, plus ``max_tokens`` at
+   the output price) is added to ``Run.reserved_usd`` / ``reserved_tokens`` by ONE
+   conditional UPDATE: ``... WHERE status = 'running' AND cost_usd + reserved_usd + worst
+   <= ceiling_usd AND tokens + reserved_tokens + worst_tokens <= ceiling_tokens``. Postgres
+   re-checks the WHERE on the latest row version when two such UPDATEs race, so with any
+   number of calls in flight the sum of what was spent and what is reserved never passes
+   the ceiling. The ModelCall row is inserted holding its reservation in the same
+   transaction. A request that does not fit raises ``DoesNotFit`` and is not sent; the
+   caller pauses the run with a ``budget_exceeded`` ticket.
+2. ``charge``: when the answer is recorded, the call's reservation (read from its row,
+   under lock) is released and its real cost added, in one UPDATE.
+3. ``release``: a call that failed with no usage gives its reservation back.
+4. ``release_interrupted``: a call left pending by a dead worker is marked interrupted and
+   its reservation given back by the next step of its run or job (or, for a run nobody
+   steps again, by the reaper once no call can still be in flight:
+   ``release_stale_reservations``). Cost is only ever accounted from answers received.
+
+``spend_breach`` is the spend check run on every answer before any other check
+(ambiguity, validation...): it names the ceiling the run is over, which can only happen if
+a real answer cost more than its worst case was bounded at.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
+from django.utils import timezone
 
-from costs.pricing import Usage, cost_of, price_for
+from costs.pricing import MILLION, Usage, cost_of, price_for
+from orchestration import audit
 from orchestration.models import ModelCall, Run
+
+ZERO = Decimal("0")
+# Added to every request's size bound: the hidden prompt the real API adds when tools are
+# declared (a few hundred tokens) and the role markers of each message. The simulator's
+# fixed overheads (orchestration/simulator/tokens.py) are all covered by it.
+REQUEST_ALLOWANCE_TOKENS = 1024
+# Per image block: the simulator's flat price and the API's cap for one image.
+IMAGE_TOKENS = 1600
+# Reservations are kept to 12 decimal places (the column's), rounded up so a stored
+# reservation is never less than the bound it stands for.
+_PLACES = Decimal("1e-12")
 
 
 @dataclass(frozen=True)
 class Charge:
-    """A priced call and the run's totals just before and just after it was added."""
+    """A priced call and its run's totals just after it was added."""
 
     cost: Decimal
     usage: Usage
-    before: Run
-    after: Run
+    run: Run
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """The most one request can cost: its size bound in and ``max_tokens`` out."""
+
+    usd: Decimal
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def as_json(self) -> dict[str, str | int]:
+        return {
+            "needed_usd": str(self.usd),
+            "needed_tokens": self.tokens,
+            "input_tokens_bound": self.input_tokens,
+            "max_tokens": self.output_tokens,
+        }
+
+
+class DoesNotFit(Exception):
+    """The request was not sent: it does not fit under the run's ceiling, or the run is not
+    running. ``running`` says which (a running run must be paused for a manager)."""
+
+    def __init__(self, message: str, *, worst: WorstCase, running: bool) -> None:
+        super().__init__(message)
+        self.worst = worst
+        self.running = running
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return self.worst.as_json()
+
+
+class CeilingError(Exception):
+    """A ceiling raise was refused; the message says why. Nothing changed.
+
+    ``code``: ``invalid_input`` (``field`` names the amount that was wrong), ``forbidden``
+    (not a manager, or the requester) or ``conflict`` (the run is finished)."""
+
+    def __init__(self, message: str, code: str = "invalid_input", field: str = "add_usd") -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
 
 
 def approval_threshold(workflow: Any) -> Decimal:
@@ -39,8 +129,188 @@ def approval_threshold(workflow: Any) -> Decimal:
     return Decimal(settings.APPROVAL_THRESHOLD_USD)
 
 
+# --- the ceiling ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    usd: Decimal
+    tokens: int
+    basis: str
+
+
+def initial_ceiling(workflow: Any, estimate_usd: Decimal, *, needs_approval: bool) -> Ceiling:
+    """The ceiling a new run gets: the lowest of its approved estimate plus the overrun (or the
+    approval threshold when it needs no approval) and the workflow's own maximum."""
+    maximum = Decimal(workflow.constraints.max_cost_usd)
+    if needs_approval:
+        overrun = Decimal(str(settings.APPROVAL_OVERRUN_FRACTION))
+        usd = estimate_usd * (1 + overrun)
+        basis = f"its approved estimate of ${estimate_usd:.2f} plus {overrun:.0%}"
+    else:
+        usd = approval_threshold(workflow)
+        basis = f"the ${usd:.2f} approval threshold (it needed no approval)"
+    if maximum < usd:
+        usd, basis = maximum, f"the workflow's maximum of ${maximum:.2f}"
+    return Ceiling(
+        usd=usd.quantize(_PLACES, rounding=ROUND_CEILING),
+        tokens=workflow.constraints.max_tokens_per_run,
+        basis=basis,
+    )
+
+
+# --- the worst case of one request ---------------------------------------------------------
+
+
+def _blocks(params: dict[str, Any]) -> list[Any]:
+    blocks: list[Any] = list(params.get("tools") or [])
+    system = params.get("system")
+    blocks += system if isinstance(system, list) else []
+    for message in params.get("messages") or []:
+        content = message.get("content")
+        blocks += content if isinstance(content, list) else []
+    return blocks
+
+
+def input_token_bound(params: dict[str, Any]) -> int:
+    """An upper bound of the request's input tokens, without asking the API.
+
+    The UTF-8 size of the request's system prompt, tools and messages as compact JSON: a
+    token stands for at least one byte of what the model reads, so the bytes bound the
+    tokens of every text, and the JSON punctuation around each block is more than the
+    simulator's per-block overheads; plus REQUEST_ALLOWANCE_TOKENS and IMAGE_TOKENS per
+    image. It is about four times what the simulator (and the real API, for English and
+    JSON) counts: calling count_tokens before every request would be exact but costs a
+    round trip and a rate-limited call per request, and a count_tokens failure would need
+    its own handling. See docs/architecture.md, "Spend ceiling".
+    """
+    body = {key: params.get(key) for key in ("system", "tools", "messages")}
+    size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    images = sum(1 for b in _blocks(params) if isinstance(b, dict) and b.get("type") == "image")
+    return size + REQUEST_ALLOWANCE_TOKENS + images * IMAGE_TOKENS
+
+
+def _cache_ttls(params: dict[str, Any]) -> set[str]:
+    ttls = set()
+    for block in _blocks(params):
+        control = block.get("cache_control") if isinstance(block, dict) else None
+        if control:
+            ttls.add(control.get("ttl") or "5m")
+    return ttls
+
+
+def worst_case(params: dict[str, Any], *, batch: bool = False) -> WorstCase:
+    """The most the request in ``params`` (the Messages API arguments) can be billed.
+
+    Every input token at the highest input rate the request can incur (a cache write when it
+    carries cache_control, else plain input), and ``max_tokens`` at the output price, priced
+    with the price in force now (the one the call will be charged at), batch discount
+    included for a Message Batches request.
+    """
+    price = price_for(params["model"])
+    ttls = _cache_ttls(params)
+    rate = price.input_per_mtok
+    if ttls:
+        rate = max(rate, price.cache_write_5m_per_mtok)
+    if "1h" in ttls:
+        rate = max(rate, price.cache_write_1h_per_mtok)
+    tokens_in, tokens_out = input_token_bound(params), int(params["max_tokens"])
+    usd = (tokens_in * rate + tokens_out * price.output_per_mtok) / MILLION
+    if batch:
+        usd *= Decimal(1) - price.batch_discount
+    return WorstCase(
+        usd=usd.quantize(_PLACES, rounding=ROUND_CEILING),
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+    )
+
+
+# --- reserve, charge, release --------------------------------------------------------------
+
+
+def _tokens_used() -> Any:
+    return F("input_tokens") + F("cache_write_tokens") + F("cache_read_tokens") + F("output_tokens")
+
+
+def reserve(mc: ModelCall, params: dict[str, Any], *, batch: bool = False) -> WorstCase:
+    """Hold the request's worst case against its run's ceiling, then save ``mc`` (unsaved,
+    still pending) with its reservation; raises DoesNotFit, saving nothing, when it does not
+    fit or the run is not running. The request must not be sent otherwise."""
+    worst = worst_case(params, batch=batch)
+    with transaction.atomic():
+        # One conditional UPDATE: concurrent reservations queue on the row and each sees
+        # the others' amounts when Postgres re-checks the WHERE clause.
+        fits = Run.objects.filter(
+            pk=mc.run_id,
+            status=Run.Status.RUNNING,
+            ceiling_usd__gte=F("cost_usd") + F("reserved_usd") + worst.usd,
+            ceiling_tokens__gte=_tokens_used() + F("reserved_tokens") + worst.tokens,
+        ).update(
+            reserved_usd=F("reserved_usd") + worst.usd,
+            reserved_tokens=F("reserved_tokens") + worst.tokens,
+        )
+        if not fits:
+            run = Run.objects.get(pk=mc.run_id)
+            raise DoesNotFit(
+                _refusal(run, worst), worst=worst, running=run.status == Run.Status.RUNNING
+            )
+        mc.reserved_usd, mc.reserved_tokens = worst.usd, worst.tokens
+        mc.save()
+    return worst
+
+
+def _refusal(run: Run, worst: WorstCase) -> str:
+    if run.status != Run.Status.RUNNING:
+        return f"The run is {run.status}: no model call may leave until it runs again."
+    if run.ceiling_usd is None or run.ceiling_tokens is None:
+        return "The run has no spend ceiling, so it may not spend anything. A manager must set one."
+    tokens = run.total_input_tokens + run.output_tokens
+    if tokens + run.reserved_tokens + worst.tokens > run.ceiling_tokens:
+        return (
+            f"The next model call could use up to {worst.tokens:,} tokens; the run has used {tokens:,} "
+            f"and calls in flight hold {run.reserved_tokens:,}, so it would pass its ceiling of "
+            f"{run.ceiling_tokens:,} tokens. A manager who did not start the run must raise the ceiling "
+            "before it can go on."
+        )
+    return (
+        f"The next model call could cost up to ${worst.usd:.4f}; the run has spent ${run.cost_usd:.4f} "
+        f"and calls in flight hold ${run.reserved_usd:.4f}, so it would pass its ceiling of "
+        f"${run.ceiling_usd:.2f} ({run.ceiling_basis}). The call was not sent. A manager who did not "
+        "start the run must raise the ceiling before it can go on."
+    )
+
+
+def _give_back(run_id: Any, usd: Decimal, tokens: int) -> None:
+    if usd or tokens:
+        Run.objects.filter(pk=run_id).update(
+            reserved_usd=F("reserved_usd") - usd, reserved_tokens=F("reserved_tokens") - tokens
+        )
+
+
+def _lock_runs(run_ids: list[Any]) -> None:
+    """Lock runs before their calls, in one order everywhere (reserve, charge, release), so
+    a late answer and the step that gives up on it cannot deadlock."""
+    list(Run.objects.select_for_update().filter(pk__in=run_ids).order_by("pk").values_list("pk"))
+
+
+def _take_reservation(mc: ModelCall) -> tuple[Decimal, int]:
+    """Zero the call's reservation (row locked) and return what it held; a reservation
+    already given back (an interrupted call answered late) is not given back twice."""
+    _lock_runs([mc.run_id])
+    held = (
+        ModelCall.objects.select_for_update()
+        .filter(pk=mc.pk)
+        .values_list("reserved_usd", "reserved_tokens")
+        .first()
+    ) or (ZERO, 0)
+    ModelCall.objects.filter(pk=mc.pk).update(reserved_usd=ZERO, reserved_tokens=0)
+    mc.reserved_usd, mc.reserved_tokens = ZERO, 0
+    return held
+
+
 def charge(mc: ModelCall, usage_json: dict[str, Any], *, batch: bool = False) -> Charge:
-    """Price ``mc`` from the usage the API reported and add it to its run.
+    """Price ``mc`` from the usage the API reported, add it to its run and settle the call's
+    reservation, in one UPDATE of the run.
 
     Sets and saves the call's token, price and cost fields (the caller saves the rest of the
     response on the same object). Must run inside the caller's transaction: the run row is
@@ -51,6 +321,7 @@ def charge(mc: ModelCall, usage_json: dict[str, Any], *, batch: bool = False) ->
     usage = Usage.from_api(usage_json)
     price = price_for(mc.model, at=mc.created_at)
     cost = cost_of(usage, price, batch=batch)
+    held_usd, held_tokens = _take_reservation(mc)
     mc.usage = usage_json
     mc.input_tokens = usage.input_tokens
     mc.output_tokens = usage.output_tokens
@@ -61,48 +332,226 @@ def charge(mc: ModelCall, usage_json: dict[str, Any], *, batch: bool = False) ->
     mc.cost_usd = cost
     mc.is_batch = batch
     mc.save()
-    before = Run.objects.select_for_update().get(pk=mc.run_id)
     Run.objects.filter(pk=mc.run_id).update(
         cost_usd=F("cost_usd") + cost,
+        reserved_usd=F("reserved_usd") - held_usd,
+        reserved_tokens=F("reserved_tokens") - held_tokens,
         input_tokens=F("input_tokens") + usage.input_tokens,
         output_tokens=F("output_tokens") + usage.output_tokens,
         cache_write_tokens=F("cache_write_tokens") + usage.cache_write_5m + usage.cache_write_1h,
         cache_read_tokens=F("cache_read_tokens") + usage.cache_read,
     )
-    after = Run.objects.get(pk=mc.run_id)
-    return Charge(cost=cost, usage=usage, before=before, after=after)
+    return Charge(cost=cost, usage=usage, run=Run.objects.get(pk=mc.run_id))
 
 
-def spend_limit(run: Run, workflow: Any) -> tuple[Decimal, str]:
-    """The run's mid-run spend guard: the approved estimate plus the allowed overrun, or the
-    approval threshold for a run that never needed approval."""
-    from reviews.models import ApprovalRequest
+def release(mc: ModelCall) -> None:
+    """Give back the reservation of a call that failed with no usage (nothing was billed)."""
+    with transaction.atomic():
+        usd, tokens = _take_reservation(mc)
+        _give_back(mc.run_id, usd, tokens)
 
-    approved = (
-        ApprovalRequest.objects.filter(run_id=run.pk, status=ApprovalRequest.Status.APPROVED)
-        .values_list("estimate_usd", flat=True)
-        .first()
+
+INTERRUPTED = "interrupted: the worker stopped before the response was recorded"
+
+
+def release_interrupted(calls: QuerySet[ModelCall], error: str = INTERRUPTED) -> int:
+    """Mark the pending calls in ``calls`` as failed and give their reservations back.
+
+    Called by the step (or job) that takes over from a dead worker, before it calls again.
+    Without an answer there is no usage to account; see the module docstring."""
+    now = timezone.now()
+    with transaction.atomic():
+        _lock_runs(
+            list(
+                calls.filter(status=ModelCall.Status.PENDING)
+                .values_list("run_id", flat=True)
+                .distinct()
+            )
+        )
+        rows = list(
+            calls.filter(status=ModelCall.Status.PENDING)
+            .select_for_update()
+            .values_list("pk", "run_id", "reserved_usd", "reserved_tokens")
+        )
+        if not rows:
+            return 0
+        ModelCall.objects.filter(pk__in=[pk for pk, *_ in rows]).update(
+            status=ModelCall.Status.ERROR,
+            error=error,
+            finished_at=now,
+            reserved_usd=ZERO,
+            reserved_tokens=0,
+        )
+        per_run: dict[Any, tuple[Decimal, int]] = {}
+        for _pk, run_id, usd, tokens in sorted(rows, key=lambda r: str(r[1])):
+            total_usd, total_tokens = per_run.get(run_id, (ZERO, 0))
+            per_run[run_id] = (total_usd + usd, total_tokens + tokens)
+        for run_id, (usd, tokens) in per_run.items():
+            _give_back(run_id, usd, tokens)
+    return len(rows)
+
+
+def max_call_seconds() -> float:
+    """The longest a request can stay in flight: the SDK's timeout for each of its attempts,
+    plus a margin for its backoff between them."""
+    return settings.LLM_TIMEOUT_SECONDS * (settings.LLM_SDK_MAX_RETRIES + 1) + 60
+
+
+def release_stale_reservations(now: dt.datetime | None = None) -> int:
+    """The reaper's sweep: pending real-time calls older than any call can last hold nothing
+    any more (their worker died and no step took over, e.g. the run was cancelled)."""
+    cutoff = (now or timezone.now()) - dt.timedelta(seconds=max_call_seconds())
+    stale = ModelCall.objects.filter(
+        status=ModelCall.Status.PENDING, batch_id="", created_at__lt=cutoff
     )
-    if approved is not None:
-        overrun = Decimal(str(settings.APPROVAL_OVERRUN_FRACTION))
-        return approved * (1 + overrun), f"its approved estimate of ${approved:.2f} plus {overrun:.0%}"
-    threshold = approval_threshold(workflow)
-    return threshold, f"the ${threshold:.2f} approval threshold (it was never approved)"
+    return release_interrupted(stale)
 
 
-def spend_breach(c: Charge, workflow: Any) -> str | None:
-    """Why the run must pause after this charge, or None. The one mid-run spend policy."""
-    limits = workflow.constraints
-    tokens_before = c.before.total_input_tokens + c.before.output_tokens
-    tokens_after = c.after.total_input_tokens + c.after.output_tokens
-    if tokens_before <= limits.max_tokens_per_run < tokens_after:
-        return f"The run used {tokens_after:,} tokens, over its budget of {limits.max_tokens_per_run:,}."
-    if c.before.cost_usd <= limits.max_cost_usd < c.after.cost_usd:
-        return f"The run cost ${c.after.cost_usd:.4f}, over its budget of ${limits.max_cost_usd}."
-    guard, what = spend_limit(c.after, workflow)
-    if c.before.cost_usd <= guard < c.after.cost_usd:
+# --- the checks ----------------------------------------------------------------------------
+
+
+def spend_breach(run: Run) -> str | None:
+    """Why the run must pause now that an answer was charged, or None. Run before any other
+    check on the answer. Reservations keep a run under its ceiling, so this fires only when a
+    real answer cost more than its worst case was bounded at."""
+    if (
+        run.ceiling_tokens is not None
+        and run.total_input_tokens + run.output_tokens > run.ceiling_tokens
+    ):
         return (
-            f"The run has cost ${c.after.cost_usd:.4f}, past {what} (${guard:.2f}). "
+            f"The run used {run.total_input_tokens + run.output_tokens:,} tokens, over its ceiling of "
+            f"{run.ceiling_tokens:,}. A manager must decide whether it may go on."
+        )
+    if run.ceiling_usd is None or run.cost_usd > run.ceiling_usd:
+        ceiling = (
+            f"${run.ceiling_usd:.2f} ({run.ceiling_basis})"
+            if run.ceiling_usd is not None
+            else "none"
+        )
+        return (
+            f"The run has cost ${run.cost_usd:.4f}, over its ceiling of {ceiling}. "
             "A manager must decide whether it may go on."
         )
     return None
+
+
+def blocked_until_raised(
+    run: Run, needed_usd: Decimal = ZERO, needed_tokens: int = 0
+) -> str | None:
+    """Why a run paused at its ceiling may not be resumed yet, or None: the call it could not
+    make (``needed_*``, from its ticket) must fit under the ceiling first."""
+    if run.ceiling_usd is None or run.ceiling_tokens is None:
+        return "The run has no spend ceiling. A manager must set one (raise the ceiling) before it can go on."
+    tokens = run.total_input_tokens + run.output_tokens + run.reserved_tokens
+    if run.cost_usd + run.reserved_usd + needed_usd > run.ceiling_usd or (
+        needed_usd == 0 and run.cost_usd >= run.ceiling_usd
+    ):
+        return (
+            f"The run is still at its spend ceiling: ${run.cost_usd:.4f} spent and ${run.reserved_usd:.4f} held "
+            f"of ${run.ceiling_usd:.2f}, and its next call needs up to ${needed_usd:.4f}. A manager who did "
+            "not start the run must raise the ceiling first; resuming never raises it. Nothing was changed."
+        )
+    if tokens + needed_tokens > run.ceiling_tokens:
+        return (
+            f"The run is still at its token ceiling: {tokens:,} of {run.ceiling_tokens:,} tokens, and its "
+            f"next call needs up to {needed_tokens:,}. A manager who did not start the run must raise the "
+            "ceiling first; resuming never raises it. Nothing was changed."
+        )
+    return None
+
+
+# --- raising the ceiling -------------------------------------------------------------------
+
+
+def parse_raise(usd: str, tokens: str = "") -> tuple[Decimal, int]:
+    """The amounts a manager typed: dollars (a positive amount in cents, at most
+    CEILING_MAX_RAISE_USD at a time) and optionally tokens (a positive whole number, at most
+    CEILING_MAX_RAISE_TOKENS). Raises CeilingError with what to type instead."""
+    limit_usd = Decimal(str(settings.CEILING_MAX_RAISE_USD))
+    limit_tokens = int(settings.CEILING_MAX_RAISE_TOKENS)
+    usd, tokens = (
+        (usd or "").strip().removeprefix("$").replace(",", ""),
+        (tokens or "").strip().replace(",", ""),
+    )
+    if not usd and not tokens:
+        raise CeilingError(
+            "Type how much to add to the ceiling, in dollars (e.g. 5.00), or in tokens."
+        )
+    amount = ZERO
+    if usd:
+        try:
+            amount = Decimal(usd)
+        except InvalidOperation:
+            raise CeilingError(f"{usd!r} is not an amount in dollars; type e.g. 5.00.") from None
+        if not amount.is_finite() or amount <= 0:
+            raise CeilingError("The amount to add must be more than $0.00.")
+        if amount != amount.quantize(Decimal("0.01")):
+            raise CeilingError(
+                "Type the amount in dollars and cents (at most two decimals), e.g. 5.25."
+            )
+        if amount > limit_usd:
+            raise CeilingError(
+                f"At most ${limit_usd:,.2f} may be added at a time; this was ${amount:,.2f}."
+            )
+    count = 0
+    if tokens:
+        if not tokens.isdigit() or int(tokens) <= 0:
+            raise CeilingError(
+                "The tokens to add must be a whole number above zero, e.g. 100000.",
+                field="add_tokens",
+            )
+        count = int(tokens)
+        if count > limit_tokens:
+            raise CeilingError(
+                f"At most {limit_tokens:,} tokens may be added at a time; this was {count:,}.",
+                field="add_tokens",
+            )
+    return amount, count
+
+
+def raise_ceiling(
+    run_id: Any,
+    user: Any,
+    *,
+    refusal: Callable[[Any, Run], str | None],
+    usd: str,
+    tokens: str = "",
+    comment: str = "",
+) -> Run:
+    """Raise the run's ceiling by what a manager typed, under the run's row lock, and record
+    it in the audit trail. Raises CeilingError (nothing changed) when refused.
+
+    Who may raise it is an access rule (``reviews.access.ceiling_refusal``), which Costs does
+    not import: every caller passes it as ``refusal``, and it is asked under the lock."""
+    amount, count = parse_raise(usd, tokens)
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            raise CeilingError("No such run.", code="not_found")
+        if why := refusal(user, run):
+            raise CeilingError(why, code="forbidden")
+        if run.is_final:
+            raise CeilingError(
+                f"The run is {run.status}; its ceiling can no longer change.", code="conflict"
+            )
+        before_usd, before_tokens = run.ceiling_usd or ZERO, run.ceiling_tokens or 0
+        run.ceiling_usd, run.ceiling_tokens = before_usd + amount, before_tokens + count
+        run.ceiling_basis = (
+            f"raised to ${run.ceiling_usd:.2f} by {user.get_username()} at {timezone.localtime():%Y-%m-%d %H:%M}"
+        )[:300]
+        run.save(update_fields=["ceiling_usd", "ceiling_tokens", "ceiling_basis", "updated_at"])
+        audit.record(
+            "ceiling.raised",
+            run=run,
+            actor=user,
+            payload={
+                "from_usd": str(before_usd),
+                "to_usd": str(run.ceiling_usd),
+                "by_usd": str(amount),
+                "from_tokens": before_tokens,
+                "to_tokens": run.ceiling_tokens,
+                "by_tokens": count,
+                "comment": comment.strip(),
+            },
+        )
+    return run

@@ -8,8 +8,10 @@ What a budget counts (its "committed spend" for the current period):
 - the actual cost of every model call made in the period (``ModelCall.created_at``),
   within the budget's scope (every run, one workflow's runs, or one user's runs), plus
 - what unfinished runs in that scope may still spend: their estimate's upper bound minus
-  what they have cost so far (never below zero), so starting twenty runs at once cannot
-  slip past a budget before any of them has spent anything.
+  what they have cost so far, and never less than what their calls in flight have reserved
+  against their ceilings (costs.accounting.reserve): reserved money is committed. So
+  starting twenty runs at once cannot slip past a budget before any of them has spent
+  anything, and a run spending past its estimate counts what it holds.
 A run may start when committed spend + its own upper estimate stays within every hard
 budget; a soft budget it would pass is recorded as a warning on the run.
 Periods follow settings.TIME_ZONE: a day starts at local midnight, a month on the 1st.
@@ -108,7 +110,7 @@ def usage(budget: Budget, now: dt.datetime | None = None) -> BudgetUsage:
     )
     remaining = ExpressionWrapper(
         Greatest(Coalesce(F("estimate_usd"), Value(ZERO, output_field=money)) - F("cost_usd"),
-                 Value(ZERO, output_field=money)),
+                 F("reserved_usd"), Value(ZERO, output_field=money)),
         output_field=money,
     )
     outstanding = (

@@ -6,9 +6,12 @@ A step is one model call and the tool calls it asked for. Each Celery task runs 
    finds the run held and does nothing); a queued run becomes running here;
 2. rebuild the conversation from the persisted ModelCalls and ToolCalls;
 3. if the last turn's tool_uses are not all settled (a worker died mid-step), settle
-   them now; otherwise check the run's limits, call the model (the call is a row before
-   the request leaves and is completed with the response, usage and cost), then settle
-   the tool_uses it asked for;
+   them now; otherwise check the run's limits, reserve the call's worst-case cost against
+   the run's spend ceiling (costs.accounting.reserve: the call is a row holding its
+   reservation before the request leaves; a call that does not fit is not sent and the run
+   pauses as budget_exceeded), call the model (the row is completed with the response,
+   usage and cost, which settles the reservation), check the spend first, then settle the
+   tool_uses it asked for;
 4. when the model ends its turn, validate the final answer (JSON, output schema,
    required tools, provenance of tool-sourced values, regulatory sign-off) and finish;
 5. release the lease and, while the run is still running, enqueue the next step on commit.
@@ -56,7 +59,7 @@ from orchestration.validation import (
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import Workflow
 from orchestration.workflows.versions import api_tools
-from reviews.escalation import escalate
+from reviews.escalation import escalate, pause_if_running
 from reviews.models import EscalationTicket
 
 logger = logging.getLogger(__name__)
@@ -179,11 +182,8 @@ def _step(run: Run) -> StepResult:
     waiting = run.model_calls.filter(status=ModelCall.Status.PENDING).exclude(batch_id="").first()
     if waiting is not None:
         return _collect_batch(run, workflow, waiting)
-    ModelCall.objects.filter(run=run, status=ModelCall.Status.PENDING).update(
-        status=ModelCall.Status.ERROR,
-        error="interrupted: the worker stopped before the response was recorded",
-        finished_at=timezone.now(),
-    )
+    # A call left pending by a dead worker: failed, and its reservation given back.
+    accounting.release_interrupted(ModelCall.objects.filter(run=run, batch_id=""))
     calls = list(run.model_calls.filter(status=ModelCall.Status.OK).order_by("turn"))
     for mc in calls:  # replayed to the model: a placeholder must stop the run, not be sent
         require_readable(mc.request_content, f"The request of model turn {mc.turn}")
@@ -274,11 +274,6 @@ def _model_turn(run: Run, workflow: Workflow, calls: list[ModelCall]) -> StepRes
     new_turn = _next_user_turn(run, last)
     attempt = ModelCall.objects.filter(run=run, turn=turn).count() + 1
     model = workflow.orchestrator_model
-    mc = ModelCall.objects.create(
-        run=run, turn=turn, attempt=attempt, model=model, request_content=new_turn,
-        role=ModelCall.Role.ORCHESTRATOR,
-    )
-    client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
     params = {
         "model": model,
         "max_tokens": workflow.constraints.max_output_tokens,
@@ -286,7 +281,15 @@ def _model_turn(run: Run, workflow: Workflow, calls: list[ModelCall]) -> StepRes
         "tools": api_tools(version),
         "messages": conversation(calls, new_turn),
     }
-    if run.options.get("batch"):
+    batch = bool(run.options.get("batch"))
+    mc = ModelCall(run=run, turn=turn, attempt=attempt, model=model, request_content=new_turn,
+                   role=ModelCall.Role.ORCHESTRATOR)
+    try:
+        accounting.reserve(mc, params, batch=batch)  # saves mc, or sends nothing
+    except accounting.DoesNotFit as refused:
+        return _refused(run, refused)
+    client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
+    if batch:
         return _submit_batch(run, mc, client, params)
     started = time.monotonic()
     try:
@@ -297,6 +300,14 @@ def _model_turn(run: Run, workflow: Workflow, calls: list[ModelCall]) -> StepRes
         return _model_error(run, mc, exc, started)
     return _record_response(run, workflow, mc, message, request_id=raw.headers.get("request-id", ""),
                             sdk_attempts=raw.retries_taken + 1, latency_ms=int((time.monotonic() - started) * 1000))
+
+
+def _refused(run: Run, refused: accounting.DoesNotFit) -> StepResult:
+    """The call did not fit under the run's ceiling (or the run stopped running): nothing was
+    sent. A running run pauses for a manager; the ticket records what the call needed."""
+    if refused.running:
+        pause_if_running(run.pk, R.BUDGET_EXCEEDED, str(refused), details=refused.details)
+    return StepResult(None)
 
 
 # --- batch mode: each model turn goes through the Message Batches API at the batch price ---
@@ -374,6 +385,7 @@ def _model_error(run: Run, mc: ModelCall, exc: anthropic.APIError, started: floa
 
 def _call_failed(run: Run, mc: ModelCall, error: str, *, transient: bool, attempts: int, latency_ms: int) -> StepResult:
     """Record a failed model call; try the turn again after a backoff, or escalate."""
+    accounting.release(mc)  # no usage: nothing was billed
     mc.status = ModelCall.Status.ERROR
     mc.error = error
     mc.sdk_attempts = attempts
@@ -408,24 +420,26 @@ def _record_response(run: Run, workflow: Workflow, mc: ModelCall, message: Any, 
         # The note went out with this call; it is cleared in the same transaction that
         # records the answer, so a crash before this point re-sends it.
         Run.objects.filter(pk=run.pk).update(pending_note="")
-        charged = accounting.charge(mc, usage_json, batch=batch)  # saves mc; .after is the updated run
-        run = charged.after
+        charged = accounting.charge(mc, usage_json, batch=batch)  # saves mc, settles its reservation
+        run = charged.run
         audit.record("model.called", run=run, payload={
             "turn": mc.turn, "attempt": mc.attempt, "model": mc.model, "stop_reason": mc.stop_reason,
             "usage": usage_json, "cost_usd": str(charged.cost), "request_id": mc.request_id, "batch": batch,
         })
-    return _after_response(run, workflow, mc, charged)
+    return _after_response(run, workflow, mc)
 
 
-def _after_response(run: Run, workflow: Workflow, mc: ModelCall, charged: accounting.Charge) -> StepResult:
+def _after_response(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
     limits = workflow.constraints
+    # The spend check comes before every other check on the answer: a pause for any other
+    # reason must not hide it from the manager who has to decide.
+    crossed = accounting.spend_breach(run)
+    if crossed:
+        escalate(run.pk, R.BUDGET_EXCEEDED, crossed, model_call=mc)
+        return StepResult(None)
     if states_ambiguity(mc.text):
         escalate(run.pk, R.AMBIGUITY, f"The model stated ambiguity: {mc.text[:500]}", model_call=mc,
                  details={"model_words": mc.text})
-        return StepResult(None)
-    crossed = accounting.spend_breach(charged, workflow)
-    if crossed:
-        escalate(run.pk, R.BUDGET_EXCEEDED, crossed, model_call=mc)
         return StepResult(None)
 
     if mc.stop_reason == "tool_use":
@@ -495,6 +509,9 @@ def reap_stalled_runs() -> int:
     from orchestration.tasks import enqueue_step
 
     now = timezone.now()
+    # Reservations of calls whose worker died with no step to take over (e.g. the run was
+    # cancelled meanwhile) are given back once no call can still be in flight.
+    accounting.release_stale_reservations(now)
     silent_since = now - dt.timedelta(seconds=settings.RUN_STEP_LEASE_SECONDS)
     stalled = list(
         Run.objects.filter(status=S.RUNNING, lease_expires_at__lt=now).values_list("pk", flat=True)

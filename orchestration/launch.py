@@ -121,21 +121,26 @@ def start_run(
                 key = "budget" if refused.code == RunRefused.BUDGET_EXCEEDED else "rate_limit"
                 raise RunRefused({key: str(refused)}, code=refused.code, retry_after=refused.retry_after) from None
             calculation = estimate.as_json() | ({"budget_warnings": warnings} if warnings else {})
+            needs_approval = estimate.upper_usd > threshold
+            # The ceiling is set once, here: a manager approves this same estimate, unchanged.
+            ceiling = accounting.initial_ceiling(workflow, estimate.upper_usd, needs_approval=needs_approval)
             run = Run.objects.create(
                 workflow_version=version, workflow_name=workflow.name, requested_by=user, input=value,
                 options=options or {}, idempotency_key=idempotency_key,
                 estimate_usd=estimate.upper_usd, estimate=calculation,
+                ceiling_usd=ceiling.usd, ceiling_tokens=ceiling.tokens, ceiling_basis=ceiling.basis,
             )
             audit.record("run.requested", run=run, actor=user, payload={
                 "workflow": workflow.name, "version": version.content_hash, "source": source, "input": value,
             })
             audit.record("estimate.made", run=run, actor="engine", payload={
                 "expected_usd": str(estimate.expected_usd), "upper_usd": str(estimate.upper_usd),
-                "threshold_usd": str(threshold),
+                "threshold_usd": str(threshold), "ceiling_usd": str(ceiling.usd), "ceiling_tokens": ceiling.tokens,
+                "ceiling_basis": ceiling.basis,
             })
             for warning in warnings:
                 audit.record("budget.warning", run=run, actor="engine", payload={"warning": warning})
-            if estimate.upper_usd > threshold:
+            if needs_approval:
                 ApprovalRequest.objects.create(
                     run=run, estimate_usd=estimate.upper_usd, threshold_usd=threshold,
                     calculation=calculation, requested_by=user,

@@ -122,6 +122,15 @@ class Run(models.Model):
     output_tokens = models.PositiveBigIntegerField(default=0)
     cache_write_tokens = models.PositiveBigIntegerField(default=0)
     cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    # The spend ceiling (costs.accounting owns it): no model request leaves unless its
+    # worst-case cost fits under ceiling_usd - cost_usd - reserved_usd (and its worst-case
+    # tokens under ceiling_tokens). NULL means no ceiling was ever set: nothing may be spent.
+    ceiling_usd = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
+    ceiling_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    ceiling_basis = models.CharField(max_length=300, blank=True, help_text="Where the ceiling comes from.")
+    # What the calls in flight may still cost at most (their reservations, settled on charge).
+    reserved_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))
+    reserved_tokens = models.PositiveBigIntegerField(default=0)
     # A reviewer's note waiting to be given to the model in the next turn.
     pending_note = models.TextField(blank=True)
     # The step that holds the run until this time; see orchestration.engine.claim_step.
@@ -152,6 +161,8 @@ class Run(models.Model):
                 condition=Q(idempotency_key__isnull=False),
                 name="run_unique_idempotency_key_per_user",
             ),
+            # A settlement never gives back more than was reserved (costs.accounting.charge).
+            models.CheckConstraint(condition=Q(reserved_usd__gte=0), name="run_reserved_usd_not_negative"),
         ]
         indexes = [
             # The runs list's keyset pagination: ORDER BY (column, id), scanned either way.
@@ -244,6 +255,9 @@ class ModelCall(models.Model):
     cache_write_1h_tokens = models.PositiveIntegerField(default=0)
     cache_read_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))  # exact: never rounded
+    # The worst case this call holds against its run's ceiling until it is charged or released.
+    reserved_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))
+    reserved_tokens = models.PositiveBigIntegerField(default=0)
     price = models.ForeignKey(
         "costs.ModelPrice", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

@@ -230,6 +230,21 @@ def decide_refusal(user: Any, req: ApprovalRequest | None) -> str | None:
     return None
 
 
+def ceiling_refusal(user: Any, run: Run) -> str | None:
+    """Why ``user`` may not raise this run's spend ceiling, or None: a manager who did not
+    request the run (four eyes on money). ``costs.accounting.raise_ceiling`` asks it under the
+    run's row lock."""
+    if not (user.is_authenticated and may_decide(user)):
+        return "Only a manager may raise a run's spend ceiling."
+    if requested(user, run):
+        return "You requested this run: another manager must raise its ceiling (four-eyes rule)."
+    return None
+
+
+def may_raise_ceiling(user: Any, run: Run) -> bool:
+    return ceiling_refusal(user, run) is None
+
+
 def may_decide_request(user: Any, req: ApprovalRequest) -> bool:
     return decide_refusal(user, req) is None
 

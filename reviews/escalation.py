@@ -150,3 +150,25 @@ def escalate(
         )
         transaction.on_commit(lambda: _notify(ticket.pk))
     return ticket
+
+
+def pause_if_running(
+    run_id: Any,
+    reason: str,
+    message: str,
+    *,
+    model_call: ModelCall | None = None,
+    details: dict[str, Any] | None = None,
+) -> EscalationTicket | None:
+    """Escalate, unless the run is no longer running (another job or step paused or stopped
+    it first): returns None then, and changes nothing.
+
+    For callers that may race (fan-out jobs): the check and the move happen under the run's
+    row lock, so no InvalidTransition is raised or swallowed. Whatever paused the run, no
+    model call leaves until it runs again, and the spend ceiling is checked again then.
+    """
+    with transaction.atomic():
+        status = Run.objects.select_for_update().filter(pk=run_id).values_list("status", flat=True).first()
+        if status != Run.Status.RUNNING:
+            return None
+        return escalate(run_id, reason, message, model_call=model_call, details=details)

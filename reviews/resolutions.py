@@ -16,17 +16,24 @@ Resolutions:
   with the proposed result; on a sign-off ticket for a tool call (a side effect refused until a
   human signs it off), that very call runs; otherwise the run continues;
 - fail: the run fails with the reviewer's comment.
+
+A ``budget_exceeded`` ticket is decided by a manager, and any resolution that would let the
+run spend again (resume, retry, approve, a corrected tool output) is refused while the run
+is still at its spend ceiling: resuming never removes or raises the ceiling. A manager who
+did not request the run raises it first (costs.accounting.raise_ceiling).
 """
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from costs import accounting
 from orchestration import audit, lifecycle
 from orchestration.models import Run, ToolCall
 from orchestration.validation import cut_to_schema, schema_errors
@@ -147,6 +154,24 @@ def correction_target(ticket: EscalationTicket) -> dict[str, Any]:
     return {"kind": "final", "name": "final output", "schema": workflow.output_schema, "current": proposed}
 
 
+def _needed(ticket: EscalationTicket) -> tuple[Decimal, int]:
+    """What the call the run could not make needed (recorded on the ticket when it opened)."""
+    details = ticket.context.get("details") or {}
+    try:
+        return Decimal(str(details.get("needed_usd", "0"))), int(details.get("needed_tokens", 0))
+    except (InvalidOperation, TypeError, ValueError):
+        return Decimal(0), 0
+
+
+def _check_headroom(ticket: EscalationTicket, run: Run) -> None:
+    """A run paused at its ceiling goes on only once the ceiling has room for its next call."""
+    if ticket.reason != EscalationTicket.Reason.BUDGET_EXCEEDED:
+        return
+    blocked = accounting.blocked_until_raised(run, *_needed(ticket))
+    if blocked:
+        raise ReviewError(blocked)
+
+
 def _unanswered_tool_uses(run: Run) -> list[dict[str, Any]]:
     last = run.model_calls.filter(status="ok").order_by("-turn").first()
     if last is None or last.stop_reason != "tool_use":
@@ -179,6 +204,8 @@ def resolve(
                 raise ReviewError("The run halted and cannot go on; only 'fail' (acknowledge) closes this ticket.")
             raise ReviewError(f"The run is {run.status}, not awaiting review; nothing was changed.")
         payload: dict[str, Any] = {"ticket": ticket.pk, "resolution": action, "comment": comment}
+        if action != Res.FAIL and not (action == Res.CORRECT and correction_target(ticket)["kind"] == "final"):
+            _check_headroom(ticket, run)  # every resolution that lets the run call the model again
 
         if action == Res.RESUME:
             text = note.strip() or comment.strip()

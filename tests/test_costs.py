@@ -10,12 +10,13 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from costs import accounting
 from costs.models import Budget
 from costs.pricing import Usage, batch_saving, cache_saving, cost_of
 from costs.reports import run_savings, spend_report
 from orchestration.launch import RunRefused, start_run
 from orchestration.models import AuditEvent, ModelCall, Run
-from reviews import approvals, resolutions
+from reviews import access, approvals, resolutions
 from reviews.models import EscalationTicket
 from tests.api_helpers import call, token_for
 
@@ -136,34 +137,48 @@ def test_daily_start_limit_from_every_entry_point(client, operator, manager, set
 # --- the mid-run guard ----------------------------------------------------------------------
 
 
-def test_approved_run_pauses_when_cost_passes_the_estimate_by_a_quarter(drive, operator, manager, settings):
+def test_approved_run_pauses_before_a_call_that_could_pass_its_estimate_plus_a_quarter(
+        drive, operator, manager, settings):
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     run = start_run("financial_reporting", INPUT, operator)
+    assert run.ceiling_usd == (run.estimate_usd * Decimal("1.25")).quantize(Decimal("1e-12"))
     req = run.approvals.get()
     approvals.decide(req.pk, manager, approve=True)
-    # Make the approved estimate small enough that the first call passes it by over 25%.
-    first_call_cost = Decimal("0.004")
-    req.__class__.objects.filter(pk=req.pk).update(estimate_usd=first_call_cost / Decimal("1.25") / 2)
+    # As if the approved estimate were small: the first call's worst case does not fit.
+    Run.objects.filter(pk=run.pk).update(ceiling_usd=Decimal("0.004"))
     run = drive(run)
     assert run.status == Run.Status.AWAITING_REVIEW
     ticket = run.tickets.get()
     assert ticket.reason == R.BUDGET_EXCEEDED
-    assert "past its approved estimate" in ticket.message and "plus 25%" in ticket.message
-    assert run.model_calls.count() == 1
+    assert "its approved estimate of $" in ticket.message and "plus 25%" in ticket.message
+    assert run.model_calls.count() == 0 and run.cost_usd == 0  # not sent
 
 
-def test_never_approved_run_pauses_at_the_threshold_and_only_a_manager_lets_it_go_on(drive, operator, reviewer, manager, settings):
+def test_never_approved_run_pauses_at_the_threshold_and_only_a_manager_lets_it_go_on(
+        drive, operator, reviewer, manager, settings, monkeypatch):
+    import dataclasses
+
+    from orchestration.workflows import registry
+
+    workflow = registry.get("financial_reporting")
+    roomy = dataclasses.replace(workflow, constraints=dataclasses.replace(workflow.constraints, max_cost_usd=Decimal(50)))
+    monkeypatch.setitem(registry._REGISTRY, "financial_reporting", roomy)
+    settings.APPROVAL_THRESHOLD_USD = Decimal("19.00")
     run = start_run("financial_reporting", INPUT, operator)
-    assert run.status == Run.Status.QUEUED
-    settings.APPROVAL_THRESHOLD_USD = Decimal("0.001")  # lowered after the start: the guard uses it
+    assert run.status == Run.Status.QUEUED and run.ceiling_usd == Decimal("19.00")
+    settings.APPROVAL_THRESHOLD_USD = Decimal("0.001")  # lowered after the start: the stored ceiling holds
+    Run.objects.filter(pk=run.pk).update(ceiling_usd=Decimal("0.001"))  # as if it had been this low
     run = drive(run)
     ticket = run.tickets.get()
-    assert ticket.reason == R.BUDGET_EXCEEDED and "approval threshold (it was never approved)" in ticket.message
+    assert ticket.reason == R.BUDGET_EXCEEDED and "the $19.00 approval threshold" in ticket.message
     with pytest.raises(resolutions.ReviewError, match="Only a manager"):
         resolutions.resolve(ticket.pk, reviewer, "resume", note="go on")
-    resolutions.resolve(ticket.pk, manager, "resume", note="Worth it; go on.")
+    with pytest.raises(resolutions.ReviewError, match="raise the ceiling first"):
+        resolutions.resolve(ticket.pk, manager, "resume", note="Worth it; go on.")
+    accounting.raise_ceiling(run.pk, manager, refusal=access.ceiling_refusal, usd="1.00")
+    resolutions.resolve(ticket.pk, manager, "retry", comment="Worth it; go on.")
     run = drive(run)
-    assert run.status == Run.Status.SUCCEEDED  # the same limit does not stop it twice
+    assert run.status == Run.Status.SUCCEEDED and run.cost_usd <= Decimal("1.001")
     assert run.tickets.count() == 1
 
 

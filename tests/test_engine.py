@@ -262,13 +262,15 @@ def test_cost_budget_escalates_when_crossed(operator, drive, monkeypatch):
     workflow = registry.get("financial_reporting")
     import dataclasses
 
-    tight = dataclasses.replace(workflow, constraints=dataclasses.replace(workflow.constraints, max_cost_usd=Decimal("0.02")))
+    tight = dataclasses.replace(workflow, constraints=dataclasses.replace(workflow.constraints, max_cost_usd=Decimal("0.15")))
     monkeypatch.setitem(registry._REGISTRY, "financial_reporting", tight)
     run = drive(_start(operator, "financial_reporting", {"date": "2026-11-20"}))
     ticket = run.tickets.get()
-    assert ticket.reason == "budget_exceeded" and "over its budget of $0.02" in ticket.message
-    assert run.cost_usd > Decimal("0.02")
-    assert run.cost_usd - run.model_calls.order_by("-turn").first().cost_usd <= Decimal("0.02")
+    # The call that would not fit under the ceiling at its worst case was never sent.
+    assert ticket.reason == "budget_exceeded"
+    assert "would pass its ceiling of $0.15 (the workflow's maximum of $0.15)" in ticket.message
+    assert run.model_calls.count() >= 1 and run.cost_usd <= Decimal("0.15") and run.reserved_usd == 0
+    assert run.cost_usd + Decimal(ticket.context["details"]["needed_usd"]) > Decimal("0.15")
 
 
 def test_redelivered_step_is_harmless(operator, drive):

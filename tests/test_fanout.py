@@ -597,9 +597,9 @@ def test_budget_breach_pauses_the_run_and_resume_finishes_it(
     calls = {"n": 0}
     real = accounting.spend_breach
 
-    def breach_once(charge, workflow):
+    def breach_once(run):
         calls["n"] += 1
-        return "The run cost too much (test)." if calls["n"] == 6 else real(charge, workflow)
+        return "The run cost too much (test)." if calls["n"] == 6 else real(run)
 
     monkeypatch.setattr(accounting, "spend_breach", breach_once)
     run = drive_fanout(drive_fanout.start({"n": 8}), threads=2)

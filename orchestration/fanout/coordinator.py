@@ -59,7 +59,7 @@ from orchestration.privacy import require_readable
 from orchestration.tool_execution import backoff_seconds, in_round, round_start
 from orchestration.validation import parse_json_answer, schema_errors
 from orchestration.workflows.declaration import FanoutSpec, JobResult, Workflow
-from reviews.escalation import escalate
+from reviews.escalation import escalate, pause_if_running
 from reviews.models import EscalationTicket
 
 logger = logging.getLogger(__name__)
@@ -168,11 +168,8 @@ def _user_turn(run: Run, workflow: Workflow, turn: int, refused: list[str]) -> d
 
 
 def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
-    ModelCall.objects.filter(run=run, job__isnull=True, status=ModelCall.Status.PENDING).update(
-        status=ModelCall.Status.ERROR,
-        finished_at=timezone.now(),
-        error="interrupted: the worker stopped before the response was recorded",
-    )
+    # A call left pending by a dead worker: failed, and its reservation given back.
+    accounting.release_interrupted(ModelCall.objects.filter(run=run, job__isnull=True))
     calls = ModelCall.objects.filter(run=run, job__isnull=True, turn=turn)
     done = calls.filter(status=ModelCall.Status.OK).order_by("-attempt").first()
     refusals = _refusals(run, turn)
@@ -183,7 +180,19 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
     refused = refusals[done.pk] if done is not None else []
     user = json.dumps(_user_turn(run, workflow, turn, refused), ensure_ascii=False)
     model = workflow.orchestrator_model
-    mc = ModelCall.objects.create(
+    params = {
+        "model": model,
+        "max_tokens": workflow.constraints.max_output_tokens,
+        "system": [
+            {
+                "type": "text",
+                "text": run.workflow_version.system_prompt,
+                "cache_control": {"type": "ephemeral"},
+            }
+        ],
+        "messages": [{"role": "user", "content": user}],
+    }
+    mc = ModelCall(
         run=run,
         turn=turn,
         attempt=attempt,
@@ -191,23 +200,18 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
         model=model,
         request_content=[{"type": "text", "text": user}],
     )
+    try:
+        accounting.reserve(mc, params)  # saves mc, or sends nothing
+    except accounting.DoesNotFit as refused:
+        if refused.running:
+            pause_if_running(run.pk, R.BUDGET_EXCEEDED, str(refused), details=refused.details)
+        return None
     client = client_for(
         workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults")
     )
     started = time.monotonic()
     try:
-        raw = client.messages.with_raw_response.create(
-            model=model,
-            max_tokens=workflow.constraints.max_output_tokens,
-            system=[
-                {
-                    "type": "text",
-                    "text": run.workflow_version.system_prompt,
-                    "cache_control": {"type": "ephemeral"},
-                }
-            ],
-            messages=[{"role": "user", "content": user}],
-        )
+        raw = client.messages.with_raw_response.create(**params)
         message = raw.parse()
     except anthropic.APIError as exc:
         jobs._record_error(mc, exc, started)
@@ -256,11 +260,12 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
                 "request_id": mc.request_id,
             },
         )
-    crossed = accounting.spend_breach(charged, workflow)
+    # The spend check first, before the answer is judged at all.
+    crossed = accounting.spend_breach(charged.run)
     if crossed:
         # Paid for and recorded; a manager decides whether the run may go on. On resume the
         # step judges this same answer (see above) instead of asking again.
-        escalate(run.pk, R.BUDGET_EXCEEDED, crossed, model_call=mc)
+        pause_if_running(run.pk, R.BUDGET_EXCEEDED, crossed, model_call=mc)
         return None
     return _after_answer(run, workflow, turn, mc)
 

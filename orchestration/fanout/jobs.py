@@ -21,7 +21,6 @@ calls (interrupted ones count), after the SDK's own retries.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import random
@@ -39,7 +38,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from costs import accounting
-from orchestration import audit, lifecycle
+from orchestration import audit
 from orchestration.fanout import artifacts, prompts, slots
 from orchestration.fanout.models import FanoutJob
 from orchestration.llm import client_for
@@ -49,7 +48,7 @@ from orchestration.tool_execution import backoff_seconds
 from orchestration.validation import parse_json_answer, schema_errors
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import Workflow
-from reviews.escalation import escalate
+from reviews.escalation import pause_if_running
 from reviews.models import EscalationTicket
 
 logger = logging.getLogger(__name__)
@@ -94,22 +93,20 @@ def enqueue(job_pk: int, countdown: float | None = None) -> None:
 def claim(job_pk: int, token: str) -> FanoutJob | None:
     """Take the job's lease: a freshly dispatched job (no owner) or one whose lease expired."""
     now = timezone.now()
-    with transaction.atomic():
-        claimed = FanoutJob.objects.filter(
-            Q(lease_owner="") | Q(lease_expires_at__lt=now), pk=job_pk, status=J.RUNNING
-        ).update(
-            lease_owner=token,
-            lease_expires_at=_lease_until(),
-            started_at=Coalesce("started_at", now),
-        )
-        if not claimed:
-            return None
-        # Calls still pending belong to a task that died (or lost its lease) mid-call.
-        ModelCall.objects.filter(job_id=job_pk, status=ModelCall.Status.PENDING).update(
-            status=ModelCall.Status.ERROR,
-            finished_at=now,
-            error="interrupted: the worker stopped before the response was recorded",
-        )
+    claimed = FanoutJob.objects.filter(
+        Q(lease_owner="") | Q(lease_expires_at__lt=now), pk=job_pk, status=J.RUNNING
+    ).update(
+        lease_owner=token,
+        lease_expires_at=_lease_until(),
+        started_at=Coalesce("started_at", now),
+    )
+    if not claimed:
+        return None
+    # Calls still pending belong to a task that died (or lost its lease) mid-call: failed,
+    # and their reservations given back (its own transaction: runs are locked before their
+    # calls and jobs, everywhere). The lease is ours, so no call of this job is started
+    # meanwhile.
+    accounting.release_interrupted(ModelCall.objects.filter(job_id=job_pk))
     return FanoutJob.objects.select_related("run").get(pk=job_pk)
 
 
@@ -330,9 +327,15 @@ def _call(
             raise CallFailed(
                 f"{limit} attempts, each after the SDK's own retries. Last error: {last_error or 'interrupted'}"
             )
+        params = {
+            "model": model,
+            "max_tokens": max_tokens,
+            "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": user}],
+        }
         with slots.slot(f"{job.pk}:{role}:{turn}:{attempt}", wait):
             _renew(job, token)  # waiting for the slot must not outlive the lease
-            mc = ModelCall.objects.create(
+            mc = ModelCall(
                 run=run,
                 job=job,
                 role=role,
@@ -341,16 +344,20 @@ def _call(
                 model=model,
                 request_content=[{"type": "text", "text": user}],
             )
+            try:
+                # Held against the run's ceiling before the request leaves (saves mc). The
+                # reservation also requires the run to be running: once it pauses, for any
+                # reason, no job sends anything until it is resumed.
+                accounting.reserve(mc, params)
+            except accounting.DoesNotFit as refused:
+                if refused.running:
+                    pause_if_running(
+                        run.pk, EscalationTicket.Reason.BUDGET_EXCEEDED, str(refused), details=refused.details
+                    )
+                raise RunNotRunning from None  # the job goes back to the queue, unanswered
             started = time.monotonic()
             try:
-                raw = client.messages.with_raw_response.create(
-                    model=model,
-                    max_tokens=max_tokens,
-                    system=[
-                        {"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}
-                    ],
-                    messages=[{"role": "user", "content": user}],
-                )
+                raw = client.messages.with_raw_response.create(**params)
                 message = raw.parse()
                 error: anthropic.APIError | None = None
             except anthropic.APIError as exc:
@@ -360,7 +367,7 @@ def _call(
             mc.finished_at = timezone.now()
         if error is None:
             charged = _record(job, mc, raw, message, started)
-            _check_spend(run, workflow, charged, mc)
+            _check_spend(charged, mc)  # before any check of the answer
             problem = check(message) if check else None
             if problem is None:
                 return mc, message
@@ -400,6 +407,7 @@ def _record(
 
 
 def _record_error(mc: ModelCall, exc: anthropic.APIError, started: float) -> None:
+    accounting.release(mc)  # no usage: nothing was billed
     status = getattr(exc, "status_code", None)
     request = getattr(exc, "request", None)
     mc.status = ModelCall.Status.ERROR
@@ -422,13 +430,18 @@ def _record_error(mc: ModelCall, exc: anthropic.APIError, started: float) -> Non
     mc.save()
 
 
-def _check_spend(run: Run, workflow: Workflow, charged: accounting.Charge, mc: ModelCall) -> None:
-    crossed = accounting.spend_breach(charged, workflow)
+def _check_spend(charged: accounting.Charge, mc: ModelCall) -> None:
+    """Pause the run if this answer took it over its ceiling, and hand the job back: the
+    answer is recorded, and a resumed job uses it instead of asking again."""
+    crossed = accounting.spend_breach(charged.run)
     if not crossed:
         return
-    # Another job or the breaker may have paused or stopped the run already.
-    with contextlib.suppress(lifecycle.InvalidTransition):
-        escalate(run.pk, EscalationTicket.Reason.BUDGET_EXCEEDED, crossed, model_call=mc)
+    # If another job or the breaker paused or stopped the run first, it stays so; either way
+    # no further call of this run can reserve until it runs again.
+    pause_if_running(
+        charged.run.pk, EscalationTicket.Reason.BUDGET_EXCEEDED, crossed, model_call=mc
+    )
+    raise RunNotRunning
 
 
 def _finish(job: FanoutJob, token: str, status: str, reason: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import HttpResponse
@@ -19,6 +20,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from costs import accounting
 from orchestration.models import WorkflowVersion
 from orchestration.timeline import build_timeline
 from reviews import access, resolutions
@@ -137,16 +139,51 @@ def _detail_context(ticket: EscalationTicket) -> dict:
         "failing_tool_id": ticket.failing_tool_call_id,
         "failing_model_id": ticket.failing_model_call_id,
         "now": timezone.now(),
+        "ceiling_form": {},
     }
+
+
+def _with_ceiling(context: dict, user) -> dict:
+    """Whether this user may raise the run's ceiling here (a budget ticket, still open)."""
+    ticket = context["ticket"]
+    context["may_raise_ceiling"] = (
+        ticket.reason == EscalationTicket.Reason.BUDGET_EXCEEDED
+        and ticket.status != T.RESOLVED
+        and access.may_raise_ceiling(user, context["run"])
+    )
+    return context
 
 
 @resolver_required
 @require_GET
 def detail(request, ticket_id: int):
     ticket = access.get_ticket_for_user(request.user, ticket_id)
-    context = _detail_context(ticket)
+    context = _with_ceiling(_detail_context(ticket), request.user)
     context["form"] = {"corrected": resolutions.pretty(context["target"]["current"])}
     return render(request, "reviews/ticket.html", context)
+
+
+@resolver_required
+@require_POST
+def raise_ceiling(request, ticket_id: int):
+    """A manager who did not request the run adds what they typed to its spend ceiling."""
+    ticket = access.get_ticket_for_user(request.user, ticket_id)
+    if not access.may_raise_ceiling(request.user, ticket.run):
+        raise PermissionDenied("Only a manager who did not request the run may raise its ceiling.")
+    form = {k: request.POST.get(k, "") for k in ("add_usd", "add_tokens", "comment")}
+    try:
+        run = accounting.raise_ceiling(ticket.run_id, request.user, refusal=access.ceiling_refusal, usd=form["add_usd"], tokens=form["add_tokens"],
+                                       comment=form["comment"])
+    except accounting.CeilingError as exc:
+        ticket.run.refresh_from_db()
+        context = _with_ceiling(_detail_context(ticket), request.user)
+        context.update({"form": {"corrected": resolutions.pretty(context["target"]["current"])},
+                        "ceiling_form": form, "ceiling_error": str(exc)})
+        template = "reviews/ticket.html#ceiling" if request.htmx else "reviews/ticket.html"
+        return render(request, template, context, status=200 if request.htmx else 422)
+    messages.success(request, f"Ceiling raised to ${run.ceiling_usd:.2f}. Resume the ticket to let the run go on.")
+    target = reverse("ticket_detail", args=[ticket.pk])
+    return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
 
 
 @resolver_required
@@ -168,6 +205,6 @@ def resolve(request, ticket_id: int):
         messages.success(request, f"Ticket resolved: {form['action']}. Watch the run below.")
         return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
     ticket.refresh_from_db()
-    context = {**_detail_context(ticket), "form": form, "error": error, "errors": errors}
+    context = {**_with_ceiling(_detail_context(ticket), request.user), "form": form, "error": error, "errors": errors}
     template = "reviews/ticket.html#resolve_form" if request.htmx else "reviews/ticket.html"
     return render(request, template, context, status=200 if request.htmx else status)

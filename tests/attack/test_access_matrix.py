@@ -185,6 +185,10 @@ EXPECT: dict[str, dict[str, Any]] = {
         "POST": {"anonymous": 401, "operator": 415, "manager": 415, "*": 403},
     },
     "api/runs/<uuid:run_id>": {"GET": {"anonymous": 401, "outsider": 404, "*": 200}, "POST": 405},
+    "api/runs/<uuid:run_id>/ceiling": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "outsider": 404, "manager": 415, "*": 403},
+    },
     "api/tickets/<int:ticket_id>/resolve": {
         "GET": 405,
         "POST": {"anonymous": 401, "reviewer": 415, "manager": 415, "*": 403},
@@ -229,6 +233,11 @@ EXPECT: dict[str, dict[str, Any]] = {
     "reviews/tickets/<int:ticket_id>/claim/": {
         "GET": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
         "POST": {"anonymous": "login", "reviewer": 302, "manager": 302, "*": 403},
+    },
+    # Only a manager who did not request the run (the empty form is refused with a message).
+    "reviews/tickets/<int:ticket_id>/raise-ceiling/": {
+        "GET": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
+        "POST": {"anonymous": "login", "manager": 422, "*": 403},
     },
     "reviews/tickets/<int:ticket_id>/resolve/": {
         "GET": {"anonymous": "login", "reviewer": 405, "manager": 405, "*": 403},
