@@ -41,7 +41,6 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 

@@ -306,7 +306,9 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
             raise InvalidCorrection(errors)
         # A final output that needs a sign-off, supplied by a reviewer, is a sign-off.
         if workflow.regulatory_trigger:
-            from orchestration.tool_execution import recorded_state  # the known Reviews->Engine edge (LAYERS.md)
+            from orchestration.tool_execution import (
+                recorded_state,  # the known Reviews->Engine edge (LAYERS.md)
+            )
 
             needs_sign_off = workflow.regulatory_trigger(run.input, value, recorded_state(run))
         else:

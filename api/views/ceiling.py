@@ -14,9 +14,9 @@ from django.http import HttpRequest, JsonResponse
 from api import representation as rep
 from api.http import ApiError, api_view, json_body
 from costs import accounting
+from orchestration.models import Run
 from reviews import access
 from reviews.access import get_run_for_user
-from orchestration.models import Run
 
 STATUS = {"forbidden": 403, "conflict": 409, "not_found": 404, "invalid_input": 422}
 
