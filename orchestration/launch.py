@@ -126,7 +126,7 @@ def start_run(
                 options=options or {}, idempotency_key=idempotency_key,
                 estimate_usd=estimate.upper_usd, estimate=calculation,
             )
-            audit.record("run.requested", run=run, actor=user, payload={
+            audit.record("run.requested", run=run, actor=user, evidence_of=[run], payload={
                 "workflow": workflow.name, "version": version.content_hash, "source": source, "input": value,
             })
             audit.record("estimate.made", run=run, actor="engine", payload={

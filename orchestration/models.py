@@ -127,6 +127,11 @@ class Run(models.Model):
     # The step that holds the run until this time; see orchestration.engine.claim_step.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     steps_taken = models.PositiveIntegerField(default=0)
+    # The head of the run's audit chain: its last event's position and hash, written by
+    # orchestration.audit.record under the chain lock with every event of the run. A deleted
+    # trailing event leaves this pointing at an event that is not there (verify_run).
+    audit_head_seq = models.PositiveIntegerField(default=0)
+    audit_head_hash = models.CharField(max_length=64, blank=True, default="")
     # NULL, not "", for "no key": the unique constraint below only applies to real keys.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
@@ -183,6 +188,9 @@ class Run(models.Model):
             ("start_run", "Can start runs"),
             ("view_all_runs", "Can see every user's runs"),
         ]
+
+    # What the audit chain digests when an event records this run (orchestration.audit).
+    EVIDENCE_FIELDS = ("input", "result")
 
     def __str__(self) -> str:
         return f"{self.workflow_name} {str(self.id)[:8]} ({self.status})"
@@ -281,6 +289,11 @@ class ModelCall(models.Model):
                          name="modelcall_pending_batch"),
         ]
 
+    # What the audit chain digests when an event records this call (orchestration.audit);
+    # the retention purge may empty the contents (a payload.purged event says when).
+    EVIDENCE_FIELDS = ("model", "request_content", "response_content", "stop_reason")
+    PURGEABLE_FIELDS = ("request_content", "response_content")
+
     def __str__(self) -> str:
         return f"{self.model} turn {self.turn} attempt {self.attempt} ({self.status})"
 
@@ -363,6 +376,11 @@ class ToolCall(models.Model):
             GinIndex(fields=["search_vector"], name="toolcall_search"),
         ]
 
+    # What the audit chain digests when an event records this attempt (orchestration.audit).
+    # ``settled`` is not: a reviewer's retry clears it after the event.
+    EVIDENCE_FIELDS = ("name", "status", "input", "output", "raw_output")
+    PURGEABLE_FIELDS = ("input", "output", "raw_output")
+
     def __str__(self) -> str:
         return f"{self.name} attempt {self.attempt} ({self.status})"
 
@@ -397,6 +415,10 @@ class AuditEvent(models.Model):
     run_prev_hash = models.CharField(max_length=64, blank=True, help_text="Hash of the run's previous event.")
     payload_digest = models.CharField(max_length=64, help_text="sha256 of the canonical payload.")
     payload_purged_at = models.DateTimeField(null=True, blank=True)
+    # HMAC of ``hash`` with the signing key named by ``key_id`` (AUDIT_SIGNING_KEY): a forger
+    # with database access but not the key cannot produce it.
+    key_id = models.CharField(max_length=16, blank=True, default="")
+    mac = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["seq"]
@@ -412,7 +434,31 @@ class AuditEvent(models.Model):
         return f"#{self.seq} {self.kind} by {self.actor_label}"
 
 
+class AuditCheckpoint(models.Model):
+    """A signed copy of the global chain's head: (seq, hash) with an HMAC under AUDIT_SIGNING_KEY.
+
+    Written by beat every AUDIT_CHECKPOINT_SECONDS (when the head moved) and by every
+    successful ``verify_audit``. Verification checks every checkpoint's MAC and that the event
+    at its ``seq`` still has its ``hash``: events cut from the end of the chain, or a chain
+    rewritten and re-hashed in SQL, no longer match a checkpoint signed before.
+    """
+
+    seq = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=16)
+    mac = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["seq", "id"]
+        # Verification walks checkpoints in chain order; the run page reads the latest one.
+        indexes = [models.Index(fields=["seq"], name="auditcheckpoint_seq")]
+
+    def __str__(self) -> str:
+        return f"checkpoint #{self.pk} at event #{self.seq}"
+
+
 # Fan-out models live in their own module of this app (orchestration.fanout.models).
 from orchestration.fanout.models import Fanout, FanoutJob  # noqa: E402
 
-__all__ = ["AuditEvent", "Fanout", "FanoutJob", "ModelCall", "Run", "ToolCall", "WorkflowVersion"]
+__all__ = ["AuditCheckpoint", "AuditEvent", "Fanout", "FanoutJob", "ModelCall", "Run", "ToolCall", "WorkflowVersion"]
