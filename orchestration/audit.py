@@ -186,7 +186,9 @@ def evidence(objs: Iterable[models.Model]) -> list[dict[str, Any]]:
         for pk in pks:
             row = rows.get(pk)
             if row is None:
-                raise ValueError(f"{model._meta.verbose_name} {pk} is not saved: no evidence to record")
+                raise ValueError(
+                    f"{model._meta.verbose_name} {pk} is not saved: no evidence to record"
+                )
             entries.append(
                 {
                     "model": _label(model),
@@ -213,6 +215,12 @@ def event_hash(event: AuditEvent) -> str:
     if isinstance(event.payload, dict) and EVIDENCE_KEY in event.payload:
         body["evidence_digest"] = payload_digest(event.payload[EVIDENCE_KEY])
     return hashlib.sha256((event.prev_hash + _canonical(body)).encode()).hexdigest()
+
+
+def seal(event: AuditEvent) -> None:
+    """Set the event's hash and its signature (with the signing key) from its other fields."""
+    event.hash = event_hash(event)
+    event.key_id, event.mac = sign(_event_message(event))
 
 
 def record(
@@ -270,13 +278,13 @@ def record(
             created_at=timezone.now(),
             prev_hash=last["hash"] if last else GENESIS_HASH,
         )
-        event.hash = event_hash(event)
-        event.key_id, event.mac = sign(_event_message(event))
+        seal(event)
         event.save(force_insert=True)
         if run is not None:
             Run.objects.filter(pk=run.pk).update(
                 audit_head_seq=event.run_seq, audit_head_hash=event.hash
             )
+            run.audit_head_seq, run.audit_head_hash = event.run_seq, event.hash
         return event
 
 
@@ -294,7 +302,11 @@ def sign_checkpoint() -> AuditCheckpoint | None:
     # A copy outside the database: whoever keeps the logs can check the head against it.
     logger.info(
         "audit checkpoint #%s signed: event #%s hash %s key %s mac %s",
-        cp.pk, cp.seq, cp.hash, cp.key_id, cp.mac,
+        cp.pk,
+        cp.seq,
+        cp.hash,
+        cp.key_id,
+        cp.mac,
     )
     return cp
 
@@ -331,7 +343,12 @@ class ChainReport:
             "problem": self.problem,
             "run": self.run_id,
             "evidence": self.evidence,
-            "checkpoint": self.checkpoint,
+            "checkpoint": {
+                **self.checkpoint,
+                "created_at": self.checkpoint["created_at"].isoformat(),
+            }
+            if self.checkpoint
+            else None,
             "after_checkpoint": self.after_checkpoint,
         }
 
@@ -383,7 +400,9 @@ class _Evidence:
     def check(self, run_id: Any) -> tuple[int | None, str, dict[str, int]]:
         """(event seq, problem) of the first row that differs from its latest evidence, and the
         number of rows checked by kind."""
-        by_model: dict[str, dict[str, dict[str, tuple[str, int]]]] = defaultdict(lambda: defaultdict(dict))
+        by_model: dict[str, dict[str, dict[str, tuple[str, int]]]] = defaultdict(
+            lambda: defaultdict(dict)
+        )
         for (label, pk, name), recorded in self.latest.items():
             by_model[label][pk][name] = recorded
         counts: dict[str, int] = {}
@@ -393,20 +412,30 @@ class _Evidence:
                 model = apps.get_model(label)
             except (LookupError, ValueError):
                 seq = min(r[1] for fields in rows_recorded.values() for r in fields.values())
-                failures.append((seq, f"event #{seq} records evidence of an unknown kind of row ({label})"))
+                failures.append(
+                    (seq, f"event #{seq} records evidence of an unknown kind of row ({label})")
+                )
                 continue
             noun = str(model._meta.verbose_name)
             names = sorted({n for fields in rows_recorded.values() for n in fields})
             purgeable = getattr(model, "PURGEABLE_FIELDS", ())
-            extra = ["payload_purged_at"] if any(f.name == "payload_purged_at" for f in model._meta.fields) else []
+            extra = (
+                ["payload_purged_at"]
+                if any(f.name == "payload_purged_at" for f in model._meta.fields)
+                else []
+            )
             try:
                 rows = {
                     str(r["pk"]): r
-                    for r in model._base_manager.filter(pk__in=list(rows_recorded)).values("pk", *names, *extra)
+                    for r in model._base_manager.filter(pk__in=list(rows_recorded)).values(
+                        "pk", *names, *extra
+                    )
                 }
             except Exception as exc:  # noqa: BLE001 - an unreadable row is a finding, not a crash
                 seq = min(r[1] for fields in rows_recorded.values() for r in fields.values())
-                failures.append((seq, f"the {noun} rows recorded by the chain could not be read: {exc}"))
+                failures.append(
+                    (seq, f"the {noun} rows recorded by the chain could not be read: {exc}")
+                )
                 continue
             for pk, fields in rows_recorded.items():
                 row = rows.get(pk)
@@ -594,7 +623,10 @@ def _latest_checkpoint() -> tuple[dict[str, Any] | None, str]:
             "events were cut from the chain"
         )
     if event.hash != cp.hash or _content_problem(event):
-        return None, f"event #{cp.seq} does not match signed checkpoint #{cp.pk}: the chain was rewritten"
+        return (
+            None,
+            f"event #{cp.seq} does not match signed checkpoint #{cp.pk}: the chain was rewritten",
+        )
     return _checkpoint_info(cp), ""
 
 
@@ -611,7 +643,9 @@ def _verify_from(run_id: Any, head: RunHead | None) -> tuple[ChainReport, RunHea
         return report, None
     # Purged events: their stamp must be that of a later payload.purged event of the run.
     found = _Evidence()
-    purge_events = events if head is None else AuditEvent.objects.filter(run_id=run_id, kind=PURGE_KIND)
+    purge_events = (
+        events if head is None else AuditEvent.objects.filter(run_id=run_id, kind=PURGE_KIND)
+    )
     for event in purge_events:
         if event.kind == PURGE_KIND:
             found.add(event)
@@ -651,10 +685,14 @@ def _verify_from(run_id: Any, head: RunHead | None) -> tuple[ChainReport, RunHea
 def _with_checkpoint(report: ChainReport, head: RunHead, run_id: Any) -> ChainReport:
     """The run's report with what was verified: evidence rows by kind (the run's own row as
     "result" when it has one) and the latest signed checkpoint."""
-    counts = _counts({label: len(ids) for label, ids in head.rows.items() if label != "orchestration.run"})
-    if head.rows.get("orchestration.run"):
-        has_result = Run.objects.filter(pk=run_id, result__isnull=False).exists()
-        counts["result"] = 1 if has_result else 0
+    counts = _counts(
+        {label: len(ids) for label, ids in head.rows.items() if label != "orchestration.run"}
+    )
+    if (
+        head.rows.get("orchestration.run")
+        and Run.objects.filter(pk=run_id, result__isnull=False).exists()
+    ):
+        counts["result"] = 1
     cp, problem = _latest_checkpoint()
     if problem:
         return ChainReport(report.checked, cp["seq"] if cp else 0, problem, str(run_id))
@@ -662,7 +700,10 @@ def _with_checkpoint(report: ChainReport, head: RunHead, run_id: Any) -> ChainRe
     if cp is not None:
         after = AuditEvent.objects.filter(run_id=run_id, seq__gt=cp["seq"]).count()
     return ChainReport(
-        report.checked, run_id=str(run_id), evidence=counts, checkpoint=cp,
+        report.checked,
+        run_id=str(run_id),
+        evidence=counts,
+        checkpoint=cp,
         after_checkpoint=after,
     )
 
@@ -788,7 +829,8 @@ def verify_chain(run_id: Any = None) -> ChainReport:
                 return broken(cp.seq, f"signed checkpoint #{cp.pk} (event #{cp.seq}) {why}")
             if cp.seq == event.seq and cp.hash != event.hash:
                 return broken(
-                    cp.seq, f"event #{cp.seq} does not match signed checkpoint #{cp.pk}: the chain was rewritten"
+                    cp.seq,
+                    f"event #{cp.seq} does not match signed checkpoint #{cp.pk}: the chain was rewritten",
                 )
             latest_cp, cp = cp, next(checkpoints, None)
         expected_prev, expected_seq = event.hash, expected_seq + 1
@@ -828,10 +870,14 @@ def verify_chain(run_id: Any = None) -> ChainReport:
     )
 
 
-def _verify_all_evidence(counts: dict[str, int], batch: int = 500) -> tuple[int | None, str, str | None] | None:
+def _verify_all_evidence(
+    counts: dict[str, int], batch: int = 500
+) -> tuple[int | None, str, str | None] | None:
     """Check every evidence row against the latest event recording it, a batch of runs at a
     time (memory bounded by the batch); run-less events last."""
-    run_ids = AuditEvent.objects.filter(run__isnull=False).values_list("run_id", flat=True).distinct()
+    run_ids = (
+        AuditEvent.objects.filter(run__isnull=False).values_list("run_id", flat=True).distinct()
+    )
     pending = list(run_ids.order_by("run_id"))
     scopes: list[Q] = [Q(run_id__in=pending[i : i + batch]) for i in range(0, len(pending), batch)]
     scopes.append(Q(run__isnull=True))

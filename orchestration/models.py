@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
@@ -191,9 +192,22 @@ class Run(models.Model):
 
     # What the audit chain digests when an event records this run (orchestration.audit).
     EVIDENCE_FIELDS = ("input", "result")
+    # Written only by orchestration.audit.record, under the chain lock.
+    AUDIT_HEAD_FIELDS = ("audit_head_seq", "audit_head_hash")
 
     def __str__(self) -> str:
         return f"{self.workflow_name} {str(self.id)[:8]} ({self.status})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """A full save of an existing run leaves the audit head alone: the instance may have
+        been loaded before the latest event, and writing its copy back would move the head."""
+        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and not f.generated and f.name not in self.AUDIT_HEAD_FIELDS
+            ]
+        super().save(*args, **kwargs)
 
     @property
     def is_final(self) -> bool:

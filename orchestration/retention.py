@@ -89,7 +89,9 @@ def purge_payloads(
         "events": _purgeable_events().filter(run=OuterRef("pk")),
     }
     candidates = purgeable_runs(cutoff).filter(
-        Exists(unpurged["model_calls"]) | Exists(unpurged["tool_calls"]) | Exists(unpurged["events"])
+        Exists(unpurged["model_calls"])
+        | Exists(unpurged["tool_calls"])
+        | Exists(unpurged["events"])
     )
     run_ids = list(candidates.values_list("pk", flat=True))
     for start in range(0, len(run_ids), batch_size):
@@ -110,7 +112,12 @@ def purge_payloads(
         with transaction.atomic():
             # The runs' rows first, in one order: each purge event below locks its run's row
             # then the chain, and a run locked after the chain could deadlock (audit.record).
-            runs = list(Run.objects.select_for_update(no_key=True).filter(pk__in=batch).order_by("pk").only("pk"))
+            runs = list(
+                Run.objects.select_for_update(no_key=True)
+                .filter(pk__in=batch)
+                .order_by("pk")
+                .only("pk")
+            )
             report.model_calls += mcs.update(
                 request_content=None, response_content=None, payload_purged_at=stamp
             )
@@ -120,7 +127,12 @@ def purge_payloads(
             report.events += evs.update(payload=_EVIDENCE_ONLY, payload_purged_at=stamp)
             report.tickets += tks.update(context={"purged_at": stamp.isoformat()})
             for run in runs:
-                audit.record(audit.PURGE_KIND, run=run, actor="system", payload={"purged_at": stamp.isoformat()})
+                audit.record(
+                    audit.PURGE_KIND,
+                    run=run,
+                    actor="system",
+                    payload={"purged_at": stamp.isoformat()},
+                )
     runless = _purgeable_events().filter(run__isnull=True, created_at__lt=cutoff)
     if dry_run:
         report.events += runless.count()
@@ -128,14 +140,18 @@ def purge_payloads(
         with transaction.atomic():
             purged = runless.update(payload=_EVIDENCE_ONLY, payload_purged_at=stamp)
             if purged:
-                audit.record(audit.PURGE_KIND, actor="system", payload={"purged_at": stamp.isoformat()})
+                audit.record(
+                    audit.PURGE_KIND, actor="system", payload={"purged_at": stamp.isoformat()}
+                )
             report.events += purged
     return report
 
 
 def _purgeable_events():
     """Unpurged events whose payload the purge may drop: every one but the decisions."""
-    return AuditEvent.objects.filter(payload_purged_at__isnull=True).exclude(audit.kept_by_retention())
+    return AuditEvent.objects.filter(payload_purged_at__isnull=True).exclude(
+        audit.kept_by_retention()
+    )
 
 
 # A purged payload keeps only its evidence digests (hashed on their own, see orchestration.audit).

@@ -55,7 +55,9 @@ def history(operator, reviewer, manager, settings, monkeypatch):
     audit.record("final.rejected", run=done, payload={"problems": ["a nudge, no evidence"]})
     audit.record(f"run.{done.status}", run=done, payload={"again": True}, evidence_of=[done])
     paused = make_run(operator, status=Run.Status.RUNNING, tool_output={"txn_id": "TX-2"})
-    ticket = escalate(paused.pk, EscalationTicket.Reason.AMBIGUITY, "Which day?", details={"why": "?"})
+    ticket = escalate(
+        paused.pk, EscalationTicket.Reason.AMBIGUITY, "Which day?", details={"why": "?"}
+    )
     resolutions.resolve(ticket.pk, reviewer, "fail", comment="wrong input")
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     waiting = start_run("financial_reporting", '{"date": "2026-11-12"}', operator)
@@ -111,15 +113,25 @@ def test_an_untouched_installation_verifies_and_says_what_it_verified(history):
     # The next verification checks that checkpoint, and says so.
     again = audit.verify_chain()
     assert again.ok and again.checkpoint["id"] == checkpoint.pk and again.after_checkpoint == 0
-    assert f"up to signed checkpoint #{checkpoint.pk}" in audit.verify_run(history["done"].pk).summary
+    assert (
+        f"up to signed checkpoint #{checkpoint.pk}" in audit.verify_run(history["done"].pk).summary
+    )
 
 
 def test_every_event_is_signed_and_every_run_knows_its_head(history):
     events = AuditEvent.objects.all()
-    assert all(e.mac and e.key_id == audit.key_id(audit.settings.AUDIT_SIGNING_KEY[0]) for e in events)
+    assert all(
+        e.mac and e.key_id == audit.key_id(audit.settings.AUDIT_SIGNING_KEY[0]) for e in events
+    )
     for run in Run.objects.all():
         last = AuditEvent.objects.filter(run=run).order_by("-seq").first()
         assert (run.audit_head_seq, run.audit_head_hash) == (last.run_seq, last.hash)
+    # A copy of the run loaded before its latest event, saved after it, leaves the head alone.
+    stale = Run.objects.get(pk=history["done"].pk)
+    audit.record("final.rejected", run=history["done"], payload={"problems": ["again"]})
+    stale.error = "saved from a stale copy"
+    stale.save()
+    assert audit.verify_run(stale.pk).ok and audit.verify_chain().ok
 
 
 # --- edits of the evidence ---------------------------------------------------------------
@@ -128,38 +140,49 @@ def test_every_event_is_signed_and_every_run_knows_its_head(history):
 def test_an_edited_tool_call_output_is_caught(history):
     run = history["done"]
     tc = ToolCall.objects.get(run=run)
-    sql("UPDATE orchestration_toolcall SET output = %s WHERE id = %s",
-        ['{"transactions": [{"txn_id": "TX-20261120-001", "amount": "1.00"}]}', tc.pk])
+    sql(
+        "UPDATE orchestration_toolcall SET output = %s WHERE id = %s",
+        ['{"transactions": [{"txn_id": "TX-20261120-001", "amount": "1.00"}]}', tc.pk],
+    )
     assert_caught(run, f"tool call {tc.pk}: its output differs from what event #")
 
 
 def test_an_edited_tool_call_input_is_caught(history):
     run = history["done"]
     tc = ToolCall.objects.get(run=run)
-    sql("UPDATE orchestration_toolcall SET input = %s WHERE id = %s", ['{"date": "2026-01-01"}', tc.pk])
+    sql(
+        "UPDATE orchestration_toolcall SET input = %s WHERE id = %s",
+        ['{"date": "2026-01-01"}', tc.pk],
+    )
     assert_caught(run, f"tool call {tc.pk}: its input differs")
 
 
 def test_an_edited_model_response_is_caught(history):
     run = history["done"]
     mc = ModelCall.objects.get(run=run)
-    sql("UPDATE orchestration_modelcall SET response_content = %s WHERE id = %s",
-        [json.dumps([{"type": "text", "text": "I approve everything."}]), mc.pk])
+    sql(
+        "UPDATE orchestration_modelcall SET response_content = %s WHERE id = %s",
+        [json.dumps([{"type": "text", "text": "I approve everything."}]), mc.pk],
+    )
     assert_caught(run, f"model call {mc.pk}: its response_content differs")
 
 
 def test_an_edited_model_request_is_caught(history):
     run = history["done"]
     mc = ModelCall.objects.get(run=run)
-    sql("UPDATE orchestration_modelcall SET request_content = %s WHERE id = %s",
-        [json.dumps([{"type": "text", "text": "approve PAY-1"}]), mc.pk])
+    sql(
+        "UPDATE orchestration_modelcall SET request_content = %s WHERE id = %s",
+        [json.dumps([{"type": "text", "text": "approve PAY-1"}]), mc.pk],
+    )
     assert_caught(run, f"model call {mc.pk}: its request_content differs")
 
 
 def test_an_edited_run_result_is_caught(history):
     run = history["done"]
-    sql("UPDATE orchestration_run SET result = %s WHERE id = %s",
-        ['{"total": "999999.00", "published": true}', run.pk])
+    sql(
+        "UPDATE orchestration_run SET result = %s WHERE id = %s",
+        ['{"total": "999999.00", "published": true}', run.pk],
+    )
     assert_caught(run, f"run {run.pk}: its result differs")
 
 
@@ -182,22 +205,37 @@ def test_an_edited_ticket_snapshot_or_decision_is_caught(history, manager, colum
 
 @pytest.mark.parametrize(
     ("column", "value", "field"),
-    [("status", "approved", "status"), ("comment", "fine", "comment"), ("decided_by_id", None, "decided_by")],
+    [
+        ("status", "approved", "status"),
+        ("comment", "fine", "comment"),
+        ("decided_by_id", None, "decided_by"),
+    ],
 )
 def test_an_edited_approval_decision_is_caught(history, auditor, column, value, field):
     request = history["request"]
-    sql(f"UPDATE reviews_approvalrequest SET {column} = %s WHERE id = %s",  # noqa: S608
-        [auditor.pk if value is None else value, request.pk])
+    sql(
+        f"UPDATE reviews_approvalrequest SET {column} = %s WHERE id = %s",  # noqa: S608
+        [auditor.pk if value is None else value, request.pk],
+    )
     assert_caught(history["waiting"], f"approval request {request.pk}: its {field} differs")
 
 
 def test_an_edited_fanout_job_output_is_caught(history):
     run = history["done"]
-    job = FanoutJob.objects.create(run=run, job_id="j1", seq=1, prompt="scan a.py", schema={},
-                                   status="succeeded", output={"findings": [{"rule": "secret"}]})
+    job = FanoutJob.objects.create(
+        run=run,
+        job_id="j1",
+        seq=1,
+        prompt="scan a.py",
+        schema={},
+        status="succeeded",
+        output={"findings": [{"rule": "secret"}]},
+    )
     audit.record("fanout.job.passed", run=run, payload={"job_id": "j1"}, evidence_of=[job])
     assert audit.verify_run(run.pk).ok
-    sql("UPDATE orchestration_fanoutjob SET output = %s WHERE id = %s", ['{"findings": []}', job.pk])
+    sql(
+        "UPDATE orchestration_fanoutjob SET output = %s WHERE id = %s", ['{"findings": []}', job.pk]
+    )
     assert_caught(run, f"fanout job {job.pk}: its output differs")
 
 
@@ -231,15 +269,20 @@ def test_an_emptied_payload_needs_the_stamp_of_a_later_purge_event(history):
 
 def test_an_emptied_run_less_payload_needs_a_purge_event_too(history):
     event = AuditEvent.objects.get(kind="runs.exported")
-    sql("UPDATE orchestration_auditevent SET payload = '{}', payload_purged_at = now() WHERE seq = %s",
-        [event.seq])
+    sql(
+        "UPDATE orchestration_auditevent SET payload = '{}', payload_purged_at = now() WHERE seq = %s",
+        [event.seq],
+    )
     assert_caught(None, f"event #{event.seq} is marked purged at")
 
 
 def test_an_emptied_tool_output_needs_the_purge_too(history):
     run = history["done"]
     tc = ToolCall.objects.get(run=run)
-    sql("UPDATE orchestration_toolcall SET output = NULL, payload_purged_at = now() WHERE id = %s", [tc.pk])
+    sql(
+        "UPDATE orchestration_toolcall SET output = NULL, payload_purged_at = now() WHERE id = %s",
+        [tc.pk],
+    )
     assert_caught(run, f"tool call {tc.pk}: its output differs")
 
 
@@ -260,8 +303,10 @@ def test_deleted_trailing_events_of_a_run_are_caught(history):
 def test_a_moved_run_head_is_caught(history):
     run = history["done"]
     first = AuditEvent.objects.filter(run=run).order_by("seq").first()
-    sql("UPDATE orchestration_run SET audit_head_seq = %s, audit_head_hash = %s WHERE id = %s",
-        [first.run_seq, first.hash, run.pk])
+    sql(
+        "UPDATE orchestration_run SET audit_head_seq = %s, audit_head_hash = %s WHERE id = %s",
+        [first.run_seq, first.hash, run.pk],
+    )
     assert_caught(run, "is not its last event", "the head was altered")
 
 
@@ -270,8 +315,10 @@ def test_deleted_trailing_events_with_the_head_moved_back_break_the_global_chain
     events = list(AuditEvent.objects.filter(run=run).order_by("seq"))
     keep = events[-2]
     sql("DELETE FROM orchestration_auditevent WHERE seq = %s", [events[-1].seq])
-    sql("UPDATE orchestration_run SET audit_head_seq = %s, audit_head_hash = %s WHERE id = %s",
-        [keep.run_seq, keep.hash, run.pk])
+    sql(
+        "UPDATE orchestration_run SET audit_head_seq = %s, audit_head_hash = %s WHERE id = %s",
+        [keep.run_seq, keep.hash, run.pk],
+    )
     report = audit.verify_chain()
     assert not report.ok and f"missing event(s) before #{events[-1].seq + 1}" in report.problem
 
@@ -292,12 +339,17 @@ def _rehash_in_sql(from_seq: int) -> None:
             event.run_prev_hash = run_last.get(event.run_id, audit.GENESIS_HASH)
         event.payload_digest = audit.payload_digest(event.payload)
         event.hash = audit.event_hash(event)
-        sql("UPDATE orchestration_auditevent SET prev_hash = %s, run_prev_hash = %s, payload_digest = %s, "
+        sql(
+            "UPDATE orchestration_auditevent SET prev_hash = %s, run_prev_hash = %s, payload_digest = %s, "
             "hash = %s WHERE seq = %s",
-            [event.prev_hash, event.run_prev_hash, event.payload_digest, event.hash, event.seq])
+            [event.prev_hash, event.run_prev_hash, event.payload_digest, event.hash, event.seq],
+        )
         if event.run_id:
             run_last[event.run_id] = event.hash
-            sql("UPDATE orchestration_run SET audit_head_hash = %s WHERE id = %s", [event.hash, event.run_id])
+            sql(
+                "UPDATE orchestration_run SET audit_head_hash = %s WHERE id = %s",
+                [event.hash, event.run_id],
+            )
         prev = event.hash
 
 
@@ -310,7 +362,10 @@ def test_a_forged_output_with_every_hash_recomputed_is_caught_by_the_signatures(
     payload = event.payload
     entry = next(e for e in payload["evidence"] if e["model"] == "orchestration.toolcall")
     entry["digests"]["output"] = audit.payload_digest(forged)
-    sql("UPDATE orchestration_auditevent SET payload = %s WHERE seq = %s", [json.dumps(payload), event.seq])
+    sql(
+        "UPDATE orchestration_auditevent SET payload = %s WHERE seq = %s",
+        [json.dumps(payload), event.seq],
+    )
     _rehash_in_sql(event.seq)
     # Every hash, link, digest and head is consistent again: only the signatures are left.
     assert_caught(run, f"event #{event.seq} has a signature that does not match")
@@ -323,15 +378,23 @@ def test_events_cut_from_the_end_of_the_chain_are_caught_by_the_signed_checkpoin
     sql("DELETE FROM orchestration_auditevent WHERE seq = %s", [last.seq])
     report = audit.verify_chain()
     assert not report.ok
-    assert f"signed checkpoint #{checkpoint.pk} covers event #{last.seq}, but the chain ends" in report.problem
+    assert (
+        f"signed checkpoint #{checkpoint.pk} covers event #{last.seq}, but the chain ends"
+        in report.problem
+    )
     run_report = audit.verify_run(history["done"].pk)
     assert not run_report.ok and f"covers event #{last.seq}, which is missing" in run_report.problem
 
 
 def test_a_forged_checkpoint_is_caught(history):
     checkpoint = audit.sign_checkpoint()
-    sql("UPDATE orchestration_auditcheckpoint SET hash = %s WHERE id = %s", ["f" * 64, checkpoint.pk])
-    assert_caught(history["done"], f"signed checkpoint #{checkpoint.pk}", "signature that does not match")
+    sql(
+        "UPDATE orchestration_auditcheckpoint SET hash = %s WHERE id = %s",
+        ["f" * 64, checkpoint.pk],
+    )
+    assert_caught(
+        history["done"], f"signed checkpoint #{checkpoint.pk}", "signature that does not match"
+    )
 
 
 def test_key_rotation_verifies_what_old_keys_signed(operator, settings):
@@ -350,7 +413,11 @@ def test_key_rotation_verifies_what_old_keys_signed(operator, settings):
     # Retiring A too early: what A signed can no longer be verified, and the report says why.
     settings.AUDIT_SIGNING_KEY = [KEY_B]
     report = audit.verify_chain()
-    assert not report.ok and f"signed with key {audit.key_id(KEY_A)}, which AUDIT_SIGNING_KEY does not hold" in report.problem
+    assert (
+        not report.ok
+        and f"signed with key {audit.key_id(KEY_A)}, which AUDIT_SIGNING_KEY does not hold"
+        in report.problem
+    )
 
 
 def test_a_dev_key_only_when_debug(monkeypatch):
@@ -359,12 +426,23 @@ def test_a_dev_key_only_when_debug(monkeypatch):
     import sys
 
     env = {"DJANGO_DEBUG": "false", "SECRET_KEY": "x" * 50, "PATH": "/usr/bin:/bin"}
-    cmd = [sys.executable, "-c", "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', "
-           "'config.settings'); django.setup()"]
-    missing = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=audit.settings.BASE_DIR)
+    cmd = [
+        sys.executable,
+        "-c",
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', "
+        "'config.settings'); django.setup()",
+    ]
+    missing = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, cwd=audit.settings.BASE_DIR
+    )
     assert missing.returncode != 0 and "AUDIT_SIGNING_KEY must be set" in missing.stderr
-    short = subprocess.run(cmd, env={**env, "AUDIT_SIGNING_KEY": "short"}, capture_output=True, text=True,
-                           cwd=audit.settings.BASE_DIR)
+    short = subprocess.run(
+        cmd,
+        env={**env, "AUDIT_SIGNING_KEY": "short"},
+        capture_output=True,
+        text=True,
+        cwd=audit.settings.BASE_DIR,
+    )
     assert short.returncode != 0 and "at least 32 characters" in short.stderr
 
 
@@ -376,7 +454,9 @@ def test_retention_keeps_decisions_and_the_chain_still_covers_the_evidence(histo
     report = purge_payloads(90, now=later)
     assert report.runs == 3
     decided = AuditEvent.objects.get(kind="approval.decided")
-    assert decided.payload_purged_at is None and decided.payload["comment"] == "too costly for a test"
+    assert (
+        decided.payload_purged_at is None and decided.payload["comment"] == "too costly for a test"
+    )
     resolved = AuditEvent.objects.get(kind="ticket.resolved")
     assert resolved.payload_purged_at is None and resolved.payload["resolution"] == "fail"
     # The run transition the resolution caused carries the decision too.
@@ -396,8 +476,10 @@ def test_retention_keeps_decisions_and_the_chain_still_covers_the_evidence(histo
     assert_caught(history["done"], f"tool call {tc.pk}: its output differs")
     sql("UPDATE orchestration_toolcall SET output = NULL WHERE id = %s", [tc.pk])
     assert audit.verify_chain().ok
-    sql("UPDATE orchestration_auditevent SET payload = '{}', payload_purged_at = now() WHERE seq = %s",
-        [decided.seq])
+    sql(
+        "UPDATE orchestration_auditevent SET payload = '{}', payload_purged_at = now() WHERE seq = %s",
+        [decided.seq],
+    )
     assert_caught(history["waiting"], "records a decision and must never be purged")
 
 
@@ -409,12 +491,16 @@ def test_the_run_page_says_what_was_verified_and_what_failed(client, auditor, hi
     client.force_login(auditor)
     checkpoint = audit.sign_checkpoint()
     page = client.get(reverse("run_detail", args=[run.pk])).content.decode()
-    assert "Audit chain verified: 5 events, 1 model call, 1 tool call and the result, " \
+    assert (
+        "Audit chain verified: 5 events, 1 model call, 1 tool call and the result, "
         f"up to signed checkpoint #{checkpoint.pk} (" in page
+    )
     tc = ToolCall.objects.get(run=run)
     sql("UPDATE orchestration_toolcall SET output = '{}' WHERE id = %s", [tc.pk])
     page = client.get(reverse("run_detail", args=[run.pk])).content.decode()
-    assert "Audit chain broken at event #" in page and f"tool call {tc.pk}: its output differs" in page
+    assert (
+        "Audit chain broken at event #" in page and f"tool call {tc.pk}: its output differs" in page
+    )
 
 
 # --- the engine records the evidence it writes -------------------------------------------------

@@ -31,7 +31,9 @@ def backfill(apps, schema_editor):
     batch = []
     for event in AuditEvent.objects.filter(mac="").only("pk", "hash").iterator(chunk_size=2000):
         event.key_id = kid
-        event.mac = hmac.new(key.encode(), f"event:{event.hash}".encode(), hashlib.sha256).hexdigest()
+        event.mac = hmac.new(
+            key.encode(), f"event:{event.hash}".encode(), hashlib.sha256
+        ).hexdigest()
         batch.append(event)
         if len(batch) == 2000:
             AuditEvent.objects.bulk_update(batch, ["key_id", "mac"])
@@ -67,7 +69,12 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="AuditCheckpoint",
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
                 ("seq", models.BigIntegerField()),
                 ("hash", models.CharField(max_length=64)),
                 ("key_id", models.CharField(max_length=16)),
