@@ -19,10 +19,10 @@ latest event recording a field is what the row must hold now: verification re-re
 and names the row and field that differ. The evidence is not redacted (it holds only
 digests) and is hashed on its own, so it outlives the retention purge.
 
-**Run head.** ``Run.audit_head_seq`` / ``audit_head_hash`` are the position and hash of the
-run's last event, written with each event under the chain lock; verification reads them
-together with the run's last event in one statement, so events cut from the end of a run's
-chain (or a moved head) are found.
+**Run head.** ``RunAuditHead`` (one row per run: ``run_seq``, ``hash``) is the position and
+hash of the run's last event, written with each event under the chain lock; verification
+reads it together with the run's last event in one statement, so events cut from the end of
+a run's chain (or a moved or deleted head) are found.
 
 **Signatures.** Every event is signed (``mac``) with the first key of AUDIT_SIGNING_KEY, which
 the database never holds: rewriting events and re-computing every hash in SQL still leaves
@@ -38,12 +38,12 @@ event of the same run (or of the run-less trail), and decision events are never 
 Payloads are redacted (``orchestration.privacy.redact``) before they are hashed and stored:
 the trail never holds what the redaction policy matches.
 
-Appends take the run's row lock (when the event belongs to a run), then a transaction-level
-advisory lock: the chain needs exactly one order. Both are taken inside the caller's
-transaction (the event commits or rolls back with the change it describes), so they are held
-until that transaction ends: callers record their event as late in the transaction as they
-can. The run's row is locked first because callers that change a run lock it before they
-record (``lifecycle.transition``, the cost charge); the other order could deadlock.
+Appends take a transaction-level advisory lock: the chain needs exactly one order. The lock
+is taken inside the caller's transaction (the event commits or rolls back with the change it
+describes), so it is held until that transaction ends: callers record their event as late
+in the transaction as they can. The run's head row is written only under that lock, so no
+other row lock is taken (a lock on the run's own row here could deadlock with callers that
+lock the run before they record).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from orchestration.models import AuditCheckpoint, AuditEvent, Run
+from orchestration.models import AuditCheckpoint, AuditEvent, Run, RunAuditHead
 from orchestration.privacy import redact
 
 logger = logging.getLogger(__name__)
@@ -217,6 +217,12 @@ def event_hash(event: AuditEvent) -> str:
     return hashlib.sha256((event.prev_hash + _canonical(body)).encode()).hexdigest()
 
 
+_HEAD_UPSERT = """
+    INSERT INTO orchestration_runaudithead (run_id, run_seq, hash) VALUES (%s, %s, %s)
+    ON CONFLICT (run_id) DO UPDATE SET run_seq = EXCLUDED.run_seq, hash = EXCLUDED.hash
+"""
+
+
 def seal(event: AuditEvent) -> None:
     """Set the event's hash and its signature (with the signing key) from its other fields."""
     event.hash = event_hash(event)
@@ -252,23 +258,23 @@ def record(
             # After redaction: digests are not personal data, and a digest must not be rewritten.
             body[EVIDENCE_KEY] = entries
         digest = payload_digest(body)
-        head = None
-        if run is not None:
-            # The run's row first (see the module docstring on lock order), then the chain.
-            head = (
-                Run.objects.select_for_update(no_key=True)
-                .filter(pk=run.pk)
-                .values_list("audit_head_seq", "audit_head_hash")
-                .get()
-            )
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
         last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+        head = None
+        if run is not None:
+            # Only the lock holder writes a run's head, so reading it here needs no row lock.
+            head = RunAuditHead.objects.filter(run_id=run.pk).values_list(
+                "run_seq", "hash"
+            ).first() or (
+                0,
+                GENESIS_HASH,
+            )
         event = AuditEvent(
             seq=(last["seq"] + 1) if last else 1,
             run=run,
             run_seq=head[0] + 1 if head is not None else None,
-            run_prev_hash=(head[1] or GENESIS_HASH) if head is not None else "",
+            run_prev_hash=head[1] if head is not None else "",
             kind=kind,
             actor=actor,
             actor_label=actor_label,
@@ -281,10 +287,8 @@ def record(
         seal(event)
         event.save(force_insert=True)
         if run is not None:
-            Run.objects.filter(pk=run.pk).update(
-                audit_head_seq=event.run_seq, audit_head_hash=event.hash
-            )
-            run.audit_head_seq, run.audit_head_hash = event.run_seq, event.hash
+            with connection.cursor() as cursor:
+                cursor.execute(_HEAD_UPSERT, [run.pk, event.run_seq, event.hash])
         return event
 
 
@@ -559,8 +563,9 @@ class RunHead:
 
 
 _HEAD_SQL = """
-    SELECT r.audit_head_seq, r.audit_head_hash, e.run_seq, e.hash
+    SELECT h.run_seq, h.hash, e.run_seq, e.hash
     FROM orchestration_run r
+    LEFT JOIN orchestration_runaudithead h ON h.run_id = r.id
     LEFT JOIN LATERAL (
         SELECT run_seq, hash FROM orchestration_auditevent
         WHERE run_id = r.id ORDER BY seq DESC LIMIT 1
@@ -573,11 +578,12 @@ _HEAD_SQL = """
 _HEADS_SQL = """
     SELECT r.id
     FROM orchestration_run r
+    LEFT JOIN orchestration_runaudithead h ON h.run_id = r.id
     LEFT JOIN LATERAL (
         SELECT run_seq, hash FROM orchestration_auditevent
         WHERE run_id = r.id ORDER BY seq DESC LIMIT 1
     ) e ON true
-    WHERE r.audit_head_seq <> COALESCE(e.run_seq, 0) OR r.audit_head_hash <> COALESCE(e.hash, '')
+    WHERE COALESCE(h.run_seq, 0) <> COALESCE(e.run_seq, 0) OR COALESCE(h.hash, '') <> COALESCE(e.hash, '')
     LIMIT 1
 """
 
@@ -591,6 +597,9 @@ def _head_problem(run_id: Any) -> str:
     if row is None:
         return ""
     head_seq, head_hash, last_seq, last_hash = row
+    if head_seq is None and last_seq is not None:
+        return "the run's head record is missing: it was deleted"
+    head_seq, head_hash = head_seq or 0, head_hash or ""
     last_seq, last_hash = last_seq or 0, last_hash or ""
     if head_seq > last_seq:
         return (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
@@ -128,11 +127,6 @@ class Run(models.Model):
     # The step that holds the run until this time; see orchestration.engine.claim_step.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     steps_taken = models.PositiveIntegerField(default=0)
-    # The head of the run's audit chain: its last event's position and hash, written by
-    # orchestration.audit.record under the chain lock with every event of the run. A deleted
-    # trailing event leaves this pointing at an event that is not there (verify_run).
-    audit_head_seq = models.PositiveIntegerField(default=0)
-    audit_head_hash = models.CharField(max_length=64, blank=True, default="")
     # NULL, not "", for "no key": the unique constraint below only applies to real keys.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
@@ -192,22 +186,8 @@ class Run(models.Model):
 
     # What the audit chain digests when an event records this run (orchestration.audit).
     EVIDENCE_FIELDS = ("input", "result")
-    # Written only by orchestration.audit.record, under the chain lock.
-    AUDIT_HEAD_FIELDS = ("audit_head_seq", "audit_head_hash")
-
     def __str__(self) -> str:
         return f"{self.workflow_name} {str(self.id)[:8]} ({self.status})"
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        """A full save of an existing run leaves the audit head alone: the instance may have
-        been loaded before the latest event, and writing its copy back would move the head."""
-        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
-            kwargs["update_fields"] = [
-                f.name
-                for f in self._meta.concrete_fields
-                if not f.primary_key and not f.generated and f.name not in self.AUDIT_HEAD_FIELDS
-            ]
-        super().save(*args, **kwargs)
 
     @property
     def is_final(self) -> bool:
@@ -448,6 +428,25 @@ class AuditEvent(models.Model):
         return f"#{self.seq} {self.kind} by {self.actor_label}"
 
 
+class RunAuditHead(models.Model):
+    """The head of a run's audit chain: its last event's position and hash.
+
+    Written by ``orchestration.audit.record`` with every event of the run, under the chain's
+    advisory lock, and by nothing else. A run's trailing events deleted leave it pointing at
+    an event that is not there (``verify_run``). A row of its own rather than columns on Run:
+    only the lock holder ever writes it, so appends take no lock on the run's row (which
+    callers hold in any order), and the narrow update costs a fraction of one on Run, whose
+    row carries a generated search vector and ten indexes.
+    """
+
+    run = models.OneToOneField(Run, primary_key=True, on_delete=models.PROTECT, related_name="audit_head")
+    run_seq = models.PositiveIntegerField()
+    hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"head of {self.run_id}: event {self.run_seq}"
+
+
 class AuditCheckpoint(models.Model):
     """A signed copy of the global chain's head: (seq, hash) with an HMAC under AUDIT_SIGNING_KEY.
 
@@ -475,4 +474,4 @@ class AuditCheckpoint(models.Model):
 # Fan-out models live in their own module of this app (orchestration.fanout.models).
 from orchestration.fanout.models import Fanout, FanoutJob  # noqa: E402
 
-__all__ = ["AuditCheckpoint", "AuditEvent", "Fanout", "FanoutJob", "ModelCall", "Run", "ToolCall", "WorkflowVersion"]
+__all__ = ["AuditCheckpoint", "AuditEvent", "RunAuditHead", "Fanout", "FanoutJob", "ModelCall", "Run", "ToolCall", "WorkflowVersion"]

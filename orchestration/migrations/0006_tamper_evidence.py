@@ -1,4 +1,4 @@
-"""Tamper evidence: each run's audit head, signed events and signed checkpoints of the head.
+"""Tamper evidence: each run's audit head (RunAuditHead), signed events, signed checkpoints.
 
 Existing runs get their head from their last event; existing events are signed with the
 first AUDIT_SIGNING_KEY (the same MAC ``orchestration.audit`` computes: HMAC-SHA256 of
@@ -8,18 +8,15 @@ first AUDIT_SIGNING_KEY (the same MAC ``orchestration.audit`` computes: HMAC-SHA
 import hashlib
 import hmac
 
+import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
 _HEADS = """
-    UPDATE orchestration_run r
-    SET audit_head_seq = e.run_seq, audit_head_hash = e.hash
-    FROM (
-        SELECT DISTINCT ON (run_id) run_id, run_seq, hash
-        FROM orchestration_auditevent WHERE run_id IS NOT NULL
-        ORDER BY run_id, seq DESC
-    ) e
-    WHERE e.run_id = r.id
+    INSERT INTO orchestration_runaudithead (run_id, run_seq, hash)
+    SELECT DISTINCT ON (run_id) run_id, run_seq, hash
+    FROM orchestration_auditevent WHERE run_id IS NOT NULL
+    ORDER BY run_id, seq DESC
 """
 
 
@@ -46,15 +43,22 @@ class Migration(migrations.Migration):
     dependencies = [("orchestration", "0005_runs_list_filter_indexes")]
 
     operations = [
-        migrations.AddField(
-            model_name="run",
-            name="audit_head_seq",
-            field=models.PositiveIntegerField(default=0),
-        ),
-        migrations.AddField(
-            model_name="run",
-            name="audit_head_hash",
-            field=models.CharField(blank=True, default="", max_length=64),
+        migrations.CreateModel(
+            name="RunAuditHead",
+            fields=[
+                (
+                    "run",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        primary_key=True,
+                        related_name="audit_head",
+                        serialize=False,
+                        to="orchestration.run",
+                    ),
+                ),
+                ("run_seq", models.PositiveIntegerField()),
+                ("hash", models.CharField(max_length=64)),
+            ],
         ),
         migrations.AddField(
             model_name="auditevent",
