@@ -519,3 +519,24 @@ def test_a_driven_run_verifies_and_its_forged_tool_output_is_caught(operator, dr
     forged = {**tc.output, "forged": True} if isinstance(tc.output, dict) else {"forged": True}
     sql("UPDATE orchestration_toolcall SET output = %s WHERE id = %s", [json.dumps(forged), tc.pk])
     assert_caught(run, f"tool call {tc.pk}: its output differs")
+
+
+def test_beat_signs_a_checkpoint_only_when_the_head_moved(history):
+    from django.conf import settings
+
+    from orchestration.tasks import sign_audit_head
+
+    assert (
+        settings.CELERY_BEAT_SCHEDULE["sign-audit-head"]["task"]
+        == "orchestration.tasks.sign_audit_head"
+    )
+    head = AuditEvent.objects.order_by("-seq").first()
+    assert (
+        sign_audit_head() == f"checkpoint #{AuditCheckpoint.objects.get().pk} at event #{head.seq}"
+    )
+    assert sign_audit_head() == "no new events" and AuditCheckpoint.objects.count() == 1
+    checkpoint = AuditCheckpoint.objects.get()
+    assert (
+        checkpoint.key_id == audit.key_id(settings.AUDIT_SIGNING_KEY[0])
+        and len(checkpoint.mac) == 64
+    )
