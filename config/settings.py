@@ -319,6 +319,25 @@ AUDIT_LIVE_FULL_CHECK_SECONDS = env.int("AUDIT_LIVE_FULL_CHECK_SECONDS", default
 if AUDIT_LIVE_FULL_CHECK_SECONDS < 0:
     raise ImproperlyConfigured("AUDIT_LIVE_FULL_CHECK_SECONDS must be 0 or more.")
 
+# HMAC keys that sign the audit chain (every event, and the checkpoints of its head), held
+# outside the database: comma-separated, the first signs, every one verifies (rotation: put
+# the new key first and keep the old ones while events they signed must verify). Each key
+# is at least 32 characters; a signature names its key by a fingerprint (docs/operations.md).
+_DEV_AUDIT_KEY = "dev-only-insecure-audit-signing-key-change-me"  # noqa: S105
+AUDIT_SIGNING_KEY = env.list("AUDIT_SIGNING_KEY", default=[_DEV_AUDIT_KEY] if DEBUG else [])
+if not AUDIT_SIGNING_KEY:
+    raise ImproperlyConfigured("AUDIT_SIGNING_KEY must be set when DJANGO_DEBUG is false.")
+if any(len(key) < 32 for key in AUDIT_SIGNING_KEY):
+    raise ImproperlyConfigured("Each AUDIT_SIGNING_KEY must be at least 32 characters long.")
+# Beat signs a checkpoint of the chain's head this often (only when the head moved).
+AUDIT_CHECKPOINT_SECONDS = env.float("AUDIT_CHECKPOINT_SECONDS", default=300.0)
+if AUDIT_CHECKPOINT_SECONDS <= 0:
+    raise ImproperlyConfigured("AUDIT_CHECKPOINT_SECONDS must be more than 0.")
+CELERY_BEAT_SCHEDULE["sign-audit-head"] = {
+    "task": "orchestration.tasks.sign_audit_head",
+    "schedule": AUDIT_CHECKPOINT_SECONDS,
+}
+
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="demo")
 
 # --- Audit, privacy and retention ------------------------------------------------------

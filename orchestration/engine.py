@@ -324,7 +324,8 @@ def _submit_batch(run: Run, mc: ModelCall, client: Any, params: dict[str, Any]) 
     except anthropic.APIError as exc:
         return _model_error(run, mc, exc, started)
     ModelCall.objects.filter(pk=mc.pk).update(batch_id=batch.id, is_batch=True)
-    audit.record("model.batch_submitted", run=run, payload={"turn": mc.turn, "attempt": mc.attempt, "batch_id": batch.id})
+    audit.record("model.batch_submitted", run=run, evidence_of=[mc],
+                 payload={"turn": mc.turn, "attempt": mc.attempt, "batch_id": batch.id})
     return StepResult(None)  # beat's poll_batches enqueues the next step when the batch ends
 
 
@@ -392,7 +393,8 @@ def _call_failed(run: Run, mc: ModelCall, error: str, *, transient: bool, attemp
     mc.latency_ms = latency_ms
     mc.finished_at = timezone.now()
     mc.save()
-    audit.record("model.failed", run=run, payload={"turn": mc.turn, "attempt": mc.attempt, "error": mc.error})
+    audit.record("model.failed", run=run, evidence_of=[mc],
+                 payload={"turn": mc.turn, "attempt": mc.attempt, "error": mc.error})
     round_attempts = in_round(ModelCall.objects.filter(run=run, turn=mc.turn), round_start(run)).count()
     if transient and round_attempts < settings.LLM_STEP_MAX_ATTEMPTS:
         return StepResult(
@@ -422,7 +424,7 @@ def _record_response(run: Run, workflow: Workflow, mc: ModelCall, message: Any, 
         Run.objects.filter(pk=run.pk).update(pending_note="")
         charged = accounting.charge(mc, usage_json, batch=batch)  # saves mc, settles its reservation
         run = charged.run
-        audit.record("model.called", run=run, payload={
+        audit.record("model.called", run=run, evidence_of=[mc], payload={
             "turn": mc.turn, "attempt": mc.attempt, "model": mc.model, "stop_reason": mc.stop_reason,
             "usage": usage_json, "cost_usd": str(charged.cost), "request_id": mc.request_id, "batch": batch,
         })

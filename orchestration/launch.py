@@ -130,7 +130,7 @@ def start_run(
                 estimate_usd=estimate.upper_usd, estimate=calculation,
                 ceiling_usd=ceiling.usd, ceiling_tokens=ceiling.tokens, ceiling_basis=ceiling.basis,
             )
-            audit.record("run.requested", run=run, actor=user, payload={
+            audit.record("run.requested", run=run, actor=user, evidence_of=[run], payload={
                 "workflow": workflow.name, "version": version.content_hash, "source": source, "input": value,
             })
             audit.record("estimate.made", run=run, actor="engine", payload={

@@ -95,6 +95,7 @@ def transition(
             run=run,
             actor=actor,
             payload={"from": previous, "to": target, **(event_payload or {})},
+            evidence_of=[run],  # the run's input and result as they are now
         )
         if target == S.QUEUED:
             from orchestration.tasks import enqueue_step

@@ -195,6 +195,8 @@ class Run(models.Model):
             ("view_all_runs", "Can see every user's runs"),
         ]
 
+    # What the audit chain digests when an event records this run (orchestration.audit).
+    EVIDENCE_FIELDS = ("input", "result")
     def __str__(self) -> str:
         return f"{self.workflow_name} {str(self.id)[:8]} ({self.status})"
 
@@ -296,6 +298,11 @@ class ModelCall(models.Model):
                          name="modelcall_pending_batch"),
         ]
 
+    # What the audit chain digests when an event records this call (orchestration.audit);
+    # the retention purge may empty the contents (a payload.purged event says when).
+    EVIDENCE_FIELDS = ("model", "request_content", "response_content", "stop_reason")
+    PURGEABLE_FIELDS = ("request_content", "response_content")
+
     def __str__(self) -> str:
         return f"{self.model} turn {self.turn} attempt {self.attempt} ({self.status})"
 
@@ -381,6 +388,11 @@ class ToolCall(models.Model):
             GinIndex(fields=["search_vector"], name="toolcall_search"),
         ]
 
+    # What the audit chain digests when an event records this attempt (orchestration.audit).
+    # ``settled`` is not: a reviewer's retry clears it after the event.
+    EVIDENCE_FIELDS = ("name", "status", "input", "output", "raw_output")
+    PURGEABLE_FIELDS = ("input", "output", "raw_output")
+
     def __str__(self) -> str:
         return f"{self.name} attempt {self.attempt} ({self.status})"
 
@@ -415,6 +427,10 @@ class AuditEvent(models.Model):
     run_prev_hash = models.CharField(max_length=64, blank=True, help_text="Hash of the run's previous event.")
     payload_digest = models.CharField(max_length=64, help_text="sha256 of the canonical payload.")
     payload_purged_at = models.DateTimeField(null=True, blank=True)
+    # HMAC of ``hash`` with the signing key named by ``key_id`` (AUDIT_SIGNING_KEY): a forger
+    # with database access but not the key cannot produce it.
+    key_id = models.CharField(max_length=16, blank=True, default="")
+    mac = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["seq"]
@@ -430,7 +446,50 @@ class AuditEvent(models.Model):
         return f"#{self.seq} {self.kind} by {self.actor_label}"
 
 
+class RunAuditHead(models.Model):
+    """The head of a run's audit chain: its last event's position and hash.
+
+    Written by ``orchestration.audit.record`` with every event of the run, under the chain's
+    advisory lock, and by nothing else. A run's trailing events deleted leave it pointing at
+    an event that is not there (``verify_run``). A row of its own rather than columns on Run:
+    only the lock holder ever writes it, so appends take no lock on the run's row (which
+    callers hold in any order), and the narrow update costs a fraction of one on Run, whose
+    row carries a generated search vector and ten indexes.
+    """
+
+    run = models.OneToOneField(Run, primary_key=True, on_delete=models.PROTECT, related_name="audit_head")
+    run_seq = models.PositiveIntegerField()
+    hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"head of {self.run_id}: event {self.run_seq}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed copy of the global chain's head: (seq, hash) with an HMAC under AUDIT_SIGNING_KEY.
+
+    Written by beat every AUDIT_CHECKPOINT_SECONDS (when the head moved) and by every
+    successful ``verify_audit``. Verification checks every checkpoint's MAC and that the event
+    at its ``seq`` still has its ``hash``: events cut from the end of the chain, or a chain
+    rewritten and re-hashed in SQL, no longer match a checkpoint signed before.
+    """
+
+    seq = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=16)
+    mac = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["seq", "id"]
+        # Verification walks checkpoints in chain order; the run page reads the latest one.
+        indexes = [models.Index(fields=["seq"], name="auditcheckpoint_seq")]
+
+    def __str__(self) -> str:
+        return f"checkpoint #{self.pk} at event #{self.seq}"
+
+
 # Fan-out models live in their own module of this app (orchestration.fanout.models).
 from orchestration.fanout.models import Fanout, FanoutJob  # noqa: E402
 
-__all__ = ["AuditEvent", "Fanout", "FanoutJob", "ModelCall", "Run", "ToolCall", "WorkflowVersion"]
+__all__ = ["AuditCheckpoint", "AuditEvent", "RunAuditHead", "Fanout", "FanoutJob", "ModelCall", "Run", "ToolCall", "WorkflowVersion"]

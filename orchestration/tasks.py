@@ -13,7 +13,7 @@ from typing import Any
 from celery import shared_task
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from orchestration import engine
+from orchestration import audit, engine
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,13 @@ def purge_old_payloads() -> str:
     from orchestration.retention import purge_payloads
 
     return str(purge_payloads())
+
+
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+def sign_audit_head() -> str:
+    """Beat: sign a checkpoint of the audit chain's head (AUDIT_CHECKPOINT_SECONDS)."""
+    checkpoint = audit.sign_checkpoint()
+    return f"checkpoint #{checkpoint.pk} at event #{checkpoint.seq}" if checkpoint else "no new events"
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

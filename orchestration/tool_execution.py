@@ -191,7 +191,7 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         known = ", ".join(t.name for t in workflow.tools)
         tc = _finish(new_attempt(status=TC.UNKNOWN_TOOL, settled=True,
                                  error=f"Unknown tool {name!r}. Available tools: {known}."))
-        audit.record("tool.unknown", run=run, payload={"tool_use_id": tool_use_id, "name": name})
+        audit.record("tool.unknown", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name})
         earlier = ToolCall.objects.filter(run=run, status=TC.UNKNOWN_TOOL).exclude(pk=tc.pk).count()
         if earlier:
             return Escalation(R.UNKNOWN_TOOL, f"The model called unknown tools twice (latest: {name!r}).", tc)
@@ -201,7 +201,7 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         tc = _finish(new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
                                  validation_errors=tool_input_errors,
                                  error="The tool input does not match its schema: " + "; ".join(tool_input_errors)))
-        audit.record("tool.rejected", run=run, payload={"tool_use_id": tool_use_id, "name": name, "errors": tool_input_errors})
+        audit.record("tool.rejected", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "errors": tool_input_errors})
         rejected = in_round(ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED), since).count()
         if rejected >= constraints.max_attempts_per_tool:
             return Escalation(R.RETRIES_EXHAUSTED, f"{name} was called with invalid input {rejected} times.", tc)
@@ -218,7 +218,7 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         if refused := guard(ctx):
             tc = _finish(new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
                                      error=f"Refused by the engine: {refused}"))
-            audit.record("tool.refused", run=run, payload={"tool_use_id": tool_use_id, "name": name, "reason": refused})
+            audit.record("tool.refused", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "reason": refused})
             return Escalation(R.VALIDATION_FAILED, f"{name} refused: {refused}", tc)
 
     if (refused_by := refusal(tool, tool_input, ctx)) is not None:
@@ -228,7 +228,7 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             error=f"Refused by the engine ({precondition}): {reason}"
             + (" A reviewer must sign this call off." if sign_off else " Nothing was executed."),
         ))
-        audit.record("tool.refused", run=run, payload={
+        audit.record("tool.refused", run=run, evidence_of=[tc], payload={
             "tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt,
             "precondition": precondition, "reason": reason, "sign_off": sign_off,
         })
@@ -257,11 +257,11 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             raw = _call_with_timeout(tool, tool_input, ctx, timeout)
         except ToolTimeout as exc:
             _finish(tc, status=TC.TIMEOUT, error=str(exc))
-            audit.record("tool.failed", run=run, payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
+            audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
             continue
         except Exception as exc:  # noqa: BLE001 - any tool failure is recorded and retried
             _finish(tc, status=TC.ERROR, error=f"{type(exc).__name__}: {exc}")
-            audit.record("tool.failed", run=run, payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
+            audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
             continue
 
         output = cut_to_schema(raw, tool.output_schema)
@@ -272,13 +272,13 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             invalid += 1
             _finish(tc, status=TC.INVALID_OUTPUT, raw_output=raw, output=output, validation_errors=problems,
                     error="The tool output failed validation.")
-            audit.record("tool.invalid_output", run=run, payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "errors": problems})
+            audit.record("tool.invalid_output", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "errors": problems})
             if invalid >= INVALID_OUTPUT_TRIES:
                 return Escalation(R.VALIDATION_FAILED, f"{name} output failed validation after a retry: {problems[0]}", tc, {"errors": problems})
             continue
 
         _finish(tc, status=TC.OK, settled=True, raw_output=raw, output=output)
-        audit.record("tool.called", run=run, payload={
+        audit.record("tool.called", run=run, evidence_of=[tc], payload={
             "tool_use_id": tool_use_id, "name": name, "version": tool.version, "attempt": tc.attempt,
             "stripped": stripped_paths(raw, tool.output_schema),
         })

@@ -66,7 +66,7 @@ def _record_decision(req: ApprovalRequest, user: Any, approve: bool, comment: st
     req.decided_by, req.decided_at, req.comment = user, now, comment
     req.save(update_fields=["status", "decided_by", "decided_at", "comment"])
     payload = {"request": req.pk, "decision": req.status, "comment": comment, "estimate_usd": str(req.estimate_usd)}
-    audit.record("approval.decided", run=req.run, actor=user, payload=payload)
+    audit.record("approval.decided", run=req.run, actor=user, payload=payload, evidence_of=[req])
     if approve:
         lifecycle.transition(req.run_id, Run.Status.APPROVED, actor=user, event_payload=payload,
                              expected=(Run.Status.AWAITING_APPROVAL,))
@@ -97,7 +97,7 @@ def approve_many(request_ids: list[int], user: Any, comment: str = "") -> BulkOu
 def _expire(req: ApprovalRequest, now: dt.datetime) -> None:
     req.status, req.decided_at = A.EXPIRED, now
     req.save(update_fields=["status", "decided_at"])
-    audit.record("approval.expired", run=req.run, actor="engine", payload={"request": req.pk})
+    audit.record("approval.expired", run=req.run, actor="engine", payload={"request": req.pk}, evidence_of=[req])
     lifecycle.transition(
         req.run_id, Run.Status.CANCELLED, actor="engine", expected=(Run.Status.AWAITING_APPROVAL,),
         error=f"The approval request expired at {timezone.localtime(req.expires_at):%Y-%m-%d %H:%M} "

@@ -146,6 +146,7 @@ def escalate(
             "ticket.opened",
             run=run,
             actor="engine",
+            evidence_of=[ticket],  # the context snapshot
             payload={"ticket": ticket.pk, "reason": reason, "message": message},
         )
         transaction.on_commit(lambda: _notify(ticket.pk))

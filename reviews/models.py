@@ -60,6 +60,9 @@ class ApprovalRequest(models.Model):
         ]
         permissions = [("decide_approval", "Can approve or reject expensive runs")]
 
+    # What the audit chain digests when an event records this request (orchestration.audit).
+    EVIDENCE_FIELDS = ("estimate_usd", "threshold_usd", "status", "requested_by", "decided_by", "comment")
+
     def __str__(self) -> str:
         return f"Approval for {self.run_id} ({self.status})"
 
@@ -150,6 +153,12 @@ class EscalationTicket(models.Model):
             ("resolve_ticket", "Can claim and resolve escalation tickets"),
             ("override_ticket", "Can act on tickets claimed by someone else"),
         ]
+
+    # What the audit chain digests when an event records this ticket (orchestration.audit):
+    # the snapshot when it opens, the decision when it is resolved. The retention purge may
+    # replace the context with {"purged_at": ...} (a payload.purged event says when).
+    EVIDENCE_FIELDS = ("reason", "message", "context", "resolution", "resolved_by", "comment")
+    PURGEABLE_FIELDS = ("context",)
 
     def __str__(self) -> str:
         return f"{self.get_reason_display()} on {self.run_id} ({self.status})"

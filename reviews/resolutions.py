@@ -206,14 +206,16 @@ def resolve(
         payload: dict[str, Any] = {"ticket": ticket.pk, "resolution": action, "comment": comment}
         if action != Res.FAIL and not (action == Res.CORRECT and correction_target(ticket)["kind"] == "final"):
             _check_headroom(ticket, run)  # every resolution that lets the run call the model again
+        answered: list[ToolCall] = []  # tool calls the reviewer's decision wrote
 
         if action == Res.RESUME:
             text = note.strip() or comment.strip()
             if not text:
                 raise ReviewError("Resuming needs a note for the model: say what it should do next.")
             for tu in _unanswered_tool_uses(run):
-                _settle_by_reviewer(run, tu, status=ToolCall.Status.REJECTED,
-                                    error=f"Not executed: a reviewer resumed the run instead. Reviewer note: {text}")
+                answered.append(_settle_by_reviewer(
+                    run, tu, status=ToolCall.Status.REJECTED,
+                    error=f"Not executed: a reviewer resumed the run instead. Reviewer note: {text}"))
             payload["note"] = text
             lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, pending_note=f"Reviewer note: {text}",
                                  event_payload=payload)
@@ -229,7 +231,7 @@ def resolve(
             lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload,
                                  pending_note=note_for_model.strip())
         elif action == Res.CORRECT:
-            _apply_correction(ticket, run, user, corrected, payload)
+            answered.extend(_apply_correction(ticket, run, user, corrected, payload))
         elif action == Res.APPROVE:
             details = ticket.context.get("details") or {}
             proposed = details.get("proposed_result")
@@ -257,7 +259,10 @@ def resolve(
         if ticket.assignee_id is None:
             ticket.assignee = user
         ticket.save()
-        audit.record("ticket.resolved", run=run, actor=user, payload=payload)
+        # The decision (the ticket's resolution, comment and resolver), the run's result and
+        # any output the reviewer supplied, as stored.
+        audit.record("ticket.resolved", run=run, actor=user, payload=payload,
+                     evidence_of=[ticket, run, *answered])
     return ticket
 
 
@@ -271,7 +276,8 @@ def _settle_by_reviewer(run: Run, tu: dict[str, Any], **fields: Any) -> ToolCall
 
 
 def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: str | None,
-                      payload: dict[str, Any]) -> None:
+                      payload: dict[str, Any]) -> list[ToolCall]:
+    """Apply the correction; returns the tool call it wrote (none for a final output)."""
     if corrected is None or not corrected.strip():
         raise InvalidCorrection(["paste the corrected JSON"])
     value = parse_json(corrected)
@@ -301,6 +307,7 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
         payload.update({"corrected": "tool", "tool": tc.name, "tool_call": corrected_call.pk, "output": value})
         # The other tool_uses of that turn still need answers; the next step runs them.
         lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload)
+        return [corrected_call]
     else:
         if errors:
             raise InvalidCorrection(errors)
@@ -317,6 +324,7 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
             raise NotAllowed(why)
         payload.update({"corrected": "final", "output": value})
         lifecycle.transition(run.pk, Run.Status.SUCCEEDED, actor=user, result=value, event_payload=payload)
+        return []
 
 
 def pretty(value: Any) -> str:

@@ -57,7 +57,7 @@ def make_run(
     finished = finished_at or (when if status in Run.FINAL else None)
     Run.objects.filter(pk=run.pk).update(created_at=when, finished_at=finished)
     run.refresh_from_db()
-    audit.record("run.requested", run=run, actor=user, payload={"input": run.input})
+    audit.record("run.requested", run=run, actor=user, payload={"input": run.input}, evidence_of=[run])
     mc = ModelCall.objects.create(
         run=run,
         turn=0,
@@ -73,8 +73,9 @@ def make_run(
             }
         ],
     )
+    recorded: list = [mc]  # as the engine does: each row's digests in the event that records it
     if tool_output is not None:
-        ToolCall.objects.create(
+        tc = ToolCall.objects.create(
             run=run,
             model_call=mc,
             tool_use_id=f"tu_{uuid.uuid4().hex[:8]}",
@@ -85,6 +86,7 @@ def make_run(
             output=tool_output,
             raw_output=tool_output,
         )
-        audit.record("tool.called", run=run, payload={"tool": "fetch_transactions"})
-    audit.record(f"run.{status}", run=run, payload={"message": f"now {status}"})
+        audit.record("tool.called", run=run, payload={"tool": "fetch_transactions"}, evidence_of=[mc, tc])
+        recorded = []
+    audit.record(f"run.{status}", run=run, payload={"message": f"now {status}"}, evidence_of=[run, *recorded])
     return run

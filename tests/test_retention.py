@@ -52,8 +52,10 @@ def _rehash_from(seq: int) -> None:
         event.prev_hash = (
             AuditEvent.objects.get(seq=event.seq - 1).hash if event.seq > 1 else audit.GENESIS_HASH
         )
-        event.hash = audit.event_hash(event)
-        AuditEvent.objects.filter(pk=event.pk).update(prev_hash=event.prev_hash, hash=event.hash)
+        audit.seal(event)
+        AuditEvent.objects.filter(pk=event.pk).update(
+            prev_hash=event.prev_hash, hash=event.hash, key_id=event.key_id, mac=event.mac
+        )
 
 
 def test_purge_drops_old_bodies_keeps_facts_and_the_chain(aged):
@@ -70,7 +72,12 @@ def test_purge_drops_old_bodies_keeps_facts_and_the_chain(aged):
     assert (
         mc.request_content is None and mc.response_content is None and mc.model == "claude-opus-4-6"
     )
-    assert all(e.payload == {} and e.payload_purged_at for e in AuditEvent.objects.filter(run=old))
+    # Bodies are gone; each event keeps only its evidence digests, and the purge is an event.
+    purged = AuditEvent.objects.filter(run=old).exclude(kind=audit.PURGE_KIND)
+    assert all(set(e.payload) <= {"evidence"} and e.payload_purged_at for e in purged)
+    assert AuditEvent.objects.get(run=old, kind=audit.PURGE_KIND).payload == {
+        "purged_at": tc.payload_purged_at.isoformat()
+    }
     assert EscalationTicket.objects.get(run=old).context.keys() == {"purged_at"}
     old.refresh_from_db()
     assert old.input == {"date": "2026-11-20"}  # the run row keeps its input and result

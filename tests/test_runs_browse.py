@@ -228,6 +228,10 @@ def test_run_download_is_one_redacted_document_with_its_chain(client, auditor, o
         "broken_at": None,
         "problem": "",
         "run": str(run.pk),
+        # What the chain covers besides its events (tests/test_tamper_evidence.py).
+        "evidence": {"model calls": 1, "tool calls": 1},
+        "checkpoint": None,
+        "after_checkpoint": 0,
     }
 
 
@@ -238,7 +242,8 @@ def test_run_page_shows_whether_its_chain_verifies(client, auditor, operator):
     client.force_login(auditor)
     page = client.get(reverse("run_detail", args=[run.pk])).content.decode()
     assert (
-        "Audit chain verified (2 events)" in page and reverse("run_download", args=[run.pk]) in page
+        "Audit chain verified: 2 events, 1 model call; no signed checkpoint yet" in page
+        and reverse("run_download", args=[run.pk]) in page
     )
     first = AuditEvent.objects.filter(run=run).order_by("seq").first()
     with connection.cursor() as cursor:

@@ -216,7 +216,10 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
     except anthropic.APIError as exc:
         jobs._record_error(mc, exc, started)
         audit.record(
-            "model.failed", run=run, payload={"turn": turn, "attempt": attempt, "error": mc.error}
+            "model.failed",
+            run=run,
+            evidence_of=[mc],
+            payload={"turn": turn, "attempt": attempt, "error": mc.error},
         )
         tries = in_round(calls, round_start(run)).count()
         if isinstance(exc, jobs.TRANSIENT_ERRORS) and tries < settings.LLM_STEP_MAX_ATTEMPTS:
@@ -249,6 +252,7 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
         audit.record(
             "model.called",
             run=run,
+            evidence_of=[mc],
             payload={
                 "turn": turn,
                 "attempt": attempt,

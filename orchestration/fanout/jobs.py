@@ -460,6 +460,8 @@ def _finish(job: FanoutJob, token: str, status: str, reason: str) -> None:
         audit.record(
             f"fanout.job.{'passed' if status == J.SUCCEEDED else 'failed'}",
             run=job.run,
+            # The job's prompt and output, and every model call it made.
+            evidence_of=[job, *ModelCall.objects.filter(job=job).only("pk")],
             payload={
                 "job_id": job.job_id,
                 "attempts": job.attempts,

@@ -131,6 +131,9 @@ class FanoutJob(models.Model):
             ),
         ]
 
+    # What the audit chain digests when an event records this job (orchestration.audit).
+    EVIDENCE_FIELDS = ("job_id", "prompt", "schema", "output", "output_text", "verdict", "reason")
+
     def __str__(self) -> str:
         return f"job {self.job_id} ({self.status})"
 

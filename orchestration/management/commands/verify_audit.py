@@ -1,4 +1,4 @@
-"""python manage.py verify_audit [--run ID]: verify the audit hash chain; non-zero exit if broken."""
+"""python manage.py verify_audit [--run ID]: verify the audit trail; non-zero exit if broken."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
-from orchestration.audit import verify_chain
+from orchestration.audit import describe, sign_checkpoint, verify_chain
 from orchestration.models import Run
 
 
 class Command(BaseCommand):
     help = (
-        "Recompute the audit trail's hash chain (or one run's chain) and report the first "
-        "broken link. Exits 1 when the chain is broken."
+        "Recompute the audit trail's hash chain (or one run's chain), its signatures and signed "
+        "checkpoints, every run's head, and the evidence rows (model calls, tool calls, results, "
+        "tickets, approvals, fan-out jobs) against the digests the chain recorded; report the "
+        "first broken link. Exits 1 when anything does not verify. A whole-trail check that "
+        "passes signs a new checkpoint of the head."
     )
 
     def add_arguments(self, parser):
@@ -31,10 +34,16 @@ class Command(BaseCommand):
         scope = f"run {run_id}" if run_id else "the whole audit trail"
         if report.ok:
             self.stdout.write(f"OK: {scope}: {report.checked} events verified.")
+            self.stdout.write(f"Verified: {describe(report)}.")
+            if run_id is None and (checkpoint := sign_checkpoint()) is not None:
+                self.stdout.write(f"Signed checkpoint #{checkpoint.pk} at event #{checkpoint.seq}.")
             return
         where = f" (run {report.run_id})" if report.run_id and not run_id else ""
+        at = (
+            f"event #{report.broken_at}" if report.broken_at is not None else "the end of the chain"
+        )
         # CommandError exits with status 1 and prints to stderr.
         raise CommandError(
-            f"BROKEN: {scope}: first broken link at event #{report.broken_at}{where}: {report.problem}. "
+            f"BROKEN: {scope}: first broken link at {at}{where}: {report.problem}. "
             f"{report.checked} events verified before it."
         )
