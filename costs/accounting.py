@@ -543,6 +543,7 @@ def raise_ceiling(
             "ceiling.raised",
             run=run,
             actor=user,
+            evidence_of=[run],
             payload={
                 "from_usd": str(before_usd),
                 "to_usd": str(run.ceiling_usd),

@@ -196,7 +196,9 @@ class Run(models.Model):
         ]
 
     # What the audit chain digests when an event records this run (orchestration.audit).
-    EVIDENCE_FIELDS = ("input", "result")
+    # What the chain covers: what was asked and answered, who asked (four eyes reads it), and
+    # the spend ceiling (raised only by an audited decision).
+    EVIDENCE_FIELDS = ("input", "result", "requested_by", "ceiling_usd", "ceiling_tokens")
     def __str__(self) -> str:
         return f"{self.workflow_name} {str(self.id)[:8]} ({self.status})"
 

@@ -12,3 +12,7 @@ import os
 os.environ.setdefault("DJANGO_DEBUG", "1")
 
 from config.settings import *  # noqa: E402, F403
+
+# Every persona fixture and browser sign-in hashes a password: PBKDF2's 1,000,000 rounds cost
+# seconds per test on a loaded 2-core machine. Tests prove access rules, not hash strength.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -294,8 +294,11 @@ def test_a_password_change_revokes_every_token_of_the_user(client, manager, oper
     )
 
 
-def test_other_saves_and_a_hash_upgrade_keep_the_tokens(client, operator):
+def test_other_saves_and_a_hash_upgrade_keep_the_tokens(client, operator, settings):
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    # The production hasher (tests use MD5 for speed): a PBKDF2 hash of fewer rounds upgrades.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
 
     class OldHasher(PBKDF2PasswordHasher):
         iterations = 1000  # what an older Django used: the next sign-in upgrades the hash

@@ -17,24 +17,18 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
+from costs import accounting
 from orchestration import audit
 from orchestration.launch import start_run
 from orchestration.models import AuditCheckpoint, AuditEvent, FanoutJob, ModelCall, Run, ToolCall
 from orchestration.retention import purge_payloads
-from reviews import approvals, resolutions
+from reviews import access, approvals, resolutions
 from reviews.escalation import escalate
 from reviews.models import ApprovalRequest, EscalationTicket
 from tests.audit_factories import make_run
 
 KEY_A = "a" * 40
 KEY_B = "b" * 40
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    """The persona fixtures run seed_demo, whose PBKDF2 hashing is ~5 s a test on a busy
-    2-core machine; nothing here logs in with a password."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def sql(query: str, params: list | None = None) -> None:
@@ -178,6 +172,35 @@ def test_an_edited_run_result_is_caught(history):
         ['{"total": "999999.00", "published": true}', run.pk],
     )
     assert_caught(run, f"run {run.pk}: its result differs")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "field"),
+    [
+        ("ceiling_usd", "100000", "ceiling_usd"),  # a ceiling raised with no audited decision
+        ("ceiling_tokens", "999999999", "ceiling_tokens"),
+        ("requested_by_id", None, "requested_by"),  # someone else's run, to dodge four eyes
+    ],
+)
+def test_an_edited_run_ceiling_or_requester_is_caught(history, manager, column, value, field):
+    run = history["done"]
+    if value is None:
+        value = manager.pk
+    sql(f"UPDATE orchestration_run SET {column} = %s WHERE id = %s", [value, run.pk])  # noqa: S608
+    assert_caught(run, f"run {run.pk}: its {field} differs")
+
+
+def test_a_raised_ceiling_is_covered_by_its_decision(history, operator, manager):
+    """A ceiling raised the audited way verifies; the raise is a decision kept by retention."""
+    run = make_run(operator, status=Run.Status.RUNNING, tool_output={"txn_id": "TX-3"})
+    raised = accounting.raise_ceiling(
+        run.pk, manager, refusal=access.ceiling_refusal, usd="5", comment="due today"
+    )
+    event = AuditEvent.objects.get(run=run, kind="ceiling.raised")
+    assert audit.is_decision(event.kind, event.payload)
+    assert audit.verify_run(run.pk).ok
+    sql("UPDATE orchestration_run SET ceiling_usd = %s WHERE id = %s", [raised.ceiling_usd + 1, run.pk])
+    assert_caught(run, f"run {run.pk}: its ceiling_usd differs")
 
 
 @pytest.mark.parametrize(
