@@ -46,7 +46,7 @@ def _settings(**env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_debug_is_off_unless_asked_for():
-    done = _settings(SECRET_KEY=secrets.token_urlsafe(50))
+    done = _settings(SECRET_KEY=secrets.token_urlsafe(50), AUDIT_SIGNING_KEY=secrets.token_urlsafe(48))
     assert done.returncode == 0, done.stderr
     assert "DEBUG False" in done.stdout and "SSL_REDIRECT True" in done.stdout
 

@@ -35,6 +35,8 @@ def ceiling(request: HttpRequest, run: Run) -> dict[str, object]:
 
 @api_view("POST")
 def raise_ceiling(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
+    if not access.may_decide(request.user):  # the role first (403), then the row (404)
+        raise ApiError(403, "forbidden", "Only a manager may raise a run's spend ceiling.")
     run = get_run_for_user(request.user, run_id)
     if not access.may_raise_ceiling(request.user, run):
         raise ApiError(

@@ -167,6 +167,8 @@ def detail(request, ticket_id: int):
 @require_POST
 def raise_ceiling(request, ticket_id: int):
     """A manager who did not request the run adds what they typed to its spend ceiling."""
+    if not access.may_decide(request.user):  # the role first (403), then the row (404)
+        raise PermissionDenied("Only a manager may raise a run's spend ceiling.")
     ticket = access.get_ticket_for_user(request.user, ticket_id)
     if not access.may_raise_ceiling(request.user, ticket.run):
         raise PermissionDenied("Only a manager who did not request the run may raise its ceiling.")

@@ -187,7 +187,7 @@ EXPECT: dict[str, dict[str, Any]] = {
     "api/runs/<uuid:run_id>": {"GET": {"anonymous": 401, "outsider": 404, "*": 200}, "POST": 405},
     "api/runs/<uuid:run_id>/ceiling": {
         "GET": 405,
-        "POST": {"anonymous": 401, "outsider": 404, "manager": 415, "*": 403},
+        "POST": {"anonymous": 401, "manager": 415, "*": 403},
     },
     "api/tickets/<int:ticket_id>/resolve": {
         "GET": 405,

@@ -108,6 +108,7 @@ def _production_env(**extra: str) -> dict[str, str]:
         **inherited,
         "DJANGO_DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "AUDIT_SIGNING_KEY": secrets.token_urlsafe(48),
         "ALLOWED_HOSTS": "countersign.example.com",
         "DATABASE_URL": f"postgres://{db['USER']}:{db.get('PASSWORD') or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         **extra,
