@@ -225,7 +225,7 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         precondition, reason, sign_off = refused_by
         tc = _finish(new_attempt(
             status=TC.REJECTED, settled=True, tool_version=tool.version,
-            error=f"Refused by the engine ({precondition}): {reason}"
+            error=f"Refused by the engine ({precondition}): {reason.rstrip('.')}."
             + (" A reviewer must sign this call off." if sign_off else " Nothing was executed."),
         ))
         audit.record("tool.refused", run=run, evidence_of=[tc], payload={

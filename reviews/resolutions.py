@@ -149,9 +149,12 @@ def correction_target(ticket: EscalationTicket) -> dict[str, Any]:
     if tc is not None and workflow.tool(tc.name) is not None:
         tool = workflow.tool(tc.name)
         current = tc.output if tc.output is not None else None
-        return {"kind": "tool", "name": tc.name, "schema": tool.output_schema, "current": current}
+        # A side effect's output cannot be typed in: the effect would be recorded, never done.
+        return {"kind": "tool", "name": tc.name, "schema": tool.output_schema, "current": current,
+                "correctable": not tool.side_effect}
     proposed = (ticket.context.get("details") or {}).get("proposed_result")
-    return {"kind": "final", "name": "final output", "schema": workflow.output_schema, "current": proposed}
+    return {"kind": "final", "name": "final output", "schema": workflow.output_schema, "current": proposed,
+            "correctable": True}
 
 
 def _needed(ticket: EscalationTicket) -> tuple[Decimal, int]:

@@ -232,10 +232,14 @@ def test_retry_runs_the_failed_step_again(operator, reviewer, drive, monkeypatch
     assert list(run.tool_calls.filter(name="probe").values_list("status", flat=True)) == ["error"] * 3 + ["ok"]
 
 
-def test_approve_signs_off_the_side_effect_before_it_happens(operator, reviewer, drive):
+def test_approve_signs_off_the_side_effect_before_it_happens(operator, reviewer, drive, client):
     run = drive(start_run("payment_approval", {"payment_id": "PAY-1005"}, operator))
     ticket = run.tickets.get()
     assert ticket.reason == "regulatory_trigger" and "over $250,000" in ticket.message
+    client.force_login(reviewer)  # the page offers no correction of a side effect's output
+    page = client.get(reverse("ticket_detail", args=[ticket.pk])).content.decode()
+    assert 'value="correct"' not in page and 'name="corrected"' not in page
+    assert "record_decision has a side effect" in page and 'value="approve"' in page
     assert ticket.context["details"]["proposed_call"] == {
         "tool": "record_decision", "input": ticket.failing_tool_call.input}
     assert Payment.objects.get(payment_id="PAY-1005").decision == ""  # nothing written before the sign-off
