@@ -9,6 +9,8 @@ Every other knob has a default that works on a fresh machine.
 from __future__ import annotations
 
 import re
+import secrets
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,8 +23,14 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Commands that only read the code (no request served, nothing signed, sealed or stored) run
+# on a fresh checkout without production secrets, e.g. `manage.py makemigrations --check` in
+# CI: they get throwaway keys that live only as long as the process.
+_CODE_ONLY_COMMANDS = {"makemigrations", "sqlmigrate", "help", "version"}
+_CODE_ONLY = Path(sys.argv[0]).name == "manage.py" and (sys.argv[1:2] or ["help"])[0] in _CODE_ONLY_COMMANDS
 _DEV_SECRET = "dev-only-insecure-secret-key-change-me"  # noqa: S105
-SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET if DEBUG else "")
+_THROWAWAY = secrets.token_urlsafe(48) if _CODE_ONLY else ""
+SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET if DEBUG else _THROWAWAY)
 if not SECRET_KEY:
     raise ImproperlyConfigured(
         "SECRET_KEY must be set when DJANGO_DEBUG is false (its default). For a development "
@@ -324,7 +332,9 @@ if AUDIT_LIVE_FULL_CHECK_SECONDS < 0:
 # the new key first and keep the old ones while events they signed must verify). Each key
 # is at least 32 characters; a signature names its key by a fingerprint (docs/operations.md).
 _DEV_AUDIT_KEY = "dev-only-insecure-audit-signing-key-change-me"  # noqa: S105
-AUDIT_SIGNING_KEY = env.list("AUDIT_SIGNING_KEY", default=[_DEV_AUDIT_KEY] if DEBUG else [])
+AUDIT_SIGNING_KEY = env.list(
+    "AUDIT_SIGNING_KEY", default=[_DEV_AUDIT_KEY] if DEBUG else [_THROWAWAY] if _CODE_ONLY else []
+)
 if not AUDIT_SIGNING_KEY:
     raise ImproperlyConfigured("AUDIT_SIGNING_KEY must be set when DJANGO_DEBUG is false.")
 if any(len(key) < 32 for key in AUDIT_SIGNING_KEY):
