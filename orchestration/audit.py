@@ -567,30 +567,24 @@ class RunHead:
     rows: dict[str, list[str]] = field(default_factory=dict)
 
 
-_HEAD_SQL = """
-    SELECT h.run_seq, h.hash, e.run_seq, e.hash
+# Each run beside its stored head and its last event (one statement reads both, so an event
+# appended meanwhile, which commits with its head, cannot make them differ).
+_HEAD_JOIN = """
     FROM orchestration_run r
     LEFT JOIN orchestration_runaudithead h ON h.run_id = r.id
     LEFT JOIN LATERAL (
         SELECT run_seq, hash FROM orchestration_auditevent
         WHERE run_id = r.id ORDER BY seq DESC LIMIT 1
     ) e ON true
-    WHERE r.id = %s
 """
-
-
-# The first run whose stored head is not its last event (verify_chain; the same join).
-_HEADS_SQL = """
-    SELECT r.id
-    FROM orchestration_run r
-    LEFT JOIN orchestration_runaudithead h ON h.run_id = r.id
-    LEFT JOIN LATERAL (
-        SELECT run_seq, hash FROM orchestration_auditevent
-        WHERE run_id = r.id ORDER BY seq DESC LIMIT 1
-    ) e ON true
-    WHERE COALESCE(h.run_seq, 0) <> COALESCE(e.run_seq, 0) OR COALESCE(h.hash, '') <> COALESCE(e.hash, '')
-    LIMIT 1
-"""
+_HEAD_SQL = "SELECT h.run_seq, h.hash, e.run_seq, e.hash" + _HEAD_JOIN + "WHERE r.id = %s"
+# The first run whose stored head is not its last event (verify_chain).
+_HEADS_SQL = (
+    "SELECT r.id"
+    + _HEAD_JOIN
+    + "WHERE COALESCE(h.run_seq, 0) <> COALESCE(e.run_seq, 0) OR COALESCE(h.hash, '') <> COALESCE(e.hash, '')"
+    + " LIMIT 1"
+)
 
 
 def _head_problem(run_id: Any) -> str:
