@@ -289,7 +289,7 @@ def _give_back(run_id: Any, usd: Decimal, tokens: int) -> None:
 def _lock_runs(run_ids: list[Any]) -> None:
     """Lock runs before their calls, in one order everywhere (reserve, charge, release), so
     a late answer and the step that gives up on it cannot deadlock."""
-    list(Run.objects.select_for_update().filter(pk__in=run_ids).order_by("pk").values_list("pk"))
+    list(Run.objects.locked().filter(pk__in=run_ids).order_by("pk").values_list("pk"))
 
 
 def _take_reservation(mc: ModelCall) -> tuple[Decimal, int]:
@@ -524,7 +524,7 @@ def raise_ceiling(
     not import: every caller passes it as ``refusal``, and it is asked under the lock."""
     amount, count = parse_raise(usd, tokens)
     with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        run = Run.objects.locked().filter(pk=run_id).first()
         if run is None:
             raise CeilingError("No such run.", code="not_found")
         if why := refusal(user, run):

@@ -81,7 +81,7 @@ def claim_step(run_id: Any) -> Run | None:
     """Take the run's lease for one step, or return None when it is not ours to run."""
     now = timezone.now()
     with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        run = Run.objects.locked().filter(pk=run_id).first()
         if run is None:
             return None
         if run.status == S.QUEUED:

@@ -72,7 +72,7 @@ def transition(
     if unknown:
         raise TypeError(f"transition() cannot set {sorted(unknown)}")
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run_id)
+        run = Run.objects.locked().get(pk=run_id)
         if not can_transition(run, target) or (expected and run.status not in expected):
             raise InvalidTransition(run, target)
         previous = run.status

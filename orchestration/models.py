@@ -70,6 +70,16 @@ class WorkflowVersion(models.Model):
         return f"{self.name} v{self.version} ({self.content_hash[:8]})"
 
 
+class RunQuerySet(models.QuerySet):
+    def locked(self) -> RunQuerySet:
+        """The run's row lock: FOR NO KEY UPDATE, the lock an UPDATE of the run takes. Lockers
+        still exclude each other, but rows that reference the run (audit events, model and
+        tool calls) can be inserted while it is held. A plain FOR UPDATE blocks those inserts:
+        a transaction holding the audit chain's lock and inserting an event of this run would
+        wait on the run's holder, who waits for the chain's lock, and Postgres would abort one."""
+        return self.select_for_update(no_key=True)
+
+
 class Run(models.Model):
     """One execution of a workflow version.
 
@@ -151,6 +161,8 @@ class Run(models.Model):
         output_field=SearchVectorField(),
         db_persist=True,
     )
+
+    objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -113,7 +113,7 @@ def purge_payloads(
             # The runs' rows first, in one order: each purge event below locks its run's row
             # then the chain, and a run locked after the chain could deadlock (audit.record).
             runs = list(
-                Run.objects.select_for_update(no_key=True)
+                Run.objects.locked()
                 .filter(pk__in=batch)
                 .order_by("pk")
                 .only("pk")

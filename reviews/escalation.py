@@ -169,7 +169,7 @@ def pause_if_running(
     model call leaves until it runs again, and the spend ceiling is checked again then.
     """
     with transaction.atomic():
-        status = Run.objects.select_for_update().filter(pk=run_id).values_list("status", flat=True).first()
+        status = Run.objects.locked().filter(pk=run_id).values_list("status", flat=True).first()
         if status != Run.Status.RUNNING:
             return None
         return escalate(run_id, reason, message, model_call=model_call, details=details)

@@ -199,7 +199,7 @@ def resolve(
         ticket = _locked(ticket_id)
         _check_open(ticket)
         _check_may_act(ticket, user, holder=user)
-        run = Run.objects.select_for_update().get(pk=ticket.run_id)
+        run = Run.objects.locked().get(pk=ticket.run_id)
         # A halted run (the fan-out breaker) is final: its ticket can only be acknowledged.
         acknowledging = run.status == Run.Status.HALTED and action == Res.FAIL
         if run.status != Run.Status.AWAITING_REVIEW and not acknowledging:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, connections, transaction
 
 from orchestration import audit
-from orchestration.models import AuditEvent
+from orchestration.models import AuditEvent, Run
 from tests.audit_factories import make_run
 
 
@@ -155,4 +156,36 @@ def test_payloads_are_redacted_before_they_are_hashed(operator):
         "card": "[REDACTED:card]",
         "txn": "TX-20261120-001",
     }
+    assert audit.verify_run(run.pk).ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_run_does_not_block_an_event_of_that_run(operator):
+    """The run row lock every state change takes (``Run.objects.locked()``) must not block the
+    insert of an audit event that references the run: the inserter holds the chain's lock,
+    and the lock holder's own event waits for that lock, so Postgres would abort one."""
+    run = make_run(operator)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_run() -> None:
+        try:
+            with transaction.atomic():
+                Run.objects.locked().get(pk=run.pk)  # as lifecycle.transition holds it
+                held.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_run)
+    holder.start()
+    try:
+        assert held.wait(10)
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")  # a blocked insert fails here
+            audit.record("probe.appended", run=run, payload={"while": "the run is locked"})
+    finally:
+        release.set()
+        holder.join()
+    assert AuditEvent.objects.filter(run=run, kind="probe.appended").exists()
     assert audit.verify_run(run.pk).ok
