@@ -156,8 +156,8 @@ def langgraph_graph(saver: Any, timer: Timer) -> Any:
     from langgraph.prebuilt import ToolNode, tools_condition
 
     from bench import loop_workflow
-    from orchestration.simulator import SimulatorTransport
-    from orchestration.simulator.django import make_api_from_settings
+    from simulator import SimulatorTransport
+    from simulator.django import make_api_from_settings
     from orchestration.workflows.versions import api_tools, snapshot
 
     version = snapshot(loop_workflow.WORKFLOW)  # the same prompt and tools Countersign sends

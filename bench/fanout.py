@@ -146,8 +146,8 @@ def seed_reference(n: int, latency: float) -> dict:
     """The seed's enterprise_orchestrate, verbatim in shape, against the same simulator."""
     import anthropic
 
-    from orchestration.simulator import SimulatorTransport
-    from orchestration.simulator.django import make_api_from_settings
+    from simulator import SimulatorTransport
+    from simulator.django import make_api_from_settings
 
     api = make_api_from_settings(fixed_latency_seconds=latency, state_url="")
     client = anthropic.Anthropic(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from orchestration.demo.playbook import fanout_roles
+from demo.playbook import fanout_roles
 from orchestration.workflows.declaration import Constraints, FanoutSpec, JobResult, Workflow
 from orchestration.workflows.registry import register
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from orchestration.simulator.policy import Conversation, Turn, final, text, tool_use
+from simulator.policy import Conversation, Turn, final, text, tool_use
 from orchestration.workflows.declaration import (
     Constraints,
     Expectation,

@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "reviews",
     "costs",
     "warehouse",
+    "simulator",
+    "demo",
     "api",
     "ops",
 ]
@@ -244,11 +246,11 @@ SIMULATOR = {
 SIMULATOR_POLICY_RESOLVER = "orchestration.workflows.registry.policy_for"
 # Modules that declare workflows (imported at start-up); extra ones are comma-separated.
 WORKFLOW_MODULES = [
-    "orchestration.demo.financial_reporting",
-    "orchestration.demo.payment_approval",
-    "orchestration.demo.routing",
-    "orchestration.demo.security_scan",
-    "orchestration.demo.ad_variants",
+    "demo.financial_reporting",
+    "demo.payment_approval",
+    "demo.routing",
+    "demo.security_scan",
+    "demo.ad_variants",
     *env.list("COUNTERSIGN_EXTRA_WORKFLOWS", default=[]),
 ]
 

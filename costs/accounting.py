@@ -56,7 +56,7 @@ from orchestration.models import ModelCall, Run
 ZERO = Decimal("0")
 # Added to every request's size bound: the hidden prompt the real API adds when tools are
 # declared (a few hundred tokens) and the role markers of each message. The simulator's
-# fixed overheads (orchestration/simulator/tokens.py) are all covered by it.
+# fixed overheads (simulator/tokens.py) are all covered by it.
 REQUEST_ALLOWANCE_TOKENS = 1024
 # Per image block: the simulator's flat price and the API's cap for one image.
 IMAGE_TOKENS = 1600

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from orchestration.demo.playbook import fanout_roles
+from demo.playbook import fanout_roles
 from orchestration.workflows.declaration import (
     Constraints,
     Expectation,

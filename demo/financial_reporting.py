@@ -20,8 +20,8 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from orchestration.demo.playbook import answer, call, failed_last, result
-from orchestration.simulator.policy import Conversation, Turn
+from demo.playbook import answer, call, failed_last, result
+from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import (
     Constraints,
     EscalationRule,

@@ -20,8 +20,8 @@ from typing import Any
 
 from django.conf import settings
 
-from orchestration.demo.playbook import answer, call, result
-from orchestration.simulator.policy import Conversation, Turn
+from demo.playbook import answer, call, result
+from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import (
     Constraints,
     EscalationRule,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orchestration.simulator.policy import Conversation, Turn
+from simulator.policy import Conversation, Turn
 
 
 def call(name: str, tool_input: dict[str, Any], say: str = "") -> Turn:

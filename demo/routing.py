@@ -13,8 +13,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from orchestration.demo.playbook import answer, call, result
-from orchestration.simulator.policy import Conversation, Turn
+from demo.playbook import answer, call, result
+from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import (
     Constraints,
     Example,

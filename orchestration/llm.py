@@ -33,8 +33,8 @@ def _base_client() -> anthropic.Anthropic:
     kwargs["api_key"] = "simulated"
     if settings.ANTHROPIC_BASE_URL:  # the standalone simulator over loopback HTTP
         return anthropic.Anthropic(base_url=settings.ANTHROPIC_BASE_URL, **kwargs)
-    from orchestration.simulator import SimulatorTransport
-    from orchestration.simulator.django import build_api_from_settings
+    from simulator import SimulatorTransport
+    from simulator.django import build_api_from_settings
 
     transport = SimulatorTransport(build_api_from_settings())
     return anthropic.Anthropic(

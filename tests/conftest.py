@@ -34,7 +34,7 @@ collect_ignore = [] if os.environ.get("COUNTERSIGN_FAULTS") == "1" else ["faults
 def _fast_simulator(settings: Any) -> Iterator[None]:
     """No simulated latency in tests, a cache state of its own, short backoffs."""
     from orchestration.llm import reset_clients
-    from orchestration.simulator.django import reset_api
+    from simulator.django import reset_api
 
     settings.SIMULATOR = {**settings.SIMULATOR, "latency_scale": 0.0, "state_url": "", "retry_after_seconds": 0.01}
     settings.LLM_BACKOFF_BASE_SECONDS = 0.01

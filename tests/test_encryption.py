@@ -18,13 +18,13 @@ from django.urls import reverse
 
 import tests.workflows_for_tests  # noqa: F401 - registers fanout_probe
 from orchestration import engine
-from orchestration.demo.playbook import answer, call, result
+from demo.playbook import answer, call, result
 from orchestration.fanout import artifacts
 from orchestration.fanout.models import Fanout, FanoutJob
 from orchestration.launch import start_run
 from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.run_search import filtered_runs, parse_filters
-from orchestration.simulator.policy import Conversation, Turn
+from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import Constraints, Tool, Workflow
 from orchestration.workflows.registry import register
 from reviews import resolutions

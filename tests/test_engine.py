@@ -225,7 +225,7 @@ def test_answer_without_required_tool_is_nudged_once_then_escalates(operator, dr
     run = _start(operator, "probe", {"mode": "ok"})
     import dataclasses
 
-    from orchestration.demo.playbook import answer
+    from demo.playbook import answer
 
     skipping = dataclasses.replace(workflow, policy=lambda conv: answer({"value": 1}))
     registry._REGISTRY["probe"] = skipping

@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 
 import tests.workflows_for_tests as probes
 from orchestration import engine
-from orchestration.demo import ad_variants
+from demo import ad_variants
 from orchestration.fanout import aggregate, artifacts, slots
 from orchestration.fanout.coordinator import max_failures
 from orchestration.fanout.models import Fanout, FanoutJob
@@ -356,7 +356,7 @@ def test_a_scanned_file_cannot_steer_the_plan_or_the_aggregate(
     not succeed with that report: the plan or the aggregate is refused and a reviewer gets
     a validation_failed ticket naming what was wrong."""
     from orchestration.audit import verify_run
-    from orchestration.demo import security_scan
+    from demo import security_scan
 
     monkeypatch.setattr(security_scan, "scan_tree", lambda: fanout_injection.tree(entry["payload"]))
     run = drive_fanout(drive_fanout.start({"repository": "demo-scan-tree"}, "scan_injection_probe"))
@@ -544,7 +544,7 @@ def test_the_per_run_cap_bounds_jobs_in_flight(seeded, drive_fanout, settings) -
     settings.FANOUT_PER_RUN_CONCURRENCY = 5
     settings.SIMULATOR = {**settings.SIMULATOR, "fixed_latency_seconds": 0.05}
     from orchestration.llm import reset_clients
-    from orchestration.simulator.django import build_api_from_settings, reset_api
+    from simulator.django import build_api_from_settings, reset_api
 
     reset_api()
     reset_clients()

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from orchestration.demo import payment_approval
-from orchestration.demo.playbook import call
+from demo import payment_approval
+from demo.playbook import call
 from orchestration.launch import start_run
 from orchestration.models import Run
-from orchestration.simulator.policy import Conversation, Turn
+from simulator.policy import Conversation, Turn
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import Precondition, Record, RecordedCall, Tool
 from orchestration.workflows.versions import snapshot

@@ -11,8 +11,8 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from orchestration.demo.playbook import answer, call, result
-from orchestration.simulator.policy import Conversation, Turn
+from demo.playbook import answer, call, result
+from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import (
     Constraints,
     Expectation,
@@ -146,7 +146,7 @@ register(dataclasses.replace(
 # way to get the plan wrong: "missing" (drops the last item), "unknown" (adds a job for no
 # item), "schema" (sets its own job schema). "aggregate" gets the final result wrong:
 # "miscount", "drop" (leaves a passed job out), "invent" (adds a job that never passed). SEEN counts specialist calls per (run, job, attempt) in this process.
-from orchestration.demo.playbook import fanout_roles  # noqa: E402
+from demo.playbook import fanout_roles  # noqa: E402
 from orchestration.workflows.declaration import FanoutSpec  # noqa: E402
 
 FANOUT_SEEN: dict[tuple[str, int], int] = {}

@@ -302,7 +302,7 @@ class Workflow:
     expectation: Expectation | None = None
     approval_threshold_usd: Decimal | None = None
     input_example: JSON | None = None
-    # Plays the model in the simulator (orchestration.simulator.policy.Policy).
+    # Plays the model in the simulator (simulator.policy.Policy).
     policy: Callable[..., Any] | None = None
     description: str = ""
     # Enterprise fan-out mode (orchestration.fanout); None for the tool-use loop.

@@ -16,9 +16,9 @@ from orchestration.workflows.declaration import Workflow
 _REGISTRY: dict[str, Workflow] = {}
 
 DEFAULT_MODULES = (
-    "orchestration.demo.financial_reporting",
-    "orchestration.demo.payment_approval",
-    "orchestration.demo.routing",
+    "demo.financial_reporting",
+    "demo.payment_approval",
+    "demo.routing",
 )
 
 

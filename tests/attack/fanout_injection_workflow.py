@@ -24,8 +24,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestration.demo import security_scan as scan
-from orchestration.demo.playbook import fanout_roles
+from demo import security_scan as scan
+from demo.playbook import fanout_roles
 from orchestration.workflows.registry import register
 
 CORPUS = [

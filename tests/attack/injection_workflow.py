@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orchestration.demo.playbook import answer, call, result
-from orchestration.simulator.policy import Conversation, Turn
+from demo.playbook import answer, call, result
+from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import (
     Constraints,
     EscalationRule,

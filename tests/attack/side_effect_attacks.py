@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from orchestration.demo.playbook import answer, call
-from orchestration.simulator.policy import Conversation, Turn
+from demo.playbook import answer, call
+from simulator.policy import Conversation, Turn
 
 Step = tuple[str, Callable[[Conversation], dict[str, Any]]]
 

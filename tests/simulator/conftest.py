@@ -9,7 +9,7 @@ import anthropic
 import pytest
 from sim_helpers import FakeClock, sdk_client
 
-from orchestration.simulator import InMemoryState, PolicyResolver, SimulatedAPI, SimulatorConfig
+from simulator import InMemoryState, PolicyResolver, SimulatedAPI, SimulatorConfig
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from orchestration.simulator import SimulatedAPI, SimulatorTransport  # noqa: E402
+from simulator import SimulatedAPI, SimulatorTransport  # noqa: E402
 
 SONNET = "claude-sonnet-4-6"
 HAIKU = "claude-haiku-4-5"
@@ -46,7 +46,7 @@ def sdk_client(api: SimulatedAPI, *, max_retries: int = 2, **kwargs: Any) -> ant
 
 def demo_resolver(workflow: str | None):
     """A policy resolver importable by dotted path (used by the settings test)."""
-    from orchestration.simulator import final
+    from simulator import final
 
     if workflow == "demo":
         return lambda conv: final({"demo": True})

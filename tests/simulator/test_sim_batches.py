@@ -8,7 +8,7 @@ import anthropic
 import pytest
 from sim_helpers import HAIKU, SONNET, sdk_client
 
-from orchestration.simulator import PolicyRegistry, final
+from simulator import PolicyRegistry, final
 
 
 def request(custom_id, content, **params):

@@ -6,8 +6,8 @@ import anthropic
 import pytest
 from sim_helpers import HAIKU, OPUS, SONNET, sdk_client
 
-from orchestration.simulator import SimulatedAPI, SimulatorConfig, input_tokens
-from orchestration.simulator.tokens import (
+from simulator import SimulatedAPI, SimulatorConfig, input_tokens
+from simulator.tokens import (
     REQUEST_OVERHEAD,
     TOOLS_PREAMBLE,
     text_tokens,

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent(
         SIMULATOR_POLICY_RESOLVER="sim_helpers.demo_resolver",
     )
     django.setup()
-    from orchestration.simulator.django import (
+    from simulator.django import (
         build_api_from_settings, make_api_from_settings, reset_api,
     )
 
@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
     fresh = build_api_from_settings()
     assert fresh is not api
     override = make_api_from_settings(latency_scale=2.5)
-    from orchestration.simulator import SimulatorTransport
+    from simulator import SimulatorTransport
     import httpx2
     raw = httpx2.Client(transport=SimulatorTransport(fresh), base_url="http://sim")
     answer = raw.post(

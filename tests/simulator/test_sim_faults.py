@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from sim_helpers import SONNET, sdk_client
 
-from orchestration.simulator import SimulatorTransport, parse_faults
+from simulator import SimulatorTransport, parse_faults
 
 TOOLS = [
     {
@@ -185,7 +185,7 @@ def test_slow_with_times_one_succeeds_on_retry(api):
 
 def test_latency_is_modelled_per_model(make_api):
     slept = []
-    from orchestration.simulator import SimulatedAPI, SimulatorConfig
+    from simulator import SimulatedAPI, SimulatorConfig
 
     api = SimulatedAPI(
         SimulatorConfig(latency={"claude-sonnet": (0.5, 10.0)}, latency_scale=2.0),

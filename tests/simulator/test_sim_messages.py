@@ -9,7 +9,7 @@ import httpx2
 import pytest
 from sim_helpers import HAIKU, SONNET, sdk_client
 
-from orchestration.simulator import (
+from simulator import (
     PolicyRegistry,
     SimulatorTransport,
     Turn,

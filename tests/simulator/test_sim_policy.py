@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 from sim_helpers import SONNET, sdk_client
 
-from orchestration.simulator import (
+from simulator import (
     Conversation,
     PolicyRegistry,
     extract_output_schema,
@@ -17,7 +17,7 @@ from orchestration.simulator import (
     schema_instance,
     scripted,
 )
-from orchestration.simulator.config import config_from_mapping, resolve_model
+from simulator.config import config_from_mapping, resolve_model
 
 OUTPUT_SCHEMA = {
     "type": "object",

@@ -11,7 +11,7 @@ import anthropic
 import pytest
 from sim_helpers import SONNET
 
-from orchestration.simulator import RedisState, SimulatedAPI, SimulatorConfig, serve_in_thread
+from simulator import RedisState, SimulatedAPI, SimulatorConfig, serve_in_thread
 
 
 @pytest.fixture

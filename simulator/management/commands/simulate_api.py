@@ -10,9 +10,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from orchestration.simulator.django import make_api_from_settings
-from orchestration.simulator.faults import parse_faults
-from orchestration.simulator.server import make_server
+from simulator.django import make_api_from_settings
+from simulator.faults import parse_faults
+from simulator.server import make_server
 
 
 class Command(BaseCommand):
