@@ -47,9 +47,10 @@ status: ## Show which services run, and their data and log paths
 env: ## Print the export lines for the running services (eval "$(make -s env)")
 	@$(SERVICES) env
 
-lint: ## ruff check + ruff format --check
+lint: ## ruff check + the import layers (lint-imports) + ruff format --check
 	@$(SERVICES) deps --venv
 	$(VENV_BIN)/ruff check .
+	$(VENV_BIN)/lint-imports
 	$(VENV_BIN)/ruff format --check .
 
 fmt: ## ruff format + ruff check --fix

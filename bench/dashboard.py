@@ -59,12 +59,12 @@ def long_run(steps: int) -> Any:
     """A real run of `steps` tool-loop steps, executed in-process one step at a time."""
     from django.contrib.auth import get_user_model
 
-    from orchestration import engine, tasks
+    from orchestration import dispatch, engine
     from orchestration.launch import start_run
     from orchestration.models import Run
 
     user = get_user_model().objects.get(username="operator")
-    with mock.patch.object(tasks, "enqueue_step", lambda *a, **k: None):
+    with mock.patch.object(dispatch, "enqueue_step", lambda *a, **k: None):
         run = start_run("bench_loop", {"steps": steps}, user)
         for _ in range(steps + 2):
             engine.run_step(run.pk)

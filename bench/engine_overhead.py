@@ -83,10 +83,10 @@ def countersign_in_process(steps: int) -> dict[str, float]:
     from django.test.utils import CaptureQueriesContext
 
     from bench._workers import start_loop_run
-    from orchestration import engine, tasks
+    from orchestration import dispatch, engine
     from orchestration.models import ModelCall, Run
 
-    with mock.patch.object(tasks, "enqueue_step", lambda *a, **k: None):
+    with mock.patch.object(dispatch, "enqueue_step", lambda *a, **k: None):
         run = start_loop_run(steps)
         wall = 0.0
         connection.queries_log.clear()  # a bounded deque: a full one would count nothing
@@ -156,9 +156,9 @@ def langgraph_graph(saver: Any, timer: Timer) -> Any:
     from langgraph.prebuilt import ToolNode, tools_condition
 
     from bench import loop_workflow
+    from orchestration.workflows.versions import api_tools, snapshot
     from simulator import SimulatorTransport
     from simulator.django import make_api_from_settings
-    from orchestration.workflows.versions import api_tools, snapshot
 
     version = snapshot(loop_workflow.WORKFLOW)  # the same prompt and tools Countersign sends
     client = anthropic.Anthropic(

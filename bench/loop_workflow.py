@@ -10,7 +10,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from simulator.policy import Conversation, Turn, final, text, tool_use
 from orchestration.workflows.declaration import (
     Constraints,
     Expectation,
@@ -19,6 +18,7 @@ from orchestration.workflows.declaration import (
     Workflow,
 )
 from orchestration.workflows.registry import register
+from simulator.policy import Conversation, Turn, final, text, tool_use
 
 NAME = "bench_loop"
 TOOL = "increment"

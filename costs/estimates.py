@@ -1,7 +1,8 @@
 """Estimating a run's cost before any token is spent, shown as a calculation.
 
 The prompt is measured with count_tokens on the exact system prompt, tools and input
-the run will send. The rest follows the workflow's declared expectation (turns, output
+the run will send; the engine measures it (orchestration.launch.measure_prompt) and hands the
+counts in as a PromptSize, so Costs never calls the model API. The rest follows the workflow's declared expectation (turns, output
 and tool-result sizes) and the cache rules: the system+tools prefix is written to the
 cache on the first turn and read on the following ones, when it is long enough to be
 cached at all. The upper bound adds a retry allowance; the approval gate uses it.
@@ -9,16 +10,12 @@ cached at all. The upper bound adds a retry allowance; the approval gate uses it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from costs.pricing import MILLION, price_for
-from orchestration.llm import client_for
-from orchestration.models import WorkflowVersion
 from orchestration.workflows.declaration import Workflow
-from orchestration.workflows.versions import api_tools
 
 # Extra cost allowed for tool retries, validation retries and a reviewer's resume.
 RETRY_ALLOWANCE = Decimal("0.50")
@@ -26,6 +23,19 @@ RETRY_ALLOWANCE = Decimal("0.50")
 
 def min_cacheable_tokens(model: str) -> int:
     return 1024 if "sonnet" in model else 4096
+
+
+@dataclass(frozen=True)
+class PromptSize:
+    """count_tokens of the run's first request, measured by the engine.
+
+    prompt: the whole first request (system prompt, tools, the input; for a fan-out run the
+    orchestrator's decomposition turn). prefix: the system prompt and tools alone, the part
+    the cache can hold (0 for a fan-out run, which does not use it).
+    """
+
+    prompt: int
+    prefix: int = 0
 
 
 @dataclass
@@ -48,21 +58,12 @@ def _usd(value: Decimal) -> str:
     return f"${value.quantize(Decimal('0.000001'), rounding=ROUND_HALF_UP)}"
 
 
-def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any], *,
+def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize, *,
                  batch: bool = False) -> Estimate:
     if workflow.fanout is not None:
-        return estimate_fanout(workflow, version, run_input)
+        return estimate_fanout(workflow, run_input, size)
     model = workflow.orchestrator_model
-    client = client_for(workflow=workflow.name)
-    system = [{"type": "text", "text": version.system_prompt}]
-    tools = api_tools(version)
-    prompt = client.messages.count_tokens(
-        model=model, system=system, tools=tools,
-        messages=[{"role": "user", "content": json.dumps(run_input)}],
-    ).input_tokens
-    prefix = client.messages.count_tokens(
-        model=model, system=system, tools=tools, messages=[{"role": "user", "content": "."}],
-    ).input_tokens
+    prompt, prefix = size.prompt, size.prefix
     exp = workflow.expected()
     price = price_for(model)
     turns = exp.turns
@@ -112,28 +113,23 @@ def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[s
     return Estimate(model=model, expected_usd=expected, upper_usd=upper, lines=lines)
 
 
-def estimate_fanout(workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any]) -> Estimate:
+def estimate_fanout(workflow: Workflow, run_input: dict[str, Any], size: PromptSize) -> Estimate:
     """A fan-out run: decompose + N x (specialist + validator) + retry allowance + aggregate.
 
-    The decomposition prompt is measured with count_tokens on the exact request the
-    orchestrator will get (system prompt, input and the workflow's context data). N comes
+    The decomposition prompt is measured (by the engine) with count_tokens on the exact
+    request the orchestrator will get (system prompt, input and the workflow's context data),
+    and comes in as ``size.prompt``. N comes
     from the workflow (``expected_jobs``, else its max_jobs); per-call token sizes are the
     workflow's declared expectations. The retry allowance prices one retry (specialist and
     validator again) for RETRY_ALLOWANCE of the jobs.
     """
-    from orchestration.fanout.plan import decompose_turn
-
     spec = workflow.fanout
     assert spec is not None
     orchestrator = workflow.orchestrator_model
     specialist = workflow.models.get("specialist") or orchestrator
     validator = workflow.models.get("validator") or orchestrator
     n = spec.expected_jobs(run_input) if spec.expected_jobs else spec.max_jobs
-    client = client_for(workflow=workflow.name)
-    prompt = client.messages.count_tokens(
-        model=orchestrator, system=[{"type": "text", "text": version.system_prompt}],
-        messages=[{"role": "user", "content": json.dumps(decompose_turn(spec, run_input, strict=False))}],
-    ).input_tokens
+    prompt = size.prompt
     po, ps, pv = price_for(orchestrator), price_for(specialist), price_for(validator)
 
     def cost(tokens: int, per_mtok: Decimal) -> Decimal:

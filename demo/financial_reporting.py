@@ -21,7 +21,6 @@ from decimal import Decimal
 from typing import Any
 
 from demo.playbook import answer, call, failed_last, result
-from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import (
     Constraints,
     EscalationRule,
@@ -34,6 +33,7 @@ from orchestration.workflows.declaration import (
     Workflow,
 )
 from orchestration.workflows.registry import register
+from simulator.policy import Conversation, Turn
 from warehouse.models import AuditLogEntry, LedgerEntry, PublishedReport, Transaction
 
 ALLOWED_STATUSES = ("pending", "completed", "failed")

@@ -21,7 +21,6 @@ from typing import Any
 from django.conf import settings
 
 from demo.playbook import answer, call, result
-from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import (
     Constraints,
     EscalationRule,
@@ -34,6 +33,7 @@ from orchestration.workflows.declaration import (
     Workflow,
 )
 from orchestration.workflows.registry import register
+from simulator.policy import Conversation, Turn
 from warehouse.models import AuditLogEntry, Payment, PaymentDecision
 
 HIGH_VALUE = Decimal("10000")

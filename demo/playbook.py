@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from orchestration.fanout.prompts import SPECIALIST_MARK, VALIDATOR_MARK
 from simulator.policy import Conversation, Turn
 
 
@@ -43,8 +44,6 @@ def fanout_roles(
     """A fan-out workflow's policy: one function per role, picked the way a model reads its
     role, from its system prompt (specialist, validator) or the orchestrator's user turn
     (``phase``: decompose or aggregate). Each gets the user turn's JSON and returns a Turn."""
-    from orchestration.fanout.prompts import SPECIALIST_MARK, VALIDATOR_MARK
-
     def policy(conv: Conversation) -> Turn:
         data = conv.input if isinstance(conv.input, dict) else {}
         if conv.system_text.startswith(SPECIALIST_MARK):

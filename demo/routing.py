@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 
 from demo.playbook import answer, call, result
-from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import (
     Constraints,
     Example,
@@ -25,6 +24,7 @@ from orchestration.workflows.declaration import (
     Workflow,
 )
 from orchestration.workflows.registry import register
+from simulator.policy import Conversation, Turn
 from warehouse.models import Payment, Transaction
 
 DOMAIN_INPUT = {

@@ -22,6 +22,7 @@ Anything that cannot go on safely escalates (reviews.escalation), pausing the ru
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -37,15 +38,16 @@ from costs import accounting
 from ops import tracing
 from ops.logs import bind as log_bind
 from ops.logs import log_context
-from orchestration import audit, lifecycle
+from orchestration import audit, dispatch, lifecycle
+from orchestration.fanout import coordinator
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
 from orchestration.privacy import PayloadKeyError, require_readable
+from orchestration.record import recorded_state
 from orchestration.tool_execution import (
     Escalation,
     backoff_seconds,
     in_round,
-    recorded_state,
     round_start,
     settle_turn,
     tool_result_blocks,
@@ -100,14 +102,12 @@ def claim_step(run_id: Any) -> Run | None:
 
 def release_step(run_id: Any, next_in: float | None) -> None:
     """Give the lease back; while the run is running, enqueue its next step after commit."""
-    from orchestration.tasks import enqueue_step
-
     with transaction.atomic():
         released = Run.objects.filter(pk=run_id, status=S.RUNNING).update(
             lease_expires_at=None, updated_at=timezone.now()
         )
         if released and next_in is not None:
-            transaction.on_commit(lambda: enqueue_step(run_id, countdown=next_in))
+            transaction.on_commit(lambda: dispatch.enqueue_step(run_id, countdown=next_in))
 
 
 def run_step(run_id: Any) -> None:
@@ -176,8 +176,6 @@ def _step(run: Run) -> StepResult:
     if workflow.fanout is not None:
         # Enterprise mode has its own steps (decompose, dispatch, aggregate); its job calls
         # run in parallel on other workers, so the cleanup below must not touch them.
-        from orchestration.fanout import coordinator
-
         return StepResult(coordinator.step(run, workflow))
     waiting = run.model_calls.filter(status=ModelCall.Status.PENDING).exclude(batch_id="").first()
     if waiting is not None:
@@ -230,8 +228,6 @@ def _escalate(run: Run, e: Escalation, model_call: ModelCall | None = None) -> N
 
 
 def _next_user_turn(run: Run, last: ModelCall | None) -> list[dict[str, Any]]:
-    import json
-
     if last is None:
         # The request is data: validated JSON in the user turn, never in the instructions.
         content: list[dict[str, Any]] = [{"type": "text", "text": json.dumps(run.input)}]
@@ -508,7 +504,6 @@ def _finalize(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
 
 def reap_stalled_runs() -> int:
     """Re-enqueue runs whose step went silent: an expired lease, or a lost step message."""
-    from orchestration.tasks import enqueue_step
 
     now = timezone.now()
     # Reservations of calls whose worker died with no step to take over (e.g. the run was
@@ -526,7 +521,7 @@ def reap_stalled_runs() -> int:
     sent = 0
     for run_id in stalled:
         logger.warning("re-queueing stalled run", extra={"run_id": str(run_id)})
-        if enqueue_step(run_id) is not False:
+        if dispatch.enqueue_step(run_id) is not False:
             # Only a step really sent restarts the silence clock; an unsent one is tried again
             # on the next round.
             Run.objects.filter(pk=run_id).update(updated_at=now)
@@ -540,7 +535,6 @@ def _waiting_for_batch():
 
 def poll_batches() -> int:
     """Enqueue a step for every run whose pending batch has ended; returns how many."""
-    from orchestration.tasks import enqueue_step
 
     ended = 0
     for mc in _waiting_for_batch().filter(run__status=S.RUNNING, run__lease_expires_at__isnull=True).select_related("run"):
@@ -550,6 +544,6 @@ def poll_batches() -> int:
             logger.warning("could not poll batch", extra={"run_id": str(mc.run_id), "batch_id": mc.batch_id})
             continue
         if done:
-            enqueue_step(mc.run_id)
+            dispatch.enqueue_step(mc.run_id)
             ended += 1
     return ended

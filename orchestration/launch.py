@@ -18,12 +18,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from costs import accounting, budgets
-from costs.estimates import Estimate, estimate_run
+from costs.estimates import Estimate, PromptSize, estimate_run
 from orchestration import audit, lifecycle
-from orchestration.models import Run
+from orchestration.fanout.plan import decompose_turn
+from orchestration.llm import client_for
+from orchestration.models import Run, WorkflowVersion
 from orchestration.validation import schema_errors
 from orchestration.workflows import registry
-from orchestration.workflows.versions import snapshot
+from orchestration.workflows.declaration import Workflow
+from orchestration.workflows.versions import api_tools, snapshot
 from reviews.models import ApprovalRequest
 
 
@@ -70,6 +73,28 @@ def validate_input(workflow_name: str, raw: str | dict[str, Any]) -> dict[str, A
     return value
 
 
+def measure_prompt(workflow: Workflow, version: WorkflowVersion, value: dict[str, Any]) -> PromptSize:
+    """count_tokens on the exact first request the run will send, for its estimate (an API
+    call: callers make it outside their transaction)."""
+    client = client_for(workflow=workflow.name)
+    model = workflow.orchestrator_model
+    system = [{"type": "text", "text": version.system_prompt}]
+    if workflow.fanout is not None:
+        turn = decompose_turn(workflow.fanout, value, strict=False)
+        return PromptSize(prompt=client.messages.count_tokens(
+            model=model, system=system, messages=[{"role": "user", "content": json.dumps(turn)}],
+        ).input_tokens)
+    tools = api_tools(version)
+    prompt = client.messages.count_tokens(
+        model=model, system=system, tools=tools,
+        messages=[{"role": "user", "content": json.dumps(value)}],
+    ).input_tokens
+    prefix = client.messages.count_tokens(
+        model=model, system=system, tools=tools, messages=[{"role": "user", "content": "."}],
+    ).input_tokens
+    return PromptSize(prompt=prompt, prefix=prefix)
+
+
 @dataclass(frozen=True)
 class Preview:
     """What starting this run would do, computed without starting it."""
@@ -85,7 +110,8 @@ def preview(workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, b
     """The estimate and the gate's verdict for a run not yet started (the start page shows it)."""
     value = validate_input(workflow_name, raw_input)
     workflow = registry.get(workflow_name)
-    estimate = estimate_run(workflow, snapshot(workflow), value, batch=batch)
+    version = snapshot(workflow)
+    estimate = estimate_run(workflow, value, measure_prompt(workflow, version, value), batch=batch)
     threshold = accounting.approval_threshold(workflow)
     refused, warnings = "", []
     try:
@@ -111,7 +137,8 @@ def start_run(
             return existing
     workflow = registry.get(workflow_name)
     version = snapshot(workflow)
-    estimate = estimate_run(workflow, version, value, batch=bool((options or {}).get("batch")))  # an API call: outside the transaction
+    size = measure_prompt(workflow, version, value)  # an API call: outside the transaction
+    estimate = estimate_run(workflow, value, size, batch=bool((options or {}).get("batch")))
     threshold = accounting.approval_threshold(workflow)
     try:
         with transaction.atomic():

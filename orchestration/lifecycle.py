@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from orchestration import audit
+from orchestration import audit, dispatch
 from orchestration.models import Run
 
 S = Run.Status
@@ -98,7 +98,5 @@ def transition(
             evidence_of=[run],  # the run's input and result as they are now
         )
         if target == S.QUEUED:
-            from orchestration.tasks import enqueue_step
-
-            transaction.on_commit(lambda: enqueue_step(run.pk))
+            transaction.on_commit(lambda: dispatch.enqueue_step(run.pk))
     return run

@@ -16,6 +16,9 @@ from typing import Any
 import anthropic
 from django.conf import settings
 
+from simulator import SimulatorTransport
+from simulator.django import build_api_from_settings
+
 SIMULATOR_BASE_URL = "http://simulator.countersign.invalid"
 
 
@@ -33,9 +36,6 @@ def _base_client() -> anthropic.Anthropic:
     kwargs["api_key"] = "simulated"
     if settings.ANTHROPIC_BASE_URL:  # the standalone simulator over loopback HTTP
         return anthropic.Anthropic(base_url=settings.ANTHROPIC_BASE_URL, **kwargs)
-    from simulator import SimulatorTransport
-    from simulator.django import build_api_from_settings
-
     transport = SimulatorTransport(build_api_from_settings())
     return anthropic.Anthropic(
         base_url=SIMULATOR_BASE_URL,

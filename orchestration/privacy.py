@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -234,8 +235,6 @@ def require_readable(value: Any, what: str) -> Any:
 
 @functools.cache
 def _fernet_for(keys: tuple[str, ...]) -> Any:
-    from cryptography.fernet import Fernet, MultiFernet
-
     try:
         return MultiFernet([Fernet(k.encode()) for k in keys])
     except (ValueError, TypeError) as exc:
@@ -266,8 +265,6 @@ def is_envelope(value: Any) -> bool:
 
 
 def _decrypt_token(token: Any) -> bytes:
-    from cryptography.fernet import InvalidToken
-
     f = fernet()
     if f is None:
         raise PayloadKeyError("it is encrypted at rest but PAYLOAD_ENCRYPTION_KEYS is not set.")
@@ -363,8 +360,6 @@ def is_sealed_with_current_key(stored: Any) -> bool:
         token = stored[len(TEXT_ENVELOPE_PREFIX) :]
     else:
         return False
-    from cryptography.fernet import Fernet, InvalidToken
-
     try:
         Fernet(_keys()[0].encode()).decrypt(token.encode())
     except (InvalidToken, TypeError, ValueError, AttributeError):

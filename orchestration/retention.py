@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from orchestration import audit
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
+from reviews.models import EscalationTicket
 
 
 @dataclass
@@ -79,8 +80,6 @@ def purge_payloads(
     cutoff = (now or timezone.now()) - dt.timedelta(days=days)
     report = PurgeReport(cutoff=cutoff, dry_run=dry_run)
     stamp = timezone.now()
-    from reviews.models import EscalationTicket
-
     # Runs with something left to purge (a run already purged has no unpurged calls or events
     # but its decision events and its payload.purged event, which are kept).
     unpurged = {

@@ -14,6 +14,7 @@ from costs.pricing import usd_string
 from orchestration.audit import verify_run
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
 from orchestration.privacy import redact
+from reviews.models import ApprovalRequest, EscalationTicket
 
 DOCUMENT_VERSION = 1
 
@@ -116,8 +117,6 @@ def _event(ev: AuditEvent) -> dict[str, Any]:
 
 def run_document(run: Run) -> dict[str, Any]:
     """Everything recorded about one run, redacted, with its chain verification."""
-    from reviews.models import ApprovalRequest, EscalationTicket
-
     wv = run.workflow_version
     # A payload that cannot be decrypted is in the document as {"_undecryptable": why}.
     tool_calls = [

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.postgres.search import SearchQuery
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
@@ -77,8 +78,6 @@ class RunFilters:
 
     def querystring(self, **overrides: str) -> str:
         """The filters as URL parameters (cursors dropped), with overrides applied."""
-        from urllib.parse import urlencode
-
         params = {k: v for k, v in self.raw.items() if v and k in FILTER_KEYS}
         params.update({k: v for k, v in overrides.items()})
         return urlencode({k: v for k, v in params.items() if v})

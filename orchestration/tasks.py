@@ -3,41 +3,23 @@
 ``advance_run`` runs one bounded step (orchestration.engine). It is acknowledged late and
 rejected on worker loss, so a step killed mid-way is redelivered; the engine's lease and
 per-tool_use idempotency make the redelivery harmless.
+
+Nothing below the engine imports this module: Core and Reviews send these tasks by name
+(orchestration.dispatch), so a step's data never walks back up the layers.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from celery import shared_task
-from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from orchestration import audit, engine
-
-logger = logging.getLogger(__name__)
+from orchestration.fanout import coordinator, jobs
+from orchestration.retention import purge_payloads
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def advance_run(run_id: str) -> None:
     engine.run_step(run_id)
-
-
-def enqueue_step(run_id: Any, countdown: float | None = None) -> bool:
-    """Send the run's next step; False when the broker could not be reached.
-
-    Callers enqueue after their commit, so the run is already queued or running without a
-    lease: the reaper sends the step once the broker is back. Failing here would only turn a
-    committed start, resolution or step into an error page or a failed task (the fault suite
-    restarts Redis under running work to check this).
-    """
-    try:
-        advance_run.apply_async((str(run_id),), countdown=countdown or None)
-    except BrokerUnavailable as exc:
-        logger.warning("broker unavailable, step not sent; the reaper will send it: %s", exc,
-                       extra={"run_id": str(run_id)})
-        return False
-    return True
 
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
@@ -53,8 +35,6 @@ def poll_batches() -> int:
 @shared_task(ignore_result=True, soft_time_limit=1800, time_limit=1900)
 def purge_old_payloads() -> str:
     """Beat: the retention purge (PAYLOAD_RETENTION_DAYS); idempotent, batched."""
-    from orchestration.retention import purge_payloads
-
     return str(purge_payloads())
 
 
@@ -68,14 +48,13 @@ def sign_audit_head() -> str:
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_fanout_job(job_pk: int) -> None:
     """One fan-out job (specialist, JSONL, validation, one retry); routed to the threads-pool
-    "fanout" queue. Its lease and conditional writes make a redelivery harmless."""
-    from orchestration.fanout import jobs
-
-    jobs.run_job(job_pk)
+    "fanout" queue. Its lease and conditional writes make a redelivery harmless. A job that
+    settled lets its run go on (the coordinator's fan-in)."""
+    settled_run = jobs.run_job(job_pk)
+    if settled_run is not None:
+        coordinator.job_settled(settled_run)
 
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
 def reap_fanout_jobs() -> int:
-    from orchestration.fanout import coordinator
-
     return coordinator.reap()

@@ -26,6 +26,7 @@ by a dead worker is visible and repeated with the same idempotency key.
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import random
 import threading
@@ -36,13 +37,15 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections
+from django.db.models import Max
 from django.utils import timezone
 
 from orchestration import audit
 from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.privacy import require_readable
+from orchestration.record import recorded_state
 from orchestration.validation import cut_to_schema, schema_errors, stripped_paths, unsourced_values
-from orchestration.workflows.declaration import Record, RecordedCall, Tool, ToolContext, Workflow
+from orchestration.workflows.declaration import Tool, ToolContext, Workflow
 from reviews.models import EscalationTicket
 
 logger = logging.getLogger(__name__)
@@ -65,30 +68,6 @@ class ToolTimeout(Exception):
     pass
 
 
-def accepted_outputs(run: Run) -> dict[str, Any]:
-    """Latest accepted output per tool name (what guards and validators may rely on)."""
-    return {c.name: c.output for c in recorded_state(run).calls}
-
-
-def recorded_state(run: Run) -> Record:
-    """What preconditions and sign-off rules read: every accepted call (ok or corrected by a
-    reviewer) in order, and the tool_uses a reviewer approved on a sign-off ticket."""
-    calls = tuple(
-        RecordedCall(name, tool_use_id, tool_input or {}, output)
-        for name, tool_use_id, tool_input, output in
-        ToolCall.objects.filter(run=run, settled=True, status__in=(TC.OK, TC.CORRECTED))
-        .order_by("created_at")
-        .values_list("name", "tool_use_id", "input", "output")
-    )
-    signed_off = frozenset(
-        EscalationTicket.objects.filter(
-            run=run, reason=R.REGULATORY_TRIGGER, status=EscalationTicket.Status.RESOLVED,
-            resolution=EscalationTicket.Resolution.APPROVE, failing_tool_call__isnull=False,
-        ).values_list("failing_tool_call__tool_use_id", flat=True)
-    )
-    return Record(calls=calls, signed_off=signed_off)
-
-
 def refusal(tool: Tool, tool_input: dict[str, Any], ctx: ToolContext) -> tuple[str, str, bool] | None:
     """The first reason the call may not run now: (precondition name, reason, needs sign-off),
     or None. Provenance of the input first, then the preconditions in declared order; a
@@ -105,8 +84,6 @@ def refusal(tool: Tool, tool_input: dict[str, Any], ctx: ToolContext) -> tuple[s
 
 def round_start(run: Run) -> Any:
     """When the current round of attempts began: a reviewer's resolution starts a fresh one."""
-    from django.db.models import Max
-
     return run.tickets.filter(status=EscalationTicket.Status.RESOLVED).aggregate(t=Max("resolved_at"))["t"]
 
 
@@ -309,8 +286,6 @@ def settle_turn(run: Run, workflow: Workflow, model_call: ModelCall, tool_uses: 
 
 def tool_result_blocks(run: Run, tool_uses: list[dict]) -> list[dict[str, Any]]:
     """The tool_result blocks answering a turn, from the settled attempts, in order."""
-    import json
-
     settled = {
         tc.tool_use_id: tc
         for tc in ToolCall.objects.filter(run=run, settled=True, tool_use_id__in=[t["id"] for t in tool_uses])

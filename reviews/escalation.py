@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from orchestration import audit, lifecycle
+from orchestration import audit, dispatch, lifecycle
 from orchestration.models import ModelCall, Run, ToolCall
 from reviews.models import EscalationTicket
 
@@ -100,10 +100,8 @@ def context_snapshot(run: Run, details: dict[str, Any] | None = None) -> dict[st
 
 def _notify(ticket_id: int) -> None:
     """Queue the notification; a broker outage must not break the step that escalated."""
-    from reviews.tasks import notify_ticket_opened
-
     try:
-        notify_ticket_opened.delay(ticket_id)
+        dispatch.send(dispatch.NOTIFY_TICKET_OPENED, (ticket_id,))
     except Exception:  # noqa: BLE001 - the ticket is in the queue whatever happens here
         logger.exception("could not queue the notification for ticket %s", ticket_id)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 from django.conf import settings
+from django.core.cache import cache
 from django.core.mail import send_mail
 from django.urls import reverse
 from django.utils import timezone
@@ -66,8 +67,6 @@ def ticket_opened(ticket_id: int) -> None:
 
 def check_spike(now: Any = None) -> bool:
     """Alert once per window when more than ESCALATION_SPIKE_COUNT tickets open within it."""
-    from django.core.cache import cache
-
     now = now or timezone.now()
     window = settings.ESCALATION_SPIKE_WINDOW_SECONDS
     recent = EscalationTicket.objects.filter(created_at__gte=now - timezone.timedelta(seconds=window)).count()

@@ -36,6 +36,7 @@ from django.utils import timezone
 from costs import accounting
 from orchestration import audit, lifecycle
 from orchestration.models import Run, ToolCall
+from orchestration.record import accepted_outputs, recorded_state
 from orchestration.validation import cut_to_schema, schema_errors
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import ToolContext
@@ -244,7 +245,7 @@ def resolve(
             elif details.get("sign_off") and tc is not None:
                 # The reviewer signs off the refused call itself (that tool_use, that input): the
                 # engine settles it again and its sign-off precondition now holds
-                # (tool_execution.recorded_state reads this resolution).
+                # (orchestration.record.recorded_state reads this resolution).
                 ToolCall.objects.filter(pk=tc.pk).update(settled=False)
                 payload["signed_off"] = {"tool": tc.name, "tool_use_id": tc.tool_use_id, "input": tc.input}
                 lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload)
@@ -297,8 +298,6 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
         value = cut_to_schema(value, tool.output_schema)
         tc = ticket.failing_tool_call
         if not errors:
-            from orchestration.tool_execution import accepted_outputs
-
             ctx = ToolContext(run_id=str(run.pk), tool_use_id=tc.tool_use_id, run_input=run.input,
                               tool_input=tc.input, outputs=accepted_outputs(run))
             errors = [p for v in tool.validators for p in v(value, ctx)]
@@ -316,10 +315,6 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
             raise InvalidCorrection(errors)
         # A final output that needs a sign-off, supplied by a reviewer, is a sign-off.
         if workflow.regulatory_trigger:
-            from orchestration.tool_execution import (
-                recorded_state,  # the known Reviews->Engine edge (LAYERS.md)
-            )
-
             needs_sign_off = workflow.regulatory_trigger(run.input, value, recorded_state(run))
         else:
             needs_sign_off = None

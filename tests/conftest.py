@@ -96,7 +96,7 @@ def drive(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..
     from orchestration.models import Run
 
     queued: list[str] = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: queued.append(str(run_id)))
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: queued.append(str(run_id)))
 
     def _drive(run: Any, max_steps: int = 40) -> Any:
         for _ in range(max_steps):

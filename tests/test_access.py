@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def no_enqueue(monkeypatch):
     enqueued = []
     monkeypatch.setattr(
-        "orchestration.tasks.enqueue_step",
+        "orchestration.dispatch.enqueue_step",
         lambda run_id, countdown=None: enqueued.append(str(run_id)),
     )
     return enqueued

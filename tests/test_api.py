@@ -358,7 +358,7 @@ def test_estimate_failure_is_503_and_creates_nothing(client, operator, monkeypat
             request=httpx2.Request("POST", "https://api.example/v1/messages/count_tokens")
         )
 
-    monkeypatch.setattr("orchestration.launch.estimate_run", down)
+    monkeypatch.setattr("orchestration.launch.measure_prompt", down)
     response = call(
         client,
         "POST",

@@ -22,7 +22,7 @@ INPUT = '{"date": "2026-11-12"}'
 @pytest.fixture
 def no_enqueue(monkeypatch):
     enqueued = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: enqueued.append(str(run_id)))
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: enqueued.append(str(run_id)))
     return enqueued
 
 
@@ -106,7 +106,7 @@ def test_two_managers_clicking_at_once_make_one_decision(seeded, settings, monke
 
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     enqueued = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: enqueued.append(run_id))
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: enqueued.append(run_id))
     User = get_user_model()
     operator = User.objects.get(username="operator")
     managers = [User.objects.get(username="manager"), User.objects.create_user("manager2", password="x-m2-123456")]

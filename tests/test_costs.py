@@ -26,7 +26,7 @@ R = EscalationTicket.Reason
 
 @pytest.fixture(autouse=True)
 def _no_enqueue(monkeypatch):
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: None)
 
 
 def _start_from_form(client, user):

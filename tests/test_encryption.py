@@ -17,18 +17,18 @@ from django.http import QueryDict
 from django.urls import reverse
 
 import tests.workflows_for_tests  # noqa: F401 - registers fanout_probe
-from orchestration import engine
 from demo.playbook import answer, call, result
+from orchestration import engine
 from orchestration.fanout import artifacts
 from orchestration.fanout.models import Fanout, FanoutJob
 from orchestration.launch import start_run
 from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.run_search import filtered_runs, parse_filters
-from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import Constraints, Tool, Workflow
 from orchestration.workflows.registry import register
 from reviews import resolutions
 from reviews.models import EscalationTicket
+from simulator.policy import Conversation, Turn
 from tests.audit_factories import make_run
 from tests.test_fanout import _fanout_settings, drive_fanout  # noqa: F401 - its fixtures
 

@@ -20,8 +20,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 import tests.workflows_for_tests as probes
-from orchestration import engine
 from demo import ad_variants
+from orchestration import engine
 from orchestration.fanout import aggregate, artifacts, slots
 from orchestration.fanout.coordinator import max_failures
 from orchestration.fanout.models import Fanout, FanoutJob
@@ -61,16 +61,16 @@ def drive_fanout(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
             jobs_queued.append(pk)
 
     monkeypatch.setattr(
-        "orchestration.tasks.enqueue_step", lambda run_id, countdown=None: steps.append(str(run_id))
+        "orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: steps.append(str(run_id))
     )
     monkeypatch.setattr("orchestration.fanout.jobs.enqueue", _enqueue_job)
     from django.db import connection
 
-    from orchestration.fanout import jobs
+    from orchestration import tasks
 
     def _run_job(pk: int) -> None:
         try:
-            jobs.run_job(pk)
+            tasks.run_fanout_job(pk)  # the job, then the fan-in (coordinator.job_settled)
         finally:
             connection.close()  # this pool's threads must not keep the test database open
 
@@ -355,8 +355,8 @@ def test_a_scanned_file_cannot_steer_the_plan_or_the_aggregate(
     schema, or to leave findings out of the report, and the orchestrator obeys. The run must
     not succeed with that report: the plan or the aggregate is refused and a reviewer gets
     a validation_failed ticket naming what was wrong."""
-    from orchestration.audit import verify_run
     from demo import security_scan
+    from orchestration.audit import verify_run
 
     monkeypatch.setattr(security_scan, "scan_tree", lambda: fanout_injection.tree(entry["payload"]))
     run = drive_fanout(drive_fanout.start({"repository": "demo-scan-tree"}, "scan_injection_probe"))

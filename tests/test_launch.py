@@ -40,7 +40,7 @@ def test_bad_input_is_refused_with_the_field_and_rule_and_writes_nothing(operato
 
 def test_good_input_snapshots_estimates_and_queues(operator, django_capture_on_commit_callbacks, monkeypatch):
     enqueued = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: enqueued.append(run_id))
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: enqueued.append(run_id))
     with django_capture_on_commit_callbacks(execute=True):
         run = start_run("financial_reporting", '{"date": "2026-11-12"}', operator)
     assert run.status == Run.Status.QUEUED

@@ -30,7 +30,7 @@ def test_every_status_has_a_rule_and_final_states_are_dead_ends():
 
 def test_allowed_path_sets_timestamps_and_audits(run, monkeypatch):
     enqueued = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: enqueued.append(run_id))
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: enqueued.append(run_id))
     lifecycle.transition(run.pk, S.AWAITING_APPROVAL)
     lifecycle.transition(run.pk, S.APPROVED, actor="manager")
     with pytest.MonkeyPatch.context():

@@ -17,13 +17,14 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 import tests.workflows_for_tests  # noqa: F401 - registers the probe workflow
-from orchestration import engine, tasks
+from config import celery_app
+from orchestration import dispatch, engine
 from orchestration.launch import start_run
 from orchestration.models import Run
 from reviews.models import EscalationTicket
 
 S = Run.Status
-REAL_ENQUEUE = tasks.enqueue_step
+REAL_ENQUEUE = dispatch.enqueue_step
 
 
 def _refuse(*args, **kwargs):
@@ -33,34 +34,34 @@ def _refuse(*args, **kwargs):
 def test_start_with_the_broker_down_commits_the_run_and_leaves_its_step_to_the_reaper(
     operator, monkeypatch, caplog, django_capture_on_commit_callbacks
 ):
-    monkeypatch.setattr(tasks.advance_run, "apply_async", _refuse)
+    monkeypatch.setattr(celery_app, "send_task", _refuse)
     with (
-        caplog.at_level(logging.WARNING, logger="orchestration.tasks"),
+        caplog.at_level(logging.WARNING, logger="orchestration.dispatch"),
         django_capture_on_commit_callbacks(execute=True),
     ):
         run = start_run("probe", {"mode": "ok"}, operator)
     assert Run.objects.get(pk=run.pk).status == S.QUEUED
     assert "broker unavailable, step not sent; the reaper will send it" in caplog.text
-    assert tasks.enqueue_step(run.pk) is False
+    assert dispatch.enqueue_step(run.pk) is False
 
 
 def test_the_reaper_counts_only_steps_it_really_sent(operator, monkeypatch):
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: None)
     run = start_run("probe", {"mode": "ok"}, operator)
     long_ago = timezone.now() - dt.timedelta(hours=1)
     Run.objects.filter(pk=run.pk).update(updated_at=long_ago)
 
-    monkeypatch.setattr(tasks.advance_run, "apply_async", _refuse)
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", REAL_ENQUEUE)
+    monkeypatch.setattr(celery_app, "send_task", _refuse)
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", REAL_ENQUEUE)
     assert engine.reap_stalled_runs() == 0
     assert Run.objects.get(pk=run.pk).updated_at == long_ago  # not sent: tried again next round
 
     sent: list[str] = []
     monkeypatch.setattr(
-        tasks.advance_run, "apply_async", lambda args, countdown=None: sent.append(args[0])
+        celery_app, "send_task", lambda name, args, countdown=None: sent.append((name, args[0]))
     )
     assert engine.reap_stalled_runs() == 1
-    assert sent == [str(run.pk)]
+    assert sent == [("orchestration.tasks.advance_run", str(run.pk))]
     assert Run.objects.get(pk=run.pk).updated_at > long_ago
 
 
@@ -70,7 +71,7 @@ def test_a_database_error_mid_step(
 ):
     steps: list[tuple[str, float | None]] = []
     monkeypatch.setattr(
-        "orchestration.tasks.enqueue_step",
+        "orchestration.dispatch.enqueue_step",
         lambda run_id, countdown=None: steps.append((str(run_id), countdown)),
     )
     run = start_run("probe", {"mode": "ok"}, operator)

@@ -15,10 +15,10 @@ from demo import payment_approval
 from demo.playbook import call
 from orchestration.launch import start_run
 from orchestration.models import Run
-from simulator.policy import Conversation, Turn
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import Precondition, Record, RecordedCall, Tool
 from orchestration.workflows.versions import snapshot
+from simulator.policy import Conversation, Turn
 from warehouse.models import PaymentDecision
 
 S = Run.Status

@@ -217,7 +217,7 @@ def test_every_call_holds_its_worst_case_while_in_flight_and_settles_to_its_real
 
 
 def test_the_ceiling_is_stored_when_the_run_is_created(operator, manager, settings, monkeypatch):
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: None)
     plain = start_run("financial_reporting", FR_INPUT, operator)
     assert plain.ceiling_usd == Decimal("2.00")  # the workflow's maximum, under the $20 threshold
     assert (
@@ -265,7 +265,7 @@ def test_the_spend_check_comes_before_the_ambiguity_check(drive, operator, monke
 
 def test_fifty_calls_in_flight_never_pass_the_ceiling(transactional_db, seeded, monkeypatch):
     """50 threads reserve, then charge their worst case, on one run, at once (real Postgres)."""
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: None)
     operator = get_user_model().objects.get(username="operator")
     run = start_run("financial_reporting", FR_INPUT, operator)
     lifecycle.transition(run.pk, S.RUNNING, actor="engine")
@@ -308,7 +308,7 @@ def test_fifty_calls_in_flight_never_pass_the_ceiling(transactional_db, seeded, 
 
 
 def test_no_call_leaves_while_the_run_is_paused(seeded, monkeypatch):
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: None)
     operator = get_user_model().objects.get(username="operator")
     run = start_run("financial_reporting", FR_INPUT, operator)
     lifecycle.transition(run.pk, S.RUNNING, actor="engine")
@@ -375,7 +375,7 @@ def test_a_reservation_left_by_a_dead_worker_is_given_back(drive, operator, monk
 @pytest.fixture
 def paused(db, operator, monkeypatch):
     """A run of the operator's, paused at its ceiling by a call that did not fit."""
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: None)
     _cap(monkeypatch, "financial_reporting", "0.01")
     run = start_run("financial_reporting", FR_INPUT, operator)
     engine.run_step(run.pk)
@@ -482,7 +482,7 @@ def test_the_api_raises_the_ceiling_with_the_same_rules(
 
 
 def test_budgets_count_reservations_as_committed_spend(db, operator, monkeypatch):
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: None)
     budget = Budget.objects.create(
         scope=Budget.Scope.GLOBAL, period=Budget.Period.DAY, limit_usd=Decimal("100")
     )
@@ -513,7 +513,7 @@ def test_the_migration_gives_existing_runs_the_ceiling_a_new_run_gets(
     backfill = importlib.import_module(
         "orchestration.migrations.0007_spend_ceiling"
     ).backfill_ceilings
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: None)
     plain = start_run("financial_reporting", FR_INPUT, operator)
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     capped = start_run("quarter_probe", {"quarter": "2026Q3"}, operator)

@@ -40,7 +40,7 @@ def sql(query: str, params: list | None = None) -> None:
 def history(operator, reviewer, manager, settings, monkeypatch):
     """A small installation: a run with a model call, a tool call and a result; a ticket opened
     and resolved by a reviewer; a run rejected by a manager; a run-less event."""
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: None)
+    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: None)
     done = make_run(
         operator,
         tool_output={"transactions": [{"txn_id": "TX-20261120-001", "amount": "12.50"}]},

@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 from demo.playbook import answer, call, result
-from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import (
     Constraints,
     Expectation,
@@ -21,6 +20,7 @@ from orchestration.workflows.declaration import (
     Workflow,
 )
 from orchestration.workflows.registry import register
+from simulator.policy import Conversation, Turn
 from warehouse.models import AuditLogEntry
 
 # Behaviour switches read by the tools: {"flaky": n failures, "extra": bool, ...} from the run input.

@@ -42,7 +42,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from costs import accounting
-from orchestration import audit, lifecycle
+from orchestration import audit, dispatch, lifecycle
 from orchestration.fanout import aggregate, artifacts, jobs
 from orchestration.fanout.models import Fanout, FanoutJob
 from orchestration.fanout.plan import (
@@ -475,9 +475,7 @@ def job_settled(run_id: Any) -> None:
                     "total": tally["total"],
                 },
             )
-            from orchestration.tasks import enqueue_step
-
-            transaction.on_commit(lambda: enqueue_step(run_id))
+            transaction.on_commit(lambda: dispatch.enqueue_step(run_id))
 
 
 def _halt(fan: Fanout, tally: dict[str, int]) -> None:

@@ -38,7 +38,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from costs import accounting
-from orchestration import audit
+from orchestration import audit, dispatch
 from orchestration.fanout import artifacts, prompts, slots
 from orchestration.fanout.models import FanoutJob
 from orchestration.llm import client_for
@@ -80,14 +80,7 @@ def _lease_until() -> dt.datetime:
 def enqueue(job_pk: int, countdown: float | None = None) -> None:
     """Send the job's task. A dispatched job holds a lease, so if the broker cannot be reached
     the fan-out reaper sends it again once the lease expires: log, do not fail the caller."""
-    from kombu.exceptions import OperationalError as BrokerUnavailable
-
-    from orchestration.tasks import run_fanout_job
-
-    try:
-        run_fanout_job.apply_async((job_pk,), countdown=countdown or None)
-    except BrokerUnavailable as exc:
-        logger.warning("broker unavailable, fan-out job %s not sent; the reaper will send it: %s", job_pk, exc)
+    dispatch.send(dispatch.RUN_FANOUT_JOB, (job_pk,), countdown=countdown)
 
 
 def claim(job_pk: int, token: str) -> FanoutJob | None:
@@ -126,10 +119,10 @@ def _update(job: FanoutJob, token: str, **fields: Any) -> None:
         raise LeaseLost
 
 
-def run_job(job_pk: int) -> None:
-    """The task body: run one job to a final state (or hand it back), then let the run go on."""
-    from orchestration.fanout import coordinator
-
+def run_job(job_pk: int) -> Any:
+    """The task body: run one job to a final state (or hand it back). Returns the run's id
+    when the job settled, so the task lets the run go on (coordinator.job_settled); None when
+    the job was handed back or is not ours."""
     token = uuid.uuid4().hex
     job = claim(job_pk, token)
     if job is None:
@@ -161,8 +154,8 @@ def run_job(job_pk: int) -> None:
                 job, token, J.FAILED, f"The engine failed on this job: {type(exc).__name__}: {exc}"
             )
         except LeaseLost:
-            return
-    coordinator.job_settled(job.run_id)
+            return None
+    return job.run_id
 
 
 def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:

@@ -1,7 +1,8 @@
 """Workflows are declared in Python and registered here, like Celery tasks.
 
-``autodiscover`` imports every module listed in settings.WORKFLOW_MODULES (default: the
-demo workflows) when Django starts.
+``autodiscover`` imports every module listed in settings.WORKFLOW_MODULES when Django
+starts (config/settings.py lists the demo workflows of the ``demo`` app). The core names no
+workflow module itself: nothing in orchestration imports a workflow.
 """
 
 from __future__ import annotations
@@ -15,11 +16,7 @@ from orchestration.workflows.declaration import Workflow
 
 _REGISTRY: dict[str, Workflow] = {}
 
-DEFAULT_MODULES = (
-    "demo.financial_reporting",
-    "demo.payment_approval",
-    "demo.routing",
-)
+DEFAULT_MODULES: tuple[str, ...] = ()
 
 
 class UnknownWorkflow(LookupError):

@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 from demo.playbook import answer, call, result
-from simulator.policy import Conversation, Turn
 from orchestration.workflows.declaration import (
     Constraints,
     EscalationRule,
@@ -22,6 +21,7 @@ from orchestration.workflows.declaration import (
     Workflow,
 )
 from orchestration.workflows.registry import register
+from simulator.policy import Conversation, Turn
 
 # (run_id, tool name) -> how many times the handler really ran, to prove what never ran.
 EXECUTED: dict[tuple[str, str], int] = {}
