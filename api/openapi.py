@@ -85,6 +85,71 @@ RUN_EXAMPLE = {
 }
 
 
+CALLS_EXAMPLE = {
+    "id": RUN_ID,
+    "model_calls": [
+        {
+            "id": 412,
+            "job": None,
+            "turn": 0,
+            "attempt": 1,
+            "role": "orchestrator",
+            "model": "claude-opus-4-6",
+            "status": "ok",
+            "stop_reason": "tool_use",
+            "request_id": "req_011CVkXq",
+            "request_content": {
+                "messages": [{"role": "user", "content": '{"payment_id": "PAY-1001"}'}]
+            },
+            "response_content": [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_01A",
+                    "name": "fetch_payment",
+                    "input": {"payment_id": "PAY-1001"},
+                }
+            ],
+            "usage": {"input_tokens": 1830, "output_tokens": 64},
+            "input_tokens": 1830,
+            "output_tokens": 64,
+            "cache_write_5m_tokens": 0,
+            "cache_write_1h_tokens": 0,
+            "cache_read_tokens": 0,
+            "cost_usd": "0.014750",
+            "is_batch": False,
+            "sdk_attempts": 1,
+            "latency_ms": 1840,
+            "error": "",
+            "created_at": "2026-11-20T09:14:51Z",
+            "finished_at": "2026-11-20T09:14:53Z",
+            "payload_purged_at": None,
+        }
+    ],
+    "tool_calls": [
+        {
+            "id": 977,
+            "model_call": 412,
+            "tool_use_id": "toolu_01A",
+            "name": "fetch_payment",
+            "tool_version": "1",
+            "attempt": 1,
+            "status": "ok",
+            "settled": True,
+            "input": {"payment_id": "PAY-1001"},
+            "output": {"payment_id": "PAY-1001", "amount": "1250.00"},
+            "raw_output": {"payment_id": "PAY-1001", "amount": "1250.00"},
+            "validation_errors": [],
+            "error": "",
+            "latency_ms": 12,
+            "created_at": "2026-11-20T09:14:53Z",
+            "finished_at": "2026-11-20T09:14:53Z",
+            "payload_purged_at": None,
+        }
+    ],
+    "links": LINKS_EXAMPLE,
+}
+
+
 def _error_example(
     status_code: str, code: str, message: str, fields: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -251,6 +316,134 @@ SCHEMAS: dict[str, Any] = {
                     "web": {"type": "string", "format": "uri"},
                 },
             },
+        },
+    },
+    "ModelCall": {
+        "type": "object",
+        "description": (
+            "One attempt at one model turn (orchestration.serialize.model_call_dict; the run "
+            "download writes the same). Payloads are redacted; an undecryptable one is "
+            '`{"_undecryptable": why}`, a purged one null.'
+        ),
+        "required": [
+            "id",
+            "job",
+            "turn",
+            "attempt",
+            "role",
+            "model",
+            "status",
+            "stop_reason",
+            "request_id",
+            "request_content",
+            "response_content",
+            "usage",
+            "input_tokens",
+            "output_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "cache_read_tokens",
+            "cost_usd",
+            "is_batch",
+            "sdk_attempts",
+            "latency_ms",
+            "error",
+            "created_at",
+            "finished_at",
+            "payload_purged_at",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "job": {"type": ["integer", "null"], "description": "The fan-out job, if any."},
+            "turn": {"type": "integer", "minimum": 0},
+            "attempt": {"type": "integer", "minimum": 1},
+            "role": {"enum": ["orchestrator", "specialist", "validator", "reviewer", "classifier"]},
+            "model": {"type": "string"},
+            "status": {"enum": ["pending", "ok", "error"]},
+            "stop_reason": {"type": "string"},
+            "request_id": {"type": "string"},
+            "request_content": {},
+            "response_content": {},
+            "usage": {"type": ["object", "null"]},
+            "input_tokens": {"type": "integer", "minimum": 0},
+            "output_tokens": {"type": "integer", "minimum": 0},
+            "cache_write_5m_tokens": {"type": "integer", "minimum": 0},
+            "cache_write_1h_tokens": {"type": "integer", "minimum": 0},
+            "cache_read_tokens": {"type": "integer", "minimum": 0},
+            "cost_usd": MONEY,
+            "is_batch": {"type": "boolean"},
+            "sdk_attempts": {"type": "integer", "minimum": 0},
+            "latency_ms": {"type": ["integer", "null"]},
+            "error": {"type": "string"},
+            "created_at": DATETIME,
+            "finished_at": NULLABLE_DATETIME,
+            "payload_purged_at": NULLABLE_DATETIME,
+        },
+    },
+    "ToolCall": {
+        "type": "object",
+        "description": (
+            "One attempt at one tool_use (orchestration.serialize.tool_call_dict); the settled "
+            "attempt is what the model was answered with."
+        ),
+        "required": [
+            "id",
+            "model_call",
+            "tool_use_id",
+            "name",
+            "tool_version",
+            "attempt",
+            "status",
+            "settled",
+            "input",
+            "output",
+            "raw_output",
+            "validation_errors",
+            "error",
+            "latency_ms",
+            "created_at",
+            "finished_at",
+            "payload_purged_at",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "model_call": {"type": "integer", "description": "The model call that asked for it."},
+            "tool_use_id": {"type": "string"},
+            "name": {"type": "string"},
+            "tool_version": {"type": "string"},
+            "attempt": {"type": "integer", "minimum": 1},
+            "status": {
+                "enum": [
+                    "running",
+                    "ok",
+                    "error",
+                    "timeout",
+                    "invalid_output",
+                    "unknown_tool",
+                    "rejected",
+                    "corrected",
+                ]
+            },
+            "settled": {"type": "boolean"},
+            "input": {},
+            "output": {},
+            "raw_output": {},
+            "validation_errors": {"type": "array"},
+            "error": {"type": "string"},
+            "latency_ms": {"type": ["integer", "null"]},
+            "created_at": DATETIME,
+            "finished_at": NULLABLE_DATETIME,
+            "payload_purged_at": NULLABLE_DATETIME,
+        },
+    },
+    "RunCalls": {
+        "type": "object",
+        "required": ["id", "model_calls", "tool_calls", "links"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "model_calls": {"type": "array", "items": {"$ref": "#/components/schemas/ModelCall"}},
+            "tool_calls": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCall"}},
+            "links": {"$ref": "#/components/schemas/Links"},
         },
     },
     "Run": {
@@ -737,6 +930,30 @@ PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": _json("Run", "The run.", RUN_EXAMPLE),
+                "401": UNAUTHENTICATED,
+                "429": TOO_MANY_REQUESTS,
+                "404": NOT_FOUND,
+            },
+        }
+    },
+    "/api/runs/{run_id}/calls": {
+        "get": {
+            "operationId": "getRunCalls",
+            "summary": "A run's model calls and tool calls, every attempt, as the run download writes them",
+            "description": (
+                "Model calls in turn order (a fan-out job's calls carry its `job`), tool calls in the "
+                "order they started. Payloads are redacted as in the download."
+            ),
+            "parameters": [
+                {
+                    "name": "run_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "format": "uuid"},
+                }
+            ],
+            "responses": {
+                "200": _json("RunCalls", "The run's calls.", CALLS_EXAMPLE),
                 "401": UNAUTHENTICATED,
                 "429": TOO_MANY_REQUESTS,
                 "404": NOT_FOUND,

@@ -6,21 +6,17 @@ Timestamps are ISO 8601 in UTC, null when the moment has not come.
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 from typing import Any
 
 from django.http import HttpRequest
 from django.urls import reverse
 
-from costs.pricing import usd_string
-from orchestration.models import Run
+from orchestration.models import ModelCall, Run, ToolCall
+from orchestration.privacy import redact
+from orchestration.serialize import iso, model_call_dict, tool_call_dict, usd_string
 from orchestration.workflows.declaration import Workflow
 from reviews.models import EscalationTicket
-
-
-def iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def money(value: Decimal | None) -> str | None:
@@ -105,6 +101,19 @@ def run_detail(
         "queued_at": iso(run.queued_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
+        "links": links(request, run),
+    }
+
+
+def run_calls(request: HttpRequest, run: Run) -> dict[str, Any]:
+    """Every attempt at every call of the run, written as the ticket snapshot and the download
+    write them (orchestration.serialize), redacted on the way out like the download."""
+    model_calls = ModelCall.objects.filter(run=run).order_by("turn", "attempt", "pk")
+    tool_calls = ToolCall.objects.filter(run=run).order_by("created_at", "attempt")
+    return {
+        "id": str(run.pk),
+        "model_calls": redact([model_call_dict(mc) for mc in model_calls]),
+        "tool_calls": redact([tool_call_dict(tc) for tc in tool_calls]),
         "links": links(request, run),
     }
 

@@ -12,6 +12,7 @@ urlpatterns = [
     path("workflows", runs.workflows, name="workflows"),
     path("runs", runs.runs, name="runs"),
     path("runs/<uuid:run_id>", runs.run_detail, name="run_detail"),
+    path("runs/<uuid:run_id>/calls", runs.run_calls, name="run_calls"),
     path("runs/<uuid:run_id>/ceiling", ceiling.raise_ceiling, name="run_ceiling"),
     path("tickets/<int:ticket_id>/resolve", tickets.resolve, name="ticket_resolve"),
     # Anything else under /api/ is a JSON 404, never the HTML error page ([\s\S], not ".",

@@ -97,15 +97,6 @@ def batch_saving(usage: Usage, price: ModelPrice, *, batch: bool) -> Decimal:
     return cost_of(usage, price) - cost_of(usage, price, batch=True) if batch else Decimal(0)
 
 
-def usd_string(value: Decimal | None) -> str | None:
-    """A cost for machines (API, downloads): exact, written to the micro-dollar when that loses
-    nothing ("0.089288"); a batch call that costs less keeps its digits. Never a float."""
-    if value is None:
-        return None
-    micro = value.quantize(Decimal("0.000001"))
-    return str(micro if micro == value else value.normalize())
-
-
 # The same two savings as SQL over ModelCall rows (their price FK), for the costs page's
 # aggregates; tests/test_pricing.py checks they agree with the functions above.
 def _money(expression: Any) -> ExpressionWrapper:

@@ -10,17 +10,13 @@ from typing import Any
 
 from django.utils import timezone
 
-from costs.pricing import usd_string
 from orchestration.audit import verify_run
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
 from orchestration.privacy import redact
+from orchestration.serialize import iso, model_call_dict, tool_call_dict, usd_string
 from reviews.models import ApprovalRequest, EscalationTicket
 
 DOCUMENT_VERSION = 1
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value else None
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -32,9 +28,9 @@ def run_summary(run: Run) -> dict[str, Any]:
         "status": run.status,
         "requested_by": run.requested_by.get_username() if run.requested_by_id else None,
         "parent": str(run.parent_id) if run.parent_id else None,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
         "estimate_usd": usd_string(run.estimate_usd),
         "cost_usd": usd_string(run.cost_usd),
         "input_tokens": run.input_tokens,
@@ -48,57 +44,6 @@ def run_summary(run: Run) -> dict[str, Any]:
     }
 
 
-def _model_call(mc: ModelCall) -> dict[str, Any]:
-    return {
-        "id": mc.pk,
-        "turn": mc.turn,
-        "attempt": mc.attempt,
-        "role": mc.role,
-        "model": mc.model,
-        "status": mc.status,
-        "stop_reason": mc.stop_reason,
-        "request_id": mc.request_id,
-        "request_content": mc.request_content,
-        "response_content": mc.response_content,
-        "usage": mc.usage,
-        "input_tokens": mc.input_tokens,
-        "output_tokens": mc.output_tokens,
-        "cache_write_5m_tokens": mc.cache_write_5m_tokens,
-        "cache_write_1h_tokens": mc.cache_write_1h_tokens,
-        "cache_read_tokens": mc.cache_read_tokens,
-        "cost_usd": usd_string(mc.cost_usd),
-        "is_batch": mc.is_batch,
-        "sdk_attempts": mc.sdk_attempts,
-        "latency_ms": mc.latency_ms,
-        "error": mc.error,
-        "created_at": _iso(mc.created_at),
-        "finished_at": _iso(mc.finished_at),
-        "payload_purged_at": _iso(mc.payload_purged_at),
-    }
-
-
-def _tool_call(tc: ToolCall) -> dict[str, Any]:
-    return {
-        "id": tc.pk,
-        "model_call": tc.model_call_id,
-        "tool_use_id": tc.tool_use_id,
-        "name": tc.name,
-        "tool_version": tc.tool_version,
-        "attempt": tc.attempt,
-        "status": tc.status,
-        "settled": tc.settled,
-        "input": tc.input,
-        "output": tc.output,
-        "raw_output": tc.raw_output,
-        "validation_errors": tc.validation_errors,
-        "error": tc.error,
-        "latency_ms": tc.latency_ms,
-        "created_at": _iso(tc.created_at),
-        "finished_at": _iso(tc.finished_at),
-        "payload_purged_at": _iso(tc.payload_purged_at),
-    }
-
-
 def _event(ev: AuditEvent) -> dict[str, Any]:
     return {
         "seq": ev.seq,
@@ -107,8 +52,8 @@ def _event(ev: AuditEvent) -> dict[str, Any]:
         "actor": ev.actor_label,
         "payload": ev.payload,
         "payload_digest": ev.payload_digest,
-        "payload_purged_at": _iso(ev.payload_purged_at),
-        "created_at": _iso(ev.created_at),
+        "payload_purged_at": iso(ev.payload_purged_at),
+        "created_at": iso(ev.created_at),
         "prev_hash": ev.prev_hash,
         "run_prev_hash": ev.run_prev_hash,
         "hash": ev.hash,
@@ -120,12 +65,13 @@ def run_document(run: Run) -> dict[str, Any]:
     wv = run.workflow_version
     # A payload that cannot be decrypted is in the document as {"_undecryptable": why}.
     tool_calls = [
-        _tool_call(tc) for tc in ToolCall.objects.filter(run=run).order_by("created_at", "attempt")
+        tool_call_dict(tc)
+        for tc in ToolCall.objects.filter(run=run).order_by("created_at", "attempt")
     ]
     doc = {
         "document": "countersign.run",
         "version": DOCUMENT_VERSION,
-        "exported_at": _iso(timezone.now()),
+        "exported_at": iso(timezone.now()),
         "run": run_summary(run),
         "workflow_version": {
             "name": wv.name,
@@ -140,7 +86,8 @@ def run_document(run: Run) -> dict[str, Any]:
             "constraints": wv.constraints,
         },
         "model_calls": [
-            _model_call(mc) for mc in ModelCall.objects.filter(run=run).order_by("turn", "attempt")
+            model_call_dict(mc)
+            for mc in ModelCall.objects.filter(run=run).order_by("turn", "attempt")
         ],
         "tool_calls": tool_calls,
         "audit_events": [_event(ev) for ev in AuditEvent.objects.filter(run=run).order_by("seq")],
@@ -155,10 +102,10 @@ def run_document(run: Run) -> dict[str, Any]:
                 "resolution": t.resolution,
                 "resolved_by": t.resolved_by.get_username() if t.resolved_by_id else None,
                 "comment": t.comment,
-                "created_at": _iso(t.created_at),
-                "due_at": _iso(t.due_at),
-                "claimed_at": _iso(t.claimed_at),
-                "resolved_at": _iso(t.resolved_at),
+                "created_at": iso(t.created_at),
+                "due_at": iso(t.due_at),
+                "claimed_at": iso(t.claimed_at),
+                "resolved_at": iso(t.resolved_at),
             }
             for t in EscalationTicket.objects.filter(run=run)
             .select_related("assignee", "resolved_by")
@@ -174,8 +121,8 @@ def run_document(run: Run) -> dict[str, Any]:
                 "requested_by": a.requested_by.get_username(),
                 "decided_by": a.decided_by.get_username() if a.decided_by_id else None,
                 "comment": a.comment,
-                "created_at": _iso(a.created_at),
-                "decided_at": _iso(a.decided_at),
+                "created_at": iso(a.created_at),
+                "decided_at": iso(a.decided_at),
             }
             for a in ApprovalRequest.objects.filter(run=run)
             .select_related("requested_by", "decided_by")

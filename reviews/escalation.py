@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from orchestration import audit, dispatch, lifecycle
 from orchestration.models import ModelCall, Run, ToolCall
+from orchestration.serialize import model_call_dict, tool_call_dict
 from reviews.models import EscalationTicket
 
 R = EscalationTicket.Reason
@@ -49,36 +50,6 @@ def sla_for(reason: str) -> tuple[int, dt.timedelta]:
     )
 
 
-def _model_call_snapshot(mc: ModelCall) -> dict[str, Any]:
-    return {
-        "id": mc.pk,
-        "turn": mc.turn,
-        "attempt": mc.attempt,
-        "model": mc.model,
-        "status": mc.status,
-        "request": mc.request_content,
-        "response": mc.response_content,
-        "stop_reason": mc.stop_reason,
-        "usage": mc.usage,
-        "cost_usd": str(mc.cost_usd),
-        "error": mc.error,
-    }
-
-
-def _tool_call_snapshot(tc: ToolCall) -> dict[str, Any]:
-    return {
-        "id": tc.pk,
-        "tool_use_id": tc.tool_use_id,
-        "name": tc.name,
-        "attempt": tc.attempt,
-        "status": tc.status,
-        "input": tc.input,
-        "output": tc.output,
-        "validation_errors": tc.validation_errors,
-        "error": tc.error,
-    }
-
-
 def context_snapshot(run: Run, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "input": run.input,
@@ -91,9 +62,9 @@ def context_snapshot(run: Run, details: dict[str, Any] | None = None) -> dict[st
         },
         # A fan-out job's calls stay on its FanoutJob row: thousands of them do not belong here.
         "model_calls": [
-            _model_call_snapshot(mc) for mc in run.model_calls.filter(job__isnull=True).order_by("turn", "attempt")
+            model_call_dict(mc) for mc in run.model_calls.filter(job__isnull=True).order_by("turn", "attempt")
         ],
-        "tool_calls": [_tool_call_snapshot(tc) for tc in run.tool_calls.order_by("created_at", "attempt")],
+        "tool_calls": [tool_call_dict(tc) for tc in run.tool_calls.order_by("created_at", "attempt")],
         "details": details or {},
     }
 

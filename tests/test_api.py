@@ -15,9 +15,9 @@ from django.test import Client
 from django.urls import reverse
 
 from api.models import ApiToken
-from costs.pricing import usd_string
 from orchestration.launch import RunRefused, start_run
 from orchestration.models import AuditEvent, Run
+from orchestration.serialize import usd_string
 from reviews import resolutions
 from reviews.models import EscalationTicket
 from tests.api_helpers import assert_documented, call, token_for

@@ -144,6 +144,12 @@ def run_detail(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
     return JsonResponse(rep.run_detail(request, run, open_ticket))
 
 
+@api_view("GET")
+def run_calls(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
+    run = get_run_for_user(request.user, run_id)
+    return JsonResponse(rep.run_calls(request, run))
+
+
 def _encode_cursor(run: Run) -> str:
     raw = f"{run.created_at.isoformat()}|{run.pk}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")

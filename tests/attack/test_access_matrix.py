@@ -185,6 +185,10 @@ EXPECT: dict[str, dict[str, Any]] = {
         "POST": {"anonymous": 401, "operator": 415, "manager": 415, "*": 403},
     },
     "api/runs/<uuid:run_id>": {"GET": {"anonymous": 401, "outsider": 404, "*": 200}, "POST": 405},
+    "api/runs/<uuid:run_id>/calls": {
+        "GET": {"anonymous": 401, "outsider": 404, "*": 200},
+        "POST": 405,
+    },
     "api/runs/<uuid:run_id>/ceiling": {
         "GET": 405,
         "POST": {"anonymous": 401, "manager": 415, "*": 403},
