@@ -339,6 +339,15 @@ if not AUDIT_SIGNING_KEY:
     raise ImproperlyConfigured("AUDIT_SIGNING_KEY must be set when DJANGO_DEBUG is false.")
 if any(len(key) < 32 for key in AUDIT_SIGNING_KEY):
     raise ImproperlyConfigured("Each AUDIT_SIGNING_KEY must be at least 32 characters long.")
+# The approval queue's per-requester spend (costs.requester_spend): beat rebuilds the daily
+# roll-up of complete days this often; today is always read live.
+REQUESTER_SPEND_REFRESH_SECONDS = env.float("REQUESTER_SPEND_REFRESH_SECONDS", default=600.0)
+if REQUESTER_SPEND_REFRESH_SECONDS <= 0:
+    raise ImproperlyConfigured("REQUESTER_SPEND_REFRESH_SECONDS must be more than 0.")
+CELERY_BEAT_SCHEDULE["refresh-requester-spend"] = {
+    "task": "costs.tasks.refresh_requester_spend",
+    "schedule": REQUESTER_SPEND_REFRESH_SECONDS,
+}
 # The sequencer: beat anchors the events appended since its last pass into the global chain
 # this often (then signs a checkpoint of the new head), AUDIT_ANCHOR_BATCH events per
 # transaction. Until then an event is verified in its run's chain only (docs/architecture.md).
