@@ -959,23 +959,64 @@ def verify_run(run_id: Any) -> ChainReport:
 
 def _run_checkpoint_message(run_id: Any, entry: dict[str, Any]) -> str:
     return "run-head:" + _canonical(
-        {"run": str(run_id), "head": entry["head"], "full_by": entry["full_by"]}
+        {
+            "run": str(run_id),
+            "head": entry["head"],
+            "full_by": entry["full_by"],
+            "versions": entry.get("versions"),
+        }
     )
 
 
-def verify_run_live(run_id: Any, *, full: bool = False) -> ChainReport:
-    """verify_run for the run page and its live poll, from a signed run checkpoint.
+def _run_versions(run_id: Any) -> str:
+    """A digest of the row version (``xmin``, ``ctid``) of every row of the run the chain
+    covers: the run, its events, and its rows of each evidence model. Any UPDATE, DELETE or
+    INSERT of one of them changes it (an UPDATE writes a new row version), so an unchanged
+    digest means nothing was written to them since it was taken. One query, no hashing of the
+    rows themselves."""
+    parts = [
+        "SELECT 'run:' || xmin::text || ctid::text AS v FROM orchestration_run WHERE id = %s",
+        "SELECT 'event:' || id || ':' || xmin::text || ctid::text FROM orchestration_auditevent "
+        "WHERE run_id = %s",
+    ]
+    for label in EVIDENCE_NOUNS:
+        model = apps.get_model(label)
+        if model is Run:
+            continue
+        table, pk = model._meta.db_table, model._meta.pk.column
+        parts.append(
+            f"SELECT '{table}:' || {pk} || ':' || xmin::text || ctid::text FROM {table} "  # noqa: S608 - model metadata
+            "WHERE run_id = %s"
+        )
+    # Table and column names come from model metadata; the run id is a parameter.
+    union = " UNION ALL ".join(parts)
+    query = f"SELECT md5(string_agg(v, ',' ORDER BY v)) FROM ({union}) AS versions"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(query, [run_id] * len(parts))
+        return cursor.fetchone()[0] or ""
 
-    A full check of the run leaves its verified head (``RunHead``: position, hash, events
-    checked, the evidence rows verified) in the cache, signed with the audit key. The page and
-    the poll check that signature, then verify only the events appended since that head (and
-    the rows they record) as its continuation; the whole run is checked again when the head is
-    older than ``AUDIT_LIVE_FULL_CHECK_SECONDS``, when it is missing or its signature does not
-    verify (a forged cache entry costs a full check, never a pass), or with ``full=True``. A
-    500-step run has ~1,000 events: re-hashing them on every view cost most of the page
-    (bench/RESULTS.md, "Dashboard pages"). So an edit to an already verified event or row shows
-    on the page within that many seconds; ``verify_audit`` and the JSON download always verify
-    in full. A broken chain is never cached. Without the cache (Redis down), it verifies in full.
+
+def verify_run_live(
+    run_id: Any, *, full: bool = False, check_versions: bool = False
+) -> ChainReport:
+    """verify_run for the run page (``check_versions=True``) and its live poll, from a signed
+    run checkpoint.
+
+    A check of the run leaves its verified head (``RunHead``: position, hash, events checked,
+    the evidence rows verified) in the cache with the row versions it saw, signed with the
+    audit key. The page and the poll check that signature, then verify only the events
+    appended since that head (and the rows they record) as its continuation. The page first
+    compares the run's row versions (``_run_versions``) with the signed ones: if any row of
+    the run was written since (an edit, a deletion, an event anchored, a new step), the whole
+    run is checked again, so an edit shows at the next page load. The poll, every 1.5 s while
+    a run is live, skips that comparison (a live run's rows change with every step). The
+    whole run is also checked when the checkpoint is older than
+    ``AUDIT_LIVE_FULL_CHECK_SECONDS``, when it is missing or its signature does not verify (a
+    forged cache entry costs a full check, never a pass), or with ``full=True``. A 500-step
+    run has ~1,000 events: re-hashing them on every view cost most of the page
+    (bench/RESULTS.md, "Dashboard pages"). ``verify_audit`` and the JSON download always
+    verify in full. A broken chain is never cached. Without the cache (Redis down), it
+    verifies in full.
     """
     seconds = settings.AUDIT_LIVE_FULL_CHECK_SECONDS
     key = f"audit:run-head:{run_id}"
@@ -987,6 +1028,7 @@ def verify_run_live(run_id: Any, *, full: bool = False) -> ChainReport:
             logger.warning("audit head cache unavailable; verifying the whole run", exc_info=True)
             return verify_run(run_id)
     now = time.time()
+    versions = _run_versions(run_id) if check_versions and seconds > 0 else None
     head = None
     if cached:
         try:
@@ -999,7 +1041,9 @@ def verify_run_live(run_id: Any, *, full: bool = False) -> ChainReport:
                 logger.warning(
                     "audit head cache entry for run %s is not signed by us: ignored", run_id
                 )
-            elif cached["full_by"] > now:
+            elif cached["full_by"] > now and (
+                versions is None or cached.get("versions") == versions
+            ):
                 head = RunHead(**cached["head"])
         except (TypeError, KeyError, AttributeError):  # cached by an older version of this code
             head = None
@@ -1009,10 +1053,16 @@ def verify_run_live(run_id: Any, *, full: bool = False) -> ChainReport:
     try:
         if new_head is None:
             cache.delete(key)
-        elif new_head != head:
+        elif new_head != head or (versions is not None and cached.get("versions") != versions):
             # A new head keeps the deadline of the last full check (a full check sets one).
             full_by = cached["full_by"] if head is not None else now + seconds
-            entry: dict[str, Any] = {"head": asdict(new_head), "full_by": full_by}
+            entry: dict[str, Any] = {
+                "head": asdict(new_head),
+                "full_by": full_by,
+                # The versions seen before this check (a write during it shows next time); a
+                # poll's continuation saw none, so the page will check in full after it.
+                "versions": versions,
+            }
             entry["key_id"], entry["mac"] = sign(_run_checkpoint_message(run_id, entry))
             cache.set(key, entry, timeout=max(1, int(full_by - now) + 1))
     except Exception:

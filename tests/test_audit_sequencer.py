@@ -325,3 +325,41 @@ def test_a_legacy_chain_verifies_and_new_events_continue_it(operator):
     # A format-1 event's hash still covers its global link.
     sql("UPDATE orchestration_auditevent SET prev_hash = %s WHERE id = %s", ["f" * 64, e2.pk])
     assert not audit.verify_chain().ok
+
+
+# --- the run page verifies from a signed run checkpoint ------------------------------------------
+
+
+def test_the_run_page_verifies_from_its_signed_checkpoint(client, auditor, operator, monkeypatch):
+    from django.core.cache import cache
+    from django.urls import reverse
+
+    run = make_run(operator, tool_output={"txn_id": "TX-1"}, result={"ok": True})
+    audit.sign_checkpoint()
+    client.force_login(auditor)
+    url = reverse("run_detail", args=[run.pk])
+    badge = "Audit chain verified: 3 events, 1 model call, 1 tool call and the result"
+    assert badge in client.get(url).content.decode()
+    heads: list = []
+    real = audit._verify_from
+    monkeypatch.setattr(
+        audit, "_verify_from", lambda run_id, head: heads.append(head) or real(run_id, head)
+    )
+    # Nothing written since: the page continues from the signed head, re-hashing nothing.
+    assert badge in client.get(url).content.decode()
+    assert heads[-1] is not None and heads[-1].run_seq == 3 and heads[-1].checked == 3
+    # A cache entry rewritten without the key is ignored: the whole run is checked.
+    key = f"audit:run-head:{run.pk}"
+    entry = cache.get(key)
+    entry["head"]["checked"] = 999
+    cache.set(key, entry)
+    heads.clear()
+    page = client.get(url).content.decode()
+    assert heads[0] is None and badge in page and "999" not in page
+    # Any write to a row of the run (here an edit in SQL) changes its row versions: full check.
+    heads.clear()
+    assert badge in client.get(url).content.decode() and heads[-1] is not None
+    sql("UPDATE orchestration_run SET result = '{\"ok\": false}' WHERE id = %s", [run.pk])
+    heads.clear()
+    page = client.get(url).content.decode()
+    assert heads[0] is None and f"run {run.pk}: its result differs" in page
