@@ -42,11 +42,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"Signed checkpoint #{checkpoint.pk} at event #{checkpoint.seq}.")
             return
         where = f" (run {report.run_id})" if report.run_id and not run_id else ""
-        at = (
-            f"event #{report.broken_at}" if report.broken_at is not None else "the end of the chain"
-        )
+        at = f" at event #{report.broken_at}" if report.broken_at is not None else ""
         # CommandError exits with status 1 and prints to stderr.
         raise CommandError(
-            f"BROKEN: {scope}: first broken link at {at}{where}: {report.problem}. "
+            f"BROKEN: {scope}: first broken link{at}{where}: {report.problem}. "
             f"{report.checked} events verified before it."
         )
