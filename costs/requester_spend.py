@@ -55,17 +55,17 @@ def recent_spend(user_ids: set[int]) -> dict[int, RecentSpend]:
     covered = RequesterDailySpend.objects.aggregate(m=Max("covered_through"))["m"]
     live_from = start if covered is None or covered < start else covered + dt.timedelta(days=1)
     totals = {uid: [0, Decimal(0)] for uid in user_ids}
-    if live_from > start:
-        rolled = (
-            RequesterDailySpend.objects.filter(
-                requested_by_id__in=user_ids, day__gte=start, day__lt=live_from
-            )
-            .values("requested_by_id")
-            .annotate(runs=Sum("runs"), cost=Sum("cost_usd"))
+    # Read even when the range is empty, so the page's query count does not depend on it.
+    rolled = (
+        RequesterDailySpend.objects.filter(
+            requested_by_id__in=user_ids, day__gte=start, day__lt=live_from
         )
-        for r in rolled:
-            totals[r["requested_by_id"]][0] += r["runs"]
-            totals[r["requested_by_id"]][1] += r["cost"] or Decimal(0)
+        .values("requested_by_id")
+        .annotate(runs=Sum("runs"), cost=Sum("cost_usd"))
+    )
+    for r in rolled:
+        totals[r["requested_by_id"]][0] += r["runs"]
+        totals[r["requested_by_id"]][1] += r["cost"] or Decimal(0)
     live = (
         Run.objects.filter(requested_by_id__in=user_ids, created_at__gte=_midnight(live_from))
         .values("requested_by_id")
