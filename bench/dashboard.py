@@ -264,6 +264,16 @@ def counts() -> dict[str, int]:
     }
 
 
+def rollups() -> None:
+    """What beat keeps in production: the requesters' daily spend (approval queue) and the
+    audit chain anchored and signed (the run page verifies from the signed checkpoint)."""
+    from costs import requester_spend
+    from orchestration import audit
+
+    requester_spend.refresh()
+    audit.sign_checkpoint()
+
+
 # --- measuring ----------------------------------------------------------------------------
 
 
@@ -318,19 +328,69 @@ def pages(long_run_id: Any, steps: int) -> list[tuple[str, str, str]]:
     ]
 
 
-def measure(long_run_id: Any, requests: int, steps: int) -> dict[str, dict[str, float]]:
+def _selected(label: str, only: str) -> bool:
+    return any(part.strip() and part.strip() in label for part in only.split(","))
+
+
+def profile(long_run_id: Any, steps: int, only: str) -> None:
+    """Where a page's time goes: its SQL (each statement's time, EXPLAIN ANALYZE of the
+    slowest) and the Python functions (cProfile, top 15 by cumulative time)."""
+    import cProfile
+    import pstats
+
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from orchestration.audit import verify_run
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="manager"))
+    for label, url, _kind in pages(long_run_id, steps):
+        if not _selected(label, only):
+            continue
+        client.get(url)
+        with CaptureQueriesContext(connection) as captured:
+            began = time.perf_counter()
+            client.get(url)
+            total = (time.perf_counter() - began) * 1000
+        queries = sorted(captured.captured_queries, key=lambda q: -float(q["time"]))
+        sql_ms = sum(float(q["time"]) for q in queries) * 1000
+        print(f"\n== {label}: {total:.0f} ms, {len(queries)} queries, {sql_ms:.0f} ms in SQL")
+        for q in queries[:5]:
+            print(f"  {float(q['time']) * 1000:6.1f} ms  {q['sql'][:160]}")
+        if queries and queries[0]["sql"].lstrip().upper().startswith("SELECT"):
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + queries[0]["sql"])
+                print("  slowest, EXPLAIN ANALYZE:")
+                for (line,) in cursor.fetchall()[:25]:
+                    print("   ", line)
+        prof = cProfile.Profile()
+        prof.enable()
+        client.get(url)
+        prof.disable()
+        # Our code only (the Django and middleware wrappers are the top of every profile).
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(
+            r"/(orchestration|reviews|costs|templates)/", 25
+        )
+
+
+def measure(
+    long_run_id: Any, requests: int, steps: int, only: str = ""
+) -> dict[str, dict[str, float]]:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from orchestration.audit import verify_run, verify_run_live
     from orchestration.models import AuditEvent
 
     client = Client()
     client.force_login(get_user_model().objects.get(username="manager"))
     out = {}
     for label, url, kind in pages(long_run_id, steps):
+        if only and not _selected(label, only):
+            continue
         client.get(url)  # warm: template compilation, caches
         times, queries, size = [], 0, 0
         deadline = time.perf_counter() + PAGE_SECONDS
@@ -355,22 +415,38 @@ def measure(long_run_id: Any, requests: int, steps: int) -> dict[str, dict[str, 
             "kb": size / 1024,
             "n": len(times),
         }
-    # The part of the run page that grows with the run: re-hashing its whole audit chain.
-    times = []
+    # The part of the run page that grew with the run: re-hashing its whole audit chain (what
+    # verify_audit and the download still do), next to what the page now does: continue from
+    # its signed run checkpoint after comparing the run's row versions. Interleaved, so load
+    # from elsewhere hits both alike.
+    full, signed = [], []
+    assert verify_run_live(long_run_id, check_versions=True).ok  # leaves the signed checkpoint
     for _ in range(max(MIN_REQUESTS, requests // 3)):
-        began = time.perf_counter()
-        assert verify_run(long_run_id).ok
-        times.append((time.perf_counter() - began) * 1000)
-    times.sort()
+        for times, check in (
+            (full, lambda: verify_run(long_run_id)),
+            (signed, lambda: verify_run_live(long_run_id, check_versions=True)),
+        ):
+            with CaptureQueriesContext(connection) as captured:
+                began = time.perf_counter()
+                assert check().ok
+                times.append((time.perf_counter() - began) * 1000)
+            n = len(captured.captured_queries)
+        if times is signed:
+            signed_queries = n
     events = AuditEvent.objects.filter(run_id=long_run_id).count()
-    out[f"(inside the run page) full chain check, {events:,} events"] = {
-        "kind": "part",
-        "p50": statistics.median(times),
-        "p95": times[min(len(times) - 1, round(0.95 * (len(times) - 1)))],
-        "queries": 2,
-        "kb": 0,
-        "n": len(times),
-    }
+    for label, times, queries in (
+        (f"(inside the run page) full chain check, {events:,} events", full, None),
+        ("(inside the run page) check from the signed run checkpoint", signed, signed_queries),
+    ):
+        times.sort()
+        out[label] = {
+            "kind": "part",
+            "p50": statistics.median(times),
+            "p95": times[min(len(times) - 1, round(0.95 * (len(times) - 1)))],
+            "queries": queries if queries is not None else "-",
+            "kb": 0,
+            "n": len(times),
+        }
     return out
 
 
@@ -382,7 +458,7 @@ def table(small: dict, large: dict, sizes: tuple[dict, dict]) -> list[str]:
     ]
     large_n = max(r["n"] for r in large.values() if r["kind"] != "part")
     for label, r in large.items():
-        sm = small[label]
+        sm = small.get(label, r)
         grows = " (grows)" if r["queries"] != sm["queries"] else ""
         ok = "yes" if r["p95"] < 100 else "**no**"
         verdict = ok if r["kind"] == "ours" else f"({r['kind']})"
@@ -429,6 +505,17 @@ def main() -> None:
         help="5,000 runs, 50 steps, 5 requests; RESULTS.md untouched",
     )
     parser.add_argument("--no-results", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--pages",
+        default="",
+        help="only the pages whose label contains one of these comma-separated texts "
+        "(e.g. 'run page,approvals'); RESULTS.md untouched",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print, per page measured, its SQL (EXPLAIN ANALYZE of the slowest) and a cProfile",
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.requests, args.steps = 5_000, 5, 50
@@ -453,18 +540,22 @@ def main() -> None:
         tpl = templates(run)
         small_n = args.runs // 10
         load_s = load(tpl, 0, small_n)
+        rollups()
         small_counts = counts()
         print(f"small: {small_counts} (loaded in {load_s:.0f} s)", flush=True)
-        small = measure(run.pk, args.requests, args.steps)
+        small = measure(run.pk, args.requests, args.steps, args.pages)
         load_s += load(tpl, small_n, args.runs)
+        rollups()
         large_counts = counts()
         print(f"large: {large_counts} (loaded in {load_s:.0f} s in all)", flush=True)
-        large = measure(run.pk, args.requests, args.steps)
+        large = measure(run.pk, args.requests, args.steps, args.pages)
+        if args.profile:
+            profile(run.pk, args.steps, args.pages)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
     lines = table(small, large, (small_counts, large_counts))
     print("\n".join(lines))
-    if not (args.quick or args.no_results):
+    if not (args.quick or args.no_results or args.pages):
         command = f"bash scripts/with-services.sh -- python bench/dashboard.py --runs {args.runs} --requests {args.requests}"
         write_results(lines, command, host, (small_counts, large_counts), load_s, long_s)
         print(f"written to {ROOT / 'bench' / 'RESULTS.md'}")

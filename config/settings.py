@@ -341,13 +341,29 @@ if not AUDIT_SIGNING_KEY:
     raise ImproperlyConfigured("AUDIT_SIGNING_KEY must be set when DJANGO_DEBUG is false.")
 if any(len(key) < 32 for key in AUDIT_SIGNING_KEY):
     raise ImproperlyConfigured("Each AUDIT_SIGNING_KEY must be at least 32 characters long.")
-# Beat signs a checkpoint of the chain's head this often (only when the head moved).
-AUDIT_CHECKPOINT_SECONDS = env.float("AUDIT_CHECKPOINT_SECONDS", default=300.0)
-if AUDIT_CHECKPOINT_SECONDS <= 0:
-    raise ImproperlyConfigured("AUDIT_CHECKPOINT_SECONDS must be more than 0.")
+# The approval queue's per-requester spend (costs.requester_spend): beat rebuilds the daily
+# roll-up of complete days this often; today is always read live.
+REQUESTER_SPEND_REFRESH_SECONDS = env.float("REQUESTER_SPEND_REFRESH_SECONDS", default=600.0)
+if REQUESTER_SPEND_REFRESH_SECONDS <= 0:
+    raise ImproperlyConfigured("REQUESTER_SPEND_REFRESH_SECONDS must be more than 0.")
+CELERY_BEAT_SCHEDULE["refresh-requester-spend"] = {
+    "task": "costs.tasks.refresh_requester_spend",
+    "schedule": REQUESTER_SPEND_REFRESH_SECONDS,
+}
+# The sequencer: beat anchors the events appended since its last pass into the global chain
+# this often (then signs a checkpoint of the new head), AUDIT_ANCHOR_BATCH events per
+# transaction. Until then an event is verified in its run's chain only (docs/architecture.md).
+AUDIT_ANCHOR_SECONDS = env.float("AUDIT_ANCHOR_SECONDS", default=2.0)
+if AUDIT_ANCHOR_SECONDS <= 0:
+    raise ImproperlyConfigured("AUDIT_ANCHOR_SECONDS must be more than 0.")
+AUDIT_ANCHOR_BATCH = env.int("AUDIT_ANCHOR_BATCH", default=5000)
+if AUDIT_ANCHOR_BATCH < 1:
+    raise ImproperlyConfigured("AUDIT_ANCHOR_BATCH must be 1 or more.")
 CELERY_BEAT_SCHEDULE["sign-audit-head"] = {
     "task": "orchestration.tasks.sign_audit_head",
-    "schedule": AUDIT_CHECKPOINT_SECONDS,
+    "schedule": AUDIT_ANCHOR_SECONDS,
+    # A pass that has not started by the next one is worthless: do not let them pile up.
+    "options": {"expires": AUDIT_ANCHOR_SECONDS},
 }
 
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="demo")

@@ -203,3 +203,34 @@ class Budget(_AppendOnly):
     def __str__(self) -> str:
         target = self.workflow_name or (self.user.username if self.user_id else "all")
         return f"{self.scope}:{target} {self.period} ${self.limit_usd}"
+
+
+class RequesterDailySpend(models.Model):
+    """Roll-up: per requester and UTC day of the runs' creation, how many runs they started and
+    what those runs cost so far. The approval queue's "N runs, $X in 30 days" per requester
+    reads it (``costs.requester_spend``) instead of aggregating every run in the window.
+
+    Rebuilt for the last RECENT_SPEND_DAYS complete days by beat (``refresh``, every
+    REQUESTER_SPEND_REFRESH_SECONDS); ``covered_through`` is the last complete day that
+    rebuild covered, and anything newer is read live from the runs. Not written on the step
+    path: a counter bumped by every charge would be one row every run of a requester waits on.
+    """
+
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    day = models.DateField()
+    runs = models.PositiveIntegerField()
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=12)
+    covered_through = models.DateField(help_text="The last complete day the rebuild covered.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["requested_by", "day"], name="requester_daily_spend_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["covered_through"], name="requester_spend_covered")]
+
+    def __str__(self) -> str:
+        return f"{self.requested_by_id} on {self.day}: {self.runs} runs, ${self.cost_usd}"

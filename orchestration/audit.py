@@ -1,14 +1,24 @@
 """The append-only audit trail, its hash chains, the evidence it covers and its signatures.
 
-Every AuditEvent is a link in the global chain (``seq``, ``prev_hash``); an event of a run is
-also a link in that run's own chain (``run_seq``, ``run_prev_hash`` = the hash of the run's
-previous event). One hash covers both links::
+The chain format is specified in docs/architecture.md, "Chain format"; in short (format 2)::
 
-    hash = sha256(prev_hash + canonical JSON of {seq, run, run_seq, run_prev_hash, kind,
-                  actor, actor_label, payload_digest, created_at[, evidence_digest]})
+    hash = sha256(run_prev_hash + canonical JSON of {format, run, run_seq, kind, actor,
+                  actor_label, payload_digest, created_at[, evidence_digest]})
+    chain_hash = sha256(prev_hash + canonical JSON of {seq, hash})   (set when anchored)
     payload_digest = sha256(canonical JSON of the payload)
     evidence_digest = sha256(canonical JSON of payload["evidence"])   (when there is one)
     mac = HMAC-SHA256(AUDIT_SIGNING_KEY, "event:" + hash)             (key named by key_id)
+
+**Two chains, two writers.** ``record`` appends an event to its run's chain (``run_seq``,
+``run_prev_hash``) inside the caller's transaction, under a lock on the run's own head row
+(``RunAuditHead``): appends of different runs never wait for each other. The global chain
+(``seq``, ``prev_hash``, ``chain_hash``) is written afterwards by the sequencer, ``anchor``
+(beat, every AUDIT_ANCHOR_SECONDS), which links committed events in ``id`` order (a run's
+next event is inserted only after its previous one committed, so ``id`` order keeps each
+run's order) and then a checkpoint signs the new head. A run-less event (exports, price and
+budget changes, the run-less purge: never on the step path) has no run chain, so it is
+anchored at once, under the sequencer's lock. Format-1 events (before per-run chains) hash
+the global link too, and their ``chain_hash`` is their ``hash``.
 
 **Evidence.** The event that records a piece of evidence (a model call's request and
 response, a tool call's input and output, the run's input and result, a ticket's context
@@ -19,16 +29,21 @@ latest event recording a field is what the row must hold now: verification re-re
 and names the row and field that differ. The evidence is not redacted (it holds only
 digests) and is hashed on its own, so it outlives the retention purge.
 
-**Run head.** ``RunAuditHead`` (one row per run: ``run_seq``, ``hash``) is the position and
-hash of the run's last event, written with each event under the chain lock; verification
-reads it together with the run's last event in one statement, so events cut from the end of
-a run's chain (or a moved or deleted head) are found.
+**Run head.** ``RunAuditHead`` (one row per run: ``run_seq``, ``hash``, signed) is the
+position and hash of the run's last event, written with each event under its own row lock;
+verification reads it together with the run's last event in one statement, so events cut
+from the end of a run's chain (or a moved, forged or deleted head) are found.
 
-**Signatures.** Every event is signed (``mac``) with the first key of AUDIT_SIGNING_KEY, which
-the database never holds: rewriting events and re-computing every hash in SQL still leaves
-signatures that do not match. ``AuditCheckpoint`` rows sign the global head (seq, hash) now
-and then (beat, and every successful ``verify_audit``); an event cut from the end of the
-global chain leaves a checkpoint pointing past the end.
+**Signatures.** Every event and every run head is signed (``mac``) with the first key of
+AUDIT_SIGNING_KEY, which the database never holds: rewriting events and re-computing every
+hash in SQL still leaves signatures that do not match. ``AuditCheckpoint`` rows sign the
+global head (seq, chain_hash) after each anchoring pass that moved it and after every
+successful ``verify_audit``; an event cut from the end of the global chain leaves a
+checkpoint pointing past the end.
+
+**Not yet anchored.** Between its commit and the next anchoring pass an event is verified
+for everything but its place in the global chain: content, hash, signature, run chain, the
+run's signed head, evidence (docs/architecture.md says precisely what that leaves open).
 
 **Purge.** The hash covers the payload's digest, not the payload, so the retention purge can
 drop a payload and the chain still verifies; a purged payload keeps only its evidence
@@ -37,17 +52,11 @@ event of the same run (or of the run-less trail), and decision events are never 
 
 Payloads are redacted (``orchestration.privacy.redact``) before they are hashed and stored:
 the trail never holds what the redaction policy matches.
-
-Appends take a transaction-level advisory lock: the chain needs exactly one order. The lock
-is taken inside the caller's transaction (the event commits or rolls back with the change it
-describes), so it is held until that transaction ends: callers record their event as late
-in the transaction as they can. The run's head row is written only under that lock, so no
-other row lock is taken (a lock on the run's own row here could deadlock with callers that
-lock the run before they record).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -63,17 +72,20 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, transaction
-from django.db.models import Max, Q
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from orchestration.models import AuditCheckpoint, AuditEvent, Run, RunAuditHead
+from orchestration.models import AuditCheckpoint, AuditEvent, Run
 from orchestration.privacy import redact
 
 logger = logging.getLogger(__name__)
 GENESIS_HASH = "0" * 64
-# Arbitrary constant naming the lock that serialises appends to the chain.
-_CHAIN_LOCK_ID = 0x636F756E  # "coun"
+# Arbitrary constant naming the sequencer's advisory lock: held by the anchoring pass and by
+# run-less appends (which are anchored as they are written); never by an event of a run.
+_SEQUENCER_LOCK_ID = 0x636F756E  # "coun"
+FORMAT_LEGACY = 1  # hash covers the global link; chain_hash == hash
+FORMAT = 2  # hash covers the run link; the sequencer adds the global link
 EVIDENCE_KEY = "evidence"
 PURGE_KIND = "payload.purged"
 # Events that record what a person decided (or what the purge did): the retention purge
@@ -169,6 +181,20 @@ def _checkpoint_message(cp: AuditCheckpoint) -> str:
     return f"checkpoint:{cp.seq}:{cp.hash}:{cp.created_at.isoformat()}"
 
 
+def head_message(run_id: Any, run_seq: int, hash_: str) -> str:
+    """What a run head's ``mac`` signs."""
+    return f"head:{run_id}:{run_seq}:{hash_}"
+
+
+def event_name(event: AuditEvent) -> str:
+    """How reports name an event: "event #S" once anchored, its run position before."""
+    if event.seq is not None:
+        return f"event #{event.seq}"
+    if event.run_id is not None:
+        return f"event {event.run_seq} of run {event.run_id} (not yet anchored)"
+    return f"run-less event {event.pk} (not yet anchored)"
+
+
 # --- evidence --------------------------------------------------------------------------
 
 
@@ -204,12 +230,10 @@ def evidence(objs: Iterable[models.Model]) -> list[dict[str, Any]]:
     return entries
 
 
-def event_hash(event: AuditEvent) -> str:
-    body = {
-        "seq": event.seq,
+def _body(event: AuditEvent) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "run": str(event.run_id) if event.run_id else None,
         "run_seq": event.run_seq,
-        "run_prev_hash": event.run_prev_hash,
         "kind": event.kind,
         "actor": event.actor_id,
         "actor_label": event.actor_label,
@@ -219,19 +243,69 @@ def event_hash(event: AuditEvent) -> str:
     # The evidence is hashed on its own too: the purge keeps it, and it must stay covered.
     if isinstance(event.payload, dict) and EVIDENCE_KEY in event.payload:
         body["evidence_digest"] = payload_digest(event.payload[EVIDENCE_KEY])
-    return hashlib.sha256((event.prev_hash + _canonical(body)).encode()).hexdigest()
+    return body
 
 
-_HEAD_UPSERT = """
-    INSERT INTO orchestration_runaudithead (run_id, run_seq, hash) VALUES (%s, %s, %s)
-    ON CONFLICT (run_id) DO UPDATE SET run_seq = EXCLUDED.run_seq, hash = EXCLUDED.hash
-"""
+def event_hash(event: AuditEvent) -> str:
+    """The event's ``hash`` from its other fields (docs/architecture.md, "Chain format")."""
+    body = _body(event)
+    if event.format == FORMAT_LEGACY:
+        body["seq"] = event.seq
+        body["run_prev_hash"] = event.run_prev_hash
+        return hashlib.sha256((event.prev_hash + _canonical(body)).encode()).hexdigest()
+    body["format"] = event.format
+    return hashlib.sha256((event.run_prev_hash + _canonical(body)).encode()).hexdigest()
+
+
+def chain_link(prev_hash: str, seq: int, hash_: str) -> str:
+    """A format-2 event's ``chain_hash``: its place in the global chain."""
+    return hashlib.sha256(
+        (prev_hash + _canonical({"seq": seq, "hash": hash_})).encode()
+    ).hexdigest()
+
+
+def expected_chain_hash(event: AuditEvent) -> str:
+    if event.format == FORMAT_LEGACY:
+        return event.hash
+    return chain_link(event.prev_hash, event.seq, event.hash)
 
 
 def seal(event: AuditEvent) -> None:
     """Set the event's hash and its signature (with the signing key) from its other fields."""
     event.hash = event_hash(event)
     event.key_id, event.mac = sign(_event_message(event))
+
+
+_HEAD_LOCK = "SELECT run_seq, hash FROM orchestration_runaudithead WHERE run_id = %s FOR UPDATE"
+_HEAD_CREATE = """
+    INSERT INTO orchestration_runaudithead (run_id, run_seq, hash, key_id, mac)
+    VALUES (%s, 0, %s, '', '') ON CONFLICT (run_id) DO NOTHING
+"""
+_HEAD_WRITE = """
+    UPDATE orchestration_runaudithead SET run_seq = %s, hash = %s, key_id = %s, mac = %s
+    WHERE run_id = %s
+"""
+_GLOBAL_HEAD = """
+    SELECT seq, chain_hash FROM orchestration_auditevent
+    WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1
+"""
+
+
+def _lock_head(cursor: Any, run_id: Any) -> tuple[int, str]:
+    """Lock the run's head row (creating it at the run's first event) and return it."""
+    cursor.execute(_HEAD_LOCK, [run_id])
+    row = cursor.fetchone()
+    if row is None:
+        cursor.execute(_HEAD_CREATE, [run_id, GENESIS_HASH])
+        cursor.execute(_HEAD_LOCK, [run_id])
+        row = cursor.fetchone()
+    return row[0], row[1]
+
+
+def _global_head(cursor: Any) -> tuple[int, str]:
+    cursor.execute(_GLOBAL_HEAD)
+    row = cursor.fetchone()
+    return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
 
 def record(
@@ -242,13 +316,15 @@ def record(
     payload: dict[str, Any] | None = None,
     evidence_of: Iterable[models.Model] = (),
 ) -> AuditEvent:
-    """Append one event to the chain (and to its run's chain), inside the caller's transaction.
+    """Append one event to its run's chain (a run-less one to the global chain), inside the
+    caller's transaction.
 
     ``evidence_of``: rows this event records (model calls, tool calls, the run, a ticket...);
-    the digests of their evidence fields go into the hashed payload (``evidence``)."""
-    # Everything that needs no other row is computed before taking the chain lock: every append
-    # in the system waits on that lock, and under load (bench/load) its holders were mostly
-    # mid-way through this function, so the less work inside it, the shorter the queue.
+    the digests of their evidence fields go into the hashed payload (``evidence``).
+
+    An event of a run locks only that run's head row (held until the caller's transaction
+    ends: two appends of one run take turns, other runs never wait); the sequencer
+    (``anchor``) links it into the global chain after it commits."""
     actor_label = "engine"
     if actor is not None and getattr(actor, "pk", None):
         actor_label = actor.get_username()
@@ -262,50 +338,97 @@ def record(
                 raise ValueError(f"an audit payload may not use the reserved key {EVIDENCE_KEY!r}")
             # After redaction: digests are not personal data, and a digest must not be rewritten.
             body[EVIDENCE_KEY] = entries
-        digest = payload_digest(body)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
-        last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-        head = None
-        if run is not None:
-            # Only the lock holder writes a run's head, so reading it here needs no row lock.
-            head = RunAuditHead.objects.filter(run_id=run.pk).values_list(
-                "run_seq", "hash"
-            ).first() or (
-                0,
-                GENESIS_HASH,
-            )
         event = AuditEvent(
-            seq=(last["seq"] + 1) if last else 1,
             run=run,
-            run_seq=head[0] + 1 if head is not None else None,
-            run_prev_hash=head[1] if head is not None else "",
             kind=kind,
             actor=actor,
             actor_label=actor_label,
             payload=body,
-            payload_digest=digest,
+            payload_digest=payload_digest(body),
             # Microseconds survive Postgres, so the hash recomputes from the stored row.
             created_at=timezone.now(),
-            prev_hash=last["hash"] if last else GENESIS_HASH,
+            format=FORMAT,
         )
-        seal(event)
-        event.save(force_insert=True)
-        if run is not None:
-            with connection.cursor() as cursor:
-                cursor.execute(_HEAD_UPSERT, [run.pk, event.run_seq, event.hash])
+        with connection.cursor() as cursor:
+            if run is not None:
+                event.run_seq, event.run_prev_hash = _lock_head(cursor, run.pk)
+                event.run_seq += 1
+                seal(event)
+                event.save(force_insert=True)
+                head_kid, head_mac = sign(head_message(run.pk, event.run_seq, event.hash))
+                cursor.execute(_HEAD_WRITE, [event.run_seq, event.hash, head_kid, head_mac, run.pk])
+            else:
+                # No run chain to hold its place: anchored now, under the sequencer's lock.
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEQUENCER_LOCK_ID])
+                last_seq, last_chain = _global_head(cursor)
+                seal(event)
+                event.seq, event.prev_hash = last_seq + 1, last_chain
+                event.chain_hash = chain_link(event.prev_hash, event.seq, event.hash)
+                event.save(force_insert=True)
         return event
 
 
+_ANCHOR = """
+    UPDATE orchestration_auditevent AS e
+    SET seq = v.seq, prev_hash = v.prev_hash, chain_hash = v.chain_hash
+    FROM (VALUES {rows}) AS v(id, seq, prev_hash, chain_hash)
+    WHERE e.id = v.id AND e.seq IS NULL
+"""
+
+
+def anchor(batch: int | None = None, max_seconds: float = 30.0) -> int:
+    """The sequencer: link the committed events not yet in the global chain, in ``id`` order,
+    ``batch`` at a time (each batch its own transaction), until none is left or
+    ``max_seconds`` passed. Returns how many were anchored; 0 at once when another sequencer
+    holds the lock (it will anchor them)."""
+    batch = batch or settings.AUDIT_ANCHOR_BATCH
+    deadline = time.monotonic() + max_seconds
+    total = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_SEQUENCER_LOCK_ID])
+            if not cursor.fetchone()[0]:
+                return total
+            cursor.execute(
+                "SELECT id, hash FROM orchestration_auditevent WHERE seq IS NULL ORDER BY id LIMIT %s",
+                [batch],
+            )
+            pending = cursor.fetchall()
+            if not pending:
+                return total
+            seq, prev = _global_head(cursor)
+            params: list[Any] = []
+            for pk, hash_ in pending:
+                seq += 1
+                link = chain_link(prev, seq, hash_)
+                params += [pk, seq, prev, link]
+                prev = link
+            rows = ", ".join(["(%s::bigint, %s::bigint, %s, %s)"] * len(pending))
+            cursor.execute(_ANCHOR.format(rows=rows), params)
+            if cursor.rowcount != len(pending):  # only this lock's holder anchors
+                raise RuntimeError("audit events were anchored under the sequencer's lock")
+        total += len(pending)
+        if len(pending) < batch or time.monotonic() > deadline:
+            return total
+
+
+def pending_count() -> int:
+    """Events committed but not yet anchored in the global chain."""
+    return AuditEvent.objects.filter(seq__isnull=True).count()
+
+
 def sign_checkpoint() -> AuditCheckpoint | None:
-    """Sign the chain's current head, unless the latest checkpoint already covers it."""
-    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-    if last is None:
+    """Anchor what is pending (``anchor``), then sign the global chain's head, unless the
+    latest checkpoint already covers it."""
+    anchor()
+    with connection.cursor() as cursor:
+        seq, chain_hash = _global_head(cursor)
+    if seq == 0:
         return None
     latest = AuditCheckpoint.objects.order_by("-seq", "-id").first()
-    if latest is not None and latest.seq == last["seq"]:
+    if latest is not None and latest.seq == seq:
         return None
-    cp = AuditCheckpoint(seq=last["seq"], hash=last["hash"], created_at=timezone.now())
+    cp = AuditCheckpoint(seq=seq, hash=chain_hash, created_at=timezone.now())
     cp.key_id, cp.mac = sign(_checkpoint_message(cp))
     cp.save()
     # A copy outside the database: whoever keeps the logs can check the head against it.
@@ -333,8 +456,10 @@ class ChainReport:
     evidence: dict[str, int] = field(default_factory=dict)
     # The latest signed checkpoint that verified: {"id", "seq", "created_at"} or None.
     checkpoint: dict[str, Any] | None = None
-    # Events newer than that checkpoint (each still signed on its own).
+    # Anchored events newer than that checkpoint (each still signed on its own).
     after_checkpoint: int = 0
+    # Events not yet anchored in the global chain (verified in their run's chain).
+    pending: int = 0
 
     @property
     def ok(self) -> bool:
@@ -359,24 +484,41 @@ class ChainReport:
             if self.checkpoint
             else None,
             "after_checkpoint": self.after_checkpoint,
+            "pending": self.pending,
         }
 
 
 def _content_problem(event: AuditEvent) -> str:
     """What is wrong with the row itself (its payload, its hash, its signature), or ''."""
+    who = event_name(event)
     if event.payload_purged_at is None:
         if payload_digest(event.payload) != event.payload_digest:
-            return f"event #{event.seq}: its payload was altered"
+            return f"{who}: its payload was altered"
     else:
         if not isinstance(event.payload, dict) or set(event.payload) - {EVIDENCE_KEY}:
-            return f"event #{event.seq} is marked purged but still holds its payload"
+            return f"{who} is marked purged but still holds its payload"
         if event.kind in DECISION_KINDS:
-            return f"event #{event.seq} ({event.kind}) records a decision and must never be purged"
+            return f"{who} ({event.kind}) records a decision and must never be purged"
+    if event.format not in (FORMAT_LEGACY, FORMAT):
+        return f"{who} has an unknown chain format ({event.format})"
     if event_hash(event) != event.hash:
-        return f"event #{event.seq} was altered"
+        return f"{who} was altered"
     if why := _signature_problem(event.key_id, event.mac, _event_message(event)):
-        return f"event #{event.seq} {why}"
+        return f"{who} {why}"
     return ""
+
+
+def _link_problem(event: AuditEvent) -> str:
+    """An anchored event's ``chain_hash`` against its global link (after _content_problem)."""
+    if event.seq is not None and event.chain_hash != expected_chain_hash(event):
+        return f"{event_name(event)}: its link in the global chain was altered"
+    return ""
+
+
+def _order(event: AuditEvent) -> int:
+    """An event's place among the events of its run (run_seq), or of the run-less trail (seq,
+    always set: run-less events are anchored as they are appended)."""
+    return event.run_seq if event.run_id is not None else (event.seq or 0)
 
 
 def _purge_stamp(event: AuditEvent) -> Any:
@@ -385,44 +527,65 @@ def _purge_stamp(event: AuditEvent) -> Any:
     return parse_datetime(str(event.payload.get("purged_at", "")))
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    digest: str
+    order: int  # the recording event's place in its run (see _order)
+    seq: int | None
+    who: str  # event_name of the recording event
+
+
 class _Evidence:
     """Collects what events recorded (the latest digest of each row's field wins) and the
-    purges they announce, then checks the rows."""
+    purges they announce, then checks the rows. One instance per run (or the run-less trail)."""
 
     def __init__(self) -> None:
-        self.latest: dict[tuple[str, str, str], tuple[str, int]] = {}
-        self.purges: dict[tuple[Any, Any], int] = {}  # (run id, stamp) -> seq of payload.purged
+        self.latest: dict[tuple[str, str, str], _Recorded] = {}
+        self.purges: dict[tuple[Any, Any], int] = {}  # (run id, stamp) -> order of payload.purged
 
     def add(self, event: AuditEvent) -> None:
+        order = _order(event)
         if (stamp := _purge_stamp(event)) is not None:
-            self.purges[(event.run_id, stamp)] = event.seq
+            self.purges[(event.run_id, stamp)] = max(
+                order, self.purges.get((event.run_id, stamp), 0)
+            )
         entries = event.payload.get(EVIDENCE_KEY) if isinstance(event.payload, dict) else None
         for entry in entries or ():
-            for name, digest in entry["digests"].items():
-                self.latest[(entry["model"], str(entry["id"]), name)] = (digest, event.seq)
+            for fname, digest in entry["digests"].items():
+                key = (entry["model"], str(entry["id"]), fname)
+                known = self.latest.get(key)
+                if known is None or known.order <= order:
+                    self.latest[key] = _Recorded(digest, order, event.seq, event_name(event))
 
-    def purged_ok(self, run_id: Any, stamp: Any, recorded_seq: int) -> bool:
-        """A payload.purged event of ``run_id`` with ``stamp`` comes after event ``recorded_seq``."""
-        purge_seq = self.purges.get((run_id, stamp))
-        return purge_seq is not None and purge_seq > recorded_seq
+    def purged_ok(self, run_id: Any, stamp: Any, recorded_order: int) -> bool:
+        """A payload.purged event of ``run_id`` with ``stamp`` comes after ``recorded_order``."""
+        purge_order = self.purges.get((run_id, stamp))
+        return purge_order is not None and purge_order > recorded_order
 
     def check(self, run_id: Any) -> tuple[int | None, str, dict[str, int]]:
         """(event seq, problem) of the first row that differs from its latest evidence, and the
         number of rows checked by kind."""
-        by_model: dict[str, dict[str, dict[str, tuple[str, int]]]] = defaultdict(
+        by_model: dict[str, dict[str, dict[str, _Recorded]]] = defaultdict(
             lambda: defaultdict(dict)
         )
-        for (label, pk, name), recorded in self.latest.items():
-            by_model[label][pk][name] = recorded
+        for (label, pk, fname), recorded in self.latest.items():
+            by_model[label][pk][fname] = recorded
         counts: dict[str, int] = {}
-        failures: list[tuple[int, str]] = []
+        failures: list[tuple[int, int | None, str]] = []
         for label, rows_recorded in sorted(by_model.items()):
+            first = min(
+                (r for fields in rows_recorded.values() for r in fields.values()),
+                key=lambda r: r.order,
+            )
             try:
                 model = apps.get_model(label)
             except (LookupError, ValueError):
-                seq = min(r[1] for fields in rows_recorded.values() for r in fields.values())
                 failures.append(
-                    (seq, f"event #{seq} records evidence of an unknown kind of row ({label})")
+                    (
+                        first.order,
+                        first.seq,
+                        f"{first.who} records evidence of an unknown kind of row ({label})",
+                    )
                 )
                 continue
             noun = str(model._meta.verbose_name)
@@ -441,34 +604,43 @@ class _Evidence:
                     )
                 }
             except Exception as exc:  # noqa: BLE001 - an unreadable row is a finding, not a crash
-                seq = min(r[1] for fields in rows_recorded.values() for r in fields.values())
                 failures.append(
-                    (seq, f"the {noun} rows recorded by the chain could not be read: {exc}")
+                    (
+                        first.order,
+                        first.seq,
+                        f"the {noun} rows recorded by the chain could not be read: {exc}",
+                    )
                 )
                 continue
             for pk, fields in rows_recorded.items():
                 row = rows.get(pk)
                 if row is None:
-                    seq = max(r[1] for r in fields.values())
-                    failures.append((seq, f"{noun} {pk}, recorded by event #{seq}, was deleted"))
+                    last = max(fields.values(), key=lambda r: r.order)
+                    failures.append(
+                        (last.order, last.seq, f"{noun} {pk}, recorded by {last.who}, was deleted")
+                    )
                     continue
-                for name, (digest, seq) in sorted(fields.items()):
-                    value = row[name]
-                    if payload_digest(value) == digest:
+                for fname, rec in sorted(fields.items()):
+                    value = row[fname]
+                    if payload_digest(value) == rec.digest:
                         continue
-                    if name in purgeable and self._purged(run_id, row, value, seq):
+                    if fname in purgeable and self._purged(run_id, row, value, rec.order):
                         continue
                     failures.append(
-                        (seq, f"{noun} {pk}: its {name} differs from what event #{seq} recorded")
+                        (
+                            rec.order,
+                            rec.seq,
+                            f"{noun} {pk}: its {fname} differs from what {rec.who} recorded",
+                        )
                     )
                     break
             counts[label] = len(rows_recorded)
         if failures:
-            seq, problem = min(failures)
+            _order_, seq, problem = min(failures, key=lambda f: f[0])
             return seq, problem, counts
         return None, "", counts
 
-    def _purged(self, run_id: Any, row: dict[str, Any], value: Any, recorded_seq: int) -> bool:
+    def _purged(self, run_id: Any, row: dict[str, Any], value: Any, recorded_order: int) -> bool:
         """The retention purge emptied this field: the value is empty, and the row's stamp is
         that of a payload.purged event of the run that came after the evidence."""
         if value is None:
@@ -477,7 +649,7 @@ class _Evidence:
             stamp = parse_datetime(str(value["purged_at"]))
         else:
             return False
-        return stamp is not None and self.purged_ok(run_id, stamp, recorded_seq)
+        return stamp is not None and self.purged_ok(run_id, stamp, recorded_order)
 
 
 # Names of the evidence counts, for reports and the run page.
@@ -512,11 +684,29 @@ def describe(report: ChainReport) -> str:
         text += f", up to signed checkpoint #{cp['id']} ({when})"
         if report.after_checkpoint:
             text += f"; {report.after_checkpoint} later event{'s' if report.after_checkpoint != 1 else ''} signed on their own"
+    if report.pending:
+        text += (
+            f"; {report.pending} event{'s' if report.pending != 1 else ''} not yet anchored in "
+            "the global chain (verified in the run's chain and signed)"
+        )
     return text
 
 
 def _counts(raw: dict[str, int]) -> dict[str, int]:
     return {EVIDENCE_NOUNS.get(label, label): n for label, n in raw.items()}
+
+
+@dataclass(frozen=True)
+class RunHead:
+    """The last verified event of a run's chain: its position, its hash, the last anchored
+    event's seq, events checked, and the rows whose evidence was checked (kind -> ids)."""
+
+    run_seq: int = 0
+    hash: str = GENESIS_HASH
+    checked: int = 0
+    rows: dict[str, list[str]] = field(default_factory=dict)
+    seq: int = 0
+    pending: bool = False  # an event up to run_seq was not yet anchored
 
 
 def _verify_run_links(
@@ -525,46 +715,48 @@ def _verify_run_links(
     run_id: str,
     head: RunHead | None = None,
 ) -> ChainReport:
-    """Check `events` (the run's, in order) as the continuation of `head` (the start if None)."""
+    """Check ``events`` (the run's, in run order) as the continuation of ``head`` (the start
+    if None): run positions and links, the anchored ones first and in ``seq`` order, each
+    anchored one's global link (``predecessors``: seq -> chain_hash), content and signature."""
     head = head or RunHead()
     checked = head.checked
     expected_run_prev, expected_run_seq = head.hash, head.run_seq + 1
+    last_seq, unanchored_seen = head.seq, head.pending
     for event in events:
+        who = event_name(event)
         if event.run_seq != expected_run_seq:
             return ChainReport(
                 checked,
                 event.seq,
-                f"run event(s) missing before #{event.seq} "
+                f"run event(s) missing before {who} "
                 f"(position {event.run_seq}, expected {expected_run_seq})",
                 run_id,
             )
         if event.run_prev_hash != expected_run_prev:
             return ChainReport(
-                checked,
-                event.seq,
-                f"event #{event.seq} does not follow the run's previous event",
-                run_id,
+                checked, event.seq, f"{who} does not follow the run's previous event", run_id
             )
-        if event.prev_hash != predecessors.get(event.seq - 1, GENESIS_HASH):
-            return ChainReport(
-                checked, event.seq, f"event #{event.seq} does not follow its predecessor", run_id
-            )
-        if problem := _content_problem(event):
+        if event.seq is not None:
+            if unanchored_seen or event.seq <= last_seq:
+                return ChainReport(
+                    checked,
+                    event.seq,
+                    f"{who} is out of its run's order in the global chain",
+                    run_id,
+                )
+            expected_prev = GENESIS_HASH if event.seq == 1 else predecessors.get(event.seq - 1)
+            if event.prev_hash != expected_prev:
+                return ChainReport(
+                    checked, event.seq, f"{who} does not follow its predecessor", run_id
+                )
+            last_seq = event.seq
+        else:
+            unanchored_seen = True
+        if problem := _content_problem(event) or _link_problem(event):
             return ChainReport(checked, event.seq, problem, run_id)
         expected_run_prev, expected_run_seq = event.hash, expected_run_seq + 1
         checked += 1
     return ChainReport(checked, run_id=run_id)
-
-
-@dataclass(frozen=True)
-class RunHead:
-    """The last verified event of a run's chain: its position, its hash, events checked, and
-    the rows whose evidence was checked (kind -> ids)."""
-
-    run_seq: int = 0
-    hash: str = GENESIS_HASH
-    checked: int = 0
-    rows: dict[str, list[str]] = field(default_factory=dict)
 
 
 # Each run beside its stored head and its last event (one statement reads both, so an event
@@ -574,10 +766,12 @@ _HEAD_JOIN = """
     LEFT JOIN orchestration_runaudithead h ON h.run_id = r.id
     LEFT JOIN LATERAL (
         SELECT run_seq, hash FROM orchestration_auditevent
-        WHERE run_id = r.id ORDER BY seq DESC LIMIT 1
+        WHERE run_id = r.id ORDER BY run_seq DESC LIMIT 1
     ) e ON true
 """
-_HEAD_SQL = "SELECT h.run_seq, h.hash, e.run_seq, e.hash" + _HEAD_JOIN + "WHERE r.id = %s"
+_HEAD_SQL = (
+    "SELECT h.run_seq, h.hash, e.run_seq, e.hash, h.key_id, h.mac" + _HEAD_JOIN + "WHERE r.id = %s"
+)
 # The first run whose stored head is not its last event (verify_chain).
 _HEADS_SQL = (
     "SELECT r.id"
@@ -587,22 +781,17 @@ _HEADS_SQL = (
 )
 
 
-def _head_problem(run_id: Any) -> str:
-    """Whether the head stored on the run is the run's last event. One statement reads both, so
-    an event appended meanwhile (head and event commit together) cannot make them differ."""
-    with connection.cursor() as cursor:
-        cursor.execute(_HEAD_SQL, [run_id])
-        row = cursor.fetchone()
+def _head_row_problem(run_id: Any, row: tuple | None) -> str:
     if row is None:
         return ""
-    head_seq, head_hash, last_seq, last_hash = row
+    head_seq, head_hash, last_seq, last_hash, kid, mac = row
     if head_seq is None and last_seq is not None:
         return "the run's head record is missing: it was deleted"
-    head_seq, head_hash = head_seq or 0, head_hash or ""
-    last_seq, last_hash = last_seq or 0, last_hash or ""
-    if head_seq > last_seq:
+    if head_seq is None:
+        return ""
+    if head_seq > (last_seq or 0):
         return (
-            f"the run's head is its event {head_seq} but its chain ends at event {last_seq}: "
+            f"the run's head is its event {head_seq} but its chain ends at event {last_seq or 0}: "
             "its last event(s) were deleted"
         )
     if head_seq != last_seq or head_hash != last_hash:
@@ -610,7 +799,19 @@ def _head_problem(run_id: Any) -> str:
             f"the run's head (event {head_seq}) is not its last event ({last_seq}): "
             "the head was altered"
         )
+    if why := _signature_problem(kid, mac, head_message(run_id, head_seq, head_hash)):
+        return f"the run's head {why}"
     return ""
+
+
+def _head_problem(run_id: Any) -> str:
+    """Whether the head stored on the run is the run's last event, and signed. One statement
+    reads both, so an event appended meanwhile (head and event commit together) cannot make
+    them differ."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HEAD_SQL, [run_id])
+        row = cursor.fetchone()
+    return _head_row_problem(run_id, row)
 
 
 def _checkpoint_info(cp: AuditCheckpoint) -> dict[str, Any]:
@@ -630,7 +831,7 @@ def _latest_checkpoint() -> tuple[dict[str, Any] | None, str]:
             f"signed checkpoint #{cp.pk} covers event #{cp.seq}, which is missing: "
             "events were cut from the chain"
         )
-    if event.hash != cp.hash or _content_problem(event):
+    if event.chain_hash != cp.hash or _content_problem(event) or _link_problem(event):
         return (
             None,
             f"event #{cp.seq} does not match signed checkpoint #{cp.pk}: the chain was rewritten",
@@ -642,9 +843,24 @@ def _verify_from(run_id: Any, head: RunHead | None) -> tuple[ChainReport, RunHea
     events = AuditEvent.objects.filter(run_id=run_id)
     if head is not None:
         events = events.filter(run_seq__gt=head.run_seq)
-    events = list(events.order_by("seq"))
+    events = list(events.order_by("run_seq", "id"))
+    if head is not None and head.run_seq and not events:
+        # Nothing new: the verified head must still be the run's event at that position.
+        still = AuditEvent.objects.filter(run_id=run_id, run_seq=head.run_seq).values_list(
+            "hash", flat=True
+        )
+        if list(still) != [head.hash]:
+            return ChainReport(
+                head.checked,
+                None,
+                f"event {head.run_seq} of the run is no longer the one verified: it was altered "
+                "or deleted",
+                str(run_id),
+            ), None
     predecessors = dict(
-        AuditEvent.objects.filter(seq__in=[e.seq - 1 for e in events]).values_list("seq", "hash")
+        AuditEvent.objects.filter(
+            seq__in=[e.seq - 1 for e in events if e.seq is not None and e.seq > 1]
+        ).values_list("seq", "chain_hash")
     )
     report = _verify_run_links(events, predecessors, str(run_id), head)
     if not report.ok:
@@ -659,18 +875,18 @@ def _verify_from(run_id: Any, head: RunHead | None) -> tuple[ChainReport, RunHea
             found.add(event)
     for event in events:
         if event.payload_purged_at is not None and not found.purged_ok(
-            event.run_id, event.payload_purged_at, event.seq
+            event.run_id, event.payload_purged_at, _order(event)
         ):
             return ChainReport(
                 report.checked,
                 event.seq,
-                f"event #{event.seq} is marked purged at {event.payload_purged_at.isoformat()}, "
+                f"{event_name(event)} is marked purged at {event.payload_purged_at.isoformat()}, "
                 "but no later payload.purged event of the run says so",
                 str(run_id),
             ), None
     for event in events:
         found.add(event)
-    seq, problem, counts = found.check(run_id)
+    seq, problem, _counted = found.check(run_id)
     if problem:
         return ChainReport(report.checked, seq, problem, str(run_id)), None
     if problem := _head_problem(run_id):
@@ -681,18 +897,22 @@ def _verify_from(run_id: Any, head: RunHead | None) -> tuple[ChainReport, RunHea
         ids = rows.setdefault(label, [])
         if pk not in ids:
             ids.append(pk)
+    base = head or RunHead()
+    anchored = [e.seq for e in events if e.seq is not None]
     new_head = RunHead(
-        events[-1].run_seq if events else (head.run_seq if head else 0),
-        events[-1].hash if events else (head.hash if head else GENESIS_HASH),
+        events[-1].run_seq if events else base.run_seq,
+        events[-1].hash if events else base.hash,
         report.checked,
         rows,
+        max(anchored) if anchored else base.seq,
+        base.pending or any(e.seq is None for e in events),
     )
     return _with_checkpoint(report, new_head, run_id), new_head
 
 
 def _with_checkpoint(report: ChainReport, head: RunHead, run_id: Any) -> ChainReport:
     """The run's report with what was verified: evidence rows by kind (the run's own row as
-    "result" when it has one) and the latest signed checkpoint."""
+    "result" when it has one), the latest signed checkpoint, and the events not yet anchored."""
     counts = _counts(
         {label: len(ids) for label, ids in head.rows.items() if label != "orchestration.run"}
     )
@@ -704,21 +924,23 @@ def _with_checkpoint(report: ChainReport, head: RunHead, run_id: Any) -> ChainRe
     cp, problem = _latest_checkpoint()
     if problem:
         return ChainReport(report.checked, cp["seq"] if cp else 0, problem, str(run_id))
-    after = 0
-    if cp is not None:
-        after = AuditEvent.objects.filter(run_id=run_id, seq__gt=cp["seq"]).count()
+    tally = AuditEvent.objects.filter(run_id=run_id).aggregate(
+        after=Count("pk", filter=Q(seq__gt=cp["seq"] if cp else 0)),
+        pending=Count("pk", filter=Q(seq__isnull=True)),
+    )
     return ChainReport(
         report.checked,
         run_id=str(run_id),
         evidence=counts,
         checkpoint=cp,
-        after_checkpoint=after,
+        after_checkpoint=tally["after"] if cp is not None else 0,
+        pending=tally["pending"],
     )
 
 
 def _verify_run_once(run_id: Any, head: RunHead | None) -> tuple[ChainReport, RunHead | None]:
     report, new_head = _verify_from(run_id, head)
-    if not report.ok and "differs from what event" in report.problem:
+    if not report.ok and "differs from what" in report.problem:
         # A row and the event recording it commit together, but this check reads them in two
         # statements: one event committed in between is not a forgery. Look once more.
         report, new_head = _verify_from(run_id, head)
@@ -726,26 +948,75 @@ def _verify_run_once(run_id: Any, head: RunHead | None) -> tuple[ChainReport, Ru
 
 
 def verify_run(run_id: Any) -> ChainReport:
-    """Verify one run's chain: positions, links to the run's previous event and to the
-    global predecessor, payload digests, hashes and signatures, the purge stamps, the
-    evidence rows (model calls, tool calls, result, tickets, approvals, fan-out jobs) against
-    what the events recorded, the run's head, and the latest signed checkpoint. Reads the
-    run's events, their global predecessors and the run's evidence rows."""
+    """Verify one run's chain: positions, links to the run's previous event, the anchored
+    events' links to their global predecessors, payload digests, hashes and signatures, the
+    purge stamps, the evidence rows (model calls, tool calls, result, tickets, approvals,
+    fan-out jobs) against what the events recorded, the run's signed head, and the latest
+    signed checkpoint. Reads the run's events, their global predecessors and the run's
+    evidence rows."""
     return _verify_run_once(run_id, None)[0]
 
 
-def verify_run_live(run_id: Any, *, full: bool) -> ChainReport:
-    """verify_run for the run page (``full=True``) and its live poll (``full=False``).
+def _run_checkpoint_message(run_id: Any, entry: dict[str, Any]) -> str:
+    return "run-head:" + _canonical(
+        {
+            "run": str(run_id),
+            "head": entry["head"],
+            "full_by": entry["full_by"],
+            "versions": entry.get("versions"),
+        }
+    )
 
-    The page verifies the whole chain, every time, and leaves the verified head in the
-    cache. The poll, every 1.5 s while a run is live, verifies only the events appended since
-    that head (and the rows they record), as its continuation, and re-checks the whole chain
-    only when the head is older than ``AUDIT_LIVE_FULL_CHECK_SECONDS``. A 500-step run has
-    ~1,000 events: re-hashing them on every poll cost more than the rest of the partial
-    (bench/RESULTS.md, "Dashboard pages"). So an edit to an already verified event or row
-    shows at the next page load, or in the live view within that many seconds;
-    ``verify_audit`` and the JSON download always verify in full. A broken chain is never
-    cached. Without the cache (Redis down), it verifies in full.
+
+def _run_versions(run_id: Any) -> str:
+    """A digest of the row version (``xmin``, ``ctid``) of every row of the run the chain
+    covers: the run, its events, and its rows of each evidence model. Any UPDATE, DELETE or
+    INSERT of one of them changes it (an UPDATE writes a new row version), so an unchanged
+    digest means nothing was written to them since it was taken. One query, no hashing of the
+    rows themselves."""
+    parts = [
+        "SELECT 'run:' || xmin::text || ctid::text AS v FROM orchestration_run WHERE id = %s",
+        "SELECT 'event:' || id || ':' || xmin::text || ctid::text FROM orchestration_auditevent "
+        "WHERE run_id = %s",
+    ]
+    for label in EVIDENCE_NOUNS:
+        model = apps.get_model(label)
+        if model is Run:
+            continue
+        table, pk = model._meta.db_table, model._meta.pk.column
+        parts.append(
+            f"SELECT '{table}:' || {pk} || ':' || xmin::text || ctid::text FROM {table} "  # noqa: S608 - model metadata
+            "WHERE run_id = %s"
+        )
+    # Table and column names come from model metadata; the run id is a parameter.
+    union = " UNION ALL ".join(parts)
+    query = f"SELECT md5(string_agg(v, ',' ORDER BY v)) FROM ({union}) AS versions"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(query, [run_id] * len(parts))
+        return cursor.fetchone()[0] or ""
+
+
+def verify_run_live(
+    run_id: Any, *, full: bool = False, check_versions: bool = False
+) -> ChainReport:
+    """verify_run for the run page (``check_versions=True``) and its live poll, from a signed
+    run checkpoint.
+
+    A check of the run leaves its verified head (``RunHead``: position, hash, events checked,
+    the evidence rows verified) in the cache with the row versions it saw, signed with the
+    audit key. The page and the poll check that signature, then verify only the events
+    appended since that head (and the rows they record) as its continuation. The page first
+    compares the run's row versions (``_run_versions``) with the signed ones: if any row of
+    the run was written since (an edit, a deletion, an event anchored, a new step), the whole
+    run is checked again, so an edit shows at the next page load. The poll, every 1.5 s while
+    a run is live, skips that comparison (a live run's rows change with every step). The
+    whole run is also checked when the checkpoint is older than
+    ``AUDIT_LIVE_FULL_CHECK_SECONDS``, when it is missing or its signature does not verify (a
+    forged cache entry costs a full check, never a pass), or with ``full=True``. A 500-step
+    run has ~1,000 events: re-hashing them on every view cost most of the page
+    (bench/RESULTS.md, "Dashboard pages"). ``verify_audit`` and the JSON download always
+    verify in full. A broken chain is never cached. Without the cache (Redis down), it
+    verifies in full.
     """
     seconds = settings.AUDIT_LIVE_FULL_CHECK_SECONDS
     key = f"audit:run-head:{run_id}"
@@ -757,44 +1028,81 @@ def verify_run_live(run_id: Any, *, full: bool) -> ChainReport:
             logger.warning("audit head cache unavailable; verifying the whole run", exc_info=True)
             return verify_run(run_id)
     now = time.time()
-    fresh = bool(cached) and cached["full_by"] > now
-    try:
-        head = RunHead(**cached["head"]) if fresh else None
-    except TypeError:  # cached by an older version of this code
-        head = None
+    versions = _run_versions(run_id) if check_versions and seconds > 0 else None
+    head = None
+    if cached:
+        try:
+            signed = not _signature_problem(
+                cached.get("key_id", ""),
+                cached.get("mac", ""),
+                _run_checkpoint_message(run_id, cached),
+            )
+            if not signed:
+                logger.warning(
+                    "audit head cache entry for run %s is not signed by us: ignored", run_id
+                )
+            elif cached["full_by"] > now and (
+                versions is None or cached.get("versions") == versions
+            ):
+                head = RunHead(**cached["head"])
+        except (TypeError, KeyError, AttributeError):  # cached by an older version of this code
+            head = None
     report, new_head = _verify_run_once(run_id, head)
     if seconds <= 0:
         return report
     try:
         if new_head is None:
             cache.delete(key)
-        elif new_head != head:
+        elif new_head != head or (versions is not None and cached.get("versions") != versions):
             # A new head keeps the deadline of the last full check (a full check sets one).
-            full_by = cached["full_by"] if fresh and head is not None else now + seconds
-            cache.set(
-                key,
-                {"head": asdict(new_head), "full_by": full_by},
-                timeout=max(1, int(full_by - now) + 1),
-            )
+            full_by = cached["full_by"] if head is not None else now + seconds
+            entry: dict[str, Any] = {
+                "head": asdict(new_head),
+                "full_by": full_by,
+                # The versions seen before this check (a write during it shows next time); a
+                # poll's continuation saw none, so the page will check in full after it.
+                "versions": versions,
+            }
+            entry["key_id"], entry["mac"] = sign(_run_checkpoint_message(run_id, entry))
+            cache.set(key, entry, timeout=max(1, int(full_by - now) + 1))
     except Exception:
         logger.warning("could not cache the audit head", exc_info=True)
     return report
 
 
+def _snapshot():
+    """One snapshot for a multi-statement check (REPEATABLE READ, read only), unless the
+    caller already runs in a transaction."""
+    if connection.in_atomic_block:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(transaction.atomic())
+    with connection.cursor() as cursor:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    return stack
+
+
 def verify_chain(run_id: Any = None) -> ChainReport:
     """Recompute the chain and report the first broken link.
 
-    With ``run_id``: that run's chain (``verify_run``). Without: the whole global chain in
-    ``seq`` order, and every run's chain along the way, streaming (constant memory except
-    one hash per run); every signed checkpoint against the event it signed; every run's head;
-    then the evidence rows, a batch of runs at a time.
+    With ``run_id``: that run's chain (``verify_run``). Without: the whole trail in one
+    snapshot: the anchored events in ``seq`` order and every run's chain along the way,
+    streaming (constant memory except one hash per run); every signed checkpoint against the
+    event it signed; then the events not yet anchored, in ``id`` order, as the continuation of
+    their runs' chains; every run's signed head; then the evidence rows, a batch of runs at a
+    time.
     """
     if run_id is not None:
         return verify_run(run_id)
-    checked = 0
+    with _snapshot():
+        return _verify_whole()
+
+
+def _verify_whole() -> ChainReport:
+    checked = pending = 0
     expected_prev, expected_seq = GENESIS_HASH, 1
     run_heads: dict[Any, tuple[int, str]] = {}  # run -> (last run_seq, last hash)
-    purged: dict[tuple[Any, Any], int] = {}  # (run, stamp) -> last purged event's seq
+    purged: dict[tuple[Any, Any], tuple[int, int | None, str]] = {}  # (run, stamp) -> event
     announced = _Evidence()
     checkpoints = AuditCheckpoint.objects.order_by("seq", "id").iterator(chunk_size=2000)
     cp = next(checkpoints, None)
@@ -803,45 +1111,59 @@ def verify_chain(run_id: Any = None) -> ChainReport:
     def broken(seq: int | None, problem: str, run: Any = None) -> ChainReport:
         return ChainReport(checked, seq, problem, str(run) if run else None)
 
-    for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
-        if event.seq != expected_seq:
-            return broken(event.seq, f"missing event(s) before #{event.seq}")
-        if event.prev_hash != expected_prev:
-            return broken(event.seq, f"event #{event.seq} does not follow its predecessor")
+    def run_link_problem(event: AuditEvent) -> str:
+        last_seq, last_hash = run_heads.get(event.run_id, (0, GENESIS_HASH))
+        if event.run_seq != last_seq + 1:
+            return (
+                f"run event(s) missing before {event_name(event)} "
+                f"(position {event.run_seq}, expected {last_seq + 1})"
+            )
+        if event.run_prev_hash != last_hash:
+            return f"{event_name(event)} does not follow the run's previous event"
+        return ""
+
+    # Anchored first (seq order), then the rest (id order): one statement, one snapshot.
+    events = AuditEvent.objects.order_by(F("seq").asc(nulls_last=True), "id")
+    for event in events.iterator(chunk_size=2000):
+        if event.seq is not None:
+            if event.seq != expected_seq:
+                return broken(event.seq, f"missing event(s) before #{event.seq}")
+            if event.prev_hash != expected_prev:
+                return broken(event.seq, f"event #{event.seq} does not follow its predecessor")
+        elif event.run_id is None:
+            return broken(
+                None, f"{event_name(event)}: a run-less event is anchored as it is appended"
+            )
         if event.run_id is not None:
-            last_seq, last_hash = run_heads.get(event.run_id, (0, GENESIS_HASH))
-            if event.run_seq != last_seq + 1:
-                return broken(
-                    event.seq,
-                    f"run event(s) missing before #{event.seq} "
-                    f"(position {event.run_seq}, expected {last_seq + 1})",
-                    event.run_id,
-                )
-            if event.run_prev_hash != last_hash:
-                return broken(
-                    event.seq,
-                    f"event #{event.seq} does not follow the run's previous event",
-                    event.run_id,
-                )
+            if problem := run_link_problem(event):
+                return broken(event.seq, problem, event.run_id)
             run_heads[event.run_id] = (event.run_seq, event.hash)
         elif event.run_seq is not None or event.run_prev_hash:
             return broken(event.seq, f"event #{event.seq} has run links but no run")
-        if problem := _content_problem(event):
+        if problem := _content_problem(event) or _link_problem(event):
             return broken(event.seq, problem, event.run_id)
         if event.payload_purged_at is not None:
-            purged[(event.run_id, event.payload_purged_at)] = event.seq
+            purged[(event.run_id, event.payload_purged_at)] = (
+                _order(event),
+                event.seq,
+                event_name(event),
+            )
         if event.kind == PURGE_KIND:
             announced.add(event)
+        if event.seq is None:
+            pending += 1
+            checked += 1
+            continue
         while cp is not None and cp.seq <= event.seq:
             if why := _signature_problem(cp.key_id, cp.mac, _checkpoint_message(cp)):
                 return broken(cp.seq, f"signed checkpoint #{cp.pk} (event #{cp.seq}) {why}")
-            if cp.seq == event.seq and cp.hash != event.hash:
+            if cp.seq == event.seq and cp.hash != event.chain_hash:
                 return broken(
                     cp.seq,
                     f"event #{cp.seq} does not match signed checkpoint #{cp.pk}: the chain was rewritten",
                 )
             latest_cp, cp = cp, next(checkpoints, None)
-        expected_prev, expected_seq = event.hash, expected_seq + 1
+        expected_prev, expected_seq = event.chain_hash, expected_seq + 1
         checked += 1
     if cp is not None:
         return broken(
@@ -849,20 +1171,28 @@ def verify_chain(run_id: Any = None) -> ChainReport:
             f"signed checkpoint #{cp.pk} covers event #{cp.seq}, but the chain ends at event "
             f"#{expected_seq - 1}: events were cut from its end",
         )
-    for (run, stamp), seq in purged.items():
-        if not announced.purged_ok(run, stamp, seq):
+    for (run, stamp), (order, seq, who) in purged.items():
+        if not announced.purged_ok(run, stamp, order):
             return broken(
                 seq,
-                f"event #{seq} is marked purged at {stamp.isoformat()}, but no later "
+                f"{who} is marked purged at {stamp.isoformat()}, but no later "
                 "payload.purged event of its run says so",
                 run,
             )
     with connection.cursor() as cursor:
         cursor.execute(_HEADS_SQL)
         row = cursor.fetchone()
-    if row is not None and (problem := _head_problem(row[0])):
-        last = AuditEvent.objects.filter(run_id=row[0]).aggregate(m=Max("seq"))["m"]
-        return broken(last, problem, row[0])
+        if row is not None and (problem := _head_problem(row[0])):
+            last = AuditEvent.objects.filter(run_id=row[0]).aggregate(m=Max("seq"))["m"]
+            return broken(last, problem, row[0])
+        # Every head's signature (the positions were compared above).
+        cursor.execute(
+            "SELECT run_id, run_seq, hash, key_id, mac FROM orchestration_runaudithead ORDER BY run_id"
+        )
+        for head_run, head_seq, head_hash, kid, mac in cursor:
+            if why := _signature_problem(kid, mac, head_message(head_run, head_seq, head_hash)):
+                last = AuditEvent.objects.filter(run_id=head_run).aggregate(m=Max("seq"))["m"]
+                return broken(last, f"the run's head {why}", head_run)
     counts: dict[str, int] = defaultdict(int)
     report = _verify_all_evidence(counts)
     if report is not None:
@@ -875,6 +1205,7 @@ def verify_chain(run_id: Any = None) -> ChainReport:
         evidence=_counts(dict(counts)),
         checkpoint=_checkpoint_info(latest_cp) if latest_cp else None,
         after_checkpoint=after,
+        pending=pending,
     )
 
 
@@ -895,8 +1226,8 @@ def _verify_all_evidence(
             events = (
                 AuditEvent.objects.filter(scope)
                 .filter(Q(payload__has_key=EVIDENCE_KEY) | Q(kind=PURGE_KIND))
-                .only("seq", "run_id", "kind", "payload")
-                .order_by("seq")
+                .only("seq", "run_id", "run_seq", "kind", "payload")
+                .order_by(F("seq").asc(nulls_last=True), "id")
             )
             for event in events.iterator(chunk_size=2000):
                 per_run[event.run_id].add(event)

@@ -418,15 +418,18 @@ class ToolCall(models.Model):
 class AuditEvent(models.Model):
     """Append-only record of one thing that happened, chained by hash.
 
-    Two chains: the global one (``seq``, ``prev_hash``) and, for events of a run, the run's
-    own (``run_seq``, ``run_prev_hash``: the hash of the run's previous event). ``hash``
-    covers both links and ``payload_digest`` (not the payload itself), so the retention purge
-    can drop the payload and the chain still verifies. Rows are appended under a
-    transaction-level advisory lock so the chain has exactly one order. See
-    ``orchestration.audit``.
+    Two chains: the run's own (``run_seq``, ``run_prev_hash``: the hash of the run's previous
+    event), written at append time under the run's head row lock, and the global one
+    (``seq``, ``prev_hash``, ``chain_hash``), written afterwards by the sequencer
+    (``orchestration.audit.anchor``): ``seq`` is null until the event is anchored. ``hash``
+    covers the run link and ``payload_digest`` (not the payload itself), so the retention
+    purge can drop the payload and the chain still verifies. ``format`` 1: events appended
+    before per-run chains (their ``hash`` covers the global link too). See
+    ``orchestration.audit`` and docs/architecture.md, "Chain format".
     """
 
-    seq = models.BigIntegerField(unique=True)
+    # Position in the global chain; null until the sequencer anchors the event.
+    seq = models.BigIntegerField(unique=True, null=True, blank=True)
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
     kind = models.CharField(max_length=60)
     actor = models.ForeignKey(
@@ -435,8 +438,12 @@ class AuditEvent(models.Model):
     actor_label = models.CharField(max_length=150, help_text="Username, or 'engine' / 'system'.")
     payload = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField()
-    prev_hash = models.CharField(max_length=64)
+    # The global link: chain_hash of event seq - 1 ("" until anchored).
+    prev_hash = models.CharField(max_length=64, blank=True, default="")
     hash = models.CharField(max_length=64)
+    # sha256(prev_hash + canonical {seq, hash}) (format 2); equal to hash for format 1.
+    chain_hash = models.CharField(max_length=64, blank=True, default="")
+    format = models.PositiveSmallIntegerField(default=2, help_text="Chain format: 1 legacy, 2 per-run chains.")
     run_seq = models.PositiveIntegerField(null=True, blank=True, help_text="Position in the run's chain.")
     run_prev_hash = models.CharField(max_length=64, blank=True, help_text="Hash of the run's previous event.")
     payload_digest = models.CharField(max_length=64, help_text="sha256 of the canonical payload.")
@@ -447,44 +454,53 @@ class AuditEvent(models.Model):
     mac = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
-        ordering = ["seq"]
+        ordering = ["seq", "id"]
         constraints = [
             # One position per event in a run's chain; a forged insert cannot reuse one.
             models.UniqueConstraint(
                 fields=["run", "run_seq"], condition=Q(run__isnull=False), name="auditevent_unique_run_seq"
             ),
         ]
-        indexes = [models.Index(fields=["run", "seq"], name="auditevent_run_seq")]
+        indexes = [
+            models.Index(fields=["run", "seq"], name="auditevent_run_seq"),
+            # The sequencer's backlog: events not yet anchored, in append order.
+            models.Index(fields=["id"], condition=Q(seq__isnull=True), name="auditevent_unanchored"),
+        ]
 
     def __str__(self) -> str:
-        return f"#{self.seq} {self.kind} by {self.actor_label}"
+        where = f"#{self.seq}" if self.seq is not None else f"(run event {self.run_seq}, not yet anchored)"
+        return f"{where} {self.kind} by {self.actor_label}"
 
 
 class RunAuditHead(models.Model):
-    """The head of a run's audit chain: its last event's position and hash.
+    """The head of a run's audit chain: its last event's position and hash, signed.
 
-    Written by ``orchestration.audit.record`` with every event of the run, under the chain's
-    advisory lock, and by nothing else. A run's trailing events deleted leave it pointing at
-    an event that is not there (``verify_run``). A row of its own rather than columns on Run:
-    only the lock holder ever writes it, so appends take no lock on the run's row (which
-    callers hold in any order), and the narrow update costs a fraction of one on Run, whose
-    row carries a generated search vector and ten indexes.
+    Written by ``orchestration.audit.record`` with every event of the run, and by nothing
+    else: the append locks this row (``SELECT ... FOR UPDATE``), so appends of one run take
+    turns and appends of different runs never wait for each other. ``mac`` is
+    HMAC(AUDIT_SIGNING_KEY, "head:<run>:<run_seq>:<hash>"): a head moved back to an earlier
+    event needs that earlier state's signature. A run's trailing events deleted leave it
+    pointing at an event that is not there (``verify_run``). A row of its own rather than
+    columns on Run: callers lock the run's row in any order, and the narrow update costs a
+    fraction of one on Run, whose row carries a generated search vector and ten indexes.
     """
 
     run = models.OneToOneField(Run, primary_key=True, on_delete=models.PROTECT, related_name="audit_head")
     run_seq = models.PositiveIntegerField()
     hash = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=16, blank=True, default="")
+    mac = models.CharField(max_length=64, blank=True, default="")
 
     def __str__(self) -> str:
         return f"head of {self.run_id}: event {self.run_seq}"
 
 
 class AuditCheckpoint(models.Model):
-    """A signed copy of the global chain's head: (seq, hash) with an HMAC under AUDIT_SIGNING_KEY.
+    """A signed copy of the global chain's head: (seq, chain_hash) with an HMAC under AUDIT_SIGNING_KEY.
 
-    Written by beat every AUDIT_CHECKPOINT_SECONDS (when the head moved) and by every
-    successful ``verify_audit``. Verification checks every checkpoint's MAC and that the event
-    at its ``seq`` still has its ``hash``: events cut from the end of the chain, or a chain
+    Written by the sequencer's beat task every AUDIT_ANCHOR_SECONDS (when the head moved) and
+    by every successful ``verify_audit``. Verification checks every checkpoint's MAC and that
+    the event at its ``seq`` still has that ``chain_hash``: events cut from the end of the chain, or a chain
     rewritten and re-hashed in SQL, no longer match a checkpoint signed before.
     """
 

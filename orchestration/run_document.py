@@ -57,6 +57,9 @@ def _event(ev: AuditEvent) -> dict[str, Any]:
         "prev_hash": ev.prev_hash,
         "run_prev_hash": ev.run_prev_hash,
         "hash": ev.hash,
+        # The global link, set when the sequencer anchors the event (docs/architecture.md).
+        "chain_hash": ev.chain_hash,
+        "format": ev.format,
     }
 
 
@@ -90,7 +93,7 @@ def run_document(run: Run) -> dict[str, Any]:
             for mc in ModelCall.objects.filter(run=run).order_by("turn", "attempt")
         ],
         "tool_calls": tool_calls,
-        "audit_events": [_event(ev) for ev in AuditEvent.objects.filter(run=run).order_by("seq")],
+        "audit_events": [_event(ev) for ev in AuditEvent.objects.filter(run=run).order_by("run_seq")],
         "tickets": [
             {
                 "id": t.pk,

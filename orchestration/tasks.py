@@ -40,7 +40,8 @@ def purge_old_payloads() -> str:
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
 def sign_audit_head() -> str:
-    """Beat: sign a checkpoint of the audit chain's head (AUDIT_CHECKPOINT_SECONDS)."""
+    """Beat, every AUDIT_ANCHOR_SECONDS: the sequencer. Anchor the events appended since the
+    last pass into the global chain (``audit.anchor``), then sign a checkpoint of the new head."""
     checkpoint = audit.sign_checkpoint()
     return f"checkpoint #{checkpoint.pk} at event #{checkpoint.seq}" if checkpoint else "no new events"
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Sum
 from django.utils import timezone
 
 from orchestration import audit, lifecycle
@@ -25,7 +23,6 @@ from reviews import access
 from reviews.models import ApprovalRequest
 
 A = ApprovalRequest.Status
-RECENT_SPEND_DAYS = 30
 
 
 class ApprovalError(Exception):
@@ -117,22 +114,3 @@ def expire_overdue(now: dt.datetime | None = None) -> int:
                 _expire(req, now)
                 expired += 1
     return expired
-
-
-@dataclass(frozen=True)
-class RecentSpend:
-    runs: int
-    cost_usd: Decimal
-    days: int = RECENT_SPEND_DAYS
-
-
-def recent_spend(user_ids: set[int]) -> dict[int, RecentSpend]:
-    """Each requester's runs and actual spend over the last 30 days (one query for the queue)."""
-    since = timezone.now() - dt.timedelta(days=RECENT_SPEND_DAYS)
-    rows = (
-        Run.objects.filter(requested_by_id__in=user_ids, created_at__gte=since)
-        .values("requested_by_id")
-        .annotate(runs=Count("*"), cost=Sum("cost_usd"))  # index-only: run_requester_created
-    )
-    found = {r["requested_by_id"]: RecentSpend(r["runs"], r["cost"] or Decimal(0)) for r in rows}
-    return {uid: found.get(uid, RecentSpend(0, Decimal(0))) for uid in user_ids}

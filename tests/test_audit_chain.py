@@ -19,6 +19,8 @@ def two_runs(operator, manager):
     a = make_run(operator, tool_output={"transactions": [{"txn_id": "TX-20261120-001"}]})
     b = make_run(manager)
     audit.record("ticket.opened", run=a, actor="system", payload={"message": "check"})
+    # The sequencer's pass (beat, in production) links them into the global chain.
+    assert audit.anchor() == 6
     return a, b
 
 

@@ -120,3 +120,31 @@ def test_results_section_is_replaced_not_appended(tmp_path):
     assert "**Outcome: PASS.**" in text and "FAIL" not in text
     assert "| `GET /runs/` | 10 | 20 | 40 | 50 | 60 |" in text
     assert "| `GET /runs/` | 2 | 5 | 9 | 9 |" in text
+
+
+def test_lock_waits_name_what_was_waited_for(tmp_path):
+    """The load report says which lock sessions waited on; the audit lock is named."""
+    from bench._locks import AUDIT_LOCK, lock_kind
+
+    assert lock_kind("advisory", 0x636F756E, None) == AUDIT_LOCK
+    assert lock_kind("advisory", 7, None) == "advisory: 0x7"
+    assert lock_kind("tuple", None, "orchestration_run") == "tuple: orchestration_run"
+    assert lock_kind("transactionid", None, None) == "transactionid"
+    data = _report(True)
+    data["lock_waits"] |= {"kinds": [("transactionid", 3)], "audit_lock": 0}
+    path = tmp_path / "RESULTS.md"
+    aggregated = {
+        "Type": "",
+        "Name": "Aggregated",
+        "Request Count": "1",
+        "50%": "20",
+        "95%": "40",
+        "99%": "50",
+        "Max Response Time": "60.2",
+        "Requests/s": "1.0",
+    }
+    server = {"GET /runs/": [5.0, 9.0], "POST /login/": [300.0]}
+    report.write_results(data, [aggregated], server, "cmd", path)
+    text = path.read_text()
+    assert "- 3 x transactionid" in text
+    assert "The audit sequencer's advisory lock was waited on in 0 session-samples" in text

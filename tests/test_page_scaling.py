@@ -102,6 +102,7 @@ def test_live_poll_checks_new_events_and_rehashes_everything_when_the_head_is_ol
 ):
     settings.AUDIT_LIVE_FULL_CHECK_SECONDS = 60
     run = make_run(operator)
+    audit.anchor()  # as beat does; the events appended below are not anchored yet
     client.force_login(auditor)
     assert audit.verify_run_live(run.pk, full=True).checked == 2
     first = AuditEvent.objects.filter(run=run).order_by("seq").first()
@@ -111,15 +112,15 @@ def test_live_poll_checks_new_events_and_rehashes_everything_when_the_head_is_ol
     new = audit.record("ticket.claimed", run=run, actor="system", payload={"message": "x"})
     with connection.cursor() as cursor:
         cursor.execute(
-            'UPDATE orchestration_auditevent SET payload = \'{"message": "y"}\' WHERE seq = %s',
-            [new.seq],
+            'UPDATE orchestration_auditevent SET payload = \'{"message": "y"}\' WHERE id = %s',
+            [new.pk],
         )
     report = audit.verify_run_live(run.pk, full=False)
     assert not report.ok and report.broken_at == new.seq and report.checked == 3
     with connection.cursor() as cursor:
         cursor.execute(
-            'UPDATE orchestration_auditevent SET payload = \'{"message": "x"}\' WHERE seq = %s',
-            [new.seq],
+            'UPDATE orchestration_auditevent SET payload = \'{"message": "x"}\' WHERE id = %s',
+            [new.pk],
         )
     assert audit.verify_run_live(run.pk, full=False).ok  # nothing broken was cached
     # ...an edit before the head is found by the page at once, and by the poll when the

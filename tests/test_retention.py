@@ -48,13 +48,22 @@ def aged(operator):
 
 
 def _rehash_from(seq: int) -> None:
+    """Re-seal and re-link the anchored events from ``seq`` on (docs/architecture.md, "Chain
+    format": a run-less event is anchored as it is appended)."""
     for event in AuditEvent.objects.filter(seq__gte=seq).order_by("seq"):
         event.prev_hash = (
-            AuditEvent.objects.get(seq=event.seq - 1).hash if event.seq > 1 else audit.GENESIS_HASH
+            AuditEvent.objects.get(seq=event.seq - 1).chain_hash
+            if event.seq > 1
+            else audit.GENESIS_HASH
         )
         audit.seal(event)
+        event.chain_hash = audit.expected_chain_hash(event)
         AuditEvent.objects.filter(pk=event.pk).update(
-            prev_hash=event.prev_hash, hash=event.hash, key_id=event.key_id, mac=event.mac
+            prev_hash=event.prev_hash,
+            hash=event.hash,
+            key_id=event.key_id,
+            mac=event.mac,
+            chain_hash=event.chain_hash,
         )
 
 

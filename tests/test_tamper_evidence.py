@@ -58,6 +58,7 @@ def history(operator, reviewer, manager, settings, monkeypatch):
     request = waiting.approvals.get()
     approvals.decide(request.pk, manager, approve=False, comment="too costly for a test")
     audit.record("runs.exported", actor=operator, payload={"format": "csv"})
+    audit.anchor()  # the sequencer's pass (beat, in production): every event in the global chain
     return {
         "done": done,
         "paused": paused,
@@ -350,9 +351,12 @@ def test_deleted_trailing_events_with_the_head_moved_back_break_the_global_chain
 
 
 def _rehash_in_sql(from_seq: int) -> None:
-    """Recompute every hash from ``from_seq`` on, and every run head, as a forger with only
-    database access would (everything in the chain but the signatures)."""
-    prev = AuditEvent.objects.get(seq=from_seq - 1).hash if from_seq > 1 else audit.GENESIS_HASH
+    """Recompute every hash from ``from_seq`` on, every link of both chains and every run
+    head's position, as a forger with only database access would, following the chain format
+    (docs/architecture.md): everything in the chain but the signatures."""
+    prev = (
+        AuditEvent.objects.get(seq=from_seq - 1).chain_hash if from_seq > 1 else audit.GENESIS_HASH
+    )
     run_last: dict = {}
     for event in AuditEvent.objects.filter(seq__lt=from_seq, run__isnull=False).order_by("seq"):
         run_last[event.run_id] = event.hash
@@ -362,10 +366,18 @@ def _rehash_in_sql(from_seq: int) -> None:
             event.run_prev_hash = run_last.get(event.run_id, audit.GENESIS_HASH)
         event.payload_digest = audit.payload_digest(event.payload)
         event.hash = audit.event_hash(event)
+        event.chain_hash = audit.expected_chain_hash(event)
         sql(
             "UPDATE orchestration_auditevent SET prev_hash = %s, run_prev_hash = %s, payload_digest = %s, "
-            "hash = %s WHERE seq = %s",
-            [event.prev_hash, event.run_prev_hash, event.payload_digest, event.hash, event.seq],
+            "hash = %s, chain_hash = %s WHERE seq = %s",
+            [
+                event.prev_hash,
+                event.run_prev_hash,
+                event.payload_digest,
+                event.hash,
+                event.chain_hash,
+                event.seq,
+            ],
         )
         if event.run_id:
             run_last[event.run_id] = event.hash
@@ -373,7 +385,7 @@ def _rehash_in_sql(from_seq: int) -> None:
                 "UPDATE orchestration_runaudithead SET hash = %s WHERE run_id = %s",
                 [event.hash, event.run_id],
             )
-        prev = event.hash
+        prev = event.chain_hash
 
 
 def test_a_forged_output_with_every_hash_recomputed_is_caught_by_the_signatures(history):

@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from bench._locks import LockWaits  # noqa: E402
 from bench.load.report import access_log, locust_stats, pct, write_results  # noqa: E402
 
 LOAD_REDIS_DB = 3
@@ -262,47 +263,6 @@ class RunStarter:
             if stop.wait(max(0.0, t0 + i * interval - time.monotonic())):
                 return
             self.start(1)
-
-
-class LockWaits:
-    """Samples pg_stat_activity every 0.5 s: how many sessions of our database wait on a lock."""
-
-    def __init__(self, database_url: str) -> None:
-        self.url, self.samples, self.peak = database_url, 0, 0
-        self.waiting_samples = 0
-        self.queries: Counter[str] = Counter()
-        self.holders: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self._stop.wait(0.5):
-                rows = conn.execute(
-                    "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                ).fetchall()
-                self.samples += 1
-                self.waiting_samples += bool(rows)
-                self.peak = max(self.peak, len(rows))
-                self.queries.update(r[0] for r in rows)
-                if rows:
-                    # Who holds what they wait for: state and last statement of each lock holder.
-                    held = conn.execute(
-                        "SELECT a.state, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 90)"
-                        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                        " WHERE l.granted AND a.datname = current_database() AND l.pid IN"
-                        " (SELECT unnest(pg_blocking_pids(pid)) FROM pg_stat_activity"
-                        "  WHERE wait_event_type = 'Lock')"
-                    ).fetchall()
-                    self.holders.update(f"[{state}] {query}" for state, query in set(held))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def status_counts(run_ids: list[str]) -> Counter[str]:
@@ -679,13 +639,7 @@ def check_and_report(
         "worker_processes": WORKER_PROCESSES,
         "gunicorn_workers": GUNICORN_WORKERS,
         "gunicorn_threads": GUNICORN_THREADS,
-        "lock_waits": {
-            "samples": locks.samples,
-            "with_waiters": locks.waiting_samples,
-            "peak": locks.peak,
-            "top": locks.queries.most_common(5),
-            "holders": locks.holders.most_common(8),
-        },
+        "lock_waits": locks.as_dict(),
         "notes": [f"Problems: {p}" for p in problems],
     }
     (workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))

@@ -81,7 +81,8 @@ def _run_context(run: Run, request, *, live: bool = False) -> dict:
         "whole_timeline": whole,
         "timeline_window": TIMELINE_WINDOW,
         "open_ticket": run.tickets.exclude(status="resolved").first(),
-        "chain": verify_run_live(run.pk, full=not live),
+        # The page checks the run's row versions against its signed checkpoint; the poll does not.
+        "chain": verify_run_live(run.pk, check_versions=not live),
         "savings": run_savings(run),
         "approval": run.approvals.select_related("decided_by").order_by("-created_at").first(),
         "fanout": fanout_progress(run),

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from costs.requester_spend import recent_spend
 from reviews import access, approvals
 from reviews.models import ApprovalRequest
 
@@ -18,7 +19,7 @@ PAGE_SIZE = 25
 
 
 def _with_spend(requests: list[ApprovalRequest]) -> list[ApprovalRequest]:
-    spend = approvals.recent_spend({r.requested_by_id for r in requests})
+    spend = recent_spend({r.requested_by_id for r in requests})
     for r in requests:
         r.recent = spend[r.requested_by_id]
     return requests

@@ -6,7 +6,7 @@ import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
-from orchestration.audit import describe, sign_checkpoint, verify_chain
+from orchestration.audit import anchor, describe, sign_checkpoint, verify_chain
 from orchestration.models import Run
 
 
@@ -15,8 +15,9 @@ class Command(BaseCommand):
         "Recompute the audit trail's hash chain (or one run's chain), its signatures and signed "
         "checkpoints, every run's head, and the evidence rows (model calls, tool calls, results, "
         "tickets, approvals, fan-out jobs) against the digests the chain recorded; report the "
-        "first broken link. Exits 1 when anything does not verify. A whole-trail check that "
-        "passes signs a new checkpoint of the head."
+        "first broken link. Exits 1 when anything does not verify. Anchors the events not yet "
+        "in the global chain first; a whole-trail check that passes signs a new checkpoint of "
+        "the head."
     )
 
     def add_arguments(self, parser):
@@ -30,6 +31,8 @@ class Command(BaseCommand):
                 raise CommandError(f"--run {run_id!r} is not a run id (a UUID).") from exc
             if not Run.objects.filter(pk=run_id).exists():
                 raise CommandError(f"No run {run_id}.")
+        # What the sequencer has not linked yet is linked first, so the report covers it all.
+        anchor()
         report = verify_chain(run_id)
         scope = f"run {run_id}" if run_id else "the whole audit trail"
         if report.ok:
@@ -39,11 +42,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"Signed checkpoint #{checkpoint.pk} at event #{checkpoint.seq}.")
             return
         where = f" (run {report.run_id})" if report.run_id and not run_id else ""
-        at = (
-            f"event #{report.broken_at}" if report.broken_at is not None else "the end of the chain"
-        )
+        at = f" at event #{report.broken_at}" if report.broken_at is not None else ""
         # CommandError exits with status 1 and prints to stderr.
         raise CommandError(
-            f"BROKEN: {scope}: first broken link at {at}{where}: {report.problem}. "
+            f"BROKEN: {scope}: first broken link{at}{where}: {report.problem}. "
             f"{report.checked} events verified before it."
         )
