@@ -27,7 +27,7 @@ Request headers the simulator reads
     ``fault``: rate_limit (429 + retry-after), overloaded (529), server_error (500),
     slow (extra delay: ``seconds``, default config.slow_seconds; beyond the client's
     read timeout it becomes a timeout), slow_stream (status and headers at once, then
-    the body in 8 pieces over ``seconds``; the read timeout applies to each gap, so the
+    the body paced over ``seconds`` (8 pieces, or SSE events at most 0.25 s apart); the read timeout applies to each gap, so the
     client waits it out), malformed_tool_input (the first tool_use's
     input violates its input_schema), hallucinated_tool (the first tool_use names a
     tool that was not declared: original name + "_v2"), ambiguity (end_turn with text
