@@ -176,11 +176,19 @@ def _one_step(run: Run, state: Conversation | None) -> tuple[StepResult, Convers
     result = StepResult(next_in=None)
     try:
         try:
+            workflow = registry.get(run.workflow_name)
+            if workflow.fanout is not None:
+                # Enterprise mode has its own steps (decompose, dispatch, aggregate); its job
+                # calls run in parallel on other workers, so the cleanup of _first_step must
+                # not touch them.
+                from orchestration.fanout import coordinator
+
+                return StepResult(coordinator.step(run, workflow)), None
             if state is None:
                 state = Conversation()
-                result = _first_step(run, state)
+                result = _first_step(run, workflow, state)
             else:
-                result = _step(run, registry.get(run.workflow_name), state)
+                result = _step(run, workflow, state)
         except (OperationalError, InterfaceError) as exc:
             if not _database_went_away():
                 raise  # a deadlock, a cancelled statement: a failure like any other (below)
@@ -224,18 +232,11 @@ def _database_went_away() -> bool:
         return True
 
 
-def _first_step(run: Run, state: Conversation) -> StepResult:
+def _first_step(run: Run, workflow: Workflow, state: Conversation) -> StepResult:
     """The task's first step: pick up wherever the run is (a batch, a dead worker's turn)."""
-    workflow = registry.get(run.workflow_name)
     if _timed_out(run, workflow):
         escalate(run.pk, R.TIMEOUT, f"The run exceeded its {_timeout_seconds(run, workflow):g}s timeout.")
         return StepResult(None)
-    if workflow.fanout is not None:
-        # Enterprise mode has its own steps (decompose, dispatch, aggregate); its job calls
-        # run in parallel on other workers, so the cleanup below must not touch them.
-        from orchestration.fanout import coordinator
-
-        return StepResult(coordinator.step(run, workflow))
     waiting = run.model_calls.filter(status=ModelCall.Status.PENDING).exclude(batch_id="").first()
     if waiting is not None:
         return _collect_batch(run, workflow, waiting, state)

@@ -26,6 +26,7 @@ up, are defined here only.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,10 +165,17 @@ def _finish(mc: ModelCall, outcome: Outcome) -> None:
     mc.finished_at = mc.finished_at or timezone.now()
 
 
-def record_answer(mc: ModelCall, outcome: Outcome, *, run: Run, audit_extra: dict[str, Any] | None = None
+def record_answer(mc: ModelCall, outcome: Outcome, *, run: Run, audit_extra: dict[str, Any] | None = None,
+                  audit_apart: bool = False, also: Callable[[accounting.Charge], None] | None = None
                   ) -> accounting.Charge:
     """Save the answer, charge it (settling the reservation) and audit it, in the caller's
-    transaction (or one of its own)."""
+    transaction (or one of its own).
+
+    ``audit_apart``: the event is appended after the charge commits, in a transaction of its
+    own. For a call made in parallel with other calls of its run (fan-out jobs): the charge
+    holds the run's row lock, and waiting for the audit chain's lock while holding it
+    deadlocks with a chain holder whose new event references the run. ``also`` runs in the
+    charge's transaction (e.g. adding the cost to a job)."""
     message = outcome.message
     usage_json = message.usage.model_dump(mode="json")
     with transaction.atomic(savepoint=False):
@@ -176,17 +184,26 @@ def record_answer(mc: ModelCall, outcome: Outcome, *, run: Run, audit_extra: dic
         mc.stop_reason = message.stop_reason or ""
         _finish(mc, outcome)
         charged = accounting.charge(mc, usage_json, batch=outcome.batch)  # saves mc
-        audit.record("model.called", run=run, evidence_of=[mc], payload={
+        if also is not None:
+            also(charged)
+        payload = {
             "turn": mc.turn, "attempt": mc.attempt, "model": mc.model, "role": mc.role,
             "stop_reason": mc.stop_reason, "usage": usage_json, "cost_usd": str(charged.cost),
             "request_id": mc.request_id, "batch": outcome.batch, **(audit_extra or {}),
-        })
+        }
+        if not audit_apart:
+            audit.record("model.called", run=run, evidence_of=[mc], payload=payload)
+    if audit_apart:
+        with transaction.atomic():
+            audit.record("model.called", run=run, evidence_of=[mc], payload=payload)
     return charged
 
 
-def record_failure(mc: ModelCall, outcome: Outcome, *, run: Run) -> accounting.Charge | None:
-    """Save the failed call and audit it. Usage reported before a stream broke is charged;
-    otherwise nothing was billed and the reservation is given back."""
+def record_failure(mc: ModelCall, outcome: Outcome, *, run: Run, audit_apart: bool = False,
+                   also: Callable[[accounting.Charge], None] | None = None) -> accounting.Charge | None:
+    """Save the failed call and audit it (``audit_apart``: as in record_answer). Usage
+    reported before a stream broke is charged; otherwise nothing was billed and the
+    reservation is given back."""
     with transaction.atomic(savepoint=False):
         mc.status = ModelCall.Status.ERROR
         mc.error = outcome.error
@@ -197,10 +214,16 @@ def record_failure(mc: ModelCall, outcome: Outcome, *, run: Run) -> accounting.C
             mc.response_content = outcome.partial
             charged = accounting.charge(mc, outcome.usage)  # saves mc, settles the reservation
             payload.update(usage=outcome.usage, cost_usd=str(charged.cost))
+            if also is not None:
+                also(charged)
         else:
             accounting.release(mc)
             mc.save()
-        audit.record("model.failed", run=run, evidence_of=[mc], payload=payload)
+        if not audit_apart:
+            audit.record("model.failed", run=run, evidence_of=[mc], payload=payload)
+    if audit_apart:
+        with transaction.atomic():
+            audit.record("model.failed", run=run, evidence_of=[mc], payload=payload)
     return charged
 
 

@@ -376,14 +376,16 @@ def _record(job: FanoutJob, mc: ModelCall, outcome: model_calls.Outcome) -> acco
     """Record the answer or the failure (orchestration.model_calls); whatever was billed
     (an answer, or the usage of a stream that broke) counts in the job's cost, whoever owns
     the job now."""
-    with transaction.atomic():
-        if outcome.ok:
-            charged = model_calls.record_answer(mc, outcome, run=job.run, audit_extra={"job_id": job.job_id})
-        else:
-            charged = model_calls.record_failure(mc, outcome, run=job.run)
-        if charged is not None:
-            FanoutJob.objects.filter(pk=job.pk).update(cost_usd=F("cost_usd") + charged.cost)
-    return charged
+
+    def add_to_job(charged: accounting.Charge) -> None:
+        FanoutJob.objects.filter(pk=job.pk).update(cost_usd=F("cost_usd") + charged.cost)
+
+    # The audit event after the charge commits: the job's siblings charge the same run.
+    if outcome.ok:
+        return model_calls.record_answer(
+            mc, outcome, run=job.run, audit_extra={"job_id": job.job_id}, audit_apart=True, also=add_to_job
+        )
+    return model_calls.record_failure(mc, outcome, run=job.run, audit_apart=True, also=add_to_job)
 
 
 def _check_spend(charged: accounting.Charge | None, mc: ModelCall) -> None:
