@@ -50,8 +50,8 @@ def cut_point(payload: bytes) -> int:
     (no message_delta: the only usage it holds is message_start's)."""
     events = _events(payload)
     deltas = [i for i, e in enumerate(events) if e.startswith(b"event: content_block_delta")]
-    keep = deltas[len(deltas) // 2] if deltas else 1
-    return sum(len(e) for e in events[: max(1, keep)])
+    keep = deltas[(len(deltas) - 1) // 2] + 1 if deltas else 1  # at least one delta
+    return sum(len(e) for e in events[:keep])
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
