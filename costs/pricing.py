@@ -227,5 +227,9 @@ def seed_prices() -> int:
     return created
 
 
-post_save.connect(clear_price_cache, sender=ModelPrice, dispatch_uid="costs.pricing.clear_price_cache.save")
-post_delete.connect(clear_price_cache, sender=ModelPrice, dispatch_uid="costs.pricing.clear_price_cache.delete")
+post_save.connect(
+    clear_price_cache, sender=ModelPrice, dispatch_uid="costs.pricing.clear_price_cache.save"
+)
+post_delete.connect(
+    clear_price_cache, sender=ModelPrice, dispatch_uid="costs.pricing.clear_price_cache.delete"
+)

@@ -46,6 +46,7 @@ from orchestration.models import AuditEvent, ModelCall, Run, ToolCall, WorkflowV
 from orchestration.privacy import PayloadKeyError, require_readable
 from orchestration.tool_execution import (
     Escalation,
+    Known,
     in_round,
     recorded_state,
     round_start,
@@ -85,6 +86,17 @@ class Conversation:
     calls: list[ModelCall] = field(default_factory=list)
     fresh_turn: bool = False
     allowed_steps: int | None = None
+    # The round's start, the accepted tool calls and the last turn's settled attempts
+    # (tool_execution.Known), once a turn's tool_uses were settled in this task.
+    known: Known | None = None
+
+    def known_for(self, run: Run) -> Known:
+        if self.known is None:
+            # Fixed while the run is running: only a reviewer resolves tickets or corrects a
+            # call, and only while the run waits for review.
+            self.known = Known(since=round_start(run), record=recorded_state(run))
+        self.known.settled = {}
+        return self.known
 
 
 # --- the lease ---------------------------------------------------------------------------
@@ -296,12 +308,12 @@ def _escalate(run: Run, e: Escalation, model_call: ModelCall | None = None) -> N
 # --- model turns ------------------------------------------------------------------------
 
 
-def _next_user_turn(run: Run, last: ModelCall | None) -> list[dict[str, Any]]:
+def _next_user_turn(run: Run, last: ModelCall | None, known: Known | None) -> list[dict[str, Any]]:
     if last is None:
         # The request is data: validated JSON in the user turn, never in the instructions.
         content: list[dict[str, Any]] = [{"type": "text", "text": json.dumps(run.input)}]
     elif last.stop_reason == "tool_use":
-        content = tool_result_blocks(run, last.tool_uses)
+        content = tool_result_blocks(run, last.tool_uses, known)
     else:
         content = []
     if run.pending_note:
@@ -340,7 +352,7 @@ def _model_turn(run: Run, workflow: Workflow, state: Conversation) -> StepResult
     last = calls[-1] if calls else None
     version = _version(run)
     turn = len(calls)
-    new_turn = _next_user_turn(run, last)
+    new_turn = _next_user_turn(run, last, state.known)
     # A turn first asked in this task has no earlier attempt; otherwise count them.
     attempt = 1 if state.fresh_turn else ModelCall.objects.filter(run=run, turn=turn).count() + 1
     model = workflow.orchestrator_model
@@ -421,10 +433,10 @@ def _record_response(run: Run, workflow: Workflow, mc: ModelCall, outcome: model
         charged = model_calls.record_answer(mc, outcome, run=run)
     state.calls.append(mc)
     state.fresh_turn = True
-    return _after_response(charged.run, workflow, mc)
+    return _after_response(charged.run, workflow, mc, state)
 
 
-def _after_response(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
+def _after_response(run: Run, workflow: Workflow, mc: ModelCall, state: Conversation) -> StepResult:
     limits = workflow.constraints
     # The spend check comes before every other check on the answer: a pause for any other
     # reason must not hide it from the manager who has to decide.
@@ -438,7 +450,7 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
         return StepResult(None)
 
     if mc.stop_reason == "tool_use":
-        return _after_tools(run, settle_turn(run, workflow, mc, mc.tool_uses))
+        return _after_tools(run, settle_turn(run, workflow, mc, mc.tool_uses, state.known_for(run)))
     if mc.stop_reason == "max_tokens":
         Run.objects.filter(pk=run.pk).update(pending_note=(
             f"[engine] Your answer was cut off at the {limits.max_output_tokens}-token limit. "
@@ -450,15 +462,15 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
     if mc.stop_reason == "pause_turn":
         Run.objects.filter(pk=run.pk).update(pending_note="Continue.")
         return StepResult(0)
-    return _finalize(run, workflow, mc)
+    return _finalize(run, workflow, mc, state.known)
 
 
 # --- finishing --------------------------------------------------------------------------
 
 
-def _finalize(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
+def _finalize(run: Run, workflow: Workflow, mc: ModelCall, known: Known | None = None) -> StepResult:
     """Accept the model's final answer only if every rule holds; otherwise nudge once, then escalate."""
-    record = recorded_state(run)
+    record = known.record if known is not None else recorded_state(run)
     for call in record.calls:
         require_readable(call.output, f"The accepted output of {call.name}")
     output, parse_error = parse_json_answer(mc.text)

@@ -45,7 +45,11 @@ from orchestration.tool_execution import backoff_seconds
 # Worth another attempt (a later step, after a backoff) once the SDK's own retries gave up:
 # connection trouble (timeouts included), 429, 5xx and overloaded, and a stream that broke
 # part-way (StreamInterrupted).
-TRANSIENT_ERRORS = (anthropic.APIConnectionError, anthropic.RateLimitError, anthropic.InternalServerError)
+TRANSIENT_ERRORS = (
+    anthropic.APIConnectionError,
+    anthropic.RateLimitError,
+    anthropic.InternalServerError,
+)
 
 
 @dataclass
@@ -71,7 +75,11 @@ class Outcome:
 
 def client_kwargs(run: Run) -> dict[str, Any]:
     """What ``llm.client_for`` needs to know about a run (the simulator's policy and faults)."""
-    return {"workflow": run.workflow_name, "run_id": run.pk, "faults": run.options.get("simulator_faults")}
+    return {
+        "workflow": run.workflow_name,
+        "run_id": run.pk,
+        "faults": run.options.get("simulator_faults"),
+    }
 
 
 def open_call(mc: ModelCall, params: dict[str, Any], *, batch: bool = False) -> ModelCall:
@@ -106,8 +114,14 @@ def send(mc: ModelCall, params: dict[str, Any], client: anthropic.Anthropic) -> 
     every = settings.LLM_STREAM_PERSIST_SECONDS
     flushed = started
     stream = None
-    span = tracing.span("countersign.model_call", run_id=str(mc.run_id), model=mc.model, turn=mc.turn,
-                        attempt=mc.attempt, role=mc.role)
+    span = tracing.span(
+        "countersign.model_call",
+        run_id=str(mc.run_id),
+        model=mc.model,
+        turn=mc.turn,
+        attempt=mc.attempt,
+        role=mc.role,
+    )
     try:
         with span, client.messages.stream(**params) as stream:
             for event in stream:
@@ -138,7 +152,9 @@ def _ms(start: float, end: float) -> int:
 def _failed(exc: Exception, started: float, first: float | None, stream: Any) -> Outcome:
     status = getattr(exc, "status_code", None)
     outcome = Outcome(
-        error=f"{type(exc).__name__}{f' {status}' if status else ''}: {getattr(exc, 'message', exc)}"[:2000],
+        error=f"{type(exc).__name__}{f' {status}' if status else ''}: {getattr(exc, 'message', exc)}"[
+            :2000
+        ],
         transient=isinstance(exc, (*TRANSIENT_ERRORS, httpx2.TransportError)),
         request_id=getattr(exc, "request_id", None) or "",
         sdk_attempts=_sdk_attempts(getattr(exc, "request", None)),
@@ -153,7 +169,9 @@ def _failed(exc: Exception, started: float, first: float | None, stream: Any) ->
         outcome.partial = _blocks(snapshot)
         outcome.request_id = outcome.request_id or stream.response.headers.get("request-id", "")
         outcome.sdk_attempts = _sdk_attempts(stream.response.request)
-        outcome.error = f"The stream broke after {snapshot.usage.output_tokens} output token(s): {outcome.error}"[:2000]
+        outcome.error = f"The stream broke after {snapshot.usage.output_tokens} output token(s): {outcome.error}"[
+            :2000
+        ]
     return outcome
 
 
@@ -165,9 +183,15 @@ def _finish(mc: ModelCall, outcome: Outcome) -> None:
     mc.finished_at = mc.finished_at or timezone.now()
 
 
-def record_answer(mc: ModelCall, outcome: Outcome, *, run: Run, audit_extra: dict[str, Any] | None = None,
-                  audit_apart: bool = False, also: Callable[[accounting.Charge], None] | None = None
-                  ) -> accounting.Charge:
+def record_answer(
+    mc: ModelCall,
+    outcome: Outcome,
+    *,
+    run: Run,
+    audit_extra: dict[str, Any] | None = None,
+    audit_apart: bool = False,
+    also: Callable[[accounting.Charge], None] | None = None,
+) -> accounting.Charge:
     """Save the answer, charge it (settling the reservation) and audit it, in the caller's
     transaction (or one of its own).
 
@@ -187,9 +211,16 @@ def record_answer(mc: ModelCall, outcome: Outcome, *, run: Run, audit_extra: dic
         if also is not None:
             also(charged)
         payload = {
-            "turn": mc.turn, "attempt": mc.attempt, "model": mc.model, "role": mc.role,
-            "stop_reason": mc.stop_reason, "usage": usage_json, "cost_usd": str(charged.cost),
-            "request_id": mc.request_id, "batch": outcome.batch, **(audit_extra or {}),
+            "turn": mc.turn,
+            "attempt": mc.attempt,
+            "model": mc.model,
+            "role": mc.role,
+            "stop_reason": mc.stop_reason,
+            "usage": usage_json,
+            "cost_usd": str(charged.cost),
+            "request_id": mc.request_id,
+            "batch": outcome.batch,
+            **(audit_extra or {}),
         }
         if not audit_apart:
             audit.record("model.called", run=run, evidence_of=[mc], payload=payload)
@@ -199,8 +230,14 @@ def record_answer(mc: ModelCall, outcome: Outcome, *, run: Run, audit_extra: dic
     return charged
 
 
-def record_failure(mc: ModelCall, outcome: Outcome, *, run: Run, audit_apart: bool = False,
-                   also: Callable[[accounting.Charge], None] | None = None) -> accounting.Charge | None:
+def record_failure(
+    mc: ModelCall,
+    outcome: Outcome,
+    *,
+    run: Run,
+    audit_apart: bool = False,
+    also: Callable[[accounting.Charge], None] | None = None,
+) -> accounting.Charge | None:
     """Save the failed call and audit it (``audit_apart``: as in record_answer). Usage
     reported before a stream broke is charged; otherwise nothing was billed and the
     reservation is given back."""
@@ -209,7 +246,12 @@ def record_failure(mc: ModelCall, outcome: Outcome, *, run: Run, audit_apart: bo
         mc.error = outcome.error
         _finish(mc, outcome)
         charged = None
-        payload: dict[str, Any] = {"turn": mc.turn, "attempt": mc.attempt, "role": mc.role, "error": mc.error}
+        payload: dict[str, Any] = {
+            "turn": mc.turn,
+            "attempt": mc.attempt,
+            "role": mc.role,
+            "error": mc.error,
+        }
         if outcome.usage is not None:
             mc.response_content = outcome.partial
             charged = accounting.charge(mc, outcome.usage)  # saves mc, settles the reservation
@@ -231,7 +273,9 @@ def retry_in(outcome: Outcome, attempts: int) -> float | None:
     """Seconds before the next attempt of a failed call, or None when it must not be retried
     (refused by the API, or LLM_STEP_MAX_ATTEMPTS used; the SDK's own retries come first)."""
     if outcome.transient and attempts < settings.LLM_STEP_MAX_ATTEMPTS:
-        return backoff_seconds(attempts, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS)
+        return backoff_seconds(
+            attempts, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS
+        )
     return None
 
 
@@ -242,18 +286,26 @@ def batch_custom_id(mc: ModelCall) -> str:
     return f"mc-{mc.pk}"
 
 
-def submit_batch(mc: ModelCall, params: dict[str, Any], client: anthropic.Anthropic, *, run: Run) -> Outcome | None:
+def submit_batch(
+    mc: ModelCall, params: dict[str, Any], client: anthropic.Anthropic, *, run: Run
+) -> Outcome | None:
     """Submit the reserved call as a one-request batch; None when submitted (the call stays
     pending until ``collect_batch``), else the failure to record."""
     started = time.monotonic()
     try:
-        batch = client.messages.batches.create(requests=[{"custom_id": batch_custom_id(mc), "params": params}])
+        batch = client.messages.batches.create(
+            requests=[{"custom_id": batch_custom_id(mc), "params": params}]
+        )
     except anthropic.APIError as exc:
         return _failed(exc, started, None, None)
     with transaction.atomic():
         ModelCall.objects.filter(pk=mc.pk).update(batch_id=batch.id, is_batch=True)
-        audit.record("model.batch_submitted", run=run, evidence_of=[mc],
-                     payload={"turn": mc.turn, "attempt": mc.attempt, "batch_id": batch.id})
+        audit.record(
+            "model.batch_submitted",
+            run=run,
+            evidence_of=[mc],
+            payload={"turn": mc.turn, "attempt": mc.attempt, "batch_id": batch.id},
+        )
     return None
 
 
@@ -272,21 +324,36 @@ def collect_batch(mc: ModelCall, client: anthropic.Anthropic) -> Outcome:
         batch = client.messages.batches.retrieve(mc.batch_id)
         if batch.processing_status != "ended":
             raise BatchNotReady
-        entry = next((r for r in client.messages.batches.results(mc.batch_id)
-                      if r.custom_id == batch_custom_id(mc)), None)
+        entry = next(
+            (
+                r
+                for r in client.messages.batches.results(mc.batch_id)
+                if r.custom_id == batch_custom_id(mc)
+            ),
+            None,
+        )
     except anthropic.NotFoundError as exc:  # the batch is gone: its answer can never be collected
         return _failed(exc, started, None, None)
     except anthropic.APIError:
         raise BatchNotReady from None
     if entry is not None and entry.result.type == "succeeded":
         waited_ms = int((timezone.now() - mc.created_at).total_seconds() * 1000)
-        return Outcome(message=entry.result.message, request_id=mc.batch_id, latency_ms=waited_ms, batch=True)
+        return Outcome(
+            message=entry.result.message, request_id=mc.batch_id, latency_ms=waited_ms, batch=True
+        )
     if entry is None:
         why, transient = "the batch ended without a result for this request", True
     elif entry.result.type == "errored":
         error = entry.result.error.error
-        why, transient = f"{error.type}: {error.message}", error.type in ("api_error", "overloaded_error", "rate_limit_error")
+        why, transient = (
+            f"{error.type}: {error.message}",
+            error.type in ("api_error", "overloaded_error", "rate_limit_error"),
+        )
     else:  # expired or canceled
         why, transient = f"the batch request {entry.result.type}", entry.result.type == "expired"
-    return Outcome(error=f"Batch {mc.batch_id}: {why}", transient=transient, request_id=mc.batch_id,
-                   latency_ms=_ms(started, time.monotonic()))
+    return Outcome(
+        error=f"Batch {mc.batch_id}: {why}",
+        transient=transient,
+        request_id=mc.batch_id,
+        latency_ms=_ms(started, time.monotonic()),
+    )

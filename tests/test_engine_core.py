@@ -32,7 +32,9 @@ def test_every_call_streams_and_records_its_time_to_first_token(operator, drive)
     calls = list(ModelCall.objects.filter(run=run))
     assert len(calls) == 6
     # Only a streamed answer has a first token to time: every call was streamed.
-    assert all(c.first_token_ms is not None and 0 <= c.first_token_ms <= c.latency_ms for c in calls)
+    assert all(
+        c.first_token_ms is not None and 0 <= c.first_token_ms <= c.latency_ms for c in calls
+    )
 
 
 def test_a_long_answer_streams_past_the_read_timeout(operator, drive, settings) -> None:
@@ -42,8 +44,14 @@ def test_a_long_answer_streams_past_the_read_timeout(operator, drive, settings) 
 
     settings.LLM_TIMEOUT_SECONDS = 1.0
     reset_clients()
-    run = drive(start_run("probe", {"mode": "ok"}, operator, options={
-        "simulator_faults": [{"fault": "slow_stream", "turn": 0, "seconds": 3}]}))
+    run = drive(
+        start_run(
+            "probe",
+            {"mode": "ok"},
+            operator,
+            options={"simulator_faults": [{"fault": "slow_stream", "turn": 0, "seconds": 3}]},
+        )
+    )
     assert run.status == S.SUCCEEDED
     first = ModelCall.objects.get(run=run, turn=0)
     assert first.attempt == 1 and first.sdk_attempts == 1 and first.latency_ms >= 2900
@@ -53,8 +61,12 @@ def test_the_pending_row_and_the_run_page_show_the_answer_as_it_arrives(
     operator, drive, settings, client
 ) -> None:
     settings.LLM_STREAM_PERSIST_SECONDS = 0.05
-    run = start_run("probe", {"mode": "ok"}, operator, options={
-        "simulator_faults": [{"fault": "slow_stream", "turn": 0, "seconds": 4}]})
+    run = start_run(
+        "probe",
+        {"mode": "ok"},
+        operator,
+        options={"simulator_faults": [{"fault": "slow_stream", "turn": 0, "seconds": 4}]},
+    )
     client.force_login(operator)
     client.get(reverse("run_live", args=[run.pk]))  # warm: the first render compiles templates
     done = threading.Event()
@@ -71,9 +83,11 @@ def test_the_pending_row_and_the_run_page_show_the_answer_as_it_arrives(
     page = ""
     deadline = time.monotonic() + 30
     while not done.is_set() and time.monotonic() < deadline:
-        partial = ModelCall.objects.filter(
-            run=run, turn=0, status=ModelCall.Status.PENDING
-        ).values_list("response_content", flat=True).first()
+        partial = (
+            ModelCall.objects.filter(run=run, turn=0, status=ModelCall.Status.PENDING)
+            .values_list("response_content", flat=True)
+            .first()
+        )
         if partial:
             seen.append(partial)
             if not page:
@@ -99,7 +113,9 @@ def test_the_pending_row_and_the_run_page_show_the_answer_as_it_arrives(
 
 def test_consecutive_steps_run_in_one_task_under_one_lease(operator, drive, monkeypatch) -> None:
     sent: list[Any] = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: sent.append(countdown))
+    monkeypatch.setattr(
+        "orchestration.tasks.enqueue_step", lambda run_id, countdown=None: sent.append(countdown)
+    )
     run = start_run("financial_reporting", FR, operator)
     sent.clear()  # the start's own enqueue
     engine.run_step(run.pk)  # one task
@@ -109,10 +125,14 @@ def test_consecutive_steps_run_in_one_task_under_one_lease(operator, drive, monk
     assert sent == [] and run.lease_expires_at is None
 
 
-def test_a_spent_time_slice_hands_the_run_back_to_the_queue(operator, drive, monkeypatch, settings) -> None:
+def test_a_spent_time_slice_hands_the_run_back_to_the_queue(
+    operator, drive, monkeypatch, settings
+) -> None:
     settings.ENGINE_TASK_SLICE_SECONDS = 0
     sent: list[Any] = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: sent.append(countdown))
+    monkeypatch.setattr(
+        "orchestration.tasks.enqueue_step", lambda run_id, countdown=None: sent.append(countdown)
+    )
     run = start_run("financial_reporting", FR, operator)
     sent.clear()  # the start's own enqueue
     engine.run_step(run.pk)
@@ -148,14 +168,20 @@ def _insert_elsewhere(**fields: Any) -> int:
 
 def _haiku(effective_from: dt.datetime, input_price: str) -> dict[str, Any]:
     return {
-        "model": "claude-haiku-4-5", "effective_from": effective_from, "input_per_mtok": Decimal(input_price),
-        "output_per_mtok": Decimal("5"), "cache_write_5m_per_mtok": Decimal("1.25"),
-        "cache_write_1h_per_mtok": Decimal("2"), "cache_read_per_mtok": Decimal("0.1"),
+        "model": "claude-haiku-4-5",
+        "effective_from": effective_from,
+        "input_per_mtok": Decimal(input_price),
+        "output_per_mtok": Decimal("5"),
+        "cache_write_5m_per_mtok": Decimal("1.25"),
+        "cache_write_1h_per_mtok": Decimal("2"),
+        "cache_read_per_mtok": Decimal("0.1"),
     }
 
 
 @pytest.mark.django_db
-def test_the_price_cache_answers_from_memory_and_never_serves_a_stale_price(settings, seeded) -> None:
+def test_the_price_cache_answers_from_memory_and_never_serves_a_stale_price(
+    settings, seeded
+) -> None:
     from django.test.utils import CaptureQueriesContext
 
     settings.PRICE_CACHE_SECONDS = 30

@@ -284,7 +284,9 @@ class SimulatedAPI:
             headers = {**headers, fault_kit.TRICKLE_HEADER: f"{paced:g}"}
         return status, headers, payload
 
-    def _cut_now(self, ctx: _Context, body: dict[str, Any], specs: list[fault_kit.FaultSpec]) -> bool:
+    def _cut_now(
+        self, ctx: _Context, body: dict[str, Any], specs: list[fault_kit.FaultSpec]
+    ) -> bool:
         """Whether this stream is one of the first ``times`` of its run and turn to be cut."""
         spec = next(f for f in specs if f.fault == "stream_cut")
         turn_index = sum(1 for m in body["messages"] if m.get("role") == "assistant")

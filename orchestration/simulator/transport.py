@@ -47,18 +47,26 @@ class SimulatorTransport(httpx2.BaseTransport):
         trickle = float(response_headers.pop(TRICKLE_HEADER, 0) or 0)
         cut = response_headers.pop(CUT_HEADER, None)
         if trickle <= 0 and cut is None:
-            return httpx2.Response(status, headers=response_headers, content=payload, request=request)
+            return httpx2.Response(
+                status, headers=response_headers, content=payload, request=request
+            )
         sse = response_headers.get("content-type", "").startswith("text/event-stream")
         return httpx2.Response(
             status,
             headers={**response_headers, "content-length": str(len(payload))},
-            content=_paced(request, payload, trickle, sse, timeout, None if cut is None else int(cut)),
+            content=_paced(
+                request, payload, trickle, sse, timeout, None if cut is None else int(cut)
+            ),
             request=request,
         )
 
 
 def _paced(
-    request: httpx2.Request, payload: bytes, seconds: float, sse: bool, timeout: float | None,
+    request: httpx2.Request,
+    payload: bytes,
+    seconds: float,
+    sse: bool,
+    timeout: float | None,
     cut: int | None,
 ) -> Iterator[bytes]:
     """The body as the server sends it: in pieces over ``seconds`` (a read timeout only if one

@@ -24,7 +24,9 @@ S = Run.Status
 FR = {"date": "2026-11-20"}
 
 
-def test_a_stream_cut_mid_answer_is_charged_once_and_the_turn_retried(request, operator_user, worker_factory):
+def test_a_stream_cut_mid_answer_is_charged_once_and_the_turn_retried(
+    request, operator_user, worker_factory
+):
     started = time.monotonic()
     worker_factory(
         env={**FAST_RECOVERY, "LLM_BACKOFF_BASE_SECONDS": "0.2", "LLM_BACKOFF_MAX_SECONDS": "1"}
@@ -86,5 +88,7 @@ def test_a_stream_cut_mid_answer_is_charged_once_and_the_turn_retried(request, o
     ok_calls = ModelCall.objects.filter(run=run, status=ModelCall.Status.OK).count()
     assert ok_calls == ModelCall.objects.filter(run=control).count()
     assert run.cost_usd == broken_cost + sum(
-        ModelCall.objects.filter(run=run, status=ModelCall.Status.OK).values_list("cost_usd", flat=True)
+        ModelCall.objects.filter(run=run, status=ModelCall.Status.OK).values_list(
+            "cost_usd", flat=True
+        )
     )
