@@ -83,6 +83,7 @@ class Conversation:
     """What consecutive steps of one task keep instead of re-reading it: the run's answered
     model calls in turn order, and whether the next turn is new (no attempt of it exists)."""
 
+    loaded: bool = False
     calls: list[ModelCall] = field(default_factory=list)
     fresh_turn: bool = False
     allowed_steps: int | None = None
@@ -198,9 +199,7 @@ def _one_step(run: Run, state: Conversation | None) -> tuple[StepResult, Convers
                 return StepResult(coordinator.step(run, workflow)), None
             if state is None:
                 state = Conversation()
-                result = _first_step(run, workflow, state)
-            else:
-                result = _step(run, workflow, state)
+            result = _step(run, workflow, state)
         except (OperationalError, InterfaceError) as exc:
             if not _database_went_away():
                 raise  # a deadlock, a cancelled statement: a failure like any other (below)
@@ -275,7 +274,11 @@ def _first_step(run: Run, workflow: Workflow, state: Conversation) -> StepResult
 
 
 def _step(run: Run, workflow: Workflow, state: Conversation) -> StepResult:
-    """A later step of the same task: the conversation is in ``state``."""
+    """One step: the task's first picks up wherever the run is; a later step of the same task
+    has the conversation in ``state``."""
+    if not state.loaded:
+        state.loaded = True
+        return _first_step(run, workflow, state)
     if _timed_out(run, workflow):
         escalate(run.pk, R.TIMEOUT, f"The run exceeded its {_timeout_seconds(run, workflow):g}s timeout.")
         return StepResult(None)
