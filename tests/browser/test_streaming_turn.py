@@ -36,13 +36,19 @@ def test_the_run_page_shows_the_turn_as_it_streams(live_server, page, operator, 
     # The pending turn's text appears on the page (polled every 0.5 s while it streams).
     page.locator(".live-pill").wait_for(timeout=20_000)
     page.get_by_text("The answer so far").wait_for()
+    pending = ModelCall.objects.get(run=run, turn=0)
+    says = page.locator(f"#model-{pending.pk} .says")
+    says.wait_for(timeout=20_000)  # the first text arrived, while the call is still pending
+    assert page.locator(".live-pill").count() == 1
     shot(page, "run-page-streaming-turn")
-    streamed = page.locator(f"#model-{ModelCall.objects.get(run=run, turn=0).pk} .says").inner_text()
-    assert streamed.strip(), "no streamed text shown"
+    streamed = says.inner_text().strip()
+    assert streamed
     worker.join(60)
     page.get_by_text("to first token").first.wait_for(timeout=20_000)
     shot(page, "run-page-first-token-latency")
     tile = page.locator("#latency-tile").inner_text()
+    pending.refresh_from_db()
+    assert pending.status == ModelCall.Status.OK and pending.text.startswith(streamed)
     final = ModelCall.objects.filter(run=run).order_by("-turn").first()
     assert f"{final.latency_ms} ms total" in tile
     assert f"{final.first_token_ms} ms to first token" in tile
