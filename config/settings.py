@@ -233,6 +233,13 @@ TOOL_BACKOFF_BASE_SECONDS = env.float("TOOL_BACKOFF_BASE_SECONDS", default=0.5)
 # A step holds a lease on its run; a run whose lease expired is re-queued by the reaper.
 # Longer than the task's hard time limit, so a reaped step never overlaps a live one.
 RUN_STEP_LEASE_SECONDS = env.int("RUN_STEP_LEASE_SECONDS", default=900)
+# A step task goes on with the run's next step, holding the lease, for up to this long before
+# it hands the run back to the queue (other runs get their turn); a run that must wait
+# (backoff, review, batch) is handed back at once. 0: one step per task.
+ENGINE_TASK_SLICE_SECONDS = env.float("ENGINE_TASK_SLICE_SECONDS", default=10.0)
+# While a model call streams, the answer so far is written to its pending row this often (the
+# run page shows it). 0: never (only the final answer is written).
+LLM_STREAM_PERSIST_SECONDS = env.float("LLM_STREAM_PERSIST_SECONDS", default=0.5)
 
 SIMULATOR = {
     "latency_scale": env.float("SIMULATOR_LATENCY_SCALE", default=1.0),
@@ -306,6 +313,11 @@ RUNS_PER_USER_PER_DAY = env.int("RUNS_PER_USER_PER_DAY", default=100)
 COST_CHANGE_MIN_DELAY_MINUTES = env.int("COST_CHANGE_MIN_DELAY_MINUTES", default=60)
 if COST_CHANGE_MIN_DELAY_MINUTES < 1:
     raise ImproperlyConfigured("COST_CHANGE_MIN_DELAY_MINUTES must be at least 1.")
+# Each process keeps the price rows it read for this long (costs.pricing.price_for): less
+# than the delay before a price change takes effect, so a cached price is never stale.
+PRICE_CACHE_SECONDS = env.int("PRICE_CACHE_SECONDS", default=30)
+if not 0 <= PRICE_CACHE_SECONDS < COST_CHANGE_MIN_DELAY_MINUTES * 60:
+    raise ImproperlyConfigured("PRICE_CACHE_SECONDS must be between 0 and COST_CHANGE_MIN_DELAY_MINUTES x 60.")
 # payment_approval demo: approving a payment over this needs a reviewer's sign-off.
 PAYMENT_SIGNOFF_AMOUNT = Decimal(env.str("PAYMENT_SIGNOFF_AMOUNT", default="250000"))
 

@@ -292,9 +292,10 @@ def _lock_runs(run_ids: list[Any]) -> None:
     list(Run.objects.locked().filter(pk__in=run_ids).order_by("pk").values_list("pk"))
 
 
-def _take_reservation(mc: ModelCall) -> tuple[Decimal, int]:
+def _take_reservation(mc: ModelCall, *, save: bool = True) -> tuple[Decimal, int]:
     """Zero the call's reservation (row locked) and return what it held; a reservation
-    already given back (an interrupted call answered late) is not given back twice."""
+    already given back (an interrupted call answered late) is not given back twice.
+    ``save=False``: the caller saves ``mc`` (its zeroed reservation) in this transaction."""
     _lock_runs([mc.run_id])
     held = (
         ModelCall.objects.select_for_update()
@@ -302,7 +303,8 @@ def _take_reservation(mc: ModelCall) -> tuple[Decimal, int]:
         .values_list("reserved_usd", "reserved_tokens")
         .first()
     ) or (ZERO, 0)
-    ModelCall.objects.filter(pk=mc.pk).update(reserved_usd=ZERO, reserved_tokens=0)
+    if save:
+        ModelCall.objects.filter(pk=mc.pk).update(reserved_usd=ZERO, reserved_tokens=0)
     mc.reserved_usd, mc.reserved_tokens = ZERO, 0
     return held
 
@@ -320,7 +322,7 @@ def charge(mc: ModelCall, usage_json: dict[str, Any], *, batch: bool = False) ->
     usage = Usage.from_api(usage_json)
     price = price_for(mc.model, at=mc.created_at)
     cost = cost_of(usage, price, batch=batch)
-    held_usd, held_tokens = _take_reservation(mc)
+    held_usd, held_tokens = _take_reservation(mc, save=False)  # zeroed by mc.save() below
     mc.usage = usage_json
     mc.input_tokens = usage.input_tokens
     mc.output_tokens = usage.output_tokens
@@ -331,16 +333,34 @@ def charge(mc: ModelCall, usage_json: dict[str, Any], *, batch: bool = False) ->
     mc.cost_usd = cost
     mc.is_batch = batch
     mc.save()
-    Run.objects.filter(pk=mc.run_id).update(
-        cost_usd=F("cost_usd") + cost,
-        reserved_usd=F("reserved_usd") - held_usd,
-        reserved_tokens=F("reserved_tokens") - held_tokens,
-        input_tokens=F("input_tokens") + usage.input_tokens,
-        output_tokens=F("output_tokens") + usage.output_tokens,
-        cache_write_tokens=F("cache_write_tokens") + usage.cache_write_5m + usage.cache_write_1h,
-        cache_read_tokens=F("cache_read_tokens") + usage.cache_read,
+    # One UPDATE ... RETURNING: the run's new totals come back with it.
+    run = next(
+        iter(
+            Run.objects.raw(
+                _CHARGE_SQL.format(table=Run._meta.db_table),
+                [
+                    cost,
+                    held_usd,
+                    held_tokens,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cache_write_5m + usage.cache_write_1h,
+                    usage.cache_read,
+                    mc.run_id,
+                ],
+            )
+        )
     )
-    return Charge(cost=cost, usage=usage, run=Run.objects.get(pk=mc.run_id))
+    return Charge(cost=cost, usage=usage, run=run)
+
+
+_CHARGE_SQL = """
+UPDATE {table} SET cost_usd = cost_usd + %s, reserved_usd = reserved_usd - %s,
+    reserved_tokens = reserved_tokens - %s, input_tokens = input_tokens + %s,
+    output_tokens = output_tokens + %s, cache_write_tokens = cache_write_tokens + %s,
+    cache_read_tokens = cache_read_tokens + %s
+WHERE id = %s RETURNING *
+"""
 
 
 def release(mc: ModelCall) -> None:

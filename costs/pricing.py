@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, DecimalField, ExpressionWrapper, F, Value, When
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from costs.models import ModelPrice
@@ -144,13 +146,49 @@ def _canonical_model(model: str) -> str:
     return model
 
 
+# Per-process cache of each model's price rows (costs.models.ModelPrice is append-only).
+# An entry read at T answers lookups for times before T + PRICE_CACHE_SECONDS and before the
+# first of its rows that was not yet in force at T: a new row (costs.changes) takes effect no
+# sooner than COST_CHANGE_MIN_DELAY_MINUTES after it is added, which the settings keep longer
+# than PRICE_CACHE_SECONDS, and a row may only be withdrawn before it is in force. A save or
+# delete in this process empties the cache at once. PRICE_CACHE_SECONDS = 0 turns it off.
+_price_cache: dict[str, tuple[dt.datetime, list[ModelPrice]]] = {}
+
+
+def clear_price_cache(**_: Any) -> None:
+    _price_cache.clear()
+
+
+def _rows_for(model: str, at: dt.datetime) -> list[ModelPrice] | None:
+    """The model's rows, newest first, if the cache may answer a lookup at ``at``."""
+    seconds = settings.PRICE_CACHE_SECONDS
+    if seconds <= 0:
+        return None
+    now = timezone.now()
+    entry = _price_cache.get(model)
+    if entry is not None:
+        read_at, rows = entry
+        pending = [r.effective_from for r in rows if r.effective_from > read_at]
+        valid_until = min([read_at + dt.timedelta(seconds=seconds), *pending])
+        if max(at, now) < valid_until:
+            return rows
+    rows = list(ModelPrice.objects.filter(model=model).order_by("-effective_from"))
+    _price_cache[model] = (now, rows)
+    return rows if at < now + dt.timedelta(seconds=seconds) else None
+
+
 def price_for(model: str, at: dt.datetime | None = None) -> ModelPrice:
     at = at or timezone.now()
-    price = (
-        ModelPrice.objects.filter(model=_canonical_model(model), effective_from__lte=at)
-        .order_by("-effective_from")
-        .first()
-    )
+    canonical = _canonical_model(model)
+    rows = _rows_for(canonical, at)
+    if rows is not None:
+        price = next((r for r in rows if r.effective_from <= at), None)
+    else:
+        price = (
+            ModelPrice.objects.filter(model=canonical, effective_from__lte=at)
+            .order_by("-effective_from")
+            .first()
+        )
     if price is None:
         raise UnknownModelPrice(
             f"No price for model {model!r} in force at {at:%Y-%m-%d %H:%M}. Add one in the admin "
@@ -178,3 +216,11 @@ def seed_prices() -> int:
             )
             created += was_created
     return created
+
+
+post_save.connect(
+    clear_price_cache, sender=ModelPrice, dispatch_uid="costs.pricing.clear_price_cache.save"
+)
+post_delete.connect(
+    clear_price_cache, sender=ModelPrice, dispatch_uid="costs.pricing.clear_price_cache.delete"
+)

@@ -1,20 +1,23 @@
-"""The tool-use loop, one bounded step at a time.
+"""The tool-use loop, one bounded step at a time, several steps per task.
 
-A step is one model call and the tool calls it asked for. Each Celery task runs one step:
+A step is one model call and the tool calls it asked for. A Celery task (``advance_run``)
+runs the run's steps one after another while it holds the run's lease:
 
-1. claim the run's lease (a conditional update, so a redelivered or duplicated task
-   finds the run held and does nothing); a queued run becomes running here;
-2. rebuild the conversation from the persisted ModelCalls and ToolCalls;
-3. if the last turn's tool_uses are not all settled (a worker died mid-step), settle
-   them now; otherwise check the run's limits, reserve the call's worst-case cost against
-   the run's spend ceiling (costs.accounting.reserve: the call is a row holding its
-   reservation before the request leaves; a call that does not fit is not sent and the run
-   pauses as budget_exceeded), call the model (the row is completed with the response,
-   usage and cost, which settles the reservation), check the spend first, then settle the
-   tool_uses it asked for;
+1. claim the lease with one ``UPDATE ... RETURNING`` (a redelivered or duplicated task finds
+   the run held and does nothing); a queued run becomes running here first;
+2. on the task's first step, read the conversation from the persisted ModelCalls and
+   ToolCalls (``Conversation``); later steps of the same task keep it in memory;
+3. if the last turn's tool_uses are not all settled (a worker died mid-step), settle them
+   now; otherwise check the run's limits and make the model call through
+   ``orchestration.model_calls`` (reserve against the spend ceiling, stream, then record,
+   charge and audit the answer in one transaction with the step's own writes), check the
+   spend first, then settle the tool_uses it asked for;
 4. when the model ends its turn, validate the final answer (JSON, output schema,
    required tools, provenance of tool-sourced values, regulatory sign-off) and finish;
-5. release the lease and, while the run is still running, enqueue the next step on commit.
+5. when the run can go on at once and the task's time slice (ENGINE_TASK_SLICE_SECONDS) is
+   not spent, renew the lease (the same one-statement claim) and take the next step;
+   otherwise release the lease and, if the run must wait (a backoff) or the slice is spent,
+   enqueue its next step on commit.
 
 Anything that cannot go on safely escalates (reviews.escalation), pausing the run.
 """
@@ -25,28 +28,27 @@ import datetime as dt
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from costs import accounting
 from ops import tracing
 from ops.logs import bind as log_bind
 from ops.logs import log_context
-from orchestration import audit, dispatch, lifecycle
+from orchestration import audit, dispatch, lifecycle, model_calls
 from orchestration.fanout import coordinator
 from orchestration.llm import client_for
-from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
+from orchestration.models import AuditEvent, ModelCall, Run, ToolCall, WorkflowVersion
 from orchestration.privacy import PayloadKeyError, require_readable
 from orchestration.record import recorded_state
 from orchestration.tool_execution import (
     Escalation,
-    backoff_seconds,
+    Known,
     in_round,
     round_start,
     settle_turn,
@@ -68,36 +70,67 @@ logger = logging.getLogger(__name__)
 S = Run.Status
 R = EscalationTicket.Reason
 
-# Errors worth another attempt after the SDK's own retries gave up.
-TRANSIENT_ERRORS = (anthropic.APIConnectionError, anthropic.RateLimitError, anthropic.InternalServerError)
-
 
 @dataclass(frozen=True)
 class StepResult:
-    """What the task should do next: nothing (``None``) or run another step after a delay."""
+    """What the task should do next: nothing (``None``), or the next step after ``next_in``
+    seconds (0: at once, in this task while its slice lasts)."""
 
     next_in: float | None
 
 
+@dataclass
+class Conversation:
+    """What consecutive steps of one task keep instead of re-reading it: the run's answered
+    model calls in turn order, and whether the next turn is new (no attempt of it exists)."""
+
+    loaded: bool = False
+    calls: list[ModelCall] = field(default_factory=list)
+    fresh_turn: bool = False
+    allowed_steps: int | None = None
+    # The round's start, the accepted tool calls and the last turn's settled attempts
+    # (tool_execution.Known), once a turn's tool_uses were settled in this task.
+    known: Known | None = None
+
+    def known_for(self, run: Run) -> Known:
+        if self.known is None:
+            # Fixed while the run is running: only a reviewer resolves tickets or corrects a
+            # call, and only while the run waits for review.
+            self.known = Known(since=round_start(run), record=recorded_state(run))
+        self.known.settled = {}
+        return self.known
+
+
+# --- the lease ---------------------------------------------------------------------------
+
+_CLAIM_SQL = """
+UPDATE {table} SET lease_expires_at = %s, steps_taken = steps_taken + 1, updated_at = %s
+WHERE id = %s AND status = 'running'{free}
+RETURNING *
+"""
+
+
+def _take_lease(run_id: Any, *, renew: bool = False) -> Run | None:
+    """One statement: the lease (free or expired, or ours to renew) and the run as it is now."""
+    now = timezone.now()
+    free = "" if renew else " AND (lease_expires_at IS NULL OR lease_expires_at <= %s)"
+    sql = _CLAIM_SQL.format(table=Run._meta.db_table, free=free)
+    lease = now + dt.timedelta(seconds=settings.RUN_STEP_LEASE_SECONDS)
+    params = [lease, now, run_id] + ([] if renew else [now])
+    return next(iter(Run.objects.raw(sql, params)), None)
+
+
 def claim_step(run_id: Any) -> Run | None:
     """Take the run's lease for one step, or return None when it is not ours to run."""
-    now = timezone.now()
-    with transaction.atomic():
-        run = Run.objects.locked().filter(pk=run_id).first()
-        if run is None:
+    run = _take_lease(run_id)
+    if run is not None:
+        return run
+    with transaction.atomic():  # a queued run (started, resumed) becomes running first
+        status = Run.objects.locked().filter(pk=run_id).values_list("status", flat=True).first()
+        if status != S.QUEUED:
             return None
-        if run.status == S.QUEUED:
-            run = lifecycle.transition(run.pk, S.RUNNING, actor="engine")
-        elif run.status != S.RUNNING:
-            return None
-        if run.lease_expires_at and run.lease_expires_at > now:
-            return None  # another step holds it
-        lease = now + dt.timedelta(seconds=settings.RUN_STEP_LEASE_SECONDS)
-        Run.objects.filter(pk=run.pk).update(
-            lease_expires_at=lease, steps_taken=F("steps_taken") + 1, updated_at=now
-        )
-        run.refresh_from_db()
-    return run
+        lifecycle.transition(run_id, S.RUNNING, actor="engine")
+    return _take_lease(run_id)
 
 
 def release_step(run_id: Any, next_in: float | None) -> None:
@@ -110,50 +143,89 @@ def release_step(run_id: Any, next_in: float | None) -> None:
             transaction.on_commit(lambda: dispatch.enqueue_step(run_id, countdown=next_in))
 
 
+# --- per-process caches ------------------------------------------------------------------
+
+# Workflow versions are immutable snapshots (a change is a new row with a new id), so a
+# version read once is good for the life of the process.
+_versions: dict[int, WorkflowVersion] = {}
+
+
+def _version(run: Run) -> WorkflowVersion:
+    version = _versions.get(run.workflow_version_id)
+    if version is None:
+        version = _versions[run.workflow_version_id] = WorkflowVersion.objects.get(pk=run.workflow_version_id)
+    run.workflow_version = version  # the FK's cache: no query when the run's code reads it
+    return version
+
+
+# --- the task ----------------------------------------------------------------------------
+
+
 def run_step(run_id: Any) -> None:
-    """Run one step of a run (the Celery task's body)."""
+    """Run the run's steps while they can go on at once (the Celery task's body)."""
     with log_context(run_id=str(run_id)), tracing.span("countersign.step", run_id=str(run_id)):
-        _run_step(run_id)
+        run = claim_step(run_id)
+        if run is None:
+            return
+        slice_ends = time.monotonic() + settings.ENGINE_TASK_SLICE_SECONDS
+        conversation_so_far: Conversation | None = None
+        result = StepResult(next_in=None)
+        try:
+            while True:
+                result, conversation_so_far = _one_step(run, conversation_so_far)
+                if result.next_in != 0 or time.monotonic() >= slice_ends:
+                    break
+                run = _take_lease(run_id, renew=True)
+                if run is None:  # paused or stopped meanwhile (by this step or a person)
+                    return
+        finally:
+            release_step(run_id, result.next_in)
 
 
-def _run_step(run_id: Any) -> None:
-    run = claim_step(run_id)
-    if run is None:
-        return
+def _one_step(run: Run, state: Conversation | None) -> tuple[StepResult, Conversation | None]:
     log_bind(step=run.steps_taken)
     logger.info("step started", extra={"workflow": run.workflow_name})
     result = StepResult(next_in=None)
     try:
         try:
-            result = _step(run)
+            workflow = registry.get(run.workflow_name)
+            if workflow.fanout is not None:
+                # Enterprise mode has its own steps (decompose, dispatch, aggregate); its job
+                # calls run in parallel on other workers, so the cleanup of _first_step must
+                # not touch them.
+                return StepResult(coordinator.step(run, workflow)), None
+            if state is None:
+                state = Conversation()
+            result = _step(run, workflow, state)
         except (OperationalError, InterfaceError) as exc:
             if not _database_went_away():
                 raise  # a deadlock, a cancelled statement: a failure like any other (below)
             # A restart or failover of Postgres is not the run's fault: no reviewer is needed.
             # Everything the step committed stands and the next step resumes from there (as
-            # after a worker crash); if the database is still away, the release below fails
-            # too and the reaper re-queues the run once its lease expires.
+            # after a worker crash); if the database is still away, the release fails too
+            # and the reaper re-queues the run once its lease expires.
             logger.warning("step interrupted: the database went away (%s); resuming it later", exc)
             connections.close_all()
-            result = StepResult(next_in=DATABASE_RETRY_SECONDS)
+            return StepResult(next_in=DATABASE_RETRY_SECONDS), None
     except PayloadKeyError as exc:
         # A payload the run needs cannot be decrypted (a key missing from
         # PAYLOAD_ENCRYPTION_KEYS, or a corrupted row): no step can succeed until that is
         # fixed, so the run pauses with the reason instead of being retried forever.
-        logger.warning("step stopped: %s", exc, extra={"run_id": str(run_id)})
+        logger.warning("step stopped: %s", exc, extra={"run_id": str(run.pk)})
         run.refresh_from_db()
         if run.status == S.RUNNING:
             escalate(run.pk, R.UNDECRYPTABLE, f"The run cannot go on: {exc} Restore the key to "
                      "PAYLOAD_ENCRYPTION_KEYS (see docs/operations.md), then retry this step.")
+        return StepResult(None), None
     except Exception as exc:
         # A bug or an unexpected failure must not leave the run spinning: record it and
         # put it in front of a human with the context.
-        logger.exception("step failed", extra={"run_id": str(run_id)})
+        logger.exception("step failed", extra={"run_id": str(run.pk)})
         run.refresh_from_db()
         if run.status == S.RUNNING:
             escalate(run.pk, R.TOOL_ERROR, f"The engine failed on this step: {type(exc).__name__}: {exc}")
-    finally:
-        release_step(run_id, result.next_in)
+        return StepResult(None), None
+    return result, state
 
 
 # After the database went away mid-step, the next step waits this long.
@@ -168,24 +240,21 @@ def _database_went_away() -> bool:
         return True
 
 
-def _step(run: Run) -> StepResult:
-    workflow = registry.get(run.workflow_name)
+def _first_step(run: Run, workflow: Workflow, state: Conversation) -> StepResult:
+    """The task's first step: pick up wherever the run is (a batch, a dead worker's turn)."""
     if _timed_out(run, workflow):
         escalate(run.pk, R.TIMEOUT, f"The run exceeded its {_timeout_seconds(run, workflow):g}s timeout.")
         return StepResult(None)
-    if workflow.fanout is not None:
-        # Enterprise mode has its own steps (decompose, dispatch, aggregate); its job calls
-        # run in parallel on other workers, so the cleanup below must not touch them.
-        return StepResult(coordinator.step(run, workflow))
     waiting = run.model_calls.filter(status=ModelCall.Status.PENDING).exclude(batch_id="").first()
     if waiting is not None:
-        return _collect_batch(run, workflow, waiting)
+        return _collect_batch(run, workflow, waiting, state)
     # A call left pending by a dead worker: failed, and its reservation given back.
     accounting.release_interrupted(ModelCall.objects.filter(run=run, batch_id=""))
     calls = list(run.model_calls.filter(status=ModelCall.Status.OK).order_by("turn"))
     for mc in calls:  # replayed to the model: a placeholder must stop the run, not be sent
         require_readable(mc.request_content, f"The request of model turn {mc.turn}")
         require_readable(mc.response_content, f"The response of model turn {mc.turn}")
+    state.calls = calls
     last = calls[-1] if calls else None
 
     if last is not None and last.stop_reason == "tool_use":
@@ -198,7 +267,19 @@ def _step(run: Run) -> StepResult:
     elif last is not None and not run.pending_note and last.stop_reason in ("end_turn", "stop_sequence"):
         return _finalize(run, workflow, last)
 
-    return _model_turn(run, workflow, calls)
+    return _model_turn(run, workflow, state)
+
+
+def _step(run: Run, workflow: Workflow, state: Conversation) -> StepResult:
+    """One step: the task's first picks up wherever the run is; a later step of the same task
+    has the conversation in ``state``."""
+    if not state.loaded:
+        state.loaded = True
+        return _first_step(run, workflow, state)
+    if _timed_out(run, workflow):
+        escalate(run.pk, R.TIMEOUT, f"The run exceeded its {_timeout_seconds(run, workflow):g}s timeout.")
+        return StepResult(None)
+    return _model_turn(run, workflow, state)
 
 
 def _timeout_seconds(run: Run, workflow: Workflow) -> float:
@@ -227,12 +308,12 @@ def _escalate(run: Run, e: Escalation, model_call: ModelCall | None = None) -> N
 # --- model turns ------------------------------------------------------------------------
 
 
-def _next_user_turn(run: Run, last: ModelCall | None) -> list[dict[str, Any]]:
+def _next_user_turn(run: Run, last: ModelCall | None, known: Known | None) -> list[dict[str, Any]]:
     if last is None:
         # The request is data: validated JSON in the user turn, never in the instructions.
         content: list[dict[str, Any]] = [{"type": "text", "text": json.dumps(run.input)}]
     elif last.stop_reason == "tool_use":
-        content = tool_result_blocks(run, last.tool_uses)
+        content = tool_result_blocks(run, last.tool_uses, known)
     else:
         content = []
     if run.pending_note:
@@ -254,21 +335,26 @@ def conversation(calls: list[ModelCall], next_turn: list[dict[str, Any]]) -> lis
     return messages
 
 
-def _allowed_steps(run: Run, workflow: Workflow) -> int:
-    # A reviewer who resumes a run stopped at its step limit grants it another allowance.
-    resumed = run.tickets.filter(reason=R.STEP_LIMIT, status=EscalationTicket.Status.RESOLVED).count()
-    return workflow.constraints.max_steps * (1 + resumed)
+def _allowed_steps(run: Run, workflow: Workflow, state: Conversation) -> int:
+    # A reviewer who resumes a run stopped at its step limit grants it another allowance
+    # (tickets are resolved only while the run is not running: fixed for the task's life).
+    if state.allowed_steps is None:
+        resumed = run.tickets.filter(reason=R.STEP_LIMIT, status=EscalationTicket.Status.RESOLVED).count()
+        state.allowed_steps = workflow.constraints.max_steps * (1 + resumed)
+    return state.allowed_steps
 
 
-def _model_turn(run: Run, workflow: Workflow, calls: list[ModelCall]) -> StepResult:
-    if len(calls) >= _allowed_steps(run, workflow):
+def _model_turn(run: Run, workflow: Workflow, state: Conversation) -> StepResult:
+    calls = state.calls
+    if len(calls) >= _allowed_steps(run, workflow, state):
         escalate(run.pk, R.STEP_LIMIT, f"The run used its {workflow.constraints.max_steps} model turns without finishing.")
         return StepResult(None)
     last = calls[-1] if calls else None
-    version = run.workflow_version
+    version = _version(run)
     turn = len(calls)
-    new_turn = _next_user_turn(run, last)
-    attempt = ModelCall.objects.filter(run=run, turn=turn).count() + 1
+    new_turn = _next_user_turn(run, last, state.known)
+    # A turn first asked in this task has no earlier attempt; otherwise count them.
+    attempt = 1 if state.fresh_turn else ModelCall.objects.filter(run=run, turn=turn).count() + 1
     model = workflow.orchestrator_model
     params = {
         "model": model,
@@ -281,21 +367,18 @@ def _model_turn(run: Run, workflow: Workflow, calls: list[ModelCall]) -> StepRes
     mc = ModelCall(run=run, turn=turn, attempt=attempt, model=model, request_content=new_turn,
                    role=ModelCall.Role.ORCHESTRATOR)
     try:
-        accounting.reserve(mc, params, batch=batch)  # saves mc, or sends nothing
+        model_calls.open_call(mc, params, batch=batch)  # saves mc holding its reservation, or sends nothing
     except accounting.DoesNotFit as refused:
         return _refused(run, refused)
-    client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
+    client = client_for(**model_calls.client_kwargs(run))
     if batch:
-        return _submit_batch(run, mc, client, params)
-    started = time.monotonic()
-    try:
-        with tracing.span("countersign.model_call", run_id=str(run.pk), model=model, turn=turn, attempt=attempt):
-            raw = client.messages.with_raw_response.create(**params)
-            message = raw.parse()
-    except anthropic.APIError as exc:
-        return _model_error(run, mc, exc, started)
-    return _record_response(run, workflow, mc, message, request_id=raw.headers.get("request-id", ""),
-                            sdk_attempts=raw.retries_taken + 1, latency_ms=int((time.monotonic() - started) * 1000))
+        failed = model_calls.submit_batch(mc, params, client, run=run)
+        # Beat's poll_batches enqueues the next step when the batch ends.
+        return StepResult(None) if failed is None else _call_failed(run, mc, failed)
+    outcome = model_calls.send(mc, params, client)
+    if not outcome.ok:
+        return _call_failed(run, mc, outcome)
+    return _record_response(run, workflow, mc, outcome, state)
 
 
 def _refused(run: Run, refused: accounting.DoesNotFit) -> StepResult:
@@ -309,94 +392,30 @@ def _refused(run: Run, refused: accounting.DoesNotFit) -> StepResult:
 # --- batch mode: each model turn goes through the Message Batches API at the batch price ---
 
 
-def _batch_custom_id(mc: ModelCall) -> str:
-    return f"mc-{mc.pk}"
-
-
-def _submit_batch(run: Run, mc: ModelCall, client: Any, params: dict[str, Any]) -> StepResult:
-    started = time.monotonic()
-    try:
-        batch = client.messages.batches.create(requests=[{"custom_id": _batch_custom_id(mc), "params": params}])
-    except anthropic.APIError as exc:
-        return _model_error(run, mc, exc, started)
-    ModelCall.objects.filter(pk=mc.pk).update(batch_id=batch.id, is_batch=True)
-    audit.record("model.batch_submitted", run=run, evidence_of=[mc],
-                 payload={"turn": mc.turn, "attempt": mc.attempt, "batch_id": batch.id})
-    return StepResult(None)  # beat's poll_batches enqueues the next step when the batch ends
-
-
 def batch_ended(mc: ModelCall) -> bool:
     """Whether the batch holding ``mc`` has ended (beat asks before enqueueing a step)."""
-    run = mc.run
-    client = client_for(workflow=run.workflow_name, run_id=run.pk, faults=run.options.get("simulator_faults"))
-    return client.messages.batches.retrieve(mc.batch_id).processing_status == "ended"
+    return model_calls.batch_ended(mc, client_for(**model_calls.client_kwargs(mc.run)))
 
 
-def _collect_batch(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
-    client = client_for(workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults"))
-    started = time.monotonic()
+def _collect_batch(run: Run, workflow: Workflow, mc: ModelCall, state: Conversation) -> StepResult:
     try:
-        batch = client.messages.batches.retrieve(mc.batch_id)
-        if batch.processing_status != "ended":
-            return StepResult(None)
-        entry = next((r for r in client.messages.batches.results(mc.batch_id)
-                      if r.custom_id == _batch_custom_id(mc)), None)
-    except anthropic.NotFoundError as exc:  # the batch is gone: its answer can never be collected
-        return _model_error(run, mc, exc, started)
-    except anthropic.APIError:
-        logger.warning("could not read batch; beat will poll again", extra={"run_id": str(run.pk), "batch_id": mc.batch_id})
-        return StepResult(None)
-    if entry is not None and entry.result.type == "succeeded":
-        waited_ms = int((timezone.now() - mc.created_at).total_seconds() * 1000)
-        return _record_response(run, workflow, mc, entry.result.message, request_id=mc.batch_id,
-                                sdk_attempts=1, latency_ms=waited_ms, batch=True)
-    if entry is None:
-        why, transient = "the batch ended without a result for this request", True
-    elif entry.result.type == "errored":
-        error = entry.result.error.error
-        why, transient = f"{error.type}: {error.message}", error.type in ("api_error", "overloaded_error", "rate_limit_error")
-    else:  # expired or canceled
-        why, transient = f"the batch request {entry.result.type}", entry.result.type == "expired"
-    return _call_failed(run, mc, f"Batch {mc.batch_id}: {why}", transient=transient, attempts=1,
-                        latency_ms=int((time.monotonic() - started) * 1000))
+        outcome = model_calls.collect_batch(mc, client_for(**model_calls.client_kwargs(run)))
+    except model_calls.BatchNotReady:
+        return StepResult(None)  # beat polls again
+    if not outcome.ok:
+        return _call_failed(run, mc, outcome)
+    state.calls = list(run.model_calls.filter(status=ModelCall.Status.OK).order_by("turn"))
+    return _record_response(run, workflow, mc, outcome, state)
 
 
-def _sdk_attempts(request_headers: Any) -> int:
-    try:
-        return int(request_headers.get("x-stainless-retry-count", "0")) + 1
-    except (TypeError, ValueError):
-        return 1
-
-
-def _model_error(run: Run, mc: ModelCall, exc: anthropic.APIError, started: float) -> StepResult:
-    status = getattr(exc, "status_code", None)
-    request = getattr(exc, "request", None)
-    mc.request_id = getattr(exc, "request_id", None) or ""
-    return _call_failed(
-        run, mc, f"{type(exc).__name__}{f' {status}' if status else ''}: {getattr(exc, 'message', exc)}",
-        transient=isinstance(exc, TRANSIENT_ERRORS),
-        attempts=_sdk_attempts(request.headers) if request is not None else 1,
-        latency_ms=int((time.monotonic() - started) * 1000),
-    )
-
-
-def _call_failed(run: Run, mc: ModelCall, error: str, *, transient: bool, attempts: int, latency_ms: int) -> StepResult:
+def _call_failed(run: Run, mc: ModelCall, outcome: model_calls.Outcome) -> StepResult:
     """Record a failed model call; try the turn again after a backoff, or escalate."""
-    accounting.release(mc)  # no usage: nothing was billed
-    mc.status = ModelCall.Status.ERROR
-    mc.error = error
-    mc.sdk_attempts = attempts
-    mc.latency_ms = latency_ms
-    mc.finished_at = timezone.now()
-    mc.save()
-    audit.record("model.failed", run=run, evidence_of=[mc],
-                 payload={"turn": mc.turn, "attempt": mc.attempt, "error": mc.error})
+    model_calls.record_failure(mc, outcome, run=run)
     round_attempts = in_round(ModelCall.objects.filter(run=run, turn=mc.turn), round_start(run)).count()
-    if transient and round_attempts < settings.LLM_STEP_MAX_ATTEMPTS:
-        return StepResult(
-            backoff_seconds(round_attempts, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS)
-        )
-    if transient:
+    wait = model_calls.retry_in(outcome, round_attempts)
+    if wait is not None:
+        return StepResult(wait)
+    if outcome.transient:
         message = f"The model call failed {round_attempts} times (each after the SDK's own retries): {mc.error}"
     else:
         message = f"The Messages API refused the request: {mc.error}"
@@ -404,30 +423,20 @@ def _call_failed(run: Run, mc: ModelCall, error: str, *, transient: bool, attemp
     return StepResult(None)
 
 
-def _record_response(run: Run, workflow: Workflow, mc: ModelCall, message: Any, *, request_id: str,
-                     sdk_attempts: int, latency_ms: int, batch: bool = False) -> StepResult:
-    usage_json = message.usage.model_dump(mode="json")
+def _record_response(run: Run, workflow: Workflow, mc: ModelCall, outcome: model_calls.Outcome,
+                     state: Conversation) -> StepResult:
     with transaction.atomic():
-        mc.status = ModelCall.Status.OK
-        mc.response_content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
-        mc.stop_reason = message.stop_reason or ""
-        mc.request_id = request_id
-        mc.sdk_attempts = sdk_attempts
-        mc.latency_ms = latency_ms
-        mc.finished_at = timezone.now()
         # The note went out with this call; it is cleared in the same transaction that
         # records the answer, so a crash before this point re-sends it.
-        Run.objects.filter(pk=run.pk).update(pending_note="")
-        charged = accounting.charge(mc, usage_json, batch=batch)  # saves mc, settles its reservation
-        run = charged.run
-        audit.record("model.called", run=run, evidence_of=[mc], payload={
-            "turn": mc.turn, "attempt": mc.attempt, "model": mc.model, "stop_reason": mc.stop_reason,
-            "usage": usage_json, "cost_usd": str(charged.cost), "request_id": mc.request_id, "batch": batch,
-        })
-    return _after_response(run, workflow, mc)
+        if run.pending_note:
+            Run.objects.filter(pk=run.pk).update(pending_note="")
+        charged = model_calls.record_answer(mc, outcome, run=run)
+    state.calls.append(mc)
+    state.fresh_turn = True
+    return _after_response(charged.run, workflow, mc, state)
 
 
-def _after_response(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
+def _after_response(run: Run, workflow: Workflow, mc: ModelCall, state: Conversation) -> StepResult:
     limits = workflow.constraints
     # The spend check comes before every other check on the answer: a pause for any other
     # reason must not hide it from the manager who has to decide.
@@ -441,7 +450,7 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
         return StepResult(None)
 
     if mc.stop_reason == "tool_use":
-        return _after_tools(run, settle_turn(run, workflow, mc, mc.tool_uses))
+        return _after_tools(run, settle_turn(run, workflow, mc, mc.tool_uses, state.known_for(run)))
     if mc.stop_reason == "max_tokens":
         Run.objects.filter(pk=run.pk).update(pending_note=(
             f"[engine] Your answer was cut off at the {limits.max_output_tokens}-token limit. "
@@ -453,15 +462,15 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
     if mc.stop_reason == "pause_turn":
         Run.objects.filter(pk=run.pk).update(pending_note="Continue.")
         return StepResult(0)
-    return _finalize(run, workflow, mc)
+    return _finalize(run, workflow, mc, state.known)
 
 
 # --- finishing --------------------------------------------------------------------------
 
 
-def _finalize(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
+def _finalize(run: Run, workflow: Workflow, mc: ModelCall, known: Known | None = None) -> StepResult:
     """Accept the model's final answer only if every rule holds; otherwise nudge once, then escalate."""
-    record = recorded_state(run)
+    record = known.record if known is not None else recorded_state(run)
     for call in record.calls:
         require_readable(call.output, f"The accepted output of {call.name}")
     output, parse_error = parse_json_answer(mc.text)

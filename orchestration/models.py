@@ -233,7 +233,8 @@ class ModelCall(models.Model):
     """One request to the Messages API, as sent and as answered (or failed).
 
     ``request_content`` is the user turn this call added to the conversation;
-    ``response_content`` the assistant turn it got back. Replaying them in order rebuilds
+    ``response_content`` the assistant turn it got back (while the call is pending, the part
+    streamed so far; for a stream that broke, what had arrived). Replaying them in order rebuilds
     the exact conversation, which is how a step resumes after a crash.
     """
 
@@ -284,6 +285,8 @@ class ModelCall(models.Model):
         default=1, help_text="HTTP attempts the SDK made (its own retries included)."
     )
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Time to the first token of the streamed answer (latency_ms is the total).
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     request_id = models.CharField(max_length=100, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -45,7 +45,7 @@ from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.privacy import require_readable
 from orchestration.record import recorded_state
 from orchestration.validation import cut_to_schema, schema_errors, stripped_paths, unsourced_values
-from orchestration.workflows.declaration import Tool, ToolContext, Workflow
+from orchestration.workflows.declaration import Record, RecordedCall, Tool, ToolContext, Workflow
 from reviews.models import EscalationTicket
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,19 @@ class Escalation:
     message: str
     tool_call: ToolCall | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Known:
+    """What the engine already knows when it settles the tool_uses of an answer it recorded in
+    this same task, so settling them reads nothing it has: no attempt of them exists yet, when
+    the round of attempts began (``round_start``), and the accepted calls (``recorded_state``;
+    kept up to date as calls are accepted). ``settled`` collects the settled attempts, which
+    answer the model's next turn (``tool_result_blocks``)."""
+
+    since: Any
+    record: Record
+    settled: dict[str, ToolCall] = field(default_factory=dict)
 
 
 class ToolTimeout(Exception):
@@ -123,39 +136,46 @@ def _call_with_timeout(tool: Tool, tool_input: dict, ctx: ToolContext, timeout: 
     return box.get("value")
 
 
-def _finish(tc: ToolCall, **fields: Any) -> ToolCall:
+def _finish(known: Known | None, tc: ToolCall, **fields: Any) -> ToolCall:
     for name, value in fields.items():
         setattr(tc, name, value)
     tc.finished_at = timezone.now()
     tc.latency_ms = int((tc.finished_at - tc.created_at).total_seconds() * 1000)
     tc.save()
+    if known is not None and tc.settled:
+        known.settled[tc.tool_use_id] = tc
     return tc
 
 
 def settle_tool_use(
-    run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[str, Any]
+    run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[str, Any], known: Known | None = None
 ) -> Escalation | None:
     """Execute one tool_use until it is settled (the model has its answer) or escalates."""
     try:
-        return _settle(run, workflow, model_call, tool_use)
+        return _settle(run, workflow, model_call, tool_use, known)
     finally:
         if threading.current_thread() is not threading.main_thread():
             connections.close_all()
 
 
-def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[str, Any]) -> Escalation | None:
+def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[str, Any],
+            known: Known | None) -> Escalation | None:
     tool_use_id, name = tool_use["id"], tool_use["name"]
     tool_input = tool_use.get("input") or {}
     constraints = workflow.constraints
-    # Any attempt still marked running was cut short by a dead worker: this step holds
-    # the run's lease, so nothing else is executing it.
-    ToolCall.objects.filter(run=run, tool_use_id=tool_use_id, status=TC.RUNNING).update(
-        status=TC.ERROR, error="interrupted: the worker stopped before the attempt finished",
-        finished_at=timezone.now(),
-    )
-    attempts = ToolCall.objects.filter(run=run, tool_use_id=tool_use_id).count()
-    since = round_start(run)
-    round_attempts = in_round(ToolCall.objects.filter(run=run, tool_use_id=tool_use_id), since).count()
+    if known is not None:  # a tool_use of an answer recorded in this task: no attempt yet
+        attempts = round_attempts = 0
+        since = known.since
+    else:
+        # Any attempt still marked running was cut short by a dead worker: this step holds
+        # the run's lease, so nothing else is executing it.
+        ToolCall.objects.filter(run=run, tool_use_id=tool_use_id, status=TC.RUNNING).update(
+            status=TC.ERROR, error="interrupted: the worker stopped before the attempt finished",
+            finished_at=timezone.now(),
+        )
+        attempts = ToolCall.objects.filter(run=run, tool_use_id=tool_use_id).count()
+        since = round_start(run)
+        round_attempts = in_round(ToolCall.objects.filter(run=run, tool_use_id=tool_use_id), since).count()
 
     def new_attempt(**fields: Any) -> ToolCall:
         return ToolCall.objects.create(
@@ -165,9 +185,9 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
 
     tool = workflow.tool(name)
     if tool is None:
-        known = ", ".join(t.name for t in workflow.tools)
-        tc = _finish(new_attempt(status=TC.UNKNOWN_TOOL, settled=True,
-                                 error=f"Unknown tool {name!r}. Available tools: {known}."))
+        available = ", ".join(t.name for t in workflow.tools)
+        tc = _finish(known, new_attempt(status=TC.UNKNOWN_TOOL, settled=True,
+                                 error=f"Unknown tool {name!r}. Available tools: {available}."))
         audit.record("tool.unknown", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name})
         earlier = ToolCall.objects.filter(run=run, status=TC.UNKNOWN_TOOL).exclude(pk=tc.pk).count()
         if earlier:
@@ -175,7 +195,7 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         return None
 
     if tool_input_errors := schema_errors(tool_input, tool.input_schema):
-        tc = _finish(new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
+        tc = _finish(known, new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
                                  validation_errors=tool_input_errors,
                                  error="The tool input does not match its schema: " + "; ".join(tool_input_errors)))
         audit.record("tool.rejected", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "errors": tool_input_errors})
@@ -184,7 +204,7 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             return Escalation(R.RETRIES_EXHAUSTED, f"{name} was called with invalid input {rejected} times.", tc)
         return None
 
-    record = recorded_state(run)
+    record = known.record if known is not None else recorded_state(run)
     ctx = ToolContext(
         run_id=str(run.pk), tool_use_id=tool_use_id, run_input=run.input, tool_input=tool_input,
         outputs={c.name: c.output for c in record.calls}, record=record,
@@ -193,14 +213,14 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         require_readable(earlier_output, f"The accepted output of {earlier_name}")
     for guard in tool.guards:
         if refused := guard(ctx):
-            tc = _finish(new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
+            tc = _finish(known, new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
                                      error=f"Refused by the engine: {refused}"))
             audit.record("tool.refused", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "reason": refused})
             return Escalation(R.VALIDATION_FAILED, f"{name} refused: {refused}", tc)
 
     if (refused_by := refusal(tool, tool_input, ctx)) is not None:
         precondition, reason, sign_off = refused_by
-        tc = _finish(new_attempt(
+        tc = _finish(known, new_attempt(
             status=TC.REJECTED, settled=True, tool_version=tool.version,
             error=f"Refused by the engine ({precondition}): {reason.rstrip('.')}."
             + (" A reviewer must sign this call off." if sign_off else " Nothing was executed."),
@@ -233,11 +253,11 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         try:
             raw = _call_with_timeout(tool, tool_input, ctx, timeout)
         except ToolTimeout as exc:
-            _finish(tc, status=TC.TIMEOUT, error=str(exc))
+            _finish(known, tc, status=TC.TIMEOUT, error=str(exc))
             audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
             continue
         except Exception as exc:  # noqa: BLE001 - any tool failure is recorded and retried
-            _finish(tc, status=TC.ERROR, error=f"{type(exc).__name__}: {exc}")
+            _finish(known, tc, status=TC.ERROR, error=f"{type(exc).__name__}: {exc}")
             audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
             continue
 
@@ -247,18 +267,22 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             problems = [p for v in tool.validators for p in v(output, ctx)]
         if problems:
             invalid += 1
-            _finish(tc, status=TC.INVALID_OUTPUT, raw_output=raw, output=output, validation_errors=problems,
+            _finish(known, tc, status=TC.INVALID_OUTPUT, raw_output=raw, output=output, validation_errors=problems,
                     error="The tool output failed validation.")
             audit.record("tool.invalid_output", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "errors": problems})
             if invalid >= INVALID_OUTPUT_TRIES:
                 return Escalation(R.VALIDATION_FAILED, f"{name} output failed validation after a retry: {problems[0]}", tc, {"errors": problems})
             continue
 
-        _finish(tc, status=TC.OK, settled=True, raw_output=raw, output=output)
-        audit.record("tool.called", run=run, evidence_of=[tc], payload={
-            "tool_use_id": tool_use_id, "name": name, "version": tool.version, "attempt": tc.attempt,
-            "stripped": stripped_paths(raw, tool.output_schema),
-        })
+        with transaction.atomic():  # the accepted attempt and its audit event together
+            _finish(known, tc, status=TC.OK, settled=True, raw_output=raw, output=output)
+            audit.record("tool.called", run=run, evidence_of=[tc], payload={
+                "tool_use_id": tool_use_id, "name": name, "version": tool.version, "attempt": tc.attempt,
+                "stripped": stripped_paths(raw, tool.output_schema),
+            })
+        if known is not None:
+            known.record = Record(calls=(*known.record.calls, RecordedCall(name, tool_use_id, tool_input, output)),
+                                  signed_off=known.record.signed_off)
         ctx_after = ToolContext(**{**ctx.__dict__, "outputs": {**ctx.outputs, name: output}})
         for rule in workflow.escalation_rules:
             if rule.tool == name and rule.when(output, ctx_after):
@@ -274,22 +298,29 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
     )
 
 
-def settle_turn(run: Run, workflow: Workflow, model_call: ModelCall, tool_uses: list[dict]) -> Escalation | None:
+def settle_turn(run: Run, workflow: Workflow, model_call: ModelCall, tool_uses: list[dict],
+                known: Known | None = None) -> Escalation | None:
     """Run the turn's tool_uses in parallel; return the first escalation in turn order."""
     if len(tool_uses) == 1:
-        return settle_tool_use(run, workflow, model_call, tool_uses[0])
+        return settle_tool_use(run, workflow, model_call, tool_uses[0], known)
     with ThreadPoolExecutor(max_workers=min(8, len(tool_uses)), thread_name_prefix="tool-use") as pool:
         contexts = [contextvars.copy_context() for _ in tool_uses]  # one each: a context runs in one thread at a time
-        outcomes = list(pool.map(lambda tu, ctx: ctx.run(settle_tool_use, run, workflow, model_call, tu), tool_uses, contexts))
+        outcomes = list(pool.map(lambda tu, ctx: ctx.run(settle_tool_use, run, workflow, model_call, tu, known),
+                                 tool_uses, contexts))
+    if known is not None:  # accepted in parallel: their order is the database's (created_at)
+        known.record = recorded_state(run)
     return next((o for o in outcomes if o is not None), None)
 
 
-def tool_result_blocks(run: Run, tool_uses: list[dict]) -> list[dict[str, Any]]:
+def tool_result_blocks(run: Run, tool_uses: list[dict], known: Known | None = None) -> list[dict[str, Any]]:
     """The tool_result blocks answering a turn, from the settled attempts, in order."""
-    settled = {
-        tc.tool_use_id: tc
-        for tc in ToolCall.objects.filter(run=run, settled=True, tool_use_id__in=[t["id"] for t in tool_uses])
-    }
+    ids = [t["id"] for t in tool_uses]
+    if known is not None and all(i in known.settled for i in ids):
+        settled = {i: known.settled[i] for i in ids}
+    else:
+        settled = {
+            tc.tool_use_id: tc for tc in ToolCall.objects.filter(run=run, settled=True, tool_use_id__in=ids)
+        }
     blocks = []
     for tu in tool_uses:
         tc = settled[tu["id"]]

@@ -27,11 +27,15 @@ Request headers the simulator reads
     ``fault``: rate_limit (429 + retry-after), overloaded (529), server_error (500),
     slow (extra delay: ``seconds``, default config.slow_seconds; beyond the client's
     read timeout it becomes a timeout), slow_stream (status and headers at once, then
-    the body in 8 pieces over ``seconds``; the read timeout applies to each gap, so the
-    client waits it out), malformed_tool_input (the first tool_use's
+    the body paced over ``seconds``: 8 pieces, or SSE events at most 0.25 s apart; the
+    read timeout applies to each gap, so the client waits it out), stream_cut (a streamed answer's connection drops after
+    message_start and half of its content; ``times`` counts the streams cut per run and turn,
+    since the SDK never retries a broken stream), malformed_tool_input (the first tool_use's
     input violates its input_schema), hallucinated_tool (the first tool_use names a
     tool that was not declared: original name + "_v2"), ambiguity (end_turn with text
-    saying the request is ambiguous).
+    saying the request is ambiguous). A streamed answer (``"stream": true``) always
+    arrives paced: its first event after the modelled time to first token, the rest over
+    the modelled generation time.
     ``turn``: only when the request's assistant-turn index equals it (omitted: any).
     ``times``: only while the SDK's ``x-stainless-retry-count`` < times (times=2 fails
     the first two attempts, the third succeeds; times=99 is a storm).

@@ -37,7 +37,7 @@ from .config import MODELS, SimulatorConfig
 from .errors import ApiError, SimulatedTimeout, invalid
 from .policy import Conversation, Policy, PolicyResolver, Turn, generic_policy
 from .state import SimulatorState, state_from_url
-from .streaming import message_events
+from .streaming import cut_point, message_events
 from .tokens import block_tokens, input_tokens, output_tokens, prompt_segments
 from .validation import validate_messages_request
 
@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 WORKFLOW_HEADER = "x-countersign-workflow"
 FAULTS_HEADER = "x-simulator-faults"
 RETRY_COUNT_HEADER = "x-stainless-retry-count"
+RUN_HEADER = "x-countersign-run"
 _BASE62 = string.digits + string.ascii_letters
 JSON_HEADERS = {"content-type": "application/json"}
 
@@ -85,6 +86,7 @@ class SimulatedAPI:
         self.state = state if state is not None else state_from_url(self.config.state_url)
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._cuts: dict[tuple[str, int], int] = {}  # stream_cut: streams cut per (run, turn)
         self._rng = random.Random(self.config.seed)  # noqa: S311 - fault dice, not crypto
         self._global_faults = fault_kit.parse_faults(self.config.faults)
         self._log: deque[RequestRecord] = deque(maxlen=10_000)
@@ -258,20 +260,43 @@ class SimulatedAPI:
             applied=ctx.applied_faults,
         )
         delay = self.config.delay_seconds(message["model"], message["usage"]["output_tokens"])
-        self._wait(delay + extra_delay, ctx.timeout)
+        paced = 0.0
         if body.get("stream"):
+            # Streamed as the real API does: silence until the first token, then the answer
+            # as it is generated (a read timeout applies to each gap, not to the whole).
+            first = min(delay, self.config.first_token_seconds(message["model"]))
+            self._wait(first + extra_delay, ctx.timeout)
+            paced = delay - first
             status, headers, payload = (
                 200,
                 {"content-type": "text/event-stream"},
                 message_events(message),
             )
+            if "stream_cut" in ctx.applied_faults and self._cut_now(ctx, body, specs):
+                headers[fault_kit.CUT_HEADER] = str(cut_point(payload))
         else:
+            self._wait(delay + extra_delay, ctx.timeout)
             status, headers, payload = _json(200, message)
         if "slow_stream" in ctx.applied_faults:
             spec = next(f for f in specs if f.fault == "slow_stream")
-            seconds = spec.seconds if spec.seconds is not None else self.config.slow_seconds
-            headers = {**headers, fault_kit.TRICKLE_HEADER: f"{seconds:g}"}
+            paced += spec.seconds if spec.seconds is not None else self.config.slow_seconds
+        if paced > 0:
+            headers = {**headers, fault_kit.TRICKLE_HEADER: f"{paced:g}"}
         return status, headers, payload
+
+    def _cut_now(
+        self, ctx: _Context, body: dict[str, Any], specs: list[fault_kit.FaultSpec]
+    ) -> bool:
+        """Whether this stream is one of the first ``times`` of its run and turn to be cut."""
+        spec = next(f for f in specs if f.fault == "stream_cut")
+        turn_index = sum(1 for m in body["messages"] if m.get("role") == "assistant")
+        key = (ctx.headers.get(RUN_HEADER, ""), turn_index)
+        with self._lock:
+            done = self._cuts.get(key, 0)
+            if spec.times is not None and done >= spec.times:
+                return False
+            self._cuts[key] = done + 1
+        return True
 
     def _request_faults(self, headers: Mapping[str, str]) -> list[fault_kit.FaultSpec]:
         try:

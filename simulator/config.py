@@ -94,6 +94,15 @@ class SimulatorConfig:
         generation = output_tokens / tps if tps > 0 else 0.0
         return (ttft + generation) * self.latency_scale
 
+    def first_token_seconds(self, model: str) -> float:
+        """Modelled time to the first token of a streamed answer (the rest of ``delay_seconds``
+        is spent streaming). A fixed latency is all spent before the first byte."""
+        if self.fixed_latency_seconds > 0:
+            return self.fixed_latency_seconds
+        if self.latency_scale <= 0:
+            return 0.0
+        return self.latency_for(model)[0] * self.latency_scale
+
 
 def config_from_mapping(values: Mapping[str, Any] | None) -> SimulatorConfig:
     """Build a config from a settings-style dict; missing keys take the defaults.

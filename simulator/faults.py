@@ -8,8 +8,11 @@ A fault spec is a dict (see the package docstring for the header format)::
 
 HTTP faults (rate_limit, overloaded, server_error) answer with an error instead of
 a message; slow adds delay before the answer; slow_stream sends the status and headers at
-once, then the body in TRICKLE_PIECES pieces over ``seconds`` (a read timeout applies to
-each gap, not to the whole body, so a client waits out a slow stream); malformed_tool_input,
+once, then the body paced over ``seconds`` (streaming.schedule) (a read timeout applies to
+each gap, not to the whole body, so a client waits out a slow stream); stream_cut drops the
+connection half-way through a streamed answer (after some tokens, before message_delta), for
+the first ``times`` streams of that run and turn (the SDK never retries a broken stream, so
+the retry counter does not apply; default: every stream); malformed_tool_input,
 hallucinated_tool and ambiguity change what the policy answered.
 """
 
@@ -24,12 +27,11 @@ from .errors import ApiError
 
 HTTP_FAULTS = ("rate_limit", "overloaded", "server_error")
 CONTENT_FAULTS = ("malformed_tool_input", "hallucinated_tool", "ambiguity")
-FAULTS = (*HTTP_FAULTS, "slow", "slow_stream", *CONTENT_FAULTS)
-# slow_stream: the answer's bytes arrive in this many pieces spread over `seconds`.
-TRICKLE_PIECES = 8
-# How the API tells the server (and the in-process transport) to trickle a response; never
-# sent to the client.
+FAULTS = (*HTTP_FAULTS, "slow", "slow_stream", "stream_cut", *CONTENT_FAULTS)
+# How the API tells the server (and the in-process transport) to pace a response over some
+# seconds, and where to cut it; never sent to the client.
 TRICKLE_HEADER = "x-simulator-trickle-seconds"
+CUT_HEADER = "x-simulator-cut-at"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .api import SimulatedAPI
 from .errors import SimulatedTimeout
-from .faults import TRICKLE_HEADER, TRICKLE_PIECES
+from .faults import CUT_HEADER, TRICKLE_HEADER
+from .streaming import schedule
 
 logger = logging.getLogger(__name__)
 
@@ -55,24 +56,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client gave up; drop the connection
             return
         trickle = float(response_headers.pop(TRICKLE_HEADER, 0) or 0)
+        cut = response_headers.pop(CUT_HEADER, None)
         self.send_response(status)
         for key, value in response_headers.items():
             self.send_header(key, value)
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
-        if trickle <= 0:
+        if trickle <= 0 and cut is None:
             self.wfile.write(payload)
             return
-        # A slow stream: the body arrives in pieces, each gap shorter than the whole delay.
-        size = -(-len(payload) // TRICKLE_PIECES)
+        # A paced body: in pieces, each gap shorter than the whole delay; a stream_cut drops
+        # the connection part-way (the client sees an incomplete body).
+        sse = response_headers.get("content-type", "").startswith("text/event-stream")
+        body = payload if cut is None else payload[: int(cut)]
         try:
-            for start in range(0, len(payload), size):
-                self.wfile.write(payload[start : start + size])
+            for wait, piece in schedule(body, trickle if cut is None else trickle / 2, sse=sse):
+                time.sleep(wait)
+                self.wfile.write(piece)
                 self.wfile.flush()
-                if start + size < len(payload):
-                    time.sleep(trickle / TRICKLE_PIECES)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up mid-stream
+        if cut is not None:
+            self.close_connection = True
 
     do_GET = _serve
     do_POST = _serve

@@ -3,15 +3,55 @@
 message_start, then per block content_block_start / content_block_delta... /
 content_block_stop, then message_delta (stop_reason, final usage) and message_stop.
 Text is sent in chunks of `CHUNK_CHARS`; tool input as input_json_delta chunks of
-its JSON. The whole stream is produced at once (after the modelled latency).
+its JSON. The stream is produced at once, then paced (``schedule``): the first piece after
+the modelled time to first token, the rest spread over the modelled generation time, so a
+client's read timeout applies to silence, not to the answer's length.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 CHUNK_CHARS = 48
+# A paced body is sent in pieces at most this far apart (whole SSE events each), so a reader
+# sees the answer grow; a body that is not SSE goes in TRICKLE_PIECES slices.
+PACE_SECONDS = 0.25
+TRICKLE_PIECES = 8
+
+
+def _events(payload: bytes) -> list[bytes]:
+    return [event + b"\n\n" for event in payload.split(b"\n\n") if event]
+
+
+def schedule(payload: bytes, seconds: float, *, sse: bool) -> list[tuple[float, bytes]]:
+    """``payload`` as (wait before it, piece) pairs that take ``seconds`` in all."""
+    if seconds <= 0:
+        return [(0.0, payload)]
+    if sse:
+        events = _events(payload)
+        count = max(1, min(len(events), math.ceil(seconds / PACE_SECONDS) + 1))
+        per = len(events) / count
+        pieces = [b"".join(events[round(i * per) : round((i + 1) * per)]) for i in range(count)]
+    else:
+        size = -(-len(payload) // TRICKLE_PIECES) or 1
+        pieces = [payload[i : i + size] for i in range(0, len(payload), size)]
+    pieces = [p for p in pieces if p] or [payload]
+    if len(pieces) == 1:
+        return [(seconds, pieces[0])]
+    gap = seconds / (len(pieces) - 1)
+    return [(0.0 if i == 0 else gap, piece) for i, piece in enumerate(pieces)]
+
+
+def cut_point(payload: bytes) -> int:
+    """Where a "stream_cut" fault drops the connection: after message_start and half of the
+    content events, so the client has received some tokens but not the end of the answer
+    (no message_delta: the only usage it holds is message_start's)."""
+    events = _events(payload)
+    deltas = [i for i, e in enumerate(events) if e.startswith(b"event: content_block_delta")]
+    keep = deltas[(len(deltas) - 1) // 2] + 1 if deltas else 1  # at least one delta
+    return sum(len(e) for e in events[:keep])
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

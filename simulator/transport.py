@@ -17,12 +17,14 @@ timeout, which the SDK turns into APITimeoutError (and retries) as with a socket
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx2
 
 from .api import SimulatedAPI
 from .errors import SimulatedTimeout
-from .faults import TRICKLE_HEADER, TRICKLE_PIECES
+from .faults import CUT_HEADER, TRICKLE_HEADER
+from .streaming import schedule
 
 
 class SimulatorTransport(httpx2.BaseTransport):
@@ -43,12 +45,41 @@ class SimulatorTransport(httpx2.BaseTransport):
         except SimulatedTimeout as exc:
             raise httpx2.ReadTimeout(str(exc), request=request) from exc
         trickle = float(response_headers.pop(TRICKLE_HEADER, 0) or 0)
-        if trickle > 0:
-            # The server sends a slow stream in pieces; in process, the same wait, and the
-            # same verdict: a read timeout only if one gap between pieces exceeds it.
-            gap = trickle / TRICKLE_PIECES
-            if timeout is not None and gap > timeout:
-                time.sleep(timeout)
-                raise httpx2.ReadTimeout(f"no data for {timeout:g}s mid-stream", request=request)
-            time.sleep(trickle)
-        return httpx2.Response(status, headers=response_headers, content=payload, request=request)
+        cut = response_headers.pop(CUT_HEADER, None)
+        if trickle <= 0 and cut is None:
+            return httpx2.Response(
+                status, headers=response_headers, content=payload, request=request
+            )
+        sse = response_headers.get("content-type", "").startswith("text/event-stream")
+        return httpx2.Response(
+            status,
+            headers={**response_headers, "content-length": str(len(payload))},
+            content=_paced(
+                request, payload, trickle, sse, timeout, None if cut is None else int(cut)
+            ),
+            request=request,
+        )
+
+
+def _paced(
+    request: httpx2.Request,
+    payload: bytes,
+    seconds: float,
+    sse: bool,
+    timeout: float | None,
+    cut: int | None,
+) -> Iterator[bytes]:
+    """The body as the server sends it: in pieces over ``seconds`` (a read timeout only if one
+    gap exceeds it), and dropped at byte ``cut`` for a stream_cut fault."""
+    body = payload if cut is None else payload[:cut]
+    for wait, piece in schedule(body, seconds if cut is None else seconds / 2, sse=sse):
+        if timeout is not None and wait > timeout:
+            time.sleep(timeout)
+            raise httpx2.ReadTimeout(f"no data for {timeout:g}s mid-stream", request=request)
+        time.sleep(wait)
+        yield piece
+    if cut is not None:
+        raise httpx2.RemoteProtocolError(
+            "peer closed connection without sending complete message body (simulated stream_cut)",
+            request=request,
+        )

@@ -16,3 +16,6 @@ from config.settings import *  # noqa: E402, F403
 # Every persona fixture and browser sign-in hashes a password: PBKDF2's 1,000,000 rounds cost
 # seconds per test on a loaded 2-core machine. Tests prove access rules, not hash strength.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests roll their transactions back: a price row cached by one test could outlive it.
+# tests/test_engine_core.py turns the cache on where it tests it.
+PRICE_CACHE_SECONDS = 0

@@ -76,7 +76,7 @@ def test_a_database_error_mid_step(
     )
     run = start_run("probe", {"mode": "ok"}, operator)
 
-    def lose_the_database(run):
+    def lose_the_database(*step_args):  # the step body: (run, workflow, conversation)
         raise OperationalError("consuming input failed: server closed the connection unexpectedly")
 
     monkeypatch.setattr(engine, "_step", lose_the_database)

@@ -196,14 +196,14 @@ def test_every_call_holds_its_worst_case_while_in_flight_and_settles_to_its_real
     def client_for(**kwargs):
         client = real_create(**kwargs)
         run_id = kwargs["run_id"]
-        original = client.messages.with_raw_response.create
+        original = client.messages.stream  # every call streams (orchestration.model_calls)
 
-        def create(**params):
+        def stream(**params):
             run = Run.objects.get(pk=run_id)
             seen.append((run.reserved_usd, accounting.worst_case(params).usd))
             return original(**params)
 
-        monkeypatch.setattr(client.messages.with_raw_response, "create", create)
+        monkeypatch.setattr(client.messages, "stream", stream)
         return client
 
     monkeypatch.setattr(engine, "client_for", client_for)
@@ -337,11 +337,11 @@ def test_a_reservation_left_by_a_dead_worker_is_given_back(drive, operator, monk
         client = original(**kwargs)
         if not died:
 
-            def create(**params):
+            def stream(**params):
                 died.append(Run.objects.get(pk=kwargs["run_id"]).reserved_usd)
                 raise Crash
 
-            monkeypatch.setattr(client.messages.with_raw_response, "create", create)
+            monkeypatch.setattr(client.messages, "stream", stream)
         return client
 
     monkeypatch.setattr(engine, "client_for", client_for)

@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-import anthropic
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
@@ -42,7 +40,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from costs import accounting
-from orchestration import audit, dispatch, lifecycle
+from orchestration import audit, dispatch, lifecycle, model_calls
 from orchestration.fanout import aggregate, artifacts, jobs
 from orchestration.fanout.models import Fanout, FanoutJob
 from orchestration.fanout.plan import (
@@ -56,7 +54,7 @@ from orchestration.fanout.plan import (
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run
 from orchestration.privacy import require_readable
-from orchestration.tool_execution import backoff_seconds, in_round, round_start
+from orchestration.tool_execution import in_round, round_start
 from orchestration.validation import parse_json_answer, schema_errors
 from orchestration.workflows.declaration import FanoutSpec, JobResult, Workflow
 from reviews.escalation import escalate, pause_if_running
@@ -201,32 +199,19 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
         request_content=[{"type": "text", "text": user}],
     )
     try:
-        accounting.reserve(mc, params)  # saves mc, or sends nothing
+        model_calls.open_call(mc, params)  # saves mc holding its reservation, or sends nothing
     except accounting.DoesNotFit as refused:
         if refused.running:
             pause_if_running(run.pk, R.BUDGET_EXCEEDED, str(refused), details=refused.details)
         return None
-    client = client_for(
-        workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults")
-    )
-    started = time.monotonic()
-    try:
-        raw = client.messages.with_raw_response.create(**params)
-        message = raw.parse()
-    except anthropic.APIError as exc:
-        jobs._record_error(mc, exc, started)
-        audit.record(
-            "model.failed",
-            run=run,
-            evidence_of=[mc],
-            payload={"turn": turn, "attempt": attempt, "error": mc.error},
-        )
+    outcome = model_calls.send(mc, params, client_for(**model_calls.client_kwargs(run)))
+    if not outcome.ok:
+        model_calls.record_failure(mc, outcome, run=run)
         tries = in_round(calls, round_start(run)).count()
-        if isinstance(exc, jobs.TRANSIENT_ERRORS) and tries < settings.LLM_STEP_MAX_ATTEMPTS:
-            return backoff_seconds(
-                tries, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS
-            )
-        why = "failed" if isinstance(exc, jobs.TRANSIENT_ERRORS) else "was refused"
+        wait = model_calls.retry_in(outcome, tries)
+        if wait is not None:
+            return wait
+        why = "failed" if outcome.transient else "was refused"
         escalate(
             run.pk,
             R.RETRIES_EXHAUSTED,
@@ -234,36 +219,11 @@ def _orchestrator_turn(run: Run, workflow: Workflow, turn: int) -> float | None:
             model_call=mc,
         )
         return None
-    usage_json = message.usage.model_dump(mode="json")
     with transaction.atomic():
-        mc.status = ModelCall.Status.OK
-        mc.response_content = [
-            b.model_dump(mode="json", exclude_none=True) for b in message.content
-        ]
-        mc.stop_reason = message.stop_reason or ""
-        mc.request_id = raw.headers.get("request-id", "")
-        mc.sdk_attempts = raw.retries_taken + 1
-        mc.latency_ms = int((time.monotonic() - started) * 1000)
-        mc.finished_at = timezone.now()
-        charged = accounting.charge(mc, usage_json)
+        charged = model_calls.record_answer(mc, outcome, run=run)
         if run.pending_note:  # the reviewer's note went into this call
             Run.objects.filter(pk=run.pk).update(pending_note="")
             run.pending_note = ""
-        audit.record(
-            "model.called",
-            run=run,
-            evidence_of=[mc],
-            payload={
-                "turn": turn,
-                "attempt": attempt,
-                "model": model,
-                "role": "orchestrator",
-                "stop_reason": mc.stop_reason,
-                "usage": usage_json,
-                "cost_usd": str(charged.cost),
-                "request_id": mc.request_id,
-            },
-        )
     # The spend check first, before the answer is judged at all.
     crossed = accounting.spend_breach(charged.run)
     if crossed:
@@ -460,7 +420,7 @@ def job_settled(run_id: Any) -> None:
                 status=J.RUNNING,
                 attempts=Greatest(F("attempts"), 1),
                 lease_owner="",
-                lease_expires_at=jobs._lease_until(),
+                lease_expires_at=jobs.lease_until(),
             )
             transaction.on_commit(lambda: [jobs.enqueue(pk) for pk in dispatched])
         elif not tally[J.RUNNING] and not tally[J.QUEUED]:
@@ -556,7 +516,7 @@ def reap(run_id: Any = None) -> int:
     count = 0
     for pk in list(expired.values_list("pk", flat=True)[:5000]):
         if FanoutJob.objects.filter(pk=pk, status=J.RUNNING, lease_expires_at__lt=now).update(
-            lease_owner="", lease_expires_at=jobs._lease_until()
+            lease_owner="", lease_expires_at=jobs.lease_until()
         ):
             logger.warning("re-queueing fan-out job %s: its lease expired", pk)
             jobs.enqueue(pk)

@@ -16,7 +16,8 @@ Every transition of the job row is a conditional update on ``lease_owner``, so a
 two tasks ever ran (a redelivered message, a reaped lease) is finished by exactly one of
 them, and a phase committed before a crash is not repeated. Each model call is retried
 with exponential backoff and jitter on transient errors, up to LLM_STEP_MAX_ATTEMPTS
-calls (interrupted ones count), after the SDK's own retries.
+calls (interrupted ones count), after the SDK's own retries. Every call goes through
+orchestration.model_calls (reserve, stream, record, charge, audit).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-import anthropic
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -38,7 +38,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from costs import accounting
-from orchestration import audit, dispatch
+from orchestration import audit, dispatch, model_calls
 from orchestration.fanout import artifacts, prompts, slots
 from orchestration.fanout.models import FanoutJob
 from orchestration.llm import client_for
@@ -53,11 +53,6 @@ from reviews.models import EscalationTicket
 
 logger = logging.getLogger(__name__)
 J = FanoutJob.Status
-TRANSIENT_ERRORS = (
-    anthropic.APIConnectionError,
-    anthropic.RateLimitError,
-    anthropic.InternalServerError,
-)
 MAX_JOB_ATTEMPTS = 2  # the first answer and one retry with the validator's reason
 
 
@@ -73,7 +68,7 @@ class CallFailed(Exception):
     """A model call failed for good (refused, or transient errors past the bound)."""
 
 
-def _lease_until() -> dt.datetime:
+def lease_until() -> dt.datetime:
     return timezone.now() + dt.timedelta(seconds=settings.FANOUT_JOB_LEASE_SECONDS)
 
 
@@ -90,7 +85,7 @@ def claim(job_pk: int, token: str) -> FanoutJob | None:
         Q(lease_owner="") | Q(lease_expires_at__lt=now), pk=job_pk, status=J.RUNNING
     ).update(
         lease_owner=token,
-        lease_expires_at=_lease_until(),
+        lease_expires_at=lease_until(),
         started_at=Coalesce("started_at", now),
     )
     if not claimed:
@@ -105,7 +100,7 @@ def claim(job_pk: int, token: str) -> FanoutJob | None:
 
 def _renew(job: FanoutJob, token: str) -> None:
     if not FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
-        lease_expires_at=_lease_until()
+        lease_expires_at=lease_until()
     ):
         raise LeaseLost
     if not Run.objects.filter(pk=job.run_id, status=Run.Status.RUNNING).exists():
@@ -143,7 +138,7 @@ def run_job(job_pk: int) -> Any:
         # Every global slot is taken (other runs): give the thread back and try again soon.
         with transaction.atomic():
             if FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
-                lease_owner="", lease_expires_at=_lease_until()
+                lease_owner="", lease_expires_at=lease_until()
             ):
                 transaction.on_commit(lambda: enqueue(job.pk, countdown=random.uniform(0.5, 2.0)))  # noqa: S311
         return
@@ -295,9 +290,7 @@ def _call(
     run = job.run
     model = workflow.models.get(role) or workflow.orchestrator_model
     limit = settings.LLM_STEP_MAX_ATTEMPTS
-    client = client_for(
-        workflow=workflow.name, run_id=run.pk, faults=run.options.get("simulator_faults")
-    )
+    client = client_for(**model_calls.client_kwargs(run))
     wait = min(settings.FANOUT_SLOT_WAIT_SECONDS, settings.FANOUT_JOB_LEASE_SECONDS / 3)
     turn = job.attempts
     last_error = ""
@@ -341,35 +334,28 @@ def _call(
                 # Held against the run's ceiling before the request leaves (saves mc). The
                 # reservation also requires the run to be running: once it pauses, for any
                 # reason, no job sends anything until it is resumed.
-                accounting.reserve(mc, params)
+                model_calls.open_call(mc, params)
             except accounting.DoesNotFit as refused:
                 if refused.running:
                     pause_if_running(
                         run.pk, EscalationTicket.Reason.BUDGET_EXCEEDED, str(refused), details=refused.details
                     )
                 raise RunNotRunning from None  # the job goes back to the queue, unanswered
-            started = time.monotonic()
-            try:
-                raw = client.messages.with_raw_response.create(**params)
-                message = raw.parse()
-                error: anthropic.APIError | None = None
-            except anthropic.APIError as exc:
-                error = exc
+            outcome = model_calls.send(mc, params, client)
             # Stamped while the slot is held: [created_at, finished_at] of every job call lies
             # inside its slot, which is what the cap tests measure.
             mc.finished_at = timezone.now()
-        if error is None:
-            charged = _record(job, mc, raw, message, started)
+        charged = _record(job, mc, outcome)
+        if outcome.ok:
             _check_spend(charged, mc)  # before any check of the answer
-            problem = check(message) if check else None
+            problem = check(outcome.message) if check else None
             if problem is None:
-                return mc, message
+                return mc, outcome.message
             ModelCall.objects.filter(pk=mc.pk).update(error=problem[:2000])
             last_error = problem
         else:
-            _record_error(mc, error, started)
             last_error = mc.error
-            if not isinstance(error, TRANSIENT_ERRORS):
+            if not outcome.transient:
                 raise CallFailed(f"the Messages API refused the request: {mc.error}")
         if attempt < limit:
             time.sleep(
@@ -379,54 +365,26 @@ def _call(
             )
 
 
-def _record(
-    job: FanoutJob, mc: ModelCall, raw: Any, message: Any, started: float
-) -> accounting.Charge:
-    usage_json = message.usage.model_dump(mode="json")
-    with transaction.atomic():
-        mc.status = ModelCall.Status.OK
-        mc.response_content = [
-            b.model_dump(mode="json", exclude_none=True) for b in message.content
-        ]
-        mc.stop_reason = message.stop_reason or ""
-        mc.request_id = raw.headers.get("request-id", "")
-        mc.sdk_attempts = raw.retries_taken + 1
-        mc.latency_ms = int((time.monotonic() - started) * 1000)
-        mc.finished_at = mc.finished_at or timezone.now()
-        charged = accounting.charge(mc, usage_json)  # saves mc, adds to the run under its row lock
-        # The call was billed whoever owns the job now: its cost always counts.
+def _record(job: FanoutJob, mc: ModelCall, outcome: model_calls.Outcome) -> accounting.Charge | None:
+    """Record the answer or the failure (orchestration.model_calls); whatever was billed
+    (an answer, or the usage of a stream that broke) counts in the job's cost, whoever owns
+    the job now."""
+
+    def add_to_job(charged: accounting.Charge) -> None:
         FanoutJob.objects.filter(pk=job.pk).update(cost_usd=F("cost_usd") + charged.cost)
-    return charged
 
-
-def _record_error(mc: ModelCall, exc: anthropic.APIError, started: float) -> None:
-    accounting.release(mc)  # no usage: nothing was billed
-    status = getattr(exc, "status_code", None)
-    request = getattr(exc, "request", None)
-    mc.status = ModelCall.Status.ERROR
-    mc.error = (
-        f"{type(exc).__name__}{f' {status}' if status else ''}: {getattr(exc, 'message', exc)}"[
-            :2000
-        ]
-    )
-    mc.request_id = getattr(exc, "request_id", None) or ""
-    try:
-        mc.sdk_attempts = (
-            int(request.headers.get("x-stainless-retry-count", "0")) + 1
-            if request is not None
-            else 1
+    # The audit event after the charge commits: the job's siblings charge the same run.
+    if outcome.ok:
+        return model_calls.record_answer(
+            mc, outcome, run=job.run, audit_extra={"job_id": job.job_id}, audit_apart=True, also=add_to_job
         )
-    except (TypeError, ValueError):
-        mc.sdk_attempts = 1
-    mc.latency_ms = int((time.monotonic() - started) * 1000)
-    mc.finished_at = mc.finished_at or timezone.now()
-    mc.save()
+    return model_calls.record_failure(mc, outcome, run=job.run, audit_apart=True, also=add_to_job)
 
 
-def _check_spend(charged: accounting.Charge, mc: ModelCall) -> None:
+def _check_spend(charged: accounting.Charge | None, mc: ModelCall) -> None:
     """Pause the run if this answer took it over its ceiling, and hand the job back: the
     answer is recorded, and a resumed job uses it instead of asking again."""
-    crossed = accounting.spend_breach(charged.run)
+    crossed = accounting.spend_breach(charged.run) if charged is not None else None
     if not crossed:
         return
     # If another job or the breaker paused or stopped the run first, it stays so; either way

@@ -73,11 +73,32 @@ def run_list(request):
     return render(request, "orchestration/run_list.html", context)
 
 
+def _model_latency(timeline) -> dict | None:
+    """Time to first token and total of the latest answered call, and the median time to first
+    token of the calls shown: from the timeline's rows, no query of its own."""
+    calls = [e.obj for e in timeline if e.kind == "model" and e.obj.latency_ms is not None]
+    if not calls:
+        return None
+    firsts = sorted(c.first_token_ms for c in calls if c.first_token_ms is not None)
+    return {
+        "first_token_ms": calls[-1].first_token_ms,
+        "total_ms": calls[-1].latency_ms,
+        "median_first_token_ms": firsts[len(firsts) // 2] if firsts else None,
+        "calls": len(calls),
+    }
+
+
 def _run_context(run: Run, request, *, live: bool = False) -> dict:
     whole = request.GET.get("timeline") == "all"
+    timeline = timeline_window(run, last=None if whole else TIMELINE_WINDOW)
     return {
         "run": run,
-        "timeline": timeline_window(run, last=None if whole else TIMELINE_WINDOW),
+        "timeline": timeline,
+        # A model call is streaming its answer: the live part polls faster to show it grow.
+        "streaming": any(
+            e.kind == "model" and e.obj.status == "pending" and not e.obj.batch_id for e in timeline
+        ),
+        "model_latency": _model_latency(timeline),
         "whole_timeline": whole,
         "timeline_window": TIMELINE_WINDOW,
         "open_ticket": run.tickets.exclude(status="resolved").first(),

@@ -25,7 +25,10 @@ pytestmark = pytest.mark.worker
 # killed step is picked up within seconds, not the production 15 minutes. The lease must stay
 # longer than any step can take (the slowest fault here is a 3 s answer), or the reaper would
 # re-queue a live step: production keeps it above the task's hard time limit for that reason.
+# A task hands its run back after 0.5 s of consecutive steps (production: 10 s), so the
+# scenarios also find runs between two tasks.
 FAST_RECOVERY = {
+    "ENGINE_TASK_SLICE_SECONDS": "0.5",
     "RUN_STEP_LEASE_SECONDS": "8",
     "REAPER_INTERVAL_SECONDS": "1",
     "FANOUT_JOB_LEASE_SECONDS": "8",

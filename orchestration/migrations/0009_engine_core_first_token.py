@@ -1,0 +1,15 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("orchestration", "0008_tamper_evidence"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="modelcall",
+            name="first_token_ms",
+            field=models.PositiveIntegerField(blank=True, null=True),
+        ),
+    ]
