@@ -48,8 +48,9 @@ def _usd(value: Decimal) -> str:
     return f"${value.quantize(Decimal('0.000001'), rounding=ROUND_HALF_UP)}"
 
 
-def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any], *,
-                 batch: bool = False) -> Estimate:
+def estimate_run(
+    workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any], *, batch: bool = False
+) -> Estimate:
     if workflow.fanout is not None:
         return estimate_fanout(workflow, version, run_input)
     model = workflow.orchestrator_model
@@ -57,11 +58,16 @@ def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[s
     system = [{"type": "text", "text": version.system_prompt}]
     tools = api_tools(version)
     prompt = client.messages.count_tokens(
-        model=model, system=system, tools=tools,
+        model=model,
+        system=system,
+        tools=tools,
         messages=[{"role": "user", "content": json.dumps(run_input)}],
     ).input_tokens
     prefix = client.messages.count_tokens(
-        model=model, system=system, tools=tools, messages=[{"role": "user", "content": "."}],
+        model=model,
+        system=system,
+        tools=tools,
+        messages=[{"role": "user", "content": "."}],
     ).input_tokens
     exp = workflow.expected()
     price = price_for(model)
@@ -78,20 +84,54 @@ def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[s
         return tokens * per_mtok / MILLION
 
     lines = [
-        {"item": "Prompt (system + tools + this input)", "calc": f"count_tokens on the rendered prompt = {prompt:,} tokens", "usd": ""},
-        {"item": "Expected turns", "calc": f"{turns} turns; each adds ~{exp.output_tokens_per_turn} output + ~{exp.tool_result_tokens} tool-result tokens", "usd": ""},
-        {"item": "Input over all turns", "calc": f"{turns} x {prompt:,} + {growth} x {turns}x{turns - 1}/2 = {total_input:,} tokens", "usd": ""},
+        {
+            "item": "Prompt (system + tools + this input)",
+            "calc": f"count_tokens on the rendered prompt = {prompt:,} tokens",
+            "usd": "",
+        },
+        {
+            "item": "Expected turns",
+            "calc": f"{turns} turns; each adds ~{exp.output_tokens_per_turn} output + ~{exp.tool_result_tokens} tool-result tokens",
+            "usd": "",
+        },
+        {
+            "item": "Input over all turns",
+            "calc": f"{turns} x {prompt:,} + {growth} x {turns}x{turns - 1}/2 = {total_input:,} tokens",
+            "usd": "",
+        },
     ]
     if cacheable:
         lines += [
-            {"item": "Cache write (system + tools, turn 1)", "calc": f"{cache_write:,} x ${price.cache_write_5m_per_mtok}/MTok", "usd": _usd(cost(cache_write, price.cache_write_5m_per_mtok))},
-            {"item": "Cache reads (turns 2..)", "calc": f"{cache_read:,} x ${price.cache_read_per_mtok}/MTok", "usd": _usd(cost(cache_read, price.cache_read_per_mtok))},
+            {
+                "item": "Cache write (system + tools, turn 1)",
+                "calc": f"{cache_write:,} x ${price.cache_write_5m_per_mtok}/MTok",
+                "usd": _usd(cost(cache_write, price.cache_write_5m_per_mtok)),
+            },
+            {
+                "item": "Cache reads (turns 2..)",
+                "calc": f"{cache_read:,} x ${price.cache_read_per_mtok}/MTok",
+                "usd": _usd(cost(cache_read, price.cache_read_per_mtok)),
+            },
         ]
     else:
-        lines.append({"item": "Cache", "calc": f"prefix {prefix:,} tokens is under {model}'s {min_cacheable_tokens(model):,}-token minimum: not cached", "usd": ""})
+        lines.append(
+            {
+                "item": "Cache",
+                "calc": f"prefix {prefix:,} tokens is under {model}'s {min_cacheable_tokens(model):,}-token minimum: not cached",
+                "usd": "",
+            }
+        )
     lines += [
-        {"item": "Uncached input", "calc": f"{uncached:,} x ${price.input_per_mtok}/MTok", "usd": _usd(cost(uncached, price.input_per_mtok))},
-        {"item": "Output", "calc": f"{turns - 1} x {exp.output_tokens_per_turn} + {exp.final_output_tokens} = {output:,} x ${price.output_per_mtok}/MTok", "usd": _usd(cost(output, price.output_per_mtok))},
+        {
+            "item": "Uncached input",
+            "calc": f"{uncached:,} x ${price.input_per_mtok}/MTok",
+            "usd": _usd(cost(uncached, price.input_per_mtok)),
+        },
+        {
+            "item": "Output",
+            "calc": f"{turns - 1} x {exp.output_tokens_per_turn} + {exp.final_output_tokens} = {output:,} x ${price.output_per_mtok}/MTok",
+            "usd": _usd(cost(output, price.output_per_mtok)),
+        },
     ]
     expected = (
         cost(cache_write, price.cache_write_5m_per_mtok)
@@ -102,17 +142,28 @@ def estimate_run(workflow: Workflow, version: WorkflowVersion, run_input: dict[s
     lines.append({"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(expected)})
     if batch:
         discounted = expected * (1 - price.batch_discount)
-        lines.append({"item": "Batch mode", "calc": f"{_usd(expected)} x (1 - {price.batch_discount:.0%} Message Batches discount)",
-                      "usd": _usd(discounted)})
+        lines.append(
+            {
+                "item": "Batch mode",
+                "calc": f"{_usd(expected)} x (1 - {price.batch_discount:.0%} Message Batches discount)",
+                "usd": _usd(discounted),
+            }
+        )
         expected = discounted
     upper = expected * (1 + RETRY_ALLOWANCE)
     lines += [
-        {"item": "Upper bound", "calc": f"expected x (1 + {RETRY_ALLOWANCE:.0%} retry allowance)", "usd": _usd(upper)},
+        {
+            "item": "Upper bound",
+            "calc": f"expected x (1 + {RETRY_ALLOWANCE:.0%} retry allowance)",
+            "usd": _usd(upper),
+        },
     ]
     return Estimate(model=model, expected_usd=expected, upper_usd=upper, lines=lines)
 
 
-def estimate_fanout(workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any]) -> Estimate:
+def estimate_fanout(
+    workflow: Workflow, version: WorkflowVersion, run_input: dict[str, Any]
+) -> Estimate:
     """A fan-out run: decompose + N x (specialist + validator) + retry allowance + aggregate.
 
     The decomposition prompt is measured with count_tokens on the exact request the
@@ -121,7 +172,7 @@ def estimate_fanout(workflow: Workflow, version: WorkflowVersion, run_input: dic
     workflow's declared expectations. The retry allowance prices one retry (specialist and
     validator again) for RETRY_ALLOWANCE of the jobs.
     """
-    from orchestration.fanout.plan import decompose_turn
+    from orchestration.fanout.plan import decompose_turn, plan_output_tokens
 
     spec = workflow.fanout
     assert spec is not None
@@ -131,33 +182,66 @@ def estimate_fanout(workflow: Workflow, version: WorkflowVersion, run_input: dic
     n = spec.expected_jobs(run_input) if spec.expected_jobs else spec.max_jobs
     client = client_for(workflow=workflow.name)
     prompt = client.messages.count_tokens(
-        model=orchestrator, system=[{"type": "text", "text": version.system_prompt}],
-        messages=[{"role": "user", "content": json.dumps(decompose_turn(spec, run_input, strict=False))}],
+        model=orchestrator,
+        system=[{"type": "text", "text": version.system_prompt}],
+        messages=[
+            {"role": "user", "content": json.dumps(decompose_turn(spec, run_input, strict=False))}
+        ],
     ).input_tokens
     po, ps, pv = price_for(orchestrator), price_for(specialist), price_for(validator)
 
     def cost(tokens: int, per_mtok: Decimal) -> Decimal:
         return tokens * per_mtok / MILLION
 
-    plan_out = n * spec.decompose_output_tokens_per_job
+    plan_out, plan_calc = plan_output_tokens(spec, n)
     decompose = cost(prompt, po.input_per_mtok) + cost(plan_out, po.output_per_mtok)
-    per_specialist = cost(spec.specialist_input_tokens, ps.input_per_mtok) + cost(spec.specialist_output_tokens, ps.output_per_mtok)
-    per_validator = cost(spec.validator_input_tokens, pv.input_per_mtok) + cost(spec.validator_output_tokens, pv.output_per_mtok)
+    per_specialist = cost(spec.specialist_input_tokens, ps.input_per_mtok) + cost(
+        spec.specialist_output_tokens, ps.output_per_mtok
+    )
+    per_validator = cost(spec.validator_input_tokens, pv.input_per_mtok) + cost(
+        spec.validator_output_tokens, pv.output_per_mtok
+    )
     specialists, validators = n * per_specialist, n * per_validator
     retried = int((n * RETRY_ALLOWANCE).to_integral_value())
     retries = retried * (per_specialist + per_validator)
     agg_in = prompt // 4 + n * min(spec.specialist_output_tokens, 200)
-    aggregate = cost(agg_in, po.input_per_mtok) + cost(spec.aggregate_output_tokens, po.output_per_mtok)
+    aggregate = cost(agg_in, po.input_per_mtok) + cost(
+        spec.aggregate_output_tokens, po.output_per_mtok
+    )
     expected = decompose + specialists + validators + aggregate
     upper = expected + retries
     lines = [
-        {"item": "Fan-out size", "calc": f"N = {n:,} jobs (at most {spec.max_jobs:,} for this workflow)", "usd": ""},
-        {"item": f"Decompose ({orchestrator})", "calc": f"count_tokens on the prompt = {prompt:,} in x ${po.input_per_mtok}/MTok + {n:,} x {spec.decompose_output_tokens_per_job} = {plan_out:,} out x ${po.output_per_mtok}/MTok", "usd": _usd(decompose)},
-        {"item": f"Specialists ({specialist})", "calc": f"{n:,} x ({spec.specialist_input_tokens:,} in x ${ps.input_per_mtok} + {spec.specialist_output_tokens:,} out x ${ps.output_per_mtok}) /MTok = {n:,} x {_usd(per_specialist)}", "usd": _usd(specialists)},
-        {"item": f"Validators ({validator})", "calc": f"{n:,} x ({spec.validator_input_tokens:,} in x ${pv.input_per_mtok} + {spec.validator_output_tokens:,} out x ${pv.output_per_mtok}) /MTok = {n:,} x {_usd(per_validator)}", "usd": _usd(validators)},
-        {"item": f"Aggregate ({orchestrator})", "calc": f"~{agg_in:,} in x ${po.input_per_mtok} + {spec.aggregate_output_tokens:,} out x ${po.output_per_mtok} /MTok", "usd": _usd(aggregate)},
+        {
+            "item": "Fan-out size",
+            "calc": f"N = {n:,} jobs (at most {spec.max_jobs:,} for this workflow)",
+            "usd": "",
+        },
+        {
+            "item": f"Decompose ({orchestrator})",
+            "calc": f"count_tokens on the prompt = {prompt:,} in x ${po.input_per_mtok}/MTok + {plan_calc} = {plan_out:,} out x ${po.output_per_mtok}/MTok",
+            "usd": _usd(decompose),
+        },
+        {
+            "item": f"Specialists ({specialist})",
+            "calc": f"{n:,} x ({spec.specialist_input_tokens:,} in x ${ps.input_per_mtok} + {spec.specialist_output_tokens:,} out x ${ps.output_per_mtok}) /MTok = {n:,} x {_usd(per_specialist)}",
+            "usd": _usd(specialists),
+        },
+        {
+            "item": f"Validators ({validator})",
+            "calc": f"{n:,} x ({spec.validator_input_tokens:,} in x ${pv.input_per_mtok} + {spec.validator_output_tokens:,} out x ${pv.output_per_mtok}) /MTok = {n:,} x {_usd(per_validator)}",
+            "usd": _usd(validators),
+        },
+        {
+            "item": f"Aggregate ({orchestrator})",
+            "calc": f"~{agg_in:,} in x ${po.input_per_mtok} + {spec.aggregate_output_tokens:,} out x ${po.output_per_mtok} /MTok",
+            "usd": _usd(aggregate),
+        },
         {"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(expected)},
-        {"item": "Retry allowance", "calc": f"one retry (specialist + validator) for {RETRY_ALLOWANCE:.0%} of jobs = {retried:,} x {_usd(per_specialist + per_validator)}", "usd": _usd(retries)},
+        {
+            "item": "Retry allowance",
+            "calc": f"one retry (specialist + validator) for {RETRY_ALLOWANCE:.0%} of jobs = {retried:,} x {_usd(per_specialist + per_validator)}",
+            "usd": _usd(retries),
+        },
         {"item": "Upper bound", "calc": "expected + retry allowance", "usd": _usd(upper)},
     ]
     return Estimate(model=orchestrator, expected_usd=expected, upper_usd=upper, lines=lines)
