@@ -118,6 +118,81 @@ class Workers:
             p.wait(30)
 
 
+def breakdown(run_id: object, latency: float, per_run: int = 50) -> dict:
+    """Where the wall time of one fan-out run went, from its rows (seconds, rounded).
+
+    The critical path is: run created -> decompose call -> jobs -> aggregate call -> run
+    finished. Each gap between two of those is the engine's (a Celery hop, a transaction);
+    inside the jobs, ``pre_call`` (claim to the specialist's request), ``between_calls``
+    (specialist answer to validator request), ``post_call`` (verdict to the job settled) and
+    ``refill`` (a job settled to the next job claimed in its slot) are the per-job averages,
+    and ``call_overhead`` is the mean time a call took beyond the simulator's fixed latency.
+    """
+    from orchestration.fanout.models import FanoutJob
+    from orchestration.models import ModelCall, Run
+
+    def sec(a: object, b: object) -> float:
+        return round((b - a).total_seconds(), 3)  # type: ignore[operator]
+
+    run = Run.objects.get(pk=run_id)
+    orchestrator = list(
+        ModelCall.objects.filter(run=run, job__isnull=True, status="ok").order_by("turn")
+    )
+    jobs = list(FanoutJob.objects.filter(run=run).order_by("started_at"))
+    calls = list(ModelCall.objects.filter(run=run, job__isnull=False, status="ok"))
+    first: dict[int, dict[str, ModelCall]] = {}
+    for c in sorted(calls, key=lambda c: c.created_at):
+        first.setdefault(c.job_id, {}).setdefault(c.role, c)
+    last: dict[int, dict[str, ModelCall]] = {}
+    for c in sorted(calls, key=lambda c: c.created_at):
+        last.setdefault(c.job_id, {})[c.role] = c
+    out: dict = {}
+    if len(orchestrator) >= 2 and jobs and run.finished_at:
+        decompose, agg = orchestrator[0], orchestrator[-1]
+        first_call = min(c.created_at for c in calls)
+        last_job = max(j.finished_at for j in jobs)
+        waves = math.ceil(len(jobs) / per_run)
+        out = {
+            "start_to_decompose": sec(run.created_at, decompose.created_at),
+            "decompose_call": sec(decompose.created_at, decompose.finished_at),
+            "decompose_to_first_job_call": sec(decompose.finished_at, first_call),
+            "jobs_phase": sec(first_call, last_job),
+            "jobs_phase_ideal": round(waves * 2 * latency, 3),
+            "last_job_to_aggregate": sec(last_job, agg.created_at),
+            "aggregate_call": sec(agg.created_at, agg.finished_at),
+            "aggregate_to_finished": sec(agg.finished_at, run.finished_at),
+        }
+        pre = [sec(j.started_at, first[j.pk]["specialist"].created_at) for j in jobs]
+        between = [
+            sec(last[j.pk]["specialist"].finished_at, last[j.pk]["validator"].created_at)
+            for j in jobs
+            if "validator" in last.get(j.pk, {})
+        ]
+        post = [
+            sec(last[j.pk]["validator"].finished_at, j.finished_at)
+            for j in jobs
+            if "validator" in last.get(j.pk, {})
+        ]
+        starts = sorted(j.started_at for j in jobs)
+        ends = sorted(j.finished_at for j in jobs)
+        refill = [sec(ends[i], starts[i + per_run]) for i in range(len(jobs) - per_run)]
+        first_wave = starts[: min(per_run, len(starts))]
+        mean = lambda xs: round(sum(xs) / len(xs), 3) if xs else 0.0  # noqa: E731
+        out.update(
+            {
+                "pre_call": mean(pre),
+                "between_calls": mean(between),
+                "post_call": mean(post),
+                "refill": mean(refill),
+                "first_wave_spread": sec(first_wave[0], first_wave[-1]),
+                "call_overhead": mean(
+                    [sec(c.created_at, c.finished_at) - latency for c in calls]
+                ),
+            }
+        )
+    return out
+
+
 def countersign(n: int, latency: float) -> dict:
     from django.contrib.auth import get_user_model
 
@@ -139,6 +214,7 @@ def countersign(n: int, latency: float) -> dict:
         "ideal": ideal,
         "ratio": round(elapsed / ideal, 3),
         "calls": ModelCall.objects.filter(run=run).count(),
+        "breakdown": breakdown(run.pk, latency) if run.status == Run.Status.SUCCEEDED else {},
     }
 
 
