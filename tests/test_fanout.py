@@ -622,6 +622,52 @@ def test_breaker_cancels_outstanding_jobs_and_stops_dispatching(
     assert not ModelCall.objects.filter(job__status=J.CANCELLED, job__attempts=0).exists()
 
 
+def test_a_halt_waits_for_a_charge_in_flight_instead_of_deadlocking(seeded, drive_fanout) -> None:
+    """A job recording its answer holds the run's row (the charge) and then updates its own
+    job row (its cost); a halt decided meanwhile must take the run before it cancels the jobs,
+    or each holds what the other wants and Postgres aborts one of them."""
+    from django.db import connection, transaction
+    from django.db.models import F
+
+    from orchestration.fanout import coordinator
+
+    run = drive_fanout.start({"n": 10})
+    drive_fanout.steps.clear()
+    engine.run_step(run.pk)  # the plan: 10 jobs, the first ones dispatched
+    jobs = FanoutJob.objects.filter(run=run).order_by("seq")
+    in_flight = jobs.filter(status=J.RUNNING).first()
+    FanoutJob.objects.filter(pk__in=[j.pk for j in jobs.exclude(pk=in_flight.pk)[:3]]).update(
+        status=J.FAILED
+    )  # 3 failed > floor(20% x 10): the next decision halts
+    locked, errors = threading.Event(), []
+
+    def charge_in_flight() -> None:
+        try:
+            with transaction.atomic():
+                list(Run.objects.locked().filter(pk=run.pk).values_list("pk"))
+                locked.set()
+                time.sleep(1.0)  # the halt starts meanwhile
+                FanoutJob.objects.filter(pk=in_flight.pk).update(cost_usd=F("cost_usd") + 1)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    charger = threading.Thread(target=charge_in_flight)
+    charger.start()
+    assert locked.wait(10)
+    try:
+        coordinator.job_settled(run.pk)
+    except Exception as exc:  # noqa: BLE001 - the test reports it
+        errors.append(exc)
+    charger.join(30)
+    assert errors == []
+    run.refresh_from_db()
+    assert run.status == S.HALTED
+    in_flight.refresh_from_db()
+    assert in_flight.status == J.CANCELLED and in_flight.cost_usd == 1
+
+
 def test_a_halted_runs_ticket_can_only_be_acknowledged(seeded, drive_fanout, reviewer) -> None:
     from reviews.resolutions import ReviewError, resolve
 
