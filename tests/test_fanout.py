@@ -698,7 +698,10 @@ def _max_overlap(calls: Any) -> int:
 
 def test_the_per_run_cap_bounds_jobs_in_flight(seeded, drive_fanout, settings) -> None:
     settings.FANOUT_PER_RUN_CONCURRENCY = 5
-    settings.SIMULATOR = {**settings.SIMULATOR, "fixed_latency_seconds": 0.05}
+    # Calls long enough to overlap: a thread goes on with the next job as soon as its job
+    # settles, so the five slots are not refilled in step, and a call as short as a job's
+    # bookkeeping between calls would rarely have all five in flight at once.
+    settings.SIMULATOR = {**settings.SIMULATOR, "fixed_latency_seconds": 0.3}
     from orchestration.llm import reset_clients
     from orchestration.simulator.django import build_api_from_settings, reset_api
 
