@@ -23,7 +23,13 @@ def test_operator_follows_the_200_file_security_scan_to_the_end(
     worker_factory(
         # The default latency model (Opus 1.5 s + 40 tokens/s, Sonnet 0.8 s + 70 tokens/s) at a
         # twentieth: the ~4,300-token aggregate takes ~5 s instead of ~108 s.
-        env={"SIMULATOR_LATENCY_SCALE": "0.05", "ARTIFACTS_DIR": str(tmp_path)},
+        # The test workers' 4 s step lease would expire during the ~5 s aggregate call and the
+        # reaper would send the step again: a lease longer than any call here.
+        env={
+            "SIMULATOR_LATENCY_SCALE": "0.05",
+            "ARTIFACTS_DIR": str(tmp_path),
+            "RUN_STEP_LEASE_SECONDS": "60",
+        },
         pool="threads",
         concurrency=60,
     )
@@ -55,6 +61,12 @@ def test_operator_follows_the_200_file_security_scan_to_the_end(
     page.wait_for_selector(".tile .status-succeeded", timeout=240_000)
     run.refresh_from_db()
     assert run.status == Run.Status.SUCCEEDED, run.error
+    # The orchestrator was asked twice in all: the plan and the aggregate.
+    orchestrator = ModelCall.objects.filter(run=run, job__isnull=True)
+    assert list(orchestrator.order_by("turn").values_list("turn", "attempt", "status")) == [
+        (0, 1, "ok"),
+        (1, 1, "ok"),
+    ]
     progress = page.inner_text("#fanout-progress")
     assert "200 of 200 jobs settled" in progress
     assert page.inner_text("[data-count=succeeded]") == "194"
@@ -79,8 +91,9 @@ def test_operator_follows_the_200_file_security_scan_to_the_end(
     assert retried.count() == 19 and all(j.job_id.endswith("3.py") for j in retried)
     assert run.cost_usd <= run.estimate_usd
 
-    # The finding counts on the page are the run's result.
-    page.goto(f"{live_server.url}/runs/{run.pk}/jobs/?status=failed")
+    # The grid filters to the six files that could not be scanned.
+    page.select_option("#job-filter select[name=status]", "failed")
+    page.wait_for_function("() => document.querySelectorAll('#job-grid tbody tr').length == 6")
     grid = page.inner_text("#job-grid")
     assert "handler_017.py" in grid and "handler_199.py" in grid
     shot(page, "security-scan-200-failed-jobs")
