@@ -283,6 +283,10 @@ FANOUT_JOB_LEASE_SECONDS = env.int(
 # How long a job waits for a global slot before handing its thread back and re-queueing.
 FANOUT_SLOT_WAIT_SECONDS = env.float("FANOUT_SLOT_WAIT_SECONDS", default=10.0)
 FANOUT_SLOT_LEASE_SECONDS = env.int("FANOUT_SLOT_LEASE_SECONDS", default=FANOUT_JOB_LEASE_SECONDS)
+# A job task that settles its job goes straight on with the job that freed slot was given (no
+# trip through the broker), for at most this long; then the thread goes back to the pool, so
+# other runs' jobs queued meanwhile get their turn. 0: every job is a task of its own.
+FANOUT_JOB_CHAIN_SECONDS = env.float("FANOUT_JOB_CHAIN_SECONDS", default=30.0)
 # Default failure threshold (a workflow may set its own): halt when failed jobs exceed it.
 FANOUT_FAILURE_THRESHOLD = env.float("FANOUT_FAILURE_THRESHOLD", default=0.20)
 # Per-run JSONL artifacts: every specialist output, written before anything reads it.

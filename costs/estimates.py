@@ -79,20 +79,54 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
         return tokens * per_mtok / MILLION
 
     lines = [
-        {"item": "Prompt (system + tools + this input)", "calc": f"count_tokens on the rendered prompt = {prompt:,} tokens", "usd": ""},
-        {"item": "Expected turns", "calc": f"{turns} turns; each adds ~{exp.output_tokens_per_turn} output + ~{exp.tool_result_tokens} tool-result tokens", "usd": ""},
-        {"item": "Input over all turns", "calc": f"{turns} x {prompt:,} + {growth} x {turns}x{turns - 1}/2 = {total_input:,} tokens", "usd": ""},
+        {
+            "item": "Prompt (system + tools + this input)",
+            "calc": f"count_tokens on the rendered prompt = {prompt:,} tokens",
+            "usd": "",
+        },
+        {
+            "item": "Expected turns",
+            "calc": f"{turns} turns; each adds ~{exp.output_tokens_per_turn} output + ~{exp.tool_result_tokens} tool-result tokens",
+            "usd": "",
+        },
+        {
+            "item": "Input over all turns",
+            "calc": f"{turns} x {prompt:,} + {growth} x {turns}x{turns - 1}/2 = {total_input:,} tokens",
+            "usd": "",
+        },
     ]
     if cacheable:
         lines += [
-            {"item": "Cache write (system + tools, turn 1)", "calc": f"{cache_write:,} x ${price.cache_write_5m_per_mtok}/MTok", "usd": _usd(cost(cache_write, price.cache_write_5m_per_mtok))},
-            {"item": "Cache reads (turns 2..)", "calc": f"{cache_read:,} x ${price.cache_read_per_mtok}/MTok", "usd": _usd(cost(cache_read, price.cache_read_per_mtok))},
+            {
+                "item": "Cache write (system + tools, turn 1)",
+                "calc": f"{cache_write:,} x ${price.cache_write_5m_per_mtok}/MTok",
+                "usd": _usd(cost(cache_write, price.cache_write_5m_per_mtok)),
+            },
+            {
+                "item": "Cache reads (turns 2..)",
+                "calc": f"{cache_read:,} x ${price.cache_read_per_mtok}/MTok",
+                "usd": _usd(cost(cache_read, price.cache_read_per_mtok)),
+            },
         ]
     else:
-        lines.append({"item": "Cache", "calc": f"prefix {prefix:,} tokens is under {model}'s {min_cacheable_tokens(model):,}-token minimum: not cached", "usd": ""})
+        lines.append(
+            {
+                "item": "Cache",
+                "calc": f"prefix {prefix:,} tokens is under {model}'s {min_cacheable_tokens(model):,}-token minimum: not cached",
+                "usd": "",
+            }
+        )
     lines += [
-        {"item": "Uncached input", "calc": f"{uncached:,} x ${price.input_per_mtok}/MTok", "usd": _usd(cost(uncached, price.input_per_mtok))},
-        {"item": "Output", "calc": f"{turns - 1} x {exp.output_tokens_per_turn} + {exp.final_output_tokens} = {output:,} x ${price.output_per_mtok}/MTok", "usd": _usd(cost(output, price.output_per_mtok))},
+        {
+            "item": "Uncached input",
+            "calc": f"{uncached:,} x ${price.input_per_mtok}/MTok",
+            "usd": _usd(cost(uncached, price.input_per_mtok)),
+        },
+        {
+            "item": "Output",
+            "calc": f"{turns - 1} x {exp.output_tokens_per_turn} + {exp.final_output_tokens} = {output:,} x ${price.output_per_mtok}/MTok",
+            "usd": _usd(cost(output, price.output_per_mtok)),
+        },
     ]
     expected = (
         cost(cache_write, price.cache_write_5m_per_mtok)
@@ -103,12 +137,21 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
     lines.append({"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(expected)})
     if batch:
         discounted = expected * (1 - price.batch_discount)
-        lines.append({"item": "Batch mode", "calc": f"{_usd(expected)} x (1 - {price.batch_discount:.0%} Message Batches discount)",
-                      "usd": _usd(discounted)})
+        lines.append(
+            {
+                "item": "Batch mode",
+                "calc": f"{_usd(expected)} x (1 - {price.batch_discount:.0%} Message Batches discount)",
+                "usd": _usd(discounted),
+            }
+        )
         expected = discounted
     upper = expected * (1 + RETRY_ALLOWANCE)
     lines += [
-        {"item": "Upper bound", "calc": f"expected x (1 + {RETRY_ALLOWANCE:.0%} retry allowance)", "usd": _usd(upper)},
+        {
+            "item": "Upper bound",
+            "calc": f"expected x (1 + {RETRY_ALLOWANCE:.0%} retry allowance)",
+            "usd": _usd(upper),
+        },
     ]
     return Estimate(model=model, expected_usd=expected, upper_usd=upper, lines=lines)
 
@@ -135,25 +178,55 @@ def estimate_fanout(workflow: Workflow, run_input: dict[str, Any], size: PromptS
     def cost(tokens: int, per_mtok: Decimal) -> Decimal:
         return tokens * per_mtok / MILLION
 
-    plan_out = n * spec.decompose_output_tokens_per_job
+    plan_out, plan_calc = spec.plan_output_tokens(n)
     decompose = cost(prompt, po.input_per_mtok) + cost(plan_out, po.output_per_mtok)
-    per_specialist = cost(spec.specialist_input_tokens, ps.input_per_mtok) + cost(spec.specialist_output_tokens, ps.output_per_mtok)
-    per_validator = cost(spec.validator_input_tokens, pv.input_per_mtok) + cost(spec.validator_output_tokens, pv.output_per_mtok)
+    per_specialist = cost(spec.specialist_input_tokens, ps.input_per_mtok) + cost(
+        spec.specialist_output_tokens, ps.output_per_mtok
+    )
+    per_validator = cost(spec.validator_input_tokens, pv.input_per_mtok) + cost(
+        spec.validator_output_tokens, pv.output_per_mtok
+    )
     specialists, validators = n * per_specialist, n * per_validator
     retried = int((n * RETRY_ALLOWANCE).to_integral_value())
     retries = retried * (per_specialist + per_validator)
     agg_in = prompt // 4 + n * min(spec.specialist_output_tokens, 200)
-    aggregate = cost(agg_in, po.input_per_mtok) + cost(spec.aggregate_output_tokens, po.output_per_mtok)
+    aggregate = cost(agg_in, po.input_per_mtok) + cost(
+        spec.aggregate_output_tokens, po.output_per_mtok
+    )
     expected = decompose + specialists + validators + aggregate
     upper = expected + retries
     lines = [
-        {"item": "Fan-out size", "calc": f"N = {n:,} jobs (at most {spec.max_jobs:,} for this workflow)", "usd": ""},
-        {"item": f"Decompose ({orchestrator})", "calc": f"count_tokens on the prompt = {prompt:,} in x ${po.input_per_mtok}/MTok + {n:,} x {spec.decompose_output_tokens_per_job} = {plan_out:,} out x ${po.output_per_mtok}/MTok", "usd": _usd(decompose)},
-        {"item": f"Specialists ({specialist})", "calc": f"{n:,} x ({spec.specialist_input_tokens:,} in x ${ps.input_per_mtok} + {spec.specialist_output_tokens:,} out x ${ps.output_per_mtok}) /MTok = {n:,} x {_usd(per_specialist)}", "usd": _usd(specialists)},
-        {"item": f"Validators ({validator})", "calc": f"{n:,} x ({spec.validator_input_tokens:,} in x ${pv.input_per_mtok} + {spec.validator_output_tokens:,} out x ${pv.output_per_mtok}) /MTok = {n:,} x {_usd(per_validator)}", "usd": _usd(validators)},
-        {"item": f"Aggregate ({orchestrator})", "calc": f"~{agg_in:,} in x ${po.input_per_mtok} + {spec.aggregate_output_tokens:,} out x ${po.output_per_mtok} /MTok", "usd": _usd(aggregate)},
+        {
+            "item": "Fan-out size",
+            "calc": f"N = {n:,} jobs (at most {spec.max_jobs:,} for this workflow)",
+            "usd": "",
+        },
+        {
+            "item": f"Decompose ({orchestrator})",
+            "calc": f"count_tokens on the prompt = {prompt:,} in x ${po.input_per_mtok}/MTok + {plan_calc} = {plan_out:,} out x ${po.output_per_mtok}/MTok",
+            "usd": _usd(decompose),
+        },
+        {
+            "item": f"Specialists ({specialist})",
+            "calc": f"{n:,} x ({spec.specialist_input_tokens:,} in x ${ps.input_per_mtok} + {spec.specialist_output_tokens:,} out x ${ps.output_per_mtok}) /MTok = {n:,} x {_usd(per_specialist)}",
+            "usd": _usd(specialists),
+        },
+        {
+            "item": f"Validators ({validator})",
+            "calc": f"{n:,} x ({spec.validator_input_tokens:,} in x ${pv.input_per_mtok} + {spec.validator_output_tokens:,} out x ${pv.output_per_mtok}) /MTok = {n:,} x {_usd(per_validator)}",
+            "usd": _usd(validators),
+        },
+        {
+            "item": f"Aggregate ({orchestrator})",
+            "calc": f"~{agg_in:,} in x ${po.input_per_mtok} + {spec.aggregate_output_tokens:,} out x ${po.output_per_mtok} /MTok",
+            "usd": _usd(aggregate),
+        },
         {"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(expected)},
-        {"item": "Retry allowance", "calc": f"one retry (specialist + validator) for {RETRY_ALLOWANCE:.0%} of jobs = {retried:,} x {_usd(per_specialist + per_validator)}", "usd": _usd(retries)},
+        {
+            "item": "Retry allowance",
+            "calc": f"one retry (specialist + validator) for {RETRY_ALLOWANCE:.0%} of jobs = {retried:,} x {_usd(per_specialist + per_validator)}",
+            "usd": _usd(retries),
+        },
         {"item": "Upper bound", "calc": "expected + retry allowance", "usd": _usd(upper)},
     ]
     return Estimate(model=orchestrator, expected_usd=expected, upper_usd=upper, lines=lines)

@@ -4,9 +4,11 @@ The catalog is generated in code, deterministically (``catalog()``). With 1,000 
 estimate is over $20, so the run waits for a manager before a token is spent. The simulated
 models:
 
-- the orchestrator makes one job per SKU (the workflow declares the SKUs as its items and
-  the ad schema as the job output schema: a headline of at most 40 characters and a body of
-  at most 125 per channel; the plan chooses neither);
+- the orchestrator writes the copywriting brief once (one job kind for every SKU, with the
+  tone) and the engine expands it over the SKUs, one job per SKU (``expand_items``: the
+  workflow declares the SKUs as its items and the ad schema as the job output schema: a
+  headline of at most 40 characters and a body of at most 125 per channel; the plan chooses
+  neither);
 - a specialist writes two ads per channel (search, social, display, email). Its first headline for every 25th SKU (from the
   8th) is too long, which the schema check catches in code; its first body for SKUs 4, 13,
   22, ... (every 9th) claims "the best in the world", which the validator FAILs as an
@@ -26,7 +28,6 @@ from typing import Any
 from demo.playbook import fanout_roles
 from orchestration.workflows.declaration import (
     Constraints,
-    Expectation,
     FanoutSpec,
     JobResult,
     Workflow,
@@ -135,19 +136,22 @@ def item_data(run_input: Mapping[str, Any], sku: str) -> dict[str, Any]:
     return catalog()[_index(sku)]
 
 
-def decompose(data: dict[str, Any]) -> list[dict[str, Any]]:
+def decompose(data: dict[str, Any]) -> dict[str, Any]:
+    """One job kind, written once: the brief; the engine gives each job its product's facts."""
     tone = data["input"].get("tone", "friendly")
-    return [
-        {
-            "job_id": row["sku"],
-            "prompt": (
-                f"Write {VARIANTS} ads per channel ({', '.join(CHANNELS)}) for {row['sku']}: {row['name']}, ${row['price']}, "
-                f"{' and '.join(row['features'])}. Tone: {tone}. Headline at most 40 characters, body at most 125. "
-                "No unverifiable claims."
-            ),
-        }
-        for row in data["context"]["catalog"]
-    ]
+    return {
+        "job_kinds": [
+            {
+                "kind": "product ads",
+                "items": "*",
+                "prompt": (
+                    f"Write {VARIANTS} ads per channel ({', '.join(CHANNELS)}) for {{item}}, using only "
+                    f"the product facts in item (name, price, features). Tone: {tone}. Headline at most "
+                    "40 characters, body at most 125. No unverifiable claims."
+                ),
+            }
+        ]
+    }
 
 
 def specialist(data: dict[str, Any]) -> dict[str, Any]:
@@ -238,7 +242,7 @@ WORKFLOW = register(
     Workflow(
         name="ad_variants",
         title="Ad variants for 1,000 SKUs (fan-out)",
-        version="1",
+        version="2",
         domain="an outdoor-gear retailer's marketing team",
         role="Split the catalog into one independent copywriting job per SKU, then collect the validated ads.",
         description="Enterprise fan-out: one Sonnet specialist per SKU; estimated over $20, so a manager approves first.",
@@ -281,8 +285,11 @@ WORKFLOW = register(
         },
         tools=(),
         rules=(
-            "Decompose into exactly one job per entry of items (the SKUs), with job_id = the SKU.",
-            "Each job's prompt gives the product facts, the channels and the tone; the output schema is set by the workflow.",
+            "Decompose by writing the copywriting brief once per kind of product (job_kinds): the engine "
+            'expands each kind over the SKUs it covers, one job per SKU; "*" covers every SKU no other '
+            "kind names. Every SKU must be covered exactly once.",
+            "A brief gives the channels and the tone ({item} is the SKU); the engine gives each job its "
+            "product's facts, and the output schema is set by the workflow.",
             "Never promise what the catalog does not say.",
         ),
         constraints=Constraints(
@@ -290,9 +297,8 @@ WORKFLOW = register(
             max_cost_usd=Decimal("60.00"),
             max_tokens_per_run=12_000_000,
             run_timeout_seconds=7200,
-            max_output_tokens=128_000,
+            max_output_tokens=16_000,
         ),
-        expectation=Expectation(turns=2, output_tokens_per_turn=110_000, final_output_tokens=2_000),
         input_example={"catalog": "demo", "skus": SKUS, "tone": "friendly"},
         fanout=FanoutSpec(
             specialist_instructions="You are a retail copywriter. You write one short ad per channel for one product, "
@@ -306,7 +312,8 @@ WORKFLOW = register(
             max_jobs=SKUS,
             context=context,
             expected_jobs=lambda run_input: int(run_input.get("skus", SKUS)),
-            decompose_output_tokens_per_job=110,
+            expand_items=True,
+            decompose_output_tokens=120,  # one brief: the engine expands it over the SKUs
             specialist_input_tokens=700,
             specialist_output_tokens=600,
             validator_input_tokens=1_200,

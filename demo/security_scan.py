@@ -4,8 +4,10 @@ The tree is generated in code, deterministically (``scan_tree()``): 200 small Py
 some with planted issues (hardcoded secrets, SQL built from strings, eval, shell=True,
 pickle, weak hashes). The simulated models play it straight:
 
-- the orchestrator makes one job per file (the workflow declares the files as its items and
-  the findings schema as the job output schema: the plan chooses neither);
+- the orchestrator writes the job instructions once per kind of file (code that handles
+  money or identity, everything else) and the engine expands them over the files, one job
+  per file (``expand_items``: the workflow declares the files as its items and the findings
+  schema as the job output schema: the plan chooses neither);
 - a specialist reports what its detectors see. Its first look misses a secret split over two
   lines (every file whose number ends in 3); told so by the validator, it finds it on the
   retry. It cannot place an obfuscated eval (files 17, 59, 101, 143, 187, 199) on a line, so
@@ -18,6 +20,7 @@ pickle, weak hashes). The simulated models play it straight:
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 from collections import Counter
@@ -28,7 +31,6 @@ from typing import Any
 from demo.playbook import fanout_roles
 from orchestration.workflows.declaration import (
     Constraints,
-    Expectation,
     FanoutSpec,
     JobResult,
     Workflow,
@@ -181,11 +183,25 @@ def items(run_input: Mapping[str, Any]) -> list[str]:
     return [f["path"] for f in context(run_input)["files"]]
 
 
-def decompose(data: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"job_id": f["path"], "prompt": f"Review this file for security issues: {f['path']}"}
-        for f in data["context"]["files"]
-    ]
+SENSITIVE = ("src/billing/*", "src/auth/*", "src/users/*")
+
+
+def decompose(data: dict[str, Any]) -> dict[str, Any]:
+    """Two job kinds, written once: the money and identity code, and every other file. Like a
+    model, it names only patterns that match files it was given."""
+    sensitive = [p for p in SENSITIVE if any(fnmatch.fnmatchcase(k, p) for k in data["items"])]
+    ask = "Review this file for security issues: {item}. Report every issue on its line."
+    kinds = [{"kind": "other handlers", "items": "*", "prompt": ask}]
+    if sensitive:
+        kinds.insert(
+            0,
+            {
+                "kind": "money and identity",
+                "items": sensitive,
+                "prompt": ask + " It handles payments or accounts: look hard for secrets.",
+            },
+        )
+    return {"job_kinds": kinds}
 
 
 def specialist(data: dict[str, Any]) -> dict[str, Any]:
@@ -299,7 +315,7 @@ WORKFLOW = register(
     Workflow(
         name="security_scan",
         title="Security scan (fan-out, 200 files)",
-        version="1",
+        version="2",
         domain="an engineering organisation's application security team",
         role="Split a repository scan into one independent job per file, then aggregate the validated findings.",
         description="Enterprise fan-out: one Sonnet specialist per file, a validator per answer, Opus decomposes and aggregates.",
@@ -324,9 +340,11 @@ WORKFLOW = register(
         output_schema=OUTPUT_SCHEMA,
         tools=(),
         rules=(
-            "Decompose into exactly one job per entry of items (the files), with job_id = the file's path.",
-            "Each job's prompt names the file; the engine gives the job the file's source, and the "
-            "output schema is set by the workflow.",
+            "Decompose by writing the job instructions once per kind of file (job_kinds): the engine "
+            "expands each kind over the files it covers, one job per file. Every file must be covered "
+            'exactly once; "*" covers every file no other kind names.',
+            "A kind's prompt says what to look for ({item} is the file's path); the engine gives each "
+            "job the file's source, and the output schema is set by the workflow.",
             "When aggregating, report every finding of every validated result (file, line, rule, severity), "
             "count them by rule and by severity, and list every file that could not be scanned.",
         ),
@@ -334,9 +352,8 @@ WORKFLOW = register(
             max_steps=4,
             max_cost_usd=Decimal("15.00"),
             run_timeout_seconds=3600,
-            max_output_tokens=64_000,
+            max_output_tokens=16_000,
         ),
-        expectation=Expectation(turns=2, output_tokens_per_turn=24_000, final_output_tokens=1_500),
         input_example={"repository": "demo-scan-tree", "limit": FILES},
         fanout=FanoutSpec(
             specialist_instructions="You review one source file for security issues: hardcoded secrets, SQL built "
@@ -350,7 +367,8 @@ WORKFLOW = register(
             max_jobs=FILES,
             context=context,
             expected_jobs=lambda run_input: int(run_input.get("limit", FILES)),
-            decompose_output_tokens_per_job=30,  # a path and a sentence: the source is item_data
+            expand_items=True,
+            decompose_output_tokens=150,  # two job kinds: the engine expands them over the files
             specialist_input_tokens=350,
             specialist_output_tokens=150,
             validator_input_tokens=600,

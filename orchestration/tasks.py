@@ -10,7 +10,10 @@ Nothing below the engine imports this module: Core and Reviews send these tasks 
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
+from django.conf import settings
 
 from orchestration import audit, engine
 from orchestration.fanout import coordinator, jobs
@@ -50,10 +53,16 @@ def sign_audit_head() -> str:
 def run_fanout_job(job_pk: int) -> None:
     """One fan-out job (specialist, JSONL, validation, one retry); routed to the threads-pool
     "fanout" queue. Its lease and conditional writes make a redelivery harmless. A job that
-    settled lets its run go on (the coordinator's fan-in)."""
-    settled_run = jobs.run_job(job_pk)
-    if settled_run is not None:
-        coordinator.job_settled(settled_run)
+    settled lets its run go on (the coordinator's fan-in), and the thread goes straight on with
+    the job its freed slot was given, for up to FANOUT_JOB_CHAIN_SECONDS (no trip through the
+    broker between two jobs of a run; see coordinator.job_settled)."""
+    deadline = time.monotonic() + settings.FANOUT_JOB_CHAIN_SECONDS
+    next_pk: int | None = job_pk
+    while next_pk is not None:
+        settled_run = jobs.run_job(next_pk)
+        if settled_run is None:
+            return
+        next_pk = coordinator.job_settled(settled_run, take_one=time.monotonic() < deadline)
 
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)

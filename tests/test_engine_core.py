@@ -114,7 +114,7 @@ def test_the_pending_row_and_the_run_page_show_the_answer_as_it_arrives(
 def test_consecutive_steps_run_in_one_task_under_one_lease(operator, drive, monkeypatch) -> None:
     sent: list[Any] = []
     monkeypatch.setattr(
-        "orchestration.tasks.enqueue_step", lambda run_id, countdown=None: sent.append(countdown)
+        "orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: sent.append(countdown)
     )
     run = start_run("financial_reporting", FR, operator)
     sent.clear()  # the start's own enqueue
@@ -131,7 +131,7 @@ def test_a_spent_time_slice_hands_the_run_back_to_the_queue(
     settings.ENGINE_TASK_SLICE_SECONDS = 0
     sent: list[Any] = []
     monkeypatch.setattr(
-        "orchestration.tasks.enqueue_step", lambda run_id, countdown=None: sent.append(countdown)
+        "orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: sent.append(countdown)
     )
     run = start_run("financial_reporting", FR, operator)
     sent.clear()  # the start's own enqueue

@@ -148,6 +148,116 @@ def test_the_plan_must_cover_every_item_exactly_once(ids: list[str], problem: st
     assert [j.job_id for j in parse_plan(fine, ["a", "b", "c"])] == ["c", "a", "b"]
 
 
+ITEMS = ["src/billing/a.py", "src/billing/b.py", "src/auth/c.py", "src/web/d.py"]
+
+
+def _kinds(*kinds: dict[str, Any], jobs: list[dict[str, Any]] | None = None) -> str:
+    return json.dumps({"job_kinds": list(kinds), **({"jobs": jobs} if jobs is not None else {})})
+
+
+def test_job_kinds_are_written_once_and_expanded_over_the_items() -> None:
+    """The orchestrator writes a prompt per kind; the engine makes one job per item, in the
+    workflow's item order, with {item} replaced by the item's key."""
+    text = _kinds(
+        {"kind": "other", "items": "*", "prompt": "Review {item}."},
+        {"kind": "money", "items": ["src/billing/*"], "prompt": "Review {item}; it moves money."},
+        jobs=[{"job_id": "src/auth/c.py", "prompt": "Check the login of src/auth/c.py."}],
+    )
+    assert parse_plan(text, ITEMS) == [
+        PlannedJob("src/billing/a.py", "Review src/billing/a.py; it moves money."),
+        PlannedJob("src/billing/b.py", "Review src/billing/b.py; it moves money."),
+        PlannedJob("src/auth/c.py", "Check the login of src/auth/c.py."),
+        PlannedJob("src/web/d.py", "Review src/web/d.py."),
+    ]
+    # Keys and patterns may be mixed; a kind needs no placeholder.
+    listed = _kinds(
+        {"items": ["src/web/d.py", "src/a*/*"], "prompt": "Look."},
+        {"items": ["src/billing/?.py"], "prompt": "Look hard."},
+    )
+    assert [(j.job_id, j.prompt) for j in parse_plan(listed, ITEMS)] == [
+        ("src/billing/a.py", "Look hard."),
+        ("src/billing/b.py", "Look hard."),
+        ("src/auth/c.py", "Look."),
+        ("src/web/d.py", "Look."),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kinds", "problems"),
+    [
+        (  # no kind covers the rest
+            [{"items": ["src/billing/*"], "prompt": "p"}],
+            ["2 item(s) have no job: 'src/auth/c.py', 'src/web/d.py'"],
+        ),
+        (  # two kinds name the same file: it would get two jobs
+            [
+                {"items": ["src/billing/*"], "prompt": "p"},
+                {"items": ["src/billing/a.py"], "prompt": "q"},
+                {"items": "*", "prompt": "r"},
+            ],
+            ["1 item(s) have more than one job: 'src/billing/a.py'"],
+        ),
+        (  # invented items: a key and a pattern that name nothing of this run
+            [
+                {"items": ["src/payments/*", "/etc/passwd"], "prompt": "p"},
+                {"items": "*", "prompt": "q"},
+            ],
+            ["2 job(s) are for no item of this run: 'src/payments/*', '/etc/passwd'"],
+        ),
+        (
+            [
+                {"kind": "a", "items": "*", "prompt": "p"},
+                {"kind": "b", "items": "*", "prompt": "q"},
+            ],
+            [
+                "job kind #1 ('b'): only one kind may cover the other items ('*'); "
+                "job kind #0 ('a') does already"
+            ],
+        ),
+        (  # a refused kind is named; its items are not also reported as missing
+            [{"items": ["src/billing/*"], "prompt": " "}, {"items": "*", "prompt": "q"}],
+            ["job kind #0: prompt must be a non-empty string"],
+        ),
+        (
+            [{"items": [], "prompt": "p"}, {"items": "*", "prompt": "q", "when": "always"}],
+            [
+                "job kind #0: items must be a non-empty list of item keys and patterns, or '*' for every other item",
+                "job kind #1: unexpected when",
+                "4 item(s) have no job: 'src/billing/a.py', 'src/billing/b.py', 'src/auth/c.py', 'src/web/d.py'",
+            ],
+        ),
+        (
+            [{"items": "*", "prompt": "p", "schema": {}}],
+            [
+                "1 job(s) give a schema: the job output schema is set by the workflow, not by the plan"
+            ],
+        ),
+    ],
+)
+def test_job_kinds_keep_the_coverage_check(
+    kinds: list[dict[str, Any]], problems: list[str]
+) -> None:
+    with pytest.raises(InvalidPlan) as caught:
+        parse_plan(_kinds(*kinds), ITEMS)
+    assert caught.value.problems == problems
+
+
+def test_the_decomposition_asks_for_job_kinds_when_the_engine_expands_them(seeded) -> None:
+    """security_scan and ad_variants expand job kinds: the orchestrator is asked for them, and
+    its plan is a few hundred tokens (the estimate's line says so) instead of one prompt per
+    item, which at 200 files took longer than a call may last."""
+    from demo import security_scan
+    from orchestration.fanout.plan import JOB_KINDS_FORMAT, JOB_LIST_FORMAT, decompose_turn
+
+    turn = decompose_turn(security_scan.WORKFLOW.fanout, {"repository": "demo-scan-tree"})
+    assert turn["job_format"] == JOB_KINDS_FORMAT and len(turn["items"]) == 200
+    probe = decompose_turn(probes.FANOUT_PROBE.fanout, {"n": 3})
+    assert probe["job_format"] == JOB_LIST_FORMAT
+    run = start_run("ad_variants", {"catalog": "demo", "skus": 1000}, _operator())
+    line = next(li for li in run.estimate["lines"] if li["item"].startswith("Decompose"))
+    assert "job kinds, written once = 120 out" in line["calc"]
+
+
 def test_coverage_problems_list_every_kind_at_once() -> None:
     problems = coverage_problems(["a", "a", "z"], ["a", "b"])
     assert problems == [
@@ -512,6 +622,52 @@ def test_breaker_cancels_outstanding_jobs_and_stops_dispatching(
     assert not ModelCall.objects.filter(job__status=J.CANCELLED, job__attempts=0).exists()
 
 
+def test_a_halt_waits_for_a_charge_in_flight_instead_of_deadlocking(seeded, drive_fanout) -> None:
+    """A job recording its answer holds the run's row (the charge) and then updates its own
+    job row (its cost); a halt decided meanwhile must take the run before it cancels the jobs,
+    or each holds what the other wants and Postgres aborts one of them."""
+    from django.db import connection, transaction
+    from django.db.models import F
+
+    from orchestration.fanout import coordinator
+
+    run = drive_fanout.start({"n": 10})
+    drive_fanout.steps.clear()
+    engine.run_step(run.pk)  # the plan: 10 jobs, the first ones dispatched
+    jobs = FanoutJob.objects.filter(run=run).order_by("seq")
+    in_flight = jobs.filter(status=J.RUNNING).first()
+    FanoutJob.objects.filter(pk__in=[j.pk for j in jobs.exclude(pk=in_flight.pk)[:3]]).update(
+        status=J.FAILED
+    )  # 3 failed > floor(20% x 10): the next decision halts
+    locked, errors = threading.Event(), []
+
+    def charge_in_flight() -> None:
+        try:
+            with transaction.atomic():
+                list(Run.objects.locked().filter(pk=run.pk).values_list("pk"))
+                locked.set()
+                time.sleep(1.0)  # the halt starts meanwhile
+                FanoutJob.objects.filter(pk=in_flight.pk).update(cost_usd=F("cost_usd") + 1)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    charger = threading.Thread(target=charge_in_flight)
+    charger.start()
+    assert locked.wait(10)
+    try:
+        coordinator.job_settled(run.pk)
+    except Exception as exc:  # noqa: BLE001 - the test reports it
+        errors.append(exc)
+    charger.join(30)
+    assert errors == []
+    run.refresh_from_db()
+    assert run.status == S.HALTED
+    in_flight.refresh_from_db()
+    assert in_flight.status == J.CANCELLED and in_flight.cost_usd == 1
+
+
 def test_a_halted_runs_ticket_can_only_be_acknowledged(seeded, drive_fanout, reviewer) -> None:
     from reviews.resolutions import ReviewError, resolve
 
@@ -542,7 +698,10 @@ def _max_overlap(calls: Any) -> int:
 
 def test_the_per_run_cap_bounds_jobs_in_flight(seeded, drive_fanout, settings) -> None:
     settings.FANOUT_PER_RUN_CONCURRENCY = 5
-    settings.SIMULATOR = {**settings.SIMULATOR, "fixed_latency_seconds": 0.05}
+    # Calls long enough to overlap: a thread goes on with the next job as soon as its job
+    # settles, so the five slots are not refilled in step, and a call as short as a job's
+    # bookkeeping between calls would rarely have all five in flight at once.
+    settings.SIMULATOR = {**settings.SIMULATOR, "fixed_latency_seconds": 0.3}
     from orchestration.llm import reset_clients
     from simulator.django import build_api_from_settings, reset_api
 
@@ -630,6 +789,8 @@ def test_estimate_of_1000_skus_is_over_20_dollars_and_waits_for_a_manager(seeded
 
 
 def test_security_scan_demo_finds_the_planted_issues(seeded, drive_fanout) -> None:
+    from demo import security_scan
+
     run = drive_fanout(
         drive_fanout.start({"repository": "demo-scan-tree", "limit": 60}, "security_scan")
     )
@@ -655,6 +816,19 @@ def test_security_scan_demo_finds_the_planted_issues(seeded, drive_fanout) -> No
         "src/webhooks/handler_017.py",
         "src/storage/handler_059.py",
     }
+    # The plan was two job kinds, written once and expanded by the engine over the 60 files.
+    plan = ModelCall.objects.get(run=run, job__isnull=True, turn=0)
+    assert len(plan.text) < 1_000 and '"job_kinds"' in plan.text
+    assert [j.job_id for j in jobs.order_by("seq")] == security_scan.items({"limit": 60})
+    billing = jobs.get(job_id="src/billing/handler_010.py").prompt
+    assert billing.startswith("Review this file for security issues: src/billing/handler_010.py.")
+    assert "look hard for secrets" in billing
+    assert "look hard" not in jobs.get(job_id="src/reports/handler_012.py").prompt
+    # What the plan cost is what the estimate priced (a few hundred tokens, not one per file),
+    # and the whole run stays within the estimate's upper bound.
+    declared = security_scan.WORKFLOW.fanout.decompose_output_tokens
+    assert declared / 2 <= plan.output_tokens <= declared
+    assert run.cost_usd <= Decimal(run.estimate["upper_usd"])
 
 
 def test_ad_variants_demo_writes_8_ads_per_sku_and_lists_the_skus_without(
@@ -668,6 +842,17 @@ def test_ad_variants_demo_writes_8_ads_per_sku_and_lists_the_skus_without(
     assert run.result["ads_written"] == 29 * 8
     assert [s["sku"] for s in run.result["skus_without_ads"]] == ["SKU-0013"]
     assert all(j.schema == ad_variants.AD_SCHEMA for j in jobs)
+    # One brief, written once with the tone, expanded over the SKUs by the engine.
+    plan = ModelCall.objects.get(run=run, job__isnull=True, turn=0)
+    declared = ad_variants.WORKFLOW.fanout.decompose_output_tokens
+    assert declared / 2 <= plan.output_tokens <= declared
+    assert {j.prompt for j in jobs} == {
+        f"Write 2 ads per channel (search, social, display, email) for {j.job_id}, using only the "
+        "product facts in item (name, price, features). Tone: friendly. Headline at most 40 "
+        "characters, body at most 125. No unverifiable claims."
+        for j in jobs
+    }
+    assert run.cost_usd <= Decimal(run.estimate["upper_usd"])
 
 
 # --- a real worker: SIGKILL and the global cap across processes ------------------------------

@@ -5,6 +5,7 @@ with `make load` (about 5 minutes), not in this suite."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from bench.load import report
 from bench.load import run as load
@@ -49,6 +50,10 @@ def test_the_mix_is_200_runs_of_demo_inputs_that_validate():
     assert sum(n for _, _, n in load.MIX) == 200
     for workflow, value, _ in load.MIX:
         assert validate_input(workflow, value) == value
+    # Fan-out runs are in the mix (their jobs need the fanout queue's worker, which it starts).
+    fanout = {w: n for w, _, n in load.MIX if w in ("security_scan", "ad_variants")}
+    assert fanout == {"security_scan": 3, "ad_variants": 3}
+    assert '"fanout",' in Path(load.__file__).read_text()
 
 
 def _report(passed: bool) -> dict:

@@ -14,7 +14,8 @@ Inside scripts/with-services.sh (Postgres and Redis on the .env ports), this scr
 3. starts the standalone simulator (``manage.py simulate_api --port 0``, the realistic latency
    model scaled by --latency-scale), the app under gunicorn (gthread workers, TLS with a
    throw-away self-signed certificate, DJANGO_DEBUG=false: production settings, secure cookies),
-   a Celery worker (prefork, 4 processes, queues celery and llm, as in the Procfile) and beat;
+   a Celery worker (prefork, 4 processes, queues celery and llm, as in the Procfile), a
+   threads-pool worker for the fan-out jobs (queue fanout, 20 threads) and beat;
 4. starts --prestart runs through ``POST /api/runs`` so the queues have work, then runs locust
    headless (bench/load/locustfile.py: --users people, 60% reviewers, 40% managers) for
    --run-time seconds while the remaining runs are started at an even pace over the first
@@ -62,12 +63,14 @@ from bench.load.report import access_log, locust_stats, pct, write_results  # no
 LOAD_REDIS_DB = 3
 APPROVAL_THRESHOLD = "0.15"
 WORKER_PROCESSES = 4
+FANOUT_THREADS = 20
 GUNICORN_WORKERS, GUNICORN_THREADS = 2, 4
 # 200 runs: (workflow, input, how many). Every branch the demo data reaches: straight through,
 # escalations a reviewer resolves (manual review, sign-off, discrepancy, compliance guard,
-# ambiguity, no data) and runs over the approval threshold (all financial_reporting).
+# ambiguity, no data), runs over the approval threshold (all financial_reporting, and the
+# fan-out runs) and fan-out runs (security_scan, ad_variants: 20 jobs each).
 MIX = (
-    ("payment_approval", {"payment_id": "PAY-1001"}, 35),  # routine: succeeds
+    ("payment_approval", {"payment_id": "PAY-1001"}, 29),  # routine: succeeds
     ("payment_approval", {"payment_id": "PAY-1002"}, 20),  # high value: succeeds
     ("payment_approval", {"payment_id": "PAY-1003"}, 20),  # watchlisted payee: manual review
     ("payment_approval", {"payment_id": "PAY-1004"}, 10),  # watchlisted payee: manual review
@@ -83,6 +86,10 @@ MIX = (
     ),
     ("customer_router", {"customer_account": "ACC-900", "question": "Where is my payment?"}, 15),
     ("customer_router", {"customer_account": "ACC-101", "question": "Hello, can you help?"}, 10),
+    # Fan-out (the fanout queue's threads worker): approval, then 20 jobs each, one or two of
+    # which fail twice; succeeds.
+    ("security_scan", {"repository": "demo-scan-tree", "limit": 20}, 3),
+    ("ad_variants", {"catalog": "demo", "skus": 20, "tone": "friendly"}, 3),
 )
 PAUSED = ("awaiting_review", "awaiting_approval")
 
@@ -445,6 +452,26 @@ def main() -> int:
                 str(WORKER_PROCESSES),
                 "-n",
                 "load@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
+        # Fan-out job calls, as in the Procfile: one threads-pool worker on the fanout queue.
+        procs.start(
+            "fanout",
+            [
+                *celery,
+                "worker",
+                "-l",
+                "warning",
+                "-P",
+                "threads",
+                "-c",
+                str(FANOUT_THREADS),
+                "-Q",
+                "fanout",
+                "-n",
+                "load-fanout@%h",
                 "--without-gossip",
                 "--without-mingle",
             ],

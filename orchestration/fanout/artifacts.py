@@ -1,8 +1,9 @@
 """The per-run JSONL artifact: every specialist output, appended before anything reads it.
 
 One line per (job, attempt): ``{"job_id", "attempt", "output", "output_text", "model_call",
-"at"}``. Lines are appended under an exclusive flock and fsynced, so parallel writers (threads
-and processes) never interleave and a line that was acknowledged survives a crash. A worker
+"at"}``. Lines are appended under an exclusive flock and fsynced (after the lock is released,
+so writers do not queue behind each other's flush), so parallel writers (threads and
+processes) never interleave and a line that was acknowledged survives a crash. A worker
 killed between the append and recording it may append the same (job, attempt) twice when
 the job resumes; ``read_lines`` keeps the first of each.
 
@@ -58,6 +59,10 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def append(run_id: Any, record: dict[str, Any]) -> None:
+    """Append the line under the file's lock, then fsync it after the lock is released: the
+    lock only keeps writers from interleaving, and 50 jobs of a run each holding it through
+    their own fsync queued behind one another (seconds per wave on a busy disk). The line is
+    durable when this returns either way; concurrent fsyncs of one file share the flush."""
     path = path_for(run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = _line(seal({**record, "at": timezone.now().isoformat()}))
@@ -69,10 +74,12 @@ def append(run_id: Any, record: dict[str, Any]) -> None:
                     continue  # re-encrypted (replaced) while this waited: append to the new file
                 fh.write(line)
                 fh.flush()
-                os.fsync(fh.fileno())
-                return
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+            # A re-encryption that replaced the file since read it (with this line) under the
+            # lock and fsynced its copy; this flushes the file the line was written to.
+            os.fsync(fh.fileno())
+            return
 
 
 def read_lines(run_id: Any) -> list[dict[str, Any]]:

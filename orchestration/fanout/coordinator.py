@@ -392,23 +392,41 @@ def plan_coverage_problems(results: list[JobResult], items: list[str]) -> list[s
     return problems
 
 
-def job_settled(run_id: Any) -> None:
+def job_settled(run_id: Any, *, take_one: bool = False) -> int | None:
     """Idempotent "maybe finish": halt, dispatch more, or move on to aggregation.
 
     Locks the run's Fanout row, so concurrent callers (every job that settles) decide one
-    at a time, and each decision is made from the committed job rows.
+    at a time, and each decision is made from the committed job rows. Dispatched jobs are
+    sent as tasks once this commits; with ``take_one`` (a job task that just settled its job
+    and may go on), the first of them is not sent but returned, for the caller to run in
+    the same thread, which saves a trip through the broker per job. It is dispatched like
+    the others (running, no owner, a lease): if the caller dies before claiming it, the
+    reaper sends it when the lease runs out.
     """
     dispatched: list[int] = []
     with transaction.atomic():
-        fan = Fanout.objects.select_for_update().filter(run_id=run_id).first()
+        fan = (
+            Fanout.objects.select_for_update(of=("self",))
+            .select_related("run")
+            .only(
+                "phase",
+                "total",
+                "failure_threshold",
+                "max_failures",
+                "per_run_concurrency",
+                "run__status",
+            )
+            .filter(run_id=run_id)
+            .first()
+        )
         if fan is None or fan.phase != P.DISPATCHING:
-            return
-        if not Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).exists():
-            return  # paused for review: resuming the run dispatches again
+            return None
+        if fan.run.status != Run.Status.RUNNING:
+            return None  # paused for review: resuming the run dispatches again
         tally = counts(run_id)
         if tally[J.FAILED] > fan.max_failures:
             _halt(fan, tally)
-            return
+            return None
         free = fan.per_run_concurrency - tally[J.RUNNING]
         if free > 0 and tally[J.QUEUED]:
             dispatched = list(
@@ -422,7 +440,9 @@ def job_settled(run_id: Any) -> None:
                 lease_owner="",
                 lease_expires_at=jobs.lease_until(),
             )
-            transaction.on_commit(lambda: [jobs.enqueue(pk) for pk in dispatched])
+            sent = dispatched[1:] if take_one else dispatched
+            transaction.on_commit(lambda: [jobs.enqueue(pk) for pk in sent])
+            return dispatched[0] if take_one else None
         elif not tally[J.RUNNING] and not tally[J.QUEUED]:
             fan.phase = P.AGGREGATING
             fan.save(update_fields=["phase", "updated_at"])
@@ -436,13 +456,18 @@ def job_settled(run_id: Any) -> None:
                 },
             )
             transaction.on_commit(lambda: dispatch.enqueue_step(run_id))
+    return None
 
 
 def _halt(fan: Fanout, tally: dict[str, int]) -> None:
     """Stop the run: no more dispatching, outstanding jobs cancelled, a ticket for the operator."""
     now = timezone.now()
-    # Jobs first, then the audit trail: a job settling right now holds its row and then
-    # wants the audit lock, so taking them in the same order cannot deadlock.
+    # The run first, then its jobs, then the audit trail: the order of a job recording an
+    # answer (the run's row for the charge, then the job's cost) and of a job settling (its
+    # row, then the audit lock). Cancelling the jobs before locking the run deadlocked with a
+    # charge in flight: it held the run and wanted a job row the halt held, the halt held
+    # that job row and wanted the run (to move it to halted).
+    list(Run.objects.locked().filter(pk=fan.run_id).values_list("pk"))
     cancelled = FanoutJob.objects.filter(
         run_id=fan.run_id, status__in=(J.QUEUED, J.RUNNING)
     ).update(

@@ -32,13 +32,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from costs import accounting
 from orchestration import audit, dispatch, model_calls
+from orchestration.connectivity import database_went_away
 from orchestration.fanout import artifacts, prompts, slots
 from orchestration.fanout.models import FanoutJob
 from orchestration.llm import client_for
@@ -90,28 +91,40 @@ def claim(job_pk: int, token: str) -> FanoutJob | None:
     )
     if not claimed:
         return None
-    # Calls still pending belong to a task that died (or lost its lease) mid-call: failed,
-    # and their reservations given back (its own transaction: runs are locked before their
-    # calls and jobs, everywhere). The lease is ours, so no call of this job is started
-    # meanwhile.
-    accounting.release_interrupted(ModelCall.objects.filter(job_id=job_pk))
-    return FanoutJob.objects.select_related("run").get(pk=job_pk)
+    job = FanoutJob.objects.select_related("run").get(pk=job_pk)
+    if job.started_at != now:
+        # Claimed before: calls still pending belong to a task that died (or lost its lease)
+        # mid-call: failed, and their reservations given back (its own transaction: runs are
+        # locked before their calls and jobs, everywhere). The lease is ours, so no call of
+        # this job is started meanwhile. A first claim has no call to clean up.
+        accounting.release_interrupted(ModelCall.objects.filter(job_id=job_pk))
+    return job
 
 
 def _renew(job: FanoutJob, token: str) -> None:
-    if not FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
-        lease_expires_at=lease_until()
-    ):
+    """Extend our lease, in one statement that also requires the run to be running; when it
+    matches nothing, find out which of the two stopped the job."""
+    if FanoutJob.objects.filter(
+        pk=job.pk,
+        status=J.RUNNING,
+        lease_owner=token,
+        run__in=Run.objects.filter(pk=job.run_id, status=Run.Status.RUNNING),
+    ).update(lease_expires_at=lease_until()):
+        return
+    if not FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).exists():
         raise LeaseLost
-    if not Run.objects.filter(pk=job.run_id, status=Run.Status.RUNNING).exists():
-        raise RunNotRunning
+    raise RunNotRunning
 
 
 def _update(job: FanoutJob, token: str, **fields: Any) -> None:
+    """Write ``fields`` if the job is still ours (LeaseLost otherwise), and on ``job`` too, so
+    the loop goes on from what it wrote without reading the row again."""
     if not FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
         **fields
     ):
         raise LeaseLost
+    for name, value in fields.items():
+        setattr(job, name, value)
 
 
 def run_job(job_pk: int) -> Any:
@@ -121,19 +134,25 @@ def run_job(job_pk: int) -> Any:
     token = uuid.uuid4().hex
     job = claim(job_pk, token)
     if job is None:
-        return
+        return None
     workflow = registry.get(job.run.workflow_name)
     try:
-        _work(job, token, workflow)
+        try:
+            _work(job, token, workflow)
+        except (OperationalError, InterfaceError):
+            if not database_went_away():
+                raise  # a deadlock, a cancelled statement: the job's own failure (below)
+            _database_away(job, token)
+            return None
     except LeaseLost:
-        return
+        return None
     except RunNotRunning:
         # Paused for review (or stopped): the job goes back to the queue with what it has
         # done so far, and is dispatched again when the run resumes.
         FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
             status=J.QUEUED, lease_owner="", lease_expires_at=None
         )
-        return
+        return None
     except slots.NoSlot:
         # Every global slot is taken (other runs): give the thread back and try again soon.
         with transaction.atomic():
@@ -141,7 +160,7 @@ def run_job(job_pk: int) -> Any:
                 lease_owner="", lease_expires_at=lease_until()
             ):
                 transaction.on_commit(lambda: enqueue(job.pk, countdown=random.uniform(0.5, 2.0)))  # noqa: S311
-        return
+        return None
     except Exception as exc:  # noqa: BLE001 - a bug must fail the job visibly, not spin
         logger.exception("fan-out job failed", extra={"job": job.pk, "run_id": str(job.run_id)})
         try:
@@ -153,11 +172,36 @@ def run_job(job_pk: int) -> Any:
     return job.run_id
 
 
+# After the database went away mid-job, the job is sent again this long after it is back.
+DATABASE_RETRY_SECONDS = 2.0
+
+
+def _database_away(job: FanoutJob, token: str) -> None:
+    """Postgres went away mid-job (a restart, a failover): not the job's fault. What it
+    committed stands; the job is handed back and sent again, and goes on from its last
+    committed phase (a call answered but not recorded is marked interrupted and asked again).
+    If the database is still away, the lease runs out and the reaper sends it."""
+    logger.warning(
+        "fan-out job interrupted: the database went away; resuming it later",
+        extra={"job": job.pk, "run_id": str(job.run_id)},
+    )
+    connection.close()
+    try:
+        with transaction.atomic():
+            if FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
+                lease_owner="", lease_expires_at=lease_until()
+            ):
+                transaction.on_commit(lambda: enqueue(job.pk, countdown=DATABASE_RETRY_SECONDS))
+    except DatabaseError:
+        connection.close()
+
+
 def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:
     spec = workflow.fanout
     assert spec is not None
+    # ``job`` is the row as claimed; every write below is conditional on our lease and kept on
+    # ``job`` (_update), so the loop never reads the row again.
     while True:
-        job.refresh_from_db()
         if job.status != J.RUNNING or job.lease_owner != token:
             raise LeaseLost
         for what in ("prompt", "output", "output_text"):  # fails the job with the reason

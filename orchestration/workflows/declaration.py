@@ -234,6 +234,12 @@ class FanoutSpec:
       aggregate with the same value; lists are compared as multisets, each aggregate item on
       the keys of the expected items (orchestration.fanout.aggregate).
 
+    ``expand_items=True``: the items are known, so the orchestrator writes the job
+    instructions once per kind of job (``{"job_kinds": [{"kind", "prompt", "items": [keys or
+    patterns] | "*"}]}``) and the engine expands each kind over the items it covers, with the
+    same coverage check (orchestration.fanout.plan). The decomposition is then a few hundred
+    tokens (``decompose_output_tokens``, for the estimate) instead of a prompt per item.
+
     ``item_data(input, item)`` is one item's data (e.g. the file's path and source), given
     by the engine to that item's specialist and validator as ``item`` in their user turn, so
     what a job works on never depends on what the orchestrator wrote in its prompt.
@@ -255,7 +261,9 @@ class FanoutSpec:
     item_data: Callable[[JSON, str], JSON] | None = None
     context: Callable[[JSON], JSON] | None = None
     expected_jobs: Callable[[JSON], int] | None = None
-    decompose_output_tokens_per_job: int = 120
+    expand_items: bool = False
+    decompose_output_tokens_per_job: int = 120  # the estimate, one job each
+    decompose_output_tokens: int = 400  # the estimate, with expand_items (job kinds)
     specialist_input_tokens: int = 600
     specialist_output_tokens: int = 400
     validator_input_tokens: int = 900
@@ -266,6 +274,14 @@ class FanoutSpec:
     # What the aggregating orchestrator sees of each passed output (default: all of it).
     summarize: Callable[[JSON], JSON] | None = None
 
+    def plan_output_tokens(self, jobs: int) -> tuple[int, str]:
+        """The decomposition's expected output tokens for the estimate, and how they add up: a
+        fixed size when the engine expands job kinds, else a prompt per job."""
+        if self.expand_items:
+            return self.decompose_output_tokens, "job kinds, written once"
+        per_job = self.decompose_output_tokens_per_job
+        return jobs * per_job, f"{jobs:,} x {per_job}"
+
     def as_dict(self) -> JSON:
         """What the WorkflowVersion snapshot records (the prompts, the job schema, the limits)."""
         return {
@@ -273,6 +289,7 @@ class FanoutSpec:
             "validator_instructions": self.validator_instructions,
             "job_output_schema": self.job_output_schema,
             "max_jobs": self.max_jobs,
+            "expand_items": self.expand_items,
             "failure_threshold": self.failure_threshold,
             "per_run_concurrency": self.per_run_concurrency,
         }

@@ -137,3 +137,64 @@ def test_redis_crash_mid_fanout(request, operator_user, worker_factory, settings
     jobs = FanoutJob.objects.filter(run=run)
     assert jobs.filter(status=FanoutJob.Status.SUCCEEDED).count() == 30
     assert tally.runs == 1
+
+
+def test_postgres_crash_mid_fanout(request, operator_user, worker_factory, settings):
+    """Postgres crashes (pg_ctl stop -m immediate) while 40 fan-out jobs are in flight on a
+    threads pool: calls answered while it is away cannot be recorded, job rows cannot move, the
+    fan-in cannot lock the run. When it is back the run finishes: every job once, each job
+    attempt answered once per role, every recorded answer charged once (the run's cost is the
+    sum of its calls, each job's the sum of its own), nothing left reserved, the chain verifies."""
+    from django.db.models import Sum
+
+    from orchestration.fanout.models import FanoutJob
+    from orchestration.models import ModelCall
+
+    started = time.monotonic()
+    env = {
+        **FAST_RECOVERY,
+        "FANOUT_SLOT_LEASE_SECONDS": "8",
+        "FANOUT_REAPER_INTERVAL_SECONDS": "1",
+        "SIMULATOR_FIXED_LATENCY_SECONDS": "0.4",
+        "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
+        "FANOUT_SLOT_KEY": settings.FANOUT_SLOT_KEY,
+    }
+    worker_factory(env=env, pool="threads", concurrency=16)
+    run = start_run("fanout_probe", {"n": 40, "fail_once": ["j004", "j031"]}, operator_user)
+    wait_until(
+        lambda: FanoutJob.objects.filter(run=run, status=FanoutJob.Status.SUCCEEDED).count() >= 6,
+        60,
+        "six fan-out jobs done",
+    )
+    in_flight = ModelCall.objects.filter(run=run, status=ModelCall.Status.PENDING).count()
+
+    services.crash_postgres()
+    time.sleep(OUTAGE_SECONDS)
+    services.start_postgres()
+
+    wait_settled([run], timeout=180)
+    tally = check(
+        "Postgres crash mid fan-out",
+        f"pg_ctl stop -m immediate while 40 fan-out jobs ran ({in_flight} calls in flight; "
+        f"threads pool), down {OUTAGE_SECONDS:g}s, restarted",
+        [run],
+        started=started,
+        worker_log=worker_log(request),
+        expect_all_succeed=True,
+    )
+    assert tally.runs == 1 and tally.duplicates == 0
+    run.refresh_from_db()
+    jobs = FanoutJob.objects.filter(run=run)
+    # Every job exactly once, each finished by one task: the two planted FAILs retried once.
+    assert jobs.count() == 40 and jobs.filter(status=FanoutJob.Status.SUCCEEDED).count() == 40
+    assert sorted(jobs.filter(attempts=2).values_list("job_id", flat=True)) == ["j004", "j031"]
+    assert run.result["passed"] == 40 and run.result["echoed"] == [f"j{i:03d}" for i in range(40)]
+    # Charged once: the run's spend is its recorded calls', each job's its own calls', and no
+    # reservation is left behind by a call the crash cut off.
+    calls = ModelCall.objects.filter(run=run)
+    assert run.cost_usd > 0 and run.cost_usd == calls.aggregate(s=Sum("cost_usd"))["s"]
+    for job in jobs:
+        assert job.cost_usd == calls.filter(job=job).aggregate(s=Sum("cost_usd"))["s"], job.job_id
+    assert run.reserved_usd == 0 and run.reserved_tokens == 0
+    assert not calls.filter(status=ModelCall.Status.OK, cost_usd=0).exists()
+    assert calls.filter(job__isnull=True, status=ModelCall.Status.OK).count() == 2
