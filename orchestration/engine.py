@@ -37,7 +37,7 @@ from costs import accounting
 from ops import tracing
 from ops.logs import bind as log_bind
 from ops.logs import log_context
-from orchestration import audit, lifecycle
+from orchestration import audit, hostile_output, lifecycle
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
 from orchestration.privacy import PayloadKeyError, require_readable
@@ -413,7 +413,7 @@ def _record_response(run: Run, workflow: Workflow, mc: ModelCall, message: Any, 
     usage_json = message.usage.model_dump(mode="json")
     with transaction.atomic():
         mc.status = ModelCall.Status.OK
-        mc.response_content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
+        mc.response_content = hostile_output.response_content(message)  # as sent, storable
         mc.stop_reason = message.stop_reason or ""
         mc.request_id = request_id
         mc.sdk_attempts = sdk_attempts
@@ -438,6 +438,9 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall) -> StepResult:
     crossed = accounting.spend_breach(run)
     if crossed:
         escalate(run.pk, R.BUDGET_EXCEEDED, crossed, model_call=mc)
+        return StepResult(None)
+    if problems := hostile_output.response_problems(mc.tool_uses):
+        hostile_output.refuse_response(run, mc, problems)
         return StepResult(None)
     if states_ambiguity(mc.text):
         escalate(run.pk, R.AMBIGUITY, f"The model stated ambiguity: {mc.text[:500]}", model_call=mc,

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from orchestration import audit, lifecycle
 from orchestration.models import ModelCall, Run, ToolCall
+from orchestration.untrusted import printable
 from reviews.models import EscalationTicket
 
 R = EscalationTicket.Reason
@@ -123,6 +124,9 @@ def escalate(
     ``halt=True`` stops the run for good instead (running -> halted, e.g. the fan-out's
     failure-rate breaker): the ticket tells a human, who can only acknowledge it.
     """
+    # The message may quote what a model or a tool sent: NUL, surrogates, control characters
+    # and bidirectional overrides as visible markers, storable and safe to show.
+    message = printable(message)
     with transaction.atomic():
         run = lifecycle.transition(
             run_id,

@@ -54,6 +54,7 @@ from .errors import ApiError, SimulatedTimeout
 from .faults import FaultSpec, parse_faults
 from .policy import (
     Conversation,
+    Hostile,
     Policy,
     PolicyRegistry,
     PolicyResolver,
@@ -61,6 +62,7 @@ from .policy import (
     extract_output_schema,
     final,
     generic_policy,
+    hostile,
     scripted,
     text,
     tool_use,
@@ -77,6 +79,7 @@ __all__ = [
     "CacheUsage",
     "Conversation",
     "FaultSpec",
+    "Hostile",
     "InMemoryState",
     "ModelInfo",
     "Policy",
@@ -96,6 +99,7 @@ __all__ = [
     "extract_output_schema",
     "final",
     "generic_policy",
+    "hostile",
     "input_tokens",
     "make_server",
     "new_id",
