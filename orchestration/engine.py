@@ -37,7 +37,7 @@ from costs import accounting
 from ops import tracing
 from ops.logs import bind as log_bind
 from ops.logs import log_context
-from orchestration import audit, hostile_output, lifecycle
+from orchestration import audit, hostile_output, lifecycle, storable
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
 from orchestration.privacy import PayloadKeyError, require_readable
@@ -249,7 +249,9 @@ def conversation(calls: list[ModelCall], next_turn: list[dict[str, Any]]) -> lis
     messages: list[dict[str, Any]] = []
     for mc in calls:
         messages.append({"role": "user", "content": mc.request_content})
-        messages.append({"role": "assistant", "content": mc.response_content})
+        # NaN or a lone surrogate a model sent cannot be sent back as they are (the SDK refuses
+        # to serialize them): replayed in a sendable form (orchestration.storable.sendable).
+        messages.append({"role": "assistant", "content": storable.sendable(mc.response_content)})
     # Cache the conversation so far: the next turn reads it instead of paying full price.
     cached = [dict(b) for b in next_turn]
     if cached:

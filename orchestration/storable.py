@@ -15,6 +15,7 @@ payloads::
     an object with such a key, or an object
     that looks like one of these wrappers      {"$countersign_escaped": "<its JSON text>"}
     a subtree nested deeper than STORED_DEPTH  {"$countersign_deep": "<its JSON text>"}
+    (the same, before it is recorded)          {"$countersign_int": "0x1f..."} (bounded)
     a text column with NUL or a surrogate      "$countersign_escaped:" + JSON string literal
 
 ``$countersign_escaped`` is reversible: ``decode`` (run when a payload column is read)
@@ -22,10 +23,11 @@ gives back exactly the original value, so the evidence digests of the audit chai
 cover the value as the application reads it, are those of the original bytes. The escaped
 text is ASCII JSON (``json.dumps`` escapes), so the original is also recoverable by hand.
 
-``$countersign_deep`` is applied by ``bounded`` *before* a value is recorded (the engine
-calls it on what a model or tool returned), and is never expanded on read: Python's JSON
-parser, serializer and pydantic all fail on nesting of about a thousand levels, so the deep
-part is kept as its exact JSON text, written by an iterative encoder.
+``$countersign_deep`` and ``$countersign_int`` are applied by ``bounded`` *before* a value
+is recorded (the engine calls it on what a model or tool returned), and are never expanded
+on read: Python's JSON parser, serializer and pydantic all fail on nesting of about a
+thousand levels, and Python cannot print an integer of more than 4,300 digits, so the deep
+part is kept as its exact JSON text (an iterative encoder) and the integer as its hex.
 
 Audit payloads are encoded by ``orchestration.audit.record`` before they are hashed: the
 trail holds (and its hash covers) the escaped form. Messages stored in plain text columns
@@ -42,6 +44,7 @@ from typing import Any
 
 ESCAPED_KEY = "$countersign_escaped"
 DEEP_KEY = "$countersign_deep"
+INT_KEY = "$countersign_int"
 TEXT_PREFIX = ESCAPED_KEY + ":"
 # Deeper subtrees are kept as their JSON text (see bounded): well under Python's recursion
 # limit, wherever in a request or a step the value is read.
@@ -104,17 +107,24 @@ class _Raw:
 
 
 def bounded(value: Any, max_depth: int = STORED_DEPTH) -> Any:
-    """``value`` with every subtree below ``max_depth`` replaced by ``{"$countersign_deep":
-    its JSON text}``; the same object when nothing is that deep (iterative)."""
-    if not _deeper_than(value, max_depth):
+    """``value`` as Python itself can serialize it: every subtree below ``max_depth`` replaced
+    by ``{"$countersign_deep": its JSON text}`` and every integer of more than 4,000 digits by
+    ``{"$countersign_int": its hex}``; the same object when there is none (iterative)."""
+    if not _needs_bounding(value, max_depth):
         return value
     return _bound(value, 0, max_depth)
 
 
-def _deeper_than(value: Any, max_depth: int) -> bool:
+def _huge(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _HUGE_INT
+
+
+def _needs_bounding(value: Any, max_depth: int) -> bool:
     stack = [(value, 0)]
     while stack:
         item, depth = stack.pop()
+        if _huge(item):
+            return True
         if isinstance(item, dict | list | tuple):
             if depth >= max_depth:
                 return True
@@ -124,6 +134,8 @@ def _deeper_than(value: Any, max_depth: int) -> bool:
 
 
 def _bound(value: Any, depth: int, max_depth: int) -> Any:
+    if _huge(value):
+        return {INT_KEY: hex(value)}
     if isinstance(value, dict | list | tuple):
         if depth >= max_depth:
             return {DEEP_KEY: dumps(value)}
@@ -193,7 +205,7 @@ def decode(stored: Any) -> Any:
                 return _unescape(stored[ESCAPED_KEY])
             except (ValueError, RecursionError):
                 return stored
-        if len(stored) == 1 and DEEP_KEY in stored:
+        if len(stored) == 1 and (DEEP_KEY in stored or INT_KEY in stored):
             return stored
         changed = False
         out = {}
@@ -227,3 +239,22 @@ def decode_text(stored: Any) -> Any:
         except ValueError:
             return stored
     return stored
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def sendable(value: Any) -> Any:
+    """A recorded value as it is sent back to a model (a replayed assistant turn): the same
+    structure and types, but what no JSON request can carry made visible: NaN and Infinity
+    as their escaped form, a lone surrogate as the text ``\\udXXX``. NUL stays (JSON
+    escapes it); the record itself is unchanged."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return {ESCAPED_KEY: json.dumps(value)}
+    if isinstance(value, dict):
+        return {sendable(k) if isinstance(k, str) else k: sendable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sendable(v) for v in value]
+    return value

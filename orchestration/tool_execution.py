@@ -269,9 +269,10 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
             continue
 
-        raw = bounded(raw)  # recorded as returned; a part nested too deep kept as its JSON text
+        hostile = tool_output_problems(raw)  # on the value as returned, then recorded exactly:
+        raw = bounded(raw)  # a part nested too deep kept as its JSON text, a huge int as hex
         output = cut_to_schema(raw, tool.output_schema)
-        problems = tool_output_problems(raw) or schema_errors(output, tool.output_schema)
+        problems = hostile or schema_errors(output, tool.output_schema)
         if not problems:
             problems = [p for v in tool.validators for p in v(output, ctx)]
         if problems:

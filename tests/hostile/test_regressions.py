@@ -262,6 +262,8 @@ def test_hostile_tool_output_is_recorded_and_escalated(operator, reviewer, drive
         assert storable.DEEP_KEY in json.dumps(text)  # kept as its JSON text, not lost
     elif isinstance(output["text"], float):
         assert math.isinf(stored)
+    elif isinstance(output["text"], int):
+        assert stored == {storable.INT_KEY: hex(10**5000)}  # Python cannot print it; kept as hex
     else:
         assert stored == output["text"]
     _pages_render(reviewer, run)
@@ -271,9 +273,9 @@ def test_hostile_tool_output_is_recorded_and_escalated(operator, reviewer, drive
 def test_control_and_bidi_characters_are_shown_as_markers(operator, reviewer, drive):
     words = "Calling echo \u202eevil\u202c with\x1b[31m colour and a NUL \x00 here."
     run = _run(operator, drive, Plan(model=Hostile(tool="echo", tool_input={"text": "hi"}, text=words)))
-    assert run.status == Run.Status.SUCCEEDED
+    assert run.status == Run.Status.SUCCEEDED, [t.message for t in run.tickets.all()]
     first = ModelCall.objects.filter(run=run).order_by("turn").first()
     assert first.text.startswith(words)  # recorded exactly
-    page = _pages_render(reviewer, run)
+    page = _pages_render(operator, run)
     assert "\\u202eevil\\u202c" in page and "\\u001b[31m" in page and "NUL \\u0000 here" in page
     assert "\u202e" not in page and "\x1b" not in page
