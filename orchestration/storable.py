@@ -250,7 +250,11 @@ def sendable(value: Any) -> Any:
     as their escaped form, a lone surrogate as the text ``\\udXXX``. NUL stays (JSON
     escapes it); the record itself is unchanged."""
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", value) if _LONE_SURROGATE.search(value) else value
+        return (
+            _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", value)
+            if _LONE_SURROGATE.search(value)
+            else value
+        )
     if isinstance(value, float) and not math.isfinite(value):
         return {ESCAPED_KEY: json.dumps(value)}
     if isinstance(value, dict):

@@ -25,7 +25,10 @@ def _hostile_results() -> Iterator[None]:
 @pytest.fixture
 def no_enqueue(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     enqueued: list[str] = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_step", lambda run_id, countdown=None: enqueued.append(str(run_id)))
+    monkeypatch.setattr(
+        "orchestration.tasks.enqueue_step",
+        lambda run_id, countdown=None: enqueued.append(str(run_id)),
+    )
     return enqueued
 
 
@@ -39,4 +42,9 @@ def paused(operator: Any, no_enqueue: list[str]) -> Any:
 
     run = start_run("probe", {"mode": "ok"}, operator)
     lifecycle.transition(run.pk, Run.Status.RUNNING)
-    return escalate(run.pk, "validation_failed", "The final answer is still invalid.", details={"proposed_result": {"value": 1, "receipt": "r"}})
+    return escalate(
+        run.pk,
+        "validation_failed",
+        "The final answer is still invalid.",
+        details={"proposed_result": {"value": 1, "receipt": "r"}},
+    )

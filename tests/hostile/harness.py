@@ -71,7 +71,9 @@ def runs_sound(user: Any) -> None:
     from reviews.models import EscalationTicket
 
     stuck = Run.objects.filter(status=Run.Status.RUNNING, lease_expires_at__isnull=True)
-    assert not stuck.exists(), f"runs left running with no step in flight: {list(stuck.values_list('pk', flat=True))}"
+    assert not stuck.exists(), (
+        f"runs left running with no step in flight: {list(stuck.values_list('pk', flat=True))}"
+    )
     report = verify_chain()
     assert report.ok, f"audit chain broken: {report.problem}"
     client = client_for(user)
@@ -81,7 +83,9 @@ def runs_sound(user: Any) -> None:
         download = body_of(client.get(f"/runs/{run.pk}/download.json"))
         assert str(run.pk) in json.dumps(json.loads(download))  # parses: every value kept as JSON
     for ticket in EscalationTicket.objects.all():
-        answer_ok("stored run pages", "every stored run", client.get(f"/reviews/tickets/{ticket.pk}/"), ())
+        answer_ok(
+            "stored run pages", "every stored run", client.get(f"/reviews/tickets/{ticket.pk}/"), ()
+        )
     for fmt in ("csv", "jsonl"):
         answer_ok("stored run pages", "every stored run", client.get(f"/runs/export.{fmt}"), ())
 
@@ -103,10 +107,16 @@ def write_results(path: str) -> None:
     for entry in entries:
         for (e, cls), n in sorted(TRIED.items()):
             if e == entry:
-                lines.append(f"| {e} | {cls} | {n} | {REFUSED[(e, cls)]} | {SERVER_ERRORS[(e, cls)]} |")
+                lines.append(
+                    f"| {e} | {cls} | {n} | {REFUSED[(e, cls)]} | {SERVER_ERRORS[(e, cls)]} |"
+                )
     section = "\n".join(lines) + "\n"
     target = Path(path)
     old = target.read_text() if target.exists() else ""
     pattern = re.compile(r"## Hostile data fuzzing \(`make fuzz`\)\n.*?(?=\n## |\Z)", re.DOTALL)
-    new = pattern.sub(lambda _: section.rstrip("\n") + "\n", old) if pattern.search(old) else (old.rstrip("\n") + "\n\n" + section if old else section)
+    new = (
+        pattern.sub(lambda _: section.rstrip("\n") + "\n", old)
+        if pattern.search(old)
+        else (old.rstrip("\n") + "\n\n" + section if old else section)
+    )
     target.write_text(new)

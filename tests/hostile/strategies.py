@@ -12,13 +12,31 @@ from orchestration.untrusted import MAX_DEPTH, MAX_QUERY_LENGTH, MAX_STRING_LENG
 
 # The classes, as named in docs/security.md ("Hostile data").
 NUL, SURROGATE, DEEP, NUMBER, LONG, DISPLAY, DATE_ENUM = (
-    "nul", "lone surrogate", "deep nesting", "number out of range", "very long string",
-    "control/bidi characters", "invalid date/enum",
+    "nul",
+    "lone surrogate",
+    "deep nesting",
+    "number out of range",
+    "very long string",
+    "control/bidi characters",
+    "invalid date/enum",
 )
 JSON_CLASSES = (NUL, SURROGATE, DEEP, NUMBER, LONG, DISPLAY)
 TEXT_CLASSES = (NUL, LONG, DISPLAY, DATE_ENUM)
 
-DISPLAY_CHARS = ["\u202e", "\u202d", "\u2066", "\u2067", "\u2069", "\u200f", "\u061c", "\x1b", "\x07", "\x7f", "\x85", "\r"]
+DISPLAY_CHARS = [
+    "\u202e",
+    "\u202d",
+    "\u2066",
+    "\u2067",
+    "\u2069",
+    "\u200f",
+    "\u061c",
+    "\x1b",
+    "\x07",
+    "\x7f",
+    "\x85",
+    "\r",
+]
 SURROGATES = ["\ud800", "\udbff", "\udc00", "\udfff"]
 
 
@@ -35,9 +53,13 @@ def text_of(cls: str) -> st.SearchStrategy[str]:
     if cls == SURROGATE:
         return _around(st.sampled_from(SURROGATES))
     if cls == DISPLAY:
-        return _around(st.lists(st.sampled_from(DISPLAY_CHARS), min_size=1, max_size=4).map("".join))
+        return _around(
+            st.lists(st.sampled_from(DISPLAY_CHARS), min_size=1, max_size=4).map("".join)
+        )
     if cls == LONG:
-        return st.sampled_from([MAX_STRING_LENGTH + 1, MAX_STRING_LENGTH * 3]).map(lambda n: "x" * n)
+        return st.sampled_from([MAX_STRING_LENGTH + 1, MAX_STRING_LENGTH * 3]).map(
+            lambda n: "x" * n
+        )
     raise ValueError(cls)
 
 
@@ -45,7 +67,9 @@ def query_text_of(cls: str) -> st.SearchStrategy[str]:
     if cls == LONG:
         return st.integers(MAX_QUERY_LENGTH + 1, MAX_QUERY_LENGTH * 4).map(lambda n: "q" * n)
     if cls == DATE_ENUM:
-        return st.sampled_from(["2026-02-30", "9999-99-99", "yesterday", "-1", "0000-00-00", "running ", "☃"])
+        return st.sampled_from(
+            ["2026-02-30", "9999-99-99", "yesterday", "-1", "0000-00-00", "running ", "☃"]
+        )
     return text_of(cls)
 
 
@@ -101,6 +125,7 @@ def python_value(cls: str) -> st.SearchStrategy[Any]:
             st.just(10**5000),
         )
     if cls == DEEP:
+
         def nest(n: int) -> Any:
             value: Any = "bottom"
             for _ in range(n):

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from orchestration.models import Run
 from orchestration.simulator.policy import Hostile
+from orchestration.untrusted import MAX_TEXT_LENGTH
 from tests.api_helpers import token_for
 from tests.hostile import strategies as gen
 from tests.hostile.harness import answer_ok, budget, client_for, runs_sound
@@ -34,15 +35,20 @@ FUZZ = settings(
     phases=[Phase.explicit, Phase.generate],  # no shrinking: the failure names the case
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.large_base_example],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
 )
 pytestmark = pytest.mark.django_db
 
 
 def _api(client, method, path, token, body_text):
-    return getattr(client, method)(path, data=body_text, content_type="application/json",
-                                   HTTP_AUTHORIZATION=f"Bearer {token}")
+    return getattr(client, method)(
+        path, data=body_text, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
 
 
 def test_api_bodies(operator, reviewer, manager, paused, no_enqueue):
@@ -55,18 +61,55 @@ def test_api_bodies(operator, reviewer, manager, paused, no_enqueue):
     @given(case=gen.json_case())
     def probe(case):
         cls, token = case
-        answer_ok("API POST /api/runs", cls, _api(client, "post", "/api/runs", tokens["operator"],
-                  '{"workflow": "probe", "input": {"mode": ' + token + "}}"), ("input", "body", "mode"))
-        answer_ok("API POST /api/tickets/{id}/resolve", cls, _api(
-            client, "post", f"/api/tickets/{paused.pk}/resolve", tokens["reviewer"],
-            '{"action": "correct", "corrected": {"value": ' + token + ', "receipt": "r"}}'), ("corrected", "body"))
+        answer_ok(
+            "API POST /api/runs",
+            cls,
+            _api(
+                client,
+                "post",
+                "/api/runs",
+                tokens["operator"],
+                '{"workflow": "probe", "input": {"mode": ' + token + "}}",
+            ),
+            ("input", "body", "mode"),
+        )
+        answer_ok(
+            "API POST /api/tickets/{id}/resolve",
+            cls,
+            _api(
+                client,
+                "post",
+                f"/api/tickets/{paused.pk}/resolve",
+                tokens["reviewer"],
+                '{"action": "correct", "corrected": {"value": ' + token + ', "receipt": "r"}}',
+            ),
+            ("corrected", "body"),
+        )
         if cls != gen.DISPLAY:  # an acceptable comment would resolve the ticket for good
-            answer_ok("API POST /api/tickets/{id}/resolve", cls, _api(
-                client, "post", f"/api/tickets/{paused.pk}/resolve", tokens["reviewer"],
-                '{"action": "fail", "comment": ' + token + "}"), ("comment", "body"))
-        answer_ok("API POST /api/runs/{id}/ceiling", cls, _api(
-            client, "post", f"/api/runs/{run.pk}/ceiling", tokens["manager"],
-            '{"add_usd": "1.00", "comment": ' + token + "}"), ("comment", "body", "add_usd"))
+            answer_ok(
+                "API POST /api/tickets/{id}/resolve",
+                cls,
+                _api(
+                    client,
+                    "post",
+                    f"/api/tickets/{paused.pk}/resolve",
+                    tokens["reviewer"],
+                    '{"action": "fail", "comment": ' + token + "}",
+                ),
+                ("comment", "body"),
+            )
+        answer_ok(
+            "API POST /api/runs/{id}/ceiling",
+            cls,
+            _api(
+                client,
+                "post",
+                f"/api/runs/{run.pk}/ceiling",
+                tokens["manager"],
+                '{"add_usd": "1.00", "comment": ' + token + "}",
+            ),
+            ("comment", "body", "add_usd"),
+        )
 
     probe()
     runs_sound(operator)
@@ -93,35 +136,112 @@ def test_forms(operator, reviewer, manager, paused, no_enqueue):
 
     waiting = start_run("quarter_probe", {"quarter": "2026-Q4"}, operator)
     approval = waiting.approvals.get()
-    as_operator, as_reviewer, as_manager = client_for(operator), client_for(reviewer), client_for(manager)
+    as_operator, as_reviewer, as_manager = (
+        client_for(operator),
+        client_for(reviewer),
+        client_for(manager),
+    )
 
     @FUZZ
-    @given(case=gen.text_case((gen.NUL, gen.LONG, gen.DISPLAY)), number=gen.number_token(), json_case=gen.json_case(60))
+    @given(
+        case=gen.text_case((gen.NUL, gen.LONG, gen.DISPLAY)),
+        number=gen.number_token(),
+        json_case=gen.json_case(60),
+    )
     def probe(case, number, json_case):
         cls, text = case
-        answer_ok("form: start run", cls, as_operator.post("/runs/new/probe/", {"mode": text}), ("mode",))
-        answer_ok("form: start run", gen.NUMBER, as_operator.post("/runs/new/probe/", {"mode": "ok", "sleep": number}), ("sleep",))
-        answer_ok("form: start estimate", gen.NUMBER, as_operator.post("/runs/new/probe/estimate/", {"sleep": number}), ("sleep",))
-        answer_ok("form: ticket resolution", json_case[0], as_reviewer.post(
-            f"/reviews/tickets/{paused.pk}/resolve/", {"action": "correct", "corrected": json_case[1]}), ("corrected",))
+        if cls == gen.LONG:  # longer than a comment may be (a query parameter is shorter)
+            text = "q" * (MAX_TEXT_LENGTH + 1)
+        answer_ok(
+            "form: start run", cls, as_operator.post("/runs/new/probe/", {"mode": text}), ("mode",)
+        )
+        answer_ok(
+            "form: start run",
+            gen.NUMBER,
+            as_operator.post("/runs/new/probe/", {"mode": "ok", "sleep": number}),
+            ("sleep",),
+        )
+        answer_ok(
+            "form: start estimate",
+            gen.NUMBER,
+            as_operator.post("/runs/new/probe/estimate/", {"sleep": number}),
+            ("sleep",),
+        )
+        answer_ok(
+            "form: ticket resolution",
+            json_case[0],
+            as_reviewer.post(
+                f"/reviews/tickets/{paused.pk}/resolve/",
+                {"action": "correct", "corrected": json_case[1]},
+            ),
+            ("corrected",),
+        )
         if cls != gen.DISPLAY:  # an acceptable comment would resolve the ticket for good
-            answer_ok("form: ticket resolution", cls, as_reviewer.post(
-                f"/reviews/tickets/{paused.pk}/resolve/", {"action": "fail", "comment": text}), ("comment",))
-        answer_ok("form: approval comment", cls, as_manager.post(
-            f"/reviews/approvals/{approval.pk}/decide/", {"decision": "reject", "comment": text}), ("comment",))
-        answer_ok("form: raise ceiling", cls, as_manager.post(
-            f"/reviews/tickets/{paused.pk}/raise-ceiling/", {"add_usd": "1.00", "comment": text}), ("comment",))
-        answer_ok("form: raise ceiling", gen.NUMBER, as_manager.post(
-            f"/reviews/tickets/{paused.pk}/raise-ceiling/", {"add_usd": number, "comment": "x"}), ("add", "amount"))
+            answer_ok(
+                "form: ticket resolution",
+                cls,
+                as_reviewer.post(
+                    f"/reviews/tickets/{paused.pk}/resolve/", {"action": "fail", "comment": text}
+                ),
+                ("comment",),
+            )
+        answer_ok(
+            "form: approval comment",
+            cls,
+            as_manager.post(
+                f"/reviews/approvals/{approval.pk}/decide/", {"decision": "reject", "comment": text}
+            ),
+            ("comment",),
+        )
+        answer_ok(
+            "form: raise ceiling",
+            cls,
+            as_manager.post(
+                f"/reviews/tickets/{paused.pk}/raise-ceiling/", {"add_usd": "1.00", "comment": text}
+            ),
+            ("comment",),
+        )
+        answer_ok(
+            "form: raise ceiling",
+            gen.NUMBER,
+            as_manager.post(
+                f"/reviews/tickets/{paused.pk}/raise-ceiling/", {"add_usd": number, "comment": "x"}
+            ),
+            ("add", "amount"),
+        )
 
     probe()
     runs_sound(operator)
 
 
-QUERY_PAGES = ["/runs/", "/runs/export.csv", "/runs/export.jsonl", "/reviews/tickets/", "/reviews/approvals/",
-               "/admin/orchestration/run/", "/costs/"]
-QUERY_KEYS = ["q", "status", "workflow", "requester", "date_from", "date_to", "cost_min", "cost_max", "escalated",
-              "model", "sort", "after", "before", "page", "reason", "assignee", "older_than_hours"]
+QUERY_PAGES = [
+    "/runs/",
+    "/runs/export.csv",
+    "/runs/export.jsonl",
+    "/reviews/tickets/",
+    "/reviews/approvals/",
+    "/admin/orchestration/run/",
+    "/costs/",
+]
+QUERY_KEYS = [
+    "q",
+    "status",
+    "workflow",
+    "requester",
+    "date_from",
+    "date_to",
+    "cost_min",
+    "cost_max",
+    "escalated",
+    "model",
+    "sort",
+    "after",
+    "before",
+    "page",
+    "reason",
+    "assignee",
+    "older_than_hours",
+]
 
 
 def test_page_query_strings(manager, paused, no_enqueue):
@@ -150,8 +270,14 @@ def test_start_run_command(operator, no_enqueue):
 
         TRIED[(gen_entry, cls)] += 1
         try:
-            call_command("start_run", "probe", "--input", '{"mode": ' + token + "}", stdout=io.StringIO(),
-                         stderr=io.StringIO())
+            call_command(
+                "start_run",
+                "probe",
+                "--input",
+                '{"mode": ' + token + "}",
+                stdout=io.StringIO(),
+                stderr=io.StringIO(),
+            )
         except CommandError as exc:
             from tests.hostile.harness import REFUSED
 
@@ -202,12 +328,19 @@ def test_model_and_tool_outputs(operator, drive):
 
         TRIED[(entry, cls)] += 1
         run = drive(start_run(NAME, {"token": token}, operator))
-        assert run.status in (Run.Status.SUCCEEDED, Run.Status.AWAITING_REVIEW), (entry, cls, run.status, run.error)
+        assert run.status in (Run.Status.SUCCEEDED, Run.Status.AWAITING_REVIEW), (
+            entry,
+            cls,
+            run.status,
+            run.error,
+        )
         if run.status == Run.Status.AWAITING_REVIEW:
             REFUSED[(entry, cls)] += 1
             ticket = run.tickets.get()
-            assert ticket.message and ticket.reason in ("validation_failed", "retries_exhausted"), ticket.message
-        elif cls not in (gen.DISPLAY, gen.LONG) and not (kind == "tool output" and cls == gen.LONG):
+            assert ticket.message and ticket.reason in ("validation_failed", "retries_exhausted"), (
+                ticket.message
+            )
+        elif kind != "words" and cls not in (gen.DISPLAY, gen.LONG):  # words are only recorded
             raise AssertionError(f"{entry} [{cls}] was accepted: {run.result!r}"[:300])
 
     probe()

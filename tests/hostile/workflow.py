@@ -76,7 +76,10 @@ WORKFLOW = register(
         ),
         rules=("Call echo once.",),
         constraints=Constraints(
-            max_attempts_per_tool=2, max_steps=6, max_cost_usd=Decimal("1.00"), tool_timeout_seconds=5
+            max_attempts_per_tool=2,
+            max_steps=6,
+            max_cost_usd=Decimal("1.00"),
+            tool_timeout_seconds=5,
         ),
         policy=hostile(_lookup),
     )
