@@ -36,6 +36,9 @@ from typing import Any
 MAX_DEPTH = 32
 # Integers must fit a signed 64-bit column wherever they are stored or compared.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Beyond 2**53 a double is not exact, and jsonb hands 1e+16 back as the integer
+# 10000000000000000: the value read would differ from the value written (and its digest).
+FLOAT_MAX = 2.0**53
 MAX_INT_DIGITS = 19
 # One string inside a JSON body (the body itself is capped by DATA_UPLOAD_MAX_MEMORY_SIZE).
 MAX_STRING_LENGTH = 100_000
@@ -176,6 +179,15 @@ def findings(
                     _pointer(parts),
                     NUMBER,
                     f"{item!r} is not a finite number (NaN, Infinity and numbers beyond ±1.8e308 are refused)",
+                )
+            )
+        elif isinstance(item, float) and abs(item) >= FLOAT_MAX:
+            out.append(
+                Finding(
+                    _pointer(parts),
+                    NUMBER,
+                    f"{item!r} is too large to be stored exactly as a decimal number (at most ±2^53, "
+                    "9007199254740992); send an integer or a string",
                 )
             )
         elif isinstance(item, int) and not INT_MIN <= item <= INT_MAX:

@@ -30,6 +30,7 @@ BAD_VALUES = {
     "NaN": ("NaN", "NaN"),
     "Infinity": ("-Infinity", "Infinity"),
     "1e400": ("1e400", "1e400"),
+    "1e20 (jsonb would hand back an integer)": ("1e20", "2^53"),
     "integer beyond 64 bits": (str(2**64), "64 bits"),
     "5000-digit integer": ("9" * 5000, "64 bits"),
     "very long string": (json.dumps("x" * 100_001), "at most 100,000"),
@@ -152,6 +153,8 @@ def test_forms_refuse_each_class_naming_the_field(operator, reviewer, manager, p
     # The start form: a number field with 1e400 passes as a decimal but is infinite as JSON.
     response = as_operator.post("/runs/new/probe/", {"mode": "ok", "sleep": "1e400"})
     assert response.status_code == 200 and b"not a finite number" in response.content
+    response = as_operator.post("/runs/new/probe/", {"mode": "ok", "sleep": "1" + "0" * 64})
+    assert response.status_code == 200 and b"too large to be stored exactly" in response.content
     response = as_operator.post("/runs/new/probe/estimate/", {"sleep": "1e400"})
     assert (
         response.status_code == 200
