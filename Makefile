@@ -8,18 +8,22 @@ SHELL := /bin/bash
 
 PYTEST_ARGS ?=
 LOAD_ARGS ?=
+# make fuzz: examples per hostile-data fuzz test, and where its tally goes (a section replaced in place).
+FUZZ_EXAMPLES ?= 60
+FUZZ_RESULTS ?= bench/RESULTS.md
 FORCE ?=
 
 SERVICES := bash scripts/services.sh
 WITH_SERVICES := bash scripts/with-services.sh
 VENV_BIN := .venv/bin
 
-.PHONY: help deps run test faults services stop status env lint fmt shell migrate clean-dev bench load
+.PHONY: help deps run test fuzz faults services stop status env lint fmt shell migrate clean-dev bench load
 
 help: ## List the targets
 	@echo "Countersign: make TARGET"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "Variables: PYTEST_ARGS='-k foo' (test), LOAD_ARGS='--users 10' (load), PORT=8000 (run), FORCE=1 (clean-dev)"
+	@echo "           FUZZ_EXAMPLES=60 FUZZ_RESULTS=bench/RESULTS.md (fuzz)"
 
 deps: ## Install what is missing: apt packages (postgres, redis, chromium, fonts) and .venv
 	@$(SERVICES) deps
@@ -29,6 +33,10 @@ run: ## Demo: services, migrate, seed_demo, then web+worker+beat (Ctrl-C stops i
 
 test: ## Run pytest against the private services (PYTEST_ARGS passes through)
 	@bash scripts/test.sh $(PYTEST_ARGS)
+
+fuzz: ## Hostile-data fuzzing (tests/hostile/test_fuzz.py) at FUZZ_EXAMPLES per entry point; tally into FUZZ_RESULTS
+	@HOSTILE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HOSTILE_FUZZ_RESULTS=$(abspath $(FUZZ_RESULTS)) \
+		bash scripts/test.sh tests/hostile/test_fuzz.py -q -p no:logging --timeout 3600 $(PYTEST_ARGS)
 
 faults: ## Fault suite (tests/faults): SIGKILLs, Redis/Postgres restarts, API storms, on services of its own
 	@bash scripts/faults.sh $(PYTEST_ARGS)

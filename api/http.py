@@ -11,20 +11,20 @@ gets an HTML page.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
 
 from api.models import ApiToken, hash_secret
+from orchestration.untrusted import Rejected, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -173,16 +173,19 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         )
     if not request.body:
         raise ApiError(400, "malformed_json", "The request body is empty; send a JSON object.")
+    # The limits every entry point shares (orchestration.untrusted): depth, NaN/Infinity,
+    # 1e400, 64-bit integers, NUL and lone surrogates, each named by its path in the body.
     try:
-        value = json.loads(request.body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = (
-            f" at line {exc.lineno} column {exc.colno}"
-            if isinstance(exc, json.JSONDecodeError)
-            else ""
-        )
+        value = parse_json(request.body, field="body")
+    except Rejected as exc:
+        syntax = list(exc.fields) == ["body"]
         raise ApiError(
-            400, "malformed_json", f"The request body is not valid JSON{where}."
+            400 if syntax else 422,
+            "malformed_json" if syntax else "invalid_input",
+            f"The request body {exc.fields['body']}."
+            if syntax
+            else "The request body holds values that cannot be accepted; see fields.",
+            fields=None if syntax else {k.removeprefix("body/"): v for k, v in exc.fields.items()},
         ) from None
     if not isinstance(value, dict):
         raise ApiError(
@@ -224,6 +227,8 @@ def api_view(
                 return error_response(404, "not_found", str(exc) or "Not found.")
             except PermissionDenied as exc:
                 return error_response(403, "forbidden", str(exc) or "You may not do this.")
+            except (RequestDataTooBig, TooManyFieldsSent):
+                raise  # config.request_limits answers it (413, with the limit)
             except Exception:
                 logger.exception(
                     "API request failed", extra={"path": request.path, "method": request.method}

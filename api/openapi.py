@@ -166,6 +166,26 @@ def _error(description: str, *examples: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": content}}
 
 
+# Every POST: a body over DATA_UPLOAD_MAX_MEMORY_SIZE (config/request_limits.py).
+TOO_LARGE = {
+    "description": "The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default).",
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"},
+            "examples": {
+                "request_too_large": _error_example(
+                    "413",
+                    "request_too_large",
+                    "The request body is larger than the limit of 2.5 MB (2,621,440 bytes) "
+                    "(DATA_UPLOAD_MAX_MEMORY_SIZE). Send less at once.",
+                    {"body": "at most 2,621,440 bytes"},
+                )
+            },
+        }
+    },
+}
+
+
 UNAUTHENTICATED = _error(
     "No token, or the token is invalid, revoked (by its owner, an administrator, or a change of "
     "the account's password) or expired.",
@@ -779,6 +799,7 @@ PATHS: dict[str, Any] = {
                         "Idempotent-Replayed": {"schema": {"type": "string", "const": "true"}}
                     },
                 ),
+                "413": TOO_LARGE,
                 "400": _error(
                     "The body is not a JSON object, or the Idempotency-Key header is malformed.",
                     _error_example(
@@ -1002,6 +1023,7 @@ PATHS: dict[str, Any] = {
                         "links": LINKS_EXAMPLE,
                     },
                 ),
+                "413": TOO_LARGE,
                 "400": _error("The body is not a JSON object."),
                 "401": UNAUTHENTICATED,
                 "403": _error(
@@ -1071,6 +1093,7 @@ PATHS: dict[str, Any] = {
                         "run": {"id": RUN_ID, "status": "succeeded", "links": LINKS_EXAMPLE},
                     },
                 ),
+                "413": TOO_LARGE,
                 "400": _error("The body is not a JSON object."),
                 "401": UNAUTHENTICATED,
                 "429": TOO_MANY_REQUESTS,

@@ -52,6 +52,7 @@ from django.utils import timezone
 from costs.pricing import MILLION, Usage, cost_of, price_for
 from orchestration import audit
 from orchestration.models import ModelCall, Run
+from orchestration.untrusted import Rejected, check_text
 
 ZERO = Decimal("0")
 # Added to every request's size bound: the hidden prompt the real API adds when tools are
@@ -504,6 +505,10 @@ def parse_raise(usd: str, tokens: str = "") -> tuple[Decimal, int]:
             raise CeilingError(f"{usd!r} is not an amount in dollars; type e.g. 5.00.") from None
         if not amount.is_finite() or amount <= 0:
             raise CeilingError("The amount to add must be more than $0.00.")
+        if amount > limit_usd:  # first: quantizing 1e400 raises InvalidOperation
+            raise CeilingError(
+                f"At most ${limit_usd:,.2f} may be added at a time; this was {usd[:40]}."
+            )
         if amount != amount.quantize(Decimal("0.01")):
             raise CeilingError(
                 "Type the amount in dollars and cents (at most two decimals), e.g. 5.25."
@@ -543,6 +548,10 @@ def raise_ceiling(
     Who may raise it is an access rule (``reviews.access.ceiling_refusal``), which Costs does
     not import: every caller passes it as ``refusal``, and it is asked under the lock."""
     amount, count = parse_raise(usd, tokens)
+    try:
+        check_text(comment, "comment")
+    except Rejected as exc:
+        raise CeilingError(f"The comment {exc.fields['comment']}.", field="comment") from None
     with transaction.atomic():
         run = Run.objects.locked().filter(pk=run_id).first()
         if run is None:

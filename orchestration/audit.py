@@ -76,6 +76,7 @@ from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from orchestration import storable
 from orchestration.models import AuditCheckpoint, AuditEvent, Run
 from orchestration.privacy import redact
 
@@ -330,7 +331,9 @@ def record(
         actor_label = actor.get_username()
     elif isinstance(actor, str):
         actor_label, actor = actor, None
-    body = _normalise(redact(payload or {}))
+    # What Postgres cannot hold (NUL, lone surrogates, NaN...) in its reversible stored form
+    # (orchestration.storable), before hashing: the chain covers exactly what is stored.
+    body = _normalise(storable.encode(redact(payload or {})))
     with transaction.atomic():
         entries = evidence(evidence_of)
         if entries:

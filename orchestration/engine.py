@@ -40,7 +40,7 @@ from costs import accounting
 from ops import tracing
 from ops.logs import bind as log_bind
 from ops.logs import log_context
-from orchestration import audit, dispatch, lifecycle, model_calls
+from orchestration import audit, dispatch, hostile_output, lifecycle, model_calls, storable
 from orchestration.fanout import coordinator
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall, WorkflowVersion
@@ -326,7 +326,9 @@ def conversation(calls: list[ModelCall], next_turn: list[dict[str, Any]]) -> lis
     messages: list[dict[str, Any]] = []
     for mc in calls:
         messages.append({"role": "user", "content": mc.request_content})
-        messages.append({"role": "assistant", "content": mc.response_content})
+        # NaN or a lone surrogate a model sent cannot be sent back as they are (the SDK refuses
+        # to serialize them): replayed in a sendable form (orchestration.storable.sendable).
+        messages.append({"role": "assistant", "content": storable.sendable(mc.response_content)})
     # Cache the conversation so far: the next turn reads it instead of paying full price.
     cached = [dict(b) for b in next_turn]
     if cached:
@@ -443,6 +445,9 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall, state: Conversa
     crossed = accounting.spend_breach(run)
     if crossed:
         escalate(run.pk, R.BUDGET_EXCEEDED, crossed, model_call=mc)
+        return StepResult(None)
+    if problems := hostile_output.response_problems(mc.tool_uses):
+        hostile_output.refuse_response(run, mc, problems)
         return StepResult(None)
     if states_ambiguity(mc.text):
         escalate(run.pk, R.AMBIGUITY, f"The model stated ambiguity: {mc.text[:500]}", model_call=mc,

@@ -27,7 +27,16 @@ from django.apps import apps
 from django.db import models
 from django.db.models import expressions
 
-from orchestration.privacy import encrypt_json, encrypt_text, read_json, read_text
+from orchestration import storable
+from orchestration.privacy import (
+    ENVELOPE_KEY,
+    TEXT_ENVELOPE_PREFIX,
+    UndecryptableText,
+    encrypt_json,
+    encrypt_text,
+    read_json,
+    read_text,
+)
 
 
 class EncryptedJSONField(models.JSONField):
@@ -35,11 +44,17 @@ class EncryptedJSONField(models.JSONField):
 
     def get_db_prep_save(self, value: Any, connection: Any) -> Any:
         if value is not None and not isinstance(value, expressions.BaseExpression):
-            value = encrypt_json(value)
+            # What Postgres cannot hold (NUL, lone surrogates, NaN...) in its reversible
+            # stored form (orchestration.storable), then sealed.
+            value = encrypt_json(storable.encode(value))
         return super().get_db_prep_save(value, connection)
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
-        return read_json(super().from_db_value(value, expression, connection))
+        escaped = storable.may_hold_escapes(value) or (
+            isinstance(value, str) and ENVELOPE_KEY in value
+        )
+        read = read_json(super().from_db_value(value, expression, connection))
+        return storable.decode(read) if escaped else read
 
 
 class EncryptedTextField(models.TextField):
@@ -47,11 +62,18 @@ class EncryptedTextField(models.TextField):
 
     def get_db_prep_save(self, value: Any, connection: Any) -> Any:
         if value is not None and not isinstance(value, expressions.BaseExpression):
+            if isinstance(value, str) and not isinstance(value, UndecryptableText):
+                value = storable.encode_text(value)
             value = encrypt_text(value)
         return super().get_db_prep_save(value, connection)
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
-        return read_text(value)
+        read = read_text(value)
+        if isinstance(value, str) and value.startswith(
+            (storable.TEXT_PREFIX, TEXT_ENVELOPE_PREFIX)
+        ):
+            return storable.decode_text(read)
+        return read
 
 
 def sealed_fields() -> list[tuple[type[models.Model], models.Field]]:

@@ -6,6 +6,8 @@ from typing import Any
 
 from django import forms
 
+from orchestration.untrusted import INT_MAX, INT_MIN, findings
+
 
 class WorkflowInputForm(forms.Form):
     """One field per top-level property of the input schema."""
@@ -26,7 +28,8 @@ class WorkflowInputForm(forms.Form):
             return forms.ChoiceField(choices=[(v, v) for v in prop["enum"]], **label_help)
         kind = prop.get("type")
         if kind == "integer":
-            return forms.IntegerField(**label_help)
+            # Stored and compared as 64-bit wherever it goes.
+            return forms.IntegerField(min_value=INT_MIN, max_value=INT_MAX, **label_help)
         if kind == "number":
             return forms.DecimalField(**label_help)
         if kind == "boolean":
@@ -36,6 +39,16 @@ class WorkflowInputForm(forms.Form):
         if (prop.get("maxLength") or 0) > 200:
             return forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), **label_help)
         return forms.CharField(**label_help)
+
+    def clean(self) -> dict[str, Any]:
+        """The limits every entry point shares (orchestration.untrusted), on the input as it
+        would be sent: a number like 1e400 passes as a decimal but is infinite as JSON."""
+        cleaned = super().clean()
+        if not self.errors:
+            for finding in findings(self.as_input()):
+                name = finding.path.split("/")[1] if finding.path.count("/") else ""
+                self.add_error(name if name in self.fields else None, finding.message)
+        return cleaned
 
     def as_input(self) -> dict[str, Any]:
         """The cleaned values as the workflow's JSON input (empty optional fields left out)."""

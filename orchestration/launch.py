@@ -23,6 +23,7 @@ from orchestration import audit, lifecycle
 from orchestration.fanout.plan import decompose_turn
 from orchestration.llm import client_for
 from orchestration.models import Run, WorkflowVersion
+from orchestration.untrusted import Rejected, check_json, parse_json
 from orchestration.validation import schema_errors
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import Workflow
@@ -50,12 +51,16 @@ class RunRefused(Exception):
 
 
 def parse_input(raw: str | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
+    """The input as a JSON object within the limits of ``orchestration.untrusted`` (NUL, lone
+    surrogates, depth, NaN/Infinity/1e400, 64-bit integers), whatever the entry point; the
+    errors are keyed by the field's path in the input, as schema errors are."""
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise RunRefused({"input": f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}) from None
+        if isinstance(raw, dict):
+            value = check_json(raw, field="")
+        else:
+            value = parse_json(raw, field="input")
+    except Rejected as exc:
+        raise RunRefused({(k.lstrip("/") or "input"): v for k, v in exc.fields.items()}) from None
     if not isinstance(value, dict):
         raise RunRefused({"input": f"must be a JSON object, not {type(value).__name__}"})
     return value

@@ -38,7 +38,7 @@ from django.utils import timezone
 
 from costs import accounting
 from ops import tracing
-from orchestration import audit
+from orchestration import audit, hostile_output
 from orchestration.models import ModelCall, Run
 from orchestration.tool_execution import backoff_seconds
 
@@ -90,7 +90,8 @@ def open_call(mc: ModelCall, params: dict[str, Any], *, batch: bool = False) -> 
 
 
 def _blocks(message: Any) -> list[dict[str, Any]]:
-    return [b.model_dump(mode="json", exclude_none=True) for b in message.content]
+    # As the model sent it, in a storable form (NaN, NUL, depth: orchestration.hostile_output).
+    return hostile_output.response_content(message)
 
 
 def _sdk_attempts(request: Any) -> int:

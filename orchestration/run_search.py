@@ -43,6 +43,8 @@ SORTS = {
     "status": "status",
 }
 PAGE_SIZE = 25
+# The cost columns are numeric(20, 12): 8 digits before the point.
+MAX_AMOUNT = Decimal(10**8)
 FILTER_KEYS = (
     "q",
     "status",
@@ -103,6 +105,10 @@ def _money(value: str, label: str, errors: list[str]) -> Decimal | None:
         return None
     if not amount.is_finite() or amount < 0:
         errors.append(f"{label} must be zero or more.")
+        return None
+    if amount >= MAX_AMOUNT:
+        # Beyond what the cost columns (numeric(20, 12)) can hold: Postgres refuses to compare.
+        errors.append(f"{label} must be less than {MAX_AMOUNT:,}.")
         return None
     return amount
 

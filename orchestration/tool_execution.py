@@ -41,9 +41,12 @@ from django.db.models import Max
 from django.utils import timezone
 
 from orchestration import audit
+from orchestration.hostile_output import tool_input_problems, tool_output_problems
 from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.privacy import require_readable
 from orchestration.record import recorded_state
+from orchestration.storable import bounded
+from orchestration.untrusted import printable
 from orchestration.validation import cut_to_schema, schema_errors, stripped_paths, unsourced_values
 from orchestration.workflows.declaration import Record, RecordedCall, Tool, ToolContext, Workflow
 from reviews.models import EscalationTicket
@@ -194,7 +197,9 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             return Escalation(R.UNKNOWN_TOOL, f"The model called unknown tools twice (latest: {name!r}).", tc)
         return None
 
-    if tool_input_errors := schema_errors(tool_input, tool.input_schema):
+    # NUL, surrogates, depth, NaN/1e400, 64-bit integers first (orchestration.hostile_output):
+    # the schema check could not even describe some of them.
+    if tool_input_errors := tool_input_problems(tool_input) or schema_errors(tool_input, tool.input_schema):
         tc = _finish(known, new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
                                  validation_errors=tool_input_errors,
                                  error="The tool input does not match its schema: " + "; ".join(tool_input_errors)))
@@ -257,12 +262,14 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
             continue
         except Exception as exc:  # noqa: BLE001 - any tool failure is recorded and retried
-            _finish(known, tc, status=TC.ERROR, error=f"{type(exc).__name__}: {exc}")
+            _finish(known, tc, status=TC.ERROR, error=f"{type(exc).__name__}: {printable(exc)}")
             audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
             continue
 
+        hostile = tool_output_problems(raw)  # on the value as returned, then recorded exactly:
+        raw = bounded(raw)  # a part nested too deep kept as its JSON text, a huge int as hex
         output = cut_to_schema(raw, tool.output_schema)
-        problems = schema_errors(output, tool.output_schema)
+        problems = hostile or schema_errors(output, tool.output_schema)
         if not problems:
             problems = [p for v in tool.validators for p in v(output, ctx)]
         if problems:

@@ -7,7 +7,6 @@ with jsonschema, then by the tool's semantic validators (in the engine).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from orchestration.untrusted import Rejected, parse_json
 from orchestration.workflows.declaration import Record
 
 
@@ -77,10 +77,15 @@ def parse_json_answer(text: str) -> tuple[Any, str | None]:
     fenced = _FENCE.search(candidate)
     if fenced:
         candidate = fenced.group(1).strip()
+    # The limits every entry point shares (orchestration.untrusted): an answer nested too
+    # deep, with NaN/1e400, integers beyond 64 bits, NUL or lone surrogates is refused with
+    # the path and the reason, never a crash or a value Postgres cannot store.
     try:
-        return json.loads(candidate), None
-    except json.JSONDecodeError as exc:
-        return None, f"the final answer is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        return parse_json(candidate, field="answer"), None
+    except Rejected as exc:
+        return None, "the final answer is not acceptable JSON: " + "; ".join(
+            f"{k} {v}" if k == "answer" else f"{k}: {v}" for k, v in exc.fields.items()
+        )
 
 
 # Phrases with which a model states it does not know how to go on.

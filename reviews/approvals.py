@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from orchestration import audit, lifecycle
 from orchestration.models import Run
+from orchestration.untrusted import Rejected, check_text
 from reviews import access
 from reviews.models import ApprovalRequest
 
@@ -30,7 +31,10 @@ class ApprovalError(Exception):
 
 
 def decide(request_id: int, user: Any, *, approve: bool, comment: str = "") -> ApprovalRequest:
-    comment = comment.strip()
+    try:
+        comment = check_text(comment, "comment").strip()
+    except Rejected as exc:
+        raise ApprovalError(f"Your comment was not accepted: it {exc.fields['comment']}.") from None
     if not access.may_decide(user):
         raise ApprovalError(access.decide_refusal(user, None))
     if not approve and not comment:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from orchestration import audit, dispatch, lifecycle
 from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.serialize import model_call_dict, tool_call_dict
+from orchestration.untrusted import printable
 from reviews.models import EscalationTicket
 
 R = EscalationTicket.Reason
@@ -92,6 +93,9 @@ def escalate(
     ``halt=True`` stops the run for good instead (running -> halted, e.g. the fan-out's
     failure-rate breaker): the ticket tells a human, who can only acknowledge it.
     """
+    # The message may quote what a model or a tool sent: NUL, surrogates, control characters
+    # and bidirectional overrides as visible markers, storable and safe to show.
+    message = printable(message)
     with transaction.atomic():
         run = lifecycle.transition(
             run_id,

@@ -25,7 +25,6 @@ did not request the run raises it first (costs.accounting.raise_ceiling).
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -37,6 +36,8 @@ from costs import accounting
 from orchestration import audit, lifecycle
 from orchestration.models import Run, ToolCall
 from orchestration.record import accepted_outputs, recorded_state
+from orchestration.untrusted import Rejected, check_text, json_text
+from orchestration.untrusted import parse_json as untrusted_json
 from orchestration.validation import cut_to_schema, schema_errors
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import ToolContext
@@ -53,6 +54,14 @@ class ReviewError(Exception):
 
 class NotAllowed(ReviewError):
     """The user may not take this action on this ticket (their role, or the four-eyes rule)."""
+
+
+class InvalidInput(ReviewError):
+    """A comment or note that cannot be accepted (orchestration.untrusted); ``fields`` names it."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
 
 
 class InvalidCorrection(ReviewError):
@@ -137,10 +146,13 @@ def assign(ticket_id: int, user: AbstractBaseUser, assignee: AbstractBaseUser) -
 
 
 def parse_json(text: str) -> Any:
+    """The corrected output typed or sent by a reviewer, within the limits every entry point
+    shares (orchestration.untrusted): depth, NaN/Infinity/1e400, 64-bit integers, NUL and
+    lone surrogates."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidCorrection([f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
+        return untrusted_json(text, field="corrected")
+    except Rejected as exc:
+        raise InvalidCorrection([f"{k}: {v}" for k, v in exc.fields.items()]) from None
 
 
 def correction_target(ticket: EscalationTicket) -> dict[str, Any]:
@@ -196,6 +208,14 @@ def resolve(
     """Resolve a ticket; raises ReviewError (nothing changed) when the action is refused."""
     if action not in Res.values:
         raise ReviewError(f"Unknown resolution {action!r}.")
+    problems: dict[str, str] = {}
+    for name, text in (("comment", comment), ("note", note)):
+        try:
+            check_text(text, name)
+        except Rejected as exc:
+            problems.update(exc.fields)
+    if problems:
+        raise InvalidInput(problems)
     with transaction.atomic():
         ticket = _locked(ticket_id)
         _check_open(ticket)
@@ -326,4 +346,4 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
 
 
 def pretty(value: Any) -> str:
-    return "" if value is None else json.dumps(value, indent=2, ensure_ascii=False)
+    return "" if value is None else json_text(value, indent=2)

@@ -58,6 +58,7 @@ from .errors import ApiError, SimulatedTimeout
 from .faults import FaultSpec, parse_faults
 from .policy import (
     Conversation,
+    Hostile,
     Policy,
     PolicyRegistry,
     PolicyResolver,
@@ -65,6 +66,7 @@ from .policy import (
     extract_output_schema,
     final,
     generic_policy,
+    hostile,
     scripted,
     text,
     tool_use,
@@ -81,6 +83,7 @@ __all__ = [
     "CacheUsage",
     "Conversation",
     "FaultSpec",
+    "Hostile",
     "InMemoryState",
     "ModelInfo",
     "Policy",
@@ -100,6 +103,7 @@ __all__ = [
     "extract_output_schema",
     "final",
     "generic_policy",
+    "hostile",
     "input_tokens",
     "make_server",
     "new_id",

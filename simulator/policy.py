@@ -233,3 +233,49 @@ class PolicyRegistry:
             return self.policies.get(name)
 
     __call__ = resolve
+
+
+@dataclass
+class Hostile:
+    """What a hostile (or broken) model sends back, for the hostile-data fuzz harness.
+
+    ``tool_input``: the input of a tool_use of ``tool`` (sent again after each refusal, as a
+    stubborn model would); ``tool_use_id``/``tool_name`` override the block's id and name;
+    ``text``: words before the tool_use; ``answer_text``: the final answer's raw text (any
+    string, e.g. JSON with NaN, 1e400, deep nesting, NUL or lone-surrogate escapes).
+    """
+
+    tool: str | None = None
+    tool_input: Any = None
+    tool_use_id: str | None = None
+    tool_name: str | None = None
+    text: str | None = None
+    answer_text: str = '{"answer": "ok"}'
+    max_tool_turns: int = 3
+
+
+def hostile(lookup: Callable[[Conversation], Hostile | None], fallback: Policy = generic_policy) -> Policy:
+    """A policy that plays ``lookup(conv)``: the hostile tool_use until the tool answers without
+    an error or ``max_tool_turns`` tries are made, then the hostile answer. ``fallback`` plays
+    conversations ``lookup`` knows nothing about."""
+
+    def policy(conv: Conversation) -> Turn:
+        plan = lookup(conv)
+        if plan is None:
+            return fallback(conv)
+        tried = len(conv.tool_calls)
+        last = conv.tool_results[-1] if conv.tool_results else None
+        wants_tool = plan.tool is not None or plan.tool_name is not None
+        if wants_tool and tried < plan.max_tool_turns and (last is None or last["is_error"]):
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "name": plan.tool_name if plan.tool_name is not None else plan.tool,
+                "input": plan.tool_input if plan.tool_input is not None else {},
+            }
+            if plan.tool_use_id is not None:
+                block["id"] = plan.tool_use_id
+            content = [text(plan.text)] if plan.text else []
+            return Turn([*content, block])
+        return Turn([text(plan.answer_text)])
+
+    return policy

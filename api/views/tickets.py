@@ -9,12 +9,11 @@ who may act and moves the run through the state machine.
 
 from __future__ import annotations
 
-import json
-
 from django.http import HttpRequest, JsonResponse
 
 from api import representation as rep
 from api.http import ApiError, api_view, json_body, require_perm
+from orchestration.storable import dumps
 from reviews import access, resolutions
 from reviews.models import EscalationTicket
 
@@ -40,7 +39,8 @@ def resolve(request: HttpRequest, ticket_id: int) -> JsonResponse:
         if "corrected" not in body:
             fields["corrected"] = "required for 'correct': the corrected output as a JSON value"
         else:
-            corrected = json.dumps(body["corrected"])
+            # Already parsed within the limits (api.http.json_body): sent on as JSON text.
+            corrected = dumps(body["corrected"])
     elif "corrected" in body:
         fields["corrected"] = "only allowed with action 'correct'"
     if action == Res.RESUME and not (
@@ -60,6 +60,10 @@ def resolve(request: HttpRequest, ticket_id: int) -> JsonResponse:
             note=body.get("note", ""),
             corrected=corrected,
         )
+    except resolutions.InvalidInput as exc:
+        raise ApiError(
+            422, "invalid_input", "The resolution was not valid; see fields.", fields=exc.fields
+        ) from None
     except resolutions.InvalidCorrection as exc:
         raise ApiError(
             422,

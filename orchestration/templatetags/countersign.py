@@ -9,6 +9,7 @@ from typing import Any
 from django import template
 
 from orchestration.privacy import undecryptable_reason
+from orchestration.untrusted import json_text, printable
 
 register = template.Library()
 
@@ -20,8 +21,18 @@ def pretty_json(value: Any) -> str:
         try:
             value = json.loads(value)
         except ValueError:
-            return value
-    return json.dumps(value, indent=2, ensure_ascii=False)
+            return printable(value)
+    # Control characters, bidirectional overrides and lone surrogates as \uXXXX escapes:
+    # what the model or a tool sent is shown as it is, never reordered or hidden.
+    return json_text(value, indent=2)
+
+
+@register.filter
+def visible(value: Any) -> str:
+    """Text a model, a tool or a person wrote, shown safely: NUL and other control characters
+    (but tab and newline), bidirectional overrides and isolates, and lone surrogates become
+    visible ``\\uXXXX`` markers (orchestration.untrusted.printable). Autoescaping still applies."""
+    return "" if value is None else printable(value)
 
 
 @register.filter

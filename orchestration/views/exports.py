@@ -8,13 +8,12 @@ export in constant memory (bench/RESULTS.md). Every value is redacted on the way
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Exists, OuterRef
-from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
@@ -22,6 +21,7 @@ from orchestration import audit
 from orchestration.privacy import redact
 from orchestration.run_document import run_document, run_summary
 from orchestration.run_search import filtered_runs, ordered, parse_filters
+from orchestration.untrusted import json_text
 from reviews.access import get_run_for_user
 from reviews.models import EscalationTicket
 
@@ -75,7 +75,7 @@ def _csv_lines(runs: Any) -> Iterator[str]:
         for column in CSV_COLUMNS:
             value = row[column]
             if isinstance(value, dict | list):
-                value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+                value = json_text(value, separators=(",", ":"))
             elif value is None:
                 value = ""
             cells.append(value)
@@ -84,7 +84,7 @@ def _csv_lines(runs: Any) -> Iterator[str]:
 
 def _jsonl_lines(runs: Any) -> Iterator[str]:
     for row in _rows(runs):
-        yield json.dumps(row, ensure_ascii=False, cls=DjangoJSONEncoder) + "\n"
+        yield json_text(row, encoder=DjangoJSONEncoder) + "\n"
 
 
 @require_GET
@@ -118,8 +118,11 @@ def export_runs(request, fmt: str):
 @require_GET
 def run_download(request, run_id):
     run = get_run_for_user(request.user, run_id)
-    response = JsonResponse(
-        run_document(run), json_dumps_params={"indent": 2, "ensure_ascii": False}
+    # Every payload as recorded; NUL, lone surrogates, control characters and bidirectional
+    # overrides as JSON escapes (orchestration.untrusted.json_text): the same values, no 500.
+    response = HttpResponse(
+        json_text(run_document(run), indent=2, encoder=DjangoJSONEncoder),
+        content_type="application/json",
     )
     response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.json"'
     return response

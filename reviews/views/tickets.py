@@ -29,6 +29,7 @@ from reviews.models import EscalationTicket
 T = EscalationTicket.Status
 resolver_required = access.required(access.may_resolve)
 PAGE_SIZE = 25
+MAX_AGE_HOURS = 100 * 366 * 24
 
 
 def _filtered(request, user):
@@ -48,7 +49,9 @@ def _filtered(request, user):
     elif assignee == "nobody":
         tickets = tickets.filter(assignee__isnull=True)
     if (age := request.GET.get("older_than_hours", "")).isdigit():
-        tickets = tickets.filter(created_at__lt=timezone.now() - dt.timedelta(hours=int(age)))
+        # At most a century back: a longer span overflows a timedelta (and means the same).
+        hours = min(int(age), MAX_AGE_HOURS) if len(age) <= 9 else MAX_AGE_HOURS
+        tickets = tickets.filter(created_at__lt=timezone.now() - dt.timedelta(hours=hours))
     return tickets.order_by("priority", "due_at", "pk")
 
 

@@ -1,0 +1,392 @@
+"""Hostile data, one class at a time, at each kind of entry point (issue 17): the API, the HTML
+forms, the query strings, ``manage.py start_run``, and what a model or a tool sends back.
+Each test asserts the answer (status, the field named, nothing written) or the run's outcome
+(status, ticket reason, what was recorded, read back exactly)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import uuid
+
+import pytest
+from django.core.management import CommandError, call_command
+from orchestration.simulator.policy import Hostile
+
+from orchestration import storable
+from orchestration.audit import verify_chain
+from orchestration.models import ModelCall, Run, ToolCall
+from tests.api_helpers import call, token_for
+from tests.hostile.harness import body_of, client_for
+from tests.hostile.workflow import NAME, PLANS, Plan
+
+# Each class as JSON text, in a run input's "mode" (probe's input schema: a string).
+BAD_VALUES = {
+    "nul": ('"a\\u0000b"', "NUL"),
+    "nul key": ('{"a\\u0000": 1}', "NUL"),
+    "lone surrogate": ('"a\\ud800b"', "surrogate"),
+    "deep nesting": ("[" * 5000 + "]" * 5000, "deeper than 32"),
+    "NaN": ("NaN", "NaN"),
+    "Infinity": ("-Infinity", "Infinity"),
+    "1e400": ("1e400", "1e400"),
+    "1e20 (jsonb would hand back an integer)": ("1e20", "2^53"),
+    "integer beyond 64 bits": (str(2**64), "64 bits"),
+    "5000-digit integer": ("9" * 5000, "64 bits"),
+    "very long string": (json.dumps("x" * 100_001), "at most 100,000"),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_api_refuses_each_class_naming_the_field(operator, client, case):
+    value, words = BAD_VALUES[case]
+    response = call(
+        client,
+        "POST",
+        "/api/runs",
+        token_for(operator),
+        raw='{"workflow": "probe", "input": {"mode": ' + value + "}}",
+    )
+    assert response.status_code in (400, 422), response.content[:300]
+    error = response.json()["error"]
+    assert words in json.dumps(error, ensure_ascii=False)
+    named = error.get("fields") or {"body": error["message"]}
+    assert any(k.startswith(("input/mode", "body")) for k in named), error
+    assert not Run.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", ["nul", "NaN", "1e400", "deep nesting"])
+def test_api_corrected_output_and_comment_refused(reviewer, paused, client, case):
+    value, words = BAD_VALUES[case]
+    token = token_for(reviewer)
+    response = call(
+        client,
+        "POST",
+        f"/api/tickets/{paused.pk}/resolve",
+        token,
+        raw='{"action": "correct", "corrected": {"value": ' + value + ', "receipt": "r"}}',
+    )
+    assert response.status_code in (400, 422) and words in response.content.decode(), (
+        response.content[:300]
+    )
+    response = call(
+        client,
+        "POST",
+        f"/api/tickets/{paused.pk}/resolve",
+        token,
+        raw='{"action": "fail", "comment": "stop\\u0000"}',
+    )
+    assert response.status_code == 422
+    assert "NUL" in response.json()["error"]["fields"]["comment"]
+    paused.refresh_from_db()
+    assert paused.status == "open" and paused.run.status == Run.Status.AWAITING_REVIEW
+
+
+@pytest.mark.django_db
+def test_oversized_bodies_answer_413_with_the_limit(operator, client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 5_000
+    body = json.dumps({"workflow": "probe", "input": {"mode": "x" * 6_000}})
+    response = call(client, "POST", "/api/runs", token_for(operator), raw=body)
+    assert response.status_code == 413
+    assert "5,000 bytes" in response.json()["error"]["message"]
+    client.force_login(operator)
+    response = client.post("/runs/new/probe/", {"mode": "x" * 6_000})
+    assert response.status_code == 413 and b"5,000 bytes" in response.content
+    assert response["Content-Type"].startswith("text/html")
+    assert not Run.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/runs/",
+        "/runs/export.csv",
+        "/runs/export.jsonl",
+        "/admin/orchestration/run/",
+        "/reviews/tickets/",
+        "/api/runs",
+    ],
+)
+def test_query_strings_with_nul_or_too_long_answer_400_naming_the_parameter(manager, path):
+    manager.is_staff = manager.is_superuser = True
+    manager.save()
+    client = client_for(manager)
+    headers = (
+        {"HTTP_AUTHORIZATION": f"Bearer {token_for(manager)}"} if path.startswith("/api/") else {}
+    )
+    for params, words in (
+        ({"q": "a\x00b"}, "NUL"),
+        ({"workflow": "w" * 501}, "at most 500"),
+        ({"status": "\x00"}, "NUL"),
+    ):
+        response = client.get(path, params, **headers)
+        assert response.status_code == 400, (path, params, response.status_code)
+        text = body_of(response).decode()
+        assert words in text and next(iter(params)) in text
+
+
+@pytest.mark.django_db
+def test_filters_out_of_range_are_messages_not_errors(manager, paused):
+    client = client_for(manager)
+    response = client.get("/runs/", {"cost_min": "1e999999999", "date_from": "2026-02-30"})
+    assert response.status_code == 200
+    assert (
+        b"Minimum cost must be less than" in response.content
+        and b"is not a date" in response.content
+    )
+    response = client.get("/runs/export.csv", {"cost_max": "1e400"})
+    assert response.status_code == 400 and b"Maximum cost must be less than" in response.content
+    response = client.get("/reviews/tickets/", {"older_than_hours": "9" * 30})
+    assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_forms_refuse_each_class_naming_the_field(operator, reviewer, manager, paused):
+    as_operator, as_reviewer, as_manager = (
+        client_for(operator),
+        client_for(reviewer),
+        client_for(manager),
+    )
+    # The start form: a number field with 1e400 passes as a decimal but is infinite as JSON.
+    response = as_operator.post("/runs/new/probe/", {"mode": "ok", "sleep": "1e400"})
+    assert response.status_code == 200 and b"not a finite number" in response.content
+    response = as_operator.post("/runs/new/probe/", {"mode": "ok", "sleep": "1" + "0" * 64})
+    assert response.status_code == 200 and b"too large to be stored exactly" in response.content
+    response = as_operator.post("/runs/new/probe/estimate/", {"sleep": "1e400"})
+    assert (
+        response.status_code == 200
+        and b"sleep" in response.content
+        and b"finite" in response.content
+    )
+    assert not Run.objects.exclude(pk=paused.run_id).exists()
+    # Ticket resolution: a corrected output with NaN, a comment with NUL, a comment too long.
+    response = as_reviewer.post(
+        f"/reviews/tickets/{paused.pk}/resolve/",
+        {"action": "correct", "corrected": '{"value": NaN, "receipt": "r"}'},
+    )
+    assert (
+        response.status_code == 422
+        and b"corrected" in response.content
+        and b"NaN" in response.content
+    )
+    response = as_reviewer.post(
+        f"/reviews/tickets/{paused.pk}/resolve/", {"action": "fail", "comment": "x\x00"}
+    )
+    assert (
+        response.status_code == 422
+        and b"comment" in response.content
+        and b"NUL" in response.content
+    )
+    response = as_reviewer.post(
+        f"/reviews/tickets/{paused.pk}/resolve/", {"action": "fail", "comment": "x" * 10_001}
+    )
+    assert response.status_code == 422 and b"at most 10,000" in response.content
+    paused.refresh_from_db()
+    assert paused.status == "open"
+    # The ceiling form: 1e400 dollars, a comment with NUL.
+    response = as_manager.post(f"/reviews/tickets/{paused.pk}/raise-ceiling/", {"add_usd": "1e400"})
+    assert response.status_code == 422 and b"At most" in response.content
+    response = as_manager.post(
+        f"/reviews/tickets/{paused.pk}/raise-ceiling/", {"add_usd": "1.00", "comment": "\x00"}
+    )
+    assert response.status_code == 422 and b"comment" in response.content
+
+
+@pytest.mark.django_db
+def test_approval_comment_with_nul_is_refused(operator, manager, no_enqueue):
+    from orchestration.launch import start_run
+
+    waiting = start_run("quarter_probe", {"quarter": "2026-Q4"}, operator)
+    approval = waiting.approvals.get()
+    client = client_for(manager)
+    response = client.post(
+        f"/reviews/approvals/{approval.pk}/decide/",
+        {"decision": "reject", "comment": "no\x00"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert (
+        response.status_code == 200
+        and b"comment" in response.content
+        and b"NUL" in response.content
+    )
+    approval.refresh_from_db()
+    assert approval.status == "pending"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "case", ["nul", "lone surrogate", "deep nesting", "NaN", "1e400", "5000-digit integer"]
+)
+def test_start_run_command_refuses_each_class(operator, case):
+    value, words = BAD_VALUES[case]
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "start_run", "probe", "--input", '{"mode": ' + value + "}", stdout=io.StringIO()
+        )
+    assert words in str(refused.value)
+    assert not Run.objects.exists()
+
+
+# --- what a model or a tool sends back ------------------------------------------------------
+
+
+def _run(operator, drive, plan: Plan) -> Run:
+    from orchestration.launch import start_run
+
+    token = uuid.uuid4().hex
+    PLANS[token] = plan
+    return drive(start_run(NAME, {"token": token}, operator))
+
+
+def _pages_render(user, run: Run) -> str:
+    client = client_for(user)
+    page = client.get(f"/runs/{run.pk}/")
+    assert page.status_code == 200
+    for path in (f"/runs/{run.pk}/download.json", "/runs/export.csv", "/runs/export.jsonl"):
+        assert client.get(path).status_code == 200, path
+        json.loads(body_of(client.get(f"/runs/{run.pk}/download.json")))
+    for ticket in run.tickets.all():
+        assert client.get(f"/reviews/tickets/{ticket.pk}/").status_code == 200
+    assert verify_chain().ok
+    return page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a\x00b",
+        "a\ud800b",
+        float("nan"),
+        2**70,
+        [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
+    ],
+)
+def test_hostile_tool_input_is_recorded_exactly_refused_and_escalated(
+    operator, reviewer, drive, value
+):
+    run = _run(operator, drive, Plan(model=Hostile(tool="echo", tool_input={"text": value})))
+    assert run.status == Run.Status.AWAITING_REVIEW
+    ticket = run.tickets.get()
+    assert (
+        ticket.reason == "retries_exhausted"
+        and "echo was called with invalid input" in ticket.message
+    )
+    refused = ToolCall.objects.filter(run=run, status="rejected").order_by("attempt")
+    assert refused.count() == 2
+    first = refused.first()
+    assert "input/text" in first.error
+    stored = first.input["text"]  # read back exactly as the model sent it
+    assert math.isnan(stored) if isinstance(value, float) else stored == value
+    assert _pages_render(reviewer, run)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        ('{"answer": NaN}', "NaN"),
+        ('{"answer": 1e400}', "1e400"),
+        ('{"answer": "a\\u0000b"}', "NUL"),
+        ('{"answer": "a\\udc00"}', "surrogate"),
+        ('{"answer": ' + "[" * 150 + "]" * 150 + "}", "deeper than 32"),
+        ('{"answer": ' + "9" * 5000 + "}", "64 bits"),
+    ],
+)
+def test_hostile_final_answer_escalates_with_the_reason(operator, reviewer, drive, answer, words):
+    run = _run(operator, drive, Plan(model=Hostile(answer_text=answer)))
+    assert run.status == Run.Status.AWAITING_REVIEW and run.result is None
+    ticket = run.tickets.get()
+    assert (
+        ticket.reason == "validation_failed"
+        and words in ticket.message
+        and "answer" in ticket.message
+    )
+    last = ModelCall.objects.filter(run=run).order_by("-turn").first()
+    assert last.text == answer  # the answer is recorded exactly as it came
+    assert _pages_render(reviewer, run)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("tool_use_id", ["t" * 500, "toolu_\x00", "toolu_\u202e"])
+def test_unrecordable_tool_use_id_marks_the_call_failed_and_escalates(
+    operator, reviewer, drive, tool_use_id
+):
+    run = _run(
+        operator,
+        drive,
+        Plan(model=Hostile(tool="echo", tool_input={"text": "hi"}, tool_use_id=tool_use_id)),
+    )
+    assert run.status == Run.Status.AWAITING_REVIEW
+    ticket = run.tickets.get()
+    assert ticket.reason == "validation_failed" and "cannot be recorded" in ticket.message
+    mc = ticket.failing_model_call
+    assert mc.status == "error" and mc.tool_uses[0]["id"] == tool_use_id  # kept as sent
+    assert not ToolCall.objects.filter(run=run).exists()
+    _pages_render(reviewer, run)
+    # The reviewer retries: the model is asked again (it sends the same id), nothing crashes.
+    from reviews import resolutions
+
+    resolutions.resolve(ticket.pk, reviewer, "retry")
+    run = drive(run)
+    assert (
+        run.status == Run.Status.AWAITING_REVIEW and run.tickets.filter(status="open").count() == 1
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("output", "words"),
+    [
+        ({"text": "a\x00b"}, "NUL"),
+        ({"text": "a\udfff"}, "surrogate"),
+        ({"text": float("inf")}, "finite"),
+        ({"text": 10**5000}, "64 bits"),
+        ({"text": "replaced by a value nested 5,000 deep"}, None),
+    ],
+)
+def test_hostile_tool_output_is_recorded_and_escalated(operator, reviewer, drive, output, words):
+    if words is None:  # a tool that returns a value nested 5,000 levels deep
+        deep: object = "bottom"
+        for _ in range(5000):
+            deep = [deep]
+        output, words = {"text": deep}, "deeper than 32"
+    run = _run(
+        operator,
+        drive,
+        Plan(model=Hostile(tool="echo", tool_input={"text": "hi"}), tool_output=output),
+    )
+    assert run.status == Run.Status.AWAITING_REVIEW
+    ticket = run.tickets.get()
+    assert ticket.reason == "validation_failed" and words in ticket.message
+    bad = ToolCall.objects.filter(run=run, status="invalid_output").first()
+    stored = bad.raw_output["text"]
+    if words == "deeper than 32":
+        text = stored
+        for _ in range(storable.STORED_DEPTH - 2):
+            text = text[0]
+        assert storable.DEEP_KEY in json.dumps(text)  # kept as its JSON text, not lost
+    elif isinstance(output["text"], float):
+        assert math.isinf(stored)
+    elif isinstance(output["text"], int):
+        assert stored == {storable.INT_KEY: hex(10**5000)}  # Python cannot print it; kept as hex
+    else:
+        assert stored == output["text"]
+    _pages_render(reviewer, run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_control_and_bidi_characters_are_shown_as_markers(operator, reviewer, drive):
+    words = "Calling echo \u202eevil\u202c with\x1b[31m colour and a NUL \x00 here."
+    run = _run(
+        operator, drive, Plan(model=Hostile(tool="echo", tool_input={"text": "hi"}, text=words))
+    )
+    assert run.status == Run.Status.SUCCEEDED, [t.message for t in run.tickets.all()]
+    first = ModelCall.objects.filter(run=run).order_by("turn").first()
+    assert first.text.startswith(words)  # recorded exactly
+    page = _pages_render(operator, run)
+    assert "\\u202eevil\\u202c" in page and "\\u001b[31m" in page and "NUL \\u0000 here" in page
+    assert "\u202e" not in page and "\x1b" not in page
