@@ -379,6 +379,12 @@ def _content_problem(event: AuditEvent) -> str:
     return ""
 
 
+def event_problem(event: AuditEvent) -> str:
+    """What is wrong with one event row on its own (payload digest, hash, signature), or ''.
+    For readers of the chain outside this module (orchestration.audit_export)."""
+    return _content_problem(event)
+
+
 def _purge_stamp(event: AuditEvent) -> Any:
     if event.kind != PURGE_KIND or not isinstance(event.payload, dict):
         return None

@@ -14,6 +14,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import F, Func, Q
+from django.db.models.fields.json import KT
 
 from orchestration.fields import EncryptedJSONField
 
@@ -454,7 +455,31 @@ class AuditEvent(models.Model):
                 fields=["run", "run_seq"], condition=Q(run__isnull=False), name="auditevent_unique_run_seq"
             ),
         ]
-        indexes = [models.Index(fields=["run", "seq"], name="auditevent_run_seq")]
+        indexes = [
+            models.Index(fields=["run", "seq"], name="auditevent_run_seq"),
+            # The audit trail page (orchestration.trail_search): newest first, a page at a time,
+            # filtered by kind or by actor, scanned backwards from a keyset cursor.
+            models.Index(fields=["kind", "seq"], name="auditevent_kind_seq"),
+            models.Index(fields=["actor_label", "seq"], name="auditevent_actor_seq"),
+            # Its time range, and the activity view's period.
+            models.Index(fields=["created_at"], name="auditevent_created"),
+            # The events that concern one ticket or one approval request (their payload
+            # names it: {"ticket": 12}, {"request": 7}).
+            models.Index(
+                KT("payload__ticket"),
+                "seq",
+                condition=Q(payload__has_key="ticket"),
+                name="auditevent_ticket_seq",
+            ),
+            models.Index(
+                KT("payload__request"),
+                "seq",
+                condition=Q(payload__has_key="request"),
+                name="auditevent_request_seq",
+            ),
+            # Full-text search over the (redacted) payloads' values.
+            GinIndex(JsonbTsvector(F("payload")), name="auditevent_payload_search"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind} by {self.actor_label}"

@@ -1,0 +1,93 @@
+"""What one person did in a period, read from the audit trail (and their API tokens).
+
+The trail already records every decision with its actor: ``run.requested`` (runs they
+started), ``approval.decided``, ``ticket.resolved`` (with the correction they supplied, as the
+payload recorded it, redacted), ``price.*`` / ``budget.*`` (cost changes), ``sla.changed``.
+API tokens are not audit events; their rows say who created them and when. Each section holds
+at most ``LIMIT`` rows, newest first, with the total and a link to the same events in the trail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.models import ApiToken
+from orchestration.models import AuditEvent, Run
+
+LIMIT = 200
+SECTIONS = (
+    ("runs", "Runs started", ("run.requested",)),
+    ("approvals", "Approvals decided", ("approval.decided",)),
+    ("tickets", "Tickets resolved", ("ticket.resolved",)),
+    (
+        "costs",
+        "Prices and budgets changed",
+        ("price.added", "price.withdrawn", "budget.added", "budget.withdrawn"),
+    ),
+    ("sla", "SLA targets changed", ("sla.changed",)),
+)
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    kinds: tuple[str, ...]
+    total: int = 0
+    events: list[AuditEvent] = field(default_factory=list)
+
+
+@dataclass
+class Activity:
+    person: Any
+    since: dt.datetime
+    until: dt.datetime
+    sections: list[Section]
+    tokens: list[ApiToken]
+    tokens_total: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.tokens_total and not any(s.total for s in self.sections)
+
+
+def activity(person: Any, since: dt.datetime, until: dt.datetime) -> Activity:
+    """``person``'s recorded actions with ``since <= created_at < until``."""
+    events = AuditEvent.objects.filter(actor=person, created_at__gte=since, created_at__lt=until)
+    sections = []
+    for key, title, kinds in SECTIONS:
+        rows = events.filter(kind__in=kinds)
+        section = Section(key, title, kinds, total=rows.count())
+        section.events = list(rows.select_related("run").order_by("-seq")[:LIMIT])
+        sections.append(section)
+    runs = {
+        r.pk: r
+        for r in Run.objects.filter(pk__in=[e.run_id for e in sections[0].events if e.run_id]).only(
+            "pk", "workflow_name", "status", "cost_usd"
+        )
+    }
+    for event in sections[0].events:
+        event.started_run = runs.get(event.run_id)  # type: ignore[attr-defined]
+    tokens = ApiToken.objects.filter(user=person, created_at__gte=since, created_at__lt=until)
+    return Activity(
+        person,
+        since,
+        until,
+        sections,
+        list(tokens.order_by("-created_at")[:LIMIT]),
+        tokens.count(),
+    )
+
+
+def correction(event: AuditEvent) -> dict[str, Any] | None:
+    """The correction a ``ticket.resolved`` event records: what was corrected and the value."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    if not payload.get("corrected"):
+        return None
+    return {
+        "what": payload.get("corrected"),
+        "tool": payload.get("tool", ""),
+        "output": payload.get("output"),
+    }

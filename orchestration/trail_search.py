@@ -1,0 +1,241 @@
+"""The audit trail page's filters, full-text search and keyset pagination (and its exports').
+
+Every event of every run (and the run-less ones: price and budget changes, exports, the
+purge), newest first. Who may see it at all is ``reviews.access.may_browse_trail`` (managers
+and auditors, who see every run); this module only filters.
+
+Filters arrive as GET parameters and stay in the URL, so a filtered trail can be shared and
+exported as it is. Pagination is keyset on ``seq`` (unique, the chain's order): a page is "the
+next N events before this seq", the same cost on the first page and the ten-thousandth. Each
+filter has an index that serves "newest first" (AuditEvent.Meta.indexes): ``(kind, seq)``,
+``(actor_label, seq)``, ``(run, seq)``, the ticket and approval a payload names, and
+``created_at`` for the time range.
+
+Search is Postgres full text (``websearch_to_tsquery('simple', q)``) over the values of the
+events' payloads, which were redacted before they were recorded (orchestration.privacy), with a
+GIN index on the expression; it also finds the event that recorded a tool call whose stored
+input or output matches (as the runs list does, ``ToolCall.search_vector``), so a transaction
+id finds the ``tool.called`` event that fetched it. A run id, or ``#<seq>``, finds that run's
+events, or that event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.postgres.search import SearchQuery
+from django.db import connection
+from django.db.models import BooleanField, F, Q, QuerySet
+from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KT
+from django.utils import timezone
+
+from orchestration.models import AuditEvent, JsonbTsvector
+
+PAGE_SIZE = 50
+FILTER_KEYS = ("q", "actor", "kind", "workflow", "run", "ticket", "approval", "since", "until")
+
+
+@dataclass
+class TrailFilters:
+    q: str = ""
+    actor: str = ""
+    kind: str = ""
+    workflow: str = ""
+    run: uuid.UUID | None = None
+    ticket: int | None = None
+    approval: int | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    errors: list[str] = field(default_factory=list)
+    raw: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def active(self) -> dict[str, str]:
+        """The filters in use, as given (what an export records and signs)."""
+        return {k: v for k, v in self.raw.items() if v and k in FILTER_KEYS}
+
+    def querystring(self, **overrides: str) -> str:
+        params = {**self.active, **overrides}
+        return urlencode({k: v for k, v in params.items() if v})
+
+
+def _moment(value: str, label: str, errors: list[str], *, end: bool) -> dt.datetime | None:
+    """YYYY-MM-DD (the whole day) or YYYY-MM-DDTHH:MM[:SS], in the site's time zone."""
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = dt.date.fromisoformat(value)
+            moment = dt.datetime.combine(day + dt.timedelta(days=1) if end else day, dt.time.min)
+        else:
+            moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        errors.append(
+            f"{label} '{value}' is not a date or time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM."
+        )
+        return None
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
+
+
+def _number(value: str, label: str, errors: list[str]) -> int | None:
+    if not value:
+        return None
+    text = value.lstrip("#")
+    if not text.isdigit() or len(text) > 18:
+        errors.append(f"{label} '{value}' is not a number.")
+        return None
+    return int(text)
+
+
+def parse_filters(params: Any) -> TrailFilters:
+    """Read the filters from a QueryDict; an unusable value is dropped with a message."""
+    raw = {k: params.get(k, "").strip() for k in FILTER_KEYS}
+    errors: list[str] = []
+    f = TrailFilters(raw=raw, errors=errors)
+    f.q = raw["q"][:200]
+    f.actor, f.kind, f.workflow = raw["actor"][:150], raw["kind"][:60], raw["workflow"][:100]
+    if raw["run"]:
+        try:
+            f.run = uuid.UUID(raw["run"])
+        except ValueError:
+            errors.append(f"Run '{raw['run']}' is not a run id.")
+    f.ticket = _number(raw["ticket"], "Ticket", errors)
+    f.approval = _number(raw["approval"], "Approval", errors)
+    f.since = _moment(raw["since"], "From", errors, end=False)
+    f.until = _moment(raw["until"], "To", errors, end=True)
+    if f.since and f.until and f.since >= f.until:
+        errors.append("The start of the time range is not before its end.")
+    return f
+
+
+def search_condition(q: str) -> Q:
+    """Events whose payload matches ``q``, or that recorded a tool call whose payloads match;
+    a run id also finds the run's events, ``#123`` event 123."""
+    query = SearchQuery(q, search_type="websearch", config="simple")
+    # Two uncorrelated IN subqueries, each run once on its GIN index (the expression index on
+    # the payloads, the tool calls' search vector); Postgres probes a hash per event.
+    in_payload = (
+        AuditEvent.objects.annotate(doc=JsonbTsvector(F("payload"))).filter(doc=query).values("seq")
+    )
+    condition = Q(seq__in=in_payload)
+    condition |= Q(
+        RawSQL(
+            # The event that recorded the tool call: same run, same tool_use_id. Only this
+            # module's SQL; q is a parameter.
+            '("orchestration_auditevent"."run_id", ("orchestration_auditevent"."payload" ->> %s)) '
+            "IN (SELECT run_id, tool_use_id FROM orchestration_toolcall "
+            "WHERE search_vector @@ websearch_to_tsquery('simple'::regconfig, %s))",
+            ["tool_use_id", q],
+            output_field=BooleanField(),
+        )
+    )
+    with contextlib.suppress(ValueError):
+        condition |= Q(run_id=uuid.UUID(q))
+    if q.startswith("#") and q[1:].isdigit() and len(q) < 19:
+        condition |= Q(seq=int(q[1:]))
+    return condition
+
+
+def filtered_events(f: TrailFilters) -> QuerySet[AuditEvent]:
+    """The events that match the filters (unordered)."""
+    events = AuditEvent.objects.all()
+    if f.actor:
+        events = events.filter(actor_label=f.actor)
+    if f.kind:
+        if f.kind.endswith("*"):
+            events = events.filter(kind__startswith=f.kind[:-1])
+        else:
+            events = events.filter(kind=f.kind)
+    if f.workflow:
+        events = events.filter(run__workflow_name=f.workflow)
+    if f.run:
+        events = events.filter(run_id=f.run)
+    if f.ticket is not None:
+        # has_key as well: the index on the ticket a payload names is partial on it.
+        events = events.annotate(ticket_ref=KT("payload__ticket")).filter(
+            payload__has_key="ticket", ticket_ref=str(f.ticket)
+        )
+    if f.approval is not None:
+        events = events.annotate(request_ref=KT("payload__request")).filter(
+            payload__has_key="request", request_ref=str(f.approval)
+        )
+    if f.since:
+        events = events.filter(created_at__gte=f.since)
+    if f.until:
+        events = events.filter(created_at__lt=f.until)
+    if f.q:
+        events = events.filter(search_condition(f.q))
+    return events
+
+
+@dataclass
+class Page:
+    events: list[AuditEvent]
+    next_cursor: int | None = None  # the page after: events before this seq
+    prev_cursor: int | None = None  # the page before: events after this seq
+
+
+def keyset_page(
+    events: QuerySet[AuditEvent], after: str = "", before: str = "", size: int = PAGE_SIZE
+) -> Page:
+    """One page, newest first: the events older than ``after`` (a seq), or newer than
+    ``before``; the first page without either. A cursor that is not a number is ignored."""
+    after_seq = int(after) if after.isdigit() and len(after) < 19 else None
+    before_seq = int(before) if before.isdigit() and len(before) < 19 else None
+    if before_seq is not None:
+        rows = list(events.filter(seq__gt=before_seq).order_by("seq")[: size + 1])
+        more_newer = len(rows) > size
+        rows = rows[:size][::-1]
+        return Page(
+            rows,
+            next_cursor=rows[-1].seq if rows else None,
+            prev_cursor=rows[0].seq if rows and more_newer else None,
+        )
+    qs = events.order_by("-seq")
+    if after_seq is not None:
+        qs = qs.filter(seq__lt=after_seq)
+    rows = list(qs[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    return Page(
+        rows,
+        next_cursor=rows[-1].seq if rows and more else None,
+        prev_cursor=rows[0].seq if rows and after_seq is not None else None,
+    )
+
+
+def known_kinds() -> list[str]:
+    """Every event kind in the trail, for the filter's suggestions: a loose index scan of
+    ``(kind, seq)`` (one probe per distinct kind, not a scan of every event)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH RECURSIVE kinds(kind) AS (
+                (SELECT kind FROM orchestration_auditevent ORDER BY kind LIMIT 1)
+                UNION ALL
+                SELECT (SELECT e.kind FROM orchestration_auditevent e
+                        WHERE e.kind > kinds.kind ORDER BY e.kind LIMIT 1)
+                FROM kinds WHERE kinds.kind IS NOT NULL
+            )
+            SELECT kind FROM kinds WHERE kind IS NOT NULL
+            """
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def links(event: AuditEvent) -> dict[str, Any]:
+    """What the event concerns, for its links: the run, the ticket, the approval request."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    ticket = payload.get("ticket")
+    request = payload.get("request")
+    return {
+        "run": event.run_id,
+        "ticket": ticket if isinstance(ticket, int) else None,
+        "approval": request if isinstance(request, int) else None,
+    }
