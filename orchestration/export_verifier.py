@@ -323,7 +323,7 @@ def _verify(lines: Iterable[str], public_key: str | None, result: Result) -> Non
                 raise _Broken(
                     number,
                     f"event #{missing}, which the export holds just before event #{seq}, is "
-                    "missing: a line was deleted",
+                    "missing here: a line was deleted, or the lines were reordered",
                 )
             raise _Broken(
                 number,
