@@ -8,7 +8,7 @@ docstring is the format's reference). This module writes it:
   previous event *in this file*), then a proof line;
 - the proof signs, with Ed25519, the chain's head when the export began (seq, hash), the
   filters, the number of events, the first and last seq and the sha256 of the exact sequence
-  of "seq:hash" lines: a line deleted, added, moved or altered, or a file cut short, no longer
+  of "seq:chain_hash" lines: a line deleted, added, moved or altered, or a file cut short, no longer
   matches it;
 - every event exported is checked on the way out as ``verify_audit`` checks it (its payload
   against its digest, its hash, its HMAC signature, and its link to the previous exported
@@ -25,7 +25,9 @@ signature with a pure-Python Ed25519.
 
 Events come from a server-side cursor (``iterator(chunk_size)``) and lines are yielded one by
 one, so memory stays flat whatever the size of the export; only the events up to the head read
-at the start are exported, so events appended while it streams do not slip in unsigned.
+at the start are exported, so events appended while it streams do not slip in unsigned (under
+chain format 2, events a sequencer has not placed in the global chain yet have no seq and wait
+for the next export).
 Payloads are already redacted when recorded; the export redacts them again with today's
 policy and marks an event whose payload that changed (``payload_redacted_on_export``): its hash
 still verifies, its payload can no longer be checked against its digest.
@@ -84,14 +86,19 @@ def public_key_id() -> str:
     return key_id(public_key_hex())
 
 
+def _chain_hash(event: AuditEvent) -> str:
+    """The event's link in the global chain: ``chain_hash`` under chain format 2, its ``hash``
+    under format 1 (where the hash covers the global link)."""
+    return getattr(event, "chain_hash", "") or event.hash
+
+
 def chain_head() -> dict[str, Any]:
-    """The chain's last event now: {"seq", "hash"} (seq 0 and the genesis hash when empty)."""
-    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-    return (
-        {"seq": last["seq"], "hash": last["hash"]}
-        if last
-        else {"seq": 0, "hash": audit.GENESIS_HASH}
-    )
+    """The global chain's last event now: {"seq", "hash"} (its chain hash; seq 0 and the
+    genesis hash when empty)."""
+    last = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").first()
+    if last is None:
+        return {"seq": 0, "hash": audit.GENESIS_HASH}
+    return {"seq": last.seq, "hash": _chain_hash(last)}
 
 
 def _dumps(value: Any) -> str:
@@ -103,9 +110,11 @@ def event_line(event: AuditEvent, export_prev: int | None) -> dict[str, Any]:
     payload = event.payload
     line: dict[str, Any] = {
         "type": "event",
+        "format": getattr(event, "format", 1),
         "seq": event.seq,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
+        "chain_hash": _chain_hash(event),
         "run": str(event.run_id) if event.run_id else None,
         "run_seq": event.run_seq,
         "run_prev_hash": event.run_prev_hash,
@@ -162,10 +171,11 @@ def jsonl_lines(
             ):
                 problem = f"event #{event.seq} does not follow its predecessor"
         yield _dumps(event_line(event, previous[0] if previous else None)) + "\n"
-        running.update(f"{event.seq}:{event.hash}\n".encode())
+        link = _chain_hash(event)
+        running.update(f"{event.seq}:{link}\n".encode())
         count += 1
         first = event.seq if first is None else first
-        previous = (event.seq, event.hash)
+        previous = (event.seq, link)
     proof = {
         "type": "proof",
         "format": FORMAT,
@@ -195,7 +205,7 @@ def csv_lines(events: QuerySet[AuditEvent]) -> Iterator[str]:
     JSONL export carries the proof)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
-    rows = events.select_related("run").order_by("-seq")
+    rows = events.select_related("run").order_by("-id")
     for event in rows.iterator(chunk_size=CHUNK_SIZE):
         payload = redact(event.payload) if isinstance(event.payload, dict) else {}
         yield writer.writerow(

@@ -13,10 +13,11 @@ What an export holds (written by ``orchestration.audit_export``):
 - line 1, the header: format, when, by whom, the filters, the chain's head at export time
   (seq and hash), the signing public key;
 - one line per event, in chain order (seq ascending): the fields its hash covers, its payload,
-  its hash, its link to the previous event of the whole chain (``prev_hash``) and of its run's
-  chain (``run_prev_hash``), and ``export_prev``: the seq of the previous event *in this file*;
+  its hash, its chain format (1, or 2 with per-run chains and a ``chain_hash``), its link to
+  the previous event of the whole chain (``prev_hash``) and of its run's chain
+  (``run_prev_hash``), and ``export_prev``: the seq of the previous event *in this file*;
 - the last line, the proof: the head again, the number of events, the first and last seq, the
-  sha256 of every event's "seq:hash" line in order, the server's own check of the events, and
+  sha256 of every event's "seq:chain_hash" line in order, the server's own check of the events, and
   an Ed25519 signature over all of that.
 
 What it checks, naming the first line that fails:
@@ -69,12 +70,16 @@ def digest(value: Any) -> str:
 
 
 def event_hash(e: dict[str, Any]) -> str:
-    """The chain's hash of an event (orchestration.audit.event_hash, on the exported fields)."""
+    """The chain's hash of an event (orchestration.audit.event_hash, on the exported fields).
+
+    Format 1 (the hash covers the global link): sha256(prev_hash + canonical {seq, run,
+    run_seq, run_prev_hash, kind, actor, actor_label, payload_digest, created_at
+    [, evidence_digest]}). Format 2 (per-run chains; a sequencer adds the global link):
+    sha256(run_prev_hash + canonical {format, run, run_seq, kind, actor, actor_label,
+    payload_digest, created_at[, evidence_digest]}). docs/architecture.md, "Chain format"."""
     body = {
-        "seq": e["seq"],
         "run": e["run"],
         "run_seq": e["run_seq"],
-        "run_prev_hash": e["run_prev_hash"],
         "kind": e["kind"],
         "actor": e["actor"],
         "actor_label": e["actor_label"],
@@ -84,7 +89,22 @@ def event_hash(e: dict[str, Any]) -> str:
     payload = e.get("payload")
     if isinstance(payload, dict) and "evidence" in payload:
         body["evidence_digest"] = digest(payload["evidence"])
-    return hashlib.sha256((e["prev_hash"] + canonical(body)).encode()).hexdigest()
+    if e.get("format", 1) == 1:
+        body["seq"] = e["seq"]
+        body["run_prev_hash"] = e["run_prev_hash"]
+        return hashlib.sha256((e["prev_hash"] + canonical(body)).encode()).hexdigest()
+    body["format"] = e["format"]
+    return hashlib.sha256((e["run_prev_hash"] + canonical(body)).encode()).hexdigest()
+
+
+def chain_hash(e: dict[str, Any]) -> str:
+    """The event's link in the global chain: its hash (format 1), or sha256(prev_hash +
+    canonical {seq, hash}) (format 2)."""
+    if e.get("format", 1) == 1:
+        return e["hash"]
+    return hashlib.sha256(
+        (e["prev_hash"] + canonical({"seq": e["seq"], "hash": e["hash"]})).encode()
+    ).hexdigest()
 
 
 def signed_message(proof: dict[str, Any]) -> bytes:
@@ -264,10 +284,14 @@ def _check_event(number: int, e: dict[str, Any], result: Result) -> None:
         raise _Broken(
             number, f"event #{seq}: its payload does not match its digest: the line was edited"
         )
+    if e.get("format", 1) not in (1, 2):
+        raise _Broken(number, f"event #{seq} has an unknown chain format {e.get('format')!r}")
     if event_hash(e) != e["hash"]:
         raise _Broken(
             number, f"event #{seq}: its hash does not match its content: the line was edited"
         )
+    if e.get("chain_hash", e["hash"]) != chain_hash(e):
+        raise _Broken(number, f"event #{seq}: its link in the global chain does not match: edited")
 
 
 def verify_lines(lines: Iterable[str], public_key: str | None = None) -> Result:
@@ -333,7 +357,7 @@ def _verify(lines: Iterable[str], public_key: str | None, result: Result) -> Non
         if seq == 1 and value["prev_hash"] != GENESIS_HASH:
             raise _Broken(number, "event #1 does not start from the genesis hash")
         if previous is not None and seq == previous["seq"] + 1:
-            if value["prev_hash"] != previous["hash"]:
+            if value["prev_hash"] != chain_hash(previous):
                 raise _Broken(
                     number,
                     f"event #{seq} does not link to event #{previous['seq']} "
@@ -360,7 +384,7 @@ def _verify(lines: Iterable[str], public_key: str | None, result: Result) -> Non
             elif last is not None and value["run_seq"] <= last[0]:
                 raise _Broken(number, f"event #{seq} repeats a position in its run's chain")
             run_heads[run] = (value["run_seq"], value["hash"])
-        running.update(f"{seq}:{value['hash']}\n".encode())
+        running.update(f"{seq}:{chain_hash(value)}\n".encode())
         result.events += 1
         result.first_seq = result.first_seq if result.first_seq is not None else seq
         result.last_seq = seq
@@ -411,7 +435,7 @@ def _check_proof(
     if last is not None and isinstance(head.get("seq"), int):
         if last["seq"] > head["seq"]:
             raise _Broken(number, f"event #{last['seq']} is past the signed head #{head['seq']}")
-        if last["seq"] == head["seq"] and last["hash"] != head.get("hash"):
+        if last["seq"] == head["seq"] and chain_hash(last) != head.get("hash"):
             raise _Broken(
                 number, f"event #{last['seq']} is the head but its hash is not the signed one"
             )

@@ -457,25 +457,25 @@ class AuditEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=["run", "seq"], name="auditevent_run_seq"),
-            # The audit trail page (orchestration.trail_search): newest first, a page at a time,
-            # filtered by kind or by actor, scanned backwards from a keyset cursor.
-            models.Index(fields=["kind", "seq"], name="auditevent_kind_seq"),
-            models.Index(fields=["actor_label", "seq"], name="auditevent_actor_seq"),
+            # The audit trail page (orchestration.trail_search): newest first (id order), a page
+            # at a time, filtered by kind or by actor, scanned backwards from a keyset cursor.
+            models.Index(fields=["kind", "id"], name="auditevent_kind_id"),
+            models.Index(fields=["actor_label", "id"], name="auditevent_actor_id"),
             # Its time range, and the activity view's period.
             models.Index(fields=["created_at"], name="auditevent_created"),
             # The events that concern one ticket or one approval request (their payload
             # names it: {"ticket": 12}, {"request": 7}).
             models.Index(
                 KT("payload__ticket"),
-                "seq",
+                "id",
                 condition=Q(payload__has_key="ticket"),
-                name="auditevent_ticket_seq",
+                name="auditevent_ticket_id",
             ),
             models.Index(
                 KT("payload__request"),
-                "seq",
+                "id",
                 condition=Q(payload__has_key="request"),
-                name="auditevent_request_seq",
+                name="auditevent_request_id",
             ),
             # Full-text search over the (redacted) payloads' values.
             GinIndex(JsonbTsvector(F("payload")), name="auditevent_payload_search"),

@@ -5,11 +5,13 @@ purge), newest first. Who may see it at all is ``reviews.access.may_browse_trail
 and auditors, who see every run); this module only filters.
 
 Filters arrive as GET parameters and stay in the URL, so a filtered trail can be shared and
-exported as it is. Pagination is keyset on ``seq`` (unique, the chain's order): a page is "the
-next N events before this seq", the same cost on the first page and the ten-thousandth. Each
-filter has an index that serves "newest first" (AuditEvent.Meta.indexes): ``(kind, seq)``,
-``(actor_label, seq)``, ``(run, seq)``, the ticket and approval a payload names, and
-``created_at`` for the time range.
+exported as it is. Pagination is keyset on the events' ``id`` (the order they were appended
+in; unlike ``seq`` it is set the moment an event is written, also under a chain format whose
+sequencer places events in the global chain a moment later): a page is "the next N events
+before this id", the same cost on the first page and the ten-thousandth. Each filter has an
+index that serves "newest first" (AuditEvent.Meta.indexes): ``(kind, id)``,
+``(actor_label, id)``, the ticket and approval a payload names, and ``created_at`` for the
+time range; a run's events are few and come from ``(run, seq)``.
 
 Search is Postgres full text (``websearch_to_tsquery('simple', q)``) over the values of the
 events' payloads, which were redacted before they were recorded (orchestration.privacy), with a
@@ -177,42 +179,45 @@ def filtered_events(f: TrailFilters) -> QuerySet[AuditEvent]:
 @dataclass
 class Page:
     events: list[AuditEvent]
-    next_cursor: int | None = None  # the page after: events before this seq
-    prev_cursor: int | None = None  # the page before: events after this seq
+    next_cursor: int | None = None  # the page after: events older than this id
+    prev_cursor: int | None = None  # the page before: events newer than this id
+
+
+def _cursor(value: str) -> int | None:
+    return int(value) if value.isdigit() and len(value) < 19 else None
 
 
 def keyset_page(
     events: QuerySet[AuditEvent], after: str = "", before: str = "", size: int = PAGE_SIZE
 ) -> Page:
-    """One page, newest first: the events older than ``after`` (a seq), or newer than
+    """One page, newest first: the events older than ``after`` (an id), or newer than
     ``before``; the first page without either. A cursor that is not a number is ignored."""
-    after_seq = int(after) if after.isdigit() and len(after) < 19 else None
-    before_seq = int(before) if before.isdigit() and len(before) < 19 else None
-    if before_seq is not None:
-        rows = list(events.filter(seq__gt=before_seq).order_by("seq")[: size + 1])
+    after_id, before_id = _cursor(after), _cursor(before)
+    if before_id is not None:
+        rows = list(events.filter(id__gt=before_id).order_by("id")[: size + 1])
         more_newer = len(rows) > size
         rows = rows[:size][::-1]
         return Page(
             rows,
-            next_cursor=rows[-1].seq if rows else None,
-            prev_cursor=rows[0].seq if rows and more_newer else None,
+            next_cursor=rows[-1].pk if rows else None,
+            prev_cursor=rows[0].pk if rows and more_newer else None,
         )
-    qs = events.order_by("-seq")
-    if after_seq is not None:
-        qs = qs.filter(seq__lt=after_seq)
+    qs = events.order_by("-id")
+    if after_id is not None:
+        qs = qs.filter(id__lt=after_id)
     rows = list(qs[: size + 1])
     more = len(rows) > size
     rows = rows[:size]
     return Page(
         rows,
-        next_cursor=rows[-1].seq if rows and more else None,
-        prev_cursor=rows[0].seq if rows and after_seq is not None else None,
+        next_cursor=rows[-1].pk if rows and more else None,
+        prev_cursor=rows[0].pk if rows and after_id is not None else None,
     )
 
 
 def known_kinds() -> list[str]:
     """Every event kind in the trail, for the filter's suggestions: a loose index scan of
-    ``(kind, seq)`` (one probe per distinct kind, not a scan of every event)."""
+    ```(kind, id)`` (one probe per distinct kind, not a scan of every event)."""
     with connection.cursor() as cursor:
         cursor.execute(
             """

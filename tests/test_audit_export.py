@@ -6,6 +6,7 @@ and named."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import subprocess
@@ -109,6 +110,7 @@ def test_an_edited_line_is_caught(client, auditor, runs):
     forged = json.loads(lines[i])
     forged["actor_label"] = "mallory"
     forged["hash"] = export_verifier.event_hash(forged)
+    forged["chain_hash"] = export_verifier.chain_hash(forged)
     result = _verify([*lines[:i], json.dumps(forged) + "\n", *lines[i + 1 :]])
     assert not result.ok and result.line == i + 2
     assert f"does not link to event #{seq}" in result.problem
@@ -295,3 +297,63 @@ def test_export_streams_with_flat_memory(client, auditor, operator, monkeypatch)
     large_lines, large = peak("bulk.*")
     assert (small_lines, large_lines) == (302, 1502)  # header, events, proof
     assert large < small * 2, (small, large)
+
+
+def _format2_export(key: Ed25519PrivateKey, events: int = 6) -> list[str]:
+    """An export of a chain in format 2 (per-run chains anchored by a sequencer), written from
+    the specification in docs/architecture.md ("Chain format"), not from the exporter: the
+    verifier must follow the spec."""
+    genesis = export_verifier.GENESIS_HASH
+    public = key.public_key().public_bytes_raw().hex()
+    head = {}
+    lines, run_heads, prev_chain = [], {}, genesis
+    running = hashlib.sha256()
+    for seq in range(1, events + 1):
+        run = [
+            "11111111-1111-1111-1111-111111111111",
+            "22222222-2222-2222-2222-222222222222",
+            None,
+        ][seq % 3]
+        run_seq, run_prev = run_heads.get(run, (0, genesis)) if run else (None, "")
+        payload = {"n": seq, "note": "café"}
+        e = {
+            "type": "event", "format": 2, "seq": seq, "prev_hash": prev_chain, "run": run,
+            "run_seq": run_seq + 1 if run else None, "run_prev_hash": run_prev, "kind": "step.done",
+            "actor": None, "actor_label": "engine", "created_at": f"2026-12-03T22:0{seq}:00.123456+00:00",
+            "payload": payload, "payload_digest": export_verifier.digest(payload), "payload_purged_at": None,
+            "export_prev": seq - 1 if seq > 1 else None,
+        }  # fmt: skip
+        e["hash"] = export_verifier.event_hash(e)
+        e["chain_hash"] = export_verifier.chain_hash(e)
+        if run:
+            run_heads[run] = (e["run_seq"], e["hash"])
+        prev_chain = e["chain_hash"]
+        running.update(f"{seq}:{e['chain_hash']}\n".encode())
+        lines.append(json.dumps(e, ensure_ascii=False) + "\n")
+        head = {"seq": seq, "hash": e["chain_hash"]}
+    common = {"format": export_verifier.FORMAT, "exported_at": "2026-12-03T22:10:00+00:00",
+              "filters": {}, "head": head, "public_key": public}  # fmt: skip
+    proof = {"type": "proof", **common, "events": events, "first_seq": 1, "last_seq": events,
+             "digest": running.hexdigest(), "server_check": "ok"}  # fmt: skip
+    proof["signature"] = key.sign(export_verifier.signed_message(proof)).hex()
+    header = {"type": "header", **common}
+    return [json.dumps(header) + "\n", *lines, json.dumps(proof) + "\n"]
+
+
+def test_the_verifier_follows_chain_format_2():
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes_raw().hex()
+    lines = _format2_export(key)
+    result = export_verifier.verify_lines(lines, public)
+    assert result.ok, result.summary()
+    assert result.chain_links == 5 and result.run_links == 2
+    # The run link edited (and everything after it re-hashed by someone without the key).
+    edited = _edit(lines, 4, run_prev_hash="0" * 64)
+    assert "hash does not match" in export_verifier.verify_lines(edited, public).problem
+    # A chain_hash that is not the global link.
+    edited = _edit(lines, 3, chain_hash="f" * 64)
+    assert "link in the global chain" in export_verifier.verify_lines(edited, public).problem
+    assert (
+        "unknown chain format"
+        in export_verifier.verify_lines(_edit(lines, 2, format=3), public).problem
+    )

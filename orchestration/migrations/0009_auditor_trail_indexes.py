@@ -1,5 +1,6 @@
-"""The audit trail page's indexes (orchestration.trail_search): newest first by kind, by actor,
-by the ticket or approval request a payload names, by time, and full text over the payloads."""
+"""The audit trail page's indexes (orchestration.trail_search): newest first (id order) by kind,
+by actor, by the ticket or approval request a payload names, by time, and full text over the
+payloads."""
 
 import django.contrib.postgres.indexes
 import django.db.models.fields.json
@@ -9,47 +10,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("orchestration", "0008_tamper_evidence"),
+        ('orchestration', '0008_tamper_evidence'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name="auditevent",
-            index=models.Index(fields=["kind", "seq"], name="auditevent_kind_seq"),
+            model_name='auditevent',
+            index=models.Index(fields=['kind', 'id'], name='auditevent_kind_id'),
         ),
         migrations.AddIndex(
-            model_name="auditevent",
-            index=models.Index(fields=["actor_label", "seq"], name="auditevent_actor_seq"),
+            model_name='auditevent',
+            index=models.Index(fields=['actor_label', 'id'], name='auditevent_actor_id'),
         ),
         migrations.AddIndex(
-            model_name="auditevent",
-            index=models.Index(fields=["created_at"], name="auditevent_created"),
+            model_name='auditevent',
+            index=models.Index(fields=['created_at'], name='auditevent_created'),
         ),
         migrations.AddIndex(
-            model_name="auditevent",
-            index=models.Index(
-                django.db.models.fields.json.KeyTextTransform("ticket", "payload"),
-                models.F("seq"),
-                condition=models.Q(("payload__has_key", "ticket")),
-                name="auditevent_ticket_seq",
-            ),
+            model_name='auditevent',
+            index=models.Index(django.db.models.fields.json.KeyTextTransform('ticket', 'payload'), models.F('id'), condition=models.Q(('payload__has_key', 'ticket')), name='auditevent_ticket_id'),
         ),
         migrations.AddIndex(
-            model_name="auditevent",
-            index=models.Index(
-                django.db.models.fields.json.KeyTextTransform("request", "payload"),
-                models.F("seq"),
-                condition=models.Q(("payload__has_key", "request")),
-                name="auditevent_request_seq",
-            ),
+            model_name='auditevent',
+            index=models.Index(django.db.models.fields.json.KeyTextTransform('request', 'payload'), models.F('id'), condition=models.Q(('payload__has_key', 'request')), name='auditevent_request_id'),
         ),
         migrations.AddIndex(
-            model_name="auditevent",
-            index=django.contrib.postgres.indexes.GinIndex(
-                orchestration.models.JsonbTsvector(models.F("payload")),
-                name="auditevent_payload_search",
-            ),
+            model_name='auditevent',
+            index=django.contrib.postgres.indexes.GinIndex(orchestration.models.JsonbTsvector(models.F('payload')), name='auditevent_payload_search'),
         ),
     ]
