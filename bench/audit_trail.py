@@ -154,7 +154,7 @@ def measure(urls: list[tuple[str, str]], requests: int) -> dict[str, dict[str, f
     out = {}
     for label, url in urls:
         client.get(url)
-        times, queries, rows = [], 0, 0
+        times, queries, rows, sql_ms, slowest = [], 0, 0, [], ""
         deadline = time.perf_counter() + PAGE_SECONDS
         for i in range(requests):
             if i >= MIN_REQUESTS and time.perf_counter() > deadline:
@@ -165,14 +165,17 @@ def measure(urls: list[tuple[str, str]], requests: int) -> dict[str, dict[str, f
                 times.append((time.perf_counter() - began) * 1000)
             assert response.status_code == 200, (url, response.status_code)
             queries = len(captured.captured_queries)
-            page = response.context.get("page") if response.context else None
-            rows = len(page.events) if page is not None else -1
+            sql_ms.append(sum(float(q["time"]) for q in captured.captured_queries) * 1000)
+            slowest = max(captured.captured_queries, key=lambda q: float(q["time"]))["sql"]
+            rows = response.content.count(b'class="trail-event"')
         times.sort()
         out[label] = {
             "p50": statistics.median(times),
             "p95": times[min(len(times) - 1, round(0.95 * (len(times) - 1)))],
             "queries": queries,
             "rows": rows,
+            "sql_p50": statistics.median(sql_ms),
+            "slowest": slowest,
             "n": len(times),
         }
     return out
@@ -200,6 +203,9 @@ def main() -> None:
         "--quick", action="store_true", help="100,000 events, 5 requests; RESULTS.md untouched"
     )
     parser.add_argument("--no-results", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--explain", action="store_true", help="print each page's slowest query's plan"
+    )
     args = parser.parse_args()
     if args.quick:
         args.events, args.requests = 100_000, 5
@@ -232,17 +238,23 @@ def main() -> None:
             flush=True,
         )
         results = measure(pages(run, transaction_id), args.requests)
+        if args.explain:
+            with connection.cursor() as c:
+                for label, r in results.items():
+                    c.execute("EXPLAIN (ANALYZE, BUFFERS) " + r["slowest"])
+                    plan = "\n".join(row[0] for row in c.fetchall())
+                    print(f"--- {label}\n{r['slowest'][:300]}\n{plan}")
         export_s, export_lines = export_seconds(run.pk)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
     lines = [
-        "| page | p50 (ms) | p95 (ms) | queries | rows | p95 < 100 ms |",
-        "|---|---|---|---|---|---|",
+        "| page | p50 (ms) | p95 (ms) | SQL p50 (ms) | queries | rows | p95 < 100 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, r in results.items():
         ok = "yes" if r["p95"] < 100 else "**no**"
         lines.append(
-            f"| {label} | {r['p50']:.0f} | {r['p95']:.0f} | {r['queries']} | {r['rows']} | {ok} |"
+            f"| {label} | {r['p50']:.0f} | {r['p95']:.0f} | {r['sql_p50']:.0f} | {r['queries']} | {r['rows']} | {ok} |"
         )
     print("\n".join(lines))
     print(

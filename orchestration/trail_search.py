@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,6 +233,17 @@ def known_kinds() -> list[str]:
             """
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+def annotate_for_display(event: AuditEvent) -> None:
+    """What the page shows of an event: its links, its payload without the evidence digests
+    (one line, and indented JSON), and how many rows' evidence it records."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    shown = {k: v for k, v in payload.items() if k != "evidence"}
+    event.links = links(event)  # type: ignore[attr-defined]
+    event.preview = json.dumps(shown, ensure_ascii=False, separators=(", ", ": "))  # type: ignore[attr-defined]
+    event.pretty = json.dumps(payload, ensure_ascii=False, indent=2)  # type: ignore[attr-defined]
+    event.evidence_rows = len(payload.get("evidence") or ())  # type: ignore[attr-defined]
 
 
 def links(event: AuditEvent) -> dict[str, Any]:

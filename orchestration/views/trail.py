@@ -9,6 +9,7 @@ import datetime as dt
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
+from django.db.models import F
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -18,6 +19,7 @@ from django.views.decorators.http import require_GET
 from orchestration import audit, audit_export, export_verifier, person_activity
 from orchestration.models import WorkflowVersion
 from orchestration.trail_search import (
+    annotate_for_display,
     filtered_events,
     keyset_page,
     known_kinds,
@@ -33,12 +35,14 @@ VERIFIER_SOURCE = Path(export_verifier.__file__)
 @require_GET
 def trail(request):
     filters = parse_filters(request.GET)
-    events = filtered_events(filters).select_related("run")
+    # The run's workflow name only: select_related would read every run column (input, result,
+    # the search vector) for each of the page's events.
+    events = filtered_events(filters).annotate(workflow_name=F("run__workflow_name"))
     page = keyset_page(
         events, after=request.GET.get("after", ""), before=request.GET.get("before", "")
     )
     for event in page.events:
-        event.links = links(event)  # type: ignore[attr-defined]
+        annotate_for_display(event)
     context = {
         "page": page,
         "filters": filters,
