@@ -461,8 +461,11 @@ class AuditEvent(models.Model):
             # at a time, filtered by kind or by actor, scanned backwards from a keyset cursor.
             models.Index(fields=["kind", "id"], name="auditevent_kind_id"),
             models.Index(fields=["actor_label", "id"], name="auditevent_actor_id"),
-            # Its time range, and the activity view's period.
+            # Its time range.
             models.Index(fields=["created_at"], name="auditevent_created"),
+            # What one person did (orchestration.person_activity): their events of a kind in a
+            # period.
+            models.Index(fields=["actor", "kind", "created_at"], name="auditevent_actor_kind_time"),
             # The events that concern one ticket or one approval request (their payload
             # names it: {"ticket": 12}, {"request": 7}).
             models.Index(

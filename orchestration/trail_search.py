@@ -117,36 +117,80 @@ def parse_filters(params: Any) -> TrailFilters:
     return f
 
 
-def search_condition(q: str) -> Q:
-    """Events whose payload matches ``q``, or that recorded a tool call whose payloads match;
-    a run id also finds the run's events, ``#123`` event 123."""
-    query = SearchQuery(q, search_type="websearch", config="simple")
-    # Two uncorrelated IN subqueries, each run once on its GIN index (the expression index on
-    # the payloads, the tool calls' search vector); Postgres probes a hash per event.
-    in_payload = (
-        AuditEvent.objects.annotate(doc=JsonbTsvector(F("payload"))).filter(doc=query).values("seq")
-    )
-    condition = Q(seq__in=in_payload)
-    condition |= Q(
-        RawSQL(
-            # The event that recorded the tool call: same run, same tool_use_id. Only this
-            # module's SQL; q is a parameter.
-            '("orchestration_auditevent"."run_id", ("orchestration_auditevent"."payload" ->> %s)) '
-            "IN (SELECT run_id, tool_use_id FROM orchestration_toolcall "
-            "WHERE search_vector @@ websearch_to_tsquery('simple'::regconfig, %s))",
-            ["tool_use_id", q],
-            output_field=BooleanField(),
+# The page reads at most this many of the newest events a search matches (then filters and
+# pages them): a search for a common word must not sort half the trail. Exports read them all.
+SEARCH_CAP = 5000
+
+# The events whose payload matches, and the events that recorded a tool call whose payloads
+# match (same run, same tool_use_id), newest first. Each arm is driven by its own index (the
+# expression GIN index on the payloads, the tool calls' GIN index and the events' (run, seq)).
+# Only this module's SQL; q is a parameter.
+_SEARCH_SQL = """
+    (SELECT e.id FROM orchestration_auditevent e
+     WHERE jsonb_to_tsvector('simple'::regconfig, COALESCE(e.payload, '{}'::jsonb),
+                             '["string", "numeric"]'::jsonb)
+           @@ websearch_to_tsquery('simple'::regconfig, %(q)s)
+     ORDER BY e.id DESC LIMIT %(cap)s)
+    UNION
+    (SELECT e.id FROM orchestration_toolcall tc
+     JOIN orchestration_auditevent e
+       ON e.run_id = tc.run_id AND (e.payload ->> 'tool_use_id') = tc.tool_use_id
+     WHERE tc.search_vector @@ websearch_to_tsquery('simple'::regconfig, %(q)s)
+     ORDER BY e.id DESC LIMIT %(cap)s)
+"""
+
+
+def search_ids(q: str, cap: int | None = None) -> list[int]:
+    """The ids of the newest events (at most ``cap``, SEARCH_CAP by default) that the search
+    matches, newest first."""
+    cap = cap or SEARCH_CAP
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM ({_SEARCH_SQL}) AS hits ORDER BY id DESC LIMIT %(cap)s",  # noqa: S608
+            {"q": q, "cap": cap},
         )
-    )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _exact(q: str) -> Q | None:
+    """A run id finds the run's events, ``#123`` event 123."""
+    condition = None
     with contextlib.suppress(ValueError):
-        condition |= Q(run_id=uuid.UUID(q))
+        condition = Q(run_id=uuid.UUID(q))
     if q.startswith("#") and q[1:].isdigit() and len(q) < 19:
-        condition |= Q(seq=int(q[1:]))
+        condition = Q(seq=int(q[1:]))
     return condition
 
 
-def filtered_events(f: TrailFilters) -> QuerySet[AuditEvent]:
-    """The events that match the filters (unordered)."""
+def search_condition(q: str, hits: list[int] | None = None) -> Q:
+    """Events whose payload matches ``q``, or that recorded a tool call whose payloads match;
+    a run id or ``#seq`` as well. ``hits``: the page's capped ``search_ids(q)``; without
+    them, every match (the exports, as subqueries)."""
+    if hits is not None:
+        condition = Q(id__in=hits)
+    else:
+        query = SearchQuery(q, search_type="websearch", config="simple")
+        in_payload = (
+            AuditEvent.objects.annotate(doc=JsonbTsvector(F("payload")))
+            .filter(doc=query)
+            .values("id")
+        )
+        condition = Q(id__in=in_payload) | Q(
+            RawSQL(
+                '("orchestration_auditevent"."run_id", ("orchestration_auditevent"."payload" ->> %s)) '
+                "IN (SELECT run_id, tool_use_id FROM orchestration_toolcall "
+                "WHERE search_vector @@ websearch_to_tsquery('simple'::regconfig, %s))",
+                ["tool_use_id", q],
+                output_field=BooleanField(),
+            )
+        )
+    exact = _exact(q)
+    return condition | exact if exact is not None else condition
+
+
+def filtered_events(f: TrailFilters, search_hits: list[int] | None = None) -> QuerySet[AuditEvent]:
+    """The events that match the filters (unordered). ``search_hits``: the page's search
+    (``search_ids``, the newest SEARCH_CAP matches); the exports take every match."""
     events = AuditEvent.objects.all()
     if f.actor:
         events = events.filter(actor_label=f.actor)
@@ -173,7 +217,7 @@ def filtered_events(f: TrailFilters) -> QuerySet[AuditEvent]:
     if f.until:
         events = events.filter(created_at__lt=f.until)
     if f.q:
-        events = events.filter(search_condition(f.q))
+        events = events.filter(search_condition(f.q, search_hits))
     return events
 
 

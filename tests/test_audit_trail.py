@@ -330,3 +330,21 @@ def test_correction_supplied_shows_on_the_activity(client, auditor, reviewer, wo
     client.force_login(auditor)
     body = client.get(reverse("person_activity", args=["reviewer"])).content.decode()
     assert "corrected the output of fetch_transactions" in body and "TX-CORRECTED-1" in body
+
+
+def test_a_search_matching_many_events_says_the_page_shows_the_newest(
+    client, auditor, operator, world, monkeypatch
+):
+    run = world["report"]
+    for i in range(5):
+        audit.record("run.note", run=run, actor=operator, payload={"note": f"routine check {i}"})
+    monkeypatch.setattr(trail_search, "SEARCH_CAP", 3)
+    client.force_login(auditor)
+    response = client.get(TRAIL + "?q=routine")
+    assert [e.payload["note"] for e in response.context["page"].events] == [
+        f"routine check {i}" for i in (4, 3, 2)
+    ]
+    assert "More than 3 events match this search" in response.content.decode()
+    # The export holds every match.
+    export = client.get(reverse("audit_trail_export", args=["csv"]) + "?q=routine")
+    assert b"".join(export.streaming_content).decode().count("routine check") == 5

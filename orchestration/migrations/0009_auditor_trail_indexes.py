@@ -1,6 +1,6 @@
 """The audit trail page's indexes (orchestration.trail_search): newest first (id order) by kind,
-by actor, by the ticket or approval request a payload names, by time, and full text over the
-payloads."""
+by actor, by the ticket or approval request a payload names, by time, full text over the
+payloads; and a person's events by kind and time (orchestration.person_activity)."""
 
 import django.contrib.postgres.indexes
 import django.db.models.fields.json
@@ -28,6 +28,10 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='auditevent',
             index=models.Index(fields=['created_at'], name='auditevent_created'),
+        ),
+        migrations.AddIndex(
+            model_name='auditevent',
+            index=models.Index(fields=['actor', 'kind', 'created_at'], name='auditevent_actor_kind_time'),
         ),
         migrations.AddIndex(
             model_name='auditevent',

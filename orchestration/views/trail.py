@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from orchestration import audit, audit_export, export_verifier, person_activity
+from orchestration import audit, audit_export, export_verifier, person_activity, trail_search
 from orchestration.models import WorkflowVersion
 from orchestration.trail_search import (
     annotate_for_display,
@@ -25,6 +25,7 @@ from orchestration.trail_search import (
     known_kinds,
     links,
     parse_filters,
+    search_ids,
 )
 from reviews.access import trail_required
 
@@ -37,7 +38,8 @@ def trail(request):
     filters = parse_filters(request.GET)
     # The run's workflow name only: select_related would read every run column (input, result,
     # the search vector) for each of the page's events.
-    events = filtered_events(filters).annotate(workflow_name=F("run__workflow_name"))
+    hits = search_ids(filters.q) if filters.q else None
+    events = filtered_events(filters, hits).annotate(workflow_name=F("run__workflow_name"))
     page = keyset_page(
         events, after=request.GET.get("after", ""), before=request.GET.get("before", "")
     )
@@ -49,6 +51,10 @@ def trail(request):
         "errors": filters.errors,
         "base_qs": filters.querystring(),
         "filtered": bool(filters.active),
+        # The search read only the newest SEARCH_CAP matches: say so.
+        "search_cap": trail_search.SEARCH_CAP
+        if hits is not None and len(hits) >= trail_search.SEARCH_CAP
+        else 0,
         "public_key": audit_export.public_key_hex(),
         "public_key_id": audit_export.public_key_id(),
     }
