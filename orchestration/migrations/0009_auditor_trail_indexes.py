@@ -1,6 +1,6 @@
 """The audit trail page's indexes (orchestration.trail_search): newest first (id order) by kind,
-by actor, by the ticket or approval request a payload names, by time, full text over the
-payloads; and a person's events by kind and time (orchestration.person_activity)."""
+by actor, by actor and kind, by the ticket or approval request a payload names, by time, full
+text over the payloads; the actor-and-kind one also serves orchestration.person_activity."""
 
 import django.contrib.postgres.indexes
 import django.db.models.fields.json
@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='auditevent',
-            index=models.Index(fields=['actor', 'kind', 'created_at'], name='auditevent_actor_kind_time'),
+            index=models.Index(fields=['actor_label', 'kind', 'id'], include=('created_at',), name='auditevent_actor_kind_id'),
         ),
         migrations.AddIndex(
             model_name='auditevent',
