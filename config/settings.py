@@ -335,8 +335,18 @@ ESCALATION_EMAILS = env.list("ESCALATION_EMAILS", default=[])
 ESCALATION_WEBHOOK_URL = env.str("ESCALATION_WEBHOOK_URL", default="")
 ESCALATION_SPIKE_COUNT = env.int("ESCALATION_SPIKE_COUNT", default=10)
 ESCALATION_SPIKE_WINDOW_SECONDS = env.int("ESCALATION_SPIKE_WINDOW_SECONDS", default=60)
-# Per-reason priority and due time overrides, e.g. {"ambiguity": {"priority": 2, "due_minutes": 120}}.
+# Per-reason priority and due time, e.g. {"ambiguity": {"priority": 2, "due_minutes": 120}}: read
+# once, by migration reviews/0007, to seed the SLA targets; after that they are edited in the
+# admin (Reviews > SLA targets).
 ESCALATION_SLA = env.json("ESCALATION_SLA", default={})
+# Overdue tickets (reviews.sla): a notice every SLA_REMINDER_MINUTES while a ticket stays
+# overdue; a P1 ticket still open SLA_P1_GRACE_MINUTES after its due time goes to the managers.
+SLA_REMINDER_MINUTES = env.int("SLA_REMINDER_MINUTES", default=60)
+SLA_P1_GRACE_MINUTES = env.int("SLA_P1_GRACE_MINUTES", default=30)
+if SLA_REMINDER_MINUTES < 1 or SLA_P1_GRACE_MINUTES < 0:
+    raise ImproperlyConfigured(
+        "SLA_REMINDER_MINUTES must be at least 1 and SLA_P1_GRACE_MINUTES at least 0."
+    )
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="countersign@localhost")
 

@@ -524,6 +524,13 @@ def _order(event: AuditEvent) -> int:
     return event.run_seq if event.run_id is not None else (event.seq or 0)
 
 
+def event_problem(event: AuditEvent) -> str:
+    """What is wrong with one event row on its own (payload digest, hash, signature, its
+    global link once anchored), or ''. For readers of the chain outside this module
+    (orchestration.audit_export)."""
+    return _content_problem(event) or _link_problem(event)
+
+
 def _purge_stamp(event: AuditEvent) -> Any:
     if event.kind != PURGE_KIND or not isinstance(event.payload, dict):
         return None

@@ -14,6 +14,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import F, Func, Q
+from django.db.models.fields.json import KT
 
 from orchestration.fields import EncryptedJSONField
 
@@ -468,6 +469,37 @@ class AuditEvent(models.Model):
             models.Index(fields=["run", "seq"], name="auditevent_run_seq"),
             # The sequencer's backlog: events not yet anchored, in append order.
             models.Index(fields=["id"], condition=Q(seq__isnull=True), name="auditevent_unanchored"),
+            # The audit trail page (orchestration.trail_search): newest first (id order), a page
+            # at a time, filtered by kind or by actor, scanned backwards from a keyset cursor.
+            models.Index(fields=["kind", "id"], name="auditevent_kind_id"),
+            models.Index(fields=["actor_label", "id"], name="auditevent_actor_id"),
+            # Its time range.
+            models.Index(fields=["created_at"], name="auditevent_created"),
+            # One actor's events of one kind, newest first: the trail filtered on both (without
+            # it Postgres walks the id index back through every event when few match), and what
+            # one person did in a period (orchestration.person_activity; created_at included so
+            # the period is checked in the index).
+            models.Index(
+                fields=["actor_label", "kind", "id"],
+                include=["created_at"],
+                name="auditevent_actor_kind_id",
+            ),
+            # The events that concern one ticket or one approval request (their payload
+            # names it: {"ticket": 12}, {"request": 7}).
+            models.Index(
+                KT("payload__ticket"),
+                "id",
+                condition=Q(payload__has_key="ticket"),
+                name="auditevent_ticket_id",
+            ),
+            models.Index(
+                KT("payload__request"),
+                "id",
+                condition=Q(payload__has_key="request"),
+                name="auditevent_request_id",
+            ),
+            # Full-text search over the (redacted) payloads' values.
+            GinIndex(JsonbTsvector(F("payload")), name="auditevent_payload_search"),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from orchestration.views import dashboard, exports, fanout, runs, start
+from orchestration.views import dashboard, exports, fanout, runs, start, trail
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -14,4 +14,9 @@ urlpatterns = [
     path("runs/<uuid:run_id>/download.json", exports.run_download, name="run_download"),
     path("runs/<uuid:run_id>/jobs/", fanout.job_grid, name="fanout_jobs"),
     path("runs/<uuid:run_id>/jobs/<int:job_pk>/", fanout.job_detail, name="fanout_job"),
+    path("audit/", trail.trail, name="audit_trail"),
+    path("audit/export.<str:fmt>", trail.trail_export, name="audit_trail_export"),
+    path("audit/verify_audit_export.py", trail.verifier_script, name="audit_verifier"),
+    path("audit/public-key.txt", trail.public_key, name="audit_public_key"),
+    path("audit/people/<str:username>/", trail.activity, name="person_activity"),
 ]

@@ -7,7 +7,8 @@ no other module names a permission or decides who sees a row. It holds, in order
 2. the roles: the four groups and the permissions each holds (created by the migration
    ``reviews/0006_access_roles``; ``reviews.roles`` creates and assigns them);
 3. what a user may do at all (``may_start``, ``may_resolve``, ``may_override``,
-   ``may_decide``, ``may_view_approvals``, ``may_see_costs``, ``sees_every_run``);
+   ``may_decide``, ``may_view_approvals``, ``may_see_costs``, ``may_browse_trail``,
+   ``sees_every_run``);
 4. four-eyes: who may decide on one object (``may_resolve_ticket``, ``may_decide_request``,
    ``may_sign_off``). Money and sign-off decisions are never taken by the person who requested
    the run, whatever roles they hold. A new decision on a run (raising a spend ceiling, say)
@@ -53,6 +54,9 @@ OVERRIDE_TICKET = "reviews.override_ticket"
 DECIDE_APPROVAL = "reviews.decide_approval"
 VIEW_APPROVALS = "reviews.view_approvalrequest"
 VIEW_COSTS = "costs.view_modelprice"
+# The read-only admin's permission on audit events, held by managers and auditors (their roles
+# view everything): the audit trail page, its exports and the per-person activity view.
+VIEW_TRAIL = "orchestration.view_auditevent"
 
 
 # --- 2. roles ------------------------------------------------------------------------------
@@ -126,10 +130,35 @@ def may_see_costs(user: Any) -> bool:
     return user.has_perm(VIEW_COSTS)
 
 
+def may_browse_trail(user: Any) -> bool:
+    """The audit trail across runs, its exports and what each person did (managers, auditors
+    and superusers). Everyone else gets a 404 (``trail_required``): the page is not there."""
+    return bool(user.is_authenticated and user.has_perm(VIEW_TRAIL))
+
+
 def users_who_may_resolve() -> QuerySet[Any]:
     """Everyone a ticket can be assigned to: members of a group with ``resolve_ticket``, and
     superusers."""
     app_label, codename = RESOLVE_TICKET.split(".")
+    return (
+        get_user_model()
+        .objects.filter(
+            Q(
+                groups__permissions__codename=codename,
+                groups__permissions__content_type__app_label=app_label,
+            )
+            | Q(is_superuser=True),
+            is_active=True,
+        )
+        .distinct()
+        .order_by("username")
+    )
+
+
+def users_who_manage() -> QuerySet[Any]:
+    """The managers: members of a group with ``override_ticket``, and superusers (late P1
+    tickets are escalated to them, reviews.sla)."""
+    app_label, codename = OVERRIDE_TICKET.split(".")
     return (
         get_user_model()
         .objects.filter(
@@ -159,6 +188,19 @@ def required(check: Callable[[Any], bool]) -> Callable[[Callable[..., Any]], Cal
         return wrapper
 
     return decorator
+
+
+def trail_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A view decorator: 404 unless ``may_browse_trail``: to an operator or a reviewer the
+    trail does not exist (they see the events of their own runs on the run page)."""
+
+    @functools.wraps(view)
+    def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+        if not may_browse_trail(request.user):
+            raise Http404("No such page.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 # --- 4. four-eyes: decisions on one object -------------------------------------------------

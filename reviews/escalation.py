@@ -7,11 +7,9 @@ full context so the reviewer sees what the run saw when it stopped.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,35 +18,11 @@ from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.serialize import model_call_dict, tool_call_dict
 from orchestration.untrusted import printable
 from reviews.models import EscalationTicket
+from reviews.sla import sla_for
 
 R = EscalationTicket.Reason
 logger = logging.getLogger(__name__)
 
-# Priority (1 = most urgent) and time to due per reason; override with settings.ESCALATION_SLA
-# = {"reason": {"priority": 1, "due_minutes": 30}}.
-DEFAULT_SLA: dict[str, tuple[int, int]] = {
-    R.REGULATORY_TRIGGER: (1, 60),
-    R.BUDGET_EXCEEDED: (1, 60),
-    R.FAILURE_RATE_EXCEEDED: (1, 60),
-    R.HALLUCINATION: (1, 120),
-    R.VALIDATION_FAILED: (2, 240),
-    R.RETRIES_EXHAUSTED: (2, 240),
-    R.UNKNOWN_TOOL: (2, 240),
-    R.TOOL_ERROR: (2, 240),
-    R.TIMEOUT: (2, 240),
-    R.AMBIGUITY: (3, 480),
-    R.STEP_LIMIT: (3, 480),
-    R.UNDECRYPTABLE: (1, 60),
-}
-
-
-def sla_for(reason: str) -> tuple[int, dt.timedelta]:
-    override = getattr(settings, "ESCALATION_SLA", {}).get(reason, {})
-    priority, minutes = DEFAULT_SLA.get(reason, (2, 240))
-    return (
-        int(override.get("priority", priority)),
-        dt.timedelta(minutes=int(override.get("due_minutes", minutes))),
-    )
 
 
 def context_snapshot(run: Run, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -125,6 +126,10 @@ class EscalationTicket(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # SLA reminders (reviews.sla): the last overdue notice, and when an overdue P1 ticket was
+    # escalated to the managers (once).
+    reminded_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["priority", "due_at"]
@@ -162,3 +167,28 @@ class EscalationTicket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_reason_display()} on {self.run_id} ({self.status})"
+
+
+class SlaTarget(models.Model):
+    """The service level of one escalation reason: the priority a new ticket gets and the
+    minutes until it is due. Edited in the admin (superusers; managers and auditors view);
+    the migration seeds the values ``reviews.escalation.DEFAULT_SLA`` held, and a reason
+    without a row falls back to them. A change applies to tickets opened after it; every
+    change is an audit event (``sla.changed``)."""
+
+    reason = models.CharField(max_length=30, choices=EscalationTicket.Reason.choices, unique=True)
+    priority = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(3)], help_text="1 = most urgent, 3 = least."
+    )
+    due_minutes = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(60 * 24 * 30)],
+        help_text="Minutes from the ticket opening until it is due.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "reason"]
+        verbose_name = "SLA target"
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()}: P{self.priority}, due in {self.due_minutes} min"

@@ -42,12 +42,12 @@ def _post_webhook(text: str) -> None:
         logger.warning("escalation webhook failed: %s", exc)
 
 
-def _link(ticket: EscalationTicket) -> str:
+def ticket_link(ticket: EscalationTicket) -> str:
     return f"{settings.PUBLIC_BASE_URL.rstrip('/')}{reverse('ticket_detail', args=[ticket.pk])}"
 
 
-def _deliver(subject: str, text: str) -> None:
-    recipients = _recipients()
+def _deliver(subject: str, text: str, recipients: list[str] | None = None) -> None:
+    recipients = _recipients() if recipients is None else recipients
     if recipients:
         try:
             send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, recipients)
@@ -61,7 +61,7 @@ def ticket_opened(ticket_id: int) -> None:
     if ticket is None:
         return
     subject = f"[Countersign] P{ticket.priority} {ticket.get_reason_display()}: {ticket.run.workflow_name}"
-    _deliver(subject, f"{ticket.message}\n\nRun {ticket.run_id}, due {ticket.due_at:%Y-%m-%d %H:%M %Z}.\n{_link(ticket)}")
+    _deliver(subject, f"{ticket.message}\n\nRun {ticket.run_id}, due {ticket.due_at:%Y-%m-%d %H:%M %Z}.\n{ticket_link(ticket)}")
     check_spike()
 
 
@@ -81,9 +81,18 @@ def check_spike(now: Any = None) -> bool:
     return True
 
 
-def tickets_overdue(ticket_ids: list[int]) -> None:
-    tickets = list(EscalationTicket.objects.filter(pk__in=ticket_ids).select_related("run"))
-    if not tickets:
-        return
-    lines = [f"P{t.priority} {t.get_reason_display()} on {t.run.workflow_name}: {_link(t)}" for t in tickets]
-    _deliver(f"[Countersign] {len(tickets)} escalation(s) overdue", "\n".join(lines))
+def tickets_overdue(lines: list[str]) -> None:
+    """One overdue notice: ``lines`` in order (reviews.sla puts P1 first and says how late)."""
+    _deliver(f"[Countersign] {len(lines)} escalation(s) overdue", "\n".join(lines))
+
+
+def tickets_escalated(lines: list[str], why: str) -> None:
+    """Late P1 tickets, to the managers (reviews.sla, after the grace period)."""
+    recipients = list(
+        access.users_who_manage().exclude(email="").order_by().values_list("email", flat=True)
+    )
+    _deliver(
+        f"[Countersign] {len(lines)} P1 escalation(s) overdue: escalated to managers",
+        why + "\n\n" + "\n".join(lines),
+        recipients=recipients,
+    )

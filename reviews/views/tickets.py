@@ -23,7 +23,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from costs import accounting
 from orchestration.models import WorkflowVersion
 from orchestration.timeline import build_timeline
-from reviews import access, resolutions
+from reviews import access, resolutions, sla
 from reviews.models import EscalationTicket
 
 T = EscalationTicket.Status
@@ -48,6 +48,10 @@ def _filtered(request, user):
         tickets = tickets.filter(assignee=user)
     elif assignee == "nobody":
         tickets = tickets.filter(assignee__isnull=True)
+    if request.GET.get("overdue") == "1":
+        tickets = tickets.exclude(status=T.RESOLVED).filter(due_at__lt=timezone.now())
+    if (priority := request.GET.get("priority", "")) in ("1", "2", "3"):
+        tickets = tickets.filter(priority=int(priority))
     if (age := request.GET.get("older_than_hours", "")).isdigit():
         # At most a century back: a longer span overflows a timedelta (and means the same).
         hours = min(int(age), MAX_AGE_HOURS) if len(age) <= 9 else MAX_AGE_HOURS
@@ -63,6 +67,8 @@ def _counts(user) -> dict:
         "by_reason": [{"reason": r["reason"], "label": labels.get(r["reason"], r["reason"]), "n": r["n"]} for r in rows],
         "total": sum(r["n"] for r in rows),
         "overdue": sum(r["overdue"] for r in rows),
+        # SLA breaches per priority (reviews.sla), P1 first; every priority shown, 0 included.
+        "breaches": sorted(sla.breaches_by_priority(access.visible_tickets(user), timezone.now()).items()),
     }
 
 

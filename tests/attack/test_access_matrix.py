@@ -59,6 +59,7 @@ def values_for(route: Route, world: World) -> dict[str, str]:
         "content_type_id": str(ContentType.objects.get_for_model(world.run).pk),
         "url": "no-such-page/",
         "id": str(world.users["operator"].pk),
+        "username": "operator",
     }
 
 
@@ -198,6 +199,28 @@ EXPECT: dict[str, dict[str, Any]] = {
         "POST": {"anonymous": 401, "reviewer": 415, "manager": 415, "*": 403},
     },
     "api/workflows": {"GET": {"anonymous": 401, "*": 200}, "POST": 405},
+    # The audit trail, its exports, the verifier, the public key and the per-person activity:
+    # managers and auditors only; to everyone else the pages do not exist (404, any method).
+    "audit/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 404},
+        "POST": {"anonymous": "login", "manager": 405, "auditor": 405, "*": 404},
+    },
+    "audit/export.<str:fmt>": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 404},
+        "POST": {"anonymous": "login", "manager": 405, "auditor": 405, "*": 404},
+    },
+    "audit/people/<str:username>/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 404},
+        "POST": {"anonymous": "login", "manager": 405, "auditor": 405, "*": 404},
+    },
+    "audit/public-key.txt": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 404},
+        "POST": {"anonymous": "login", "manager": 405, "auditor": 405, "*": 404},
+    },
+    "audit/verify_audit_export.py": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 404},
+        "POST": {"anonymous": "login", "manager": 405, "auditor": 405, "*": 404},
+    },
     "costs/": {
         "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
         "POST": {"anonymous": "login", "*": 405},
@@ -314,6 +337,8 @@ ADMIN_LEVELS: dict[str, dict[str, str | None]] = {
         )
     },
     # Prices and budgets: superusers only add them (costs.changes), never edit them.
+    # SLA targets: superusers edit them (reviews.admin.SlaTargetAdmin), managers and auditors see them.
+    "reviews/slatarget": {"manager": "view", "auditor": "view"},
     "costs/modelprice": {"manager": "view", "auditor": "view"},
     "costs/budget": {"manager": "view", "auditor": "view"},
     "api/apitoken": {

@@ -26,7 +26,7 @@ def _hostile_results() -> Iterator[None]:
 def no_enqueue(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     enqueued: list[str] = []
     monkeypatch.setattr(
-        "orchestration.tasks.enqueue_step",
+        "orchestration.dispatch.enqueue_step",
         lambda run_id, countdown=None: enqueued.append(str(run_id)),
     )
     return enqueued

@@ -2,7 +2,7 @@
 (tests/hostile/strategies.py) and aims it at every kind of entry point: the JSON API's
 bodies and query strings, the HTML forms, the query strings of the pages, the exports and the
 admin, ``manage.py start_run --input``, and what a model or a tool sends back (a simulator
-policy that plays a hostile model, orchestration.simulator.policy.hostile).
+policy that plays a hostile model, simulator.policy.hostile).
 
 Invariants (tests/hostile/harness.py): no 5xx; every 4xx names the field; no run left
 running with no step in flight; the audit chain verifies; every page, download and export
@@ -20,7 +20,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from orchestration.simulator.policy import Hostile
+from simulator.policy import Hostile
 
 from orchestration.models import Run
 from orchestration.untrusted import MAX_TEXT_LENGTH

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
-from orchestration.simulator.policy import Hostile
+from simulator.policy import Hostile
 
 from orchestration import storable
 from orchestration.audit import verify_chain

@@ -1,5 +1,5 @@
 """A workflow for the hostile-data harness: a stubborn model and a tool that send back
-whatever the test planted (orchestration.simulator.policy.hostile).
+whatever the test planted (simulator.policy.hostile).
 
 Each run's input is ``{"token": "..."}``; the test plants the hostile model turn and the
 hostile tool output under that token in ``PLANS`` before starting the run (the simulator
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from orchestration.simulator.policy import Conversation, Hostile, hostile
+from simulator.policy import Conversation, Hostile, hostile
 
 from orchestration.workflows.declaration import Constraints, Tool, ToolContext, Workflow
 from orchestration.workflows.registry import register

@@ -1,0 +1,350 @@
+"""The audit trail page: who sees it, newest first with keyset pages, every filter, the search,
+the links to runs, tickets and approvals and back, and the per-person activity view."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from api.models import ApiToken
+from costs import changes
+from costs.models import ModelPrice
+from orchestration import audit, trail_search
+from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
+from reviews.models import ApprovalRequest, EscalationTicket
+from tests.audit_factories import make_run
+
+TRAIL = reverse("audit_trail")
+
+
+def _tool_event(run: Run, output: dict) -> AuditEvent:
+    """A tool call and the event that records it, with the payload the engine writes."""
+    mc = ModelCall.objects.filter(run=run).first()
+    tu = f"toolu_{uuid.uuid4().hex[:10]}"
+    tc = ToolCall.objects.create(
+        run=run, model_call=mc, tool_use_id=tu, name="fetch_transactions", status="ok",
+        settled=True, input={"date": "2026-11-20"}, output=output, raw_output=output,
+    )  # fmt: skip
+    return audit.record(
+        "tool.called",
+        run=run,
+        evidence_of=[tc],
+        payload={"tool_use_id": tu, "name": "fetch_transactions", "version": "1", "attempt": 1},
+    )
+
+
+@pytest.fixture
+def world(operator, reviewer, manager):
+    """Two runs of two workflows, a ticket, an approval, a tool call holding a transaction id."""
+    report = make_run(operator)
+    payment = make_run(manager, workflow="payment_approval", input={"payment_id": "PAY-1003"})
+    tx_event = _tool_event(report, {"transactions": [{"txn_id": "TX-20261120-007"}]})
+    ticket = EscalationTicket.objects.create(
+        run=report, reason="ambiguity", message="Which ledger?", context={},
+        due_at=timezone.now() + dt.timedelta(hours=1),
+    )  # fmt: skip
+    audit.record(
+        "ticket.opened",
+        run=report,
+        actor="engine",
+        payload={"ticket": ticket.pk, "reason": "ambiguity", "message": "Which ledger?"},
+    )
+    audit.record("ticket.claimed", run=report, actor=reviewer, payload={"ticket": ticket.pk})
+    approval = ApprovalRequest.objects.create(
+        run=payment, estimate_usd=25, threshold_usd=20, calculation={}, requested_by=manager,
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )  # fmt: skip
+    audit.record(
+        "approval.decided",
+        run=payment,
+        actor=manager,
+        payload={
+            "request": approval.pk,
+            "decision": "approved",
+            "comment": "ok",
+            "estimate_usd": "25",
+        },
+    )
+    return {
+        "report": report,
+        "payment": payment,
+        "ticket": ticket,
+        "approval": approval,
+        "tx_event": tx_event,
+    }
+
+
+def _ids(response) -> list[int]:
+    return [e.pk for e in response.context["page"].events]
+
+
+# --- who sees it ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "persona,status",
+    [("manager", 200), ("auditor", 200), ("operator", 404), ("reviewer", 404), ("outsider", 404)],
+)
+def test_only_managers_and_auditors_see_the_trail(client, request, world, persona, status):
+    client.force_login(request.getfixturevalue(persona))
+    for url in (
+        TRAIL,
+        reverse("audit_trail_export", args=["jsonl"]),
+        reverse("audit_trail_export", args=["csv"]),
+        reverse("audit_verifier"),
+        reverse("audit_public_key"),
+        reverse("person_activity", args=["operator"]),
+    ):
+        assert client.get(url).status_code == status, url
+    # The navigation shows the page only to those who may open it.
+    page = client.get(reverse("dashboard")).content.decode()
+    assert (reverse("audit_trail") in page) == (status == 200)
+
+
+def test_anonymous_is_sent_to_login(client, world):
+    response = client.get(TRAIL)
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_a_post_is_refused_before_anything_is_read(client, operator, auditor, world):
+    client.force_login(operator)
+    assert client.post(TRAIL).status_code == 404  # not even "method not allowed": no page here
+    client.force_login(auditor)
+    assert client.post(TRAIL).status_code == 405
+
+
+# --- order and pages -----------------------------------------------------------------------
+
+
+def test_every_event_newest_first_with_keyset_pages(client, auditor, world, monkeypatch):
+    monkeypatch.setattr(trail_search, "PAGE_SIZE", 3)
+    monkeypatch.setattr(trail_search.keyset_page, "__defaults__", ("", "", 3))
+    client.force_login(auditor)
+    everything = list(AuditEvent.objects.order_by("-id").values_list("id", flat=True))
+    assert len(everything) > 7
+    seen, after = [], ""
+    while True:
+        response = client.get(TRAIL + (f"?after={after}" if after else ""))
+        page = response.context["page"]
+        seen += _ids(response)
+        if page.next_cursor is None:
+            break
+        after = str(page.next_cursor)
+    assert seen == everything  # every event once, newest first, across pages
+    # Back from the second page: the first again.
+    second = client.get(TRAIL + f"?after={everything[2]}")
+    back = client.get(TRAIL + f"?before={second.context['page'].prev_cursor}")
+    assert _ids(back) == everything[:3]
+
+
+def test_htmx_gets_only_the_results(client, auditor, world):
+    client.force_login(auditor)
+    response = client.get(TRAIL + "?kind=ticket.claimed", headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert response.status_code == 200 and 'id="results"' in body and "<form" not in body
+    assert "ticket.claimed" in body
+
+
+# --- filters -------------------------------------------------------------------------------
+
+
+def _filtered(client, query: str) -> list[AuditEvent]:
+    response = client.get(f"{TRAIL}?{query}")
+    assert response.status_code == 200
+    assert not response.context["errors"], response.context["errors"]
+    return response.context["page"].events
+
+
+def test_filters(client, auditor, manager, reviewer, world):
+    client.force_login(auditor)
+    ticket, approval = world["ticket"], world["approval"]
+    by_actor = _filtered(client, "actor=reviewer")
+    assert [e.kind for e in by_actor] == ["ticket.claimed"]
+    assert {e.actor_label for e in _filtered(client, "actor=engine")} == {"engine"}
+    assert {e.kind for e in _filtered(client, "kind=ticket.opened")} == {"ticket.opened"}
+    assert {e.kind for e in _filtered(client, "kind=ticket.*")} == {
+        "ticket.opened",
+        "ticket.claimed",
+    }
+    assert {e.run_id for e in _filtered(client, "workflow=payment_approval")} == {
+        world["payment"].pk
+    }
+    run_events = _filtered(client, f"run={world['report'].pk}")
+    assert {e.run_id for e in run_events} == {world["report"].pk}
+    assert len(run_events) == AuditEvent.objects.filter(run=world["report"]).count()
+    assert [e.kind for e in _filtered(client, f"ticket={ticket.pk}")] == [
+        "ticket.claimed",
+        "ticket.opened",
+    ]
+    assert [e.kind for e in _filtered(client, f"approval={approval.pk}")] == ["approval.decided"]
+    # Time range: move one event to last week; a range around it finds only it.
+    old = AuditEvent.objects.get(kind="approval.decided")
+    week_ago = timezone.now() - dt.timedelta(days=7)
+    AuditEvent.objects.filter(pk=old.pk).update(created_at=week_ago)
+    day = timezone.localtime(week_ago).date()
+    assert [e.seq for e in _filtered(client, f"since={day}&until={day}")] == [old.seq]
+    assert old.seq not in [e.seq for e in _filtered(client, f"since={day + dt.timedelta(days=1)}")]
+    # Filters combine.
+    assert _filtered(client, "actor=reviewer&kind=ticket.opened") == []
+
+
+def test_bad_filters_say_what_was_wrong_and_show_everything_else(client, auditor, world):
+    client.force_login(auditor)
+    response = client.get(TRAIL + "?run=nope&ticket=abc&since=yesterday&kind=ticket.opened")
+    errors = " ".join(response.context["errors"])
+    assert "'nope' is not a run id" in errors and "'abc' is not a number" in errors
+    assert "'yesterday' is not a date" in errors
+    assert {e.kind for e in response.context["page"].events} == {"ticket.opened"}
+    export = client.get(reverse("audit_trail_export", args=["jsonl"]) + "?run=nope")
+    assert export.status_code == 400 and b"is not a run id" in export.content
+
+
+def test_search_over_payloads_and_tool_outputs(client, auditor, world):
+    client.force_login(auditor)
+    # A transaction id in a tool's stored output finds the event that recorded that tool call.
+    assert [e.seq for e in _filtered(client, "q=TX-20261120-007")] == [world["tx_event"].seq]
+    # Words of a payload.
+    assert [e.kind for e in _filtered(client, "q=Which ledger")] == ["ticket.opened"]
+    # A run id finds the run's events; #seq finds one event.
+    by_run = _filtered(client, f"q={world['payment'].pk}")
+    assert {e.run_id for e in by_run} == {world["payment"].pk}
+    assert [e.seq for e in _filtered(client, f"q=%23{world['tx_event'].seq}")] == [
+        world["tx_event"].seq
+    ]
+    assert _filtered(client, "q=TX-20990101-999") == []
+
+
+def test_search_sees_only_redacted_payloads(client, auditor, operator, world):
+    run = world["report"]
+    audit.record(
+        "run.note", run=run, actor=operator, payload={"note": "mail jane.doe@example.com today"}
+    )
+    client.force_login(auditor)
+    assert _filtered(client, "q=jane.doe@example.com") == []  # the address was never stored
+    hits = _filtered(client, "q=today")
+    assert len(hits) == 1 and "[REDACTED:email]" in hits[0].payload["note"]
+
+
+# --- links both ways -----------------------------------------------------------------------
+
+
+def test_links_from_events_to_run_ticket_approval_and_back(client, manager, world):
+    client.force_login(manager)
+    ticket, approval, run = world["ticket"], world["approval"], world["report"]
+    body = client.get(TRAIL).content.decode()
+    assert reverse("run_detail", args=[run.pk]) in body
+    assert reverse("ticket_detail", args=[ticket.pk]) in body
+    assert f"{TRAIL}?approval={approval.pk}" in body
+    # And back: the run page, the ticket page and the approvals page link to their events.
+    assert (
+        f"{TRAIL}?run={run.pk}" in client.get(reverse("run_detail", args=[run.pk])).content.decode()
+    )
+    assert (
+        f"{TRAIL}?ticket={ticket.pk}"
+        in client.get(reverse("ticket_detail", args=[ticket.pk])).content.decode()
+    )
+    assert (
+        f"{TRAIL}?approval={approval.pk}" in client.get(reverse("approval_queue")).content.decode()
+    )
+
+
+def test_those_who_cannot_open_the_trail_get_no_link_to_it(client, operator, world):
+    client.force_login(operator)
+    page = client.get(reverse("run_detail", args=[world["report"].pk])).content.decode()
+    assert "?run=" not in page and TRAIL not in page
+
+
+# --- what one person did -------------------------------------------------------------------
+
+
+def test_activity_of_a_person_for_a_period(
+    client, auditor, manager, reviewer, operator, world, settings
+):
+    from reviews import resolutions
+
+    settings.COST_CHANGE_MIN_DELAY_MINUTES = 1
+    ticket = world["ticket"]
+    # The reviewer resolves a ticket (with a comment), a superuser adds a price, the
+    # manager creates a token: each shows under its person.
+    Run.objects.filter(pk=ticket.run_id).update(status=Run.Status.AWAITING_REVIEW)
+    resolutions.resolve(ticket.pk, reviewer, "fail", comment="ledger unknown")
+    admin = type(manager).objects.create_superuser("root", "root@example.com", "x")
+    changes.add_price(
+        ModelPrice(model="claude-test-1", input_per_mtok=1, output_per_mtok=2, cache_write_5m_per_mtok=1,
+                   cache_write_1h_per_mtok=2, cache_read_per_mtok=Decimal("0.1"),
+                   effective_from=timezone.now() + dt.timedelta(minutes=5)),
+        admin,
+    )  # fmt: skip
+    ApiToken.issue(manager, "nightly batch")
+    client.force_login(auditor)
+
+    page = client.get(reverse("person_activity", args=["reviewer"]))
+    assert page.status_code == 200
+    sections = {s.key: s for s in page.context["activity"].sections}
+    assert [e.payload["resolution"] for e in sections["tickets"].events] == ["fail"]
+    assert sections["runs"].total == 0 and "ledger unknown" in page.content.decode()
+
+    page = client.get(reverse("person_activity", args=["manager"]))
+    sections = {s.key: s for s in page.context["activity"].sections}
+    assert sections["runs"].total == 1 and sections["runs"].events[0].run_id == world["payment"].pk
+    assert [e.payload["decision"] for e in sections["approvals"].events] == ["approved"]
+    assert [t.name for t in page.context["activity"].tokens] == ["nightly batch"]
+
+    page = client.get(reverse("person_activity", args=["root"]))
+    sections = {s.key: s for s in page.context["activity"].sections}
+    assert [e.kind for e in sections["costs"].events] == ["price.added"]
+    assert "claude-test-1" in page.content.decode()
+
+    # A period before any of it: nothing.
+    page = client.get(
+        reverse("person_activity", args=["manager"]) + "?from=2020-01-01&to=2020-01-31"
+    )
+    assert page.context["activity"].empty and "Nothing recorded" in page.content.decode()
+    # A bad period says so and falls back to the last 30 days.
+    page = client.get(reverse("person_activity", args=["manager"]) + "?from=2026-13-01")
+    assert "YYYY-MM-DD" in page.content.decode() and not page.context["activity"].empty
+    # Another person from the page's field: the same period, that person.
+    switched = client.get(
+        reverse("person_activity", args=["manager"]) + "?person=reviewer&from=2026-01-01"
+    )
+    assert (
+        switched.status_code == 302
+        and switched["Location"]
+        == reverse("person_activity", args=["reviewer"]) + "?from=2026-01-01"
+    )
+    assert client.get(reverse("person_activity", args=["nobody-here"])).status_code == 404
+
+
+def test_correction_supplied_shows_on_the_activity(client, auditor, reviewer, world):
+    ticket = world["ticket"]
+    audit.record(
+        "ticket.resolved", run=ticket.run, actor=reviewer,
+        payload={"ticket": ticket.pk, "resolution": "correct", "comment": "fixed", "corrected": "tool",
+                 "tool": "fetch_transactions", "output": {"transactions": [{"txn_id": "TX-CORRECTED-1"}]}},
+    )  # fmt: skip
+    client.force_login(auditor)
+    body = client.get(reverse("person_activity", args=["reviewer"])).content.decode()
+    assert "corrected the output of fetch_transactions" in body and "TX-CORRECTED-1" in body
+
+
+def test_a_search_matching_many_events_says_the_page_shows_the_newest(
+    client, auditor, operator, world, monkeypatch
+):
+    run = world["report"]
+    for i in range(5):
+        audit.record("run.note", run=run, actor=operator, payload={"note": f"routine check {i}"})
+    monkeypatch.setattr(trail_search, "SEARCH_CAP", 3)
+    client.force_login(auditor)
+    response = client.get(TRAIL + "?q=routine")
+    assert [e.payload["note"] for e in response.context["page"].events] == [
+        f"routine check {i}" for i in (4, 3, 2)
+    ]
+    assert "More than 3 events match this search" in response.content.decode()
+    # The export holds every match.
+    export = client.get(reverse("audit_trail_export", args=["csv"]) + "?q=routine")
+    assert b"".join(export.streaming_content).decode().count("routine check") == 5
