@@ -22,6 +22,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
                 ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count() if can_approve else 0
             ),
             "can_see_costs": access.may_see_costs(user),
+            "can_see_operations": access.may_see_operations(user),
             "is_staff": user.is_staff,
             "roles": sorted(user.groups.values_list("name", flat=True)),
         }
