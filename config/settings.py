@@ -420,7 +420,6 @@ if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", API_RATE_LIMIT):
 RATELIMIT_USE_CACHE = "default"
 # With the cache (Redis) unreachable, serve the request rather than refuse every API call.
 RATELIMIT_FAIL_OPEN = env.bool("API_RATE_LIMIT_FAIL_OPEN", default=True)
-METRICS_ERROR_RATE_WINDOW_SECONDS = env.int("METRICS_ERROR_RATE_WINDOW_SECONDS", default=3600)
 
 # --- Operations insight (insight: roll-ups, the operations page, the daily digest) ------------
 # Beat folds new rows into the roll-ups this often; /metrics and the operations page are as

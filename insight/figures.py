@@ -134,8 +134,9 @@ def window(
 
 
 def workflows() -> list[str]:
+    """Every workflow with a figure (from the all-time rows)."""
     return list(
-        Rollup.objects.filter(grain=Rollup.Grain.DAY)
+        Rollup.objects.filter(grain=Rollup.Grain.ALL)
         .values_list("workflow", flat=True)
         .distinct()
         .order_by("workflow")
@@ -325,3 +326,9 @@ def report(period: Period, workflow: str | None = None) -> Report:
         escalations_by_day={n: list(d.values()) for n, d in esc_now.items()},
         escalations_prev_by_day=_day_totals(K.ESCALATION, before, workflow),
     )
+
+
+def all_time(kind: str | None = None) -> QuerySet[Rollup]:
+    """One row per series (kind, workflow, name, role) since the first fold: /metrics reads these."""
+    qs = Rollup.objects.filter(grain=Rollup.Grain.ALL)
+    return qs.filter(kind=kind) if kind else qs

@@ -10,8 +10,8 @@ from django.db import models
 
 
 class Rollup(models.Model):
-    """One bucket: an hour (UTC) or a day (local midnight, TIME_ZONE) of one kind of record
-    for one workflow and one name.
+    """One bucket: an hour (UTC), a day (local midnight, TIME_ZONE) or all time (``/metrics``'
+    counters and histograms) of one kind of record for one workflow and one name.
 
     ``name`` is the model (model_call, step), the tool (tool_call), the reason (retry,
     escalation) or empty (run); ``role`` is the model call's role (model_call), else empty.
@@ -21,12 +21,14 @@ class Rollup(models.Model):
     the model call's start to its last tool call's end). ``cost_usd``: model calls' cost.
 
     Hour rows are recomputed from the source rows of that hour; day rows are the sum of
-    their hours. Rows are never edited by hand.
+    their hours; an all-time row changes by what its days changed. Rows are never edited by
+    hand.
     """
 
     class Grain(models.TextChoices):
         HOUR = "hour"
         DAY = "day"
+        ALL = "all", "all time"
 
     class Kind(models.TextChoices):
         RUN = "run"

@@ -49,16 +49,26 @@ from reviews.models import EscalationTicket
 
 K = Rollup.Kind
 HOUR = dt.timedelta(hours=1)
+# The all-time rows' start (they have no period; a fixed value keeps the unique key simple).
+ALL_TIME_START = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+FIGURES = [
+    "count",
+    "outcomes",
+    "latency_count",
+    "latency_sum_ms",
+    "latency",
+    "ttft_count",
+    "ttft_sum_ms",
+    "ttft",
+    "cost_usd",
+]
 # pg_try_advisory_xact_lock key: "insight" fold (any constant unique in this codebase).
 _LOCK_KEY = 0x1A51_6470
 FINAL_RUN_STATUSES = tuple(str(s) for s in Run.FINAL)
-# The engine's time-to-first-token column on ModelCall, if this codebase has it.
+# The engine's time-to-first-token column on ModelCall (engine-core's first_token_ms), once
+# this codebase has it: the fold and the page pick it up without a change here.
 TTFT_FIELD = next(
-    (
-        f.column
-        for f in ModelCall._meta.concrete_fields
-        if f.name in ("ttft_ms", "time_to_first_token_ms")
-    ),
+    (f.column for f in ModelCall._meta.concrete_fields if f.name in ("first_token_ms", "ttft_ms")),
     None,
 )
 
@@ -304,35 +314,71 @@ def _recompute(hours: set[dt.datetime]) -> FoldResult:
 
 
 def _recompute_day(day: dt.date) -> int:
-    """Day rows of one local day: the sum of its hour rows."""
+    """Day rows of one local day: the sum of its hour rows. What changed is added to the
+    all-time rows (``/metrics`` reads those: one row per series, however long the history)."""
     start = local_day_start(day)
     end = local_day_start(day + dt.timedelta(days=1))
+    old_rows = {_key(r): r for r in Rollup.objects.filter(grain=Rollup.Grain.DAY, start=start)}
     Rollup.objects.filter(grain=Rollup.Grain.DAY, start=start).delete()
     merged: dict[tuple, Rollup] = {}
     for h in Rollup.objects.filter(
         grain=Rollup.Grain.HOUR, start__gte=start, start__lt=end
     ).iterator():
-        key = (h.kind, h.workflow, h.name, h.role)
+        key = _key(h)
         row = merged.get(key)
         if row is None:
-            row = merged[key] = new_row(Rollup.Grain.DAY, start, h.kind, h.workflow, h.name, h.role)
+            row = merged[key] = new_row(Rollup.Grain.DAY, start, *key)
         add(row, h)
     Rollup.objects.bulk_create(merged.values(), batch_size=1000)
+    _update_all_time(old_rows, merged)
     return len(merged)
 
 
-def add(into: Rollup, other: Rollup) -> None:
-    """Add ``other``'s figures into ``into`` (same kind)."""
-    into.count += other.count
+def _key(r: Rollup) -> tuple[str, str, str, str]:
+    return (r.kind, r.workflow, r.name, r.role)
+
+
+def _update_all_time(old: dict[tuple, Rollup], new: dict[tuple, Rollup]) -> None:
+    """all-time row += new day row - old day row, for every series the day touched."""
+    keys = set(old) | set(new)
+    if not keys:
+        return
+    existing = {
+        _key(r): r
+        for r in Rollup.objects.filter(
+            grain=Rollup.Grain.ALL, start=ALL_TIME_START, kind__in={k[0] for k in keys}
+        )
+    }
+    changed, created = [], []
+    for key in keys:
+        row = existing.get(key)
+        if row is None:
+            row = new_row(Rollup.Grain.ALL, ALL_TIME_START, *key)
+            created.append(row)
+        else:
+            changed.append(row)
+        if key in new:
+            add(row, new[key])
+        if key in old:
+            add(row, old[key], sign=-1)
+    Rollup.objects.bulk_create(created, batch_size=1000)
+    Rollup.objects.bulk_update(changed, FIGURES, batch_size=1000)
+
+
+def add(into: Rollup, other: Rollup, sign: int = 1) -> None:
+    """Add ``other``'s figures into ``into`` (same kind); ``sign=-1`` takes them away."""
+    into.count += sign * other.count
     for status, n in (other.outcomes or {}).items():
-        into.outcomes[status] = into.outcomes.get(status, 0) + n
-    into.latency_count += other.latency_count
-    into.latency_sum_ms += other.latency_sum_ms
-    into.latency = histogram.merge([into.latency, other.latency])
-    into.ttft_count += other.ttft_count
-    into.ttft_sum_ms += other.ttft_sum_ms
-    into.ttft = histogram.merge([into.ttft, other.ttft])
-    into.cost_usd += other.cost_usd
+        into.outcomes[status] = into.outcomes.get(status, 0) + sign * n
+        if not into.outcomes[status]:
+            del into.outcomes[status]
+    into.latency_count += sign * other.latency_count
+    into.latency_sum_ms += sign * other.latency_sum_ms
+    into.latency = histogram.merge([into.latency, [sign * n for n in other.latency or ()]])
+    into.ttft_count += sign * other.ttft_count
+    into.ttft_sum_ms += sign * other.ttft_sum_ms
+    into.ttft = histogram.merge([into.ttft, [sign * n for n in other.ttft or ()]])
+    into.cost_usd += sign * other.cost_usd
 
 
 def _locked() -> bool:

@@ -201,7 +201,7 @@ class Run(models.Model):
                 condition=Q(status="running"),
                 name="run_running_lease",
             ),
-            # The roll-up fold (insight.rollups): runs that finished since the last fold.
+            # The error-rate alert rule (alerts.rules.run_outcomes): runs that ended in a window.
             models.Index(fields=["finished_at"], condition=Q(finished_at__isnull=False), name="run_finished"),
         ]
         permissions = [
