@@ -53,7 +53,7 @@ def build(workflow: str, day: dt.date) -> tuple[str, str]:
     text = render_to_string("insight/digest.txt", context)
     rate = report.success_rate.current
     rate_text = "no run ended" if rate is None else f"{rate:.1%} succeeded"
-    subject = f"[Countersign] Daily report {day:%Y-%m-%d}, {workflow}: {report.runs.current} runs, {rate_text}"
+    subject = f"[Countersign] Daily report {day:%Y-%m-%d}, {workflow}: {report.runs.current} runs ended, {rate_text}"
     return subject, text
 
 

@@ -43,8 +43,8 @@ def _workflow(request: HttpRequest, known: list[str]) -> str | None:
     return name or None
 
 
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else round(ms / 1000, 3)
 
 
 def _chart_data(report: figures.Report) -> dict[str, Any]:
@@ -62,10 +62,10 @@ def _chart_data(report: figures.Report) -> dict[str, Any]:
         shown = [line for line in lines if pick(line)[0].count or pick(line)[1].count]
         return {
             "labels": [line.name for line in shown],
-            "p50": [_ms(pick(line)[0].p50) for line in shown],
-            "p95": [_ms(pick(line)[0].p95) for line in shown],
-            "prev_p50": [_ms(pick(line)[1].p50) for line in shown],
-            "prev_p95": [_ms(pick(line)[1].p95) for line in shown],
+            "p50": [_seconds(pick(line)[0].p50) for line in shown],
+            "p95": [_seconds(pick(line)[0].p95) for line in shown],
+            "prev_p50": [_seconds(pick(line)[1].p50) for line in shown],
+            "prev_p95": [_seconds(pick(line)[1].p95) for line in shown],
         }
 
     return {

@@ -208,7 +208,7 @@ def activity(
                             )
                         )
             if i % 3 == 0:
-                made.tickets.append(ticket(run, when, reasons[i % len(reasons)]))
+                made.tickets.append(ticket(run, when, reasons[(i // 3) % len(reasons)]))
     return made
 
 

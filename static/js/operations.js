@@ -37,7 +37,7 @@
         { label: "p95", data: series.p95, backgroundColor: BLUE },
         { label: "previous p50", data: series.prev_p50, backgroundColor: "#d5d9e1" },
         { label: "previous p95", data: series.prev_p95, backgroundColor: GREY } ] },
-      options: { ...base, scales: { y: { beginAtZero: true, title: { display: true, text: "ms" } } } } });
+      options: { ...base, scales: { y: { beginAtZero: true, title: { display: true, text: "seconds" } } } } });
   }
   latency("chart-lat-runs", d.latency.runs);
   latency("chart-lat-model", d.latency.model);
