@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
+from ops import tracing
 from orchestration import audit
 from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.privacy import require_readable
@@ -254,7 +255,9 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         round_attempts += 1
         last = tc
         try:
-            raw = _call_with_timeout(tool, tool_input, ctx, timeout)
+            with tracing.span("countersign.tool_call", run_id=str(run.pk), tool=name, attempt=tc.attempt,
+                              tool_use_id=tool_use_id):
+                raw = _call_with_timeout(tool, tool_input, ctx, timeout)
         except ToolTimeout as exc:
             _finish(tc, status=TC.TIMEOUT, error=str(exc))
             audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})

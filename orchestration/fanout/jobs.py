@@ -38,6 +38,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from costs import accounting
+from ops import tracing
 from orchestration import audit
 from orchestration.fanout import artifacts, prompts, slots
 from orchestration.fanout.models import FanoutJob
@@ -136,7 +137,8 @@ def run_job(job_pk: int) -> None:
         return
     workflow = registry.get(job.run.workflow_name)
     try:
-        _work(job, token, workflow)
+        with tracing.span("countersign.fanout_job", run_id=str(job.run_id), job=job.job_id, seq=job.seq):
+            _work(job, token, workflow)
     except LeaseLost:
         return
     except RunNotRunning:
