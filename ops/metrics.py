@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import redis
 from django.conf import settings
 from django.db.models import Count, Q
+from django.utils import timezone
 from prometheus_client import generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -33,6 +34,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from costs import budgets
+from costs.models import Budget
 from insight import figures, histogram, rollups
 from insight.models import Rollup
 from orchestration.models import Run
@@ -72,6 +75,7 @@ class RollupCollector(Collector):
         yield from self._steps(series.get(K.STEP, []))
         yield from self._tools(series.get(K.TOOL_CALL, []))
         yield from self._counts(series)
+        yield from self._budgets()
         yield from self._live()
         yield from self._freshness()
 
@@ -182,6 +186,33 @@ class RollupCollector(Collector):
             escalations.add_metric([r.workflow, r.name], r.count)
         yield retries
         yield escalations
+
+    def _budgets(self) -> Iterator[Metric]:
+        """Global and workflow budgets in force: the limit and what the roll-ups say was spent
+        since the period began (user budgets are checked in the app: no user in the roll-ups)."""
+        labels = ["scope", "workflow", "period", "hard"]
+        limit = GaugeMetricFamily(
+            "countersign_budget_limit_usd", "A budget's limit, in US dollars.", labels=labels
+        )
+        spent = GaugeMetricFamily(
+            "countersign_budget_spent_usd",
+            "Spent on model calls since the budget's period began (day or month), in US dollars.",
+            labels=labels,
+        )
+        today = timezone.localdate()
+        for b in (
+            budgets.in_force()
+            .exclude(scope=Budget.Scope.USER)
+            .order_by("scope", "workflow_name", "period")
+        ):
+            first = budgets.period_start(b.period).date()
+            period = figures.Period.ending((today - first).days + 1, today)
+            used = figures.total(K.MODEL_CALL, period, b.workflow_name or None).cost_usd
+            key = [b.scope, b.workflow_name, b.period, "true" if b.hard else "false"]
+            limit.add_metric(key, float(b.limit_usd))
+            spent.add_metric(key, float(used))
+        yield limit
+        yield spent
 
     def _live(self) -> Iterator[Metric]:
         active = GaugeMetricFamily(

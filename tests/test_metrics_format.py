@@ -3,9 +3,11 @@ same rules checked here on the parsed exposition (for machines without promtool)
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -97,3 +99,82 @@ def test_histogram_buckets_are_cumulative_and_end_with_the_count(exposition):
             values = [v for _, v in sorted(buckets)]
             assert values == sorted(values), (family.name, key)
             assert values[-1] == counts[key]
+
+
+# --- the Grafana dashboard and the Prometheus alert rules shipped in docs/monitoring ----------
+
+MONITORING = Path(__file__).resolve().parent.parent / "docs" / "monitoring"
+
+
+def _sample_names(exposition: str) -> set[str]:
+    """Every series name, and every family's name (a gauge with nothing to count has none)."""
+    families = list(text_string_to_metric_families(exposition))
+    return {s.name for f in families for s in f.samples} | {f.name for f in families}
+
+
+def _referenced(text: str) -> set[str]:
+    return set(re.findall(r"countersign_[a-z0-9_]+", text))
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt install prometheus)"
+)
+def test_the_alert_rules_are_valid_prometheus_rules():
+    checked = subprocess.run(
+        ["promtool", "check", "rules", str(MONITORING / "countersign-alerts.yml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 9 rules found" in checked.stdout
+
+
+def test_the_alert_rules_and_the_dashboard_use_only_metrics_that_exist(exposition, operator):
+    names = _sample_names(exposition)
+    rules = (MONITORING / "countersign-alerts.yml").read_text()
+    dashboard = json.loads((MONITORING / "countersign-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    referenced = _referenced(rules) | _referenced(" ".join(exprs))
+    # Budget gauges exist once a global or workflow budget is in force; first-token once the
+    # engine records it (rollups.TTFT_FIELD).
+    optional = {"countersign_budget_spent_usd", "countersign_budget_limit_usd"}
+    if rollups.TTFT_FIELD is None:
+        optional.add("countersign_model_call_first_token_seconds_bucket")
+    missing = referenced - names - optional
+    assert not missing, missing
+    # Every in-app rule (alerts.rules) has its Prometheus twin.
+    for rule in ("cost_spike", "cost_baseline", "latency", "error_rate", "retry_burst", "escalation_burst",
+                 "budget", "breaker"):  # fmt: skip
+        assert f"rule: {rule}}}" in rules, rule
+
+
+def test_budgets_in_force_are_gauges_from_the_rollups(client, operator, settings):
+    from decimal import Decimal
+
+    from costs.models import Budget
+    from tests.insight_factories import day_at, model_call, run_at
+
+    settings.METRICS_TOKEN = TOKEN
+    Budget.objects.create(scope="global", period="day", limit_usd=Decimal("10"), hard=True)
+    Budget.objects.create(scope="workflow", workflow_name="payment_approval", period="month",
+                          limit_usd=Decimal("50"), hard=False)  # fmt: skip
+    run = run_at(operator, day_at(0, hour=0, minute=5), workflow="payment_approval")
+    model_call(run, day_at(0, hour=0, minute=5), model="claude-opus-4-6", ms=10, cost="2.5")
+    rollups.fold()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(
+            client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).content.decode()
+        )
+        for s in f.samples
+    }
+    day = (("hard", "true"), ("period", "day"), ("scope", "global"), ("workflow", ""))
+    month = (
+        ("hard", "false"),
+        ("period", "month"),
+        ("scope", "workflow"),
+        ("workflow", "payment_approval"),
+    )
+    assert samples[("countersign_budget_limit_usd", day)] == 10
+    assert samples[("countersign_budget_spent_usd", day)] == 2.5
+    assert samples[("countersign_budget_limit_usd", month)] == 50
+    assert samples[("countersign_budget_spent_usd", month)] == 2.5
