@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,24 @@ class Period:
         return [self.first_day + dt.timedelta(days=i) for i in range(self.days)]
 
 
-def rows(kind: str, period: Period, workflow: str | None = None) -> QuerySet[Rollup]:
+_cache: ContextVar[dict[tuple, list[Rollup]] | None] = ContextVar(
+    "insight_figures_cache", default=None
+)
+
+
+def rows(kind: str, period: Period, workflow: str | None = None) -> Any:
+    """The day rows of one kind in a period (inside ``report()``, read once and reused)."""
+    cache = _cache.get()
+    key = (kind, period, workflow)
+    if cache is not None and key in cache:
+        return cache[key]
+    found = _rows(kind, period, workflow)
+    if cache is not None:
+        cache[key] = found = list(found)
+    return found
+
+
+def _rows(kind: str, period: Period, workflow: str | None = None) -> QuerySet[Rollup]:
     qs = Rollup.objects.filter(
         grain=Rollup.Grain.DAY, kind=kind, start__gte=period.start, start__lt=period.end
     )
@@ -273,6 +291,15 @@ def _day_totals(kind: str, period: Period, workflow: str | None) -> list[int]:
 
 
 def report(period: Period, workflow: str | None = None) -> Report:
+    """Everything the page shows: each kind's day rows of both periods are read once."""
+    token = _cache.set({})
+    try:
+        return _report(period, workflow)
+    finally:
+        _cache.reset(token)
+
+
+def _report(period: Period, workflow: str | None) -> Report:
     before = period.previous()
     runs_now, runs_before = total(K.RUN, period, workflow), total(K.RUN, before, workflow)
     statuses = sorted(set(runs_now.outcomes) | set(runs_before.outcomes))

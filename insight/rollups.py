@@ -374,11 +374,22 @@ def add(into: Rollup, other: Rollup, sign: int = 1) -> None:
             del into.outcomes[status]
     into.latency_count += sign * other.latency_count
     into.latency_sum_ms += sign * other.latency_sum_ms
-    into.latency = histogram.merge([into.latency, [sign * n for n in other.latency or ()]])
+    _add_counts(into.latency, other.latency, sign)
     into.ttft_count += sign * other.ttft_count
     into.ttft_sum_ms += sign * other.ttft_sum_ms
-    into.ttft = histogram.merge([into.ttft, [sign * n for n in other.ttft or ()]])
+    _add_counts(into.ttft, other.ttft, sign)
     into.cost_usd += sign * other.cost_usd
+
+
+def _add_counts(into: list[int], other: list[int] | None, sign: int) -> None:
+    """In place: a page merges thousands of rows, and new lists per merge were its cost."""
+    if not other or not any(other):
+        return
+    if len(into) < len(other):
+        into.extend([0] * (len(other) - len(into)))
+    for i, n in enumerate(other):
+        if n:
+            into[i] += sign * n
 
 
 def _locked() -> bool:
