@@ -261,11 +261,17 @@ def _compute_hours(start: dt.datetime, end: dt.datetime) -> list[Rollup]:
     return list(rows.values())
 
 
+# Hours closer than this are recomputed as one range (the hours between come along):
+# a query per range costs more than the rows of a few extra hours.
+RANGE_GAP = dt.timedelta(hours=24)
+
+
 def _ranges(hours: Iterable[dt.datetime]) -> list[tuple[dt.datetime, dt.datetime]]:
-    """Contiguous [start, end) ranges covering the given hour starts."""
+    """[start, end) ranges covering the given hour starts, merging those less than
+    RANGE_GAP apart (recomputing an hour that did not change rewrites the same rows)."""
     out: list[list[dt.datetime]] = []
     for h in sorted(set(hours)):
-        if out and out[-1][1] == h:
+        if out and h - out[-1][1] <= RANGE_GAP:
             out[-1][1] = h + HOUR
         else:
             out.append([h, h + HOUR])
@@ -308,17 +314,20 @@ def _recompute(hours: set[dt.datetime]) -> FoldResult:
         Rollup.objects.bulk_create(fresh, batch_size=1000)
         written += len(fresh)
     days = {timezone.localtime(h).date() for h in hours}
+    changes: dict[tuple, Rollup] = {}
     for day in sorted(days):
-        written += _recompute_day(day)
+        written += _recompute_day(day, changes)
+    _update_all_time(changes)
     return FoldResult(folded=True, hours=len(hours), days=len(days), rows=written)
 
 
-def _recompute_day(day: dt.date) -> int:
-    """Day rows of one local day: the sum of its hour rows. What changed is added to the
-    all-time rows (``/metrics`` reads those: one row per series, however long the history)."""
+def _recompute_day(day: dt.date, changes: dict[tuple, Rollup]) -> int:
+    """Day rows of one local day: the sum of its hour rows. What changed (new minus old) is
+    added to ``changes``, for the all-time rows (``/metrics`` reads those: one row per
+    series, however long the history)."""
     start = local_day_start(day)
     end = local_day_start(day + dt.timedelta(days=1))
-    old_rows = {_key(r): r for r in Rollup.objects.filter(grain=Rollup.Grain.DAY, start=start)}
+    old_rows = list(Rollup.objects.filter(grain=Rollup.Grain.DAY, start=start))
     Rollup.objects.filter(grain=Rollup.Grain.DAY, start=start).delete()
     merged: dict[tuple, Rollup] = {}
     for h in Rollup.objects.filter(
@@ -330,7 +339,13 @@ def _recompute_day(day: dt.date) -> int:
             row = merged[key] = new_row(Rollup.Grain.DAY, start, *key)
         add(row, h)
     Rollup.objects.bulk_create(merged.values(), batch_size=1000)
-    _update_all_time(old_rows, merged)
+    for rows, sign in ((merged.values(), 1), (old_rows, -1)):
+        for r in rows:
+            key = _key(r)
+            delta = changes.get(key)
+            if delta is None:
+                delta = changes[key] = new_row(Rollup.Grain.ALL, ALL_TIME_START, *key)
+            add(delta, r, sign)
     return len(merged)
 
 
@@ -338,31 +353,36 @@ def _key(r: Rollup) -> tuple[str, str, str, str]:
     return (r.kind, r.workflow, r.name, r.role)
 
 
-def _update_all_time(old: dict[tuple, Rollup], new: dict[tuple, Rollup]) -> None:
-    """all-time row += new day row - old day row, for every series the day touched."""
-    keys = set(old) | set(new)
-    if not keys:
+def _update_all_time(changes: dict[tuple, Rollup]) -> None:
+    """all-time row += the days' changes: new series are inserted, the others updated."""
+    changes = {
+        k: d
+        for k, d in changes.items()
+        if d.count
+        or d.outcomes
+        or d.latency_count
+        or d.ttft_count
+        or d.cost_usd
+        or any(d.latency)
+        or any(d.ttft)
+    }
+    if not changes:
         return
     existing = {
         _key(r): r
         for r in Rollup.objects.filter(
-            grain=Rollup.Grain.ALL, start=ALL_TIME_START, kind__in={k[0] for k in keys}
+            grain=Rollup.Grain.ALL, start=ALL_TIME_START, kind__in={k[0] for k in changes}
         )
     }
-    changed, created = [], []
-    for key in keys:
+    created = []
+    for key, delta in changes.items():
         row = existing.get(key)
         if row is None:
-            row = new_row(Rollup.Grain.ALL, ALL_TIME_START, *key)
-            created.append(row)
+            created.append(delta)
         else:
-            changed.append(row)
-        if key in new:
-            add(row, new[key])
-        if key in old:
-            add(row, old[key], sign=-1)
+            add(row, delta)
+            row.save(update_fields=FIGURES)
     Rollup.objects.bulk_create(created, batch_size=1000)
-    Rollup.objects.bulk_update(changed, FIGURES, batch_size=1000)
 
 
 def add(into: Rollup, other: Rollup, sign: int = 1) -> None:
