@@ -206,3 +206,29 @@ def test_time_to_first_token_is_rolled_up(operator) -> None:
     assert row.ttft_count == 4 and row.ttft_sum_ms == sum(firsts)
     lower, upper = histogram.bucket_range(nearest_rank(firsts, 0.95))
     assert lower < histogram.quantile(row.ttft, 0.95) <= upper
+
+
+def test_all_time_rows_stay_the_sum_of_the_days(operator, settings) -> None:
+    """/metrics reads the all-time rows, kept by what each fold changed: after folds, late
+    rows and a refold they still equal the sum of every day row, series by series."""
+    settings.ROLLUP_LAG_SECONDS = 600
+    activity(operator, [0, 1, 2], per_day=6)
+    rollups.fold()
+    run_at(operator, timezone.now() - dt.timedelta(seconds=30), status="failed", run_ms=77)
+    rollups.fold()
+    old = run_at(operator, day_at(2, hour=5), status="halted")
+    rollups.refold(timezone.localtime(old.finished_at).date())
+    rollups.refold(timezone.localtime(old.finished_at).date())  # twice: nothing counted twice
+
+    def series(grain: str) -> dict:
+        merged = rollups.group_rows(
+            Rollup.objects.filter(grain=grain), key=lambda r: (r.kind, r.workflow, r.name, r.role)
+        )
+        return {
+            k: (r.count, r.outcomes, r.latency_count, r.latency_sum_ms, r.cost_usd, r.latency)
+            for k, r in merged.items()
+        }
+
+    assert series(Rollup.Grain.ALL) == series(Rollup.Grain.DAY)
+    runs = figures.all_time(K.RUN)
+    assert sum(r.count for r in runs) == Run.objects.filter(status__in=Run.FINAL).count()
