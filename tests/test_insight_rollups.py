@@ -232,3 +232,15 @@ def test_all_time_rows_stay_the_sum_of_the_days(operator, settings) -> None:
     assert series(Rollup.Grain.ALL) == series(Rollup.Grain.DAY)
     runs = figures.all_time(K.RUN)
     assert sum(r.count for r in runs) == Run.objects.filter(status__in=Run.FINAL).count()
+
+
+def test_beat_folds_and_sends_digests_through_the_tasks(operator, settings) -> None:
+    from insight import tasks
+
+    schedule = settings.CELERY_BEAT_SCHEDULE
+    assert schedule["fold-rollups"]["task"] == "insight.tasks.fold_rollups"
+    assert schedule["daily-digest"]["task"] == "insight.tasks.send_daily_digests"
+    activity(operator, [0], per_day=3)
+    assert tasks.fold_rollups.apply().get() > 0
+    assert tasks.fold_rollups.apply().get() == 0  # nothing new
+    assert figures.total(K.RUN, figures.Period.ending(1)).count == 3
