@@ -89,14 +89,16 @@ def _rows(kind: str, period: Period, workflow: str | None = None) -> QuerySet[Ro
     return qs.filter(workflow=workflow) if workflow else qs
 
 
-def _merge(rs: Any, kind: str, key: Callable[[Rollup], Any]) -> dict[Any, Rollup]:
+def _merge(
+    rs: Any, kind: str, key: Callable[[Rollup], Any], histograms: bool = True
+) -> dict[Any, Rollup]:
     out: dict[Any, Rollup] = {}
     for r in rs:
         k = key(r)
         row = out.get(k)
         if row is None:
             row = out[k] = new_row(r.grain, r.start, kind, "", "", "")
-        add(row, r)
+        add(row, r, histograms=histograms)
     return out
 
 
@@ -104,9 +106,12 @@ def empty(kind: str) -> Rollup:
     return new_row(Rollup.Grain.DAY, local_day_start(timezone.localdate()), kind, "", "", "")
 
 
-def total(kind: str, period: Period, workflow: str | None = None) -> Rollup:
-    """Every bucket of the period merged into one."""
-    return _merge(rows(kind, period, workflow), kind, lambda r: None).get(None) or empty(kind)
+def total(
+    kind: str, period: Period, workflow: str | None = None, *, histograms: bool = True
+) -> Rollup:
+    """Every bucket of the period merged into one (``histograms=False``: counts and cost only)."""
+    merged = _merge(rows(kind, period, workflow), kind, lambda r: None, histograms)
+    return merged.get(None) or empty(kind)
 
 
 def by_name(kind: str, period: Period, workflow: str | None = None) -> dict[str, Rollup]:
@@ -120,10 +125,12 @@ def by_workflow(kind: str, period: Period, workflow: str | None = None) -> dict[
     return dict(sorted(merged.items()))
 
 
-def per_day(kind: str, period: Period, workflow: str | None = None) -> dict[dt.date, Rollup]:
+def per_day(
+    kind: str, period: Period, workflow: str | None = None, *, histograms: bool = True
+) -> dict[dt.date, Rollup]:
     """One merged Rollup per day of the period (empty ones included), in order."""
     merged = _merge(
-        rows(kind, period, workflow), kind, lambda r: timezone.localtime(r.start).date()
+        rows(kind, period, workflow), kind, lambda r: timezone.localtime(r.start).date(), histograms
     )
     return {d: merged.get(d) or empty(kind) for d in period.day_list()}
 
@@ -287,7 +294,7 @@ def _by_reason(
 
 
 def _day_totals(kind: str, period: Period, workflow: str | None) -> list[int]:
-    return [r.count for r in per_day(kind, period, workflow).values()]
+    return [r.count for r in per_day(kind, period, workflow, histograms=False).values()]
 
 
 def report(period: Period, workflow: str | None = None) -> Report:
@@ -301,15 +308,16 @@ def report(period: Period, workflow: str | None = None) -> Report:
 
 def _report(period: Period, workflow: str | None) -> Report:
     before = period.previous()
-    runs_now, runs_before = total(K.RUN, period, workflow), total(K.RUN, before, workflow)
+    runs_now = total(K.RUN, period, workflow, histograms=False)
+    runs_before = total(K.RUN, before, workflow, histograms=False)
     statuses = sorted(set(runs_now.outcomes) | set(runs_before.outcomes))
     mc_now, mc_before = (
-        per_day(K.MODEL_CALL, period, workflow),
-        per_day(K.MODEL_CALL, before, workflow),
+        per_day(K.MODEL_CALL, period, workflow, histograms=False),
+        per_day(K.MODEL_CALL, before, workflow, histograms=False),
     )
     run_days_now, run_days_before = (
-        per_day(K.RUN, period, workflow),
-        per_day(K.RUN, before, workflow),
+        per_day(K.RUN, period, workflow, histograms=False),
+        per_day(K.RUN, before, workflow, histograms=False),
     )
     retries_now = per_day_by_name(K.RETRY, period, workflow)
     esc_now = per_day_by_name(K.ESCALATION, period, workflow)
@@ -341,7 +349,8 @@ def _report(period: Period, workflow: str | None) -> Report:
         step_latency=_latency_lines(K.STEP, period, before, workflow),
         tool_latency=_latency_lines(K.TOOL_CALL, period, before, workflow),
         tool_calls=Comparison(
-            total(K.TOOL_CALL, period, workflow).count, total(K.TOOL_CALL, before, workflow).count
+            total(K.TOOL_CALL, period, workflow, histograms=False).count,
+            total(K.TOOL_CALL, before, workflow, histograms=False).count,
         ),
         model_calls=Comparison(
             sum(r.count for r in mc_now.values()), sum(r.count for r in mc_before.values())

@@ -385,8 +385,9 @@ def _update_all_time(changes: dict[tuple, Rollup]) -> None:
     Rollup.objects.bulk_create(created, batch_size=1000)
 
 
-def add(into: Rollup, other: Rollup, sign: int = 1) -> None:
-    """Add ``other``'s figures into ``into`` (same kind); ``sign=-1`` takes them away."""
+def add(into: Rollup, other: Rollup, sign: int = 1, *, histograms: bool = True) -> None:
+    """Add ``other``'s figures into ``into`` (same kind); ``sign=-1`` takes them away;
+    ``histograms=False`` leaves the latency histograms out (counts and cost only)."""
     into.count += sign * other.count
     for status, n in (other.outcomes or {}).items():
         into.outcomes[status] = into.outcomes.get(status, 0) + sign * n
@@ -394,10 +395,11 @@ def add(into: Rollup, other: Rollup, sign: int = 1) -> None:
             del into.outcomes[status]
     into.latency_count += sign * other.latency_count
     into.latency_sum_ms += sign * other.latency_sum_ms
-    _add_counts(into.latency, other.latency, sign)
     into.ttft_count += sign * other.ttft_count
     into.ttft_sum_ms += sign * other.ttft_sum_ms
-    _add_counts(into.ttft, other.ttft, sign)
+    if histograms:
+        _add_counts(into.latency, other.latency, sign)
+        _add_counts(into.ttft, other.ttft, sign)
     into.cost_usd += sign * other.cost_usd
 
 

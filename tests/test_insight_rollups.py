@@ -147,8 +147,9 @@ def test_a_row_committed_late_inside_the_lag_is_still_folded(operator, settings)
     assert figures.per_day(K.MODEL_CALL, figures.Period.ending(1, day))[day].cost_usd == Decimal(
         "0.5"
     )
-    # Older than the lag: not seen by the fold, but by the day's refold (the digest does it).
-    old = run_at(operator, rollups.watermark() - dt.timedelta(seconds=3600), status="halted")
+    # Older than the lag (and more than a range gap from the hours the fold recomputes): not
+    # seen by the fold, but by the day's refold (the digest does it).
+    old = run_at(operator, rollups.watermark() - dt.timedelta(days=2), status="halted")
     rollups.fold()
     old_day = timezone.localtime(old.finished_at).date()
     assert figures.total(K.RUN, figures.Period.ending(1, old_day)).outcomes.get("halted", 0) == 0
