@@ -14,7 +14,10 @@ request. The pages are measured at two sizes (10% of ``--runs``, then ``--runs``
 the real views with Django's test client as the manager (who may see every page): the full
 middleware stack, template rendering. For each page: p50 and p95 of ``--requests``
 requests and the number of SQL queries, next to the Django admin changelist of the same
-table. Results go to bench/RESULTS.md, section "Dashboard pages".
+table. The operations page and /metrics read roll-ups: after each load the roll-ups are
+folded from scratch (the backfill a first deploy does), then the time of an incremental
+fold is measured (nothing new, and after 50 runs finished). Results go to
+bench/RESULTS.md, section "Dashboard pages".
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ SECTION = "## Dashboard pages"
 TOOLS_PER_RUN = 10
 PAGE_SECONDS = 15  # sampling budget per page and size, after MIN_REQUESTS requests
 MIN_REQUESTS = 5
+METRICS_TOKEN = "bench-scrape-token"  # noqa: S105 - a throw-away database's scrape token
 
 
 def setup() -> None:
@@ -48,6 +52,7 @@ def setup() -> None:
     from django.conf import settings
 
     settings.ALLOWED_HOSTS = ["testserver", *settings.ALLOWED_HOSTS]
+    settings.METRICS_TOKEN = METRICS_TOKEN
     db = settings.DATABASES["default"]
     db.setdefault("TEST", {})["NAME"] = f"{db['NAME']}_dash"
 
@@ -252,6 +257,36 @@ def load(tpl: dict[str, Any], start: int, end: int) -> float:
     return time.perf_counter() - began
 
 
+def fold_times() -> dict[str, float]:
+    """Seconds for a fold from scratch (every hour with data), a fold with nothing new, and a
+    fold after 50 runs finished (their hour is recomputed)."""
+    from django.utils import timezone
+
+    from insight import rollups
+    from insight.models import FoldWatermark
+    from orchestration.models import Run
+
+    out = {}
+    FoldWatermark.objects.all().delete()
+    began = time.perf_counter()
+    result = rollups.fold()
+    out["backfill"] = time.perf_counter() - began
+    out["backfill hours"] = result.hours
+    began = time.perf_counter()
+    rollups.fold()
+    out["nothing new"] = time.perf_counter() - began
+    recent = list(
+        Run.objects.filter(finished_at__isnull=False)
+        .order_by("-created_at")
+        .values_list("pk", flat=True)[:50]
+    )
+    Run.objects.filter(pk__in=recent).update(finished_at=timezone.now())
+    began = time.perf_counter()
+    rollups.fold()
+    out["50 runs finished"] = time.perf_counter() - began
+    return out
+
+
 def counts() -> dict[str, int]:
     from orchestration.models import Run, ToolCall
     from reviews.models import ApprovalRequest, EscalationTicket
@@ -284,6 +319,13 @@ def pages(long_run_id: Any, steps: int) -> list[tuple[str, str, str]]:
     run_page = reverse("run_detail", args=[long_run_id])
     return [
         ("dashboard", reverse("dashboard"), "ours"),
+        ("operations, 7 days", reverse("operations"), "ours"),
+        (
+            "operations, 90 days, one workflow",
+            reverse("operations") + "?days=90&workflow=payment_approval",
+            "ours",
+        ),
+        ("/metrics (a Prometheus scrape)", reverse("metrics"), "ours"),
         ("approvals queue", reverse("approval_queue"), "ours"),
         ("escalation queue", reverse("ticket_queue"), "ours"),
         (
@@ -391,15 +433,16 @@ def measure(
     for label, url, kind in pages(long_run_id, steps):
         if only and not _selected(label, only):
             continue
-        client.get(url)  # warm: template compilation, caches
+        client.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})  # warm: templates, caches
         times, queries, size = [], 0, 0
         deadline = time.perf_counter() + PAGE_SECONDS
         for i in range(requests):
             if i >= MIN_REQUESTS and time.perf_counter() > deadline:
                 break  # a slow page (the admin's run page) gets fewer samples, not minutes
+            headers = {"Authorization": f"Bearer {METRICS_TOKEN}"} if url == "/metrics" else {}
             with CaptureQueriesContext(connection) as captured:
                 began = time.perf_counter()
-                response = client.get(url)
+                response = client.get(url, headers=headers)
                 times.append((time.perf_counter() - began) * 1000)
             assert response.status_code in (200, 286), (
                 url,
@@ -469,6 +512,17 @@ def table(small: dict, large: dict, sizes: tuple[dict, dict]) -> list[str]:
             f"{sm['queries']} | {r['kb']:.0f} | {verdict} |"
         )
     return lines
+
+
+def fold_line(small: dict[str, float], large: dict[str, float], sizes: tuple[dict, dict]) -> str:
+    s, b = sizes
+    return (
+        f"Roll-ups (what the operations page and /metrics read): a fold from scratch took "
+        f"{large['backfill']:.1f} s at {b['runs']:,} runs ({large['backfill hours']:,} hours with data; "
+        f"{small['backfill']:.1f} s at {s['runs']:,}); an incremental fold {large['nothing new'] * 1000:.0f} ms "
+        f"with nothing new and {large['50 runs finished'] * 1000:.0f} ms after 50 runs finished "
+        f"({small['nothing new'] * 1000:.0f} ms and {small['50 runs finished'] * 1000:.0f} ms at {s['runs']:,})."
+    )
 
 
 def write_results(
@@ -543,17 +597,22 @@ def main() -> None:
         rollups()
         small_counts = counts()
         print(f"small: {small_counts} (loaded in {load_s:.0f} s)", flush=True)
+        small_folds = fold_times()
+        print(f"small folds: {small_folds}", flush=True)
         small = measure(run.pk, args.requests, args.steps, args.pages)
         load_s += load(tpl, small_n, args.runs)
         rollups()
         large_counts = counts()
         print(f"large: {large_counts} (loaded in {load_s:.0f} s in all)", flush=True)
+        large_folds = fold_times()
+        print(f"large folds: {large_folds}", flush=True)
         large = measure(run.pk, args.requests, args.steps, args.pages)
         if args.profile:
             profile(run.pk, args.steps, args.pages)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
     lines = table(small, large, (small_counts, large_counts))
+    lines += ["", fold_line(small_folds, large_folds, (small_counts, large_counts))]
     print("\n".join(lines))
     if not (args.quick or args.no_results or args.pages):
         command = f"bash scripts/with-services.sh -- python bench/dashboard.py --runs {args.runs} --requests {args.requests}"

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "demo",
     "api",
     "ops",
+    "insight",
 ]
 
 MIDDLEWARE = [
@@ -466,7 +467,30 @@ if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", API_RATE_LIMIT):
 RATELIMIT_USE_CACHE = "default"
 # With the cache (Redis) unreachable, serve the request rather than refuse every API call.
 RATELIMIT_FAIL_OPEN = env.bool("API_RATE_LIMIT_FAIL_OPEN", default=True)
-METRICS_ERROR_RATE_WINDOW_SECONDS = env.int("METRICS_ERROR_RATE_WINDOW_SECONDS", default=3600)
+
+# --- Operations insight (insight: roll-ups, the operations page, the daily digest) ------------
+# Beat folds new rows into the roll-ups this often; /metrics and the operations page are as
+# fresh as the last fold. The lag: each fold looks again at rows finished this long before the
+# previous fold (rows committed late, clocks behind); longer than any step's transaction.
+ROLLUP_FOLD_SECONDS = env.float("ROLLUP_FOLD_SECONDS", default=60.0)
+ROLLUP_LAG_SECONDS = env.int("ROLLUP_LAG_SECONDS", default=900)
+if ROLLUP_LAG_SECONDS < 0 or ROLLUP_FOLD_SECONDS <= 0:
+    raise ImproperlyConfigured("ROLLUP_LAG_SECONDS must be >= 0 and ROLLUP_FOLD_SECONDS > 0.")
+CELERY_BEAT_SCHEDULE["fold-rollups"] = {
+    "task": "insight.tasks.fold_rollups",
+    "schedule": ROLLUP_FOLD_SECONDS,
+    "options": {"expires": ROLLUP_FOLD_SECONDS},
+}
+# The daily digest of yesterday, per workflow, goes out at the first check after this local
+# hour (0-23); beat checks every DAILY_DIGEST_CHECK_SECONDS and each digest is sent once.
+DAILY_DIGEST_HOUR = env.int("DAILY_DIGEST_HOUR", default=7)
+if not 0 <= DAILY_DIGEST_HOUR <= 23:
+    raise ImproperlyConfigured("DAILY_DIGEST_HOUR must be an hour, 0-23.")
+DAILY_DIGEST_ENABLED = env.bool("DAILY_DIGEST_ENABLED", default=True)
+CELERY_BEAT_SCHEDULE["daily-digest"] = {
+    "task": "insight.tasks.send_daily_digests",
+    "schedule": env.float("DAILY_DIGEST_CHECK_SECONDS", default=900.0),
+}
 # Old secret keys still accepted for signatures (sessions, password resets) while rotating.
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 # Probes and scrapers speak plain HTTP inside the cluster.

@@ -9,4 +9,5 @@ class OpsConfig(AppConfig):
         from ops import logs, tracing
 
         logs.connect_celery_signals()
+        tracing.connect_celery_signals()
         tracing.configure_from_settings()

@@ -23,6 +23,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             ),
             "can_see_costs": access.may_see_costs(user),
             "can_browse_trail": access.may_browse_trail(user),
+            "can_see_operations": access.may_see_operations(user),
             "is_staff": user.is_staff,
             "roles": sorted(user.groups.values_list("name", flat=True)),
         }

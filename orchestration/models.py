@@ -202,6 +202,8 @@ class Run(models.Model):
                 condition=Q(status="running"),
                 name="run_running_lease",
             ),
+            # The error-rate alert rule (alerts.rules.run_outcomes): runs that ended in a window.
+            models.Index(fields=["finished_at"], condition=Q(finished_at__isnull=False), name="run_finished"),
         ]
         permissions = [
             ("start_run", "Can start runs"),
@@ -314,6 +316,8 @@ class ModelCall(models.Model):
             # Batch calls still waiting for their batch (beat polls these).
             models.Index(fields=["batch_id"], condition=Q(status="pending") & ~Q(batch_id=""),
                          name="modelcall_pending_batch"),
+            # The roll-up fold (insight.rollups): calls that finished since the last fold.
+            models.Index(fields=["finished_at"], name="modelcall_finished"),
         ]
 
     # What the audit chain digests when an event records this call (orchestration.audit);
@@ -404,6 +408,10 @@ class ToolCall(models.Model):
         indexes = [
             # The runs list's search: runs whose tool payloads contain the words.
             GinIndex(fields=["search_vector"], name="toolcall_search"),
+            # The roll-up fold (insight.rollups): attempts that finished since the last fold,
+            # and an hour's attempts when the fold recomputes that hour.
+            models.Index(fields=["finished_at"], name="toolcall_finished"),
+            models.Index(fields=["created_at"], name="toolcall_created"),
         ]
 
     # What the audit chain digests when an event records this attempt (orchestration.audit).

@@ -40,6 +40,7 @@ from django.db import connections, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from ops import tracing
 from orchestration import audit
 from orchestration.hostile_output import tool_input_problems, tool_output_problems
 from orchestration.models import ModelCall, Run, ToolCall
@@ -256,7 +257,9 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         round_attempts += 1
         last = tc
         try:
-            raw = _call_with_timeout(tool, tool_input, ctx, timeout)
+            with tracing.span("countersign.tool_call", run_id=str(run.pk), tool=name, attempt=tc.attempt,
+                              tool_use_id=tool_use_id):
+                raw = _call_with_timeout(tool, tool_input, ctx, timeout)
         except ToolTimeout as exc:
             _finish(known, tc, status=TC.TIMEOUT, error=str(exc))
             audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})

@@ -8,6 +8,7 @@ no other module names a permission or decides who sees a row. It holds, in order
    ``reviews/0006_access_roles``; ``reviews.roles`` creates and assigns them);
 3. what a user may do at all (``may_start``, ``may_resolve``, ``may_override``,
    ``may_decide``, ``may_view_approvals``, ``may_see_costs``, ``may_browse_trail``,
+   ``may_see_operations``,
    ``sees_every_run``);
 4. four-eyes: who may decide on one object (``may_resolve_ticket``, ``may_decide_request``,
    ``may_sign_off``). Money and sign-off decisions are never taken by the person who requested
@@ -136,6 +137,12 @@ def may_browse_trail(user: Any) -> bool:
     return bool(user.is_authenticated and user.has_perm(VIEW_TRAIL))
 
 
+def may_see_operations(user: Any) -> bool:
+    """The operations page and the daily digest (managers, auditors, superusers): figures
+    over every run and their cost, so only those who see every run and the costs."""
+    return sees_every_run(user) and may_see_costs(user)
+
+
 def users_who_may_resolve() -> QuerySet[Any]:
     """Everyone a ticket can be assigned to: members of a group with ``resolve_ticket``, and
     superusers."""
@@ -169,6 +176,23 @@ def users_who_manage() -> QuerySet[Any]:
             | Q(is_superuser=True),
             is_active=True,
         )
+        .distinct()
+        .order_by("username")
+    )
+
+
+def users_who_get_digests() -> QuerySet[Any]:
+    """Who receives a workflow's daily digest when it names no recipients: active members of
+    a group with ``decide_approval`` (managers) who have an email address."""
+    app_label, codename = DECIDE_APPROVAL.split(".")
+    return (
+        get_user_model()
+        .objects.filter(
+            groups__permissions__codename=codename,
+            groups__permissions__content_type__app_label=app_label,
+            is_active=True,
+        )
+        .exclude(email="")
         .distinct()
         .order_by("username")
     )

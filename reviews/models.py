@@ -147,6 +147,8 @@ class EscalationTicket(models.Model):
                 condition=~Q(status="resolved"),
                 name="ticket_unresolved_reason",
             ),
+            # The roll-up fold (insight.rollups): tickets opened since the last fold / in an hour.
+            models.Index(fields=["created_at"], name="ticket_created"),
         ]
         constraints = [
             # A run pauses on one ticket at a time.

@@ -33,6 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from costs import accounting
+from ops import tracing
 from orchestration import audit, lifecycle
 from orchestration.models import Run, ToolCall
 from orchestration.record import accepted_outputs, recorded_state
@@ -196,6 +197,13 @@ def _unanswered_tool_uses(run: Run) -> list[dict[str, Any]]:
     return [{**tu, "model_call": last} for tu in last.tool_uses if tu["id"] not in settled]
 
 
+def _resolution_span(ticket_id: int, user: Any, action: str, **_: Any) -> dict[str, Any]:
+    """The resolution's span attributes; its run puts it in the run's trace."""
+    run_id = EscalationTicket.objects.filter(pk=ticket_id).values_list("run_id", flat=True).first()
+    return {"run_id": str(run_id) if run_id else None, "ticket_id": ticket_id, "action": action}
+
+
+@tracing.traced("countersign.resolution", _resolution_span)
 def resolve(
     ticket_id: int,
     user: Any,

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from insight import rollups
 from ops import health, tracing
 from ops.logs import ContextFilter, JsonFormatter, TextFormatter, log_context
 from orchestration import lifecycle
@@ -217,6 +219,7 @@ def activity(operator):
             latency_ms=400,
             cost_usd=Decimal("0.010000"),
             sdk_attempts=1,
+            finished_at=timezone.now(),
         ),
         ModelCall.objects.create(
             run=run,
@@ -228,6 +231,7 @@ def activity(operator):
             latency_ms=3000,
             cost_usd=Decimal("0"),
             sdk_attempts=3,
+            finished_at=timezone.now(),
         ),
         ModelCall.objects.create(
             run=run,
@@ -239,6 +243,7 @@ def activity(operator):
             latency_ms=45000,
             cost_usd=Decimal("0.025500"),
             sdk_attempts=1,
+            finished_at=timezone.now(),
         ),
     ]
     for i, status in enumerate(["ok", "ok", "ok", "timeout", "error", "corrected"]):
@@ -249,6 +254,8 @@ def activity(operator):
             name="get_payment",
             status=status,
             input={},
+            latency_ms=100,
+            finished_at=timezone.now(),
         )
     ToolCall.objects.create(
         run=run,
@@ -257,6 +264,8 @@ def activity(operator):
         name="check_sanctions",
         status="ok",
         input={},
+        latency_ms=100,
+        finished_at=timezone.now(),
     )
     lifecycle.transition(run.pk, Run.Status.RUNNING)
     escalate(run.pk, "ambiguity", "unsure")
@@ -266,41 +275,97 @@ def activity(operator):
     return run
 
 
-def test_metrics_are_computed_from_the_database(client, activity):
-    m = _scrape(client)
+def test_metrics_come_from_the_rollups(client, activity):
+    """Counters and histograms are the roll-ups' all-time rows: nothing until a fold, then
+    exactly the rows; a row added after the fold shows after the next fold, not before."""
     wf, model = ("workflow", "payment_approval"), ("model", "claude-opus-4-6")
-    assert m[("orchestration_cost_usd", (model, wf))] == pytest.approx(0.0355)
-
-    hist = (("model", "claude-opus-4-6"), ("role", "orchestrator"))
-    assert m[("orchestration_latency_ms_count", hist)] == 3
-    assert m[("orchestration_latency_ms_sum", hist)] == 48400
-    assert m[("orchestration_latency_ms_bucket", (("le", "500.0"), *hist))] == 1
-    assert m[("orchestration_latency_ms_bucket", (("le", "5000.0"), *hist))] == 2
-    assert m[("orchestration_latency_ms_bucket", (("le", "30000.0"), *hist))] == 2
-    assert m[("orchestration_latency_ms_bucket", (("le", "+Inf"), *hist))] == 3
-
-    assert m[("tool_call_count_total", (("status", "ok"), ("tool", "get_payment")))] == 3
-    assert m[("tool_call_count_total", (("status", "timeout"), ("tool", "get_payment")))] == 1
-    # 2 failures (timeout, error) out of 5 finished attempts; the reviewer's correction does not count.
-    assert m[("tool_error_rate", (("tool", "get_payment"),))] == pytest.approx(0.4)
-    assert m[("tool_error_rate", (("tool", "check_sanctions"),))] == 0
-
-    assert m[("escalation_count_total", (("reason", "ambiguity"),))] == 2
-    assert m[("escalation_open", (("reason", "ambiguity"),))] == 2
-    # Retries per agent: one re-attempted turn, and two SDK retries inside one call.
-    assert m[("agent_retry_count_total", (("layer", "step"), ("role", "orchestrator")))] == 1
-    assert m[("agent_retry_count_total", (("layer", "sdk"), ("role", "orchestrator")))] == 2
-    assert (
-        m[("model_call_count_total", (model, ("role", "orchestrator"), ("status", "error")))] == 1
-    )
-    assert m[("orchestration_runs", (("status", "awaiting_review"), wf))] == 2
-
-
-def test_tool_error_rate_covers_only_the_window(client, activity, settings):
-    ToolCall.objects.update(created_at="2020-01-01T00:00:00Z")
+    before = _scrape(client)
+    assert not [k for k in before if k[0].startswith("countersign_tool_calls")]
+    rollups.fold()
     m = _scrape(client)
-    assert ("tool_error_rate", (("tool", "get_payment"),)) not in m
-    assert m[("tool_call_count_total", (("status", "ok"), ("tool", "get_payment")))] == 3
+    assert m[("countersign_cost_usd_total", (model, wf))] == pytest.approx(0.0355)
+
+    hist = (model, ("role", "orchestrator"), wf)
+    assert m[("countersign_model_call_duration_seconds_count", hist)] == 3
+    assert m[("countersign_model_call_duration_seconds_sum", hist)] == pytest.approx(48.4)
+    assert m[("countersign_model_call_duration_seconds_bucket", (("le", "0.5"), *hist))] == 1
+    assert m[("countersign_model_call_duration_seconds_bucket", (("le", "5.0"), *hist))] == 2
+    assert m[("countersign_model_call_duration_seconds_bucket", (("le", "25.0"), *hist))] == 2
+    assert m[("countersign_model_call_duration_seconds_bucket", (("le", "50.0"), *hist))] == 3
+    assert m[("countersign_model_call_duration_seconds_bucket", (("le", "+Inf"), *hist))] == 3
+    assert (
+        m[
+            (
+                "countersign_model_calls_total",
+                (model, ("role", "orchestrator"), ("status", "error"), wf),
+            )
+        ]
+        == 1
+    )
+
+    tool = (("status", "ok"), ("tool", "get_payment"), wf)
+    assert m[("countersign_tool_calls_total", tool)] == 3
+    assert (
+        m[("countersign_tool_calls_total", (("status", "timeout"), ("tool", "get_payment"), wf))]
+        == 1
+    )
+    assert m[("countersign_tool_call_duration_seconds_count", (("tool", "get_payment"), wf))] == 6
+    assert m[
+        ("countersign_tool_call_duration_seconds_sum", (("tool", "get_payment"), wf))
+    ] == pytest.approx(0.6)
+
+    assert m[("countersign_escalations_total", (("reason", "ambiguity"), wf))] == 2
+    assert m[("countersign_escalations_open", (("reason", "ambiguity"),))] == 2
+    # Retries: one re-attempted turn, and two SDK retries inside one call.
+    assert m[("countersign_retries_total", (("reason", "model_error"), wf))] == 1
+    assert m[("countersign_retries_total", (("reason", "sdk_http"), wf))] == 2
+    assert m[("countersign_runs_active", (("status", "awaiting_review"),))] == 2
+    assert m[("countersign_rollup_folded_timestamp_seconds", ())] == pytest.approx(
+        rollups.watermark().timestamp()
+    )
+
+    # A tool call recorded after the fold: not in the scrape until the next fold.
+    ToolCall.objects.create(
+        run=activity,
+        model_call=activity.model_calls.first(),
+        tool_use_id="tu_late",
+        name="get_payment",
+        status="ok",
+        input={},
+        latency_ms=100,
+        finished_at=timezone.now(),
+    )
+    assert _scrape(client)[("countersign_tool_calls_total", tool)] == 3
+    rollups.fold()
+    assert _scrape(client)[("countersign_tool_calls_total", tool)] == 4
+
+
+def test_queue_depth_counts_each_queue_with_its_priority_lists(client, db, settings):
+    import redis
+
+    settings.HEALTHZ_WORKER_QUEUES = ["depth-test-a", "depth-test-b"]
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    keys = ["depth-test-a", "depth-test-a\x06\x163", "depth-test-b"]
+    try:
+        broker.rpush(keys[0], "m1", "m2")
+        broker.rpush(keys[1], "m3")
+        m = _scrape(client)
+        assert m[("countersign_queue_depth", (("queue", "depth-test-a"),))] == 3
+        assert m[("countersign_queue_depth", (("queue", "depth-test-b"),))] == 0
+    finally:
+        broker.delete(*keys)
+        broker.close()
+
+
+def test_queue_depth_is_absent_when_the_broker_does_not_answer(client, db, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    settings.HEALTHZ_TIMEOUT_SECONDS = 0.2
+    m = _scrape(client)
+    assert not [k for k in m if k[0] == "countersign_queue_depth"]
+    assert (
+        "countersign_escalations_open",
+        (("reason", "ambiguity"),),
+    ) not in m  # no ticket, no series
 
 
 def test_metrics_answer_only_loopback_without_a_token_and_only_in_debug(db, settings):
@@ -318,7 +383,7 @@ def test_metrics_are_off_in_production_without_a_token(db, settings):
     for client in (Client(REMOTE_ADDR="127.0.0.1"), Client(REMOTE_ADDR="10.1.2.3")):
         refused = client.get("/metrics")
         assert refused.status_code == 404 and b"set METRICS_TOKEN" in refused.content
-        assert b"orchestration_latency_ms" not in refused.content
+        assert b"countersign_" not in refused.content
         # A made-up token does not open it either.
         assert client.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 404
 
@@ -336,14 +401,17 @@ def test_metrics_need_the_token_when_one_is_set(db, settings, debug):
     )
     assert Client().get("/metrics").status_code == 403  # loopback is not enough any more
     ok = remote.get("/metrics", headers={"Authorization": "Bearer scrape-secret-1"})
-    assert ok.status_code == 200 and b"# TYPE orchestration_latency_ms histogram" in ok.content
+    assert (
+        ok.status_code == 200
+        and b"# TYPE countersign_model_call_duration_seconds histogram" in ok.content
+    )
 
 
 def test_metrics_need_no_login(db):
     response = Client().get(reverse("metrics"), headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
     assert (
         response.status_code == 200
-        and b"# TYPE orchestration_latency_ms histogram" in response.content
+        and b"# TYPE countersign_model_call_duration_seconds histogram" in response.content
     )
 
 

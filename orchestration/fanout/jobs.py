@@ -38,6 +38,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from costs import accounting
+from ops import tracing
 from orchestration import audit, dispatch, model_calls
 from orchestration.connectivity import database_went_away
 from orchestration.fanout import artifacts, prompts, slots
@@ -138,7 +139,8 @@ def run_job(job_pk: int) -> Any:
     workflow = registry.get(job.run.workflow_name)
     try:
         try:
-            _work(job, token, workflow)
+            with tracing.span("countersign.fanout_job", run_id=str(job.run_id), job=job.job_id, seq=job.seq):
+                _work(job, token, workflow)
         except (OperationalError, InterfaceError):
             if not database_went_away():
                 raise  # a deadlock, a cancelled statement: the job's own failure (below)

@@ -25,8 +25,14 @@ def dashboard(request):
         "spend_today": ModelCall.objects.filter(run__in=runs, created_at__gte=period_start(Budget.Period.DAY)).aggregate(
             s=Sum("cost_usd"))["s"] or Decimal(0),
     }
+    # The tiles show true counts (COUNT over the partial indexes of unresolved tickets and
+    # pending requests); the lists below them show the first ten.
     if access.may_resolve(user):
-        context["open_tickets"] = access.visible_tickets(user).exclude(status="resolved").select_related("run")[:10]
+        open_tickets = access.visible_tickets(user).exclude(status="resolved")
+        context["open_ticket_count"] = open_tickets.count()
+        context["open_tickets"] = open_tickets.select_related("run")[:10]
     if access.may_decide(user):
-        context["pending_approvals"] = ApprovalRequest.objects.filter(status="pending").select_related("run", "requested_by")[:10]
+        pending = ApprovalRequest.objects.filter(status="pending")
+        context["pending_approval_count"] = pending.count()
+        context["pending_approvals"] = pending.select_related("run", "requested_by")[:10]
     return render(request, "orchestration/dashboard.html", context)

@@ -230,6 +230,15 @@ EXPECT: dict[str, dict[str, Any]] = {
         "POST": {"anonymous": "login", "*": 405},
     },
     "healthz": {"GET": 503, "POST": 405},
+    # Figures over every run and their cost: those who see every run and the costs.
+    "operations/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "operations/digest/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
     "login/": {"GET": 200, "POST": 200},
     "logout/": {"GET": {"anonymous": "login", "*": 405}, "POST": "login"},
     "metrics": {"GET": 404, "POST": 405},

@@ -20,10 +20,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from simulator.policy import Hostile
 
 from orchestration.models import Run
 from orchestration.untrusted import MAX_TEXT_LENGTH
+from simulator.policy import Hostile
 from tests.api_helpers import token_for
 from tests.hostile import strategies as gen
 from tests.hostile.harness import answer_ok, budget, client_for, runs_sound

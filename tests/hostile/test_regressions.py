@@ -12,11 +12,11 @@ import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
-from simulator.policy import Hostile
 
 from orchestration import storable
 from orchestration.audit import verify_chain
 from orchestration.models import ModelCall, Run, ToolCall
+from simulator.policy import Hostile
 from tests.api_helpers import call, token_for
 from tests.hostile.harness import body_of, client_for
 from tests.hostile.workflow import NAME, PLANS, Plan

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from simulator.policy import Conversation, Hostile, hostile
-
 from orchestration.workflows.declaration import Constraints, Tool, ToolContext, Workflow
 from orchestration.workflows.registry import register
+from simulator.policy import Conversation, Hostile, hostile
 
 NAME = "hostile_echo"
 
