@@ -14,6 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("reviews/", include("reviews.urls")),
     path("costs/", include("costs.urls")),
+    path("alerts/", include("alerts.urls")),
     path("api/", include("api.urls")),
     path("account/", include("api.account_urls")),
     path("", include("ops.urls")),

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from alerts.models import Alert
 from reviews import access
 from reviews.models import ApprovalRequest
 
@@ -22,6 +23,8 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
                 ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count() if can_approve else 0
             ),
             "can_see_costs": access.may_see_costs(user),
+            "can_see_alerts": (can_see_alerts := access.may_view_alerts(user)),
+            "open_alerts": Alert.objects.filter(status=Alert.Status.OPEN).count() if can_see_alerts else 0,
             "is_staff": user.is_staff,
             "roles": sorted(user.groups.values_list("name", flat=True)),
         }

@@ -53,6 +53,9 @@ OVERRIDE_TICKET = "reviews.override_ticket"
 DECIDE_APPROVAL = "reviews.decide_approval"
 VIEW_APPROVALS = "reviews.view_approvalrequest"
 VIEW_COSTS = "costs.view_modelprice"
+VIEW_ALERTS = "alerts.view_alert"
+HANDLE_ALERTS = "alerts.handle_alert"
+LIFT_PAUSE = "alerts.lift_pause"
 
 
 # --- 2. roles ------------------------------------------------------------------------------
@@ -68,7 +71,7 @@ class Role:
 
 
 # The apps whose every view_* permission "views_everything" grants.
-DOMAIN_APPS = ("orchestration", "reviews", "costs", "warehouse")
+DOMAIN_APPS = ("orchestration", "reviews", "costs", "warehouse", "alerts")
 _SEE_OWN_RUNS = (
     "orchestration.view_run",
     "orchestration.view_modelcall",
@@ -85,6 +88,8 @@ ROLES: dict[str, Role] = {
             DECIDE_APPROVAL,
             RESOLVE_TICKET,
             OVERRIDE_TICKET,
+            HANDLE_ALERTS,
+            LIFT_PAUSE,
         ),
         views_everything=True,
     ),
@@ -126,10 +131,40 @@ def may_see_costs(user: Any) -> bool:
     return user.has_perm(VIEW_COSTS)
 
 
+def may_view_alerts(user: Any) -> bool:
+    """The alerts page (managers and auditors)."""
+    return user.has_perm(VIEW_ALERTS)
+
+
+def may_handle_alerts(user: Any) -> bool:
+    """Acknowledge or resolve an alert (managers)."""
+    return user.has_perm(HANDLE_ALERTS)
+
+
+def may_lift_pause(user: Any) -> bool:
+    """Let a user paused by an anomaly alert start runs again (managers)."""
+    return user.has_perm(LIFT_PAUSE)
+
+
 def users_who_may_resolve() -> QuerySet[Any]:
     """Everyone a ticket can be assigned to: members of a group with ``resolve_ticket``, and
     superusers."""
-    app_label, codename = RESOLVE_TICKET.split(".")
+    return users_with(RESOLVE_TICKET)
+
+
+def users_who_may_decide() -> QuerySet[Any]:
+    """Everyone told about a new approval request: managers (``decide_approval``) and superusers."""
+    return users_with(DECIDE_APPROVAL)
+
+
+def users_who_may_handle_alerts() -> QuerySet[Any]:
+    """Everyone told about a new alert."""
+    return users_with(HANDLE_ALERTS)
+
+
+def users_with(permission: str) -> QuerySet[Any]:
+    """Active members of a group holding ``permission``, and active superusers."""
+    app_label, codename = permission.split(".")
     return (
         get_user_model()
         .objects.filter(
@@ -247,6 +282,23 @@ def may_raise_ceiling(user: Any, run: Run) -> bool:
 
 def may_decide_request(user: Any, req: ApprovalRequest) -> bool:
     return decide_refusal(user, req) is None
+
+
+def alert_refusal(user: Any) -> str | None:
+    """Why ``user`` may not acknowledge or resolve alerts, or None."""
+    if not (user.is_authenticated and may_handle_alerts(user)):
+        return "Only a manager may acknowledge or resolve alerts."
+    return None
+
+
+def lift_pause_refusal(user: Any, paused_user: Any) -> str | None:
+    """Why ``user`` may not lift the pause on ``paused_user``'s runs, or None: a manager other
+    than the paused user (the anomaly was theirs: someone else decides it is over)."""
+    if not (user.is_authenticated and may_lift_pause(user)):
+        return "Only a manager may lift a pause."
+    if user.pk == paused_user.pk:
+        return "Your own runs are paused: another manager must lift the pause (four-eyes rule)."
+    return None
 
 
 # --- 5. who sees which rows, and one getter per object -------------------------------------

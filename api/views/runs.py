@@ -33,6 +33,7 @@ REFUSAL_STATUS = {
     RunRefused.INVALID_INPUT: 422,
     RunRefused.BUDGET_EXCEEDED: 403,
     RunRefused.RATE_LIMITED: 429,
+    RunRefused.USER_PAUSED: 403,
 }
 IDEMPOTENCY_KEY_MAX = 200  # Run.idempotency_key's max_length
 DEFAULT_LIMIT, MAX_LIMIT = 25, 100
