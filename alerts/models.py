@@ -21,41 +21,71 @@ class AlertThresholds(models.Model):
     its own uses the defaults' row, and without that, the values below.
     See alerts.rules for what each number means and how it is compared."""
 
-    workflow_name = models.CharField(max_length=100, blank=True, unique=True,
-                                     help_text="Blank: the defaults for every workflow and for per-user rules.")
+    workflow_name = models.CharField(
+        max_length=100,
+        blank=True,
+        unique=True,
+        help_text="Blank: the defaults for every workflow and for per-user rules.",
+    )
     # Cost spike: the last 24 hours against the 24 hours before, and against the daily mean
     # of the ``cost_baseline_days`` before that; only when the last 24 hours cost at least
     # ``cost_min_usd`` (cents doubling is not a spike).
-    cost_spike_ratio = models.DecimalField(max_digits=6, decimal_places=2, default=Decimal("2.00"),
-                                           validators=[MinValueValidator(Decimal("1.01"))])
-    cost_baseline_ratio = models.DecimalField(max_digits=6, decimal_places=2, default=Decimal("2.00"),
-                                              validators=[MinValueValidator(Decimal("1.01"))])
-    cost_baseline_days = models.PositiveSmallIntegerField(default=7, validators=[MinValueValidator(1),
-                                                                                  MaxValueValidator(30)])
+    cost_spike_ratio = models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        default=Decimal("2.00"),
+        validators=[MinValueValidator(Decimal("1.01"))],
+    )
+    cost_baseline_ratio = models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        default=Decimal("2.00"),
+        validators=[MinValueValidator(Decimal("1.01"))],
+    )
+    cost_baseline_days = models.PositiveSmallIntegerField(
+        default=7, validators=[MinValueValidator(1), MaxValueValidator(30)]
+    )
     cost_min_usd = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("1.00"))
     # Latency: p95 of model-call latency in the last 24 hours against the baseline days'.
-    latency_ratio = models.DecimalField(max_digits=6, decimal_places=2, default=Decimal("1.50"),
-                                        validators=[MinValueValidator(Decimal("1.01"))])
+    latency_ratio = models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        default=Decimal("1.50"),
+        validators=[MinValueValidator(Decimal("1.01"))],
+    )
     latency_min_calls = models.PositiveIntegerField(default=20)
     # Error rate: failed or halted runs among runs that ended in the window, over the threshold.
-    error_rate_percent = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("5.00"),
-                                             validators=[MinValueValidator(0), MaxValueValidator(100)])
+    error_rate_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal("5.00"),
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+    )
     error_min_runs = models.PositiveIntegerField(default=20)
-    error_window_hours = models.PositiveSmallIntegerField(default=24, validators=[MinValueValidator(1),
-                                                                                   MaxValueValidator(168)])
+    error_window_hours = models.PositiveSmallIntegerField(
+        default=24, validators=[MinValueValidator(1), MaxValueValidator(168)]
+    )
     # Retries (model-call and tool-call re-attempts) in any sliding window, per user and per workflow.
     retry_count = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1)])
-    retry_window_seconds = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1),
-                                                                                MaxValueValidator(86400)])
+    retry_window_seconds = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(86400)]
+    )
     pause_user_on_retry_burst = models.BooleanField(
-        default=True, help_text="A user's retry burst pauses their new runs until a manager lifts it.")
+        default=True,
+        help_text="A user's retry burst pauses their new runs until a manager lifts it.",
+    )
     # Escalations (tickets opened) in any sliding window, per user and per workflow.
     escalation_count = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1)])
-    escalation_window_seconds = models.PositiveIntegerField(default=86400, validators=[MinValueValidator(1),
-                                                                                        MaxValueValidator(7 * 86400)])
+    escalation_window_seconds = models.PositiveIntegerField(
+        default=86400, validators=[MinValueValidator(1), MaxValueValidator(7 * 86400)]
+    )
     # Budgets: committed spend at or over this share of the limit.
-    budget_percent = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("80.00"),
-                                         validators=[MinValueValidator(1), MaxValueValidator(100)])
+    budget_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal("80.00"),
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+    )
     # The fan-out failure-rate breaker halting a run.
     breaker_alerts = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -98,21 +128,26 @@ class Alert(models.Model):
     # rule + subject, e.g. "retry_burst:user:7"; unique among unresolved alerts.
     key = models.CharField(max_length=200)
     workflow_name = models.CharField(max_length=100, blank=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                             related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     status = models.CharField(max_length=15, choices=Status.choices, default=Status.OPEN)
     title = models.CharField(max_length=300)
     detail = models.TextField(help_text="What triggered it, in words.")
-    numbers = models.JSONField(default=dict, help_text="What triggered it: observed values and thresholds.")
+    numbers = models.JSONField(
+        default=dict, help_text="What triggered it: observed values and thresholds."
+    )
     occurrences = models.PositiveIntegerField(default=1)
     opened_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
     notified_at = models.DateTimeField(null=True, blank=True)
-    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                        on_delete=models.PROTECT, related_name="+")
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
-    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                    on_delete=models.PROTECT, related_name="+")
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     resolved_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True)
 
@@ -120,13 +155,23 @@ class Alert(models.Model):
         ordering = ["-opened_at"]
         constraints = [
             # Deduplication: one unresolved alert per rule and subject (alerts.raising).
-            models.UniqueConstraint(fields=["key"], condition=~Q(status="resolved"), name="alert_one_unresolved_per_key"),
+            models.UniqueConstraint(
+                fields=["key"], condition=~Q(status="resolved"), name="alert_one_unresolved_per_key"
+            ),
         ]
         indexes = [
             # The alerts page: unresolved alerts, newest first.
-            models.Index(fields=["-opened_at"], condition=~Q(status="resolved"), name="alert_unresolved_recent"),
+            models.Index(
+                fields=["-opened_at"],
+                condition=~Q(status="resolved"),
+                name="alert_unresolved_recent",
+            ),
             # The page's "recently resolved".
-            models.Index(fields=["-resolved_at"], condition=Q(status="resolved"), name="alert_resolved_recent"),
+            models.Index(
+                fields=["-resolved_at"],
+                condition=Q(status="resolved"),
+                name="alert_resolved_recent",
+            ),
         ]
         permissions = [
             ("handle_alert", "Can acknowledge and resolve alerts"),
@@ -142,11 +187,14 @@ class UserPause(models.Model):
     pointed at them, until a manager lifts it. Runs already started are not touched."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.PROTECT, related_name="pauses")
+    alert = models.ForeignKey(
+        Alert, null=True, blank=True, on_delete=models.PROTECT, related_name="pauses"
+    )
     reason = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
-    lifted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                                  related_name="+")
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     lifted_at = models.DateTimeField(null=True, blank=True)
     lift_note = models.TextField(blank=True)
 
@@ -154,7 +202,9 @@ class UserPause(models.Model):
         ordering = ["-created_at"]
         constraints = [
             # At most one pause in force per user; the start check reads it.
-            models.UniqueConstraint(fields=["user"], condition=Q(lifted_at__isnull=True), name="userpause_one_active"),
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(lifted_at__isnull=True), name="userpause_one_active"
+            ),
         ]
 
     def __str__(self) -> str:

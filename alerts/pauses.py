@@ -25,7 +25,11 @@ class PauseError(Exception):
 def active_pause(user: Any) -> UserPause | None:
     if user is None or user.pk is None:
         return None
-    return UserPause.objects.filter(user_id=user.pk, lifted_at__isnull=True).select_related("alert").first()
+    return (
+        UserPause.objects.filter(user_id=user.pk, lifted_at__isnull=True)
+        .select_related("alert")
+        .first()
+    )
 
 
 def start_refusal(user: Any) -> str | None:
@@ -33,8 +37,10 @@ def start_refusal(user: Any) -> str | None:
     pause = active_pause(user)
     if pause is None:
         return None
-    return (f"Your new runs are paused since {timezone.localtime(pause.created_at):%Y-%m-%d %H:%M}: "
-            f"{pause.reason} A manager must lift the pause before you can start runs again.")
+    return (
+        f"Your new runs are paused since {timezone.localtime(pause.created_at):%Y-%m-%d %H:%M}: "
+        f"{pause.reason} A manager must lift the pause before you can start runs again."
+    )
 
 
 def pause(user_id: int, *, reason: str, alert: Alert | None = None) -> UserPause | None:
@@ -44,24 +50,39 @@ def pause(user_id: int, *, reason: str, alert: Alert | None = None) -> UserPause
             paused = UserPause.objects.create(user_id=user_id, alert=alert, reason=reason)
     except IntegrityError:  # userpause_one_active: already paused
         return None
-    audit.record("user.paused", actor="alerts", payload={
-        "user": user_id, "pause": paused.pk, "alert": alert.pk if alert else None, "reason": reason})
+    audit.record(
+        "user.paused",
+        actor="alerts",
+        payload={
+            "user": user_id,
+            "pause": paused.pk,
+            "alert": alert.pk if alert else None,
+            "reason": reason,
+        },
+    )
     return paused
 
 
 def lift(pause_id: int, manager: Any, note: str = "") -> UserPause:
     note = note.strip()
     with transaction.atomic():
-        paused = UserPause.objects.select_for_update().select_related("user").filter(pk=pause_id).first()
+        paused = (
+            UserPause.objects.select_for_update().select_related("user").filter(pk=pause_id).first()
+        )
         if paused is None:
             raise PauseError("No such pause.")
         if why := access.lift_pause_refusal(manager, paused.user):
             raise PauseError(why)
         if paused.lifted_at is not None:
-            raise PauseError(f"This pause was already lifted at {timezone.localtime(paused.lifted_at):%H:%M:%S}. "
-                             "Nothing was changed.")
+            raise PauseError(
+                f"This pause was already lifted at {timezone.localtime(paused.lifted_at):%H:%M:%S}. "
+                "Nothing was changed."
+            )
         paused.lifted_by, paused.lifted_at, paused.lift_note = manager, timezone.now(), note
         paused.save(update_fields=["lifted_by", "lifted_at", "lift_note"])
-        audit.record("user.pause_lifted", actor=manager, payload={
-            "user": paused.user_id, "pause": paused.pk, "note": note})
+        audit.record(
+            "user.pause_lifted",
+            actor=manager,
+            payload={"user": paused.user_id, "pause": paused.pk, "note": note},
+        )
     return paused

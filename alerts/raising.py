@@ -36,24 +36,51 @@ def open_or_update(finding: Finding, now: dt.datetime | None = None) -> tuple[Al
     Returns (alert, opened). Only an opened alert is notified, and may pause a user."""
     now = now or timezone.now()
     with transaction.atomic():
-        existing = Alert.objects.select_for_update().filter(key=finding.key, status__in=Alert.UNRESOLVED).first()
+        existing = (
+            Alert.objects.select_for_update()
+            .filter(key=finding.key, status__in=Alert.UNRESOLVED)
+            .first()
+        )
         if existing is None:
             try:
                 with transaction.atomic():
                     alert = Alert.objects.create(
-                        rule=finding.rule, key=finding.key, workflow_name=finding.workflow_name,
-                        user_id=finding.user_id, title=finding.title[:300], detail=finding.detail,
-                        numbers=finding.numbers, opened_at=now, last_seen_at=now)
-            except IntegrityError:  # alert_one_unresolved_per_key: a concurrent evaluation opened it
-                existing = Alert.objects.select_for_update().get(key=finding.key, status__in=Alert.UNRESOLVED)
+                        rule=finding.rule,
+                        key=finding.key,
+                        workflow_name=finding.workflow_name,
+                        user_id=finding.user_id,
+                        title=finding.title[:300],
+                        detail=finding.detail,
+                        numbers=finding.numbers,
+                        opened_at=now,
+                        last_seen_at=now,
+                    )
+            except (
+                IntegrityError
+            ):  # alert_one_unresolved_per_key: a concurrent evaluation opened it
+                existing = Alert.objects.select_for_update().get(
+                    key=finding.key, status__in=Alert.UNRESOLVED
+                )
             else:
-                audit.record("alert.opened", actor="alerts", payload={
-                    "alert": alert.pk, "rule": alert.rule, "key": alert.key, "numbers": alert.numbers})
+                audit.record(
+                    "alert.opened",
+                    actor="alerts",
+                    payload={
+                        "alert": alert.pk,
+                        "rule": alert.rule,
+                        "key": alert.key,
+                        "numbers": alert.numbers,
+                    },
+                )
                 if finding.pause_user and finding.user_id:
                     pauses.pause(finding.user_id, alert=alert, reason=f"{finding.detail}")
                 return alert, True
         existing.occurrences += 1
-        existing.last_seen_at, existing.numbers, existing.detail = now, finding.numbers, finding.detail
+        existing.last_seen_at, existing.numbers, existing.detail = (
+            now,
+            finding.numbers,
+            finding.detail,
+        )
         existing.save(update_fields=["occurrences", "last_seen_at", "numbers", "detail"])
         return existing, False
 
@@ -76,7 +103,9 @@ def _move(alert_id: int, user: Any, target: str, allowed_from: tuple[str, ...], 
         if alert is None:
             raise AlertError("No such alert.")
         if alert.status not in allowed_from:
-            raise AlertError(f"This alert is {alert.status} and cannot become {target}. Nothing was changed.")
+            raise AlertError(
+                f"This alert is {alert.status} and cannot become {target}. Nothing was changed."
+            )
         now = timezone.now()
         alert.status = target
         if target == A.ACKNOWLEDGED:
@@ -86,8 +115,11 @@ def _move(alert_id: int, user: Any, target: str, allowed_from: tuple[str, ...], 
         if note:
             alert.note = f"{alert.note}\n{note}".strip()
         alert.save()
-        audit.record(f"alert.{target}", actor=user, payload={
-            "alert": alert.pk, "rule": alert.rule, "key": alert.key, "note": note})
+        audit.record(
+            f"alert.{target}",
+            actor=user,
+            payload={"alert": alert.pk, "rule": alert.rule, "key": alert.key, "note": note},
+        )
     return alert
 
 
@@ -99,19 +131,34 @@ def notify(alert_id: int) -> bool:
     """Tell managers, the workflow's recipients and the webhooks about a new alert, once:
     ``notified_at`` is claimed with a conditional update, so a second call (a redelivered
     task, the next evaluation) sends nothing."""
-    if not Alert.objects.filter(pk=alert_id, notified_at__isnull=True).update(notified_at=timezone.now()):
+    if not Alert.objects.filter(pk=alert_id, notified_at__isnull=True).update(
+        notified_at=timezone.now()
+    ):
         return False
     alert = Alert.objects.get(pk=alert_id)
     subject = f"[Countersign] Alert: {alert.title}"
-    text = f"{alert.detail}\n\n" + "\n".join(f"{k}: {v}" for k, v in alert.numbers.items()) + f"\n\n{_link(alert)}"
-    people = list(access.users_who_may_handle_alerts().exclude(email="").values_list("email", flat=True))
+    text = (
+        f"{alert.detail}\n\n"
+        + "\n".join(f"{k}: {v}" for k, v in alert.numbers.items())
+        + f"\n\n{_link(alert)}"
+    )
+    people = list(
+        access.users_who_may_handle_alerts().exclude(email="").values_list("email", flat=True)
+    )
     if alert.workflow_name:
         people += recipients.for_workflow(alert.workflow_name, "alert.opened")
     channels.send_email(people, subject, text)
-    channels.queue_webhooks("alert.opened", channels.slack_payload(
-        "alert.opened", f"Alert: {alert.title}", alert.detail, link=_link(alert),
-        fields={"rule": alert.rule, "workflow": alert.workflow_name, **alert.numbers},
-    ), workflow_name=alert.workflow_name)
+    channels.queue_webhooks(
+        "alert.opened",
+        channels.slack_payload(
+            "alert.opened",
+            f"Alert: {alert.title}",
+            alert.detail,
+            link=_link(alert),
+            fields={"rule": alert.rule, "workflow": alert.workflow_name, **alert.numbers},
+        ),
+        workflow_name=alert.workflow_name,
+    )
     return True
 
 

@@ -128,7 +128,12 @@ def latency_p95(now: dt.datetime, days: int) -> dict[str, dict[str, Any]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [day0, day0, day0, day0, now - (days + 1) * DAY, now])
         return {
-            wf: {"current_p95_ms": cur, "current_calls": ncur, "baseline_p95_ms": base, "baseline_calls": nbase}
+            wf: {
+                "current_p95_ms": cur,
+                "current_calls": ncur,
+                "baseline_p95_ms": base,
+                "baseline_calls": nbase,
+            }
             for wf, cur, ncur, base, nbase in cursor.fetchall()
         }
 
@@ -136,8 +141,11 @@ def latency_p95(now: dt.datetime, days: int) -> dict[str, dict[str, Any]]:
 def run_outcomes(now: dt.datetime, hours: int) -> dict[str, dict[str, int]]:
     """Per workflow: runs that ended in the last ``hours`` by final status (index: run_finished)."""
     rows = (
-        Run.objects.filter(finished_at__gt=now - dt.timedelta(hours=hours), finished_at__lte=now,
-                           status__in=(Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.HALTED))
+        Run.objects.filter(
+            finished_at__gt=now - dt.timedelta(hours=hours),
+            finished_at__lte=now,
+            status__in=(Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.HALTED),
+        )
         .values_list("workflow_name", "status")
         .order_by()
     )
@@ -150,19 +158,27 @@ def run_outcomes(now: dt.datetime, hours: int) -> dict[str, dict[str, int]]:
 def retry_events(since: dt.datetime, now: dt.datetime) -> list[tuple[dt.datetime, int, str]]:
     """(when, user id, workflow) of every retry since ``since``: model-call attempts after the
     first (index modelcall_created) and tool-call attempts after the first (toolcall_retry_created)."""
-    model = ModelCall.objects.filter(created_at__gt=since, created_at__lte=now, attempt__gt=1).values_list(
-        "created_at", "run__requested_by_id", "run__workflow_name")
-    tool = ToolCall.objects.filter(created_at__gt=since, created_at__lte=now, attempt__gt=1).values_list(
-        "created_at", "run__requested_by_id", "run__workflow_name")
+    model = ModelCall.objects.filter(
+        created_at__gt=since, created_at__lte=now, attempt__gt=1
+    ).values_list("created_at", "run__requested_by_id", "run__workflow_name")
+    tool = ToolCall.objects.filter(
+        created_at__gt=since, created_at__lte=now, attempt__gt=1
+    ).values_list("created_at", "run__requested_by_id", "run__workflow_name")
     return sorted([*model.order_by(), *tool.order_by()])
 
 
-def ticket_events(since: dt.datetime, now: dt.datetime, reason: str | None = None) -> list[tuple[dt.datetime, int, str, int]]:
+def ticket_events(
+    since: dt.datetime, now: dt.datetime, reason: str | None = None
+) -> list[tuple[dt.datetime, int, str, int]]:
     """(when, user id, workflow, ticket id) of every ticket opened since ``since``."""
     tickets = EscalationTicket.objects.filter(created_at__gt=since, created_at__lte=now)
     if reason:
         tickets = tickets.filter(reason=reason)
-    return sorted(tickets.values_list("created_at", "run__requested_by_id", "run__workflow_name", "pk").order_by())
+    return sorted(
+        tickets.values_list(
+            "created_at", "run__requested_by_id", "run__workflow_name", "pk"
+        ).order_by()
+    )
 
 
 def budgets_in_force(now: dt.datetime) -> list[budgets.BudgetUsage]:
@@ -171,8 +187,14 @@ def budgets_in_force(now: dt.datetime) -> list[budgets.BudgetUsage]:
 
 def last_resolved(rules: Iterable[str], since: dt.datetime) -> dict[str, dt.datetime]:
     """Per alert key: when a person last resolved it (counting rules start after that)."""
-    rows = (Alert.objects.filter(rule__in=list(rules), status=Alert.Status.RESOLVED, resolved_at__gt=since)
-            .values("key").annotate(at=Max("resolved_at")).order_by())
+    rows = (
+        Alert.objects.filter(
+            rule__in=list(rules), status=Alert.Status.RESOLVED, resolved_at__gt=since
+        )
+        .values("key")
+        .annotate(at=Max("resolved_at"))
+        .order_by()
+    )
     return {r["key"]: r["at"] for r in rows}
 
 
@@ -184,7 +206,9 @@ def _usd(value: Decimal) -> str:
 
 
 def cost_findings(now: dt.datetime, th: Thresholds) -> list[Finding]:
-    days_needed = max([th.of(w).cost_baseline_days for w in th.rows] + [th.defaults.cost_baseline_days])
+    days_needed = max(
+        [th.of(w).cost_baseline_days for w in th.rows] + [th.defaults.cost_baseline_days]
+    )
     found = []
     for wf, by_day in cost_by_day(now, days_needed).items():
         t = th.of(wf)
@@ -193,23 +217,44 @@ def cost_findings(now: dt.datetime, th: Thresholds) -> list[Finding]:
             continue
         if previous > 0 and current >= t.cost_spike_ratio * previous:
             ratio = current / previous
-            found.append(Finding(
-                R.COST_SPIKE, f"cost_spike:workflow:{wf}", f"{wf}: cost {ratio:.1f}x the day before",
-                f"{wf} cost {_usd(current)} in the last 24 hours against {_usd(previous)} in the 24 hours before "
-                f"({ratio:.2f}x; the threshold is {t.cost_spike_ratio}x).",
-                {"last_24h_usd": str(current), "previous_24h_usd": str(previous), "ratio": f"{ratio:.4f}",
-                 "threshold_ratio": str(t.cost_spike_ratio), "min_usd": str(t.cost_min_usd)}, workflow_name=wf))
+            found.append(
+                Finding(
+                    R.COST_SPIKE,
+                    f"cost_spike:workflow:{wf}",
+                    f"{wf}: cost {ratio:.1f}x the day before",
+                    f"{wf} cost {_usd(current)} in the last 24 hours against {_usd(previous)} in the 24 hours before "
+                    f"({ratio:.2f}x; the threshold is {t.cost_spike_ratio}x).",
+                    {
+                        "last_24h_usd": str(current),
+                        "previous_24h_usd": str(previous),
+                        "ratio": f"{ratio:.4f}",
+                        "threshold_ratio": str(t.cost_spike_ratio),
+                        "min_usd": str(t.cost_min_usd),
+                    },
+                    workflow_name=wf,
+                )
+            )
         days = t.cost_baseline_days
         mean = sum((by_day.get(d, ZERO) for d in range(1, days + 1)), ZERO) / days
         if mean > 0 and current >= t.cost_baseline_ratio * mean:
             ratio = current / mean
-            found.append(Finding(
-                R.COST_BASELINE, f"cost_baseline:workflow:{wf}", f"{wf}: cost {ratio:.1f}x its {days}-day baseline",
-                f"{wf} cost {_usd(current)} in the last 24 hours against a daily mean of {_usd(mean)} over the "
-                f"{days} days before ({ratio:.2f}x; the threshold is {t.cost_baseline_ratio}x).",
-                {"last_24h_usd": str(current), "baseline_daily_usd": str(mean.quantize(Decimal("0.000001"))),
-                 "baseline_days": days, "ratio": f"{ratio:.4f}", "threshold_ratio": str(t.cost_baseline_ratio)},
-                workflow_name=wf))
+            found.append(
+                Finding(
+                    R.COST_BASELINE,
+                    f"cost_baseline:workflow:{wf}",
+                    f"{wf}: cost {ratio:.1f}x its {days}-day baseline",
+                    f"{wf} cost {_usd(current)} in the last 24 hours against a daily mean of {_usd(mean)} over the "
+                    f"{days} days before ({ratio:.2f}x; the threshold is {t.cost_baseline_ratio}x).",
+                    {
+                        "last_24h_usd": str(current),
+                        "baseline_daily_usd": str(mean.quantize(Decimal("0.000001"))),
+                        "baseline_days": days,
+                        "ratio": f"{ratio:.4f}",
+                        "threshold_ratio": str(t.cost_baseline_ratio),
+                    },
+                    workflow_name=wf,
+                )
+            )
     return found
 
 
@@ -222,18 +267,31 @@ def latency_findings(now: dt.datetime, th: Thresholds) -> list[Finding]:
             if t.cost_baseline_days != days:
                 continue
             cur, base = m["current_p95_ms"], m["baseline_p95_ms"]
-            if (m["current_calls"] < t.latency_min_calls or m["baseline_calls"] < t.latency_min_calls
-                    or not base or Decimal(str(cur)) < t.latency_ratio * Decimal(str(base))):
+            if (
+                m["current_calls"] < t.latency_min_calls
+                or m["baseline_calls"] < t.latency_min_calls
+                or not base
+                or Decimal(str(cur)) < t.latency_ratio * Decimal(str(base))
+            ):
                 continue
             ratio = cur / base
-            found.append(Finding(
-                R.LATENCY, f"latency:workflow:{wf}", f"{wf}: model-call p95 latency {ratio:.1f}x its baseline",
-                f"{wf}'s model calls took {cur / 1000:.2f} s at p95 in the last 24 hours ({m['current_calls']} calls) "
-                f"against {base / 1000:.2f} s over the {days} days before ({m['baseline_calls']} calls): "
-                f"{ratio:.2f}x; the threshold is {t.latency_ratio}x.",
-                {**{k: (round(v, 1) if isinstance(v, float) else v) for k, v in m.items()},
-                 "ratio": f"{ratio:.4f}", "threshold_ratio": str(t.latency_ratio), "baseline_days": days},
-                workflow_name=wf))
+            found.append(
+                Finding(
+                    R.LATENCY,
+                    f"latency:workflow:{wf}",
+                    f"{wf}: model-call p95 latency {ratio:.1f}x its baseline",
+                    f"{wf}'s model calls took {cur / 1000:.2f} s at p95 in the last 24 hours ({m['current_calls']} calls) "
+                    f"against {base / 1000:.2f} s over the {days} days before ({m['baseline_calls']} calls): "
+                    f"{ratio:.2f}x; the threshold is {t.latency_ratio}x.",
+                    {
+                        **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in m.items()},
+                        "ratio": f"{ratio:.4f}",
+                        "threshold_ratio": str(t.latency_ratio),
+                        "baseline_days": days,
+                    },
+                    workflow_name=wf,
+                )
+            )
     return found
 
 
@@ -250,13 +308,24 @@ def error_rate_findings(now: dt.datetime, th: Thresholds) -> list[Finding]:
             if total < t.error_min_runs or failed * 100 <= t.error_rate_percent * total:
                 continue
             rate = Decimal(failed * 100) / total
-            found.append(Finding(
-                R.ERROR_RATE, f"error_rate:workflow:{wf}", f"{wf}: {rate:.1f}% of runs failed",
-                f"{failed} of {total} {wf} runs that ended in the last {hours} hours failed or halted "
-                f"({rate:.2f}%; the threshold is {t.error_rate_percent}%).",
-                {"failed": counts[Run.Status.FAILED], "halted": counts[Run.Status.HALTED], "ended": total,
-                 "rate_percent": f"{rate:.4f}", "threshold_percent": str(t.error_rate_percent), "window_hours": hours},
-                workflow_name=wf))
+            found.append(
+                Finding(
+                    R.ERROR_RATE,
+                    f"error_rate:workflow:{wf}",
+                    f"{wf}: {rate:.1f}% of runs failed",
+                    f"{failed} of {total} {wf} runs that ended in the last {hours} hours failed or halted "
+                    f"({rate:.2f}%; the threshold is {t.error_rate_percent}%).",
+                    {
+                        "failed": counts[Run.Status.FAILED],
+                        "halted": counts[Run.Status.HALTED],
+                        "ended": total,
+                        "rate_percent": f"{rate:.4f}",
+                        "threshold_percent": str(t.error_rate_percent),
+                        "window_hours": hours,
+                    },
+                    workflow_name=wf,
+                )
+            )
     return found
 
 
@@ -271,36 +340,59 @@ def max_in_window(times: list[dt.datetime], window: dt.timedelta) -> tuple[int, 
     return best, best_end
 
 
-def _bursts(rule: str, noun: str, events: list[tuple[Any, ...]], th: Thresholds, now: dt.datetime,
-            resolved: dict[str, dt.datetime], count_of: str, window_of: str, pause: bool = False) -> list[Finding]:
+def _bursts(
+    rule: str,
+    noun: str,
+    events: list[tuple[Any, ...]],
+    th: Thresholds,
+    now: dt.datetime,
+    resolved: dict[str, dt.datetime],
+    count_of: str,
+    window_of: str,
+    pause: bool = False,
+) -> list[Finding]:
     by_subject: dict[tuple[str, Any], list[dt.datetime]] = defaultdict(list)
     for when, user_id, wf, *_ in events:
         by_subject[("user", user_id)].append(when)
         by_subject[("workflow", wf)].append(when)
-    names = dict(get_user_model().objects.filter(
-        pk__in=[s for kind, s in by_subject if kind == "user"]).values_list("pk", "username"))
+    names = dict(
+        get_user_model()
+        .objects.filter(pk__in=[s for kind, s in by_subject if kind == "user"])
+        .values_list("pk", "username")
+    )
     found = []
     for (kind, subject), times in by_subject.items():
         t = th.defaults if kind == "user" else th.of(subject)
         key = f"{rule}:{kind}:{subject}"
         window = dt.timedelta(seconds=getattr(t, window_of))
-        after = max(now - window - LOOKBACK_SLACK - dt.timedelta(seconds=settings.ALERTS_EVALUATE_SECONDS),
-                    resolved.get(key, now - 3650 * DAY))
+        after = max(
+            now - window - LOOKBACK_SLACK - dt.timedelta(seconds=settings.ALERTS_EVALUATE_SECONDS),
+            resolved.get(key, now - 3650 * DAY),
+        )
         times = [w for w in times if w > after]
         count, ended = max_in_window(times, window)
         threshold = getattr(t, count_of)
         if count < threshold:
             continue
         who = f"user {names.get(subject, subject)}" if kind == "user" else f"workflow {subject}"
-        found.append(Finding(
-            rule, key, f"{who}: {count} {noun} within {_duration(window)}",
-            f"{count} {noun} by {who} within {_duration(window)} (the most in any such window, ending "
-            f"{timezone.localtime(ended):%Y-%m-%d %H:%M:%S}); the threshold is {threshold}.",
-            {"count": count, "threshold": threshold, "window_seconds": int(window.total_seconds()),
-             "window_ended_at": ended.isoformat() if ended else None},
-            workflow_name=subject if kind == "workflow" else "",
-            user_id=subject if kind == "user" else None,
-            pause_user=pause and kind == "user" and t.pause_user_on_retry_burst))
+        found.append(
+            Finding(
+                rule,
+                key,
+                f"{who}: {count} {noun} within {_duration(window)}",
+                f"{count} {noun} by {who} within {_duration(window)} (the most in any such window, ending "
+                f"{timezone.localtime(ended):%Y-%m-%d %H:%M:%S}); the threshold is {threshold}.",
+                {
+                    "count": count,
+                    "threshold": threshold,
+                    "window_seconds": int(window.total_seconds()),
+                    "window_ended_at": ended.isoformat() if ended else None,
+                },
+                workflow_name=subject if kind == "workflow" else "",
+                user_id=subject if kind == "user" else None,
+                pause_user=pause and kind == "user" and t.pause_user_on_retry_burst,
+            )
+        )
     return found
 
 
@@ -315,15 +407,36 @@ def _duration(window: dt.timedelta) -> str:
 
 def burst_findings(now: dt.datetime, th: Thresholds) -> list[Finding]:
     slack = LOOKBACK_SLACK + dt.timedelta(seconds=settings.ALERTS_EVALUATE_SECONDS)
-    retry_window = max([r.retry_window_seconds for r in th.rows.values()] + [th.defaults.retry_window_seconds])
-    ticket_window = max([r.escalation_window_seconds for r in th.rows.values()] + [th.defaults.escalation_window_seconds])
+    retry_window = max(
+        [r.retry_window_seconds for r in th.rows.values()] + [th.defaults.retry_window_seconds]
+    )
+    ticket_window = max(
+        [r.escalation_window_seconds for r in th.rows.values()]
+        + [th.defaults.escalation_window_seconds]
+    )
     resolved = last_resolved((R.RETRY_BURST, R.ESCALATION_BURST), now - 8 * DAY)
     return [
-        *_bursts(R.RETRY_BURST, "retries", retry_events(now - dt.timedelta(seconds=retry_window) - slack, now),
-                 th, now, resolved, "retry_count", "retry_window_seconds", pause=True),
-        *_bursts(R.ESCALATION_BURST, "escalations",
-                 ticket_events(now - dt.timedelta(seconds=ticket_window) - slack, now),
-                 th, now, resolved, "escalation_count", "escalation_window_seconds"),
+        *_bursts(
+            R.RETRY_BURST,
+            "retries",
+            retry_events(now - dt.timedelta(seconds=retry_window) - slack, now),
+            th,
+            now,
+            resolved,
+            "retry_count",
+            "retry_window_seconds",
+            pause=True,
+        ),
+        *_bursts(
+            R.ESCALATION_BURST,
+            "escalations",
+            ticket_events(now - dt.timedelta(seconds=ticket_window) - slack, now),
+            th,
+            now,
+            resolved,
+            "escalation_count",
+            "escalation_window_seconds",
+        ),
     ]
 
 
@@ -337,15 +450,28 @@ def budget_findings(now: dt.datetime, th: Thresholds) -> list[Finding]:
         percent = use.committed * 100 / b.limit_usd
         if percent < t.budget_percent:
             continue
-        found.append(Finding(
-            R.BUDGET, f"budget:{b.pk}", f"{budgets.describe(b)} at {percent:.0f}%",
-            f"{budgets.describe(b)} has {_usd(use.committed)} committed ({_usd(use.spent)} spent since "
-            f"{timezone.localtime(use.since):%Y-%m-%d %H:%M} + {_usd(use.outstanding)} still estimated for "
-            f"unfinished runs): {percent:.1f}% of its limit; the threshold is {t.budget_percent}%.",
-            {"committed_usd": str(use.committed), "spent_usd": str(use.spent), "outstanding_usd": str(use.outstanding),
-             "limit_usd": str(b.limit_usd), "percent": f"{percent:.4f}", "threshold_percent": str(t.budget_percent),
-             "hard": b.hard, "period": b.period},
-            workflow_name=b.workflow_name, user_id=b.user_id))
+        found.append(
+            Finding(
+                R.BUDGET,
+                f"budget:{b.pk}",
+                f"{budgets.describe(b)} at {percent:.0f}%",
+                f"{budgets.describe(b)} has {_usd(use.committed)} committed ({_usd(use.spent)} spent since "
+                f"{timezone.localtime(use.since):%Y-%m-%d %H:%M} + {_usd(use.outstanding)} still estimated for "
+                f"unfinished runs): {percent:.1f}% of its limit; the threshold is {t.budget_percent}%.",
+                {
+                    "committed_usd": str(use.committed),
+                    "spent_usd": str(use.spent),
+                    "outstanding_usd": str(use.outstanding),
+                    "limit_usd": str(b.limit_usd),
+                    "percent": f"{percent:.4f}",
+                    "threshold_percent": str(t.budget_percent),
+                    "hard": b.hard,
+                    "period": b.period,
+                },
+                workflow_name=b.workflow_name,
+                user_id=b.user_id,
+            )
+        )
     return found
 
 
@@ -353,7 +479,9 @@ def breaker_findings(now: dt.datetime, th: Thresholds) -> list[Finding]:
     window = DAY
     resolved = last_resolved((R.BREAKER,), now - 8 * DAY)
     by_workflow: dict[str, list[tuple[dt.datetime, int]]] = defaultdict(list)
-    for when, _user, wf, ticket_id in ticket_events(now - window, now, EscalationTicket.Reason.FAILURE_RATE_EXCEEDED):
+    for when, _user, wf, ticket_id in ticket_events(
+        now - window, now, EscalationTicket.Reason.FAILURE_RATE_EXCEEDED
+    ):
         if when > resolved.get(f"breaker:workflow:{wf}", now - 3650 * DAY):
             by_workflow[wf].append((when, ticket_id))
     found = []
@@ -361,12 +489,22 @@ def breaker_findings(now: dt.datetime, th: Thresholds) -> list[Finding]:
         if not th.of(wf).breaker_alerts:
             continue
         latest = EscalationTicket.objects.select_related("run").get(pk=hits[-1][1])
-        found.append(Finding(
-            R.BREAKER, f"breaker:workflow:{wf}", f"{wf}: the failure-rate breaker halted {len(hits)} run(s)",
-            f"The fan-out failure-rate breaker halted {len(hits)} {wf} run(s) in the last 24 hours. "
-            f"Latest: run {latest.run_id}: {latest.message}",
-            {"halted_runs": len(hits), "latest_run": str(latest.run_id), "latest_ticket": latest.pk,
-             "window_hours": 24}, workflow_name=wf))
+        found.append(
+            Finding(
+                R.BREAKER,
+                f"breaker:workflow:{wf}",
+                f"{wf}: the failure-rate breaker halted {len(hits)} run(s)",
+                f"The fan-out failure-rate breaker halted {len(hits)} {wf} run(s) in the last 24 hours. "
+                f"Latest: run {latest.run_id}: {latest.message}",
+                {
+                    "halted_runs": len(hits),
+                    "latest_run": str(latest.run_id),
+                    "latest_ticket": latest.pk,
+                    "window_hours": 24,
+                },
+                workflow_name=wf,
+            )
+        )
     return found
 
 

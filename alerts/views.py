@@ -20,16 +20,27 @@ UNRESOLVED_SHOWN = 200
 @require_GET
 @access.required(access.may_view_alerts)
 def alert_list(request: HttpRequest) -> HttpResponse:
-    unresolved = Alert.objects.filter(status__in=Alert.UNRESOLVED).select_related("user", "acknowledged_by")
-    return render(request, "alerts/alerts.html", {
-        "unresolved": unresolved.order_by("-opened_at")[:UNRESOLVED_SHOWN],  # index alert_unresolved_recent
-        "unresolved_count": unresolved.count(),
-        "resolved": Alert.objects.filter(status=Alert.Status.RESOLVED).select_related("resolved_by", "user")
-        .order_by("-resolved_at")[:RECENTLY_RESOLVED],
-        "pauses": UserPause.objects.filter(lifted_at__isnull=True).select_related("user", "alert"),
-        "can_handle": access.may_handle_alerts(request.user),
-        "can_lift": access.may_lift_pause(request.user),
-    })
+    unresolved = Alert.objects.filter(status__in=Alert.UNRESOLVED).select_related(
+        "user", "acknowledged_by"
+    )
+    return render(
+        request,
+        "alerts/alerts.html",
+        {
+            "unresolved": unresolved.order_by("-opened_at")[
+                :UNRESOLVED_SHOWN
+            ],  # index alert_unresolved_recent
+            "unresolved_count": unresolved.count(),
+            "resolved": Alert.objects.filter(status=Alert.Status.RESOLVED)
+            .select_related("resolved_by", "user")
+            .order_by("-resolved_at")[:RECENTLY_RESOLVED],
+            "pauses": UserPause.objects.filter(lifted_at__isnull=True).select_related(
+                "user", "alert"
+            ),
+            "can_handle": access.may_handle_alerts(request.user),
+            "can_lift": access.may_lift_pause(request.user),
+        },
+    )
 
 
 def _act(request: HttpRequest, alert_id: int, move, done: str) -> HttpResponse:  # noqa: ANN001
@@ -45,13 +56,23 @@ def _act(request: HttpRequest, alert_id: int, move, done: str) -> HttpResponse: 
 @require_POST
 @access.required(access.may_handle_alerts)
 def acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
-    return _act(request, alert_id, raising.acknowledge, "Acknowledged: it stays on the page until it is resolved.")
+    return _act(
+        request,
+        alert_id,
+        raising.acknowledge,
+        "Acknowledged: it stays on the page until it is resolved.",
+    )
 
 
 @require_POST
 @access.required(access.may_handle_alerts)
 def resolve(request: HttpRequest, alert_id: int) -> HttpResponse:
-    return _act(request, alert_id, raising.resolve, "Resolved. If the rule crosses again, a new alert opens.")
+    return _act(
+        request,
+        alert_id,
+        raising.resolve,
+        "Resolved. If the rule crosses again, a new alert opens.",
+    )
 
 
 @require_POST

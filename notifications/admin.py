@@ -23,12 +23,18 @@ class _AuditedAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        audit.record(f"notifications.{obj._meta.model_name}.{'changed' if change else 'added'}",
-                     actor=request.user, payload={"id": obj.pk, **{f: getattr(obj, f) for f in self.audited_fields}})
+        audit.record(
+            f"notifications.{obj._meta.model_name}.{'changed' if change else 'added'}",
+            actor=request.user,
+            payload={"id": obj.pk, **{f: getattr(obj, f) for f in self.audited_fields}},
+        )
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        audit.record(f"notifications.{obj._meta.model_name}.deleted", actor=request.user,
-                     payload={"id": obj.pk, **{f: getattr(obj, f) for f in self.audited_fields}})
+        audit.record(
+            f"notifications.{obj._meta.model_name}.deleted",
+            actor=request.user,
+            payload={"id": obj.pk, **{f: getattr(obj, f) for f in self.audited_fields}},
+        )
         super().delete_model(request, obj)
 
 
@@ -48,8 +54,16 @@ class WorkflowRecipientAdmin(_AuditedAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "endpoint", "event", "status", "attempts", "last_status_code", "next_attempt_at",
-                    "delivered_at")
+    list_display = (
+        "created_at",
+        "endpoint",
+        "event",
+        "status",
+        "attempts",
+        "last_status_code",
+        "next_attempt_at",
+        "delivered_at",
+    )
     list_filter = ("status", "event", "endpoint")
     list_select_related = ("endpoint",)
     actions = ["send_again"]
@@ -59,9 +73,12 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Send the selected failed deliveries again", permissions=["send"])
     def send_again(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        ids = list(queryset.filter(status=WebhookDelivery.Status.FAILED).values_list("pk", flat=True))
+        ids = list(
+            queryset.filter(status=WebhookDelivery.Status.FAILED).values_list("pk", flat=True)
+        )
         WebhookDelivery.objects.filter(pk__in=ids).update(
-            status=WebhookDelivery.Status.RETRYING, next_attempt_at=timezone.now())
+            status=WebhookDelivery.Status.RETRYING, next_attempt_at=timezone.now()
+        )
         for delivery_id in ids:
             channels.enqueue_delivery(delivery_id)
         self.message_user(request, f"{len(ids)} failed deliverie(s) queued again.")

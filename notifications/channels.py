@@ -71,21 +71,31 @@ def send_email(recipients: Iterable[str], subject: str, body: str) -> int:
 # --- webhook payloads and signatures ---------------------------------------------------------
 
 
-def slack_payload(event: str, title: str, text: str, *, link: str = "", fields: dict[str, Any] | None = None) -> dict[str, Any]:
+def slack_payload(
+    event: str, title: str, text: str, *, link: str = "", fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A Slack incoming-webhook body (``text`` and ``blocks``) that also carries the event's
     fields for machines (``countersign``). Redacted."""
     summary = f"*{title}*\n{text}" + (f"\n<{link}|Open in Countersign>" if link else "")
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": summary}}]
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": summary}}
+    ]
     if fields:
-        blocks.append({
-            "type": "section",
-            "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in list(fields.items())[:10]],
-        })
-    return redact({
-        "text": summary,
-        "blocks": blocks,
-        "countersign": {"event": event, "title": title, "link": link, **(fields or {})},
-    })
+        blocks.append(
+            {
+                "type": "section",
+                "fields": [
+                    {"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in list(fields.items())[:10]
+                ],
+            }
+        )
+    return redact(
+        {
+            "text": summary,
+            "blocks": blocks,
+            "countersign": {"event": event, "title": title, "link": link, **(fields or {})},
+        }
+    )
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:
@@ -93,8 +103,15 @@ def sign(secret: str, timestamp: int | str, body: bytes) -> str:
     return f"v1={mac}"
 
 
-def verify(secret: str, timestamp: str, body: bytes, signature: str, *, tolerance: int = 300,
-           now: float | None = None) -> bool:
+def verify(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    *,
+    tolerance: int = 300,
+    now: float | None = None,
+) -> bool:
     """What a receiver does: the MAC matches (constant-time) and the timestamp is recent."""
     try:
         age = abs((now if now is not None else time.time()) - int(timestamp))
@@ -103,13 +120,17 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, *, toleranc
     return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-def queue_webhooks(event: str, payload: dict[str, Any], *, workflow_name: str = "",
-                   priority: int | None = None) -> list[int]:
+def queue_webhooks(
+    event: str, payload: dict[str, Any], *, workflow_name: str = "", priority: int | None = None
+) -> list[int]:
     """Create a delivery for every active endpoint that wants this event and send each after
     the caller's transaction commits. Returns the delivery ids."""
     body = json.dumps(redact(payload), sort_keys=True, separators=(",", ":"), default=str)
-    endpoints = [e for e in WebhookEndpoint.objects.filter(active=True)
-                 if e.wants(event, workflow_name=workflow_name, priority=priority)]
+    endpoints = [
+        e
+        for e in WebhookEndpoint.objects.filter(active=True)
+        if e.wants(event, workflow_name=workflow_name, priority=priority)
+    ]
     now = timezone.now()
     ids = [
         WebhookDelivery.objects.create(endpoint=e, event=event, body=body, next_attempt_at=now).pk
@@ -169,8 +190,12 @@ def attempt(delivery_id: int) -> Attempt:
     }
     code, error = None, ""
     try:
-        response = httpx2.post(delivery.endpoint.url, content=body, headers=headers,
-                               timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
+        response = httpx2.post(
+            delivery.endpoint.url,
+            content=body,
+            headers=headers,
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+        )
         code = response.status_code
         if code >= 300:
             error = f"HTTP {code}: {response.text[:200]}"
@@ -181,12 +206,22 @@ def attempt(delivery_id: int) -> Attempt:
     retry_in = None
     if not error:
         fields |= {"status": D.DELIVERED, "delivered_at": timezone.now(), "next_attempt_at": None}
-    elif (code is None or code >= 500 or code in TRANSIENT_STATUSES) and attempts < settings.WEBHOOK_MAX_ATTEMPTS:
+    elif (
+        code is None or code >= 500 or code in TRANSIENT_STATUSES
+    ) and attempts < settings.WEBHOOK_MAX_ATTEMPTS:
         retry_in = backoff_seconds(attempts)
-        fields |= {"status": D.RETRYING, "next_attempt_at": timezone.now() + timezone.timedelta(seconds=retry_in)}
+        fields |= {
+            "status": D.RETRYING,
+            "next_attempt_at": timezone.now() + timezone.timedelta(seconds=retry_in),
+        }
     else:
         fields |= {"status": D.FAILED, "next_attempt_at": None}
-        logger.warning("webhook delivery %s to %s failed for good after %s attempt(s): %s",
-                       delivery_id, delivery.endpoint.name, attempts, error)
+        logger.warning(
+            "webhook delivery %s to %s failed for good after %s attempt(s): %s",
+            delivery_id,
+            delivery.endpoint.name,
+            attempts,
+            error,
+        )
     WebhookDelivery.objects.filter(pk=delivery_id).update(**fields)
     return Attempt(fields["status"], retry_in)

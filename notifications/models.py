@@ -25,10 +25,14 @@ EVENT_NAMES = frozenset(name for name, _ in EVENTS)
 
 def validate_events(value: object) -> None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValidationError("Give a list of event names, e.g. [\"alert.opened\"], or [] for every event.")
+        raise ValidationError(
+            'Give a list of event names, e.g. ["alert.opened"], or [] for every event.'
+        )
     unknown = sorted(set(value) - EVENT_NAMES)
     if unknown:
-        raise ValidationError(f"Unknown event(s) {', '.join(unknown)}; the events are: {', '.join(sorted(EVENT_NAMES))}.")
+        raise ValidationError(
+            f"Unknown event(s) {', '.join(unknown)}; the events are: {', '.join(sorted(EVENT_NAMES))}."
+        )
 
 
 class WebhookEndpoint(models.Model):
@@ -37,12 +41,22 @@ class WebhookEndpoint(models.Model):
 
     name = models.CharField(max_length=100)
     url = models.URLField(max_length=500)
-    secret = models.CharField(max_length=200, help_text="Shared secret for the X-Countersign-Signature HMAC.")
-    events = models.JSONField(default=list, blank=True, validators=[validate_events],
-                              help_text="Event names to send; empty: every event.")
+    secret = models.CharField(
+        max_length=200, help_text="Shared secret for the X-Countersign-Signature HMAC."
+    )
+    events = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_events],
+        help_text="Event names to send; empty: every event.",
+    )
     max_ticket_priority = models.PositiveSmallIntegerField(
-        default=3, help_text="ticket.opened: only tickets of this priority or more urgent (1 = most urgent).")
-    workflow_name = models.CharField(max_length=100, blank=True, help_text="Only this workflow's events (blank: all).")
+        default=3,
+        help_text="ticket.opened: only tickets of this priority or more urgent (1 = most urgent).",
+    )
+    workflow_name = models.CharField(
+        max_length=100, blank=True, help_text="Only this workflow's events (blank: all)."
+    )
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -76,7 +90,9 @@ class WebhookDelivery(models.Model):
 
     FINAL = (Status.DELIVERED, Status.FAILED)
 
-    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
     event = models.CharField(max_length=40)
     body = models.TextField(help_text="The JSON body exactly as signed and sent (redacted).")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -92,8 +108,11 @@ class WebhookDelivery(models.Model):
         ordering = ["-created_at"]
         indexes = [
             # The sweeper's query: deliveries still to send whose attempt is due.
-            models.Index(fields=["next_attempt_at"], condition=Q(status__in=["pending", "retrying"]),
-                         name="webhookdelivery_due"),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status__in=["pending", "retrying"]),
+                name="webhookdelivery_due",
+            ),
         ]
         verbose_name_plural = "webhook deliveries"
 
@@ -109,15 +128,21 @@ class WorkflowRecipient(models.Model):
 
     workflow_name = models.CharField(max_length=100)
     email = models.EmailField()
-    events = models.JSONField(default=list, blank=True, validators=[validate_events],
-                              help_text="Event names; empty: alert.opened and digest.")
+    events = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_events],
+        help_text="Event names; empty: alert.opened and digest.",
+    )
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["workflow_name", "email"]
         constraints = [
-            models.UniqueConstraint(fields=["workflow_name", "email"], name="workflowrecipient_unique"),
+            models.UniqueConstraint(
+                fields=["workflow_name", "email"], name="workflowrecipient_unique"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -19,7 +19,9 @@ DEFAULT_EVENTS = frozenset({"alert.opened", "digest"})
 
 def for_workflow(workflow_name: str, event: str) -> list[str]:
     if event not in EVENT_NAMES:
-        raise ValueError(f"Unknown event {event!r}; the events are: {', '.join(sorted(EVENT_NAMES))}.")
+        raise ValueError(
+            f"Unknown event {event!r}; the events are: {', '.join(sorted(EVENT_NAMES))}."
+        )
     found: set[str] = set()
     if event in DEFAULT_EVENTS:
         # A workflow removed from the code may still have admin rows.

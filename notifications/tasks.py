@@ -28,7 +28,9 @@ def send_due_webhooks() -> int:
     sending twice what a task is sending now."""
     overdue = timezone.now() - timezone.timedelta(seconds=60)
     ids = list(
-        WebhookDelivery.objects.filter(status__in=(D.PENDING, D.RETRYING), next_attempt_at__lte=overdue)
+        WebhookDelivery.objects.filter(
+            status__in=(D.PENDING, D.RETRYING), next_attempt_at__lte=overdue
+        )
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:500]
     )

@@ -24,4 +24,6 @@ def send_run_status_changed(run_id: Any, previous: str, target: str) -> None:
         sender=None, run_id=str(run_id), previous=previous, target=target
     ):
         if isinstance(result, Exception):
-            logger.error("run_status_changed receiver %r failed for run %s: %s", receiver, run_id, result)
+            logger.error(
+                "run_status_changed receiver %r failed for run %s: %s", receiver, run_id, result
+            )

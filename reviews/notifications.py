@@ -151,8 +151,9 @@ def run_ended(run_id: Any) -> int:
     if run is None or not run.is_final:
         return 0
     link = _url("run_detail", run.pk)
-    subject = f"[Countersign] {run.workflow_name} run {str(run.pk)[:8]} {run.get_status_display()}"
-    text = (f"Your {run.workflow_name} run ended: {run.get_status_display()}. It cost {_money(run.cost_usd)}."
+    status = run.status.replace("_", " ")
+    subject = f"[Countersign] {run.workflow_name} run {str(run.pk)[:8]} {status}"
+    text = (f"Your {run.workflow_name} run ended: {status}. It cost {_money(run.cost_usd)}."
             + (f"\nWhy: {run.error}" if run.error else "") + f"\n{link}")
     sent = channels.send_email([run.requested_by.email], subject, text)
     sent += channels.send_email(recipients.for_workflow(run.workflow_name, "run.ended"), subject, text)

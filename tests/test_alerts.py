@@ -20,6 +20,7 @@ from costs.models import Budget
 from orchestration.launch import RunRefused, start_run
 from orchestration.models import AuditEvent, Run
 from tests import alert_factories as f
+from tests.api_helpers import assert_documented, call, token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -58,14 +59,23 @@ def test_cost_spike_day_over_day_at_its_edge(operator, today, fires):
 
 @pytest.mark.parametrize(("today", "fires"), [("19.99", False), ("20.00", True), ("20.01", True)])
 def test_cost_spike_against_the_rolling_baseline_at_its_edge(operator, today, fires):
-    AlertThresholds.objects.update_or_create(workflow_name="wf_base", defaults={"cost_baseline_days": 4})
+    AlertThresholds.objects.update_or_create(
+        workflow_name="wf_base", defaults={"cost_baseline_days": 4}
+    )
     now = f.now()
     r = f.run(operator, "wf_base")
     f.call(r, now - H, cost=today)
-    for day, cost in ((1, "16"), (2, "8"), (3, "8"), (4, "8")):  # mean $10; the day before alone: 2x = $32
+    for day, cost in (
+        (1, "16"),
+        (2, "8"),
+        (3, "8"),
+        (4, "8"),
+    ):  # mean $10; the day before alone: 2x = $32
         f.call(r, now - day * D - H, cost=cost)
     f.call(r, now - 6 * D, cost="1000")  # outside the 4-day baseline: not counted
-    assert keys(now, Alert.Rule.COST_BASELINE) == ({"cost_baseline:workflow:wf_base"} if fires else set())
+    assert keys(now, Alert.Rule.COST_BASELINE) == (
+        {"cost_baseline:workflow:wf_base"} if fires else set()
+    )
     assert keys(now, Alert.Rule.COST_SPIKE) == set()
 
 
@@ -82,7 +92,9 @@ def test_cost_under_the_minimum_is_no_spike(operator):
 
 @pytest.mark.parametrize(("p95", "fires"), [(1499, False), (1500, True), (1501, True)])
 def test_latency_increase_at_its_edge(operator, p95, fires):
-    AlertThresholds.objects.create(workflow_name="wf_lat", latency_min_calls=3, cost_baseline_days=2)
+    AlertThresholds.objects.create(
+        workflow_name="wf_lat", latency_min_calls=3, cost_baseline_days=2
+    )
     now = f.now()
     r = f.run(operator, "wf_lat")
     for i in range(3):
@@ -92,11 +104,16 @@ def test_latency_increase_at_its_edge(operator, p95, fires):
     found = [x for x in rules.evaluate(now) if x.rule == Alert.Rule.LATENCY]
     assert [x.key for x in found] == (["latency:workflow:wf_lat"] if fires else [])
     if fires:
-        assert found[0].numbers["current_p95_ms"] == p95 and found[0].numbers["baseline_p95_ms"] == 1000
+        assert (
+            found[0].numbers["current_p95_ms"] == p95
+            and found[0].numbers["baseline_p95_ms"] == 1000
+        )
 
 
 def test_latency_needs_enough_calls(operator):
-    AlertThresholds.objects.create(workflow_name="wf_few", latency_min_calls=3, cost_baseline_days=2)
+    AlertThresholds.objects.create(
+        workflow_name="wf_few", latency_min_calls=3, cost_baseline_days=2
+    )
     now = f.now()
     r = f.run(operator, "wf_few")
     for i in range(3):
@@ -114,7 +131,9 @@ def test_error_rate_over_five_percent_at_its_edge(operator, failed, fires):
     # "Over a threshold": 5 of 100 is at 5% and does not fire; 6 of 100 does.
     now = f.now()
     f.runs_ended(operator, "wf_err", ok=100 - failed, failed=failed, when=now - H)
-    f.runs_ended(operator, "wf_err", ok=0, failed=50, when=now - 25 * H)  # outside the 24-hour window
+    f.runs_ended(
+        operator, "wf_err", ok=0, failed=50, when=now - 25 * H
+    )  # outside the 24-hour window
     found = [x for x in rules.evaluate(now) if x.rule == Alert.Rule.ERROR_RATE]
     assert [x.key for x in found] == (["error_rate:workflow:wf_err"] if fires else [])
     if fires:
@@ -142,7 +161,9 @@ def test_retry_burst_100_in_10_seconds_at_its_edge(operator, count, fires):
     now = f.now()
     r = f.run(operator, "wf_retry")
     f.retries(r, _spread(now - dt.timedelta(seconds=5), count, dt.timedelta(seconds=10)), tools=10)
-    expected = {f"retry_burst:user:{operator.pk}", "retry_burst:workflow:wf_retry"} if fires else set()
+    expected = (
+        {f"retry_burst:user:{operator.pk}", "retry_burst:workflow:wf_retry"} if fires else set()
+    )
     assert keys(now, Alert.Rule.RETRY_BURST) == expected
 
 
@@ -158,7 +179,11 @@ def test_escalation_burst_3_in_one_day_at_its_edge(operator, count, fires):
     now = f.now()
     for when in _spread(now - dt.timedelta(seconds=10), count, D):
         f.ticket(f.run(operator, "wf_esc"), when)
-    expected = {f"escalation_burst:user:{operator.pk}", "escalation_burst:workflow:wf_esc"} if fires else set()
+    expected = (
+        {f"escalation_burst:user:{operator.pk}", "escalation_burst:workflow:wf_esc"}
+        if fires
+        else set()
+    )
     assert keys(now, Alert.Rule.ESCALATION_BURST) == expected
 
 
@@ -175,8 +200,14 @@ def test_escalation_burst_window_is_one_day(operator):
 @pytest.mark.parametrize(("spent", "fires"), [("79.99", False), ("80.00", True), ("80.01", True)])
 def test_budget_nearing_its_limit_at_its_edge(operator, spent, fires):
     now = f.now()
-    budget = Budget.objects.create(scope=Budget.Scope.WORKFLOW, workflow_name="wf_budget", period=Budget.Period.MONTH,
-                                   limit_usd=Decimal("100.00"), hard=True, effective_from=now - D * 40)
+    budget = Budget.objects.create(
+        scope=Budget.Scope.WORKFLOW,
+        workflow_name="wf_budget",
+        period=Budget.Period.MONTH,
+        limit_usd=Decimal("100.00"),
+        hard=True,
+        effective_from=now - D * 40,
+    )
     r = f.run(operator, "wf_budget", Run.Status.SUCCEEDED)
     f.call(r, now, cost=spent)
     found = [x for x in rules.evaluate(now) if x.rule == Alert.Rule.BUDGET]
@@ -187,14 +218,28 @@ def test_budget_nearing_its_limit_at_its_edge(operator, spent, fires):
 
 def test_budget_counts_what_unfinished_runs_may_still_spend(operator):
     now = f.now()
-    Budget.objects.create(scope=Budget.Scope.GLOBAL, period=Budget.Period.MONTH, limit_usd=Decimal("10.00"),
-                          hard=False, effective_from=now - D * 40)
-    f.run(operator, "wf_any", Run.Status.RUNNING, estimate="8.00")  # $8 committed, nothing spent yet
+    Budget.objects.create(
+        scope=Budget.Scope.GLOBAL,
+        period=Budget.Period.MONTH,
+        limit_usd=Decimal("10.00"),
+        hard=False,
+        effective_from=now - D * 40,
+    )
+    f.run(
+        operator, "wf_any", Run.Status.RUNNING, estimate="8.00"
+    )  # $8 committed, nothing spent yet
     assert keys(now, Alert.Rule.BUDGET) != set()
 
 
-@pytest.mark.parametrize(("age", "fires"), [(D + dt.timedelta(seconds=1), False), (D, False),
-                                            (D - dt.timedelta(seconds=1), True), (H, True)])
+@pytest.mark.parametrize(
+    ("age", "fires"),
+    [
+        (D + dt.timedelta(seconds=1), False),
+        (D, False),
+        (D - dt.timedelta(seconds=1), True),
+        (H, True),
+    ],
+)
 def test_breaker_tripping_opens_an_alert_within_its_day(operator, age, fires):
     # The window is (now - 24h, now]: a trip exactly 24 hours ago is yesterday's.
     now = f.now()
@@ -257,7 +302,11 @@ def test_acknowledge_and_resolve_are_audited_and_for_managers_only(operator, man
     acked = raising.acknowledge(alert.pk, manager, "on it")
     assert acked.status == "acknowledged" and acked.acknowledged_by == manager
     event = AuditEvent.objects.get(kind="alert.acknowledged")
-    assert event.actor == manager and event.payload["alert"] == alert.pk and event.payload["note"] == "on it"
+    assert (
+        event.actor == manager
+        and event.payload["alert"] == alert.pk
+        and event.payload["note"] == "on it"
+    )
     with pytest.raises(raising.AlertError, match="is acknowledged and cannot become acknowledged"):
         raising.acknowledge(alert.pk, manager)
     resolved = raising.resolve(alert.pk, manager, "fixed")
@@ -293,7 +342,10 @@ def test_alerts_page_shows_the_numbers_and_acts(client, operator, manager):
 
 def test_a_retry_burst_pauses_the_user_until_a_manager_lifts_it(client, operator, manager):
     now = f.now()
-    f.retries(f.run(operator, "wf_retry"), _spread(now - dt.timedelta(seconds=1), 100, dt.timedelta(seconds=9)))
+    f.retries(
+        f.run(operator, "wf_retry"),
+        _spread(now - dt.timedelta(seconds=1), 100, dt.timedelta(seconds=9)),
+    )
     raising.evaluate_and_raise(now)
     alert = Alert.objects.get(key=f"retry_burst:user:{operator.pk}")
     pause = UserPause.objects.get(user=operator, lifted_at__isnull=True)
@@ -306,10 +358,28 @@ def test_a_retry_burst_pauses_the_user_until_a_manager_lifts_it(client, operator
     runs_before = Run.objects.count()
     with pytest.raises(RunRefused) as refused:
         start_run("probe", {"mode": "ok"}, operator)
-    assert refused.value.code == "user_paused" and "A manager must lift the pause" in str(refused.value)
+    assert refused.value.code == "user_paused" and "A manager must lift the pause" in str(
+        refused.value
+    )
     with pytest.raises(CommandError, match="paused"):
-        call_command("start_run", "probe", "--user", operator.username, "--input", '{"mode": "ok"}',
-                     stdout=io.StringIO())
+        call_command(
+            "start_run",
+            "probe",
+            "--user",
+            operator.username,
+            "--input",
+            '{"mode": "ok"}',
+            stdout=io.StringIO(),
+        )
+    answer = call(
+        client,
+        "POST",
+        "/api/runs",
+        token_for(operator),
+        {"workflow": "probe", "input": {"mode": "ok"}},
+    )
+    body = assert_documented(answer, "/api/runs", "post")
+    assert answer.status_code == 403 and body["error"]["code"] == "user_paused"
     client.force_login(operator)
     page = client.post(reverse("start_form", args=["probe"]), {"mode": "ok"})
     assert page.status_code == 200 and "A manager must lift the pause" in page.content.decode()
