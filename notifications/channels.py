@@ -145,7 +145,7 @@ def enqueue_delivery(delivery_id: int, countdown: float | None = None) -> None:
     """Hand the delivery to Celery (by task name: the tasks module imports this one); if the
     broker is down the sweeper (``send_due_webhooks``) sends it later."""
     try:
-        current_app.send_task(DELIVER_TASK, args=(delivery_id,), countdown=countdown)
+        current_app.send_task(DELIVER_TASK, args=(delivery_id,), countdown=countdown, retry=False)
     except Exception:  # noqa: BLE001 - the row stays due; notifications.tasks.send_due_webhooks picks it up
         logger.exception("could not queue webhook delivery %s", delivery_id)
 

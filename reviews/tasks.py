@@ -58,6 +58,8 @@ def on_run_status_changed(sender: Any, run_id: str, previous: str, target: str, 
     if target not in notifications.RELEVANT:
         return
     try:
-        notify_run_status.delay(run_id, previous, target)
+        # retry=False: with the broker down this fails at once instead of holding the web
+        # request or the engine's step through Celery's publish retries.
+        notify_run_status.apply_async((run_id, previous, target), retry=False)
     except Exception:  # noqa: BLE001 - the run moved whatever happens to its notification
         logger.exception("could not queue the notification for run %s (%s -> %s)", run_id, previous, target)

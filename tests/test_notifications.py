@@ -234,7 +234,9 @@ def test_a_transition_queues_the_notification_after_commit(
 ):
     requester = f.person("req1", "operators")
     queued: list[tuple] = []
-    monkeypatch.setattr("reviews.tasks.notify_run_status.delay", lambda *a: queued.append(a))
+    monkeypatch.setattr(
+        "reviews.tasks.notify_run_status.apply_async", lambda args, **kw: queued.append(args)
+    )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         req = _approval(requester)
         assert queued == []  # nothing leaves before the commit
@@ -248,10 +250,10 @@ def test_a_failing_notification_never_breaks_the_transition(
 ):
     requester = f.person("req1", "operators")
 
-    def broker_down(*args):
+    def broker_down(*args, **kwargs):
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr("reviews.tasks.notify_run_status.delay", broker_down)
+    monkeypatch.setattr("reviews.tasks.notify_run_status.apply_async", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         req = _approval(requester)
     assert Run.objects.get(pk=req.run_id).status == S.AWAITING_APPROVAL
@@ -276,7 +278,7 @@ def test_requesters_get_the_decision_and_the_end(monkeypatch):
     requester = f.person("req1", "operators")
     boss = f.person("boss", "managers")
     req = _approval(requester)
-    monkeypatch.setattr("reviews.tasks.notify_run_status.delay", lambda *a: None)
+    monkeypatch.setattr("reviews.tasks.notify_run_status.apply_async", lambda *a, **kw: None)
     from reviews import approvals
 
     approvals.decide(req.pk, boss, approve=False, comment="Too expensive for a test")

@@ -32,7 +32,12 @@ def test_manager_handles_alerts_and_lifts_a_pause(live_server, page, seeded):
     user_alert = Alert.objects.get(key=f"retry_burst:user:{operator.pk}")
     row = page.locator(f"#alert-{user_alert.pk}")
     text = row.inner_text()
-    assert "retry burst" in text and "100 retries" in text and "count" in text and "window_seconds" in text
+    assert (
+        "retry burst" in text
+        and "100 retries" in text
+        and "count" in text
+        and "window_seconds" in text
+    )
     assert "operator" in page.inner_text("#paused-users")
     shot(page, "alerts-page")
 
@@ -52,4 +57,10 @@ def test_manager_handles_alerts_and_lifts_a_pause(live_server, page, seeded):
 
     assert UserPause.objects.get(user=operator).lifted_by.username == "manager"
     kinds = set(AuditEvent.objects.values_list("kind", flat=True))
-    assert {"alert.opened", "alert.acknowledged", "alert.resolved", "user.paused", "user.pause_lifted"} <= kinds
+    assert {
+        "alert.opened",
+        "alert.acknowledged",
+        "alert.resolved",
+        "user.paused",
+        "user.pause_lifted",
+    } <= kinds

@@ -33,23 +33,31 @@ def mails(folder: Path) -> list[email.message.EmailMessage]:
     return found
 
 
-def wait_for_mail(folder: Path, to: str, subject: str, timeout: float = 60) -> email.message.EmailMessage:
+def wait_for_mail(
+    folder: Path, to: str, subject: str, timeout: float = 60
+) -> email.message.EmailMessage:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for message in mails(folder):
             if to in message["To"] and subject in message["Subject"]:
                 return message
         time.sleep(0.3)
-    raise AssertionError(f"no email to {to} about {subject!r}; got {[(m['To'], m['Subject']) for m in mails(folder)]}")
+    raise AssertionError(
+        f"no email to {to} about {subject!r}; got {[(m['To'], m['Subject']) for m in mails(folder)]}"
+    )
 
 
-def test_a_manager_approves_from_the_email_link(live_server, browser, page, seeded, worker_factory, tmp_path):
+def test_a_manager_approves_from_the_email_link(
+    live_server, browser, page, seeded, worker_factory, tmp_path
+):
     outbox = tmp_path / "mail"
-    worker_factory(env={
-        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-        "EMAIL_FILE_PATH": str(outbox),
-        "PUBLIC_BASE_URL": live_server.url,
-    })
+    worker_factory(
+        env={
+            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "EMAIL_FILE_PATH": str(outbox),
+            "PUBLIC_BASE_URL": live_server.url,
+        }
+    )
     second = f.person("manager2", "managers")
     second.set_password("demo-2")
     second.save()
@@ -70,19 +78,28 @@ def test_a_manager_approves_from_the_email_link(live_server, browser, page, seed
     message = wait_for_mail(outbox, "manager2@example.com", "Approval needed")
     body = message.get_content()
     assert f"${req.estimate_usd:,.2f}" in message["Subject"] and "manager" in message["Subject"]
-    assert "The calculation:" in body and "Upper bound" in body and "approval threshold $20.00" in body
+    assert (
+        "The calculation:" in body and "Upper bound" in body and "approval threshold $20.00" in body
+    )
     link = re.search(r"(http://\S+/reviews/approvals/\d+/)", body).group(1)
     assert link == f"{live_server.url}/reviews/approvals/{req.pk}/"
     # The requester is a manager too, but is not asked to approve their own run.
-    assert not [m for m in mails(outbox) if "manager@example.com" in m["To"] and "Approval needed" in m["Subject"]]
+    assert not [
+        m
+        for m in mails(outbox)
+        if "manager@example.com" in m["To"] and "Approval needed" in m["Subject"]
+    ]
 
     # Four eyes: the requester opening the link sees the request and cannot decide it.
     page.goto(link)
     assert "another manager must decide it" in page.inner_text("#approval-refusal")
     assert page.locator("#approval-decide").count() == 0
     csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
-    refused = page.request.post(f"{live_server.url}/reviews/approvals/{req.pk}/decide/",
-                                form={"decision": "approve", "next": "detail"}, headers={"X-CSRFToken": csrf})
+    refused = page.request.post(
+        f"{live_server.url}/reviews/approvals/{req.pk}/decide/",
+        form={"decision": "approve", "next": "detail"},
+        headers={"X-CSRFToken": csrf},
+    )
     assert refused.ok and "another manager must decide it" in refused.text()
     assert ApprovalRequest.objects.get(pk=req.pk).status == "pending"
     shot(page, "approval-email-link-requester")
@@ -102,7 +119,9 @@ def test_a_manager_approves_from_the_email_link(live_server, browser, page, seed
     other.fill("#approval-decide input[name=comment]", "Approved from the email")
     other.click("#approval-decide button:has-text('Approve')")
     other.wait_for_url(link)
-    assert "approved" in other.inner_text("#approval-status") and "manager2" in other.inner_text("#approval-status")
+    assert "approved" in other.inner_text("#approval-status") and "manager2" in other.inner_text(
+        "#approval-status"
+    )
     context.close()
 
     req.refresh_from_db()
