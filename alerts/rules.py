@@ -139,7 +139,7 @@ def latency_p95(now: dt.datetime, days: int) -> dict[str, dict[str, Any]]:
 
 
 def run_outcomes(now: dt.datetime, hours: int) -> dict[str, dict[str, int]]:
-    """Per workflow: runs that ended in the last ``hours`` by final status (index: run_finished)."""
+    """Per workflow: runs that ended in the last ``hours`` by final status (index run_finished, from the ops-insight branch)."""
     rows = (
         Run.objects.filter(
             finished_at__gt=now - dt.timedelta(hours=hours),
@@ -157,7 +157,7 @@ def run_outcomes(now: dt.datetime, hours: int) -> dict[str, dict[str, int]]:
 
 def retry_events(since: dt.datetime, now: dt.datetime) -> list[tuple[dt.datetime, int, str]]:
     """(when, user id, workflow) of every retry since ``since``: model-call attempts after the
-    first (index modelcall_created) and tool-call attempts after the first (toolcall_retry_created)."""
+    first (index modelcall_created) and tool-call attempts after the first (toolcall_created, from the ops-insight branch)."""
     model = ModelCall.objects.filter(
         created_at__gt=since, created_at__lte=now, attempt__gt=1
     ).values_list("created_at", "run__requested_by_id", "run__workflow_name")

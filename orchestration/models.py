@@ -201,8 +201,6 @@ class Run(models.Model):
                 condition=Q(status="running"),
                 name="run_running_lease",
             ),
-            # The error-rate alert rule (alerts.rules.run_outcomes): runs that ended in a window.
-            models.Index(fields=["finished_at"], condition=Q(finished_at__isnull=False), name="run_finished"),
         ]
         permissions = [
             ("start_run", "Can start runs"),
@@ -402,8 +400,6 @@ class ToolCall(models.Model):
         indexes = [
             # The runs list's search: runs whose tool payloads contain the words.
             GinIndex(fields=["search_vector"], name="toolcall_search"),
-            # The retry-burst alert rule (alerts.rules.retry_events): re-attempts in a window.
-            models.Index(fields=["created_at"], condition=Q(attempt__gt=1), name="toolcall_retry_created"),
         ]
 
     # What the audit chain digests when an event records this attempt (orchestration.audit).

@@ -131,40 +131,10 @@ def may_see_costs(user: Any) -> bool:
     return user.has_perm(VIEW_COSTS)
 
 
-def may_view_alerts(user: Any) -> bool:
-    """The alerts page (managers and auditors)."""
-    return user.has_perm(VIEW_ALERTS)
-
-
-def may_handle_alerts(user: Any) -> bool:
-    """Acknowledge or resolve an alert (managers)."""
-    return user.has_perm(HANDLE_ALERTS)
-
-
-def may_lift_pause(user: Any) -> bool:
-    """Let a user paused by an anomaly alert start runs again (managers)."""
-    return user.has_perm(LIFT_PAUSE)
-
-
 def users_who_may_resolve() -> QuerySet[Any]:
     """Everyone a ticket can be assigned to: members of a group with ``resolve_ticket``, and
     superusers."""
-    return users_with(RESOLVE_TICKET)
-
-
-def users_who_may_decide() -> QuerySet[Any]:
-    """Everyone told about a new approval request: managers (``decide_approval``) and superusers."""
-    return users_with(DECIDE_APPROVAL)
-
-
-def users_who_may_handle_alerts() -> QuerySet[Any]:
-    """Everyone told about a new alert."""
-    return users_with(HANDLE_ALERTS)
-
-
-def users_with(permission: str) -> QuerySet[Any]:
-    """Active members of a group holding ``permission``, and active superusers."""
-    app_label, codename = permission.split(".")
+    app_label, codename = RESOLVE_TICKET.split(".")
     return (
         get_user_model()
         .objects.filter(
@@ -194,6 +164,52 @@ def required(check: Callable[[Any], bool]) -> Callable[[Callable[..., Any]], Cal
         return wrapper
 
     return decorator
+
+
+# --- 3b. alerts, and who is told about approvals and alerts -------------------------------
+
+
+def may_view_alerts(user: Any) -> bool:
+    """The alerts page (managers and auditors)."""
+    return user.has_perm(VIEW_ALERTS)
+
+
+def may_handle_alerts(user: Any) -> bool:
+    """Acknowledge or resolve an alert (managers)."""
+    return user.has_perm(HANDLE_ALERTS)
+
+
+def may_lift_pause(user: Any) -> bool:
+    """Let a user paused by an anomaly alert start runs again (managers)."""
+    return user.has_perm(LIFT_PAUSE)
+
+
+def users_who_may_decide() -> QuerySet[Any]:
+    """Everyone told about a new approval request: managers (``decide_approval``) and superusers."""
+    return users_with(DECIDE_APPROVAL)
+
+
+def users_who_may_handle_alerts() -> QuerySet[Any]:
+    """Everyone told about a new alert."""
+    return users_with(HANDLE_ALERTS)
+
+
+def users_with(permission: str) -> QuerySet[Any]:
+    """Active members of a group holding ``permission``, and active superusers."""
+    app_label, codename = permission.split(".")
+    return (
+        get_user_model()
+        .objects.filter(
+            Q(
+                groups__permissions__codename=codename,
+                groups__permissions__content_type__app_label=app_label,
+            )
+            | Q(is_superuser=True),
+            is_active=True,
+        )
+        .distinct()
+        .order_by("username")
+    )
 
 
 # --- 4. four-eyes: decisions on one object -------------------------------------------------
