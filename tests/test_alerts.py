@@ -413,3 +413,13 @@ def test_pause_lift_page(client, operator, manager):
     assert client.post(reverse("pause_lift", args=[pause.pk]), {"note": "ok"}).status_code == 302
     pause.refresh_from_db()
     assert pause.lifted_by == manager and pause.lift_note == "ok"
+
+
+def test_the_beat_task_opens_and_notifies_once(operator, manager):
+    from alerts.tasks import evaluate_alerts
+
+    _escalations(operator)
+    mail.outbox.clear()
+    assert evaluate_alerts() == 2
+    assert len(mail.outbox) == 2 and Alert.objects.filter(notified_at__isnull=False).count() == 2
+    assert evaluate_alerts() == 0 and len(mail.outbox) == 2

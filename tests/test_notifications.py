@@ -338,3 +338,47 @@ def test_a_slow_receiver_times_out_and_is_retried(settings):
     server.server_close()
     assert outcome.status == "retrying" and elapsed < 1.4
     assert "Timeout" in WebhookDelivery.objects.get(pk=delivery_id).last_error
+
+
+def test_ticket_notifications_reach_webhooks_by_priority():
+    from reviews.models import EscalationTicket
+
+    _endpoint("http://127.0.0.1:9/urgent-only", events=["ticket.opened"], max_ticket_priority=1)
+    f.person("rev", "reviewers")
+    requester = f.person("req1", "operators")
+    urgent = f.ticket(
+        f.run(requester, "wf_t"), timezone.now(), reason="regulatory_trigger", message="APRA"
+    )
+    routine = f.ticket(
+        f.run(requester, "wf_t"), timezone.now(), reason="ambiguity", message="unsure"
+    )
+    EscalationTicket.objects.filter(pk=urgent.pk).update(priority=1)
+    EscalationTicket.objects.filter(pk=routine.pk).update(priority=3)
+    mail.outbox.clear()
+    notifications.ticket_opened(routine.pk)
+    notifications.ticket_opened(urgent.pk)
+    assert [m.subject.split(" ")[1] for m in mail.outbox] == ["P3", "P1"]  # reviewers get both
+    assert all(m.to == ["rev@example.com"] for m in mail.outbox)
+    (delivery,) = WebhookDelivery.objects.all()  # the endpoint asked for P1 only
+    assert json.loads(delivery.body)["countersign"]["priority"] == 1
+
+
+def test_the_approval_page_of_the_email_link(client):
+    requester = f.person("mgr_req", "managers")
+    other = f.person("mgr_other", "managers")
+    operator = f.person("op", "operators")
+    req = _approval(requester)
+    url = f"/reviews/approvals/{req.pk}/"
+    assert client.get(url).status_code == 302  # signing in first
+    client.force_login(operator)
+    assert client.get(url).status_code == 403
+    client.force_login(requester)
+    page = client.get(url).content.decode()
+    assert "another manager must decide it" in page and 'id="approval-decide"' not in page
+    client.force_login(other)
+    page = client.get(url).content.decode()
+    assert 'id="approval-decide"' in page and "1,200 tokens x $5/MTok" in page
+    answer = client.post(f"{url}decide/", {"decision": "approve", "next": "detail"})
+    assert answer.status_code == 302 and answer["Location"] == url
+    req.refresh_from_db()
+    assert req.status == "approved" and req.decided_by == other
