@@ -810,7 +810,8 @@ PATHS: dict[str, Any] = {
                 ),
                 "401": UNAUTHENTICATED,
                 "403": _error(
-                    "Your account may not start runs, or a hard budget would be exceeded.",
+                    "Your account may not start runs, a hard budget would be exceeded, or an "
+                    "anomaly alert paused your new runs until a manager lifts it (user_paused).",
                     _error_example(
                         "403",
                         "budget_exceeded",
@@ -820,6 +821,15 @@ PATHS: dict[str, Any] = {
                         },
                     ),
                     _error_example("403", "forbidden", "Your account may not start runs."),
+                    _error_example(
+                        "403",
+                        "user_paused",
+                        "The run was not started: your new runs are paused until a manager lifts "
+                        "the pause.",
+                        {
+                            "user": "Your new runs are paused since 2026-12-03 22:10: 100 retries ..."
+                        },
+                    ),
                 ),
                 "415": _error("The body is not application/json."),
                 "422": _error(

@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "warehouse",
     "simulator",
     "demo",
+    "notifications",
+    "alerts",
     "api",
     "ops",
     "insight",
@@ -179,6 +181,8 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# Where django.core.mail.backends.filebased.EmailBackend writes (one file per message).
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(BASE_DIR / ".dev" / "mail"))
 
 # --- Celery -------------------------------------------------------------------------
 # Why these values: see docs/architecture.md "Durability". In short, one bounded step per
@@ -330,12 +334,11 @@ if not 0 <= PRICE_CACHE_SECONDS < COST_CHANGE_MIN_DELAY_MINUTES * 60:
 PAYMENT_SIGNOFF_AMOUNT = Decimal(env.str("PAYMENT_SIGNOFF_AMOUNT", default="250000"))
 
 # --- Escalations --------------------------------------------------------------------------
-# Who is emailed on a new ticket (default: every reviewer and manager with an email address),
-# an optional Slack-compatible webhook, and the spike alert (N tickets within the window).
+# Who is emailed on a new ticket (default: every reviewer and manager with an email address)
+# and an optional unsigned Slack-compatible webhook (signed webhooks: the admin's webhook
+# endpoints). Escalation spikes are an alert rule (alerts.rules, thresholds in the admin).
 ESCALATION_EMAILS = env.list("ESCALATION_EMAILS", default=[])
 ESCALATION_WEBHOOK_URL = env.str("ESCALATION_WEBHOOK_URL", default="")
-ESCALATION_SPIKE_COUNT = env.int("ESCALATION_SPIKE_COUNT", default=10)
-ESCALATION_SPIKE_WINDOW_SECONDS = env.int("ESCALATION_SPIKE_WINDOW_SECONDS", default=60)
 # Per-reason priority and due time, e.g. {"ambiguity": {"priority": 2, "due_minutes": 120}}: read
 # once, by migration reviews/0007, to seed the SLA targets; after that they are edited in the
 # admin (Reviews > SLA targets).
@@ -350,6 +353,27 @@ if SLA_REMINDER_MINUTES < 1 or SLA_P1_GRACE_MINUTES < 0:
     )
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="countersign@localhost")
+
+# --- Alerts and notifications (docs/operations.md "Alerts" and "Notifications") ---------------
+# How often beat evaluates the alert rules (alerts.tasks.evaluate_alerts).
+ALERTS_EVALUATE_SECONDS = env.int("ALERTS_EVALUATE_SECONDS", default=30)
+# Signed webhooks: the timeout of one attempt, how many attempts in all, and the backoff
+# (base x 2^(attempt-1), capped, plus up to 10% jitter).
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_BACKOFF_BASE_SECONDS = env.float("WEBHOOK_BACKOFF_BASE_SECONDS", default=10.0)
+WEBHOOK_BACKOFF_MAX_SECONDS = env.float("WEBHOOK_BACKOFF_MAX_SECONDS", default=3600.0)
+for _name in ("ALERTS_EVALUATE_SECONDS", "WEBHOOK_MAX_ATTEMPTS"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1.")
+CELERY_BEAT_SCHEDULE["evaluate-alerts"] = {
+    "task": "alerts.tasks.evaluate_alerts",
+    "schedule": float(ALERTS_EVALUATE_SECONDS),
+}
+CELERY_BEAT_SCHEDULE["send-due-webhooks"] = {
+    "task": "notifications.tasks.send_due_webhooks",
+    "schedule": 60.0,
+}
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 # The run page's live poll re-hashes a run's whole audit chain at most this often; in

@@ -15,6 +15,7 @@ urlpatterns = [
     path("reviews/", include("reviews.urls")),
     path("costs/", include("costs.urls")),
     path("operations/", include("insight.urls")),
+    path("alerts/", include("alerts.urls")),
     path("api/", include("api.urls")),
     path("account/", include("api.account_urls")),
     path("", include("ops.urls")),

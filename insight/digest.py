@@ -25,14 +25,17 @@ from django.utils import timezone
 
 from insight import figures, rollups
 from insight.models import DigestDelivery, Rollup
+from notifications.recipients import for_workflow
 from reviews import access
 
 logger = logging.getLogger(__name__)
 
 
 def recipients(workflow: str) -> list[str]:
-    """Who gets this workflow's digest."""
-    return list(access.users_who_get_digests().values_list("email", flat=True))
+    """Who gets this workflow's digest: the recipients the workflow names for ``digest`` (in
+    code or in the admin), else the managers."""
+    named = for_workflow(workflow, "digest")
+    return named or list(access.users_who_get_digests().values_list("email", flat=True))
 
 
 def page_link(workflow: str, day: dt.date) -> str:

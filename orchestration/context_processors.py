@@ -4,6 +4,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from alerts.models import Alert
 from reviews import access
 from reviews.models import ApprovalRequest
 
@@ -24,6 +25,8 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             "can_see_costs": access.may_see_costs(user),
             "can_browse_trail": access.may_browse_trail(user),
             "can_see_operations": access.may_see_operations(user),
+            "can_see_alerts": (can_see_alerts := access.may_view_alerts(user)),
+            "open_alerts": Alert.objects.filter(status=Alert.Status.OPEN).count() if can_see_alerts else 0,
             "is_staff": user.is_staff,
             "roles": sorted(user.groups.values_list("name", flat=True)),
         }

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from alerts import pauses
 from costs import accounting, budgets
 from costs.estimates import Estimate, PromptSize, estimate_run
 from orchestration import audit, lifecycle
@@ -36,12 +37,14 @@ class RunRefused(Exception):
 
     ``code`` says why, for callers that answer with a status: ``invalid_input`` (bad workflow
     or input), ``budget_exceeded`` (a hard budget would be passed), ``rate_limited`` (the
-    user's daily limit on starting runs is reached).
+    user's daily limit on starting runs is reached), ``user_paused`` (an anomaly alert
+    paused the user's new runs until a manager lifts it: alerts.pauses).
     """
 
     INVALID_INPUT = "invalid_input"
     BUDGET_EXCEEDED = "budget_exceeded"
     RATE_LIMITED = "rate_limited"
+    USER_PAUSED = "user_paused"
 
     def __init__(self, errors: dict[str, str], code: str = INVALID_INPUT, retry_after: float | None = None) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
@@ -118,7 +121,7 @@ def preview(workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, b
     version = snapshot(workflow)
     estimate = estimate_run(workflow, value, measure_prompt(workflow, version, value), batch=batch)
     threshold = accounting.approval_threshold(workflow)
-    refused, warnings = "", []
+    refused, warnings = pauses.start_refusal(user) or "", []
     try:
         warnings = budgets.check_start(workflow.name, user, estimate.upper_usd, lock=False)
     except budgets.StartRefused as exc:
@@ -140,6 +143,9 @@ def start_run(
         existing = Run.objects.filter(requested_by=user, idempotency_key=idempotency_key).first()
         if existing:
             return existing
+    # A paused user (an anomaly alert) starts nothing, and costs no estimate call either.
+    if paused := pauses.start_refusal(user):
+        raise RunRefused({"user": paused}, code=RunRefused.USER_PAUSED)
     workflow = registry.get(workflow_name)
     version = snapshot(workflow)
     size = measure_prompt(workflow, version, value)  # an API call: outside the transaction

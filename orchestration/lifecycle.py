@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from orchestration import audit, dispatch
 from orchestration.models import Run
+from orchestration.signals import send_run_status_changed
 
 S = Run.Status
 
@@ -97,6 +98,9 @@ def transition(
             payload={"from": previous, "to": target, **(event_payload or {})},
             evidence_of=[run],  # the run's input and result as they are now
         )
+        # Notifications (approval requests, decisions, run ends) hang off this, after commit:
+        # nothing a receiver does can slow or break the transition.
+        transaction.on_commit(lambda: send_run_status_changed(run.pk, previous, target))
         if target == S.QUEUED:
             transaction.on_commit(lambda: dispatch.enqueue_step(run.pk))
     return run

@@ -58,6 +58,9 @@ VIEW_COSTS = "costs.view_modelprice"
 # The read-only admin's permission on audit events, held by managers and auditors (their roles
 # view everything): the audit trail page, its exports and the per-person activity view.
 VIEW_TRAIL = "orchestration.view_auditevent"
+VIEW_ALERTS = "alerts.view_alert"
+HANDLE_ALERTS = "alerts.handle_alert"
+LIFT_PAUSE = "alerts.lift_pause"
 
 
 # --- 2. roles ------------------------------------------------------------------------------
@@ -73,7 +76,7 @@ class Role:
 
 
 # The apps whose every view_* permission "views_everything" grants.
-DOMAIN_APPS = ("orchestration", "reviews", "costs", "warehouse")
+DOMAIN_APPS = ("orchestration", "reviews", "costs", "warehouse", "alerts")
 _SEE_OWN_RUNS = (
     "orchestration.view_run",
     "orchestration.view_modelcall",
@@ -90,6 +93,8 @@ ROLES: dict[str, Role] = {
             DECIDE_APPROVAL,
             RESOLVE_TICKET,
             OVERRIDE_TICKET,
+            HANDLE_ALERTS,
+            LIFT_PAUSE,
         ),
         views_everything=True,
     ),
@@ -227,6 +232,52 @@ def trail_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# --- 3b. alerts, and who is told about approvals and alerts -------------------------------
+
+
+def may_view_alerts(user: Any) -> bool:
+    """The alerts page (managers and auditors)."""
+    return user.has_perm(VIEW_ALERTS)
+
+
+def may_handle_alerts(user: Any) -> bool:
+    """Acknowledge or resolve an alert (managers)."""
+    return user.has_perm(HANDLE_ALERTS)
+
+
+def may_lift_pause(user: Any) -> bool:
+    """Let a user paused by an anomaly alert start runs again (managers)."""
+    return user.has_perm(LIFT_PAUSE)
+
+
+def users_who_may_decide() -> QuerySet[Any]:
+    """Everyone told about a new approval request: managers (``decide_approval``) and superusers."""
+    return users_with(DECIDE_APPROVAL)
+
+
+def users_who_may_handle_alerts() -> QuerySet[Any]:
+    """Everyone told about a new alert."""
+    return users_with(HANDLE_ALERTS)
+
+
+def users_with(permission: str) -> QuerySet[Any]:
+    """Active members of a group holding ``permission``, and active superusers."""
+    app_label, codename = permission.split(".")
+    return (
+        get_user_model()
+        .objects.filter(
+            Q(
+                groups__permissions__codename=codename,
+                groups__permissions__content_type__app_label=app_label,
+            )
+            | Q(is_superuser=True),
+            is_active=True,
+        )
+        .distinct()
+        .order_by("username")
+    )
+
+
 # --- 4. four-eyes: decisions on one object -------------------------------------------------
 
 # Tickets that decide money or give a sign-off: never resolved by the run's requester.
@@ -313,6 +364,23 @@ def may_raise_ceiling(user: Any, run: Run) -> bool:
 
 def may_decide_request(user: Any, req: ApprovalRequest) -> bool:
     return decide_refusal(user, req) is None
+
+
+def alert_refusal(user: Any) -> str | None:
+    """Why ``user`` may not acknowledge or resolve alerts, or None."""
+    if not (user.is_authenticated and may_handle_alerts(user)):
+        return "Only a manager may acknowledge or resolve alerts."
+    return None
+
+
+def lift_pause_refusal(user: Any, paused_user: Any) -> str | None:
+    """Why ``user`` may not lift the pause on ``paused_user``'s runs, or None: a manager other
+    than the paused user (the anomaly was theirs: someone else decides it is over)."""
+    if not (user.is_authenticated and may_lift_pause(user)):
+        return "Only a manager may lift a pause."
+    if user.pk == paused_user.pk:
+        return "Your own runs are paused: another manager must lift the pause (four-eyes rule)."
+    return None
 
 
 # --- 5. who sees which rows, and one getter per object -------------------------------------

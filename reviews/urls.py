@@ -5,6 +5,7 @@ from reviews.views import approvals, tickets
 urlpatterns = [
     path("approvals/", approvals.queue, name="approval_queue"),
     path("approvals/bulk/", approvals.bulk_approve, name="approval_bulk"),
+    path("approvals/<int:request_id>/", approvals.detail, name="approval_detail"),
     path("approvals/<int:request_id>/decide/", approvals.decide, name="approval_decide"),
     path("tickets/", tickets.queue, name="ticket_queue"),
     path("tickets/<int:ticket_id>/", tickets.detail, name="ticket_detail"),

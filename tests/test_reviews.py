@@ -364,23 +364,26 @@ def test_new_ticket_emails_reviewers_and_posts_the_webhook(paused, settings):
     assert received and "APRA validation found violations" in received[0]["text"]
 
 
-def test_spike_alert_fires_once_per_window(operator, settings):
-    from django.core.cache import cache
-
+def test_escalation_spike_is_an_alert_opened_once(operator, settings):
+    # The spike email of reviews.notifications is now the escalation_burst alert rule (alerts):
+    # one alert row per workflow and per user, notified once, deduplicated while unresolved.
+    from alerts import raising
+    from alerts.models import Alert
     from orchestration import lifecycle
     from reviews.escalation import escalate
 
-    cache.delete("escalation-spike-alerted")
-    settings.ESCALATION_SPIKE_COUNT = 3
     for i in range(3):
         run = start_run("customer_router", {"customer_account": "ACC-100", "question": f"loan {i}"}, operator)
         lifecycle.transition(run.pk, S.RUNNING)
         escalate(run.pk, "ambiguity", "unsure")
     mail.outbox.clear()
-    assert notifications.check_spike() is True
-    assert notifications.check_spike() is False
-    assert any("spike" in m.subject for m in mail.outbox)
-    cache.delete("escalation-spike-alerted")
+    opened = raising.evaluate_and_raise()
+    assert {a.key for a in opened} == {"escalation_burst:workflow:customer_router",
+                                       f"escalation_burst:user:{operator.pk}"}
+    assert raising.notify_pending() == 2
+    assert raising.evaluate_and_raise() == [] and raising.notify_pending() == 0
+    assert Alert.objects.get(key="escalation_burst:workflow:customer_router").occurrences == 2
+    assert sum("escalations" in m.subject for m in mail.outbox) == 2
 
 
 def test_correcting_the_final_output_validates_it_against_the_workflow_schema(operator, reviewer, drive):

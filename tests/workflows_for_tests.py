@@ -71,8 +71,12 @@ def probe_policy(conv: Conversation) -> Turn:
     return answer({"value": got["value"], "receipt": receipt["receipt"]})
 
 
+# Who the probe's alerts and digest go to (notifications.recipients reads them).
+PROBE_RECIPIENTS = ("oncall@example.com",)
+
 PROBE = register(Workflow(
     name="probe",
+    recipients=PROBE_RECIPIENTS,
     title="Probe (tests only)",
     version="1",
     domain="testing",

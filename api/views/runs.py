@@ -33,7 +33,11 @@ REFUSAL_STATUS = {
     RunRefused.INVALID_INPUT: 422,
     RunRefused.BUDGET_EXCEEDED: 403,
     RunRefused.RATE_LIMITED: 429,
+    RunRefused.USER_PAUSED: 403,
 }
+PAUSED_MESSAGE = (
+    "The run was not started: your new runs are paused until a manager lifts the pause."
+)
 IDEMPOTENCY_KEY_MAX = 200  # Run.idempotency_key's max_length
 DEFAULT_LIMIT, MAX_LIMIT = 25, 100
 
@@ -86,11 +90,15 @@ def _start(request: HttpRequest) -> JsonResponse:
         retry_after = getattr(refused, "retry_after", None)
         if status == 429 and retry_after is not None:
             headers["Retry-After"] = str(int(retry_after))
-        message = {
-            422: "The run was not started: the input is not valid; see fields.",
-            403: "The run was not started: it would exceed a hard budget.",
-            429: "The run was not started: you have reached your limit on starting runs. Try again later.",
-        }[status]
+        message = (
+            PAUSED_MESSAGE
+            if refused.code == RunRefused.USER_PAUSED
+            else {
+                422: "The run was not started: the input is not valid; see fields.",
+                403: "The run was not started: it would exceed a hard budget.",
+                429: "The run was not started: you have reached your limit on starting runs. Try again later.",
+            }[status]
+        )
         raise ApiError(
             status, refused.code, message, fields=refused.errors, headers=headers
         ) from None

@@ -324,6 +324,10 @@ class Workflow:
     description: str = ""
     # Enterprise fan-out mode (orchestration.fanout); None for the tool-use loop.
     fanout: FanoutSpec | None = None
+    # Email addresses told about this workflow: its alerts and the daily digest (more events
+    # per address in the admin, notifications.WorkflowRecipient); read them through
+    # notifications.recipients.for_workflow.
+    recipients: tuple[str, ...] = ()
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)

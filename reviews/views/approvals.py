@@ -43,6 +43,17 @@ def queue(request):
     })
 
 
+@require_GET
+@access.required(access.may_view_approvals)
+def detail(request, request_id: int):
+    """One request with its calculation and the decision form: the link in the managers' email."""
+    req = access.get_approval_for_user(request.user, request_id)
+    return render(request, "reviews/approval.html", {
+        "r": _with_spend([req])[0], "can_decide": access.may_decide(request.user), "now": timezone.now(),
+        "refusal": access.decide_refusal(request.user, req) if req.status == A.PENDING else None,
+    })
+
+
 @require_POST
 @access.required(access.may_decide)
 def decide(request, request_id: int):
@@ -58,6 +69,9 @@ def decide(request, request_id: int):
             messages.error(request, error)
         else:
             messages.success(request, "Approved: the run is queued." if approve else "Rejected: the requester sees your reason.")
+        # From the request's own page (the email's link), back to it; from the queue, the queue.
+        if request.POST.get("next") == "detail":
+            return redirect(reverse("approval_detail", args=[request_id]))
         return redirect(reverse("approval_queue"))
     req = access.get_approval_for_user(request.user, request_id)
     return render(request, "reviews/approvals.html#row_swap", {

@@ -79,6 +79,21 @@ def world(operator, reviewer, manager, auditor, outsider, settings, no_enqueue) 
     PaymentDecision.objects.create(
         idempotency_key="matrix-p", payment_id="PAY-1001", validator="standard", decision="approve"
     )
+    # Alerts and notifications: one row each (alerts.*, notifications.*).
+    from django.utils import timezone
+
+    from alerts.models import Alert, AlertThresholds, UserPause
+    from notifications.models import WebhookDelivery, WebhookEndpoint, WorkflowRecipient
+
+    AlertThresholds.objects.get_or_create(workflow_name="")
+    alert = Alert.objects.create(
+        rule="retry_burst", key=f"retry_burst:user:{outsider.pk}", user=outsider, title="matrix",
+        detail="matrix", numbers={"count": 100}, opened_at=timezone.now(), last_seen_at=timezone.now(),
+    )
+    UserPause.objects.create(user=outsider, alert=alert, reason="matrix")
+    endpoint = WebhookEndpoint.objects.create(name="matrix", url="http://127.0.0.1:9/", secret="matrix")
+    WebhookDelivery.objects.create(endpoint=endpoint, event="run.ended", body="{}")
+    WorkflowRecipient.objects.create(workflow_name="financial_reporting", email="ops@example.com")
 
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     waiting = start_run("financial_reporting", {"date": "2026-11-21"}, operator)

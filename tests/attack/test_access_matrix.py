@@ -50,6 +50,8 @@ def values_for(route: Route, world: World) -> dict[str, str]:
         "run_id": str(world.run.pk),
         "ticket_id": str(world.ticket.pk),
         "request_id": str(world.approval.pk),
+        "alert_id": str(_first_pk("alerts/alert")),
+        "pause_id": str(_first_pk("alerts/userpause")),
         "job_pk": str(world.job.pk),
         "token_id": str(world.token.pk),
         "workflow_name": "financial_reporting",
@@ -150,7 +152,7 @@ EXPECT: dict[str, dict[str, Any]] = {
         "GET": {"manager": 404, "auditor": 404, "*": "admin-login"},
         "POST": {"manager": 404, "auditor": 404, "*": "admin-login"},
     },
-    "admin/^(?P<app_label>auth|axes|orchestration|reviews|costs|warehouse|api)/$": {
+    "admin/^(?P<app_label>auth|axes|orchestration|reviews|costs|warehouse|notifications|alerts|api)/$": {
         "GET": {"manager": 200, "auditor": 200, "*": "admin-login"},
         "POST": {"manager": 200, "auditor": 200, "*": "admin-login"},
     },
@@ -239,10 +241,32 @@ EXPECT: dict[str, dict[str, Any]] = {
         "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
         "POST": {"anonymous": "login", "*": 405},
     },
+    # Alerts: managers and auditors see them; only managers act on them or lift a pause.
+    "alerts/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "alerts/<int:alert_id>/acknowledge/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "manager": 302, "*": 403},
+    },
+    "alerts/<int:alert_id>/resolve/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "manager": 302, "*": 403},
+    },
+    "alerts/pauses/<int:pause_id>/lift/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "manager": 302, "*": 403},
+    },
     "login/": {"GET": 200, "POST": 200},
     "logout/": {"GET": {"anonymous": "login", "*": 405}, "POST": "login"},
     "metrics": {"GET": 404, "POST": 405},
     "reviews/approvals/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    # The approval request's own page (the managers' email links to it).
+    "reviews/approvals/<int:request_id>/": {
         "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
         "POST": {"anonymous": "login", "*": 405},
     },
@@ -344,6 +368,13 @@ ADMIN_LEVELS: dict[str, dict[str, str | None]] = {
             "auditlogentry",
             "paymentdecision",
         )
+    },
+    # Alerts: thresholds are set by superusers (audited); alerts and pauses are acted on in
+    # the alerts page. Webhooks hold secrets: superusers only.
+    **{f"alerts/{m}": {"manager": "view", "auditor": "view"} for m in ("alertthresholds", "alert", "userpause")},
+    **{
+        f"notifications/{m}": {"manager": None, "auditor": None}
+        for m in ("webhookendpoint", "webhookdelivery", "workflowrecipient")
     },
     # Prices and budgets: superusers only add them (costs.changes), never edit them.
     # SLA targets: superusers edit them (reviews.admin.SlaTargetAdmin), managers and auditors see them.

@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('costs', '0003_defaults_cost_changes'),
-        ('orchestration', '0008_tamper_evidence'),
+        ('orchestration', '0011_auditor_trail_indexes'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orchestration", "0008_tamper_evidence"),
+        ("orchestration", "0009_auditsequencer_per_run_chains"),
     ]
 
     operations = [

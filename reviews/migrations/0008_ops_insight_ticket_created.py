@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('reviews', '0006_access_roles'),
+        ('reviews', '0007_auditor_trail_sla'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -12,7 +12,7 @@ import orchestration.models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orchestration", "0008_tamper_evidence"),
+        ("orchestration", "0010_engine_core_first_token"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
