@@ -1057,6 +1057,10 @@ def verify_run_live(
                 head = RunHead(**cached["head"])
         except (TypeError, KeyError, AttributeError):  # cached by an older version of this code
             head = None
+    if head is not None and head.pending:
+        # Events the head counted as not yet anchored may have been anchored since; a
+        # continuation would take their successors for events anchored out of order.
+        head = None
     report, new_head = _verify_run_once(run_id, head)
     if seconds <= 0:
         return report

@@ -140,7 +140,9 @@ def jsonl_lines(
 ) -> Iterator[str]:
     """The export, line by line: header, events (seq ascending, up to the head read now), proof.
 
-    ``events``: the filtered trail (any order; it is re-ordered here)."""
+    ``events``: the filtered trail (any order; it is re-ordered here). The sequencer runs
+    first, so the events appended up to now are in the global chain and in the export."""
+    audit.anchor()
     head = chain_head()
     exported_at = timezone.now().isoformat()
     public = public_key_hex()

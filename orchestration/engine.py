@@ -163,7 +163,7 @@ def _version(run: Run) -> WorkflowVersion:
 
 def run_step(run_id: Any) -> None:
     """Run the run's steps while they can go on at once (the Celery task's body)."""
-    with log_context(run_id=str(run_id)), tracing.span("countersign.step", run_id=str(run_id)):
+    with log_context(run_id=str(run_id)):
         run = claim_step(run_id)
         if run is None:
             return
@@ -172,7 +172,8 @@ def run_step(run_id: Any) -> None:
         result = StepResult(next_in=None)
         try:
             while True:
-                result, conversation_so_far = _one_step(run, conversation_so_far)
+                with tracing.span("countersign.step", run_id=str(run_id)):
+                    result, conversation_so_far = _one_step(run, conversation_so_far)
                 if result.next_in != 0 or time.monotonic() >= slice_ends:
                     break
                 run = _take_lease(run_id, renew=True)

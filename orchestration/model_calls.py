@@ -136,6 +136,11 @@ def send(mc: ModelCall, params: dict[str, Any], client: anthropic.Anthropic) -> 
         return _failed(exc, started, first, stream)
     except httpx2.TransportError as exc:  # the connection broke part-way through the body
         return _failed(exc, started, first, stream)
+    except ValueError as exc:
+        # The SDK could not parse what the model streamed (e.g. a tool input holding a lone
+        # UTF-16 surrogate): recorded and charged as reported, and asked again like a broken
+        # stream (the model may answer differently); the retry limit still applies.
+        return _failed(exc, started, first, stream)
     response = stream.response
     return Outcome(
         message=message,
@@ -156,7 +161,7 @@ def _failed(exc: Exception, started: float, first: float | None, stream: Any) ->
         error=f"{type(exc).__name__}{f' {status}' if status else ''}: {getattr(exc, 'message', exc)}"[
             :2000
         ],
-        transient=isinstance(exc, (*TRANSIENT_ERRORS, httpx2.TransportError)),
+        transient=isinstance(exc, (*TRANSIENT_ERRORS, httpx2.TransportError, ValueError)),
         request_id=getattr(exc, "request_id", None) or "",
         sdk_attempts=_sdk_attempts(getattr(exc, "request", None)),
         latency_ms=_ms(started, time.monotonic()),

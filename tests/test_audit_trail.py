@@ -70,6 +70,8 @@ def world(operator, reviewer, manager):
             "estimate_usd": "25",
         },
     )
+    audit.anchor()  # as beat's sequencer would: the events get their place in the global chain
+    tx_event.refresh_from_db()
     return {
         "report": report,
         "payment": payment,

@@ -234,6 +234,7 @@ def test_an_undecryptable_payload_escalates_the_run_and_every_page_says_so(
     settings, operator, manager, drive, client
 ):
     settings.PAYLOAD_ENCRYPTION_KEYS = [KEY_OLD]
+    settings.ENGINE_TASK_SLICE_SECONDS = 0  # one step per task: the key changes between steps
     run = start_run("sealed_probe", {}, operator)
     engine.run_step(run.pk)  # turn 0: the model asks for peek, the tool answers
     run.refresh_from_db()

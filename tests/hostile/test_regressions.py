@@ -259,7 +259,6 @@ def _pages_render(user, run: Run) -> str:
     "value",
     [
         "a\x00b",
-        "a\ud800b",
         float("nan"),
         2**70,
         [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
@@ -281,6 +280,23 @@ def test_hostile_tool_input_is_recorded_exactly_refused_and_escalated(
     assert "input/text" in first.error
     stored = first.input["text"]  # read back exactly as the model sent it
     assert math.isnan(stored) if isinstance(value, float) else stored == value
+    assert _pages_render(reviewer, run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lone_surrogate_in_a_streamed_tool_input_is_recorded_retried_and_escalated(
+    operator, reviewer, drive
+):
+    """Streamed, a tool input holding a lone surrogate cannot even be parsed by the SDK: each
+    call is recorded as failed with the SDK's reason and charged as the API reported; the
+    retry limit ends it in a ticket that says why; nothing is left running, pages render."""
+    run = _run(operator, drive, Plan(model=Hostile(tool="echo", tool_input={"text": "a\ud800b"})))
+    assert run.status == Run.Status.AWAITING_REVIEW
+    ticket = run.tickets.get()
+    assert ticket.reason == "retries_exhausted" and "ValueError" in ticket.message
+    failed = run.model_calls.filter(status="error")
+    assert failed.count() >= 2 and all("ValueError" in mc.error for mc in failed)
+    assert not ToolCall.objects.filter(run=run).exists()  # no tool ran on an unreadable input
     assert _pages_render(reviewer, run)
 
 
