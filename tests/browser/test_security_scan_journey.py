@@ -69,7 +69,11 @@ def test_operator_follows_the_200_file_security_scan_to_the_end(
     ]
     progress = page.inner_text("#fanout-progress")
     assert "200 of 200 jobs settled" in progress
-    assert page.inner_text("[data-count=succeeded]") == "194"
+    # The job grid's counts are their own poll: they catch up within one refresh.
+    page.wait_for_function(
+        "() => document.querySelector('[data-count=succeeded]')?.textContent === '194'",
+        timeout=30_000,
+    )
     assert page.inner_text("[data-count=failed]") == "6"
     shot(page, "security-scan-200-succeeded")
 
