@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +119,25 @@ def _take_lease(run_id: Any, *, renew: bool = False) -> Run | None:
     lease = now + dt.timedelta(seconds=settings.RUN_STEP_LEASE_SECONDS)
     params = [lease, now, run_id] + ([] if renew else [now])
     return next(iter(Run.objects.raw(sql, params)), None)
+
+
+def lease_keeper(run_id: Any) -> Callable[[], None]:
+    """Keeps this step's lease while a long model call streams: called as the answer arrives,
+    it pushes the lease out (one UPDATE, at most every third of the lease) so the reaper does
+    not take a step that is still making progress for a dead one."""
+    every = settings.RUN_STEP_LEASE_SECONDS / 3
+    last = time.monotonic()
+
+    def keep_alive() -> None:
+        nonlocal last
+        if time.monotonic() - last < every:
+            return
+        last = time.monotonic()
+        Run.objects.filter(pk=run_id, status=S.RUNNING, lease_expires_at__isnull=False).update(
+            lease_expires_at=timezone.now() + dt.timedelta(seconds=settings.RUN_STEP_LEASE_SECONDS)
+        )
+
+    return keep_alive
 
 
 def claim_step(run_id: Any) -> Run | None:
@@ -378,7 +398,7 @@ def _model_turn(run: Run, workflow: Workflow, state: Conversation) -> StepResult
         failed = model_calls.submit_batch(mc, params, client, run=run)
         # Beat's poll_batches enqueues the next step when the batch ends.
         return StepResult(None) if failed is None else _call_failed(run, mc, failed)
-    outcome = model_calls.send(mc, params, client)
+    outcome = model_calls.send(mc, params, client, keep_alive=lease_keeper(run.pk))
     if not outcome.ok:
         return _call_failed(run, mc, outcome)
     return _record_response(run, workflow, mc, outcome, state)

@@ -108,8 +108,15 @@ def _persist_partial(mc: ModelCall, snapshot: Any) -> None:
     )
 
 
-def send(mc: ModelCall, params: dict[str, Any], client: anthropic.Anthropic) -> Outcome:
-    """Stream the request; never raises for an API or transport error (see Outcome)."""
+def send(
+    mc: ModelCall,
+    params: dict[str, Any],
+    client: anthropic.Anthropic,
+    *,
+    keep_alive: Callable[[], None] | None = None,
+) -> Outcome:
+    """Stream the request; never raises for an API or transport error (see Outcome).
+    ``keep_alive`` is called as events arrive (the caller's lease; it throttles itself)."""
     started = time.monotonic()
     first: float | None = None
     every = settings.LLM_STREAM_PERSIST_SECONDS
@@ -128,6 +135,8 @@ def send(mc: ModelCall, params: dict[str, Any], client: anthropic.Anthropic) -> 
             for event in stream:
                 if first is None and event.type in ("content_block_start", "content_block_delta"):
                     first = time.monotonic()
+                if keep_alive is not None:
+                    keep_alive()
                 if every > 0 and time.monotonic() - flushed >= every:
                     _persist_partial(mc, stream.current_message_snapshot)
                     flushed = time.monotonic()

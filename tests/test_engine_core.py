@@ -9,6 +9,7 @@ import threading
 import time
 from decimal import Decimal
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.db import connection
@@ -18,7 +19,7 @@ from django.utils import timezone
 import tests.workflows_for_tests  # noqa: F401 - registers the probe workflow
 from costs import pricing
 from costs.models import ModelPrice
-from orchestration import engine
+from orchestration import engine, model_calls
 from orchestration.launch import start_run
 from orchestration.models import ModelCall, Run
 
@@ -55,6 +56,34 @@ def test_a_long_answer_streams_past_the_read_timeout(operator, drive, settings) 
     assert run.status == S.SUCCEEDED
     first = ModelCall.objects.get(run=run, turn=0)
     assert first.attempt == 1 and first.sdk_attempts == 1 and first.latency_ms >= 2900
+
+
+def test_a_call_streaming_longer_than_the_lease_keeps_its_step(operator, drive, settings) -> None:
+    """A 3 s streamed answer under a 1 s step lease: the step keeps pushing its lease out as
+    tokens arrive, so when the call ends the lease is still ahead and the reaper would not have
+    taken the step (and sent a second, duplicate call) meanwhile."""
+    settings.RUN_STEP_LEASE_SECONDS = 1
+    leases = []
+    real_send = model_calls.send
+
+    def watching_send(mc, params, client, **kwargs):
+        outcome = real_send(mc, params, client, **kwargs)
+        lease = Run.objects.values_list("lease_expires_at", flat=True).get(pk=mc.run_id)
+        leases.append((lease, timezone.now()))
+        return outcome
+
+    run = start_run(
+        "probe",
+        {"mode": "ok"},
+        operator,
+        options={"simulator_faults": [{"fault": "slow_stream", "turn": 0, "seconds": 3}]},
+    )
+    with mock.patch.object(model_calls, "send", watching_send):
+        run = drive(run)
+    assert run.status == S.SUCCEEDED
+    lease, call_ended = leases[0]
+    assert lease is not None and lease > call_ended  # still ours when the 3 s call ended
+    assert ModelCall.objects.filter(run=run, turn=0).count() == 1
 
 
 def test_the_pending_row_and_the_run_page_show_the_answer_as_it_arrives(

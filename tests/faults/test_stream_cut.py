@@ -52,7 +52,9 @@ def test_a_stream_cut_mid_answer_is_charged_once_and_the_turn_retried(
     run, control = (Run.objects.get(pk=r.pk) for r in runs)
     assert run.status == S.SUCCEEDED and control.status == S.SUCCEEDED
     for turn in (0, 2):
-        broken, retried = ModelCall.objects.filter(run=run, turn=turn).order_by("attempt")
+        calls = list(ModelCall.objects.filter(run=run, turn=turn).order_by("attempt"))
+        assert len(calls) == 2, [(c.attempt, c.status, c.error[:200]) for c in calls]
+        broken, retried = calls
         # The broken call: an error with the usage message_start reported, and its cost.
         assert broken.status == ModelCall.Status.ERROR and broken.attempt == 1
         assert broken.error.startswith("The stream broke after"), broken.error
