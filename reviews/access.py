@@ -170,37 +170,13 @@ def users_who_may_resolve() -> QuerySet[Any]:
 def users_who_manage() -> QuerySet[Any]:
     """The managers: members of a group with ``override_ticket``, and superusers (late P1
     tickets are escalated to them, reviews.sla)."""
-    app_label, codename = OVERRIDE_TICKET.split(".")
-    return (
-        get_user_model()
-        .objects.filter(
-            Q(
-                groups__permissions__codename=codename,
-                groups__permissions__content_type__app_label=app_label,
-            )
-            | Q(is_superuser=True),
-            is_active=True,
-        )
-        .distinct()
-        .order_by("username")
-    )
+    return users_with(OVERRIDE_TICKET)
 
 
 def users_who_get_digests() -> QuerySet[Any]:
     """Who receives a workflow's daily digest when it names no recipients: active members of
     a group with ``decide_approval`` (managers) who have an email address."""
-    app_label, codename = DECIDE_APPROVAL.split(".")
-    return (
-        get_user_model()
-        .objects.filter(
-            groups__permissions__codename=codename,
-            groups__permissions__content_type__app_label=app_label,
-            is_active=True,
-        )
-        .exclude(email="")
-        .distinct()
-        .order_by("username")
-    )
+    return users_with(DECIDE_APPROVAL, superusers=False).exclude(email="")
 
 
 def required(check: Callable[[Any], bool]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -260,19 +236,17 @@ def users_who_may_handle_alerts() -> QuerySet[Any]:
     return users_with(HANDLE_ALERTS)
 
 
-def users_with(permission: str) -> QuerySet[Any]:
-    """Active members of a group holding ``permission``, and active superusers."""
+def users_with(permission: str, *, superusers: bool = True) -> QuerySet[Any]:
+    """Active members of a group holding ``permission``, and (unless ``superusers=False``)
+    active superusers."""
     app_label, codename = permission.split(".")
+    holds = Q(
+        groups__permissions__codename=codename,
+        groups__permissions__content_type__app_label=app_label,
+    )
     return (
         get_user_model()
-        .objects.filter(
-            Q(
-                groups__permissions__codename=codename,
-                groups__permissions__content_type__app_label=app_label,
-            )
-            | Q(is_superuser=True),
-            is_active=True,
-        )
+        .objects.filter(holds | Q(is_superuser=True) if superusers else holds, is_active=True)
         .distinct()
         .order_by("username")
     )
