@@ -189,6 +189,8 @@ EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(BASE_DIR / ".dev" / "ma
 # task, acknowledged only after it ran, so a worker killed mid-step has its message
 # redelivered, and every step is idempotent.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# kombu's Redis transport with one fix: a worker survives the broker going away (config/broker.py).
+CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -19,7 +19,9 @@ from typing import Any
 from django.core.management import call_command
 from django.db import DatabaseError, connections
 from django.db.models import Count, F, Q, Sum
+from django.utils import timezone
 
+from orchestration.fanout.models import Fanout, FanoutJob
 from orchestration.models import ModelCall, Run, ToolCall
 from reviews.models import EscalationTicket
 from warehouse.models import AuditLogEntry, PaymentDecision, PublishedReport
@@ -72,8 +74,12 @@ def _reconnect() -> None:
         conn.close()
 
 
-def wait_settled(runs: list[Run], timeout: float) -> None:
-    """Wait until every run is final or paused; survives the database being away meanwhile."""
+def wait_settled(runs: list[Run], timeout: float, worker_log: Path | None = None) -> None:
+    """Wait until every run is final or paused; survives the database being away meanwhile.
+
+    A run still moving at the deadline fails the scenario with what a person would look at
+    first: each stuck run's lease and last write, its fan-out phase and jobs by status (with
+    their leases), its pending calls, and the tail of the workers' log."""
     ids = [r.pk for r in runs]
     deadline = time.monotonic() + timeout
     left: list[Any] = ids
@@ -91,7 +97,46 @@ def wait_settled(runs: list[Run], timeout: float) -> None:
         if not left:
             return
         time.sleep(0.25)
-    raise AssertionError(f"{len(left)} run(s) not final or paused after {timeout:g}s: {left}")
+    raise AssertionError(
+        f"{len(left)} run(s) not final or paused after {timeout:g}s: {left}\n"
+        + stuck_report([pk for pk, _ in left], worker_log)
+    )
+
+
+def stuck_report(run_ids: list[Any], worker_log: Path | None = None, log_lines: int = 80) -> str:
+    """What the database says about runs that did not settle, and the log's last lines."""
+    now = timezone.now()
+    lines: list[str] = []
+    for run in Run.objects.filter(pk__in=run_ids):
+        lease = run.lease_expires_at and f"{(run.lease_expires_at - now).total_seconds():+.1f}s"
+        lines.append(
+            f"run {run.pk}: {run.status}, lease {lease or 'none'}, "
+            f"updated {(now - run.updated_at).total_seconds():.1f}s ago"
+        )
+        fan = Fanout.objects.filter(run=run).first()
+        if fan is not None:
+            lines.append(
+                f"  fan-out phase {fan.phase}, updated {(now - fan.updated_at).total_seconds():.1f}s ago"
+            )
+            by_status = Counter(FanoutJob.objects.filter(run=run).values_list("status", flat=True))
+            lines.append(f"  jobs: {dict(by_status)}")
+            for job in FanoutJob.objects.filter(run=run, status__in=("queued", "running")).order_by(
+                "seq"
+            )[:10]:
+                job_lease = (
+                    job.lease_expires_at and f"{(job.lease_expires_at - now).total_seconds():+.1f}s"
+                )
+                lines.append(
+                    f"  job {job.pk} {job.job_id} {job.status} attempts {job.attempts} "
+                    f"lease {job_lease or 'none'} owner {job.lease_owner or '-'}"
+                )
+        pending = ModelCall.objects.filter(run=run, status=ModelCall.Status.PENDING).count()
+        lines.append(f"  pending model calls: {pending}")
+    if worker_log is not None and worker_log.exists():
+        tail = worker_log.read_text(errors="replace").splitlines()[-log_lines:]
+        lines.append(f"last {len(tail)} lines of {worker_log}:")
+        lines.extend(line[:300] for line in tail)
+    return "\n".join(lines)
 
 
 def check(

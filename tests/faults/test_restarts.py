@@ -62,7 +62,7 @@ def test_redis_crash_and_restart_mid_run(request, operator_user, worker_factory)
     time.sleep(OUTAGE_SECONDS)
     services.start_redis()
 
-    wait_settled([*runs, late], timeout=120)
+    wait_settled([*runs, late], timeout=120, worker_log=worker_log(request))
     check(
         "Redis crash + restart",
         f"redis-server SIGKILLed mid-run, down {OUTAGE_SECONDS:g}s, restarted; "
@@ -86,7 +86,7 @@ def test_postgres_crash_and_restart_mid_run(request, operator_user, worker_facto
     # The web side reconnects too: a run started right after the restart goes through.
     late = start_run("probe", {"mode": "ok"}, operator_user)
 
-    wait_settled([*runs, late], timeout=120)
+    wait_settled([*runs, late], timeout=120, worker_log=worker_log(request))
     check(
         "Postgres crash + restart",
         f"pg_ctl stop -m immediate mid-run (synchronous_commit on), down "
@@ -124,7 +124,7 @@ def test_redis_crash_mid_fanout(request, operator_user, worker_factory, settings
     time.sleep(OUTAGE_SECONDS)
     services.start_redis()
 
-    wait_settled([run], timeout=120)
+    wait_settled([run], timeout=120, worker_log=worker_log(request))
     tally = check(
         "Redis crash mid fan-out",
         f"redis-server SIGKILLed while 30 fan-out jobs ran (threads pool, global slots in Redis), "
@@ -137,6 +137,60 @@ def test_redis_crash_mid_fanout(request, operator_user, worker_factory, settings
     jobs = FanoutJob.objects.filter(run=run)
     assert jobs.filter(status=FanoutJob.Status.SUCCEEDED).count() == 30
     assert tally.runs == 1
+
+
+def test_redis_restarted_again_and_again_under_a_threads_pool(
+    request, operator_user, worker_factory, settings
+):
+    """Eight Redis crashes in a row under a threads-pool worker with fan-out jobs in flight.
+    Each tears the worker's broker connection down while late-acknowledged tasks hold
+    deliveries. With kombu 5.7.0's own Redis transport, such a teardown can shut the worker
+    down ("Unrecoverable error"; config/broker.py, pinned by tests/test_broker_transport.py)
+    and leave runs running with nobody to run them, which is how "Redis crash mid fan-out"
+    once failed in CI. It is a race: this scenario did not hit it in two runs without the
+    fix, a bare 12-thread app did on its fifth crash. The worker must still be there at the
+    end, and both runs finished."""
+    from orchestration.fanout.models import FanoutJob
+
+    started = time.monotonic()
+    env = {
+        **FAST_RECOVERY,
+        "FANOUT_SLOT_LEASE_SECONDS": "8",
+        "FANOUT_REAPER_INTERVAL_SECONDS": "1",
+        "SIMULATOR_FIXED_LATENCY_SECONDS": "0.4",
+        "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
+        "FANOUT_SLOT_KEY": settings.FANOUT_SLOT_KEY,
+    }
+    worker = worker_factory(env=env, pool="threads", concurrency=12)
+    runs = [start_run("fanout_probe", {"n": 80}, operator_user) for _ in range(2)]
+    wait_until(
+        lambda: (
+            FanoutJob.objects.filter(run__in=runs, status=FanoutJob.Status.SUCCEEDED).count() >= 3
+        ),
+        60,
+        "three fan-out jobs done",
+    )
+    for _ in range(8):
+        services.crash_redis()
+        time.sleep(OUTAGE_SECONDS)
+        services.start_redis()
+        time.sleep(1.5)  # back long enough for the worker to reconnect and take work again
+        assert worker.proc.poll() is None, f"the worker exited; see {worker_log(request)}"
+
+    wait_settled(runs, timeout=150, worker_log=worker_log(request))
+    assert worker.proc.poll() is None, f"the worker exited; see {worker_log(request)}"
+    assert "Unrecoverable error" not in worker_log(request).read_text(errors="replace")
+    tally = check(
+        "Redis crash x8 (threads pool)",
+        f"redis-server SIGKILLed eight times, {OUTAGE_SECONDS:g}s down and 1.5s up each, while two "
+        "runs of 80 fan-out jobs ran on a threads pool",
+        runs,
+        started=started,
+        worker_log=worker_log(request),
+        expect_all_succeed=True,
+    )
+    assert FanoutJob.objects.filter(run__in=runs, status=FanoutJob.Status.SUCCEEDED).count() == 160
+    assert tally.runs == 2
 
 
 def test_postgres_crash_mid_fanout(request, operator_user, worker_factory, settings):
@@ -172,7 +226,7 @@ def test_postgres_crash_mid_fanout(request, operator_user, worker_factory, setti
     time.sleep(OUTAGE_SECONDS)
     services.start_postgres()
 
-    wait_settled([run], timeout=180)
+    wait_settled([run], timeout=180, worker_log=worker_log(request))
     tally = check(
         "Postgres crash mid fan-out",
         f"pg_ctl stop -m immediate while 40 fan-out jobs ran ({in_flight} calls in flight; "

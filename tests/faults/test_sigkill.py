@@ -148,7 +148,7 @@ def test_sigkill_a_worker_mid_step_ten_times(request, operator_user, worker_fact
 
     assert len(kills) == 10
     worker_factory(env=FAST_RECOVERY)  # the survivor: its reaper and the broker finish everything
-    wait_settled(runs, timeout=150)
+    wait_settled(runs, timeout=150, worker_log=worker_log(request))
     tally = check(
         "SIGKILL x10",
         f"10 SIGKILLs of the whole worker: {'; '.join(kills)}",

@@ -102,7 +102,7 @@ def test_api_storm_over_24_runs(request, operator_user, worker_factory, storm_si
         )
     assert settings.ANTHROPIC_BASE_URL == ""  # the estimates above used the in-process simulator
 
-    wait_settled(runs, timeout=200)
+    wait_settled(runs, timeout=200, worker_log=worker_log(request))
     calls = ModelCall.objects.filter(run__in=runs)
     attempts = calls.aggregate(n=Sum("sdk_attempts"))["n"] or 0
     answered = calls.filter(status=ModelCall.Status.OK).count()

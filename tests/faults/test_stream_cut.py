@@ -39,7 +39,7 @@ def test_a_stream_cut_mid_answer_is_charged_once_and_the_turn_retried(
         start_run("financial_reporting", FR, operator_user, options={"simulator_faults": cut}),
         start_run("financial_reporting", FR, operator_user),  # the control: nothing cut
     ]
-    wait_settled(runs, timeout=120)
+    wait_settled(runs, timeout=120, worker_log=worker_log(request))
     check(
         "stream cut mid-answer",
         "stream_cut at turns 0 and 2 of one run, once each",
