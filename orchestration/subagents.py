@@ -1,0 +1,335 @@
+"""Sub-agents: a run hands work to a domain agent, a child run of another workflow, and waits.
+
+A workflow declares a handoff tool (``declaration.handoff(SubAgent(...), ...)``) naming the
+sub-agents it may start; ``orchestration.workflows.delegation`` checks the declaration at load
+and owns the limits. When the model calls it, the engine (not a handler) settles the tool_use:
+
+1. the input already passed the checks every tool gets (schema: ``agent`` is an enum of the
+   declared names; guards; preconditions). The agent is looked up again here: a name that is
+   not declared is refused (``rejected``, audit ``subagent.refused``) whatever the schema
+   said, as is a child past the depth limit or the run's ``max_children``; the refusal is the
+   tool result, so the model can do without, and repeated refusals escalate like any tool's;
+2. the child's input is checked against the sub-agent workflow's input schema (an error is
+   sent back to the model, nothing is started);
+3. the child run is created, linked to the parent (``Run.parent``, ``parent_tool_use_id``) and
+   queued, with ``run.requested`` on its own trail (naming the parent) and
+   ``subagent.handoff`` on the parent's, all in one transaction. ``(parent, tool_use_id)`` is
+   unique: a step repeated after its worker died finds the child it already started and never
+   starts a second one;
+4. the tool_use stays unanswered and the engine parks the parent (``park``: running ->
+   awaiting_subagent, under the parent's lock, only if a child is still unfinished). The
+   step ends: nothing polls. The transition that ends the parent's last unfinished child queues
+   the parent again (orchestration.lifecycle);
+5. the parent's next step settles the same tool_use again: the child has ended, so its
+   result is the tool result (``subagent.returned``): the child's output when it succeeded, an
+   error naming its status and error otherwise.
+
+A child is a run like any other: its own prompt, tools, limits, models and tickets. Its
+escalations pause it (the parent stays parked and its page says on what), its calls count
+against every ancestor's ceiling (costs.accounting), and cancelling the parent cancels it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from costs import accounting
+from orchestration import audit, lifecycle
+from orchestration.models import ModelCall, Run, ToolCall
+from orchestration.tool_execution import ENGINE_SETTLED, Escalation, in_round, round_start
+from orchestration.validation import schema_errors
+from orchestration.workflows import registry
+from orchestration.workflows.declaration import Handoff, ToolContext, Workflow
+from orchestration.workflows.delegation import child_refusal
+from orchestration.workflows.versions import snapshot
+from reviews.models import EscalationTicket
+
+R = EscalationTicket.Reason
+TC = ToolCall.Status
+S = Run.Status
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The tool_use is answered by a child run that has not ended: the parent must park."""
+
+    tool_use_id: str
+    child_id: Any
+
+
+def depth_of(run: Run) -> int:
+    """How deep the run is in its tree (a top-level run is 0)."""
+    return len(accounting.ancestors(run.parent_id))
+
+
+def _refuse(
+    run: Run,
+    tool: Handoff,
+    tool_use: dict[str, Any],
+    new_attempt: Callable[..., ToolCall],
+    finish: Callable[..., ToolCall],
+    reason: str,
+    workflow: Workflow,
+) -> Escalation | None:
+    tc = finish(
+        new_attempt(
+            status=TC.REJECTED,
+            settled=True,
+            tool_version=tool.version,
+            error=f"Refused by the engine: {reason}. No sub-agent was started.",
+        )
+    )
+    audit.record(
+        "subagent.refused",
+        run=run,
+        evidence_of=[tc],
+        payload={
+            "tool_use_id": tool_use["id"],
+            "agent": str((tool_use.get("input") or {}).get("agent"))[:100],
+            "reason": reason,
+        },
+    )
+    rejected = in_round(
+        ToolCall.objects.filter(run=run, name=tool.name, status=TC.REJECTED), round_start(run)
+    ).count()
+    if rejected >= workflow.constraints.max_attempts_per_tool:
+        return Escalation(
+            R.VALIDATION_FAILED,
+            f"{tool.name} was refused {rejected} times; last: {reason}",
+            tc,
+            {"reason": reason},
+        )
+    return None
+
+
+def settle_handoff(
+    run: Run,
+    workflow: Workflow,
+    model_call: ModelCall,
+    tool: Handoff,
+    tool_use: dict[str, Any],
+    ctx: ToolContext,
+    new_attempt: Callable[..., ToolCall],
+    finish: Callable[..., ToolCall],
+) -> Escalation | Waiting | None:
+    """Start the sub-agent the tool_use names, or answer it from the child that ended."""
+    tool_use_id = tool_use["id"]
+    tool_input = tool_use.get("input") or {}
+    child = Run.objects.filter(parent=run, parent_tool_use_id=tool_use_id).first()
+    if child is None:
+        started = Run.objects.filter(parent=run).count()
+        if why := child_refusal(
+            tool, tool_input.get("agent"), depth=depth_of(run), started=started
+        ):
+            return _refuse(run, tool, tool_use, new_attempt, finish, why, workflow)
+        agent = tool.agent(tool_input["agent"])
+        try:
+            child_workflow = registry.get(agent.workflow)
+        except registry.UnknownWorkflow as exc:
+            return Escalation(
+                R.TOOL_ERROR, f"{tool.name}: sub-agent {agent.name!r} cannot start: {exc}"
+            )
+        child_input = tool_input.get("input")
+        if errors := schema_errors(child_input, child_workflow.input_schema):
+            tc = finish(
+                new_attempt(
+                    status=TC.REJECTED,
+                    settled=True,
+                    tool_version=tool.version,
+                    validation_errors=errors,
+                    error=f"The input for sub-agent {agent.name!r} does not match its schema: "
+                    + "; ".join(errors),
+                )
+            )
+            audit.record(
+                "tool.rejected",
+                run=run,
+                evidence_of=[tc],
+                payload={"tool_use_id": tool_use_id, "name": tool.name, "errors": errors},
+            )
+            rejected = ToolCall.objects.filter(run=run, name=tool.name, status=TC.REJECTED).count()
+            if rejected >= workflow.constraints.max_attempts_per_tool:
+                return Escalation(
+                    R.RETRIES_EXHAUSTED,
+                    f"{tool.name} was called with invalid input {rejected} times.",
+                    tc,
+                )
+            return None
+        child = start_child(run, agent.name, child_workflow, child_input, tool_use_id, model_call)
+    if not child.is_final:
+        return Waiting(tool_use_id, child.pk)
+    return _answer_from(run, tool, tool_use, child, new_attempt, finish)
+
+
+def start_child(
+    run: Run,
+    agent: str,
+    child_workflow: Workflow,
+    child_input: dict[str, Any],
+    tool_use_id: str,
+    model_call: ModelCall,
+) -> Run:
+    """Create and queue the child run of ``tool_use_id``, or return the one a step that died
+    already created (the unique (parent, tool_use_id) constraint decides a race)."""
+    version = snapshot(child_workflow)
+    ceiling = accounting.subagent_ceiling(child_workflow)
+    try:
+        with transaction.atomic():
+            child = Run.objects.create(
+                parent=run,
+                parent_tool_use_id=tool_use_id,
+                workflow_version=version,
+                workflow_name=child_workflow.name,
+                requested_by_id=run.requested_by_id,
+                input=child_input,
+                options={"subagent": agent},
+                ceiling_usd=ceiling.usd,
+                ceiling_tokens=ceiling.tokens,
+                ceiling_basis=ceiling.basis,
+            )
+            audit.record(
+                "run.requested",
+                run=child,
+                actor="engine",
+                evidence_of=[child],
+                payload={
+                    "workflow": child_workflow.name,
+                    "version": version.content_hash,
+                    "source": "subagent",
+                    "input": child_input,
+                    "parent": str(run.pk),
+                    "tool_use_id": tool_use_id,
+                    "agent": agent,
+                },
+            )
+            audit.record(
+                "subagent.handoff",
+                run=run,
+                actor="engine",
+                payload={
+                    "agent": agent,
+                    "workflow": child_workflow.name,
+                    "child": str(child.pk),
+                    "tool_use_id": tool_use_id,
+                    "turn": model_call.turn,
+                },
+            )
+            lifecycle.transition(
+                child.pk, S.QUEUED, actor="engine", event_payload={"parent": str(run.pk)}
+            )
+    except IntegrityError:
+        return Run.objects.get(parent=run, parent_tool_use_id=tool_use_id)
+    return child
+
+
+def _answer_from(
+    run: Run,
+    tool: Handoff,
+    tool_use: dict[str, Any],
+    child: Run,
+    new_attempt: Callable[..., ToolCall],
+    finish: Callable[..., ToolCall],
+) -> None:
+    agent = child.options.get("subagent") or child.workflow_name
+    payload = {
+        "tool_use_id": tool_use["id"],
+        "agent": agent,
+        "child": str(child.pk),
+        "status": child.status,
+        "cost_usd": str(child.tree_cost_usd),
+    }
+    with transaction.atomic():
+        if child.status == S.SUCCEEDED:
+            output = {
+                "agent": agent,
+                "run": str(child.pk),
+                "status": child.status,
+                "cost_usd": str(child.tree_cost_usd),
+                "result": child.result or {},
+            }
+            tc = finish(
+                new_attempt(
+                    status=TC.OK,
+                    settled=True,
+                    tool_version=tool.version,
+                    raw_output=output,
+                    output=output,
+                )
+            )
+        else:
+            why = child.error or f"it ended {child.get_status_display()}"
+            tc = finish(
+                new_attempt(
+                    status=TC.ERROR,
+                    settled=True,
+                    tool_version=tool.version,
+                    error=(
+                        f"Sub-agent {agent!r} (run {child.pk}) did not succeed: it is {child.status}. {why}"
+                    )[:4000],
+                )
+            )
+        audit.record(
+            "subagent.returned", run=run, actor="engine", evidence_of=[tc], payload=payload
+        )
+    return None
+
+
+ENGINE_SETTLED[Handoff] = settle_handoff
+
+
+def park(run_id: Any) -> bool:
+    """Park the run until its unfinished children end (running -> awaiting_subagent); False,
+    changing nothing, when they all ended already (the step then settles their results)."""
+    with transaction.atomic():
+        Run.objects.locked().filter(pk=run_id).values_list("pk").first()
+        waiting_on = [
+            str(pk) for pk in lifecycle.unfinished_children(run_id).values_list("pk", flat=True)
+        ]
+        if not waiting_on:
+            return False
+        lifecycle.transition(
+            run_id, S.AWAITING_SUBAGENT, actor="engine", event_payload={"children": waiting_on}
+        )
+    return True
+
+
+# --- what the run page shows ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    """A run's place in its tree: the parent it answers, its children, and the open ticket of
+    a child it waits on (the reason it is not moving)."""
+
+    parent: Run | None
+    children: list[Run]
+    paused_children: list[tuple[Run, EscalationTicket]]
+    agent: str
+
+
+def family(run: Run) -> Family | None:
+    """The run's parent and children for the run page, or None when it has neither."""
+    children = list(Run.objects.filter(parent=run).order_by("created_at"))
+    if run.parent_id is None and not children:
+        return None
+    parent = Run.objects.filter(pk=run.parent_id).first() if run.parent_id else None
+    paused = []
+    for child in children:
+        if child.status == S.AWAITING_REVIEW:
+            ticket = (
+                child.tickets.exclude(status=EscalationTicket.Status.RESOLVED)
+                .order_by("-created_at")
+                .first()
+            )
+            if ticket is not None:
+                paused.append((child, ticket))
+    return Family(
+        parent=parent,
+        children=children,
+        paused_children=paused,
+        agent=str(run.options.get("subagent") or ""),
+    )
