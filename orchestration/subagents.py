@@ -33,18 +33,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
 
 from costs import accounting
+from costs.estimates import Estimate, PromptSize, estimate_run
 from orchestration import audit, lifecycle
 from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.tool_execution import ENGINE_SETTLED, Escalation, in_round, round_start
 from orchestration.validation import schema_errors
-from orchestration.workflows import registry
+from orchestration.workflows import delegation, registry
 from orchestration.workflows.declaration import Handoff, ToolContext, Workflow
-from orchestration.workflows.delegation import child_refusal
 from orchestration.workflows.versions import snapshot
 from reviews.models import EscalationTicket
 
@@ -122,7 +123,7 @@ def settle_handoff(
     child = Run.objects.filter(parent=run, parent_tool_use_id=tool_use_id).first()
     if child is None:
         started = Run.objects.filter(parent=run).count()
-        if why := child_refusal(
+        if why := delegation.child_refusal(
             tool, tool_input.get("agent"), depth=depth_of(run), started=started
         ):
             return _refuse(run, tool, tool_use, new_attempt, finish, why, workflow)
@@ -159,7 +160,13 @@ def settle_handoff(
                     tc,
                 )
             return None
-        child = start_child(run, agent.name, child_workflow, child_input, tool_use_id, model_call)
+        limit = delegation.max_children(tool)
+        child = start_child(
+            run, agent.name, child_workflow, child_input, tool_use_id, model_call, limit=limit
+        )
+        if child is None:  # another tool_use of this turn took the last place
+            why = f"this run already started {limit} sub-agent run(s), its limit"
+            return _refuse(run, tool, tool_use, new_attempt, finish, why, workflow)
     if not child.is_final:
         return Waiting(tool_use_id, child.pk)
     return _answer_from(run, tool, tool_use, child, new_attempt, finish)
@@ -172,13 +179,23 @@ def start_child(
     child_input: dict[str, Any],
     tool_use_id: str,
     model_call: ModelCall,
-) -> Run:
+    *,
+    limit: int | None = None,
+) -> Run | None:
     """Create and queue the child run of ``tool_use_id``, or return the one a step that died
-    already created (the unique (parent, tool_use_id) constraint decides a race)."""
+    already created (the unique (parent, tool_use_id) constraint decides a race). Under the
+    parent's row lock, so the tool_uses of one turn, settled in parallel, cannot together
+    start more than ``limit`` children: None when the run already has that many."""
     version = snapshot(child_workflow)
     ceiling = accounting.subagent_ceiling(child_workflow)
     try:
         with transaction.atomic():
+            Run.objects.locked().filter(pk=run.pk).values_list("pk").first()
+            existing = Run.objects.filter(parent=run, parent_tool_use_id=tool_use_id).first()
+            if existing is not None:
+                return existing
+            if limit is not None and Run.objects.filter(parent=run).count() >= limit:
+                return None
             child = Run.objects.create(
                 parent=run,
                 parent_tool_use_id=tool_use_id,
@@ -295,6 +312,57 @@ def park(run_id: Any) -> bool:
             run_id, S.AWAITING_SUBAGENT, actor="engine", event_payload={"children": waiting_on}
         )
     return True
+
+
+# --- the estimate of a tree ---------------------------------------------------------------
+
+
+def with_subagents(
+    workflow: Workflow, estimate: Estimate, measure: Callable[..., PromptSize]
+) -> Estimate:
+    """The estimate of the whole tree, so the approval gate and the ceiling cover it: each
+    declared sub-agent is estimated on its workflow's example input (``measure`` counts its
+    first request's tokens, as for any run), then the run is expected to hand off once to the
+    costliest one and may hand off ``max_children`` times (the upper bound)."""
+    lines, expected, upper = list(estimate.lines), estimate.expected_usd, estimate.upper_usd
+    for tool in workflow.handoffs:
+        costliest: tuple[Decimal, Decimal] = (Decimal(0), Decimal(0))
+        for agent in tool.agents:
+            child = registry.get(agent.workflow)
+            example = child.input_example or {}
+            child_estimate = with_subagents(
+                child,
+                estimate_run(child, example, measure(child, snapshot(child), example)),
+                measure,
+            )
+            lines.append(
+                {
+                    "item": f"Sub-agent {agent.name} ({child.name}, {child.orchestrator_model})",
+                    "calc": f"its own estimate on its example input: expected ${child_estimate.expected_usd:.6f}",
+                    "usd": f"${child_estimate.upper_usd:.6f}",
+                }
+            )
+            costliest = max(costliest, (child_estimate.upper_usd, child_estimate.expected_usd))
+        most = delegation.max_children(tool)
+        expected += costliest[1]
+        upper += costliest[0] * most
+        lines.append(
+            {
+                "item": f"Sub-agents through {tool.name}",
+                "calc": f"expected: one handoff to the costliest; upper bound: up to {most} handoff(s) x ${costliest[0]:.6f}",
+                "usd": f"${costliest[0] * most:.6f}",
+            }
+        )
+    if upper == estimate.upper_usd:
+        return estimate
+    lines.append(
+        {
+            "item": "Upper bound with sub-agents",
+            "calc": "the run's upper bound + its sub-agents'",
+            "usd": f"${upper:.6f}",
+        }
+    )
+    return Estimate(model=estimate.model, expected_usd=expected, upper_usd=upper, lines=lines)
 
 
 # --- what the run page shows ------------------------------------------------------------

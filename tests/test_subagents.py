@@ -103,7 +103,13 @@ PLAN: list[str] = []
 def _planned_policy(conv: Conversation) -> Turn:
     i = conv.turn_index()
     if i < len(PLAN):
-        return Turn([tool_use("handoff", {"agent": PLAN[i], "input": {"text": f"job {i}"}})])
+        agents = PLAN[i] if isinstance(PLAN[i], list) else [PLAN[i]]
+        return Turn(
+            [
+                tool_use("handoff", {"agent": a, "input": {"text": f"job {i}.{j}"}})
+                for j, a in enumerate(agents)
+            ]
+        )
     return final({"done": True})
 
 
@@ -451,6 +457,34 @@ def test_a_childs_call_is_held_on_its_parent_until_charged(operator, tree):
     )
 
 
+def test_the_estimate_and_so_the_approval_gate_cover_the_whole_tree(operator):
+    from costs.estimates import estimate_run
+    from orchestration.launch import measure_prompt, preview
+    from orchestration.workflows.versions import snapshot
+
+    value = {"customer_account": "ACC-100", "question": "How much could I borrow?"}
+    router = registry.get("customer_router")
+    alone = estimate_run(router, value, measure_prompt(router, snapshot(router), value))
+    tree_estimate = preview("customer_router", value, operator).estimate
+    items = [line["item"] for line in tree_estimate.lines]
+    assert {
+        "Sub-agent lending (customer_lending, claude-sonnet-4-6)",
+        "Sub-agent payments (customer_payments, claude-sonnet-4-6)",
+        "Sub-agent compliance (customer_compliance, claude-sonnet-4-6)",
+        "Sub-agents through handoff",
+        "Upper bound with sub-agents",
+    } <= set(items)
+    children = [
+        Decimal(line["usd"].lstrip("$"))
+        for line in tree_estimate.lines
+        if line["item"].startswith("Sub-agent ")
+    ]
+    assert tree_estimate.upper_usd == alone.upper_usd + 2 * max(children)  # max_children = 2
+    assert tree_estimate.expected_usd > alone.expected_usd
+    run = start_run("customer_router", value, operator)
+    assert run.estimate_usd == tree_estimate.upper_usd
+
+
 # --- limits ------------------------------------------------------------------------------
 
 
@@ -486,6 +520,21 @@ def test_max_children_per_run(operator, tree, monkeypatch):
         third.status == "rejected"
         and "already started 2 sub-agent run(s), its limit" in third.error
     )
+
+
+def test_max_children_holds_for_handoffs_of_one_turn_settled_in_parallel(
+    operator, tree, monkeypatch
+):
+    monkeypatch.setattr("tests.test_subagents.PLAN", [["leaf", "leaf", "leaf"]])
+    root = tree.drive(start_run("sa_parent", {"text": "x"}, operator))
+    assert root.status == S.SUCCEEDED
+    assert Run.objects.filter(parent=root).count() == 2
+    statuses = sorted(
+        ToolCall.objects.filter(run=root, name="handoff", settled=True).values_list(
+            "status", flat=True
+        )
+    )
+    assert statuses == ["ok", "ok", "rejected"]
 
 
 def test_max_depth_at_runtime(operator, tree, settings):
@@ -584,6 +633,11 @@ def test_run_page_shows_the_tree(operator, tree, client):
     assert "customer_lending" in page and "lending" in page
     assert f"${child.cost_usd:.4f}" in page or f"{child.cost_usd:.4f}" in page
     assert "sub-agents" in page  # the cost tile splits own and sub-agents' spend
+    # The parent's timeline shows the handoff and the result, each linking the child.
+    assert "subagent.handoff" in page and "subagent.returned" in page
+    assert page.count(f'href="{reverse("run_detail", args=[child.pk])}"') >= 3
+    child_page = client.get(reverse("run_detail", args=[child.pk])).content.decode()
+    assert "Sub-agent run of" in child_page
 
 
 def test_an_unrelated_user_cannot_open_the_child(operator, outsider, tree, client):
