@@ -152,7 +152,10 @@ def settle_handoff(
                 evidence_of=[tc],
                 payload={"tool_use_id": tool_use_id, "name": tool.name, "errors": errors},
             )
-            rejected = ToolCall.objects.filter(run=run, name=tool.name, status=TC.REJECTED).count()
+            rejected = in_round(
+                ToolCall.objects.filter(run=run, name=tool.name, status=TC.REJECTED),
+                round_start(run),
+            ).count()
             if rejected >= workflow.constraints.max_attempts_per_tool:
                 return Escalation(
                     R.RETRIES_EXHAUSTED,
@@ -169,7 +172,7 @@ def settle_handoff(
             return _refuse(run, tool, tool_use, new_attempt, finish, why, workflow)
     if not child.is_final:
         return Waiting(tool_use_id, child.pk)
-    return _answer_from(run, tool, tool_use, child, new_attempt, finish)
+    return _answer_from(run, tool, tool_use, child, new_attempt, finish, workflow, ctx)
 
 
 def start_child(
@@ -250,7 +253,11 @@ def _answer_from(
     child: Run,
     new_attempt: Callable[..., ToolCall],
     finish: Callable[..., ToolCall],
-) -> None:
+    workflow: Workflow,
+    ctx: ToolContext,
+) -> Escalation | None:
+    """Settle the tool_use with the ended child's result (then the workflow's escalation rules
+    on it, as for any accepted output), or with an error saying how the child ended."""
     agent = child.options.get("subagent") or child.workflow_name
     payload = {
         "tool_use_id": tool_use["id"],
@@ -292,6 +299,11 @@ def _answer_from(
         audit.record(
             "subagent.returned", run=run, actor="engine", evidence_of=[tc], payload=payload
         )
+    if tc.status == TC.OK:
+        after = ToolContext(**{**ctx.__dict__, "outputs": {**ctx.outputs, tool.name: tc.output}})
+        for rule in workflow.escalation_rules:
+            if rule.tool == tool.name and rule.when(tc.output, after):
+                return Escalation(rule.reason, rule.message, tc)
     return None
 
 
@@ -302,7 +314,9 @@ def park(run_id: Any) -> bool:
     """Park the run until its unfinished children end (running -> awaiting_subagent); False,
     changing nothing, when they all ended already (the step then settles their results)."""
     with transaction.atomic():
-        Run.objects.locked().filter(pk=run_id).values_list("pk").first()
+        status = Run.objects.locked().filter(pk=run_id).values_list("status", flat=True).first()
+        if status != S.RUNNING:
+            return True  # stopped meanwhile (cancelled): the step just ends
         waiting_on = [
             str(pk) for pk in lifecycle.unfinished_children(run_id).values_list("pk", flat=True)
         ]

@@ -20,6 +20,7 @@ from orchestration.workflows import delegation, registry
 from orchestration.workflows.declaration import (
     HANDOFF_OUTPUT,
     Constraints,
+    EscalationRule,
     Expectation,
     Handoff,
     SubAgent,
@@ -154,6 +155,19 @@ def _relay_policy(conv: Conversation) -> Turn:
     return final({"relayed": found["is_error"] is False})
 
 
+RULED = register(
+    dataclasses.replace(
+        _workflow("sa_ruled", (handoff(SubAgent("next", "sa_leaf", "echoes")),), _relay_policy),
+        escalation_rules=(
+            EscalationRule(
+                "handoff",
+                "validation_failed",
+                "The sub-agent said stop.",
+                lambda out, ctx: out["result"].get("echo") == "stop",
+            ),
+        ),
+    )
+)
 MIDDLE = register(
     _workflow("sa_middle", (handoff(SubAgent("next", "sa_leaf", "echoes")),), _relay_policy)
 )
@@ -373,6 +387,15 @@ def test_cancelling_the_parent_cancels_its_unfinished_children(operator, tree):
     assert child.events.filter(
         kind="run.cancelled", payload__parent_cancelled=str(root.pk)
     ).exists()
+
+
+def test_escalation_rules_apply_to_a_sub_agents_result(operator, tree):
+    root = tree.drive(start_run("sa_ruled", {"text": "stop"}, operator))
+    assert root.status == S.AWAITING_REVIEW
+    ticket = root.tickets.get()
+    assert ticket.reason == "validation_failed" and ticket.message == "The sub-agent said stop."
+    assert ticket.failing_tool_call.name == "handoff" and ticket.failing_tool_call.status == "ok"
+    assert tree.drive(start_run("sa_ruled", {"text": "go"}, operator)).status == S.SUCCEEDED
 
 
 # --- one ceiling for the whole tree ------------------------------------------------------------
