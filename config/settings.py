@@ -307,6 +307,14 @@ for _name in ("FANOUT_PER_RUN_CONCURRENCY", "FANOUT_GLOBAL_CONCURRENCY", "FANOUT
 if not 0 <= FANOUT_FAILURE_THRESHOLD < 1:
     raise ImproperlyConfigured("FANOUT_FAILURE_THRESHOLD must be a fraction in [0, 1), e.g. 0.2.")
 
+# --- Sub-agents (orchestration.subagents; docs/workflows.md "Sub-agents") -------------------
+# How deep a tree of sub-agent runs may grow (a top-level run is depth 0, its sub-agents 1),
+# and the most sub-agent runs any one run may start, whatever a workflow declares.
+SUBAGENT_MAX_DEPTH = env.int("SUBAGENT_MAX_DEPTH", default=2)
+SUBAGENT_MAX_CHILDREN = env.int("SUBAGENT_MAX_CHILDREN", default=10)
+if SUBAGENT_MAX_DEPTH < 1 or SUBAGENT_MAX_CHILDREN < 1:
+    raise ImproperlyConfigured("SUBAGENT_MAX_DEPTH and SUBAGENT_MAX_CHILDREN must be at least 1.")
+
 # --- Costs and approvals --------------------------------------------------------------
 APPROVAL_THRESHOLD_USD = Decimal(env.str("APPROVAL_THRESHOLD_USD", default="20.00"))
 # A pending approval request expires (the run is cancelled) after this many hours.

@@ -30,6 +30,13 @@ correction leads to), goes through this protocol:
    steps again, by the reaper once no call can still be in flight:
    ``release_stale_reservations``). Cost is only ever accounted from answers received.
 
+Sub-agent runs (orchestration.subagents) share their ancestors' ceilings: a child's
+reservation is also held on every ancestor (``children_reserved_*``, by the same kind of
+conditional UPDATE, child row first), its charge is added to every ancestor's
+``children_cost_usd`` / ``children_tokens``, and a run's own calls must fit under its ceiling
+with its children's spend counted. So the whole tree never spends past the top run's ceiling,
+and a child pauses (``budget_exceeded``) when its call would pass an ancestor's.
+
 ``spend_breach`` is the spend check run on every answer before any other check
 (ambiguity, validation...): it names the ceiling the run is over, which can only happen if
 a real answer cost more than its worst case was bounded at.
@@ -159,6 +166,17 @@ def initial_ceiling(workflow: Any, estimate_usd: Decimal, *, needs_approval: boo
     )
 
 
+def subagent_ceiling(workflow: Any) -> Ceiling:
+    """A sub-agent run's own ceiling: its workflow's maximum (its parent's ceiling applies too,
+    to every call it makes)."""
+    maximum = Decimal(workflow.constraints.max_cost_usd)
+    return Ceiling(
+        usd=maximum.quantize(_PLACES, rounding=ROUND_CEILING),
+        tokens=workflow.constraints.max_tokens_per_run,
+        basis=f"the sub-agent's maximum of ${maximum:.2f}; its parent run's ceiling also applies",
+    )
+
+
 # --- the worst case of one request ---------------------------------------------------------
 
 
@@ -232,6 +250,38 @@ def _tokens_used() -> Any:
     return F("input_tokens") + F("cache_write_tokens") + F("cache_read_tokens") + F("output_tokens")
 
 
+def _tree_fits(worst: WorstCase) -> dict[str, Any]:
+    """The ceiling condition of a run whose sub-agents' spend and holds count against it."""
+    return {
+        "ceiling_usd__gte": F("cost_usd")
+        + F("reserved_usd")
+        + F("children_cost_usd")
+        + F("children_reserved_usd")
+        + worst.usd,
+        "ceiling_tokens__gte": _tokens_used()
+        + F("reserved_tokens")
+        + F("children_tokens")
+        + F("children_reserved_tokens")
+        + worst.tokens,
+    }
+
+
+def ancestors(parent_id: Any) -> list[Any]:
+    """The ids of a run's parent, grandparent... nearest first (none for a top-level run)."""
+    chain: list[Any] = []
+    while parent_id is not None and parent_id not in chain:
+        chain.append(parent_id)
+        parent_id = Run.objects.filter(pk=parent_id).values_list("parent_id", flat=True).first()
+    return chain
+
+
+def _parent_of(mc: ModelCall) -> Any:
+    run = mc._state.fields_cache.get("run")
+    if run is not None:
+        return run.parent_id
+    return Run.objects.filter(pk=mc.run_id).values_list("parent_id", flat=True).first()
+
+
 def reserve(mc: ModelCall, params: dict[str, Any], *, batch: bool = False) -> WorstCase:
     """Hold the request's worst case against its run's ceiling, then save ``mc`` (unsaved,
     still pending) with its reservation; raises DoesNotFit, saving nothing, when it does not
@@ -241,10 +291,7 @@ def reserve(mc: ModelCall, params: dict[str, Any], *, batch: bool = False) -> Wo
         # One conditional UPDATE: concurrent reservations queue on the row and each sees
         # the others' amounts when Postgres re-checks the WHERE clause.
         fits = Run.objects.filter(
-            pk=mc.run_id,
-            status=Run.Status.RUNNING,
-            ceiling_usd__gte=F("cost_usd") + F("reserved_usd") + worst.usd,
-            ceiling_tokens__gte=_tokens_used() + F("reserved_tokens") + worst.tokens,
+            pk=mc.run_id, status=Run.Status.RUNNING, **_tree_fits(worst)
         ).update(
             reserved_usd=F("reserved_usd") + worst.usd,
             reserved_tokens=F("reserved_tokens") + worst.tokens,
@@ -254,6 +301,18 @@ def reserve(mc: ModelCall, params: dict[str, Any], *, batch: bool = False) -> Wo
             raise DoesNotFit(
                 _refusal(run, worst), worst=worst, running=run.status == Run.Status.RUNNING
             )
+        # A sub-agent's call is held on every ancestor too (raising rolls back the holds above).
+        for ancestor in ancestors(_parent_of(mc)):
+            held = Run.objects.filter(pk=ancestor, **_tree_fits(worst)).update(
+                children_reserved_usd=F("children_reserved_usd") + worst.usd,
+                children_reserved_tokens=F("children_reserved_tokens") + worst.tokens,
+            )
+            if not held:
+                raise DoesNotFit(
+                    _ancestor_refusal(Run.objects.get(pk=ancestor), worst),
+                    worst=worst,
+                    running=True,
+                )
         mc.reserved_usd, mc.reserved_tokens = worst.usd, worst.tokens
         mc.save()
     return worst
@@ -264,19 +323,36 @@ def _refusal(run: Run, worst: WorstCase) -> str:
         return f"The run is {run.status}: no model call may leave until it runs again."
     if run.ceiling_usd is None or run.ceiling_tokens is None:
         return "The run has no spend ceiling, so it may not spend anything. A manager must set one."
-    tokens = run.total_input_tokens + run.output_tokens
-    if tokens + run.reserved_tokens + worst.tokens > run.ceiling_tokens:
+    tokens = run.total_input_tokens + run.output_tokens + run.children_tokens
+    if (
+        tokens + run.reserved_tokens + run.children_reserved_tokens + worst.tokens
+        > run.ceiling_tokens
+    ):
         return (
             f"The next model call could use up to {worst.tokens:,} tokens; the run has used {tokens:,} "
-            f"and calls in flight hold {run.reserved_tokens:,}, so it would pass its ceiling of "
+            f"and calls in flight hold {run.reserved_tokens + run.children_reserved_tokens:,}, so it would pass its ceiling of "
             f"{run.ceiling_tokens:,} tokens. A manager who did not start the run must raise the ceiling "
             "before it can go on."
         )
+    children = (
+        f" (its sub-agents ${run.children_cost_usd:.4f} of it)" if run.children_cost_usd else ""
+    )
     return (
-        f"The next model call could cost up to ${worst.usd:.4f}; the run has spent ${run.cost_usd:.4f} "
-        f"and calls in flight hold ${run.reserved_usd:.4f}, so it would pass its ceiling of "
+        f"The next model call could cost up to ${worst.usd:.4f}; the run has spent "
+        f"${run.tree_cost_usd:.4f}{children} and calls in flight hold "
+        f"${run.reserved_usd + run.children_reserved_usd:.4f}, so it would pass its ceiling of "
         f"${run.ceiling_usd:.2f} ({run.ceiling_basis}). The call was not sent. A manager who did not "
         "start the run must raise the ceiling before it can go on."
+    )
+
+
+def _ancestor_refusal(ancestor: Run, worst: WorstCase) -> str:
+    return (
+        f"The next model call could cost up to ${worst.usd:.4f} ({worst.tokens:,} tokens), which would pass "
+        f"the ceiling of parent run {ancestor.pk} (${ancestor.ceiling_usd or ZERO:.2f}, "
+        f"{ancestor.ceiling_tokens or 0:,} tokens; it and its sub-agents have spent ${ancestor.tree_cost_usd:.4f}). "
+        "A sub-agent never spends past its parent's ceiling: the call was not sent. A manager who did not "
+        "start the parent run must raise the parent's ceiling before this run can go on."
     )
 
 
@@ -284,6 +360,21 @@ def _give_back(run_id: Any, usd: Decimal, tokens: int) -> None:
     if usd or tokens:
         Run.objects.filter(pk=run_id).update(
             reserved_usd=F("reserved_usd") - usd, reserved_tokens=F("reserved_tokens") - tokens
+        )
+        _settle_ancestors(run_id, held_usd=usd, held_tokens=tokens)
+
+
+def _settle_ancestors(
+    run_id: Any, *, held_usd: Decimal, held_tokens: int, cost: Decimal = ZERO, tokens: int = 0
+) -> None:
+    """A sub-agent's call settled: its hold comes off every ancestor and its cost goes on."""
+    parent = Run.objects.filter(pk=run_id).values_list("parent_id", flat=True).first()
+    for ancestor in ancestors(parent):
+        Run.objects.filter(pk=ancestor).update(
+            children_reserved_usd=F("children_reserved_usd") - held_usd,
+            children_reserved_tokens=F("children_reserved_tokens") - held_tokens,
+            children_cost_usd=F("children_cost_usd") + cost,
+            children_tokens=F("children_tokens") + tokens,
         )
 
 
@@ -352,6 +443,20 @@ def charge(mc: ModelCall, usage_json: dict[str, Any], *, batch: bool = False) ->
             )
         )
     )
+    if run.parent_id is not None:
+        _settle_ancestors(
+            run.pk,
+            held_usd=held_usd,
+            held_tokens=held_tokens,
+            cost=cost,
+            tokens=(
+                usage.input_tokens
+                + usage.output_tokens
+                + usage.cache_write_5m
+                + usage.cache_write_1h
+                + usage.cache_read
+            ),
+        )
     return Charge(cost=cost, usage=usage, run=run)
 
 
@@ -433,23 +538,36 @@ def release_stale_reservations(now: dt.datetime | None = None) -> int:
 def spend_breach(run: Run) -> str | None:
     """Why the run must pause now that an answer was charged, or None. Run before any other
     check on the answer. Reservations keep a run under its ceiling, so this fires only when a
-    real answer cost more than its worst case was bounded at."""
-    if (
-        run.ceiling_tokens is not None
-        and run.total_input_tokens + run.output_tokens > run.ceiling_tokens
-    ):
+    real answer cost more than its worst case was bounded at. A sub-agent's answer is also
+    checked against every ancestor's ceiling (the tree's spend)."""
+    for ancestor in Run.objects.filter(pk__in=ancestors(run.parent_id)):
+        if (
+            ancestor.ceiling_usd is None
+            or ancestor.tree_cost_usd > ancestor.ceiling_usd
+            or (
+                ancestor.ceiling_tokens is not None
+                and ancestor.total_input_tokens + ancestor.output_tokens + ancestor.children_tokens
+                > ancestor.ceiling_tokens
+            )
+        ):
+            return (
+                f"Parent run {ancestor.pk} and its sub-agents have spent ${ancestor.tree_cost_usd:.4f}, over "
+                f"its ceiling of ${ancestor.ceiling_usd or ZERO:.2f}. A manager must decide whether it may go on."
+            )
+    used = run.total_input_tokens + run.output_tokens + run.children_tokens
+    if run.ceiling_tokens is not None and used > run.ceiling_tokens:
         return (
-            f"The run used {run.total_input_tokens + run.output_tokens:,} tokens, over its ceiling of "
+            f"The run used {used:,} tokens, over its ceiling of "
             f"{run.ceiling_tokens:,}. A manager must decide whether it may go on."
         )
-    if run.ceiling_usd is None or run.cost_usd > run.ceiling_usd:
+    if run.ceiling_usd is None or run.tree_cost_usd > run.ceiling_usd:
         ceiling = (
             f"${run.ceiling_usd:.2f} ({run.ceiling_basis})"
             if run.ceiling_usd is not None
             else "none"
         )
         return (
-            f"The run has cost ${run.cost_usd:.4f}, over its ceiling of {ceiling}. "
+            f"The run has cost ${run.tree_cost_usd:.4f}, over its ceiling of {ceiling}. "
             "A manager must decide whether it may go on."
         )
     return None
@@ -462,12 +580,24 @@ def blocked_until_raised(
     make (``needed_*``, from its ticket) must fit under the ceiling first."""
     if run.ceiling_usd is None or run.ceiling_tokens is None:
         return "The run has no spend ceiling. A manager must set one (raise the ceiling) before it can go on."
-    tokens = run.total_input_tokens + run.output_tokens + run.reserved_tokens
-    if run.cost_usd + run.reserved_usd + needed_usd > run.ceiling_usd or (
-        needed_usd == 0 and run.cost_usd >= run.ceiling_usd
+    for ancestor in Run.objects.filter(pk__in=ancestors(run.parent_id)):
+        blocked = blocked_until_raised(_as_top_level(ancestor), needed_usd, needed_tokens)
+        if blocked:
+            return f"Its parent run {ancestor.pk} (whose ceiling covers its sub-agents) has no room: {blocked}"
+    tokens = (
+        run.total_input_tokens
+        + run.output_tokens
+        + run.reserved_tokens
+        + run.children_tokens
+        + run.children_reserved_tokens
+    )
+    spent = run.tree_cost_usd + run.reserved_usd + run.children_reserved_usd
+    if spent + needed_usd > run.ceiling_usd or (
+        needed_usd == 0 and run.tree_cost_usd >= run.ceiling_usd
     ):
         return (
-            f"The run is still at its spend ceiling: ${run.cost_usd:.4f} spent and ${run.reserved_usd:.4f} held "
+            f"The run is still at its spend ceiling: ${run.tree_cost_usd:.4f} spent and "
+            f"${run.reserved_usd + run.children_reserved_usd:.4f} held "
             f"of ${run.ceiling_usd:.2f}, and its next call needs up to ${needed_usd:.4f}. A manager who did "
             "not start the run must raise the ceiling first; resuming never raises it. Nothing was changed."
         )
@@ -478,6 +608,11 @@ def blocked_until_raised(
             "ceiling first; resuming never raises it. Nothing was changed."
         )
     return None
+
+
+def _as_top_level(run: Run) -> Run:
+    run.parent_id = None  # its own ancestors are checked by the loop that found it
+    return run
 
 
 # --- raising the ceiling -------------------------------------------------------------------

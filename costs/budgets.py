@@ -38,7 +38,7 @@ ZERO = Decimal("0")
 START_LOCK_KEY = 0x5354_4152_5452_554E  # "STARTRUN"
 UNFINISHED = (
     Run.Status.REQUESTED, Run.Status.AWAITING_APPROVAL, Run.Status.APPROVED, Run.Status.QUEUED,
-    Run.Status.RUNNING, Run.Status.AWAITING_REVIEW,
+    Run.Status.RUNNING, Run.Status.AWAITING_REVIEW, Run.Status.AWAITING_SUBAGENT,
 )
 
 

@@ -41,7 +41,15 @@ from costs import accounting
 from ops import tracing
 from ops.logs import bind as log_bind
 from ops.logs import log_context
-from orchestration import audit, dispatch, hostile_output, lifecycle, model_calls, storable
+from orchestration import (
+    audit,
+    dispatch,
+    hostile_output,
+    lifecycle,
+    model_calls,
+    storable,
+    subagents,
+)
 from orchestration.fanout import coordinator
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall, WorkflowVersion
@@ -284,7 +292,7 @@ def _first_step(run: Run, workflow: Workflow, state: Conversation) -> StepResult
         )
         pending = [tu for tu in last.tool_uses if tu["id"] not in settled]
         if pending:
-            return _after_tools(run, settle_turn(run, workflow, last, pending))
+            return _after_tools(run, settle_turn(run, workflow, last, pending), state)
     elif last is not None and not run.pending_note and last.stop_reason in ("end_turn", "stop_sequence"):
         return _finalize(run, workflow, last)
 
@@ -315,7 +323,12 @@ def _timed_out(run: Run, workflow: Workflow) -> bool:
     return since is not None and timezone.now() - since > limit
 
 
-def _after_tools(run: Run, escalation: Escalation | None) -> StepResult:
+def _after_tools(run: Run, escalation: Escalation | subagents.Waiting | None, state: Conversation) -> StepResult:
+    if isinstance(escalation, subagents.Waiting):  # a sub-agent's run answers a tool_use
+        if subagents.park(run.pk):
+            return StepResult(None)  # its end queues this run again (orchestration.lifecycle)
+        state.loaded, state.known = False, None  # it ended already: settle its result afresh
+        return StepResult(0)
     if escalation is not None:
         _escalate(run, escalation)
         return StepResult(None)
@@ -476,7 +489,7 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall, state: Conversa
         return StepResult(None)
 
     if mc.stop_reason == "tool_use":
-        return _after_tools(run, settle_turn(run, workflow, mc, mc.tool_uses, state.known_for(run)))
+        return _after_tools(run, settle_turn(run, workflow, mc, mc.tool_uses, state.known_for(run)), state)
     if mc.stop_reason == "max_tokens":
         Run.objects.filter(pk=run.pk).update(pending_note=(
             f"[engine] Your answer was cut off at the {limits.max_output_tokens}-token limit. "

@@ -20,7 +20,7 @@ from django.utils import timezone
 from alerts import pauses
 from costs import accounting, budgets
 from costs.estimates import Estimate, PromptSize, estimate_run
-from orchestration import audit, lifecycle
+from orchestration import audit, lifecycle, subagents
 from orchestration.fanout.plan import decompose_turn
 from orchestration.llm import client_for
 from orchestration.models import Run, WorkflowVersion
@@ -120,6 +120,7 @@ def preview(workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, b
     workflow = registry.get(workflow_name)
     version = snapshot(workflow)
     estimate = estimate_run(workflow, value, measure_prompt(workflow, version, value), batch=batch)
+    estimate = subagents.with_subagents(workflow, estimate, measure_prompt)  # the whole tree
     threshold = accounting.approval_threshold(workflow)
     refused, warnings = pauses.start_refusal(user) or "", []
     try:
@@ -150,6 +151,7 @@ def start_run(
     version = snapshot(workflow)
     size = measure_prompt(workflow, version, value)  # an API call: outside the transaction
     estimate = estimate_run(workflow, value, size, batch=bool((options or {}).get("batch")))
+    estimate = subagents.with_subagents(workflow, estimate, measure_prompt)  # the whole tree
     threshold = accounting.approval_threshold(workflow)
     try:
         with transaction.atomic():

@@ -4,10 +4,17 @@ Views, tasks, the engine and the admin call ``transition``; nothing else assigns
 ``Run.status``. Each transition locks the row (select_for_update), checks the move is
 allowed, writes the audit event in the same transaction, and enqueues the next step only
 after commit, so two managers clicking "approve" at once enqueue the run once.
+
+Sub-agents (orchestration.subagents): a run that handed work to sub-agent runs parks in
+``awaiting_subagent``. The transition that ends its last unfinished child queues it again,
+in the child's own transaction (so no wake-up can be lost between them), and a cancelled
+parent cancels its unfinished children after it commits. Rows are always locked child
+first, then parent.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.db import transaction
@@ -24,8 +31,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED}),
     S.APPROVED: frozenset({S.QUEUED, S.CANCELLED}),
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
-    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.AWAITING_REVIEW, S.HALTED, S.CANCELLED}),
+    S.RUNNING: frozenset(
+        {S.SUCCEEDED, S.FAILED, S.AWAITING_REVIEW, S.AWAITING_SUBAGENT, S.HALTED, S.CANCELLED}
+    ),
     S.AWAITING_REVIEW: frozenset({S.QUEUED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    # Parked while its sub-agent runs work; queued again when the last of them ends.
+    S.AWAITING_SUBAGENT: frozenset({S.QUEUED, S.FAILED, S.CANCELLED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.HALTED: frozenset(),
@@ -88,7 +99,7 @@ def transition(
         if target in Run.FINAL:
             run.finished_at = now
             run.lease_expires_at = None
-        if target == S.AWAITING_REVIEW:
+        if target in (S.AWAITING_REVIEW, S.AWAITING_SUBAGENT):
             run.lease_expires_at = None
         run.save()
         audit.record(
@@ -103,4 +114,46 @@ def transition(
         transaction.on_commit(lambda: send_run_status_changed(run.pk, previous, target))
         if target == S.QUEUED:
             transaction.on_commit(lambda: dispatch.enqueue_step(run.pk))
+        if target in Run.FINAL and run.parent_id is not None:
+            _wake_parent(run)
+        if target == S.CANCELLED:
+            transaction.on_commit(lambda: _cancel_children(run.pk, actor))
     return run
+
+
+def unfinished_children(run_id: Any) -> Any:
+    """The run's sub-agent runs that have not ended."""
+    return Run.objects.filter(parent_id=run_id).exclude(status__in=Run.FINAL)
+
+
+def _wake_parent(child: Run) -> None:
+    """The child just ended (in this transaction): queue its parked parent if no other child
+    of it is still unfinished. The parent's lock is taken after the child's, and the check
+    reads the siblings under it, so of two children ending at once the second sees the first."""
+    parent = (
+        Run.objects.locked().filter(pk=child.parent_id).values_list("status", flat=True).first()
+    )
+    if (
+        parent != S.AWAITING_SUBAGENT
+        or unfinished_children(child.parent_id).exclude(pk=child.pk).exists()
+    ):
+        return
+    transition(
+        child.parent_id,
+        S.QUEUED,
+        actor="engine",
+        event_payload={
+            "sub_agent_run": str(child.pk),
+            "sub_agent_status": child.status,
+        },
+    )
+
+
+def _cancel_children(run_id: Any, actor: Any) -> None:
+    """A cancelled run's unfinished sub-agent runs are cancelled too (each in its own
+    transaction, after the parent's committed: locks stay child before parent)."""
+    for child_id in unfinished_children(run_id).values_list("pk", flat=True):
+        with contextlib.suppress(InvalidTransition):  # it ended meanwhile
+            transition(
+                child_id, S.CANCELLED, actor=actor, event_payload={"parent_cancelled": str(run_id)}
+            )

@@ -91,8 +91,12 @@ class Run(models.Model):
         awaiting_approval -> approved | rejected | cancelled
         approved -> queued | cancelled
         queued -> running | cancelled
-        running -> succeeded | failed | awaiting_review | halted | cancelled
+        running -> succeeded | failed | awaiting_review | awaiting_subagent | halted | cancelled
         awaiting_review -> queued (resume/retry/correct) | succeeded (sign-off) | failed | cancelled
+        awaiting_subagent -> queued (its sub-agent runs ended) | failed | cancelled
+
+    A sub-agent's run (orchestration.subagents) has ``parent`` set and ``parent_tool_use_id``:
+    the parent's handoff tool_use it answers (one child per tool_use).
     """
 
     class Status(models.TextChoices):
@@ -103,6 +107,8 @@ class Run(models.Model):
         QUEUED = "queued"
         RUNNING = "running"
         AWAITING_REVIEW = "awaiting_review", "awaiting review"
+        # Parked until the sub-agent runs it handed work to have ended (orchestration.subagents).
+        AWAITING_SUBAGENT = "awaiting_subagent", "awaiting sub-agent"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         HALTED = "halted"
@@ -119,6 +125,8 @@ class Run(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )
+    # The handoff tool_use of the parent this run answers ("" for a run that is no sub-agent).
+    parent_tool_use_id = models.CharField(max_length=100, blank=True, default="")
     input = models.JSONField()
     options = models.JSONField(
         default=dict, blank=True, help_text="Per-run engine options, e.g. simulator faults."
@@ -142,6 +150,12 @@ class Run(models.Model):
     # What the calls in flight may still cost at most (their reservations, settled on charge).
     reserved_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))
     reserved_tokens = models.PositiveBigIntegerField(default=0)
+    # What the run's sub-agent runs (children, grandchildren) spent and hold in flight: their
+    # calls count against this run's ceiling too (costs.accounting). cost_usd stays the run's own.
+    children_cost_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))
+    children_tokens = models.PositiveBigIntegerField(default=0)
+    children_reserved_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))
+    children_reserved_tokens = models.PositiveBigIntegerField(default=0)
     # A reviewer's note waiting to be given to the model in the next turn.
     pending_note = models.TextField(blank=True)
     # The step that holds the run until this time; see orchestration.engine.claim_step.
@@ -176,6 +190,13 @@ class Run(models.Model):
             ),
             # A settlement never gives back more than was reserved (costs.accounting.charge).
             models.CheckConstraint(condition=Q(reserved_usd__gte=0), name="run_reserved_usd_not_negative"),
+            models.CheckConstraint(condition=Q(children_reserved_usd__gte=0), name="run_children_reserved_not_negative"),
+            # One sub-agent run per handoff tool_use: a step repeated after a crash finds it.
+            models.UniqueConstraint(
+                fields=["parent", "parent_tool_use_id"],
+                condition=Q(parent__isnull=False),
+                name="run_one_child_per_tool_use",
+            ),
         ]
         indexes = [
             # The runs list's keyset pagination: ORDER BY (column, id), scanned either way.
@@ -224,6 +245,11 @@ class Run(models.Model):
     @property
     def total_input_tokens(self) -> int:
         return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+    @property
+    def tree_cost_usd(self) -> Decimal:
+        """The run's own cost plus what its sub-agent runs spent."""
+        return self.cost_usd + self.children_cost_usd
 
     @property
     def latency_ms(self) -> int | None:

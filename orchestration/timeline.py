@@ -25,6 +25,7 @@ _STORY_EVENTS = (
     "fanout.plan_rejected",
     "fanout.jobs_done",
     "fanout.halted",
+    "subagent.",  # handoffs to sub-agent runs, their results, refusals
 )
 # The run page shows the story's latest entries: a 500-step run has ~1,500 of them, and
 # rendering them all on every page view and every live poll took ~200 ms (bench/RESULTS.md,

@@ -31,6 +31,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,13 @@ TC = ToolCall.Status
 
 # A tool's own output is allowed one re-try when it fails validation, then it escalates.
 INVALID_OUTPUT_TRIES = 2
+
+# Tools the engine settles itself instead of running a handler, by the tool's class, once its
+# input passed the checks every tool gets (schema, guards, preconditions): orchestration.subagents
+# registers the handoff. A settler is called as settler(run, workflow, model_call, tool,
+# tool_use, ctx, new_attempt, finish) and returns what _settle returns, or a value the engine
+# knows (subagents.Waiting).
+ENGINE_SETTLED: dict[type, Callable[..., Any]] = {}
 
 
 @dataclass
@@ -246,6 +254,9 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
                               {"precondition": precondition, "reason": reason})
         return None
 
+    if (settler := ENGINE_SETTLED.get(type(tool))) is not None:
+        return settler(run, workflow, model_call, tool, tool_use, ctx, new_attempt, lambda tc, **f: _finish(known, tc, **f))
+
     timeout = min(tool.timeout_seconds, constraints.tool_timeout_seconds)
     invalid = 0
     last: ToolCall | None = None
@@ -319,7 +330,9 @@ def settle_turn(run: Run, workflow: Workflow, model_call: ModelCall, tool_uses: 
                                  tool_uses, contexts))
     if known is not None:  # accepted in parallel: their order is the database's (created_at)
         known.record = recorded_state(run)
-    return next((o for o in outcomes if o is not None), None)
+    # An escalation first: a use still waiting (a sub-agent's run) must not hide it.
+    return next((o for o in outcomes if isinstance(o, Escalation)), None) or next(
+        (o for o in outcomes if o is not None), None)
 
 
 def tool_result_blocks(run: Run, tool_uses: list[dict], known: Known | None = None) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from orchestration.run_search import (
     keyset_page,
     parse_filters,
 )
+from orchestration.subagents import family
 from orchestration.timeline import TIMELINE_WINDOW, timeline_window
 from orchestration.views.fanout import progress as fanout_progress
 from reviews.access import get_run_for_user
@@ -107,6 +108,7 @@ def _run_context(run: Run, request, *, live: bool = False) -> dict:
         "savings": run_savings(run),
         "approval": run.approvals.select_related("decided_by").order_by("-created_at").first(),
         "fanout": fanout_progress(run),
+        "family": family(run),
         "job_statuses": FanoutJob.Status.choices,
     }
 

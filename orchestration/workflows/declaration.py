@@ -138,6 +138,96 @@ class Tool:
         }
 
 
+@dataclass(frozen=True)
+class SubAgent:
+    """A domain agent a workflow may hand work to: another registered workflow (its own
+    prompt, tools, limits and models), run as a child run of the one that hands off.
+
+    ``name`` is what the model writes in the handoff (``{"agent": name, "input": {...}}``);
+    ``workflow`` the registered workflow that serves it; ``input`` must match that
+    workflow's input schema. See orchestration.subagents and docs/workflows.md."""
+
+    name: str
+    workflow: str
+    description: str
+    invoke_when: str = ""
+
+
+def _settled_by_the_engine(args: JSON, ctx: ToolContext) -> JSON:
+    raise RuntimeError(
+        "a handoff is settled by the engine (orchestration.subagents), never run as a handler"
+    )
+
+
+@dataclass(frozen=True)
+class Handoff(Tool):
+    """The engine's handoff tool: the model names one of ``agents`` and the input for it; the
+    engine starts that sub-agent as a child run, parks this run until the child ends, and
+    answers the tool_use with the child's result. Build it with ``handoff(...)``."""
+
+    agents: tuple[SubAgent, ...] = ()
+    # How many sub-agent runs one run may start in all (checked before each is started).
+    max_children: int = 3
+
+    def agent(self, name: Any) -> SubAgent | None:
+        return next((a for a in self.agents if a.name == name), None)
+
+
+HANDOFF_OUTPUT = {
+    "type": "object",
+    "properties": {
+        "agent": {"type": "string"},
+        "run": {"type": "string"},
+        "status": {"type": "string"},
+        "cost_usd": {"type": "string"},
+        "result": {"type": "object", "additionalProperties": True},
+    },
+    "required": ["agent", "run", "status", "result"],
+}
+
+
+def handoff(
+    *agents: SubAgent,
+    max_children: int = 3,
+    name: str = "handoff",
+    description: str = "Hand the request to exactly one domain sub-agent and wait for its answer.",
+    preconditions: tuple[Precondition, ...] = (),
+    guards: tuple[Guard, ...] = (),
+    version: str = "1",
+) -> Handoff:
+    """The handoff tool for a workflow's ``tools``: the sub-agents it may start (and no other).
+
+    Its guards and preconditions run on the handoff's input like any tool's (e.g. "only the
+    request's customer"); its ``agent`` is an enum of the declared names."""
+    listed = "; ".join(
+        f"{a.name}: {a.description}" + (f" (invoke when {a.invoke_when})" if a.invoke_when else "")
+        for a in agents
+    )
+    return Handoff(
+        name=name,
+        description=f"{description} Sub-agents: {listed}.",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "agent": {"enum": [a.name for a in agents]},
+                "input": {
+                    "type": "object",
+                    "description": "The sub-agent's input (its workflow's input schema).",
+                },
+            },
+            "required": ["agent", "input"],
+            "additionalProperties": False,
+        },
+        output_schema=HANDOFF_OUTPUT,
+        handler=_settled_by_the_engine,
+        version=version,
+        preconditions=preconditions,
+        guards=guards,
+        agents=tuple(agents),
+        max_children=max_children,
+    )
+
+
 def without_annotations(schema: Any) -> Any:
     """The schema without our ``x-from-tool`` keyword, recursively."""
     if isinstance(schema, dict):
@@ -331,6 +421,11 @@ class Workflow:
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)
+
+    @property
+    def handoffs(self) -> tuple[Handoff, ...]:
+        """The workflow's handoff tools (sub-agents it may start)."""
+        return tuple(t for t in self.tools if isinstance(t, Handoff))
 
     @property
     def orchestrator_model(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 
+from orchestration.workflows import delegation
 from orchestration.workflows.declaration import Workflow
 
 _REGISTRY: dict[str, Workflow] = {}
@@ -33,6 +34,7 @@ def register(workflow: Workflow) -> Workflow:
     names = [t.name for t in workflow.tools]
     if len(names) != len(set(names)):
         raise ValueError(f"Workflow {workflow.name!r} declares a tool name twice.")
+    delegation.check(workflow, _REGISTRY)  # sub-agents: what can be checked before the rest loads
     _REGISTRY[workflow.name] = workflow
     return workflow
 
@@ -51,6 +53,7 @@ def all_workflows() -> list[Workflow]:
 def autodiscover() -> None:
     for module in getattr(settings, "WORKFLOW_MODULES", DEFAULT_MODULES):
         import_module(module)
+    delegation.check_all(_REGISTRY)  # every sub-agent a workflow names now exists
 
 
 def policy_for(name: str | None) -> Any:

@@ -276,11 +276,14 @@ def router_attacks(account: str) -> dict[str, Callable[[Conversation], Turn]]:
         "other_customer": obey(
             [
                 (
-                    "lending_agent",
-                    lambda conv: {"customer_account": other, "question": conv.input["question"]},
+                    "handoff",
+                    lambda conv: {
+                        "agent": "lending",
+                        "input": {"customer_account": other, "question": conv.input["question"]},
+                    },
                 )
             ],
-            lambda conv: {"routed_to": "lending_agent", "answer": "done", "facts": {}},
+            lambda conv: {"routed_to": "lending", "answer": "done", "facts": {}},
         ),
     }
 

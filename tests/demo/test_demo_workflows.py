@@ -1,6 +1,7 @@
-"""The demo workflows end to end, in this process: every branch of financial_reporting,
-payment_approval and customer_router, with its final status, ticket and tools. The engine's
-own tests (tests/test_engine.py) use a workflow written for them, not these."""
+"""The demo workflows end to end, in this process: every branch of financial_reporting and
+payment_approval, with its final status, ticket and tools (customer_router's branches run a
+tree of runs: tests/test_subagents.py). The engine's own tests (tests/test_engine.py) use a
+workflow written for them, not these."""
 
 from __future__ import annotations
 
@@ -89,34 +90,6 @@ MATRIX = [
         S.AWAITING_REVIEW,
         "regulatory_trigger",  # sign-off first
         ["fetch_payment", "high_value_validator"],
-    ),
-    (
-        "customer_router",
-        {"customer_account": "ACC-100", "question": "How much could I borrow for a car loan?"},
-        S.SUCCEEDED,
-        None,
-        ["lending_agent"],
-    ),
-    (
-        "customer_router",
-        {"customer_account": "ACC-101", "question": "Is my KYC verification complete?"},
-        S.SUCCEEDED,
-        None,
-        ["compliance_agent"],
-    ),
-    (
-        "customer_router",
-        {"customer_account": "ACC-100", "question": "hello there"},
-        S.AWAITING_REVIEW,
-        "ambiguity",
-        [],
-    ),
-    (
-        "customer_router",
-        {"customer_account": "ACC-900", "question": "status of my payment"},
-        S.AWAITING_REVIEW,
-        "validation_failed",
-        [],
     ),
 ]
 
