@@ -79,7 +79,7 @@ def load_events(total: int) -> float:
             """
             INSERT INTO orchestration_auditevent
                 (seq, run_id, kind, actor_id, actor_label, payload, created_at, prev_hash, hash,
-                 run_seq, run_prev_hash, payload_digest, payload_purged_at, key_id, mac)
+                 run_seq, run_prev_hash, payload_digest, payload_purged_at, key_id, mac, chain_hash, format)
             SELECT %(base)s + i, r.id,
                    (%(kinds)s::text[])[1 + i %% %(nkinds)s],
                    (%(actor_ids)s::int[])[1 + i %% 4],
@@ -92,7 +92,8 @@ def load_events(total: int) -> float:
                    END || jsonb_build_object('note', CASE WHEN i %% 99991 = 7 THEN %(rare)s ELSE 'routine step ' || (i %% 997) END),
                    now() - ((%(total)s - i) * interval '2 seconds'),
                    md5(i::text || 'p') || md5(i::text || 'q'), md5(i::text) || md5(i::text || 'h'),
-                   1000000 + i / %(runs)s, '', md5(i::text || 'd') || md5(i::text || 'e'), NULL, '', ''
+                   1000000 + i / %(runs)s, '', md5(i::text || 'd') || md5(i::text || 'e'), NULL, '', '',
+                   md5(i::text || 'c') || md5(i::text || 'k'), 2
             FROM generate_series(1, %(count)s) AS i
             JOIN bench_runs r ON r.n = i %% %(runs)s
             """,
