@@ -19,6 +19,7 @@ from orchestration.workflows.declaration import Workflow
 
 # Extra cost allowed for tool retries, validation retries and a reviewer's resume.
 RETRY_ALLOWANCE = Decimal("0.50")
+MICRO = Decimal("0.000001")
 
 
 def min_cacheable_tokens(model: str) -> int:
@@ -171,7 +172,10 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
                 "usd": _usd(expected),
             }
         )
-    upper = expected * (1 + RETRY_ALLOWANCE)
+    # To the micro-dollar the run and the approval store, so the ceiling, the approval and the
+    # page all rest on the same number (per-model rates such as $0.20/MTok go past it).
+    expected = expected.quantize(MICRO, rounding=ROUND_HALF_UP)
+    upper = (expected * (1 + RETRY_ALLOWANCE)).quantize(MICRO, rounding=ROUND_HALF_UP)
     lines += [
         {
             "item": "Upper bound",

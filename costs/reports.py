@@ -53,7 +53,7 @@ def calls_since(since: dt.datetime):
 def _grouped(qs, field: str, *, roles: bool = False) -> list[dict[str, Any]]:
     """Calls, tokens, cache saving and cost per value of ``field``; with ``roles``, also the
     roles (ModelCall.role) those calls played, e.g. a model that classifies and formats."""
-    extra = {"roles": ArrayAgg("role", distinct=True, ordering="role")} if roles else {}
+    extra = {"roles": ArrayAgg("role", distinct=True, order_by="role")} if roles else {}
     rows = (
         qs.values(field)
         .annotate(calls=Count("pk"), cost=_sum("cost_usd"), cache_saving=_sum(cache_saving_sql()),
