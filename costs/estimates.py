@@ -58,18 +58,26 @@ class Estimate:
         }
 
 
+def _rate(value: Decimal) -> str:
+    """A price per million tokens as written on a price list: $2.50, $0.20, $0.125."""
+    cents = value.quantize(Decimal("0.01"))
+    return f"${cents if cents == value else value.normalize()}"
+
+
 def _usd(value: Decimal) -> str:
     return f"${value.quantize(Decimal('0.000001'), rounding=ROUND_HALF_UP)}"
 
 
 def turn_roles(workflow: Workflow, turns: int) -> list[str]:
-    """The role expected to play each of ``turns`` turns (the estimate's assumption): the first
-    turn's role, then the default role, and the last turn (the answer) played by the role of
+    """The role expected to play each of ``turns`` turns (the estimate's assumption): the
+    workflow's ``Expectation.roles`` when it declares them; otherwise the first turn's role, then the default role, and the last turn (the answer) played by the role of
     the last ``after`` rule when the workflow has one (it formats the answer after that tool).
     Recovery turns are what the retry allowance is for."""
     rule = workflow.turn_roles
     if rule is None:
         return ["orchestrator"] * turns
+    if workflow.expected().roles:  # the workflow says which role typically plays each turn
+        return list(workflow.expected().roles)
     roles = [rule.first] + [rule.default] * (turns - 1)
     if rule.after and turns > 1:
         roles[-1] = list(rule.after.values())[-1]
@@ -147,13 +155,13 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
         usd = (cost(write, price.cache_write_5m_per_mtok) + cost(read, price.cache_read_per_mtok)
                + cost(uncached, price.input_per_mtok) + cost(share.output, price.output_per_mtok))
         cache_calc = (
-            f"{write:,} cache write x ${price.cache_write_5m_per_mtok} + {read:,} cache read x ${price.cache_read_per_mtok} + "
+            f"{write:,} cache write x {_rate(price.cache_write_5m_per_mtok)} + {read:,} cache read x {_rate(price.cache_read_per_mtok)} + "
             if cacheable else
             f"(prefix {prefix:,} tokens is under {share.model}'s {min_cacheable_tokens(share.model):,}-token minimum: not cached) "
         )
         lines.append({
             "item": f"{share.model} ({', '.join(share.roles)}, {_turn_list(share.turns)})",
-            "calc": f"{cache_calc}{uncached:,} in x ${price.input_per_mtok} + {share.output:,} out x ${price.output_per_mtok} /MTok",
+            "calc": f"{cache_calc}{uncached:,} in x {_rate(price.input_per_mtok)} + {share.output:,} out x {_rate(price.output_per_mtok)} /MTok",
             "usd": _usd(usd),
         })
         discounted = usd * (1 - price.batch_discount) if batch else usd

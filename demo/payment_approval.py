@@ -307,7 +307,8 @@ WORKFLOW = register(Workflow(
     ),
     required_tools=("record_decision", "audit_log"),
     regulatory_trigger=_sign_off,
-    expectation=Expectation(turns=5, output_tokens_per_turn=100, tool_result_tokens=150, final_output_tokens=100),
+    expectation=Expectation(turns=5, output_tokens_per_turn=100, tool_result_tokens=150, final_output_tokens=100,
+                            roles=("classifier", "classifier", "orchestrator", "orchestrator", "formatter")),
     input_example={"payment_id": "PAY-1001"},
     policy=policy,
     # The seed's routing: Haiku loads the payment and classifies it (routine or high value: which

@@ -72,7 +72,34 @@ def test_turn_roles_are_validated_when_the_workflow_is_registered():
     )
     with pytest.raises(ValueError, match="models names the role 'planner'"):
         registry.register(bad_models)
-    for name in ("lineup_bad_role", "lineup_bad_tool", "lineup_no_model", "lineup_bad_models"):
+    short = dataclasses.replace(
+        LEDGER,
+        name="lineup_short_roles",
+        turn_roles=TurnRoles(first="classifier"),
+        expectation=dataclasses.replace(LEDGER.expectation, roles=("classifier", "orchestrator")),
+    )
+    with pytest.raises(ValueError, match="expectation.roles names 2 roles for 4 turns"):
+        registry.register(short)
+    never = dataclasses.replace(
+        LEDGER,
+        name="lineup_never_picked",
+        turn_roles=TurnRoles(first="classifier"),
+        expectation=dataclasses.replace(
+            LEDGER.expectation, roles=("classifier", "formatter", "formatter", "formatter")
+        ),
+    )
+    with pytest.raises(
+        ValueError, match="expectation.roles names formatter, which turn_roles never picks"
+    ):
+        registry.register(never)
+    for name in (
+        "lineup_bad_role",
+        "lineup_bad_tool",
+        "lineup_no_model",
+        "lineup_bad_models",
+        "lineup_short_roles",
+        "lineup_never_picked",
+    ):
         with pytest.raises(registry.UnknownWorkflow):
             registry.get(name)
 
@@ -207,6 +234,30 @@ def test_the_estimate_prices_each_turn_with_its_roles_model(db):
     ) / 1_000_000
     assert estimate.expected_usd == (haiku_usd + sonnet_usd).quantize(Decimal("0.000001"))
     assert "claude-sonnet-5 (formatter, turns 2-4)" in [line["item"] for line in estimate.lines]
+
+
+def test_the_estimate_follows_the_roles_a_workflow_expects_per_turn(db):
+    # payment_approval declares its typical path: two Haiku turns, two Opus, one Sonnet.
+    workflow = registry.get("payment_approval")
+    estimate = estimate_run(workflow, workflow.input_example, PromptSize(prompt=1400, prefix=1300))
+    assert [(r["model"], r["roles"], r["turns"]) for r in estimate.by_model] == [
+        ("claude-haiku-4-5", "classifier", 2),
+        ("claude-opus-5", "orchestrator", 2),
+        ("claude-sonnet-5", "formatter", 1),
+    ]
+    items = [line["item"] for line in estimate.lines]
+    assert (
+        "claude-haiku-4-5 (classifier, turns 1, 2)" in items
+        and "claude-sonnet-5 (formatter, turn 5)" in items
+    )
+    # Sonnet's 1,024-token minimum: its prefix is written to the cache; Haiku's 4,096 is not met.
+    sonnet = next(line for line in estimate.lines if line["item"].startswith("claude-sonnet-5"))
+    assert sonnet["calc"].startswith("1,300 cache write x $2.50 + 0 cache read x $0.20")
+    assert (
+        "under claude-haiku-4-5's 4,096-token minimum"
+        in next(line for line in estimate.lines if line["item"].startswith("claude-haiku"))["calc"]
+    )
+    assert sum(Decimal(r["usd"].lstrip("$")) for r in estimate.by_model) == estimate.expected_usd
 
 
 def test_run_page_and_costs_page_show_a_line_per_model(client, operator, manager, drive):

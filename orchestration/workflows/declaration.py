@@ -269,6 +269,10 @@ class Expectation:
     output_tokens_per_turn: int = 300
     tool_result_tokens: int = 400
     final_output_tokens: int = 400
+    # The role that typically plays each turn (with turn_roles), e.g. ("classifier",
+    # "classifier", "orchestrator", "orchestrator", "formatter"): the estimate prices each turn
+    # with that role's model. Empty: inferred from turn_roles (costs.estimates.turn_roles).
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
