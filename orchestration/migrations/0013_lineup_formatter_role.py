@@ -12,8 +12,16 @@ class Migration(migrations.Migration):
             model_name="modelcall",
             name="role",
             field=models.CharField(
-                choices=[("orchestrator", "Orchestrator"), ("specialist", "Specialist"), ("validator", "Validator"),
-                         ("reviewer", "Reviewer"), ("classifier", "Classifier"), ("formatter", "Formatter")],
-                default="orchestrator", max_length=20),
+                choices=[
+                    ("orchestrator", "Orchestrator"),
+                    ("specialist", "Specialist"),
+                    ("validator", "Validator"),
+                    ("reviewer", "Reviewer"),
+                    ("classifier", "Classifier"),
+                    ("formatter", "Formatter"),
+                ],
+                default="orchestrator",
+                max_length=20,
+            ),
         ),
     ]

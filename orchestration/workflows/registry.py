@@ -55,11 +55,17 @@ def model_problems(workflow: Workflow) -> list[str]:
     expected = workflow.expectation
     if expected is not None and expected.roles:
         if len(expected.roles) != expected.turns:
-            problems.append(f"expectation.roles names {len(expected.roles)} roles for {expected.turns} turns")
+            problems.append(
+                f"expectation.roles names {len(expected.roles)} roles for {expected.turns} turns"
+            )
         if workflow.turn_roles is None:
-            problems.append("expectation.roles needs turn_roles (without it every turn is the orchestrator's)")
+            problems.append(
+                "expectation.roles needs turn_roles (without it every turn is the orchestrator's)"
+            )
         elif unknown := sorted(set(expected.roles) - set(workflow.turn_roles.roles())):
-            problems.append(f"expectation.roles names {', '.join(unknown)}, which turn_roles never picks")
+            problems.append(
+                f"expectation.roles names {', '.join(unknown)}, which turn_roles never picks"
+            )
     if not problems:
         for role in workflow.turn_roles.roles() if workflow.turn_roles else ():
             try:

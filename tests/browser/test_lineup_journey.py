@@ -27,7 +27,11 @@ def test_operator_sees_a_line_per_model_from_estimate_to_costs(live_server, page
     page.click("#estimate-button")
     page.wait_for_selector("table.by-model")
     by_model = page.inner_text("table.by-model")
-    assert "claude-haiku-4-5" in by_model and "claude-opus-5" in by_model and "claude-sonnet-5" in by_model
+    assert (
+        "claude-haiku-4-5" in by_model
+        and "claude-opus-5" in by_model
+        and "claude-sonnet-5" in by_model
+    )
     shot(page, "lineup-start-estimate")
     page.click("button:has-text('Start run')")
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
@@ -47,7 +51,9 @@ def test_operator_sees_a_line_per_model_from_estimate_to_costs(live_server, page
     shot(page, "lineup-unpriced-refused")
 
     today = timezone.now().astimezone(dt.UTC).date()
-    ModelLifecycle.objects.filter(model="claude-opus-4-5").update(deprecated_on=today - dt.timedelta(days=1))
+    ModelLifecycle.objects.filter(model="claude-opus-4-5").update(
+        deprecated_on=today - dt.timedelta(days=1)
+    )
     page.goto(f"{live_server.url}/runs/new/lineup_deprecated/")
     assert "is deprecated since" in page.inner_text(".lineup-warning")
     assert page.is_enabled("button:has-text('Start run')")
@@ -56,5 +62,7 @@ def test_operator_sees_a_line_per_model_from_estimate_to_costs(live_server, page
     sign_in(page, live_server.url, "manager")
     page.goto(f"{live_server.url}/costs/")
     costs = page.inner_text("body")
-    assert re.search(r"claude-haiku-4-5\s+classifier", costs) and re.search(r"claude-sonnet-5\s+formatter", costs)
+    assert re.search(r"claude-haiku-4-5\s+classifier", costs) and re.search(
+        r"claude-sonnet-5\s+formatter", costs
+    )
     shot(page, "lineup-costs-by-model")
