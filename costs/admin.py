@@ -14,7 +14,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from costs import changes
-from costs.models import Budget, ModelPrice
+from costs.models import Budget, ModelLifecycle, ModelPrice
 
 
 class _FutureRowForm(forms.ModelForm):
@@ -101,3 +101,36 @@ class BudgetAdmin(_CostRowAdmin):
         "status",
     )
     list_filter = ("scope", "period", "hard")
+
+
+@admin.register(ModelLifecycle)
+class ModelLifecycleAdmin(admin.ModelAdmin):
+    """Deprecation and end-of-life dates: data, edited as Anthropic announces them. Only who
+    may change prices may change them (a date decides whether runs may start); every save and
+    delete is an audit event (costs.changes)."""
+
+    list_display = ("model", "deprecated_on", "end_of_life", "replacement", "source", "updated_at")
+    search_fields = ("model",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return changes.may_change(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return changes.may_change(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return changes.may_change(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_staff)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # one at a time, each audited
+        return actions
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        changes.save_lifecycle(obj, request.user)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        changes.delete_lifecycle(obj, request.user)

@@ -25,7 +25,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from costs.models import PRICE_FIELDS, Budget, ModelPrice
+from costs.models import PRICE_FIELDS, Budget, ModelLifecycle, ModelPrice
 from orchestration import audit
 
 
@@ -157,3 +157,40 @@ def withdraw(row: ModelPrice | Budget, actor: Any) -> None:
         audit.record(
             "price.withdrawn" if is_price else "budget.withdrawn", actor=actor, payload=payload
         )
+
+
+def _lifecycle_payload(row: ModelLifecycle) -> dict[str, Any]:
+    return {
+        "model": row.model,
+        "deprecated_on": row.deprecated_on.isoformat() if row.deprecated_on else None,
+        "end_of_life": row.end_of_life.isoformat() if row.end_of_life else None,
+        "replacement": row.replacement,
+        "source": row.source,
+    }
+
+
+def save_lifecycle(row: ModelLifecycle, actor: Any) -> ModelLifecycle:
+    """Add or change a model's deprecation and end-of-life dates; audited with what it was."""
+    _refuse_unless_allowed(actor)
+    row.full_clean()
+    with transaction.atomic():
+        before = None
+        if row.pk is not None:
+            stored = ModelLifecycle.objects.select_for_update().filter(pk=row.pk).first()
+            before = _lifecycle_payload(stored) if stored is not None else None
+        row.save()
+        audit.record(
+            "model_lifecycle.changed",
+            actor=actor,
+            payload={**_lifecycle_payload(row), "was": before},
+        )
+    return row
+
+
+def delete_lifecycle(row: ModelLifecycle, actor: Any) -> None:
+    """Remove a model's dates (it is then active again); audited."""
+    _refuse_unless_allowed(actor)
+    with transaction.atomic():
+        payload = _lifecycle_payload(row)
+        row.delete()
+        audit.record("model_lifecycle.deleted", actor=actor, payload=payload)

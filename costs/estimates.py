@@ -19,6 +19,7 @@ from orchestration.workflows.declaration import Workflow
 
 # Extra cost allowed for tool retries, validation retries and a reviewer's resume.
 RETRY_ALLOWANCE = Decimal("0.50")
+MICRO = Decimal("0.000001")
 
 
 def min_cacheable_tokens(model: str) -> int:
@@ -44,6 +45,8 @@ class Estimate:
     expected_usd: Decimal
     upper_usd: Decimal
     lines: list[dict[str, str]] = field(default_factory=list)
+    # One row per model: the roles it plays, its calls (turns or jobs) and its expected cost.
+    by_model: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -51,33 +54,77 @@ class Estimate:
             "expected_usd": str(self.expected_usd),
             "upper_usd": str(self.upper_usd),
             "lines": self.lines,
+            "by_model": self.by_model,
         }
+
+
+def _rate(value: Decimal) -> str:
+    """A price per million tokens as written on a price list: $2.50, $0.20, $0.125."""
+    cents = value.quantize(Decimal("0.01"))
+    return f"${cents if cents == value else value.normalize()}"
 
 
 def _usd(value: Decimal) -> str:
     return f"${value.quantize(Decimal('0.000001'), rounding=ROUND_HALF_UP)}"
 
 
+def turn_roles(workflow: Workflow, turns: int) -> list[str]:
+    """The role expected to play each of ``turns`` turns (the estimate's assumption): the
+    workflow's ``Expectation.roles`` when it declares them; otherwise the first turn's role, then the default role, and the last turn (the answer) played by the role of
+    the last ``after`` rule when the workflow has one (it formats the answer after that tool).
+    Recovery turns are what the retry allowance is for."""
+    rule = workflow.turn_roles
+    if rule is None:
+        return ["orchestrator"] * turns
+    if workflow.expected().roles:  # the workflow says which role typically plays each turn
+        return list(workflow.expected().roles)
+    roles = [rule.first] + [rule.default] * (turns - 1)
+    if rule.after and turns > 1:
+        roles[-1] = list(rule.after.values())[-1]
+    return roles
+
+
+@dataclass
+class _ModelShare:
+    """What one model does in the expected run: its turns, tokens and cost."""
+
+    model: str
+    roles: list[str] = field(default_factory=list)
+    turns: list[int] = field(default_factory=list)
+    input: int = 0
+    output: int = 0
+
+
+def _turn_list(turns: list[int]) -> str:
+    numbers = [t + 1 for t in turns]
+    if len(numbers) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"turns {numbers[0]}-{numbers[-1]}"
+    return ("turn " if len(numbers) == 1 else "turns ") + ", ".join(map(str, numbers))
+
+
 def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize, *,
                  batch: bool = False) -> Estimate:
     if workflow.fanout is not None:
         return estimate_fanout(workflow, run_input, size)
-    model = workflow.orchestrator_model
     prompt, prefix = size.prompt, size.prefix
     exp = workflow.expected()
-    price = price_for(model)
     turns = exp.turns
     growth = exp.output_tokens_per_turn + exp.tool_result_tokens
     total_input = turns * prompt + growth * turns * (turns - 1) // 2
-    output = (turns - 1) * exp.output_tokens_per_turn + exp.final_output_tokens
-    cacheable = prefix >= min_cacheable_tokens(model)
-    cache_write = prefix if cacheable else 0
-    cache_read = prefix * (turns - 1) if cacheable else 0
-    uncached = total_input - cache_write - cache_read
+    # Each expected turn, priced with the model of the role that plays it (model_routing).
+    shares: dict[str, _ModelShare] = {}
+    for turn, role in enumerate(turn_roles(workflow, turns)):
+        share = shares.setdefault(workflow.model_for(role), _ModelShare(workflow.model_for(role)))
+        if role not in share.roles:
+            share.roles.append(role)
+        share.turns.append(turn)
+        share.input += prompt + growth * turn
+        share.output += exp.final_output_tokens if turn == turns - 1 else exp.output_tokens_per_turn
 
     def cost(tokens: int, per_mtok: Decimal) -> Decimal:
         return tokens * per_mtok / MILLION
 
+    roles_calc = "; ".join(f"{', '.join(s.roles)} on {s.model} ({_turn_list(s.turns)})" for s in shares.values())
     lines = [
         {
             "item": "Prompt (system + tools + this input)",
@@ -86,7 +133,7 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
         },
         {
             "item": "Expected turns",
-            "calc": f"{turns} turns; each adds ~{exp.output_tokens_per_turn} output + ~{exp.tool_result_tokens} tool-result tokens",
+            "calc": f"{turns} turns; each adds ~{exp.output_tokens_per_turn} output + ~{exp.tool_result_tokens} tool-result tokens; {roles_calc}",
             "usd": "",
         },
         {
@@ -95,57 +142,48 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
             "usd": "",
         },
     ]
-    if cacheable:
-        lines += [
-            {
-                "item": "Cache write (system + tools, turn 1)",
-                "calc": f"{cache_write:,} x ${price.cache_write_5m_per_mtok}/MTok",
-                "usd": _usd(cost(cache_write, price.cache_write_5m_per_mtok)),
-            },
-            {
-                "item": "Cache reads (turns 2..)",
-                "calc": f"{cache_read:,} x ${price.cache_read_per_mtok}/MTok",
-                "usd": _usd(cost(cache_read, price.cache_read_per_mtok)),
-            },
-        ]
-    else:
-        lines.append(
-            {
-                "item": "Cache",
-                "calc": f"prefix {prefix:,} tokens is under {model}'s {min_cacheable_tokens(model):,}-token minimum: not cached",
-                "usd": "",
-            }
+    expected = list_price = Decimal(0)
+    by_model = []
+    for share in shares.values():
+        price = price_for(share.model)
+        # The system + tools prefix is cached per model: its first turn writes it, its later
+        # turns read it, when the prefix is long enough for that model.
+        cacheable = prefix >= min_cacheable_tokens(share.model)
+        write = prefix if cacheable else 0
+        read = prefix * (len(share.turns) - 1) if cacheable else 0
+        uncached = share.input - write - read
+        usd = (cost(write, price.cache_write_5m_per_mtok) + cost(read, price.cache_read_per_mtok)
+               + cost(uncached, price.input_per_mtok) + cost(share.output, price.output_per_mtok))
+        cache_calc = (
+            f"{write:,} cache write x {_rate(price.cache_write_5m_per_mtok)} + {read:,} cache read x {_rate(price.cache_read_per_mtok)} + "
+            if cacheable else
+            f"(prefix {prefix:,} tokens is under {share.model}'s {min_cacheable_tokens(share.model):,}-token minimum: not cached) "
         )
-    lines += [
-        {
-            "item": "Uncached input",
-            "calc": f"{uncached:,} x ${price.input_per_mtok}/MTok",
-            "usd": _usd(cost(uncached, price.input_per_mtok)),
-        },
-        {
-            "item": "Output",
-            "calc": f"{turns - 1} x {exp.output_tokens_per_turn} + {exp.final_output_tokens} = {output:,} x ${price.output_per_mtok}/MTok",
-            "usd": _usd(cost(output, price.output_per_mtok)),
-        },
-    ]
-    expected = (
-        cost(cache_write, price.cache_write_5m_per_mtok)
-        + cost(cache_read, price.cache_read_per_mtok)
-        + cost(uncached, price.input_per_mtok)
-        + cost(output, price.output_per_mtok)
-    )
-    lines.append({"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(expected)})
+        lines.append({
+            "item": f"{share.model} ({', '.join(share.roles)}, {_turn_list(share.turns)})",
+            "calc": f"{cache_calc}{uncached:,} in x {_rate(price.input_per_mtok)} + {share.output:,} out x {_rate(price.output_per_mtok)} /MTok",
+            "usd": _usd(usd),
+        })
+        discounted = usd * (1 - price.batch_discount) if batch else usd
+        list_price += usd
+        expected += discounted
+        by_model.append({"model": share.model, "roles": ", ".join(share.roles), "turns": len(share.turns),
+                         "usd": _usd(discounted)})
+    lines.append({"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(list_price)})
     if batch:
-        discounted = expected * (1 - price.batch_discount)
+        discounts = sorted({price_for(m).batch_discount for m in shares})
+        rate = f"{discounts[0]:.0%}" if len(discounts) == 1 else "each model's"
         lines.append(
             {
                 "item": "Batch mode",
-                "calc": f"{_usd(expected)} x (1 - {price.batch_discount:.0%} Message Batches discount)",
-                "usd": _usd(discounted),
+                "calc": f"{_usd(list_price)} x (1 - {rate} Message Batches discount)",
+                "usd": _usd(expected),
             }
         )
-        expected = discounted
-    upper = expected * (1 + RETRY_ALLOWANCE)
+    # To the micro-dollar the run and the approval store, so the ceiling, the approval and the
+    # page all rest on the same number (per-model rates such as $0.20/MTok go past it).
+    expected = expected.quantize(MICRO, rounding=ROUND_HALF_UP)
+    upper = (expected * (1 + RETRY_ALLOWANCE)).quantize(MICRO, rounding=ROUND_HALF_UP)
     lines += [
         {
             "item": "Upper bound",
@@ -153,7 +191,8 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
             "usd": _usd(upper),
         },
     ]
-    return Estimate(model=model, expected_usd=expected, upper_usd=upper, lines=lines)
+    return Estimate(model=workflow.orchestrator_model, expected_usd=expected, upper_usd=upper, lines=lines,
+                    by_model=by_model)
 
 
 def estimate_fanout(workflow: Workflow, run_input: dict[str, Any], size: PromptSize) -> Estimate:
@@ -171,6 +210,7 @@ def estimate_fanout(workflow: Workflow, run_input: dict[str, Any], size: PromptS
     orchestrator = workflow.orchestrator_model
     specialist = workflow.models.get("specialist") or orchestrator
     validator = workflow.models.get("validator") or orchestrator
+    # (the jobs' models: orchestration.fanout.jobs picks the same ones)
     n = spec.expected_jobs(run_input) if spec.expected_jobs else spec.max_jobs
     prompt = size.prompt
     po, ps, pv = price_for(orchestrator), price_for(specialist), price_for(validator)
@@ -229,4 +269,14 @@ def estimate_fanout(workflow: Workflow, run_input: dict[str, Any], size: PromptS
         },
         {"item": "Upper bound", "calc": "expected + retry allowance", "usd": _usd(upper)},
     ]
-    return Estimate(model=orchestrator, expected_usd=expected, upper_usd=upper, lines=lines)
+    shares: dict[str, dict[str, Any]] = {}
+    for model, role, calls, usd in ((orchestrator, "orchestrator", 2, decompose + aggregate),
+                                    (specialist, "specialist", n, specialists),
+                                    (validator, "validator", n, validators)):
+        row = shares.setdefault(model, {"model": model, "roles": [], "calls": 0, "usd": Decimal(0)})
+        row["roles"].append(role)
+        row["calls"] += calls
+        row["usd"] += usd
+    by_model = [{"model": r["model"], "roles": ", ".join(r["roles"]), "turns": r["calls"], "usd": _usd(r["usd"])}
+                for r in shares.values()]
+    return Estimate(model=orchestrator, expected_usd=expected, upper_usd=upper, lines=lines, by_model=by_model)

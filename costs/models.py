@@ -234,3 +234,44 @@ class RequesterDailySpend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.requested_by_id} on {self.day}: {self.runs} runs, ${self.cost_usd}"
+
+
+class ModelLifecycle(models.Model):
+    """When a model is deprecated and when it reaches its end of life (the API retires it).
+
+    Data, edited in the admin as Anthropic announces dates (costs.admin, audited): a run whose
+    models include one past ``end_of_life`` is refused at start; one deprecated shows a warning
+    on the start page (costs.lineup). A model with no row is active. Unlike prices, these
+    dates are not history: an announced date may move, and only the current one matters.
+    """
+
+    model = models.CharField(max_length=100, unique=True)
+    deprecated_on = models.DateField(
+        null=True,
+        blank=True,
+        help_text="From this day the start page warns that the model is deprecated.",
+    )
+    end_of_life = models.DateField(
+        null=True,
+        blank=True,
+        help_text="From this day no run that uses the model may start (the API retires it).",
+    )
+    replacement = models.CharField(max_length=100, blank=True, help_text="The model to move to.")
+    source = models.CharField(max_length=300, blank=True, help_text="Where the dates come from.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+        verbose_name = "model lifecycle"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(deprecated_on__isnull=True)
+                | Q(end_of_life__isnull=True)
+                | Q(deprecated_on__lte=models.F("end_of_life")),
+                name="modellifecycle_deprecated_before_end",
+                violation_error_message="A model is deprecated on or before its end of life.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.model

@@ -9,6 +9,7 @@ time of the call, so a price change never rewrites old runs.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,7 @@ from django.db.models import Case, DecimalField, ExpressionWrapper, F, Value, Wh
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
-from costs.models import ModelPrice
+from costs.models import ModelLifecycle, ModelPrice
 
 MILLION = Decimal(1_000_000)
 
@@ -34,6 +35,44 @@ PRICE_TABLE: dict[str, tuple[str, str, str, str, str]] = {
     "claude-haiku-4-5": ("1.00", "1.25", "2.00", "0.10", "5.00"),
 }
 PRICES_EFFECTIVE_FROM = dt.datetime(2025, 11, 24, tzinfo=dt.UTC)
+
+# The December 2026 lineup (migration 0005 adds the same rows; the table above is untouched):
+# the models the anthropic SDK 2.12 names that have all five rates on an official Anthropic
+# page (platform.claude.com: the pricing page and each model's overview), checked 2026-12-04.
+# Not priced, so refused at start until a superuser adds a price (docs/operations.md):
+# claude-haiku-5-5 (two price bands by prompt length, which this formula cannot express),
+# claude-fable-5-2 and claude-mythos-5-2 (official input/output $8/$40, cache rates not
+# found on an official page), claude-mythos-preview (no price found).
+LINEUP_2026_12: dict[str, tuple[str, str, str, str, str]] = {
+    "claude-fable-5-1": ("10.00", "12.50", "20.00", "0.25", "50.00"),
+    "claude-mythos-5-1": ("10.00", "12.50", "20.00", "0.25", "50.00"),
+    "claude-fable-5": ("10.00", "12.50", "20.00", "1.00", "50.00"),
+    "claude-mythos-5": ("10.00", "12.50", "20.00", "1.00", "50.00"),
+    "claude-opus-5-5": ("4.00", "5.00", "8.00", "0.20", "20.00"),
+    "claude-opus-5": ("5.00", "6.25", "10.00", "0.50", "25.00"),
+    "claude-opus-4-8": ("5.00", "6.25", "10.00", "0.50", "25.00"),
+    "claude-sonnet-5-5": ("2.00", "2.50", "4.00", "0.20", "10.00"),
+    "claude-sonnet-5": ("2.00", "2.50", "4.00", "0.20", "10.00"),
+}
+LINEUP_EFFECTIVE_FROM = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+
+# Deprecation and end-of-life dates known on 2026-12-04 (costs.models.ModelLifecycle; the
+# admin edits them): model -> (deprecated_on, end_of_life, replacement, source).
+LIFECYCLE: dict[str, tuple[dt.date | None, dt.date | None, str, str]] = {
+    "claude-sonnet-4-5": (
+        None,
+        dt.date(2026, 11, 30),
+        "claude-sonnet-5",
+        "Reached end of life on 2026-11-30 (issue 14).",
+    ),
+    "claude-opus-4-5": (
+        dt.date(2026, 11, 23),
+        dt.date(2027, 1, 22),
+        "claude-opus-5-5",
+        "Deprecated 2026-11-23, tentative retirement 2027-01-22, as reported from "
+        "Anthropic's model deprecations page; check that page.",
+    ),
+}
 
 
 class UnknownModelPrice(LookupError):
@@ -138,12 +177,15 @@ def batch_saving_sql() -> ExpressionWrapper:
     )
 
 
-def _canonical_model(model: str) -> str:
-    """Map dated snapshots (claude-sonnet-4-5-20250929) to the priced model name."""
-    for name in PRICE_TABLE:
-        if model == name or model.startswith(name + "-"):
-            return name
-    return model
+_DATED = re.compile(r"(?P<model>.+)-\d{8}")
+
+
+def canonical_model(model: str) -> str:
+    """The priced model name of a dated snapshot (claude-sonnet-4-5-20250929 ->
+    claude-sonnet-4-5); any other name as it is. Only a date suffix is stripped, so
+    claude-sonnet-5-5 never falls back to claude-sonnet-5's price."""
+    dated = _DATED.fullmatch(model)
+    return dated.group("model") if dated else model
 
 
 # Per-process cache of each model's price rows (costs.models.ModelPrice is append-only).
@@ -179,7 +221,7 @@ def _rows_for(model: str, at: dt.datetime) -> list[ModelPrice] | None:
 
 def price_for(model: str, at: dt.datetime | None = None) -> ModelPrice:
     at = at or timezone.now()
-    canonical = _canonical_model(model)
+    canonical = canonical_model(model)
     rows = _rows_for(canonical, at)
     if rows is not None:
         price = next((r for r in rows if r.effective_from <= at), None)
@@ -190,22 +232,45 @@ def price_for(model: str, at: dt.datetime | None = None) -> ModelPrice:
             .first()
         )
     if price is None:
-        raise UnknownModelPrice(
-            f"No price for model {model!r} in force at {at:%Y-%m-%d %H:%M}. Add one in the admin "
-            "(Costs > Model prices)."
-        )
+        raise UnknownModelPrice(missing_price_message(canonical, at))
     return price
 
 
+def missing_price_message(model: str, at: dt.datetime) -> str:
+    """What to do about a model with no price: the one wording every refusal uses."""
+    return (
+        f"No price for model {model!r} in force at {at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC. Add one in the admin, as a "
+        f"superuser (Costs > Model prices > Add: model {model!r} and its five rates per million tokens from "
+        "Anthropic's pricing page), or with `manage.py add_model_price "
+        f"{model} --input X --cache-write-5m X --cache-write-1h X --cache-read X --output X --by USERNAME`."
+    )
+
+
 def seed_prices() -> int:
-    """Insert the DESIGN.md price table if absent; returns how many rows were created."""
+    """Insert the price tables (DESIGN.md's, then the December 2026 lineup) and the known
+    lifecycle dates if absent; returns how many price rows were created."""
     created = 0
+    tables = ((PRICE_TABLE, PRICES_EFFECTIVE_FROM), (LINEUP_2026_12, LINEUP_EFFECTIVE_FROM))
     with transaction.atomic():
-        for model, values in PRICE_TABLE.items():
+        for model, deprecated_on, end_of_life, replacement, source in (
+            (m, *v) for m, v in LIFECYCLE.items()
+        ):
+            ModelLifecycle.objects.get_or_create(
+                model=model,
+                defaults={
+                    "deprecated_on": deprecated_on,
+                    "end_of_life": end_of_life,
+                    "replacement": replacement,
+                    "source": source,
+                },
+            )
+        for model, values, effective_from in (
+            (m, v, f) for table, f in tables for m, v in table.items()
+        ):
             inp, w5, w1h, read, out = (Decimal(v) for v in values)
             _, was_created = ModelPrice.objects.get_or_create(
                 model=model,
-                effective_from=PRICES_EFFECTIVE_FROM,
+                effective_from=effective_from,
                 defaults={
                     "input_per_mtok": inp,
                     "cache_write_5m_per_mtok": w5,

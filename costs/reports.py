@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.postgres.aggregates import ArrayAgg
 from django.db.models import Count, DecimalField, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -49,16 +50,19 @@ def calls_since(since: dt.datetime):
     return ModelCall.objects.filter(created_at__gte=since, status=ModelCall.Status.OK)
 
 
-def _grouped(qs, field: str) -> list[dict[str, Any]]:
+def _grouped(qs, field: str, *, roles: bool = False) -> list[dict[str, Any]]:
+    """Calls, tokens, cache saving and cost per value of ``field``; with ``roles``, also the
+    roles (ModelCall.role) those calls played, e.g. a model that classifies and formats."""
+    extra = {"roles": ArrayAgg("role", distinct=True, order_by="role")} if roles else {}
     rows = (
         qs.values(field)
         .annotate(calls=Count("pk"), cost=_sum("cost_usd"), cache_saving=_sum(cache_saving_sql()),
                   tokens=Sum("input_tokens") + Sum("output_tokens") + Sum("cache_read_tokens")
-                  + Sum("cache_write_5m_tokens") + Sum("cache_write_1h_tokens"))
+                  + Sum("cache_write_5m_tokens") + Sum("cache_write_1h_tokens"), **extra)
         .order_by("-cost")
     )
     return [{"name": r[field] or "-", "calls": r["calls"], "cost": r["cost"], "cache_saving": r["cache_saving"],
-             "tokens": r["tokens"] or 0} for r in rows]
+             "tokens": r["tokens"] or 0, "roles": r.get("roles") or []} for r in rows]
 
 
 def period_since(days: int, now: dt.datetime | None = None) -> dt.datetime:
@@ -89,7 +93,7 @@ def spend_report(days: int = 30, now: dt.datetime | None = None) -> SpendReport:
         batch_saving=totals["batch"], by_day=by_day,
         by_workflow=_grouped(calls, "run__workflow_name"),
         by_user=_grouped(calls, "run__requested_by__username"),
-        by_model=_grouped(calls, "model"),
+        by_model=_grouped(calls, "model", roles=True),
         top_runs=top_runs,
         budgets=[budgets.usage(b) for b in budgets.in_force().select_related("user")],
     )
@@ -120,6 +124,12 @@ def csv_rows(since: dt.datetime) -> Iterator[list[Any]]:
 
 def _fixed(value: Decimal) -> str:
     return f"{value.quantize(Decimal('0.000001'))}"
+
+
+def run_by_model(run: Run) -> list[dict[str, Any]]:
+    """The run's answered calls per model: the roles it played, calls, tokens, cost (the run
+    page's line per model)."""
+    return _grouped(run.model_calls.filter(status=ModelCall.Status.OK), "model", roles=True)
 
 
 def run_savings(run: Run) -> dict[str, Decimal]:

@@ -30,6 +30,7 @@ from orchestration.workflows.declaration import (
     Record,
     Tool,
     ToolContext,
+    TurnRoles,
     Workflow,
 )
 from orchestration.workflows.registry import register
@@ -382,7 +383,7 @@ def policy(conv: Conversation) -> Turn:
 WORKFLOW = register(Workflow(
     name="financial_reporting",
     title="Daily financial report",
-    version="4",
+    version="5",
     domain="financial reporting at an Australian fintech (APRA CPS 234, ASIC RG 271)",
     role="Each day, fetch the transactions, reconcile them with the general ledger, validate them "
          "against APRA rules, publish the report and log every step.",
@@ -446,4 +447,7 @@ WORKFLOW = register(Workflow(
     expectation=Expectation(turns=6, output_tokens_per_turn=120, tool_result_tokens=600, final_output_tokens=150),
     input_example={"date": "2026-11-20"},
     policy=policy,
+    # Opus fetches, reconciles and validates (and recovers after an error or a resume); once
+    # the report is published, Sonnet writes the audit entry and formats the answer.
+    turn_roles=TurnRoles(after={"publish_report": "formatter", "audit_log": "formatter"}),
 ))

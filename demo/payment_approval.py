@@ -30,6 +30,7 @@ from orchestration.workflows.declaration import (
     Record,
     Tool,
     ToolContext,
+    TurnRoles,
     Workflow,
 )
 from orchestration.workflows.registry import register
@@ -269,7 +270,7 @@ def _sign_off(run_input: dict[str, Any], output: dict[str, Any], record: Record)
 WORKFLOW = register(Workflow(
     name="payment_approval",
     title="Payment approval",
-    version="3",
+    version="4",
     domain="payment approvals at a bank",
     role="Decide whether a payment may be released, through the validator its amount requires.",
     description="Branching: high-value or standard validator; 'escalate' goes to manual review.",
@@ -306,7 +307,12 @@ WORKFLOW = register(Workflow(
     ),
     required_tools=("record_decision", "audit_log"),
     regulatory_trigger=_sign_off,
-    expectation=Expectation(turns=5, output_tokens_per_turn=100, tool_result_tokens=150, final_output_tokens=100),
+    expectation=Expectation(turns=5, output_tokens_per_turn=100, tool_result_tokens=150, final_output_tokens=100,
+                            roles=("classifier", "classifier", "orchestrator", "orchestrator", "formatter")),
     input_example={"payment_id": "PAY-1001"},
     policy=policy,
+    # The seed's routing: Haiku loads the payment and classifies it (routine or high value: which
+    # validator), Opus decides and recovers after an error or a reviewer's resume, Sonnet
+    # formats the answer once the decision is logged.
+    turn_roles=TurnRoles(first="classifier", after={"fetch_payment": "classifier", "audit_log": "formatter"}),
 ))

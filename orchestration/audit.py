@@ -104,6 +104,8 @@ DECISION_KINDS = frozenset(
         "price.withdrawn",
         "budget.added",
         "budget.withdrawn",
+        "model_lifecycle.changed",
+        "model_lifecycle.deleted",
         PURGE_KIND,
     }
 )

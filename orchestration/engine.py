@@ -52,6 +52,7 @@ from orchestration import (
 )
 from orchestration.fanout import coordinator
 from orchestration.llm import client_for
+from orchestration.model_routing import route as route_turn
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall, WorkflowVersion
 from orchestration.privacy import PayloadKeyError, require_readable
 from orchestration.record import recorded_state
@@ -391,7 +392,8 @@ def _model_turn(run: Run, workflow: Workflow, state: Conversation) -> StepResult
     new_turn = _next_user_turn(run, last, state.known)
     # A turn first asked in this task has no earlier attempt; otherwise count them.
     attempt = 1 if state.fresh_turn else ModelCall.objects.filter(run=run, turn=turn).count() + 1
-    model = workflow.orchestrator_model
+    turn_route = route_turn(run, workflow, last)  # which role (and model) plays this turn
+    model = turn_route.model
     params = {
         "model": model,
         "max_tokens": workflow.constraints.max_output_tokens,
@@ -401,7 +403,7 @@ def _model_turn(run: Run, workflow: Workflow, state: Conversation) -> StepResult
     }
     batch = bool(run.options.get("batch"))
     mc = ModelCall(run=run, turn=turn, attempt=attempt, model=model, request_content=new_turn,
-                   role=ModelCall.Role.ORCHESTRATOR)
+                   role=turn_route.role)
     try:
         model_calls.open_call(mc, params, batch=batch)  # saves mc holding its reservation, or sends nothing
     except accounting.DoesNotFit as refused:

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from alerts import pauses
-from costs import accounting, budgets
+from costs import accounting, budgets, lineup
 from costs.estimates import Estimate, PromptSize, estimate_run
 from orchestration import audit, lifecycle, subagents
 from orchestration.fanout.plan import decompose_turn
@@ -38,10 +38,12 @@ class RunRefused(Exception):
     ``code`` says why, for callers that answer with a status: ``invalid_input`` (bad workflow
     or input), ``budget_exceeded`` (a hard budget would be passed), ``rate_limited`` (the
     user's daily limit on starting runs is reached), ``user_paused`` (an anomaly alert
-    paused the user's new runs until a manager lifts it: alerts.pauses).
+    paused the user's new runs until a manager lifts it: alerts.pauses), ``model_unavailable``
+    (a model the workflow uses has no price, or is past its end of life: costs.lineup).
     """
 
     INVALID_INPUT = "invalid_input"
+    MODEL_UNAVAILABLE = "model_unavailable"
     BUDGET_EXCEEDED = "budget_exceeded"
     RATE_LIMITED = "rate_limited"
     USER_PAUSED = "user_paused"
@@ -81,6 +83,15 @@ def validate_input(workflow_name: str, raw: str | dict[str, Any]) -> dict[str, A
     return value
 
 
+def refuse_unavailable_models(workflow: Workflow) -> list[str]:
+    """Refuse a workflow whose models are unpriced or past end of life (costs.lineup), before
+    anything is measured or written; return the warnings (a deprecated model)."""
+    verdict = lineup.workflow_verdict(workflow)
+    if verdict.refusals:
+        raise RunRefused({"models": " ".join(verdict.refusals)}, code=RunRefused.MODEL_UNAVAILABLE)
+    return verdict.warnings
+
+
 def measure_prompt(workflow: Workflow, version: WorkflowVersion, value: dict[str, Any]) -> PromptSize:
     """count_tokens on the exact first request the run will send, for its estimate (an API
     call: callers make it outside their transaction)."""
@@ -118,13 +129,14 @@ def preview(workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, b
     """The estimate and the gate's verdict for a run not yet started (the start page shows it)."""
     value = validate_input(workflow_name, raw_input)
     workflow = registry.get(workflow_name)
+    model_warnings = refuse_unavailable_models(workflow)
     version = snapshot(workflow)
     estimate = estimate_run(workflow, value, measure_prompt(workflow, version, value), batch=batch)
     estimate = subagents.with_subagents(workflow, estimate, measure_prompt)  # the whole tree
     threshold = accounting.approval_threshold(workflow)
-    refused, warnings = pauses.start_refusal(user) or "", []
+    refused, warnings = pauses.start_refusal(user) or "", model_warnings
     try:
-        warnings = budgets.check_start(workflow.name, user, estimate.upper_usd, lock=False)
+        warnings = model_warnings + budgets.check_start(workflow.name, user, estimate.upper_usd, lock=False)
     except budgets.StartRefused as exc:
         refused = str(exc)
     return Preview(estimate, threshold, estimate.upper_usd > threshold, refused, warnings)
@@ -148,6 +160,7 @@ def start_run(
     if paused := pauses.start_refusal(user):
         raise RunRefused({"user": paused}, code=RunRefused.USER_PAUSED)
     workflow = registry.get(workflow_name)
+    model_warnings = refuse_unavailable_models(workflow)  # unpriced or retired: nothing measured or written
     version = snapshot(workflow)
     size = measure_prompt(workflow, version, value)  # an API call: outside the transaction
     estimate = estimate_run(workflow, value, size, batch=bool((options or {}).get("batch")))
@@ -161,6 +174,8 @@ def start_run(
                 key = "budget" if refused.code == RunRefused.BUDGET_EXCEEDED else "rate_limit"
                 raise RunRefused({key: str(refused)}, code=refused.code, retry_after=refused.retry_after) from None
             calculation = estimate.as_json() | ({"budget_warnings": warnings} if warnings else {})
+            if model_warnings:  # a deprecated model: shown on the run page, the run still starts
+                calculation["model_warnings"] = model_warnings
             needs_approval = estimate.upper_usd > threshold
             # The ceiling is set once, here: a manager approves this same estimate, unchanged.
             ceiling = accounting.initial_ceiling(workflow, estimate.upper_usd, needs_approval=needs_approval)

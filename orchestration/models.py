@@ -273,6 +273,7 @@ class ModelCall(models.Model):
         VALIDATOR = "validator"
         REVIEWER = "reviewer"
         CLASSIFIER = "classifier"
+        FORMATTER = "formatter"
 
     class Status(models.TextChoices):
         PENDING = "pending"

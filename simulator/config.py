@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
+
+from anthropic.types import Model as SdkModel
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
@@ -23,30 +26,50 @@ class ModelInfo:
     max_output_tokens: int
 
 
-# Canonical names; dated aliases ("claude-sonnet-4-5-20250929") resolve by prefix.
-MODELS: dict[str, ModelInfo] = {
-    info.name: info
-    for info in (
-        ModelInfo("claude-opus-4-5", 4096, 64_000),
-        ModelInfo("claude-opus-4-6", 4096, 128_000),
-        ModelInfo("claude-opus-4-7", 4096, 128_000),
-        ModelInfo("claude-sonnet-4-5", 1024, 64_000),
-        ModelInfo("claude-sonnet-4-6", 1024, 64_000),
-        ModelInfo("claude-haiku-4-5", 4096, 64_000),
-    )
-}
+# Canonical names; dated aliases ("claude-sonnet-4-5-20250929") resolve by prefix. Known
+# limits first; every other model the installed SDK names is added below, so the simulator
+# answers for each of them.
+_KNOWN: tuple[ModelInfo, ...] = (
+    ModelInfo("claude-opus-4-5", 4096, 64_000),
+    ModelInfo("claude-opus-4-6", 4096, 128_000),
+    ModelInfo("claude-opus-4-7", 4096, 128_000),
+    ModelInfo("claude-sonnet-4-5", 1024, 64_000),
+    ModelInfo("claude-sonnet-4-6", 1024, 64_000),
+    ModelInfo("claude-haiku-4-5", 4096, 64_000),
+)
+_DATED = re.compile(r".+-\d{8}")
+
+
+def sdk_model_names() -> list[str]:
+    """Every model id the installed anthropic SDK names (its ``Model`` literal), in its order."""
+    names: list[str] = []
+    for arg in get_args(SdkModel):
+        names += [a for a in get_args(arg) if isinstance(a, str)]
+    return names
+
+
+def _sdk_model(name: str) -> ModelInfo:
+    """Limits for an SDK model the table above does not list: the 5 generation's documented
+    128K max output; the cache minimum of its family, as the estimate assumes
+    (costs.estimates.min_cacheable_tokens)."""
+    return ModelInfo(name, 1024 if "sonnet" in name else 4096, 128_000)
+
+
+MODELS: dict[str, ModelInfo] = {info.name: info for info in _KNOWN}
+for _name in sdk_model_names():
+    if _name not in MODELS and not _DATED.fullmatch(_name):
+        MODELS[_name] = _sdk_model(_name)
 
 
 def resolve_model(name: str) -> ModelInfo | None:
     """Return the model for a canonical name or a dated alias of it, else None."""
     if name in MODELS:
         return MODELS[name]
-    for canonical, info in MODELS.items():
-        # Only a "-<suffix>" after the full canonical name counts, so "claude-opus-4-50"
-        # does not resolve to claude-opus-4-5.
-        if name.startswith(canonical + "-"):
-            return info
-    return None
+    # Only a "-<suffix>" after the full canonical name counts, so "claude-opus-4-50" does not
+    # resolve to claude-opus-4-5; the longest such name wins, so "claude-sonnet-5-5-x" is
+    # claude-sonnet-5-5, not claude-sonnet-5.
+    found = [info for canonical, info in MODELS.items() if name.startswith(canonical + "-")]
+    return max(found, key=lambda info: len(info.name)) if found else None
 
 
 # (time to first token in seconds, output tokens per second), matched by model prefix.
@@ -54,6 +77,8 @@ DEFAULT_LATENCY: dict[str, tuple[float, float]] = {
     "claude-opus": (1.5, 40.0),
     "claude-sonnet": (0.8, 70.0),
     "claude-haiku": (0.4, 150.0),
+    "claude-fable": (2.0, 35.0),
+    "claude-mythos": (2.0, 35.0),
 }
 
 

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
 from costs.models import ModelPrice
-from costs.reports import run_savings
+from costs.reports import run_by_model, run_savings
 from orchestration.audit import verify_run_live
 from orchestration.models import FanoutJob, Run, WorkflowVersion
 from orchestration.run_search import (
@@ -106,6 +106,7 @@ def _run_context(run: Run, request, *, live: bool = False) -> dict:
         # The page checks the run's row versions against its signed checkpoint; the poll does not.
         "chain": verify_run_live(run.pk, check_versions=not live),
         "savings": run_savings(run),
+        "by_model": run_by_model(run),
         "approval": run.approvals.select_related("decided_by").order_by("-created_at").first(),
         "fanout": fanout_progress(run),
         "family": family(run),

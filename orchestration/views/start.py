@@ -7,6 +7,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from costs.lineup import workflow_verdict
 from orchestration.forms import WorkflowInputForm
 from orchestration.launch import RunRefused, preview, start_run
 from orchestration.models import Run
@@ -40,8 +41,12 @@ def start_form(request, workflow_name):
                 messages.info(request, f"Estimated at up to ${run.estimate_usd:.2f}: waiting for a manager's approval.")
             for warning in (run.estimate or {}).get("budget_warnings", []):
                 messages.warning(request, warning)
+            for warning in (run.estimate or {}).get("model_warnings", []):
+                messages.warning(request, warning)
             return redirect("run_detail", run_id=run.pk)
-    return render(request, "orchestration/start_form.html", {"workflow": workflow, "form": form, "batch": batch})
+    return render(request, "orchestration/start_form.html", {"workflow": workflow, "form": form, "batch": batch,
+                                                             "lineup": workflow_verdict(workflow),
+                                                             "models_in_use": workflow.models_in_use()})
 
 
 def _add_errors(form: WorkflowInputForm, refused: RunRefused) -> None:

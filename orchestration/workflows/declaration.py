@@ -15,12 +15,28 @@ from typing import Any
 
 JSON = dict[str, Any]
 
+# The model each role plays unless a workflow says otherwise (December 2026 lineup, priced in
+# costs.pricing). A model must have a price in force and not be past its end of life to be
+# used (costs.lineup): declaring one here is not enough.
 DEFAULT_MODELS: Mapping[str, str] = {
-    "orchestrator": "claude-opus-4-6",
-    "specialist": "claude-sonnet-4-6",
-    "validator": "claude-sonnet-4-6",
+    "orchestrator": "claude-opus-5",
+    "specialist": "claude-sonnet-5",
+    "validator": "claude-sonnet-5",
     "classifier": "claude-haiku-4-5",
+    "formatter": "claude-sonnet-5",
 }
+
+# The roles a model call may play (ModelCall.role). In the tool-use loop a turn plays
+# orchestrator, classifier or formatter (TurnRoles); fan-out uses specialist and validator.
+ROLES: tuple[str, ...] = (
+    "orchestrator",
+    "specialist",
+    "validator",
+    "reviewer",
+    "classifier",
+    "formatter",
+)
+LOOP_ROLES: tuple[str, ...] = ("orchestrator", "classifier", "formatter", "reviewer")
 
 
 @dataclass(frozen=True)
@@ -270,6 +286,65 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class TurnRoles:
+    """Which role plays each model turn of the tool-use loop; the engine calls that role's
+    model (``Workflow.models``). The first rule that applies to a turn wins:
+
+    1. ``recovery``: the turn after something went wrong - a tool call that failed or was
+       refused, a final answer the engine rejected, an answer cut off at max_tokens, or a
+       reviewer resuming the run after an escalation;
+    2. ``first``: the first turn (the request as it came in);
+    3. ``after``: the turn right after a turn whose tool calls include one of these tools,
+       e.g. ``{"record_decision": "formatter"}``: once the decision is recorded, a cheaper
+       model writes the final answer;
+    4. ``default``: every other turn.
+
+    Each role must be one of ``LOOP_ROLES`` and each tool a tool of the workflow (checked when
+    the workflow is registered). The whole rule is part of the version snapshot.
+    """
+
+    first: str = "orchestrator"
+    default: str = "orchestrator"
+    recovery: str = "orchestrator"
+    after: Mapping[str, str] = field(default_factory=dict)
+
+    def roles(self) -> tuple[str, ...]:
+        """Every role the rule may pick, without repeats, in rule order."""
+        named = (self.recovery, self.first, *self.after.values(), self.default)
+        return tuple(dict.fromkeys(named))
+
+    def problems(self, tool_names: Iterable[str]) -> list[str]:
+        """What is wrong with the rule for a workflow with these tools (empty when fine)."""
+        found = []
+        for where, role in (
+            ("first", self.first),
+            ("default", self.default),
+            ("recovery", self.recovery),
+            *((f"after[{tool!r}]", r) for tool, r in self.after.items()),
+        ):
+            if role not in LOOP_ROLES:
+                found.append(
+                    f"turn_roles.{where} = {role!r} is not a role of the tool-use loop "
+                    f"(one of: {', '.join(LOOP_ROLES)})"
+                )
+        known = set(tool_names)
+        for tool in self.after:
+            if tool not in known:
+                found.append(
+                    f"turn_roles.after names {tool!r}, which is not a tool of this workflow"
+                )
+        return found
+
+    def as_dict(self) -> JSON:
+        return {
+            "first": self.first,
+            "default": self.default,
+            "recovery": self.recovery,
+            "after": dict(sorted(self.after.items())),
+        }
+
+
+@dataclass(frozen=True)
 class Example:
     title: str
     input: JSON
@@ -284,6 +359,10 @@ class Expectation:
     output_tokens_per_turn: int = 300
     tool_result_tokens: int = 400
     final_output_tokens: int = 400
+    # The role that typically plays each turn (with turn_roles), e.g. ("classifier",
+    # "classifier", "orchestrator", "orchestrator", "formatter"): the estimate prices each turn
+    # with that role's model. Empty: inferred from turn_roles (costs.estimates.turn_roles).
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -418,6 +497,9 @@ class Workflow:
     # per address in the admin, notifications.WorkflowRecipient); read them through
     # notifications.recipients.for_workflow.
     recipients: tuple[str, ...] = ()
+    # Which role (hence which model) plays each turn of the tool-use loop; None: every turn
+    # is the orchestrator's. See TurnRoles and docs/workflows.md.
+    turn_roles: TurnRoles | None = None
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)
@@ -429,7 +511,25 @@ class Workflow:
 
     @property
     def orchestrator_model(self) -> str:
-        return self.models.get("orchestrator", DEFAULT_MODELS["orchestrator"])
+        return self.model_for("orchestrator")
+
+    def model_for(self, role: str) -> str:
+        """The model that plays ``role``: the workflow's own choice, else the default."""
+        model = self.models.get(role) or DEFAULT_MODELS.get(role)
+        if not model:
+            raise KeyError(f"workflow {self.name!r} names no model for the role {role!r}")
+        return model
+
+    def models_in_use(self) -> dict[str, str]:
+        """Role -> model for every role this workflow's calls play: the orchestrator, and the
+        roles of its turn rule (tool-use loop) or specialist and validator (fan-out). These
+        are the models that must be priced and alive for a run to start (costs.lineup)."""
+        roles = ["orchestrator"]
+        if self.fanout is not None:
+            roles += ["specialist", "validator"]
+        elif self.turn_roles is not None:
+            roles += list(self.turn_roles.roles())
+        return {role: self.model_for(role) for role in dict.fromkeys(roles)}
 
     def expected(self) -> Expectation:
         return self.expectation or Expectation(turns=len(self.tools) + 1)

@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from orchestration.workflows import delegation
-from orchestration.workflows.declaration import Workflow
+from orchestration.workflows.declaration import ROLES, Workflow
 
 _REGISTRY: dict[str, Workflow] = {}
 
@@ -35,8 +35,50 @@ def register(workflow: Workflow) -> Workflow:
     if len(names) != len(set(names)):
         raise ValueError(f"Workflow {workflow.name!r} declares a tool name twice.")
     delegation.check(workflow, _REGISTRY)  # sub-agents: what can be checked before the rest loads
+    if problems := model_problems(workflow):
+        raise ValueError(f"Workflow {workflow.name!r}: " + "; ".join(problems) + ".")
     _REGISTRY[workflow.name] = workflow
     return workflow
+
+
+def model_problems(workflow: Workflow) -> list[str]:
+    """What is wrong with the workflow's models and turn roles, as declared (no database: the
+    prices and end-of-life dates are checked when a run starts, costs.lineup)."""
+    problems = workflow.turn_roles.problems(names_of(workflow)) if workflow.turn_roles else []
+    if workflow.turn_roles is not None and workflow.fanout is not None:
+        problems.append(
+            "turn_roles applies to the tool-use loop; a fan-out workflow names its roles' models in models"
+        )
+    for role in workflow.models:
+        if role not in ROLES:
+            problems.append(
+                f"models names the role {role!r}, which is not a role (one of: {', '.join(ROLES)})"
+            )
+    expected = workflow.expectation
+    if expected is not None and expected.roles:
+        if len(expected.roles) != expected.turns:
+            problems.append(
+                f"expectation.roles names {len(expected.roles)} roles for {expected.turns} turns"
+            )
+        if workflow.turn_roles is None:
+            problems.append(
+                "expectation.roles needs turn_roles (without it every turn is the orchestrator's)"
+            )
+        elif unknown := sorted(set(expected.roles) - set(workflow.turn_roles.roles())):
+            problems.append(
+                f"expectation.roles names {', '.join(unknown)}, which turn_roles never picks"
+            )
+    if not problems:
+        for role in workflow.turn_roles.roles() if workflow.turn_roles else ():
+            try:
+                workflow.model_for(role)
+            except KeyError as exc:
+                problems.append(str(exc.args[0]))
+    return problems
+
+
+def names_of(workflow: Workflow) -> list[str]:
+    return [t.name for t in workflow.tools]
 
 
 def get(name: str) -> Workflow:

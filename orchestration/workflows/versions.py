@@ -17,6 +17,8 @@ def snapshot_fields(workflow: Workflow) -> dict[str, Any]:
     constraints = workflow.constraints.as_dict()
     if workflow.fanout is not None:
         constraints["fanout"] = workflow.fanout.as_dict()
+    if workflow.turn_roles is not None:  # which role plays each turn: part of what was approved
+        constraints["turn_roles"] = workflow.turn_roles.as_dict()
     return {
         "name": workflow.name,
         "version": workflow.version,

@@ -381,6 +381,8 @@ ADMIN_LEVELS: dict[str, dict[str, str | None]] = {
     "reviews/slatarget": {"manager": "view", "auditor": "view"},
     "costs/modelprice": {"manager": "view", "auditor": "view"},
     "costs/budget": {"manager": "view", "auditor": "view"},
+    # Model lifecycle dates decide whether runs may start: superusers edit them (audited).
+    "costs/modellifecycle": {"manager": "view", "auditor": "view"},
     "api/apitoken": {
         "manager": None,
         "auditor": None,
