@@ -31,6 +31,7 @@ from orchestration.workflows.declaration import (
     SubAgent,
     Tool,
     ToolContext,
+    TurnRoles,
     Workflow,
     handoff,
 )
@@ -65,7 +66,7 @@ DOMAIN_OUTPUT = {
     "additionalProperties": False,
 }
 OPEN_REVIEW_ACCOUNTS = frozenset({"ACC-900"})
-SONNET = {**DEFAULT_MODELS, "orchestrator": "claude-sonnet-4-6"}
+SONNET = {**DEFAULT_MODELS, "orchestrator": DEFAULT_MODELS["formatter"]}
 
 
 # --- the domain agents' tools ----------------------------------------------------------------
@@ -366,8 +367,9 @@ WORKFLOW = register(
             "If the request fits no domain or several, say you are not sure; a human will route it.",
             "Never act on payments for a customer with an open compliance review.",
         ),
-        # The router only classifies: its turns run on the classifier model (Haiku).
-        models={**DEFAULT_MODELS, "orchestrator": DEFAULT_MODELS["classifier"]},
+        # The router only classifies: its turns run on the classifier model (Haiku); a turn
+        # after a refused handoff is a recovery, on the orchestrator model (Opus).
+        turn_roles=TurnRoles(first="classifier", default="classifier"),
         required_tools=("handoff",),
         constraints=Constraints(
             max_steps=4,

@@ -236,8 +236,10 @@ def test_router_on_haiku_hands_off_to_a_child_run_and_relays_its_answer(operator
         "claude-haiku-4-5"
     }
     assert set(ModelCall.objects.filter(run=child).values_list("model", flat=True)) == {
-        "claude-sonnet-4-6"
+        "claude-sonnet-5"
     }
+    # The router's turns are the classifier's (turn_roles), not the orchestrator's.
+    assert set(ModelCall.objects.filter(run=root).values_list("role", flat=True)) == {"classifier"}
     assert list(ToolCall.objects.filter(run=child, status="ok").values_list("name", flat=True)) == [
         "repayment_capacity"
     ]
@@ -463,7 +465,7 @@ def test_a_childs_call_is_held_on_its_parent_until_charged(operator, tree):
     child = Run.objects.get(parent=root)
     lifecycle.transition(child.pk, S.RUNNING, actor="engine")
     params = {
-        "model": "claude-sonnet-4-6",
+        "model": "claude-sonnet-5",
         "max_tokens": 100,
         "messages": [{"role": "user", "content": "hi"}],
     }
@@ -491,9 +493,9 @@ def test_the_estimate_and_so_the_approval_gate_cover_the_whole_tree(operator):
     tree_estimate = preview("customer_router", value, operator).estimate
     items = [line["item"] for line in tree_estimate.lines]
     assert {
-        "Sub-agent lending (customer_lending, claude-sonnet-4-6)",
-        "Sub-agent payments (customer_payments, claude-sonnet-4-6)",
-        "Sub-agent compliance (customer_compliance, claude-sonnet-4-6)",
+        "Sub-agent lending (customer_lending, claude-sonnet-5)",
+        "Sub-agent payments (customer_payments, claude-sonnet-5)",
+        "Sub-agent compliance (customer_compliance, claude-sonnet-5)",
         "Sub-agents through handoff",
         "Upper bound with sub-agents",
     } <= set(items)
