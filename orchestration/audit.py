@@ -104,6 +104,10 @@ DECISION_KINDS = frozenset(
         "price.withdrawn",
         "budget.added",
         "budget.withdrawn",
+        "version.proposed",
+        "version.approved",
+        "version.rejected",
+        "version.rolled_back",
         PURGE_KIND,
     }
 )

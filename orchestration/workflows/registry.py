@@ -15,6 +15,9 @@ from django.conf import settings
 from orchestration.workflows.declaration import Workflow
 
 _REGISTRY: dict[str, Workflow] = {}
+# Earlier declarations kept deployed beside the current one, so that the approved version keeps
+# serving while a change is reviewed (orchestration.workflows.versions.serving).
+_PREVIOUS: dict[str, list[Workflow]] = {}
 
 DEFAULT_MODULES: tuple[str, ...] = ()
 
@@ -35,6 +38,29 @@ def register(workflow: Workflow) -> Workflow:
         raise ValueError(f"Workflow {workflow.name!r} declares a tool name twice.")
     _REGISTRY[workflow.name] = workflow
     return workflow
+
+
+def register_previous(workflow: Workflow) -> Workflow:
+    """Keep an earlier declaration of a registered workflow deployed (its ``version`` must
+    differ from the others'): runs keep starting on it while it is the approved version, and
+    runs that started on it can resume. Register the current declaration first."""
+    current = _REGISTRY.get(workflow.name)
+    if current is None:
+        raise ValueError(
+            f"Register the current declaration of {workflow.name!r} before its previous ones."
+        )
+    kept = _PREVIOUS.setdefault(workflow.name, [])
+    if any(w is workflow for w in kept):
+        return workflow
+    if any(w.version == workflow.version for w in (current, *kept)):
+        raise ValueError(f"Workflow {workflow.name!r} v{workflow.version} is registered twice.")
+    kept.append(workflow)
+    return workflow
+
+
+def declarations(name: str) -> list[Workflow]:
+    """Every deployed declaration of the workflow: the current one first, then the kept ones."""
+    return [get(name), *_PREVIOUS.get(name, ())]
 
 
 def get(name: str) -> Workflow:
