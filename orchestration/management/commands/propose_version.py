@@ -1,5 +1,5 @@
 """Propose the deployed change of a workflow for approval, naming its author:
-python manage.py propose_version WORKFLOW --author NAME [--note TEXT] [--version HASH_PREFIX].
+python manage.py propose_version WORKFLOW --author NAME [--note TEXT] [--snapshot HASH_PREFIX].
 
 The author is the person who answers for the change; a manager other than them approves it on
 the workflow's versions page (orchestration.version_policy)."""
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--author", required=True, help="The user who answers for the change.")
         parser.add_argument("--note", default="", help="What changed and why.")
         parser.add_argument(
-            "--version", default="", help="The pending version's snapshot hash (a prefix will do)."
+            "--snapshot", default="", help="The pending version's snapshot hash (a prefix will do)."
         )
 
     def handle(self, *args, **options):
@@ -37,7 +37,7 @@ class Command(BaseCommand):
             deployed = [snapshot(w) for w in registry.declarations(name)]
         except registry.UnknownWorkflow as exc:
             raise CommandError(str(exc)) from None
-        if prefix := options["version"]:
+        if prefix := options["snapshot"]:
             found = list(
                 WorkflowVersion.objects.filter(name=name, content_hash__startswith=prefix)[:2]
             )
