@@ -230,6 +230,12 @@ def versions_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def may_act_on_versions(user: Any) -> bool:
+    """Propose, approve, reject or roll back versions at all (operators propose; managers
+    decide); auditors only look."""
+    return propose_version_refusal(user) is None or may_decide(user)
+
+
 def propose_version_refusal(user: Any) -> str | None:
     """Why ``user`` may not propose a pending version (and so become its author), or None:
     those who start runs (operators, managers) propose changes."""

@@ -157,6 +157,7 @@ def version_detail(request, workflow_name: str, version_id: int):
 
 @require_POST
 @access.versions_required
+@access.required(access.may_act_on_versions)
 def version_action(request, workflow_name: str, version_id: int):
     """Propose, approve, reject or roll back: each refused with the reasons, nothing changed."""
     action = request.POST.get("action", "")
