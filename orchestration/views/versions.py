@@ -11,13 +11,21 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from orchestration import version_policy
-from orchestration.models import WorkflowVersion
+from orchestration.models import AuditEvent, WorkflowVersion
 from orchestration.version_diff import diff
 from orchestration.workflows import registry
 from orchestration.workflows.versions import declaration_for, is_legacy, snapshot
 from reviews import access
 
 V = WorkflowVersion.Status
+HISTORY_KINDS = (
+    "version.bootstrapped",
+    "version.recorded",
+    "version.proposed",
+    "version.approved",
+    "version.rejected",
+    "version.rolled_back",
+)
 ACTIONS = {
     "propose": version_policy.propose,
     "approve": version_policy.approve,
@@ -120,9 +128,11 @@ def version_detail(request, workflow_name: str, version_id: int):
         # serving one, what it changed from the version before it.
         serving = next((v for v in versions if v.serving), None)
         older = [v for v in versions if v.created_at < version.created_at]
-        against = (
-            serving if serving is not None and serving != version else (older[0] if older else None)
-        )
+        others = [v for v in versions if v != version]
+        if serving is not None and serving != version:
+            against = serving
+        else:
+            against = older[0] if older else (others[0] if others else None)
     user = request.user
     return render(
         request,
@@ -148,6 +158,10 @@ def version_detail(request, workflow_name: str, version_id: int):
                 else []
             ),
             "may_decide": access.version_decide_refusal(user, None) is None,
+            # Who proposed, approved, rejected it or made it serve again, from the audit trail.
+            "history": AuditEvent.objects.filter(
+                kind__in=HISTORY_KINDS, payload__content_hash=version.content_hash
+            ).order_by("created_at", "pk"),
             "runs": version.runs.select_related("requested_by").order_by("-created_at")[:10]
             if access.sees_every_run(user)
             else [],
