@@ -42,7 +42,7 @@ from orchestration.untrusted import parse_json as untrusted_json
 from orchestration.validation import cut_to_schema, schema_errors
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import ToolContext
-from orchestration.workflows.versions import drift, workflow_for
+from orchestration.workflows.versions import declaration_for, drift, workflow_for
 from reviews import access
 from reviews.models import EscalationTicket
 
@@ -159,7 +159,9 @@ def parse_json(text: str) -> Any:
 
 def correction_target(ticket: EscalationTicket) -> dict[str, Any]:
     """What a correction replaces: the failing tool call's output, or the final output."""
-    workflow = registry.get(ticket.run.workflow_name)
+    # The run's own version's declaration; the current one when it is gone (the page still
+    # shows the ticket; resolving is refused then, see resolve).
+    workflow = declaration_for(ticket.run.workflow_version) or registry.get(ticket.run.workflow_name)
     tc = ticket.failing_tool_call
     if tc is not None and workflow.tool(tc.name) is not None:
         tool = workflow.tool(tc.name)

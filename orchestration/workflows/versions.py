@@ -259,8 +259,11 @@ def snapshot(workflow: Workflow) -> WorkflowVersion:
                     "version.recorded", actor="system", payload=payload | {"status": "pending"}
                 )
             return version
-    except IntegrityError:  # another process recorded the same snapshot (or the bootstrap) first
-        return WorkflowVersion.objects.get(content_hash=digest)
+    except IntegrityError:
+        # Another process recorded the same snapshot first, or bootstrapped another version of
+        # this workflow at the same moment (then this one is simply pending: try again).
+        found = WorkflowVersion.objects.filter(content_hash=digest).first()
+        return found if found is not None else snapshot(workflow)
 
 
 def api_tools(version: WorkflowVersion) -> list[dict[str, Any]]:
