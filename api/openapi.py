@@ -831,6 +831,19 @@ PATHS: dict[str, Any] = {
                         },
                     ),
                 ),
+                "409": _error(
+                    "No approved version of the workflow can serve the run: the deployed change "
+                    "awaits approval by someone other than its author (version_unavailable).",
+                    _error_example(
+                        "409",
+                        "version_unavailable",
+                        "The run was not started: no approved version of the workflow can serve it; "
+                        "see fields.",
+                        {
+                            "workflow": "The approved version of 'payment_approval', v3 (...), is no longer deployed ..."
+                        },
+                    ),
+                ),
                 "415": _error("The body is not application/json."),
                 "422": _error(
                     "The workflow or its input is not valid, or the Idempotency-Key was used with another body.",

@@ -106,6 +106,10 @@ DECISION_KINDS = frozenset(
         "budget.withdrawn",
         "model_lifecycle.changed",
         "model_lifecycle.deleted",
+        "version.proposed",
+        "version.approved",
+        "version.rejected",
+        "version.rolled_back",
         PURGE_KIND,
     }
 )

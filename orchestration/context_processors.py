@@ -23,6 +23,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
                 ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count() if can_approve else 0
             ),
             "can_see_costs": access.may_see_costs(user),
+            "can_view_versions": access.may_view_versions(user),
             "can_browse_trail": access.may_browse_trail(user),
             "can_see_operations": access.may_see_operations(user),
             "can_see_alerts": (can_see_alerts := access.may_view_alerts(user)),

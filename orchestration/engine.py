@@ -70,9 +70,8 @@ from orchestration.validation import (
     states_ambiguity,
     unsourced_values,
 )
-from orchestration.workflows import registry
 from orchestration.workflows.declaration import Workflow
-from orchestration.workflows.versions import api_tools
+from orchestration.workflows.versions import VersionUnavailable, api_tools, workflow_for
 from reviews.escalation import escalate, pause_if_running
 from reviews.models import EscalationTicket
 
@@ -218,7 +217,8 @@ def _one_step(run: Run, state: Conversation | None) -> tuple[StepResult, Convers
     result = StepResult(next_in=None)
     try:
         try:
-            workflow = registry.get(run.workflow_name)
+            # The code whose snapshot is the run's version, never other code under its label.
+            workflow = workflow_for(run)
             if workflow.fanout is not None:
                 # Enterprise mode has its own steps (decompose, dispatch, aggregate); its job
                 # calls run in parallel on other workers, so the cleanup of _first_step must
@@ -237,6 +237,14 @@ def _one_step(run: Run, state: Conversation | None) -> tuple[StepResult, Convers
             logger.warning("step interrupted: the database went away (%s); resuming it later", exc)
             connections.close_all()
             return StepResult(next_in=DATABASE_RETRY_SECONDS), None
+    except VersionUnavailable as exc:
+        # Deployed code changed under a run (a deploy while it waited or ran): it pauses with
+        # the reason instead of going on under its old label (orchestration.workflows.versions).
+        logger.warning("step stopped: %s", exc, extra={"run_id": str(run.pk)})
+        run.refresh_from_db()
+        if run.status == S.RUNNING:
+            escalate(run.pk, R.VERSION_UNAVAILABLE, str(exc))
+        return StepResult(None), None
     except PayloadKeyError as exc:
         # A payload the run needs cannot be decrypted (a key missing from
         # PAYLOAD_ENCRYPTION_KEYS, or a corrupted row): no step can succeed until that is

@@ -28,7 +28,7 @@ from orchestration.untrusted import Rejected, check_json, parse_json
 from orchestration.validation import schema_errors
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import Workflow
-from orchestration.workflows.versions import api_tools, snapshot
+from orchestration.workflows.versions import VersionUnavailable, api_tools, serving
 from reviews.models import ApprovalRequest
 
 
@@ -36,10 +36,12 @@ class RunRefused(Exception):
     """The run was not started; ``errors`` maps a field (or "input") to what was wrong.
 
     ``code`` says why, for callers that answer with a status: ``invalid_input`` (bad workflow
-    or input), ``budget_exceeded`` (a hard budget would be passed), ``rate_limited`` (the
-    user's daily limit on starting runs is reached), ``user_paused`` (an anomaly alert
-    paused the user's new runs until a manager lifts it: alerts.pauses), ``model_unavailable``
-    (a model the workflow uses has no price, or is past its end of life: costs.lineup).
+    or input), ``version_unavailable`` (no approved version of the workflow can serve: the
+    deployed change awaits its approval, orchestration.version_policy), ``budget_exceeded``
+    (a hard budget would be passed), ``rate_limited`` (the user's daily limit on starting runs
+    is reached), ``user_paused`` (an anomaly alert paused the user's new runs until a manager
+    lifts it: alerts.pauses), ``model_unavailable`` (a model the workflow uses has no price,
+    or is past its end of life: costs.lineup).
     """
 
     INVALID_INPUT = "invalid_input"
@@ -47,6 +49,7 @@ class RunRefused(Exception):
     BUDGET_EXCEEDED = "budget_exceeded"
     RATE_LIMITED = "rate_limited"
     USER_PAUSED = "user_paused"
+    VERSION_UNAVAILABLE = "version_unavailable"
 
     def __init__(self, errors: dict[str, str], code: str = INVALID_INPUT, retry_after: float | None = None) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
@@ -71,11 +74,26 @@ def parse_input(raw: str | dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def validate_input(workflow_name: str, raw: str | dict[str, Any]) -> dict[str, Any]:
+def serving_version(workflow_name: str) -> tuple[Workflow, WorkflowVersion]:
+    """The declaration and approved version new runs of the workflow start on."""
     try:
-        workflow = registry.get(workflow_name)
+        return serving(workflow_name)
     except registry.UnknownWorkflow as exc:
         raise RunRefused({"workflow": str(exc)}) from None
+    except VersionUnavailable as exc:
+        raise RunRefused({"workflow": str(exc)}, code=RunRefused.VERSION_UNAVAILABLE) from None
+
+
+def validate_input(
+    workflow_name: str, raw: str | dict[str, Any], workflow: Workflow | None = None
+) -> dict[str, Any]:
+    """The input, checked against ``workflow``'s input schema (by default the declaration
+    registered under the name)."""
+    if workflow is None:
+        try:
+            workflow = registry.get(workflow_name)
+        except registry.UnknownWorkflow as exc:
+            raise RunRefused({"workflow": str(exc)}) from None
     value = parse_input(raw)
     errors = schema_errors(value, workflow.input_schema)
     if errors:
@@ -127,10 +145,9 @@ class Preview:
 
 def preview(workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, batch: bool = False) -> Preview:
     """The estimate and the gate's verdict for a run not yet started (the start page shows it)."""
-    value = validate_input(workflow_name, raw_input)
-    workflow = registry.get(workflow_name)
+    workflow, version = serving_version(workflow_name)
+    value = validate_input(workflow_name, raw_input, workflow)
     model_warnings = refuse_unavailable_models(workflow)
-    version = snapshot(workflow)
     estimate = estimate_run(workflow, value, measure_prompt(workflow, version, value), batch=batch)
     estimate = subagents.with_subagents(workflow, estimate, measure_prompt)  # the whole tree
     threshold = accounting.approval_threshold(workflow)
@@ -159,9 +176,10 @@ def start_run(
     # A paused user (an anomaly alert) starts nothing, and costs no estimate call either.
     if paused := pauses.start_refusal(user):
         raise RunRefused({"user": paused}, code=RunRefused.USER_PAUSED)
-    workflow = registry.get(workflow_name)
+    # The approved version serves, whatever is deployed beside it (a pending change waits).
+    workflow, version = serving_version(workflow_name)
     model_warnings = refuse_unavailable_models(workflow)  # unpriced or retired: nothing measured or written
-    version = snapshot(workflow)
+    value = validate_input(workflow_name, raw_input, workflow)
     size = measure_prompt(workflow, version, value)  # an API call: outside the transaction
     estimate = estimate_run(workflow, value, size, batch=bool((options or {}).get("batch")))
     estimate = subagents.with_subagents(workflow, estimate, measure_prompt)  # the whole tree

@@ -44,12 +44,27 @@ def search_document(*fields: str) -> Func:
 
 
 class WorkflowVersion(models.Model):
-    """An immutable snapshot of a workflow as it ran (the checkpoint taken before every run).
+    """A snapshot of everything that decides how a workflow's runs behave (the checkpoint
+    taken before every run), and its review state.
 
-    Created, or reused when its content hash already exists, before a run starts. The engine
-    sends exactly the prompt and tool definitions stored here, so a run can be explained
-    later even after the workflow's code changed.
+    The content (prompt, tools and schemas, limits, models per role, and ``behaviour``: rules,
+    examples, validators, guards, preconditions, escalation rules and regulatory trigger, the
+    code-defined ones by a digest of their source) never changes: a change of any of it is a
+    new row with a new ``content_hash`` (orchestration.workflows.versions). The engine sends
+    exactly the prompt and tool definitions stored here, and runs the code whose digests match
+    them, so a run can be explained later even after the workflow's code changed.
+
+    The review state changes only through ``orchestration.version_policy`` (and the first
+    version of a workflow, which the system approves as its bootstrap)::
+
+        pending -> approved | rejected
+        approved: serving (at most one per workflow) <-> not serving (approve, roll back)
     """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending approval"
+        APPROVED = "approved"
+        REJECTED = "rejected"
 
     name = models.CharField(max_length=100)
     version = models.CharField(max_length=40)
@@ -61,14 +76,48 @@ class WorkflowVersion(models.Model):
     output_schema = models.JSONField()
     model_roles = models.JSONField(help_text="Model per role.")
     constraints = models.JSONField()
+    # Empty for snapshots taken before it existed (they did not cover the code; see
+    # orchestration.workflows.versions.LEGACY).
+    behaviour = models.JSONField(
+        default=dict, blank=True,
+        help_text="Rules, examples, tool schemas and code digests (validators, guards, escalation rules...).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # The version new runs start on: one per workflow name (the constraint below).
+    serving = models.BooleanField(default=False)
+    # Who proposed the change (the UI or ``manage.py propose_version --author``): the one
+    # person who may not approve it. NULL until someone proposes it (and for the bootstrap).
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    proposed_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True)
 
     class Meta:
         ordering = ["name", "-created_at"]
         indexes = [models.Index(fields=["name", "-created_at"], name="wfversion_name_created")]
+        constraints = [
+            # New runs of a workflow start on exactly one version (launch asks for it by name).
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(serving=True), name="wfversion_one_serving_per_name"
+            ),
+            # Only an approved version serves.
+            models.CheckConstraint(
+                condition=Q(serving=False) | Q(status="approved"), name="wfversion_serving_is_approved"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version} ({self.content_hash[:8]})"
+
+    @property
+    def short_hash(self) -> str:
+        return self.content_hash[:12]
 
 
 class RunQuerySet(models.QuerySet):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from orchestration.views import dashboard, exports, fanout, runs, start, trail
+from orchestration.views import dashboard, exports, fanout, runs, start, trail, versions
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -14,6 +14,18 @@ urlpatterns = [
     path("runs/<uuid:run_id>/download.json", exports.run_download, name="run_download"),
     path("runs/<uuid:run_id>/jobs/", fanout.job_grid, name="fanout_jobs"),
     path("runs/<uuid:run_id>/jobs/<int:job_pk>/", fanout.job_detail, name="fanout_job"),
+    path("workflows/", versions.workflow_list, name="workflow_list"),
+    path("workflows/<slug:workflow_name>/versions/", versions.version_list, name="version_list"),
+    path(
+        "workflows/<slug:workflow_name>/versions/<int:version_id>/",
+        versions.version_detail,
+        name="version_detail",
+    ),
+    path(
+        "workflows/<slug:workflow_name>/versions/<int:version_id>/action/",
+        versions.version_action,
+        name="version_action",
+    ),
     path("audit/", trail.trail, name="audit_trail"),
     path("audit/export.<str:fmt>", trail.trail_export, name="audit_trail_export"),
     path("audit/verify_audit_export.py", trail.verifier_script, name="audit_verifier"),

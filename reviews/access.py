@@ -43,7 +43,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 
-from orchestration.models import FanoutJob, Run
+from orchestration.models import FanoutJob, Run, WorkflowVersion
 from reviews.models import ApprovalRequest, EscalationTicket
 
 # --- 1. permission names -------------------------------------------------------------------
@@ -208,6 +208,42 @@ def trail_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# --- 3a. workflow versions ----------------------------------------------------------------
+
+
+def may_view_versions(user: Any) -> bool:
+    """The workflows' versions pages and their diffs: managers and auditors (who see every
+    run), and operators (who define workflows and propose their changes). Reviewers get a 404:
+    the page is not there for them."""
+    return bool(user.is_authenticated and (sees_every_run(user) or may_start(user)))
+
+
+def versions_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A view decorator: 404 unless ``may_view_versions``."""
+
+    @functools.wraps(view)
+    def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+        if not may_view_versions(request.user):
+            raise Http404("No such page.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def may_act_on_versions(user: Any) -> bool:
+    """Propose, approve, reject or roll back versions at all (operators propose; managers
+    decide); auditors only look."""
+    return propose_version_refusal(user) is None or may_decide(user)
+
+
+def propose_version_refusal(user: Any) -> str | None:
+    """Why ``user`` may not propose a pending version (and so become its author), or None:
+    those who start runs (operators, managers) propose changes."""
+    if not (user.is_authenticated and may_start(user)):
+        return "Only operators and managers may propose a workflow version."
+    return None
+
+
 # --- 3b. alerts, and who is told about approvals and alerts -------------------------------
 
 
@@ -338,6 +374,17 @@ def may_raise_ceiling(user: Any, run: Run) -> bool:
 
 def may_decide_request(user: Any, req: ApprovalRequest) -> bool:
     return decide_refusal(user, req) is None
+
+
+def version_decide_refusal(user: Any, version: WorkflowVersion | None) -> str | None:
+    """Why ``user`` may not approve or reject this workflow version (or roll a workflow back,
+    for None), or None: a manager, and for a pending version not its author, whatever other
+    roles they hold (four eyes on a change of agent logic)."""
+    if not (user.is_authenticated and may_decide(user)):
+        return "Only a manager may approve, reject or roll back a workflow version."
+    if version is not None and version.author_id is not None and version.author_id == user.pk:
+        return "You proposed this version: another manager must approve it (four-eyes rule)."
+    return None
 
 
 def alert_refusal(user: Any) -> str | None:

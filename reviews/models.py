@@ -88,6 +88,7 @@ class EscalationTicket(models.Model):
         STEP_LIMIT = "step_limit", "step limit"
         TIMEOUT = "timeout"
         UNDECRYPTABLE = "undecryptable", "payload cannot be decrypted"
+        VERSION_UNAVAILABLE = "version_unavailable", "version's code not deployed"
 
     class Status(models.TextChoices):
         OPEN = "open"

@@ -42,6 +42,7 @@ from orchestration.untrusted import parse_json as untrusted_json
 from orchestration.validation import cut_to_schema, schema_errors
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import ToolContext
+from orchestration.workflows.versions import declaration_for, drift, workflow_for
 from reviews import access
 from reviews.models import EscalationTicket
 
@@ -158,7 +159,9 @@ def parse_json(text: str) -> Any:
 
 def correction_target(ticket: EscalationTicket) -> dict[str, Any]:
     """What a correction replaces: the failing tool call's output, or the final output."""
-    workflow = registry.get(ticket.run.workflow_name)
+    # The run's own version's declaration; the current one when it is gone (the page still
+    # shows the ticket; resolving is refused then, see resolve).
+    workflow = declaration_for(ticket.run.workflow_version) or registry.get(ticket.run.workflow_name)
     tc = ticket.failing_tool_call
     if tc is not None and workflow.tool(tc.name) is not None:
         tool = workflow.tool(tc.name)
@@ -235,6 +238,9 @@ def resolve(
             if run.status == Run.Status.HALTED:
                 raise ReviewError("The run halted and cannot go on; only 'fail' (acknowledge) closes this ticket.")
             raise ReviewError(f"The run is {run.status}, not awaiting review; nothing was changed.")
+        # A run goes on only under the code of the version it started on (judged by its version).
+        if action != Res.FAIL and (changed := drift(run.workflow_version)):
+            raise ReviewError(changed)
         payload: dict[str, Any] = {"ticket": ticket.pk, "resolution": action, "comment": comment}
         if action != Res.FAIL and not (action == Res.CORRECT and correction_target(ticket)["kind"] == "final"):
             _check_headroom(ticket, run)  # every resolution that lets the run call the model again
@@ -314,7 +320,7 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
         raise InvalidCorrection(["paste the corrected JSON"])
     value = parse_json(corrected)
     target = correction_target(ticket)
-    workflow = registry.get(run.workflow_name)
+    workflow = workflow_for(run)
     errors = schema_errors(value, target["schema"])
     if target["kind"] == "tool":
         tool = workflow.tool(target["name"])

@@ -33,6 +33,7 @@ from reviews import access, resolutions
 from reviews.escalation import escalate
 from reviews.models import EscalationTicket
 from tests.test_fanout import _fanout_settings, drive_fanout  # noqa: F401 - fixtures
+from tests.version_helpers import approve_deployed
 
 S = Run.Status
 R = EscalationTicket.Reason
@@ -51,6 +52,8 @@ def _cap(monkeypatch: pytest.MonkeyPatch, name: str, max_cost: str) -> None:
         constraints=dataclasses.replace(workflow.constraints, max_cost_usd=Decimal(max_cost)),
     )
     monkeypatch.setitem(registry._REGISTRY, name, tight)
+    # A changed limit is a new version: it serves once proposed and approved (four eyes).
+    approve_deployed(name)
 
 
 def _resume_whatever_a_reviewer_may(run: Run, reviewer: Any, drive: Any) -> Run:

@@ -34,6 +34,8 @@ REFUSAL_STATUS = {
     RunRefused.BUDGET_EXCEEDED: 403,
     RunRefused.RATE_LIMITED: 429,
     RunRefused.USER_PAUSED: 403,
+    # The workflow's approved version cannot serve (its change awaits a second person).
+    RunRefused.VERSION_UNAVAILABLE: 409,
 }
 PAUSED_MESSAGE = (
     "The run was not started: your new runs are paused until a manager lifts the pause."
@@ -97,6 +99,7 @@ def _start(request: HttpRequest) -> JsonResponse:
                 422: "The run was not started: the input is not valid; see fields.",
                 403: "The run was not started: it would exceed a hard budget.",
                 429: "The run was not started: you have reached your limit on starting runs. Try again later.",
+                409: "The run was not started: no approved version of the workflow can serve it; see fields.",
             }[status]
         )
         raise ApiError(

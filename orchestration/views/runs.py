@@ -22,7 +22,8 @@ from orchestration.run_search import (
 from orchestration.subagents import family
 from orchestration.timeline import TIMELINE_WINDOW, timeline_window
 from orchestration.views.fanout import progress as fanout_progress
-from reviews.access import get_run_for_user
+from orchestration.workflows.versions import drift
+from reviews.access import get_run_for_user, may_view_versions
 
 
 def _sort_links(filters: RunFilters) -> dict[str, dict[str, str]]:
@@ -117,7 +118,11 @@ def _run_context(run: Run, request, *, live: bool = False) -> dict:
 @require_GET
 def run_detail(request, run_id):
     run = get_run_for_user(request.user, run_id)
-    return render(request, "orchestration/run_detail.html", _run_context(run, request))
+    context = _run_context(run, request)
+    # A run is judged by the version it started on: say so when its code is not deployed.
+    context["version_drift"] = drift(run.workflow_version)
+    context["may_view_versions"] = may_view_versions(request.user)
+    return render(request, "orchestration/run_detail.html", context)
 
 
 @require_GET

@@ -16,6 +16,9 @@ from orchestration.workflows import delegation
 from orchestration.workflows.declaration import ROLES, Workflow
 
 _REGISTRY: dict[str, Workflow] = {}
+# Earlier declarations kept deployed beside the current one, so that the approved version keeps
+# serving while a change is reviewed (orchestration.workflows.versions.serving).
+_PREVIOUS: dict[str, list[Workflow]] = {}
 
 DEFAULT_MODULES: tuple[str, ...] = ()
 
@@ -79,6 +82,29 @@ def model_problems(workflow: Workflow) -> list[str]:
 
 def names_of(workflow: Workflow) -> list[str]:
     return [t.name for t in workflow.tools]
+
+
+def register_previous(workflow: Workflow) -> Workflow:
+    """Keep an earlier declaration of a registered workflow deployed (its ``version`` must
+    differ from the others'): runs keep starting on it while it is the approved version, and
+    runs that started on it can resume. Register the current declaration first."""
+    current = _REGISTRY.get(workflow.name)
+    if current is None:
+        raise ValueError(
+            f"Register the current declaration of {workflow.name!r} before its previous ones."
+        )
+    kept = _PREVIOUS.setdefault(workflow.name, [])
+    if any(w is workflow for w in kept):
+        return workflow
+    if any(w.version == workflow.version for w in (current, *kept)):
+        raise ValueError(f"Workflow {workflow.name!r} v{workflow.version} is registered twice.")
+    kept.append(workflow)
+    return workflow
+
+
+def declarations(name: str) -> list[Workflow]:
+    """Every deployed declaration of the workflow: the current one first, then the kept ones."""
+    return [get(name), *_PREVIOUS.get(name, ())]
 
 
 def get(name: str) -> Workflow:

@@ -55,6 +55,7 @@ def values_for(route: Route, world: World) -> dict[str, str]:
         "job_pk": str(world.job.pk),
         "token_id": str(world.token.pk),
         "workflow_name": "financial_reporting",
+        "version_id": str(world.run.workflow_version_id),
         "fmt": "csv",
         "object_id": str(object_id),
         "app_label": "orchestration",
@@ -308,6 +309,25 @@ EXPECT: dict[str, dict[str, Any]] = {
         "POST": {"anonymous": "login", "reviewer": 302, "manager": 302, "*": 403},
     },
     "runs/": {"GET": {"anonymous": "login", "*": 200}, "POST": {"anonymous": "login", "*": 405}},
+    # Workflow versions: managers, auditors and operators (who propose changes) see them; to
+    # reviewers and outsiders the pages are not there. Operators propose, managers decide
+    # (an empty POST is refused inside, with a message: 302); auditors only look.
+    "workflows/": {
+        "GET": {"anonymous": "login", "reviewer": 404, "outsider": 404, "*": 200},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "workflows/<slug:workflow_name>/versions/": {
+        "GET": {"anonymous": "login", "reviewer": 404, "outsider": 404, "*": 200},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "workflows/<slug:workflow_name>/versions/<int:version_id>/": {
+        "GET": {"anonymous": "login", "reviewer": 404, "outsider": 404, "*": 200},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "workflows/<slug:workflow_name>/versions/<int:version_id>/action/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "reviewer": 404, "outsider": 404, "auditor": 403, "*": 302},
+    },
     "runs/<uuid:run_id>/": {
         "GET": {"anonymous": "login", "outsider": 404, "*": 200},
         "POST": {"anonymous": "login", "*": 405},

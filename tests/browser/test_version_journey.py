@@ -1,0 +1,146 @@
+"""A workflow change being reviewed and approved: the change is deployed beside the approved
+version (which keeps serving), the operator who wrote it proposes it from the version page and
+reads its diff, a manager approves it, and then rolls back in one action.
+
+The journey is a list of steps (``STEPS``) sharing one ``Journey``: a step that belongs between
+proposing and approving (an evaluation of the pending version, say) is one more function
+inserted there."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from orchestration.models import AuditEvent, WorkflowVersion
+from orchestration.workflows import registry
+from orchestration.workflows.versions import hash_of, serving, snapshot
+from tests.browser.conftest import shot, sign_in
+
+pytestmark = pytest.mark.browser
+
+NAME = "financial_reporting"
+
+
+@dataclass
+class Journey:
+    page: Any
+    base: str
+    v1: WorkflowVersion
+    v2: WorkflowVersion
+
+    def version_url(self, version: WorkflowVersion) -> str:
+        return f"{self.base}/workflows/{NAME}/versions/{version.pk}/"
+
+    def sign_in_as(self, username: str) -> None:
+        if self.page.locator("button:has-text('Sign out')").count():
+            self.page.click("button:has-text('Sign out')")
+        sign_in(self.page, self.base, username)
+
+
+def author_finds_the_pending_change(j: Journey) -> None:
+    j.sign_in_as("operator")
+    j.page.click("nav >> text=Workflows")
+    row = j.page.locator("#workflow-table tr", has_text=NAME)
+    assert "1" in row.locator("td").nth(2).inner_text()  # one version pending approval
+    row.locator(f"a:has-text('{NAME}')").click()
+    j.page.wait_for_url(re.compile(rf"/workflows/{NAME}/versions/$"))
+    pending_row = j.page.locator(f"#version-{j.v2.pk}")
+    assert (
+        "pending approval" in pending_row.inner_text()
+        and "not proposed yet" in pending_row.inner_text()
+    )
+    assert "serving" in j.page.locator(f"#version-{j.v1.pk}").inner_text()
+    shot(j.page, "versions-list")
+    pending_row.locator("a", has_text="v").first.click()
+    j.page.wait_for_url(j.version_url(j.v2))
+
+
+def author_reads_the_diff_and_proposes(j: Journey) -> None:
+    diff = j.page.inner_text("#version-diff")
+    assert (
+        "Prompt" in diff and "+ 8. Never publish a report without its reconciliation line." in diff
+    )
+    assert "Limits" in diff and '"max_steps": 8' in diff
+    assert "Unchanged:" in diff and "Models per role" in diff
+    shot(j.page, "version-diff")
+    j.page.fill(
+        "#version-propose input[name=note]", "A rule for the reconciliation line; fewer turns"
+    )
+    j.page.click("#version-propose button")
+    j.page.wait_for_selector(".messages >> text=you are its author")
+    assert "operator" in j.page.inner_text("#version-author")
+    # An operator is not a manager: no decision form, and the page says who may decide.
+    assert j.page.locator("#version-decide").count() == 0
+    assert "Only a manager" in j.page.inner_text("#approval-blockers")
+
+
+# Helper G (evaluation) inserts its step here: the pending version evaluated on the workflow's
+# dataset, and its thresholds shown among the approval blockers until they pass.
+
+
+def manager_approves(j: Journey) -> None:
+    j.sign_in_as("manager")
+    j.page.goto(j.version_url(j.v2))
+    assert j.page.locator("#approval-blockers").count() == 0
+    assert "+ 8. Never publish a report" in j.page.inner_text("#version-diff")
+    shot(j.page, "version-pending-manager")
+    j.page.fill("#version-decide input[name=note]", "Read the diff; fine")
+    j.page.click("#version-decide button:has-text('Approve')")
+    j.page.wait_for_selector(".messages >> text=serves new runs from now on")
+    assert "serving" in j.page.inner_text("#version-status")
+    assert "approved by manager" in j.page.inner_text("#version-decision").lower()
+    j.v2.refresh_from_db()
+    assert j.v2.serving and serving(NAME)[1] == j.v2
+    event = AuditEvent.objects.get(kind="version.approved")
+    assert event.actor_label == "manager" and event.payload["author"] == "operator"
+    shot(j.page, "version-approved")
+
+
+def manager_rolls_back(j: Journey) -> None:
+    j.page.goto(j.version_url(j.v1))
+    j.page.fill("#version-rollback input[name=note]", "Back to the report we know")
+    j.page.click("#version-rollback button")
+    j.page.wait_for_selector(".messages >> text=serves new runs again")
+    assert serving(NAME)[1] == j.v1
+    assert AuditEvent.objects.filter(kind="version.rolled_back", actor_label="manager").count() == 1
+    assert "version.rolled_back by manager: Back to the report we know" in j.page.inner_text(
+        "#version-history"
+    )
+    # The page compares it with the version it replaced: the rule that is gone again.
+    assert "- 8. Never publish a report" in j.page.inner_text("#version-diff")
+    shot(j.page, "version-rolled-back")
+
+
+STEPS: list[Callable[[Journey], None]] = [
+    author_finds_the_pending_change,
+    author_reads_the_diff_and_proposes,
+    manager_approves,
+    manager_rolls_back,
+]
+
+
+def test_a_workflow_change_is_reviewed_approved_and_rolled_back(
+    live_server, page, seeded, monkeypatch
+):
+    current = registry.get(NAME)
+    v1 = snapshot(current)  # the workflow's first version: the system's bootstrap
+    changed = dataclasses.replace(
+        current,
+        version=f"{current.version}.1",
+        rules=(*current.rules, "Never publish a report without its reconciliation line."),
+        constraints=dataclasses.replace(current.constraints, max_steps=8),
+    )
+    # The change is deployed beside the approved declaration, which keeps serving meanwhile.
+    monkeypatch.setitem(registry._REGISTRY, NAME, changed)
+    monkeypatch.setitem(registry._PREVIOUS, NAME, [current])
+    v2 = snapshot(changed)
+    assert v2.status == WorkflowVersion.Status.PENDING and v2.content_hash == hash_of(changed)
+    assert serving(NAME)[1] == v1
+    journey = Journey(page, live_server.url, v1, v2)
+    for step in STEPS:
+        step(journey)
