@@ -104,6 +104,11 @@ DECISION_KINDS = frozenset(
         "price.withdrawn",
         "budget.added",
         "budget.withdrawn",
+        "schedule.created",
+        "schedule.changed",
+        "schedule.paused",
+        "schedule.resumed",
+        "schedule.deleted",
         PURGE_KIND,
     }
 )
