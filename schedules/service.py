@@ -324,6 +324,5 @@ def _start(schedule: Schedule, cron: crons.Cron, row: ScheduledTick) -> None:
             },
         )
         return
-    row.outcome, row.run = ScheduledTick.Outcome.STARTED, run
-    row.detail = run.get_status_display()
+    row.outcome, row.run, row.detail = ScheduledTick.Outcome.STARTED, run, ""
     audit.record("schedule.fired", run=run, actor="beat", payload={**context, "status": run.status})

@@ -3,6 +3,9 @@ checked in reviews.access and carried out (validated, audited) by schedules.serv
 
 from __future__ import annotations
 
+import json
+import zoneinfo
+
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -29,17 +32,20 @@ def _schedule(schedule_id: int) -> Schedule:
 @require_GET
 @access.required(access.may_manage_schedules)
 def schedule_list(request: HttpRequest) -> HttpResponse:
-    schedules = list(Schedule.objects.select_related("owner", "periodic_task"))
+    schedules = list(Schedule.objects.select_related("owner", "periodic_task__crontab"))
     for s in schedules:
         s.next_at = service.next_occurrence(s)
-    return render(
-        request,
-        "schedules/schedules.html",
-        {
-            "schedules": schedules,
-            "ticks": ScheduledTick.objects.select_related("run")[:RECENT_TICKS],
-        },
-    )
+        if s.next_at:  # in the schedule's own zone (templates would show it in TIME_ZONE)
+            local = s.next_at.astimezone(zoneinfo.ZoneInfo(s.timezone))
+            s.next_local = f"{local:%a %d %b %Y, %H:%M} {local.tzname()}"
+        s.template_json = json.dumps(s.input_template, ensure_ascii=False)
+    ticks = list(ScheduledTick.objects.select_related("run", "schedule")[:RECENT_TICKS])
+    for t in ticks:
+        t.run_input = json.dumps(t.run.input, ensure_ascii=False) if t.run else ""
+        if t.schedule:  # the occurrence as the schedule's owner reads it
+            local = t.due_at.astimezone(zoneinfo.ZoneInfo(t.schedule.timezone))
+            t.due_local = f"{local:%a %d %b %Y, %H:%M} {local.tzname()}"
+    return render(request, "schedules/schedules.html", {"schedules": schedules, "ticks": ticks})
 
 
 def _form_page(
