@@ -8,7 +8,7 @@ no other module names a permission or decides who sees a row. It holds, in order
    ``reviews/0006_access_roles``; ``reviews.roles`` creates and assigns them);
 3. what a user may do at all (``may_start``, ``may_resolve``, ``may_override``,
    ``may_decide``, ``may_view_approvals``, ``may_see_costs``, ``may_browse_trail``,
-   ``may_see_operations``,
+   ``may_see_operations``, ``may_manage_schedules``,
    ``sees_every_run``);
 4. four-eyes: who may decide on one object (``may_resolve_ticket``, ``may_decide_request``,
    ``may_sign_off``). Money and sign-off decisions are never taken by the person who requested
