@@ -51,10 +51,12 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(name)
 
 
-def parse(expression: str, tz_name: str) -> Cron:
+def parse(expression: str, tz_name: str, *, strict: bool = True) -> Cron:
     """The expression and zone, checked: five fields Celery can parse, a time zone that
     exists, at least one occurrence, and occurrences at least SCHEDULE_MIN_INTERVAL_MINUTES
-    apart (every scheduled run costs money; a tick is named by its minute)."""
+    apart (every scheduled run costs money; a tick is named by its minute). ``strict=False``
+    (a saved schedule being run or shown) skips the last two: a schedule saved under an
+    older minimum interval still runs."""
     tz = zone(tz_name)
     parts = (expression or "").split()
     if len(parts) != len(FIELDS):
@@ -73,6 +75,8 @@ def parse(expression: str, tz_name: str) -> Cron:
     except (ParseException, ValueError, TypeError, IndexError) as exc:
         raise CronError(f"Not a valid cron expression: {exc}.") from None
     cron = Cron(" ".join(parts), fields, spec, tz)
+    if not strict:
+        return cron
     if following(cron, dt.datetime.now(dt.UTC)) is None:
         raise CronError("This expression never occurs (e.g. 31 February): nothing would run.")
     gap = min_gap_minutes(cron)

@@ -226,7 +226,11 @@ def set_paused(user: Any, schedule: Schedule, paused: bool) -> Schedule:
         if not paused:
             schedule.active_since = timezone.now()
         schedule.save(update_fields=["enabled", "active_since", "updated_at"])
-        _sync_task(schedule, crons.parse(schedule.cron, schedule.timezone), retimed=not paused)
+        _sync_task(
+            schedule,
+            crons.parse(schedule.cron, schedule.timezone, strict=False),
+            retimed=not paused,
+        )
         audit.record(
             "schedule.paused" if paused else "schedule.resumed",
             actor=user,
@@ -252,7 +256,9 @@ def next_occurrence(schedule: Schedule) -> dt.datetime | None:
     if not schedule.enabled:
         return None
     try:
-        return crons.following(crons.parse(schedule.cron, schedule.timezone), timezone.now())
+        return crons.following(
+            crons.parse(schedule.cron, schedule.timezone, strict=False), timezone.now()
+        )
     except crons.CronError:
         return None
 
@@ -273,7 +279,7 @@ def tick(schedule_id: int, *, now: dt.datetime | None = None) -> ScheduledTick |
     schedule = Schedule.objects.select_related("owner").filter(pk=schedule_id).first()
     if schedule is None or not schedule.enabled:
         return None
-    cron = crons.parse(schedule.cron, schedule.timezone)
+    cron = crons.parse(schedule.cron, schedule.timezone, strict=False)
     due = crons.latest(cron, now + CLOCK_SLACK)
     if due is None or due < schedule.active_since:
         return None

@@ -609,3 +609,16 @@ def test_seed_demo_creates_the_daily_financial_report_once(seeded):
     assert local_due.hour == 6
     assert row.run.input == {"date": (local_due.date() - dt.timedelta(days=1)).isoformat()}
     assert row.run.workflow_name == "financial_reporting"
+
+
+def test_a_saved_schedule_still_runs_after_the_minimum_interval_is_raised(
+    manager, operator, settings
+):
+    schedule = backdate(service.create(manager, data(operator, cron="*/10 * * * *")))
+    settings.SCHEDULE_MIN_INTERVAL_MINUTES = 60
+    row = service.tick(schedule.pk)
+    assert row.outcome == ScheduledTick.Outcome.STARTED and row.due_at.minute % 10 == 0
+    service.set_paused(manager, schedule, True)  # and can still be paused
+    assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled is False
+    with pytest.raises(service.ScheduleInvalid, match="at least 60 minutes apart"):
+        service.update(manager, schedule, data(operator, cron="*/10 * * * *"))
