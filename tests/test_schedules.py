@@ -622,3 +622,36 @@ def test_a_saved_schedule_still_runs_after_the_minimum_interval_is_raised(
     assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled is False
     with pytest.raises(service.ScheduleInvalid, match="at least 60 minutes apart"):
         service.update(manager, schedule, data(operator, cron="*/10 * * * *"))
+
+
+def test_two_deliveries_at_the_same_moment_start_one_run(beat_db, manager, operator):
+    """Two workers run the same tick concurrently: the unique (schedule, due) row lets one
+    claim the occurrence; the other waits for it and finds it started."""
+    import threading
+
+    from django.db import connection
+
+    schedule = backdate(service.create(manager, data(operator)))
+    now = timezone.now()
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def deliver():
+        try:
+            barrier.wait(10)
+            results.append(service.tick(schedule.pk, now=now))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(results) == 2 and results[0].pk == results[1].pk
+    assert {r.outcome for r in results} == {ScheduledTick.Outcome.STARTED}
+    assert Run.objects.count() == 1 and ScheduledTick.objects.count() == 1
+    assert AuditEvent.objects.filter(kind="schedule.fired").count() == 1

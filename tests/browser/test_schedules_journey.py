@@ -73,3 +73,17 @@ def test_manager_declares_pauses_and_deletes_a_schedule(live_server, page, seede
         .values_list("kind", flat=True)
     )
     assert kinds == ["schedule.created", "schedule.paused", "schedule.deleted"]
+
+    # The admin edits the same schedule with the same form and checks.
+    page.goto(f"{live_server.url}/admin/schedules/schedule/{demo.pk}/change/")
+    page.fill("#id_cron", "0 6 * * * *")
+    page.click("input[name=_save]")
+    assert "A cron expression has 5 fields" in page.inner_text("#content")
+    shot(page, "schedules-admin-error")
+    page.fill("#id_cron", "30 6 * * *")
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=was changed successfully")
+    demo.refresh_from_db()
+    assert demo.cron == "30 6 * * *"
+    changed = AuditEvent.objects.filter(kind="schedule.changed", payload__name=demo.name).get()
+    assert changed.payload["changes"] == {"cron": {"from": "0 6 * * *", "to": "30 6 * * *"}}
