@@ -60,6 +60,8 @@ INSTALLED_APPS = [
     "demo",
     "notifications",
     "alerts",
+    "django_celery_beat",
+    "schedules",
     "api",
     "ops",
     "insight",
@@ -203,6 +205,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=600)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=660)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Beat reads its schedule from the database (django-celery-beat): the entries of
+# CELERY_BEAT_SCHEDULE are written there when beat starts, and each Countersign schedule owns
+# a row of its own (schedules.service). schedules.beat explains the two changes it makes.
+CELERY_BEAT_SCHEDULER = "schedules.beat:Scheduler"
 CELERY_BEAT_SCHEDULE = {
     "reap-stalled-runs": {
         "task": "orchestration.tasks.reap_stalled_runs",
@@ -525,6 +531,11 @@ CELERY_BEAT_SCHEDULE["daily-digest"] = {
     "task": "insight.tasks.send_daily_digests",
     "schedule": env.float("DAILY_DIGEST_CHECK_SECONDS", default=900.0),
 }
+# --- Schedules (schedules: cron schedules on django-celery-beat) -----------------------------
+# The shortest time allowed between two occurrences of a schedule's cron expression.
+SCHEDULE_MIN_INTERVAL_MINUTES = env.int("SCHEDULE_MIN_INTERVAL_MINUTES", default=5)
+if SCHEDULE_MIN_INTERVAL_MINUTES < 2:
+    raise ImproperlyConfigured("SCHEDULE_MIN_INTERVAL_MINUTES must be at least 2.")
 # Old secret keys still accepted for signatures (sessions, password resets) while rotating.
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 # Probes and scrapers speak plain HTTP inside the cluster.

@@ -110,6 +110,11 @@ DECISION_KINDS = frozenset(
         "version.approved",
         "version.rejected",
         "version.rolled_back",
+        "schedule.created",
+        "schedule.changed",
+        "schedule.paused",
+        "schedule.resumed",
+        "schedule.deleted",
         PURGE_KIND,
     }
 )

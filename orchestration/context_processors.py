@@ -28,6 +28,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             "can_see_operations": access.may_see_operations(user),
             "can_see_alerts": (can_see_alerts := access.may_view_alerts(user)),
             "open_alerts": Alert.objects.filter(status=Alert.Status.OPEN).count() if can_see_alerts else 0,
+            "can_manage_schedules": access.may_manage_schedules(user),
             "is_staff": user.is_staff,
             "roles": sorted(user.groups.values_list("name", flat=True)),
         }

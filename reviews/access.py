@@ -8,7 +8,7 @@ no other module names a permission or decides who sees a row. It holds, in order
    ``reviews/0006_access_roles``; ``reviews.roles`` creates and assigns them);
 3. what a user may do at all (``may_start``, ``may_resolve``, ``may_override``,
    ``may_decide``, ``may_view_approvals``, ``may_see_costs``, ``may_browse_trail``,
-   ``may_see_operations``,
+   ``may_see_operations``, ``may_manage_schedules``,
    ``sees_every_run``);
 4. four-eyes: who may decide on one object (``may_resolve_ticket``, ``may_decide_request``,
    ``may_sign_off``). Money and sign-off decisions are never taken by the person who requested
@@ -61,6 +61,7 @@ VIEW_TRAIL = "orchestration.view_auditevent"
 VIEW_ALERTS = "alerts.view_alert"
 HANDLE_ALERTS = "alerts.handle_alert"
 LIFT_PAUSE = "alerts.lift_pause"
+MANAGE_SCHEDULES = "schedules.manage_schedule"
 
 
 # --- 2. roles ------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ class Role:
 
 
 # The apps whose every view_* permission "views_everything" grants.
-DOMAIN_APPS = ("orchestration", "reviews", "costs", "warehouse", "alerts")
+DOMAIN_APPS = ("orchestration", "reviews", "costs", "warehouse", "alerts", "schedules")
 _SEE_OWN_RUNS = (
     "orchestration.view_run",
     "orchestration.view_modelcall",
@@ -95,6 +96,7 @@ ROLES: dict[str, Role] = {
             OVERRIDE_TICKET,
             HANDLE_ALERTS,
             LIFT_PAUSE,
+            MANAGE_SCHEDULES,
         ),
         views_everything=True,
     ),
@@ -286,6 +288,38 @@ def users_with(permission: str, *, superusers: bool = True) -> QuerySet[Any]:
         .distinct()
         .order_by("username")
     )
+
+
+# --- 3c. schedules ---------------------------------------------------------------------------
+
+
+def may_manage_schedules(user: Any) -> bool:
+    """The schedules page and every change to a schedule, there or in the admin (managers).
+    Everyone else gets a 403, as on the costs and alerts pages; auditors read schedules in
+    the read-only admin and their changes in the audit trail."""
+    return bool(user.is_authenticated and user.has_perm(MANAGE_SCHEDULES))
+
+
+def schedule_refusal(user: Any) -> str | None:
+    """Why ``user`` may not create, change, pause or delete a schedule, or None."""
+    if not may_manage_schedules(user):
+        return "Only a manager may create, change, pause or delete schedules."
+    return None
+
+
+def schedule_owner_refusal(owner: Any) -> str | None:
+    """Why a schedule's runs may not be started as ``owner``, or None: an active user who may
+    start runs (checked when the schedule is saved and again at every tick)."""
+    if owner is None or not owner.is_active:
+        return "The owner must be an active user: scheduled runs are started as them."
+    if not may_start(owner):
+        return f"{owner.get_username()} may not start runs, so cannot own a schedule."
+    return None
+
+
+def users_who_may_own_schedules() -> QuerySet[Any]:
+    """The users a schedule's runs may be started as: whoever may start runs."""
+    return users_with(START_RUN)
 
 
 # --- 4. four-eyes: decisions on one object -------------------------------------------------

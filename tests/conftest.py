@@ -48,8 +48,9 @@ def _fast_simulator(settings: Any) -> Iterator[None]:
 
 @pytest.fixture
 def seeded(db: Any) -> None:
-    """Roles, demo users, prices and demo data (transactional tests lose migration data)."""
-    call_command("seed_demo", stdout=io.StringIO())
+    """Roles, demo users, prices and demo data (transactional tests lose migration data); not
+    the demo schedules (tests/test_schedules.py seeds those itself)."""
+    call_command("seed_demo", "--no-schedules", stdout=io.StringIO())
 
 
 def _user(username: str) -> Any:

@@ -95,6 +95,16 @@ def world(operator, reviewer, manager, auditor, outsider, settings, no_enqueue) 
     WebhookDelivery.objects.create(endpoint=endpoint, event="run.ended", body="{}")
     WorkflowRecipient.objects.create(workflow_name="financial_reporting", email="ops@example.com")
 
+    # A schedule and one of its ticks (schedules.*).
+    from schedules import service as schedules_service
+    from schedules.models import ScheduledTick
+
+    schedule = schedules_service.create(manager, {
+        "name": "matrix", "workflow_name": "financial_reporting", "cron": "0 6 * * *",
+        "timezone": "UTC", "input_template": {"date": "{{yesterday}}"}, "owner": operator,
+    })
+    ScheduledTick.objects.create(schedule=schedule, schedule_name=schedule.name, due_at=timezone.now())
+
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     waiting = start_run("financial_reporting", {"date": "2026-11-21"}, operator)
     approval = waiting.approvals.get()

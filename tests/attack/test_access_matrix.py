@@ -52,6 +52,7 @@ def values_for(route: Route, world: World) -> dict[str, str]:
         "request_id": str(world.approval.pk),
         "alert_id": str(_first_pk("alerts/alert")),
         "pause_id": str(_first_pk("alerts/userpause")),
+        "schedule_id": str(_first_pk("schedules/schedule")),
         "job_pk": str(world.job.pk),
         "token_id": str(world.token.pk),
         "workflow_name": "financial_reporting",
@@ -153,7 +154,7 @@ EXPECT: dict[str, dict[str, Any]] = {
         "GET": {"manager": 404, "auditor": 404, "*": "admin-login"},
         "POST": {"manager": 404, "auditor": 404, "*": "admin-login"},
     },
-    "admin/^(?P<app_label>auth|axes|orchestration|reviews|costs|warehouse|notifications|alerts|api)/$": {
+    "admin/^(?P<app_label>auth|axes|orchestration|reviews|costs|warehouse|notifications|alerts|schedules|api)/$": {
         "GET": {"manager": 200, "auditor": 200, "*": "admin-login"},
         "POST": {"manager": 200, "auditor": 200, "*": "admin-login"},
     },
@@ -256,6 +257,28 @@ EXPECT: dict[str, dict[str, Any]] = {
         "POST": {"anonymous": "login", "manager": 302, "*": 403},
     },
     "alerts/pauses/<int:pause_id>/lift/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "manager": 302, "*": 403},
+    },
+    # Schedules: managers only (403 for everyone else, as on the alerts and costs pages);
+    # auditors read them in the admin. Empty POSTs: the form is refused (422).
+    "schedules/": {
+        "GET": {"anonymous": "login", "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "schedules/new/": {
+        "GET": {"anonymous": "login", "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "manager": 422, "*": 403},
+    },
+    "schedules/<int:schedule_id>/": {
+        "GET": {"anonymous": "login", "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "manager": 422, "*": 403},
+    },
+    "schedules/<int:schedule_id>/pause/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "manager": 302, "*": 403},
+    },
+    "schedules/<int:schedule_id>/delete/": {
         "GET": {"anonymous": "login", "*": 405},
         "POST": {"anonymous": "login", "manager": 302, "*": 403},
     },
@@ -396,6 +419,9 @@ ADMIN_LEVELS: dict[str, dict[str, str | None]] = {
         f"notifications/{m}": {"manager": None, "auditor": None}
         for m in ("webhookendpoint", "webhookdelivery", "workflowrecipient")
     },
+    # Schedules: managers edit them (schedules.admin, audited like the page); ticks are a record.
+    "schedules/schedule": {"manager": "edit", "auditor": "view"},
+    "schedules/scheduledtick": {"manager": "view", "auditor": "view"},
     # Prices and budgets: superusers only add them (costs.changes), never edit them.
     # SLA targets: superusers edit them (reviews.admin.SlaTargetAdmin), managers and auditors see them.
     "reviews/slatarget": {"manager": "view", "auditor": "view"},

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from costs.pricing import seed_prices
+from demo.schedules import seed_schedules
 from reviews.access import ROLES
 from warehouse.demo_data import seed_warehouse
 
@@ -28,6 +29,14 @@ USERS = {
 
 class Command(BaseCommand):
     help = "Create the demo users (password from DEMO_PASSWORD), model prices and demo data."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--no-schedules",
+            action="store_true",
+            help="Leave out the demo schedules (the daily financial report): the test fixtures "
+            "start from no schedule, and no audit event of one.",
+        )
 
     @transaction.atomic
     def handle(self, *args, **options):
@@ -50,10 +59,11 @@ class Command(BaseCommand):
             created.append(username)
         prices = seed_prices()
         data = seed_warehouse()
+        schedules = [] if options["no_schedules"] else seed_schedules()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo ready: {len(created)} new user(s) ({', '.join(created) or 'all existed'}), "
                 f"{prices} new price rows, {data['transactions']} transactions, "
-                f"{data['payments']} payments."
+                f"{data['payments']} payments, {len(schedules)} new schedule(s)."
             )
         )
