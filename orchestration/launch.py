@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -137,7 +138,14 @@ def start_run(
     idempotency_key: str | None = None,
     options: dict[str, Any] | None = None,
     source: str = "web",
+    version: WorkflowVersion | None = None,
+    prepare: Callable[[Run], None] | None = None,
 ) -> Run:
+    """Start a run: validate, gate (pause, budgets, start limit), estimate, then queue it or
+    send it for approval. ``version``: a snapshot to run instead of the workflow as declared
+    now (a fork on another version; orchestration.run_actions checks it may serve runs).
+    ``prepare``: called with the new run in the same transaction, after its request is
+    audited and before it is queued (a re-run or fork links it and copies its history)."""
     value = validate_input(workflow_name, raw_input)
     if idempotency_key:
         existing = Run.objects.filter(requested_by=user, idempotency_key=idempotency_key).first()
@@ -147,7 +155,7 @@ def start_run(
     if paused := pauses.start_refusal(user):
         raise RunRefused({"user": paused}, code=RunRefused.USER_PAUSED)
     workflow = registry.get(workflow_name)
-    version = snapshot(workflow)
+    version = version or snapshot(workflow)
     size = measure_prompt(workflow, version, value)  # an API call: outside the transaction
     estimate = estimate_run(workflow, value, size, batch=bool((options or {}).get("batch")))
     threshold = accounting.approval_threshold(workflow)
@@ -178,6 +186,8 @@ def start_run(
             })
             for warning in warnings:
                 audit.record("budget.warning", run=run, actor="engine", payload={"warning": warning})
+            if prepare is not None:
+                prepare(run)
             if needs_approval:
                 ApprovalRequest.objects.create(
                     run=run, estimate_usd=estimate.upper_usd, threshold_usd=threshold,

@@ -20,6 +20,7 @@ from orchestration.run_search import (
     parse_filters,
 )
 from orchestration.timeline import TIMELINE_WINDOW, timeline_window
+from orchestration.views import run_actions
 from orchestration.views.fanout import progress as fanout_progress
 from reviews.access import get_run_for_user
 
@@ -114,7 +115,8 @@ def _run_context(run: Run, request, *, live: bool = False) -> dict:
 @require_GET
 def run_detail(request, run_id):
     run = get_run_for_user(request.user, run_id)
-    return render(request, "orchestration/run_detail.html", _run_context(run, request))
+    context = _run_context(run, request) | run_actions.page_context(request.user, run)
+    return render(request, "orchestration/run_detail.html", context)
 
 
 @require_GET
