@@ -112,7 +112,7 @@ class Run(models.Model):
 
     class Origin(models.TextChoices):
         RERUN = "rerun", "re-run"
-        FORK = "fork"
+        FORK = "fork", "fork"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workflow_version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")

@@ -34,7 +34,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='run',
             name='origin_kind',
-            field=models.CharField(blank=True, choices=[('rerun', 're-run'), ('fork', 'Fork')], max_length=10),
+            field=models.CharField(blank=True, choices=[('rerun', 're-run'), ('fork', 'fork')], max_length=10),
         ),
         migrations.AddField(
             model_name='toolcall',
