@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -138,14 +139,33 @@ def rerun(user: Any, run_id: Any, *, idempotency_key: str | None = None) -> Run:
 
     def link(new: Run) -> None:
         _link(new, original, Run.Origin.RERUN)
-        audit.record("run.rerun_of", run=new, actor=user, payload={
-            "origin": str(original.pk), "origin_status": original.status, "origin_head": _origin_head(original),
-        })
-        audit.record("run.derived", run=original, actor=user, payload={"run": str(new.pk), "kind": Run.Origin.RERUN})
+        audit.record(
+            "run.rerun_of",
+            run=new,
+            actor=user,
+            payload={
+                "origin": str(original.pk),
+                "origin_status": original.status,
+                "origin_head": _origin_head(original),
+            },
+        )
+        audit.record(
+            "run.derived",
+            run=original,
+            actor=user,
+            payload={"run": str(new.pk), "kind": Run.Origin.RERUN},
+        )
 
     try:
-        return start_run(original.workflow_name, original.input, user, idempotency_key=idempotency_key,
-                         options=dict(original.options or {}), source="rerun", prepare=link)
+        return start_run(
+            original.workflow_name,
+            original.input,
+            user,
+            idempotency_key=idempotency_key,
+            options=dict(original.options or {}),
+            source="rerun",
+            prepare=link,
+        )
     except RunRefused as refused:
         raise ActionRefused.from_start(refused) from None
 
@@ -161,7 +181,8 @@ def servable_versions(workflow: Workflow) -> list[WorkflowVersion]:
     current = snapshot(workflow)
     declared = {t.name for t in workflow.tools}
     versions = [
-        v for v in WorkflowVersion.objects.filter(name=workflow.name).order_by("-created_at")
+        v
+        for v in WorkflowVersion.objects.filter(name=workflow.name).order_by("-created_at")
         if {t.get("name") for t in v.tools} <= declared
     ]
     return versions if any(v.pk == current.pk for v in versions) else [current, *versions]
@@ -181,27 +202,41 @@ class Step:
 def steps_of(run: Run) -> list[Step]:
     """The run's answered model turns (its own conversation, not fan-out jobs), in order."""
     calls: dict[int, ModelCall] = {}
-    for mc in run.model_calls.filter(job__isnull=True, status=ModelCall.Status.OK).order_by("turn", "attempt"):
+    for mc in run.model_calls.filter(job__isnull=True, status=ModelCall.Status.OK).order_by(
+        "turn", "attempt"
+    ):
         calls[mc.turn] = mc
     settled: dict[int, dict[str, ToolCall]] = {}
-    for tc in ToolCall.objects.filter(run=run, settled=True).select_related("model_call").order_by("created_at"):
+    for tc in (
+        ToolCall.objects.filter(run=run, settled=True)
+        .select_related("model_call")
+        .order_by("created_at")
+    ):
         settled.setdefault(tc.model_call.turn, {})[tc.tool_use_id] = tc
     steps = []
     for turn in sorted(calls):
         mc = calls[turn]
         previous = calls.get(turn - 1)
-        steps.append(Step(
-            turn=turn, call=mc, tool_uses=mc.tool_uses, settled=settled.get(turn, {}),
-            forkable=turn == 0 or (previous is not None and previous.stop_reason == "tool_use"),
-        ))
+        steps.append(
+            Step(
+                turn=turn,
+                call=mc,
+                tool_uses=mc.tool_uses,
+                settled=settled.get(turn, {}),
+                forkable=turn == 0 or (previous is not None and previous.stop_reason == "tool_use"),
+            )
+        )
     return steps
 
 
 def failing_point(run: Run) -> tuple[int | None, str]:
     """The turn and tool_use a fork of a paused run starts from by default: its open ticket's
     failing tool call (or failing model turn)."""
-    ticket = run.tickets.exclude(status=EscalationTicket.Status.RESOLVED).select_related(
-        "failing_tool_call__model_call", "failing_model_call").first()
+    ticket = (
+        run.tickets.exclude(status=EscalationTicket.Status.RESOLVED)
+        .select_related("failing_tool_call__model_call", "failing_model_call")
+        .first()
+    )
     if ticket is None:
         return None, ""
     if ticket.failing_tool_call is not None:
@@ -249,7 +284,9 @@ def _readable(rows: list[ModelCall] | list[ToolCall], fields: tuple[str, ...], w
             try:
                 require_readable(getattr(row, name), f"The {name.replace('_', ' ')} of {row}")
             except PayloadKeyError as exc:
-                raise ActionRefused(f"{exc} The fork would copy it and could not replay it.") from None
+                raise ActionRefused(
+                    f"{exc} The fork would copy it and could not replay it."
+                ) from None
 
 
 def plan_fork(
@@ -277,43 +314,73 @@ def plan_fork(
     try:
         workflow = registry.get(original.workflow_name)
     except registry.UnknownWorkflow:
-        raise ActionRefused(f"The workflow {original.workflow_name!r} is no longer declared: its runs cannot be forked.") from None
+        raise ActionRefused(
+            f"The workflow {original.workflow_name!r} is no longer declared: its runs cannot be forked."
+        ) from None
     if workflow.fanout is not None:
-        raise ActionRefused("A fan-out run is not a sequence of turns (its jobs run in parallel): re-run it instead.")
+        raise ActionRefused(
+            "A fan-out run is not a sequence of turns (its jobs run in parallel): re-run it instead."
+        )
     if tool_use_id and not corrects:
-        raise ActionRefused.invalid("corrected", "paste the corrected output of the tool call you chose, or choose no tool call")
+        raise ActionRefused.invalid(
+            "corrected",
+            "paste the corrected output of the tool call you chose, or choose no tool call",
+        )
     if corrects and not tool_use_id:
-        raise ActionRefused.invalid("tool_use_id", "choose the tool call whose output you corrected")
+        raise ActionRefused.invalid(
+            "tool_use_id", "choose the tool call whose output you corrected"
+        )
 
     steps = steps_of(original)
     t = _parse_turn(turn)
     if not steps:
-        raise ActionRefused.invalid("turn", "this run has no answered model turn to fork from: re-run it instead")
+        raise ActionRefused.invalid(
+            "turn", "this run has no answered model turn to fork from: re-run it instead"
+        )
     if not 0 <= t <= steps[-1].turn or t not in {s.turn for s in steps}:
-        raise ActionRefused.invalid("turn", f"turn {t} is out of range: this run's turns are 0 to {steps[-1].turn}")
+        raise ActionRefused.invalid(
+            "turn", f"turn {t} is out of range: this run's turns are 0 to {steps[-1].turn}"
+        )
     step = next(s for s in steps if s.turn == t)
 
     correction = None
     if corrects:
         tu = next((u for u in step.tool_uses if u.get("id") == tool_use_id), None)
         if tu is None:
-            owner = next((s.turn for s in steps for u in s.tool_uses if u.get("id") == tool_use_id), None)
-            where = f"it belongs to turn {owner}" if owner is not None else "the run has no such tool call"
+            owner = next(
+                (s.turn for s in steps for u in s.tool_uses if u.get("id") == tool_use_id), None
+            )
+            where = (
+                f"it belongs to turn {owner}"
+                if owner is not None
+                else "the run has no such tool call"
+            )
             raise ActionRefused.invalid("tool_use_id", f"not a tool call of turn {t}: {where}")
         tool = workflow.tool(tu["name"])
         if tool is None:
-            raise ActionRefused.invalid("tool_use_id", f"{tu['name']!r} is not a tool this workflow declares")
+            raise ActionRefused.invalid(
+                "tool_use_id", f"{tu['name']!r} is not a tool this workflow declares"
+            )
         copied_calls = [s.call for s in steps if s.turn <= t]
     else:
         if not step.forkable:
-            raise ActionRefused.invalid("turn", (
-                f"turn {t} follows a final answer, not a tool result: fork from a turn that follows tool "
-                "calls (or turn 0)"))
+            raise ActionRefused.invalid(
+                "turn",
+                (
+                    f"turn {t} follows a final answer, not a tool result: fork from a turn that follows tool "
+                    "calls (or turn 0)"
+                ),
+            )
         copied_calls = [s.call for s in steps if s.turn < t]
     copied_turns = {mc.turn for mc in copied_calls}
     tools = sorted(
-        (tc for s in steps if s.turn in copied_turns for tc in s.settled.values()
-         if not (corrects and s.turn == t and tc.tool_use_id == tool_use_id)),
+        (
+            tc
+            for s in steps
+            if s.turn in copied_turns
+            for tc in s.settled.values()
+            if not (corrects and s.turn == t and tc.tool_use_id == tool_use_id)
+        ),
         key=lambda tc: tc.created_at,
     )
 
@@ -321,19 +388,29 @@ def plan_fork(
     if version_id not in (None, ""):
         version = next((v for v in servable if str(v.pk) == str(version_id)), None)
         if version is None:
-            raise ActionRefused.invalid("version", f"not a version of {workflow.name} that may serve runs")
+            raise ActionRefused.invalid(
+                "version", f"not a version of {workflow.name} that may serve runs"
+            )
     else:
         version = next((v for v in servable if v.pk == original.workflow_version_id), None)
         if version is None:
-            raise ActionRefused.invalid("version", (
-                f"the run's own version ({original.workflow_version.content_hash[:12]}) may no longer serve "
-                "runs: choose another"))
+            raise ActionRefused.invalid(
+                "version",
+                (
+                    f"the run's own version ({original.workflow_version.content_hash[:12]}) may no longer serve "
+                    "runs: choose another"
+                ),
+            )
     offered = {t_["name"] for t_ in version.tools}
     missing = sorted({u.get("name") for mc in copied_calls for u in mc.tool_uses} - offered)
     if missing:
-        raise ActionRefused.invalid("version", (
-            f"version {version.content_hash[:12]} does not declare {', '.join(map(str, missing))}, which the "
-            "copied turns call"))
+        raise ActionRefused.invalid(
+            "version",
+            (
+                f"version {version.content_hash[:12]} does not declare {', '.join(map(str, missing))}, which the "
+                "copied turns call"
+            ),
+        )
 
     _readable(copied_calls, ("request_content", "response_content"), "model calls")
     _readable(tools, ("input", "output"), "tool calls")
@@ -345,19 +422,31 @@ def plan_fork(
     return ForkPlan(original, workflow, t, version, copied_calls, tools, correction, paid, steps)
 
 
-def _corrected_output(original: Run, tool: Any, tu: dict[str, Any], text: str, tools: list[ToolCall]) -> Any:
+def _corrected_output(
+    original: Run, tool: Any, tu: dict[str, Any], text: str, tools: list[ToolCall]
+) -> Any:
     """The reviewer's output, checked like a ticket's correction (reviews.resolutions)."""
     accepted = [tc for tc in tools if tc.status in (TC.OK, TC.CORRECTED)]
-    record = Record(calls=tuple(RecordedCall(tc.name, tc.tool_use_id, tc.input or {}, tc.output) for tc in accepted))
-    ctx = ToolContext(run_id=str(original.pk), tool_use_id=tu["id"], run_input=original.input,
-                      tool_input=tu.get("input") or {}, outputs={c.name: c.output for c in record.calls},
-                      record=record)
+    record = Record(
+        calls=tuple(
+            RecordedCall(tc.name, tc.tool_use_id, tc.input or {}, tc.output) for tc in accepted
+        )
+    )
+    ctx = ToolContext(
+        run_id=str(original.pk),
+        tool_use_id=tu["id"],
+        run_input=original.input,
+        tool_input=tu.get("input") or {},
+        outputs={c.name: c.output for c in record.calls},
+        record=record,
+    )
     try:
         return resolutions.checked_tool_output(tool, resolutions.parse_json(text), ctx)
     except resolutions.InvalidCorrection as exc:
         raise ActionRefused(
             f"The corrected output of {tool.name} was not accepted: {exc}. Nothing was changed.",
-            ActionRefused.INVALID_INPUT, {"corrected": str(exc)},
+            ActionRefused.INVALID_INPUT,
+            {"corrected": str(exc)},
         ) from None
 
 
@@ -372,43 +461,99 @@ def _copy_history(plan: ForkPlan, fork: Run, user: Any) -> None:
     copies: dict[int, ModelCall] = {}
     for mc in plan.calls:  # in conversation order: the timeline and the record follow created_at
         copy = ModelCall.objects.create(
-            run=fork, turn=mc.turn, attempt=1, role=mc.role, model=mc.model, status=ModelCall.Status.OK,
-            request_content=mc.request_content, response_content=mc.response_content, stop_reason=mc.stop_reason,
-            sdk_attempts=mc.sdk_attempts, latency_ms=mc.latency_ms, first_token_ms=mc.first_token_ms,
-            request_id=mc.request_id, finished_at=mc.finished_at, copied=True, copied_from=mc,
+            run=fork,
+            turn=mc.turn,
+            attempt=1,
+            role=mc.role,
+            model=mc.model,
+            status=ModelCall.Status.OK,
+            request_content=mc.request_content,
+            response_content=mc.response_content,
+            stop_reason=mc.stop_reason,
+            sdk_attempts=mc.sdk_attempts,
+            latency_ms=mc.latency_ms,
+            first_token_ms=mc.first_token_ms,
+            request_id=mc.request_id,
+            finished_at=mc.finished_at,
+            copied=True,
+            copied_from=mc,
         )
         copies[mc.pk] = copy
         written.append(copy)
         for tc in tools_by_call.get(mc.pk, []):
-            written.append(ToolCall.objects.create(
-                run=fork, model_call=copy, tool_use_id=tc.tool_use_id, name=tc.name, tool_version=tc.tool_version,
-                attempt=1, status=tc.status, settled=True, input=tc.input, output=tc.output,
-                raw_output=tc.raw_output, validation_errors=tc.validation_errors, error=tc.error,
-                latency_ms=tc.latency_ms, finished_at=tc.finished_at, copied=True, copied_from=tc,
-            ))
+            written.append(
+                ToolCall.objects.create(
+                    run=fork,
+                    model_call=copy,
+                    tool_use_id=tc.tool_use_id,
+                    name=tc.name,
+                    tool_version=tc.tool_version,
+                    attempt=1,
+                    status=tc.status,
+                    settled=True,
+                    input=tc.input,
+                    output=tc.output,
+                    raw_output=tc.raw_output,
+                    validation_errors=tc.validation_errors,
+                    error=tc.error,
+                    latency_ms=tc.latency_ms,
+                    finished_at=tc.finished_at,
+                    copied=True,
+                    copied_from=tc,
+                )
+            )
     corrected_payload = None
     if plan.correction is not None:
-        tu, tool, value = plan.correction["tool_use"], plan.correction["tool"], plan.correction["output"]
-        written.append(ToolCall.objects.create(
-            run=fork, model_call=copies[plan.correction["model_call"].pk], tool_use_id=tu["id"], name=tu["name"],
-            tool_version=tool.version, attempt=1, status=TC.CORRECTED, settled=True, input=tu.get("input") or {},
-            output=value, raw_output=value, finished_at=timezone.now(), latency_ms=0,
-        ))
+        tu, tool, value = (
+            plan.correction["tool_use"],
+            plan.correction["tool"],
+            plan.correction["output"],
+        )
+        written.append(
+            ToolCall.objects.create(
+                run=fork,
+                model_call=copies[plan.correction["model_call"].pk],
+                tool_use_id=tu["id"],
+                name=tu["name"],
+                tool_version=tool.version,
+                attempt=1,
+                status=TC.CORRECTED,
+                settled=True,
+                input=tu.get("input") or {},
+                output=value,
+                raw_output=value,
+                finished_at=timezone.now(),
+                latency_ms=0,
+            )
+        )
         corrected_payload = {"tool": tu["name"], "tool_use_id": tu["id"], "output": value}
     n_calls = sum(1 for w in written if isinstance(w, ModelCall))
-    audit.record("run.forked", run=fork, actor=user, evidence_of=written, payload={
-        "origin": str(plan.original.pk),
-        "origin_status": plan.original.status,
-        "origin_head": _origin_head(plan.original),
-        "turn": plan.turn,
-        "version": plan.version.content_hash,
-        "origin_version": plan.original.workflow_version.content_hash,
-        "copied": {"model_calls": n_calls, "tool_calls": len(plan.tools),
-                   "paid_by_origin_usd": str(plan.paid_by_origin)},
-        "corrected": corrected_payload,
-    })
-    audit.record("run.derived", run=plan.original, actor=user,
-                 payload={"run": str(fork.pk), "kind": Run.Origin.FORK, "turn": plan.turn})
+    audit.record(
+        "run.forked",
+        run=fork,
+        actor=user,
+        evidence_of=written,
+        payload={
+            "origin": str(plan.original.pk),
+            "origin_status": plan.original.status,
+            "origin_head": _origin_head(plan.original),
+            "turn": plan.turn,
+            "version": plan.version.content_hash,
+            "origin_version": plan.original.workflow_version.content_hash,
+            "copied": {
+                "model_calls": n_calls,
+                "tool_calls": len(plan.tools),
+                "paid_by_origin_usd": str(plan.paid_by_origin),
+            },
+            "corrected": corrected_payload,
+        },
+    )
+    audit.record(
+        "run.derived",
+        run=plan.original,
+        actor=user,
+        payload={"run": str(fork.pk), "kind": Run.Origin.FORK, "turn": plan.turn},
+    )
 
 
 def fork(
@@ -423,11 +568,20 @@ def fork(
 ) -> Run:
     """Check the fork (``plan_fork``) and start it through ``launch.start_run`` with its
     history copied; returns the new run (queued, or waiting for approval)."""
-    plan = plan_fork(user, run_id, turn=turn, tool_use_id=tool_use_id, corrected=corrected, version_id=version_id)
+    plan = plan_fork(
+        user, run_id, turn=turn, tool_use_id=tool_use_id, corrected=corrected, version_id=version_id
+    )
     try:
-        return start_run(plan.original.workflow_name, plan.original.input, user, idempotency_key=idempotency_key,
-                         options=dict(plan.original.options or {}), source="fork", version=plan.version,
-                         prepare=lambda new: _copy_history(plan, new, user))
+        return start_run(
+            plan.original.workflow_name,
+            plan.original.input,
+            user,
+            idempotency_key=idempotency_key,
+            options=dict(plan.original.options or {}),
+            source="fork",
+            version=plan.version,
+            prepare=lambda new: _copy_history(plan, new, user),
+        )
     except RunRefused as refused:
         raise ActionRefused.from_start(refused) from None
 
@@ -457,23 +611,41 @@ def cancel(user: Any, run_id: Any, *, reason: str = "") -> Cancelled:
             raise refused
         why = f"Cancelled by {user.get_username()}" + (f": {reason}" if reason else ".")
         released = accounting.release_for_cancelled_run(run.pk)
-        jobs = FanoutJob.objects.filter(run=run, status__in=(FanoutJob.Status.QUEUED, FanoutJob.Status.RUNNING)).update(
-            status=FanoutJob.Status.CANCELLED, lease_owner="", lease_expires_at=None, finished_at=timezone.now(),
+        jobs = FanoutJob.objects.filter(
+            run=run, status__in=(FanoutJob.Status.QUEUED, FanoutJob.Status.RUNNING)
+        ).update(
+            status=FanoutJob.Status.CANCELLED,
+            lease_owner="",
+            lease_expires_at=None,
+            finished_at=timezone.now(),
             reason="Cancelled: the run was cancelled.",
         )
         tickets = resolutions.close_for_cancelled_run(run, user, why)
         requests = approvals.close_for_cancelled_run(run, user, why)
-        run = lifecycle.transition(run.pk, S.CANCELLED, actor=user, error=why, event_payload={
-            "reason": reason, "released_calls": released, "cancelled_jobs": jobs,
-            "closed_tickets": [t.pk for t in tickets], "closed_requests": [r.pk for r in requests],
-        })
+        run = lifecycle.transition(
+            run.pk,
+            S.CANCELLED,
+            actor=user,
+            error=why,
+            event_payload={
+                "reason": reason,
+                "released_calls": released,
+                "cancelled_jobs": jobs,
+                "closed_tickets": [t.pk for t in tickets],
+                "closed_requests": [r.pk for r in requests],
+            },
+        )
     return Cancelled(run, released, jobs, len(tickets), len(requests))
 
 
 def cancel_refusal(user: Any, run: Run) -> ActionRefused | None:
     """The refusal ``cancel`` gives (it asks under the run's lock), or None; the run page
     offers "Cancel run" only when there is none."""
-    ticket = run.tickets.exclude(status=EscalationTicket.Status.RESOLVED).select_related("assignee").first()
+    ticket = (
+        run.tickets.exclude(status=EscalationTicket.Status.RESOLVED)
+        .select_related("assignee")
+        .first()
+    )
     if why := access.cancel_refusal(user, run, ticket):
         return ActionRefused(why, ActionRefused.FORBIDDEN)
     if run.status not in lifecycle.CANCELLABLE:
@@ -523,8 +695,13 @@ class Row:
 
     @property
     def same(self) -> bool:
-        return (self.a is not None and self.b is not None and self.a.name == self.b.name
-                and self.a.status == self.b.status and _canonical(self.a.output) == _canonical(self.b.output))
+        return (
+            self.a is not None
+            and self.b is not None
+            and self.a.name == self.b.name
+            and self.a.status == self.b.status
+            and _canonical(self.a.output) == _canonical(self.b.output)
+        )
 
 
 @dataclass(frozen=True)
@@ -563,15 +740,50 @@ def _side(run: Run) -> Side:
     path = [PathStep(tc.name, tc.status, tc.copied, tc.input, tc.output) for tc in calls]
     own = ModelCall.objects.filter(run=run, job__isnull=True, copied=False)
     totals = own.aggregate(ms=Sum("latency_ms"))
-    copied = ModelCall.objects.filter(run=run, copied=True).aggregate(usd=Sum("copied_from__cost_usd"))
+    copied = ModelCall.objects.filter(run=run, copied=True).aggregate(
+        usd=Sum("copied_from__cost_usd")
+    )
     tool_ms = ToolCall.objects.filter(run=run, copied=False).aggregate(ms=Sum("latency_ms"))
-    return Side(run=run, path=path, own_cost=run.cost_usd, copied_cost=copied["usd"] or ZERO,
-                model_calls=own.count(), model_ms=totals["ms"] or 0, tool_ms=tool_ms["ms"] or 0)
+    return Side(
+        run=run,
+        path=path,
+        own_cost=run.cost_usd,
+        copied_cost=copied["usd"] or ZERO,
+        model_calls=own.count(),
+        model_ms=totals["ms"] or 0,
+        tool_ms=tool_ms["ms"] or 0,
+    )
 
 
-def compare(user: Any, a_id: Any, b_id: Any) -> Comparison:
-    """Two runs ``user`` sees, side by side; ``not_found`` for either one they do not see."""
-    a, b = visible_run(user, a_id), visible_run(user, b_id)
+def run_by_reference(user: Any, ref: str, name: str) -> Run:
+    """A run ``user`` sees, by its id or the start of it (the 8 characters pages show):
+    ``invalid_input`` for something that is not an id or matches several runs, ``not_found``
+    for one they do not see."""
+    text = (ref or "").strip().lower()
+    try:
+        return visible_run(user, uuid.UUID(text))
+    except ValueError:
+        pass
+    if not (4 <= len(text) <= 36 and all(c in "0123456789abcdef-" for c in text)):
+        raise ActionRefused.invalid(
+            name, "give a run id, or its first 8 characters as the pages show them"
+        )
+    found = list(
+        access.visible_runs(user).filter(id__startswith=text).values_list("pk", flat=True)[:2]
+    )
+    if not found:
+        raise ActionRefused("No such run.", ActionRefused.NOT_FOUND)
+    if len(found) > 1:
+        raise ActionRefused.invalid(
+            name, f"{text!r} starts more than one run's id: give more of it"
+        )
+    return visible_run(user, found[0])
+
+
+def compare(user: Any, a_ref: Any, b_ref: Any) -> Comparison:
+    """Two runs ``user`` sees (by id or its start), side by side; ``not_found`` for either one
+    they do not see."""
+    a, b = run_by_reference(user, str(a_ref), "a"), run_by_reference(user, str(b_ref), "b")
     left, right = _side(a), _side(b)
     rows = [Row(i, x, y) for i, (x, y) in enumerate(itertools.zip_longest(left.path, right.path))]
     return Comparison(left, right, rows)

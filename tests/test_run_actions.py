@@ -20,7 +20,7 @@ from costs import accounting, budgets
 from costs.models import Budget
 from orchestration import audit, lifecycle, model_calls, run_actions
 from orchestration.launch import start_run
-from orchestration.models import AuditEvent, ModelCall, Run, ToolCall
+from orchestration.models import AuditEvent, ModelCall, Run
 from orchestration.run_actions import ActionRefused
 from orchestration.workflows import registry
 from orchestration.workflows.versions import snapshot
@@ -65,7 +65,13 @@ def _refused(code: str, match: str = ""):
 
 def test_every_state_but_the_final_ones_may_be_cancelled():
     assert set(lifecycle.CANCELLABLE) == {
-        S.REQUESTED, S.AWAITING_APPROVAL, S.APPROVED, S.QUEUED, S.RUNNING, S.AWAITING_REVIEW}
+        S.REQUESTED,
+        S.AWAITING_APPROVAL,
+        S.APPROVED,
+        S.QUEUED,
+        S.RUNNING,
+        S.AWAITING_REVIEW,
+    }
     assert not set(lifecycle.CANCELLABLE) & set(Run.FINAL)
 
 
@@ -84,7 +90,9 @@ def test_rerun_is_a_new_run_with_the_same_input_linked_to_the_original(operator,
     assert linked.payload["origin"] == str(original.pk) and linked.actor == operator
     assert linked.payload["origin_head"]["run_seq"] > 0
     assert AuditEvent.objects.get(run=original, kind="run.derived").payload == {
-        "run": str(again.pk), "kind": "rerun"}
+        "run": str(again.pk),
+        "kind": "rerun",
+    }
     again = drive(again)
     assert again.status == S.SUCCEEDED and again.result == original.result
     assert not again.model_calls.filter(copied=True).exists()  # a re-run copies nothing
@@ -106,7 +114,9 @@ def test_rerun_refusals_change_nothing(operator, reviewer, outsider, paused, set
     assert Run.objects.count() == before
 
 
-def test_rerun_page_shows_the_estimate_and_a_second_submit_starts_nothing_more(client, operator, paused):
+def test_rerun_page_shows_the_estimate_and_a_second_submit_starts_nothing_more(
+    client, operator, paused
+):
     run, _ticket = paused
     client.force_login(operator)
     page = client.get(reverse("run_rerun", args=[run.pk]))
@@ -123,30 +133,56 @@ def test_rerun_page_shows_the_estimate_and_a_second_submit_starts_nothing_more(c
 # --- fork --------------------------------------------------------------------------------
 
 
-def test_a_reviewer_forks_a_paused_run_with_a_corrected_output_and_the_fork_finishes(reviewer, paused, drive):
+def test_a_reviewer_forks_a_paused_run_with_a_corrected_output_and_the_fork_finishes(
+    reviewer, paused, drive
+):
     run, ticket = paused
     turn, tool_use_id = _failing(ticket)
     original_calls = list(run.model_calls.filter(status="ok").order_by("turn"))
-    fork = run_actions.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
+    fork = run_actions.fork(
+        reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT
+    )
     assert fork.status == S.QUEUED and fork.requested_by == reviewer
     assert (fork.origin, fork.origin_kind, fork.fork_turn) == (run, Run.Origin.FORK, turn)
     assert fork.workflow_version == run.workflow_version
 
     copied = list(fork.model_calls.order_by("turn"))
     assert [c.turn for c in copied] == list(range(turn + 1))
-    assert all(c.copied and c.cost_usd == 0 and c.input_tokens == c.output_tokens == 0 and c.price_id is None
-               for c in copied)
+    assert all(
+        c.copied
+        and c.cost_usd == 0
+        and c.input_tokens == c.output_tokens == 0
+        and c.price_id is None
+        for c in copied
+    )
     assert [c.copied_from_id for c in copied] == [c.pk for c in original_calls[: turn + 1]]
-    assert [c.response_content for c in copied] == [c.response_content for c in original_calls[: turn + 1]]
+    assert [c.response_content for c in copied] == [
+        c.response_content for c in original_calls[: turn + 1]
+    ]
     corrected = fork.tool_calls.get(tool_use_id=tool_use_id)
-    assert corrected.status == "corrected" and not corrected.copied and corrected.output == json.loads(COMPLIANT)
-    assert fork.tool_calls.filter(copied=True).count() == run.tool_calls.filter(
-        settled=True, model_call__turn__lte=turn).exclude(tool_use_id=tool_use_id).count() > 0
+    assert (
+        corrected.status == "corrected"
+        and not corrected.copied
+        and corrected.output == json.loads(COMPLIANT)
+    )
+    assert (
+        fork.tool_calls.filter(copied=True).count()
+        == run.tool_calls.filter(settled=True, model_call__turn__lte=turn)
+        .exclude(tool_use_id=tool_use_id)
+        .count()
+        > 0
+    )
     forked = AuditEvent.objects.get(run=fork, kind="run.forked")
-    assert forked.actor == reviewer and forked.payload["origin"] == str(run.pk) and forked.payload["turn"] == turn
+    assert (
+        forked.actor == reviewer
+        and forked.payload["origin"] == str(run.pk)
+        and forked.payload["turn"] == turn
+    )
     assert forked.payload["corrected"]["tool"] == "validate_apra"
     origin_head = forked.payload["origin_head"]  # the original's chain as it was when forked
-    assert AuditEvent.objects.get(run=run, run_seq=origin_head["run_seq"]).hash == origin_head["hash"]
+    assert (
+        AuditEvent.objects.get(run=run, run_seq=origin_head["run_seq"]).hash == origin_head["hash"]
+    )
     assert AuditEvent.objects.get(run=run, run_seq=origin_head["run_seq"] + 1).kind == "run.derived"
     assert len(forked.payload["evidence"]) == len(copied) + fork.tool_calls.count()
 
@@ -178,16 +214,33 @@ def test_fork_refusals_change_nothing(operator, reviewer, auditor, outsider, pau
         run_actions.fork(operator, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
     with _refused(ActionRefused.INVALID_INPUT, "out of range") as info:
         run_actions.fork(reviewer, run.pk, turn=turn + 7)
-    assert info.value.fields == {"turn": f"turn {turn + 7} is out of range: this run's turns are 0 to {turn}"}
+    assert info.value.fields == {
+        "turn": f"turn {turn + 7} is out of range: this run's turns are 0 to {turn}"
+    }
     with _refused(ActionRefused.INVALID_INPUT, "not a turn number"):
         run_actions.fork(reviewer, run.pk, turn="two")
     with _refused(ActionRefused.INVALID_INPUT, "boolean") as info:  # fails the tool's output schema
-        run_actions.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id,
-                         corrected='{"compliant": "yes", "violations": []}')
+        run_actions.fork(
+            reviewer,
+            run.pk,
+            turn=turn,
+            tool_use_id=tool_use_id,
+            corrected='{"compliant": "yes", "violations": []}',
+        )
     assert "corrected" in info.value.fields
     with _refused(ActionRefused.INVALID_INPUT, "violations are listed"):  # its semantic validator
-        run_actions.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=json.dumps(
-            {"compliant": True, "violations": [{"rule_id": "R", "transaction_id": "T", "reason": "x"}]}))
+        run_actions.fork(
+            reviewer,
+            run.pk,
+            turn=turn,
+            tool_use_id=tool_use_id,
+            corrected=json.dumps(
+                {
+                    "compliant": True,
+                    "violations": [{"rule_id": "R", "transaction_id": "T", "reason": "x"}],
+                }
+            ),
+        )
     with _refused(ActionRefused.INVALID_INPUT, "belongs to turn"):
         run_actions.fork(reviewer, run.pk, turn=0, tool_use_id=tool_use_id, corrected=COMPLIANT)
     with _refused(ActionRefused.INVALID_INPUT, "choose the tool call"):
@@ -210,7 +263,9 @@ def test_a_side_effects_output_cannot_be_typed_into_a_fork(operator, manager, dr
     workflow = registry.get("payment_approval")
     assert workflow.tool(tc.name).side_effect
     with _refused(ActionRefused.INVALID_INPUT, "side effect"):
-        run_actions.fork(manager, run.pk, turn=tc.model_call.turn, tool_use_id=tc.tool_use_id, corrected="{}")
+        run_actions.fork(
+            manager, run.pk, turn=tc.model_call.turn, tool_use_id=tc.tool_use_id, corrected="{}"
+        )
 
 
 def test_fork_on_another_version_asks_the_chosen_turn_again(operator, drive):
@@ -230,7 +285,9 @@ def test_fork_on_another_version_asks_the_chosen_turn_again(operator, drive):
     assert fork.model_calls.get(turn=1).copied is False
     assert fork.tool_calls.filter(name="probe").count() == 1
     assert AuditLogEntry.objects.filter(step_name="probe").count() == 1
-    assert AuditEvent.objects.get(run=fork, kind="run.forked").payload["version"] == other.content_hash
+    assert (
+        AuditEvent.objects.get(run=fork, kind="run.forked").payload["version"] == other.content_hash
+    )
 
 
 def test_a_version_naming_a_tool_the_code_no_longer_declares_may_not_serve_a_fork(operator, drive):
@@ -238,7 +295,10 @@ def test_a_version_naming_a_tool_the_code_no_longer_declares_may_not_serve_a_for
     stale = run.workflow_version
     stale.pk = None
     stale.content_hash = "stale-" + stale.content_hash[:50]
-    stale.tools = [*stale.tools, {"name": "retired_tool", "description": "gone", "input_schema": {"type": "object"}}]
+    stale.tools = [
+        *stale.tools,
+        {"name": "retired_tool", "description": "gone", "input_schema": {"type": "object"}},
+    ]
     stale.save()
     assert stale not in run_actions.servable_versions(registry.get("probe"))
     with _refused(ActionRefused.INVALID_INPUT, "may serve runs"):
@@ -251,9 +311,16 @@ def test_a_turn_after_a_final_answer_is_not_a_fork_point(operator, drive):
     assert final.stop_reason == "end_turn"
     # As after a rejected final answer: the engine's nudge went out in the next turn's request,
     # which a fork from that turn could not rebuild.
-    ModelCall.objects.create(run=run, turn=3, attempt=1, model=final.model, status="ok", stop_reason="end_turn",
-                             request_content=[{"type": "text", "text": "[engine] nudge"}],
-                             response_content=final.response_content)
+    ModelCall.objects.create(
+        run=run,
+        turn=3,
+        attempt=1,
+        model=final.model,
+        status="ok",
+        stop_reason="end_turn",
+        request_content=[{"type": "text", "text": "[engine] nudge"}],
+        response_content=final.response_content,
+    )
     with _refused(ActionRefused.INVALID_INPUT, "follows a final answer"):
         run_actions.fork(operator, run.pk, turn=3)
     assert run_actions.fork(operator, run.pk, turn=2).fork_turn == 2  # turn 2 follows tool results
@@ -263,13 +330,19 @@ def test_copied_payloads_stay_encrypted_at_rest(settings, reviewer, paused, driv
     settings.PAYLOAD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
     run, ticket = paused
     turn, tool_use_id = _failing(ticket)
-    fork = run_actions.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
+    fork = run_actions.fork(
+        reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT
+    )
     copy = fork.tool_calls.filter(copied=True, name="fetch_transactions").get()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT input::text, output::text FROM orchestration_toolcall WHERE id = %s", [copy.pk])
+        cursor.execute(
+            "SELECT input::text, output::text FROM orchestration_toolcall WHERE id = %s", [copy.pk]
+        )
         raw_input, raw_output = cursor.fetchone()
-        cursor.execute("SELECT response_content::text FROM orchestration_modelcall WHERE id = %s",
-                       [fork.model_calls.get(turn=0).pk])
+        cursor.execute(
+            "SELECT response_content::text FROM orchestration_modelcall WHERE id = %s",
+            [fork.model_calls.get(turn=0).pk],
+        )
         (raw_response,) = cursor.fetchone()
     assert "$countersign_encrypted" in raw_output and "TX-" not in raw_output
     assert "2026-11-19" not in raw_input and "fetch_transactions" not in raw_response
@@ -279,8 +352,9 @@ def test_copied_payloads_stay_encrypted_at_rest(settings, reviewer, paused, driv
 
 def test_a_run_whose_payloads_were_purged_cannot_be_forked(operator, drive):
     run = drive(start_run("probe", {"mode": "ok"}, operator))
-    ModelCall.objects.filter(run=run).update(request_content=None, response_content=None,
-                                             payload_purged_at=timezone.now())
+    ModelCall.objects.filter(run=run).update(
+        request_content=None, response_content=None, payload_purged_at=timezone.now()
+    )
     with _refused(ActionRefused.CONFLICT, "purged by the retention policy"):
         run_actions.fork(operator, run.pk, turn=1)
 
@@ -292,23 +366,46 @@ def test_fork_page_preselects_the_failing_step_and_shows_a_refusal_inline(client
     page = client.get(reverse("run_fork", args=[run.pk]))
     body = page.content.decode()
     assert page.status_code == 200 and "failing step" in body
-    assert page.context["chosen"]["turn"] == str(turn) and page.context["chosen"]["tool_use_id"] == tool_use_id
-    bad = client.post(reverse("run_fork", args=[run.pk]), {
-        "turn": turn, "tool_use_id": tool_use_id, "corrected": '{"compliant": "yes"}',
-        "version": run.workflow_version_id, "idempotency_key": "k1"})
+    assert (
+        page.context["chosen"]["turn"] == str(turn)
+        and page.context["chosen"]["tool_use_id"] == tool_use_id
+    )
+    bad = client.post(
+        reverse("run_fork", args=[run.pk]),
+        {
+            "turn": turn,
+            "tool_use_id": tool_use_id,
+            "corrected": '{"compliant": "yes"}',
+            "version": run.workflow_version_id,
+            "idempotency_key": "k1",
+        },
+    )
     assert bad.status_code == 422 and "Nothing was changed" in bad.content.decode()
-    assert '{&quot;compliant&quot;: &quot;yes&quot;}' in bad.content.decode()  # the edit is kept
+    assert "{&quot;compliant&quot;: &quot;yes&quot;}" in bad.content.decode()  # the edit is kept
     assert not Run.objects.filter(origin=run).exists()
-    good = client.post(reverse("run_fork", args=[run.pk]), {
-        "turn": turn, "tool_use_id": tool_use_id, "corrected": COMPLIANT,
-        "version": run.workflow_version_id, "idempotency_key": "k2"})
+    good = client.post(
+        reverse("run_fork", args=[run.pk]),
+        {
+            "turn": turn,
+            "tool_use_id": tool_use_id,
+            "corrected": COMPLIANT,
+            "version": run.workflow_version_id,
+            "idempotency_key": "k2",
+        },
+    )
     fork = Run.objects.get(origin=run)
     assert good.status_code == 302 and good["Location"] == reverse("run_detail", args=[fork.pk])
     page = client.get(good["Location"]).content.decode()
-    assert "Fork</strong> of" in page and "copied</span> history" in page and "corrected by reviewer" in page
+    assert (
+        "Fork</strong> of" in page
+        and "copied</span> history" in page
+        and "corrected by reviewer" in page
+    )
 
 
-def test_fork_page_answers_404_for_a_run_the_user_cannot_see(client, outsider, paused, django_user_model):
+def test_fork_page_answers_404_for_a_run_the_user_cannot_see(
+    client, outsider, paused, django_user_model
+):
     other = django_user_model.objects.create_user("operator2", password="x-operator2-1")
     other.groups.add(Group.objects.get(name="operators"))
     client.force_login(other)  # may fork runs, but not this one: it is not theirs
@@ -329,25 +426,42 @@ def test_cancel_a_paused_run_closes_its_ticket(reviewer, paused):
     ticket.refresh_from_db()
     assert run.status == S.CANCELLED and run.finished_at is not None
     assert run.error == "Cancelled by reviewer: Wrong date requested"
-    assert (ticket.status, ticket.resolution, ticket.resolved_by) == ("resolved", "cancelled", reviewer)
+    assert (ticket.status, ticket.resolution, ticket.resolved_by) == (
+        "resolved",
+        "cancelled",
+        reviewer,
+    )
     assert done.closed_tickets == 1
     event = AuditEvent.objects.get(run=run, kind="run.cancelled")
     assert event.actor == reviewer and event.payload["from"] == S.AWAITING_REVIEW
-    assert event.payload["closed_tickets"] == [ticket.pk] and event.payload["reason"] == "Wrong date requested"
-    assert AuditEvent.objects.filter(run=run, kind="ticket.closed", payload__ticket=ticket.pk).exists()
+    assert (
+        event.payload["closed_tickets"] == [ticket.pk]
+        and event.payload["reason"] == "Wrong date requested"
+    )
+    assert AuditEvent.objects.filter(
+        run=run, kind="ticket.closed", payload__ticket=ticket.pk
+    ).exists()
     assert audit.verify_run(run.pk).ok
 
 
-def test_cancel_a_run_waiting_for_approval_closes_the_request_and_frees_the_budget(operator, settings):
+def test_cancel_a_run_waiting_for_approval_closes_the_request_and_frees_the_budget(
+    operator, settings
+):
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     run = start_run("probe", {"mode": "ok"}, operator)
     assert run.status == S.AWAITING_APPROVAL
-    budget = Budget.objects.create(scope="global", period="day", limit_usd=Decimal("100"), hard=True)
+    budget = Budget.objects.create(
+        scope="global", period="day", limit_usd=Decimal("100"), hard=True
+    )
     assert budgets.usage(budget).outstanding == run.estimate_usd
     run_actions.cancel(operator, run.pk)
     run.refresh_from_db()
     request = ApprovalRequest.objects.get(run=run)
-    assert run.status == S.CANCELLED and request.status == "cancelled" and request.comment == "Cancelled by operator."
+    assert (
+        run.status == S.CANCELLED
+        and request.status == "cancelled"
+        and request.comment == "Cancelled by operator."
+    )
     assert budgets.usage(budget).outstanding == 0
     assert AuditEvent.objects.filter(run=run, kind="approval.cancelled").exists()
 
@@ -363,8 +477,14 @@ def test_cancel_releases_the_reservations_of_calls_in_flight(operator):
     run = start_run("probe", {"mode": "ok"}, operator)
     lifecycle.transition(run.pk, S.RUNNING, actor="engine")
     mc = ModelCall(run=run, turn=0, attempt=1, model="claude-sonnet-4-6", request_content=[])
-    accounting.reserve(mc, {"model": "claude-sonnet-4-6", "max_tokens": 1000,
-                            "messages": [{"role": "user", "content": "hello"}]})
+    accounting.reserve(
+        mc,
+        {
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 1000,
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    )
     run.refresh_from_db()
     assert run.reserved_usd > 0 and run.reserved_tokens > 0
     done = run_actions.cancel(operator, run.pk)
@@ -404,7 +524,9 @@ def test_who_may_cancel(operator, reviewer, manager, auditor, outsider, paused, 
     assert run.status == S.CANCELLED
 
 
-def test_a_cancel_while_the_model_answers_records_the_answer_and_starts_no_tool(operator, drive, monkeypatch):
+def test_a_cancel_while_the_model_answers_records_the_answer_and_starts_no_tool(
+    operator, drive, monkeypatch
+):
     """The call in flight when the run is cancelled: its answer is recorded and charged (the
     API bills it), its reservation was given back at the cancel, and none of the tools it
     asked for runs."""
@@ -452,7 +574,9 @@ def test_cancel_page_confirms_first_and_refuses_a_finished_run(client, operator,
     detail = client.get(reverse("run_detail", args=[run.pk])).content.decode()
     assert 'id="run-cancel"' in detail
     response = client.post(reverse("run_cancel", args=[run.pk]), {"reason": "duplicate"})
-    assert response.status_code == 302 and response["Location"] == reverse("run_detail", args=[run.pk])
+    assert response.status_code == 302 and response["Location"] == reverse(
+        "run_detail", args=[run.pk]
+    )
     run.refresh_from_db()
     assert run.status == S.CANCELLED
     again = client.post(reverse("run_cancel", args=[run.pk]), {"reason": "again"})
@@ -467,18 +591,27 @@ def test_cancel_page_confirms_first_and_refuses_a_finished_run(client, operator,
 def test_compare_a_run_with_its_fork(client, reviewer, outsider, paused, drive):
     run, ticket = paused
     turn, tool_use_id = _failing(ticket)
-    fork = drive(run_actions.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT))
+    fork = drive(
+        run_actions.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
+    )
     cmp = run_actions.compare(reviewer, run.pk, fork.pk)
     assert cmp.same_input and not cmp.same_result
     assert "is a fork of" in cmp.related
     a_path = [(s.name, s.status, s.copied) for s in cmp.a.path]
     b_path = [(s.name, s.status, s.copied) for s in cmp.b.path]
-    assert a_path[-1][:2] == ("validate_apra", "ok") and ("validate_apra", "corrected", False) in b_path
+    assert (
+        a_path[-1][:2] == ("validate_apra", "ok")
+        and ("validate_apra", "corrected", False) in b_path
+    )
     assert [n for n, *_ in b_path][-2:] == ["publish_report", "audit_log"]
     assert cmp.rows[0].same and not cmp.rows[len(a_path) - 1].same
     assert cmp.b.own_cost == fork.cost_usd and cmp.b.copied_cost == sum(
-        mc.cost_usd for mc in run.model_calls.filter(turn__lte=turn, status="ok"))
-    assert cmp.a.copied_cost == 0 and cmp.b.model_calls == fork.model_calls.filter(copied=False).count()
+        mc.cost_usd for mc in run.model_calls.filter(turn__lte=turn, status="ok")
+    )
+    assert (
+        cmp.a.copied_cost == 0
+        and cmp.b.model_calls == fork.model_calls.filter(copied=False).count()
+    )
     with _refused(ActionRefused.NOT_FOUND):
         run_actions.compare(outsider, run.pk, fork.pk)
 

@@ -5,45 +5,64 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('orchestration', '0012_ops_insight_rollup_indexes'),
+        ("orchestration", "0012_ops_insight_rollup_indexes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='modelcall',
-            name='copied',
+            model_name="modelcall",
+            name="copied",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='modelcall',
-            name='copied_from',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='orchestration.modelcall'),
+            model_name="modelcall",
+            name="copied_from",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="orchestration.modelcall",
+            ),
         ),
         migrations.AddField(
-            model_name='run',
-            name='fork_turn',
+            model_name="run",
+            name="fork_turn",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='origin',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='derived', to='orchestration.run'),
+            model_name="run",
+            name="origin",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="derived",
+                to="orchestration.run",
+            ),
         ),
         migrations.AddField(
-            model_name='run',
-            name='origin_kind',
-            field=models.CharField(blank=True, choices=[('rerun', 're-run'), ('fork', 'fork')], max_length=10),
+            model_name="run",
+            name="origin_kind",
+            field=models.CharField(
+                blank=True, choices=[("rerun", "re-run"), ("fork", "fork")], max_length=10
+            ),
         ),
         migrations.AddField(
-            model_name='toolcall',
-            name='copied',
+            model_name="toolcall",
+            name="copied",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='toolcall',
-            name='copied_from',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='orchestration.toolcall'),
+            model_name="toolcall",
+            name="copied_from",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="orchestration.toolcall",
+            ),
         ),
     ]

@@ -39,7 +39,9 @@ def _run(request: Any, run_id: Any) -> Any:
         raise Http404("No such run.") from None
 
 
-def _refused(request: Any, template: str, context: dict[str, Any], refused: ActionRefused) -> HttpResponse:
+def _refused(
+    request: Any, template: str, context: dict[str, Any], refused: ActionRefused
+) -> HttpResponse:
     if refused.code == ActionRefused.NOT_FOUND:
         raise Http404(str(refused))
     context.update(error=str(refused), fields=refused.fields)
@@ -68,7 +70,9 @@ def rerun(request, run_id):
         context["error"] = why
         return render(request, "orchestration/run_actions/rerun.html", context, status=403)
     try:
-        context["preview"] = preview(run.workflow_name, run.input, request.user, batch=bool(run.options.get("batch")))
+        context["preview"] = preview(
+            run.workflow_name, run.input, request.user, batch=bool(run.options.get("batch"))
+        )
     except RunRefused as refused:
         context["error"] = f"This run's input is no longer accepted: {refused}"
     return render(request, "orchestration/run_actions/rerun.html", context)
@@ -86,21 +90,36 @@ def _fork_context(request: Any, run: Any) -> dict[str, Any]:
         pass
     data = request.POST if request.method == "POST" else {}
     correctable = [
-        {"turn": s.turn, "id": u.get("id"), "name": u.get("name"), "attempt": s.settled.get(u.get("id"))}
-        for s in steps for u in s.tool_uses
+        {
+            "turn": s.turn,
+            "id": u.get("id"),
+            "name": u.get("name"),
+            "attempt": s.settled.get(u.get("id")),
+        }
+        for s in steps
+        for u in s.tool_uses
     ]
     return {
         "run": run,
         "steps": steps,
         "step_rows": [
-            {"turn": s.turn, "call": s.call, "answers": [c for c in correctable if c["turn"] == s.turn]} for s in steps
+            {
+                "turn": s.turn,
+                "call": s.call,
+                "answers": [c for c in correctable if c["turn"] == s.turn],
+            }
+            for s in steps
         ],
         "versions": workflow_versions,
         "correctable": correctable,
         "may_correct": access.may_resolve(request.user),
         "chosen": {
-            "turn": str(data.get("turn", turn if turn is not None else (steps[-1].turn if steps else ""))),
-            "tool_use_id": data.get("tool_use_id", tool_use_id if access.may_resolve(request.user) else ""),
+            "turn": str(
+                data.get("turn", turn if turn is not None else (steps[-1].turn if steps else ""))
+            ),
+            "tool_use_id": data.get(
+                "tool_use_id", tool_use_id if access.may_resolve(request.user) else ""
+            ),
             "version": str(data.get("version", run.workflow_version_id)),
             "corrected": data.get("corrected", ""),
         },
@@ -118,9 +137,13 @@ def fork(request, run_id):
     if request.method == "POST":
         try:
             new = run_actions.fork(
-                request.user, run.pk, turn=request.POST.get("turn"),
-                tool_use_id=request.POST.get("tool_use_id", ""), corrected=request.POST.get("corrected", ""),
-                version_id=request.POST.get("version") or None, idempotency_key=_key(request),
+                request.user,
+                run.pk,
+                turn=request.POST.get("turn"),
+                tool_use_id=request.POST.get("tool_use_id", ""),
+                corrected=request.POST.get("corrected", ""),
+                version_id=request.POST.get("version") or None,
+                idempotency_key=_key(request),
             )
         except ActionRefused as refused:
             return _refused(request, template, context, refused)
@@ -140,9 +163,13 @@ def cancel(request, run_id):
             done = run_actions.cancel(request.user, run.pk, reason=request.POST.get("reason", ""))
         except ActionRefused as refused:
             return _refused(request, template, context, refused)
-        messages.info(request, (
-            f"Run cancelled. {done.released_calls} call(s) in flight abandoned, "
-            f"{done.closed_tickets} ticket(s) and {done.closed_approvals} approval request(s) closed."))
+        messages.info(
+            request,
+            (
+                f"Run cancelled. {done.released_calls} call(s) in flight abandoned, "
+                f"{done.closed_tickets} ticket(s) and {done.closed_approvals} approval request(s) closed."
+            ),
+        )
         return redirect("run_detail", run_id=run.pk)
     if refused := run_actions.cancel_refusal(request.user, run):
         return _refused(request, template, context, refused)
@@ -153,19 +180,15 @@ def cancel(request, run_id):
 def compare(request):
     a, b = (request.GET.get("a") or "").strip(), (request.GET.get("b") or "").strip()
     context: dict[str, Any] = {"a": a, "b": b}
+    template = "orchestration/run_actions/compare.html"
     if a and b:
         try:
-            uuid.UUID(a), uuid.UUID(b)
-        except ValueError:
-            context["error"] = "Give two run ids (as shown on the run page)."
-            return render(request, "orchestration/run_actions/compare.html", context, status=422)
-        try:
             context["cmp"] = run_actions.compare(request.user, a, b)
-        except ActionRefused:
-            raise Http404("No such run.") from None
+        except ActionRefused as refused:
+            return _refused(request, template, context, refused)
     elif a or b:
-        context["error"] = "Choose two runs to compare."
-    return render(request, "orchestration/run_actions/compare.html", context)
+        context["error"] = "Choose two runs to compare: give both ids."
+    return render(request, template, context)
 
 
 def page_context(user: Any, run: Any) -> dict[str, Any]:
@@ -180,20 +203,39 @@ def page_context(user: Any, run: Any) -> dict[str, Any]:
     origin = visible.filter(pk=run.origin_id).first() if run.origin_id else None
     copied = None
     if run.origin_kind == run.Origin.FORK:
-        calls = ModelCall.objects.filter(run=run, copied=True).aggregate(n=Count("pk"), usd=Sum("copied_from__cost_usd"))
-        corrected = ToolCall.objects.filter(run=run, copied=False, status=ToolCall.Status.CORRECTED,
-                                            model_call__copied=True).values_list("name", flat=True).first()
-        copied = {"calls": calls["n"], "usd": calls["usd"] or 0, "corrected": corrected,
-                  "tools": ToolCall.objects.filter(run=run, copied=True).count()}
+        calls = ModelCall.objects.filter(run=run, copied=True).aggregate(
+            n=Count("pk"), usd=Sum("copied_from__cost_usd")
+        )
+        corrected = (
+            ToolCall.objects.filter(
+                run=run, copied=False, status=ToolCall.Status.CORRECTED, model_call__copied=True
+            )
+            .values_list("name", flat=True)
+            .first()
+        )
+        copied = {
+            "calls": calls["n"],
+            "usd": calls["usd"] or 0,
+            "corrected": corrected,
+            "tools": ToolCall.objects.filter(run=run, copied=True).count(),
+        }
     compare_with = origin or (derived[0] if derived else None)
     if compare_with is not None:
-        compare_with.origin_label = "the original" if compare_with == origin else f"its latest {compare_with.get_origin_kind_display()}"
-    return {"actions": {
-        "rerun": access.rerun_refusal(user, run) is None,
-        "fork": not fanout and run.status in run_actions.FORKABLE and access.fork_refusal(user, run, corrects=False) is None,
-        "cancel": run_actions.cancel_refusal(user, run) is None,
-        "origin_visible": origin is not None,
-        "derived": derived,
-        "copied": copied,
-        "compare_with": compare_with,
-    }}
+        compare_with.origin_label = (
+            "the original"
+            if compare_with == origin
+            else f"its latest {compare_with.get_origin_kind_display()}"
+        )
+    return {
+        "actions": {
+            "rerun": access.rerun_refusal(user, run) is None,
+            "fork": not fanout
+            and run.status in run_actions.FORKABLE
+            and access.fork_refusal(user, run, corrects=False) is None,
+            "cancel": run_actions.cancel_refusal(user, run) is None,
+            "origin_visible": origin is not None,
+            "derived": derived,
+            "copied": copied,
+            "compare_with": compare_with,
+        }
+    }

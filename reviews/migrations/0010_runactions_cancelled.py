@@ -4,20 +4,40 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reviews', '0009_alerts_roles'),
+        ("reviews", "0009_alerts_roles"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='approvalrequest',
-            name='status',
-            field=models.CharField(choices=[('pending', 'Pending'), ('approved', 'Approved'), ('rejected', 'Rejected'), ('expired', 'Expired'), ('cancelled', 'Cancelled')], default='pending', max_length=10),
+            model_name="approvalrequest",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Pending"),
+                    ("approved", "Approved"),
+                    ("rejected", "Rejected"),
+                    ("expired", "Expired"),
+                    ("cancelled", "Cancelled"),
+                ],
+                default="pending",
+                max_length=10,
+            ),
         ),
         migrations.AlterField(
-            model_name='escalationticket',
-            name='resolution',
-            field=models.CharField(blank=True, choices=[('resume', 'resumed with a note'), ('retry', 'retried the failed step'), ('correct', 'supplied a corrected output'), ('approve', 'approved the result'), ('fail', 'failed the run'), ('cancelled', 'closed: the run was cancelled')], max_length=10),
+            model_name="escalationticket",
+            name="resolution",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("resume", "resumed with a note"),
+                    ("retry", "retried the failed step"),
+                    ("correct", "supplied a corrected output"),
+                    ("approve", "approved the result"),
+                    ("fail", "failed the run"),
+                    ("cancelled", "closed: the run was cancelled"),
+                ],
+                max_length=10,
+            ),
         ),
     ]
