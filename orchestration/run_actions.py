@@ -304,7 +304,12 @@ def plan_fork(
     original = visible_run(user, run_id)
     corrected = corrected or ""
     corrects = bool(corrected.strip())
-    if why := access.fork_refusal(user, original, corrects=corrects):
+    four_eyes = (
+        original.tickets.filter(reason__in=access.FOUR_EYES_REASONS).order_by("-created_at").first()
+        if corrects
+        else None
+    )
+    if why := access.fork_refusal(user, original, corrects=corrects, four_eyes_ticket=four_eyes):
         raise ActionRefused(why, ActionRefused.FORBIDDEN)
     if original.status not in FORKABLE:
         raise ActionRefused(

@@ -380,14 +380,20 @@ def may_fork_runs(user: Any) -> bool:
     return may_start(user) or may_resolve(user)
 
 
-def fork_refusal(user: Any, run: Run, *, corrects: bool) -> str | None:
+def fork_refusal(
+    user: Any, run: Run, *, corrects: bool, four_eyes_ticket: EscalationTicket | None = None
+) -> str | None:
     """Why ``user`` may not fork ``run``, or None. A corrected tool output is a reviewer's
     decision, as on a ticket: an operator may fork (another version, another step) but not
-    type what a tool returned."""
+    type what a tool returned; and on a run that ever paused for a four-eyes reason
+    (``four_eyes_ticket``, e.g. a regulatory trigger) not its requester, or a fork would let
+    them decide what the ticket forbids them to."""
     if not may_fork_runs(user):
         return "Only those who may start runs, and reviewers, may fork a run."
     if corrects and not may_resolve(user):
         return "Only reviewers and managers may supply a corrected tool output; fork without one, or ask a reviewer."
+    if corrects and four_eyes_ticket is not None and (why := four_eyes_refusal(user, four_eyes_ticket)):
+        return why.replace("resolved by someone else", "resolved, or its output corrected in a fork, by someone else")
     return None
 
 

@@ -251,6 +251,27 @@ def test_fork_refusals_change_nothing(operator, reviewer, auditor, outsider, pau
     assert not ModelCall.objects.filter(copied=True).exists()
 
 
+def test_the_requester_may_not_correct_a_four_eyes_step_in_a_fork(manager, reviewer, drive):
+    """A manager who requested a run paused for a sign-off (regulatory trigger) may not
+    resolve its ticket; forking it with a corrected output is refused the same way."""
+    run = drive(start_run("financial_reporting", {"date": "2026-11-19"}, manager))
+    ticket = run.tickets.get()
+    assert ticket.reason == EscalationTicket.Reason.REGULATORY_TRIGGER
+    turn, tool_use_id = _failing(ticket)
+    with pytest.raises(resolutions.NotAllowed, match="four-eyes"):
+        resolutions.resolve(ticket.pk, manager, "correct", corrected=COMPLIANT)
+    with _refused(ActionRefused.FORBIDDEN, "four-eyes"):
+        run_actions.fork(manager, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
+    assert not Run.objects.filter(origin=run).exists()
+    # Without a correction the requester may fork (the same rules then judge the fork), and
+    # another reviewer may correct it.
+    assert run_actions.fork(manager, run.pk, turn=turn).origin == run
+    fork = run_actions.fork(
+        reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT
+    )
+    assert fork.requested_by == reviewer
+
+
 def test_a_run_still_going_cannot_be_forked(operator, manager):
     run = start_run("probe", {"mode": "ok"}, operator)  # queued, not driven
     with _refused(ActionRefused.CONFLICT, "finished or paused"):

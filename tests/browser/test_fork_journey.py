@@ -70,6 +70,8 @@ def test_reviewer_forks_a_paused_run_from_the_failing_step(live_server, page, se
     # The original still waits on its ticket; the reviewer cancels it, confirming first.
     page.goto(f"{live_server.url}/runs/{run.pk}/")
     assert "fork from turn" in page.inner_text("#run-derived")
+    assert page.locator("#run-rerun").count() == 0  # a reviewer may not start runs
+    shot(page, "run-page-actions")
     page.click("#run-cancel")
     page.wait_for_selector("text=Cancel this run?")
     shot(page, "cancel-confirm")
@@ -80,3 +82,12 @@ def test_reviewer_forks_a_paused_run_from_the_failing_step(live_server, page, se
     assert page.locator(".tile .status-cancelled").count() == 1
     run.refresh_from_db()
     assert run.status == Run.Status.CANCELLED and run.tickets.get().resolution == "cancelled"
+
+    # From the runs list: two runs by the short ids the list shows.
+    page.click("nav >> text=Runs")
+    page.fill("#runs-compare input[name=a]", str(run.pk)[:8])
+    page.fill("#runs-compare input[name=b]", str(fork.pk)[:8])
+    page.click("#runs-compare button")
+    page.wait_for_selector("#compare-summary")
+    assert "is a fork of" in page.inner_text("main")
+    shot(page, "runs-list-compare")
