@@ -18,7 +18,7 @@ from django.utils import timezone
 import tests.workflows_for_tests as test_workflows
 from costs import accounting, budgets
 from costs.models import Budget
-from orchestration import audit, lifecycle, model_calls, run_actions
+from orchestration import audit, forks, lifecycle, model_calls, run_actions
 from orchestration.launch import start_run
 from orchestration.models import AuditEvent, ModelCall, Run
 from orchestration.run_actions import ActionRefused
@@ -139,9 +139,7 @@ def test_a_reviewer_forks_a_paused_run_with_a_corrected_output_and_the_fork_fini
     run, ticket = paused
     turn, tool_use_id = _failing(ticket)
     original_calls = list(run.model_calls.filter(status="ok").order_by("turn"))
-    fork = run_actions.fork(
-        reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT
-    )
+    fork = forks.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
     assert fork.status == S.QUEUED and fork.requested_by == reviewer
     assert (fork.origin, fork.origin_kind, fork.fork_turn) == (run, Run.Origin.FORK, turn)
     assert fork.workflow_version == run.workflow_version
@@ -207,20 +205,20 @@ def test_fork_refusals_change_nothing(operator, reviewer, auditor, outsider, pau
     turn, tool_use_id = _failing(ticket)
     before = Run.objects.count()
     with _refused(ActionRefused.NOT_FOUND):  # a run the user cannot see
-        run_actions.fork(outsider, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
+        forks.fork(outsider, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
     with _refused(ActionRefused.FORBIDDEN):
-        run_actions.fork(auditor, run.pk, turn=turn)
+        forks.fork(auditor, run.pk, turn=turn)
     with _refused(ActionRefused.FORBIDDEN, "reviewers and managers"):  # typing a tool's output
-        run_actions.fork(operator, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
+        forks.fork(operator, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
     with _refused(ActionRefused.INVALID_INPUT, "out of range") as info:
-        run_actions.fork(reviewer, run.pk, turn=turn + 7)
+        forks.fork(reviewer, run.pk, turn=turn + 7)
     assert info.value.fields == {
         "turn": f"turn {turn + 7} is out of range: this run's turns are 0 to {turn}"
     }
     with _refused(ActionRefused.INVALID_INPUT, "not a turn number"):
-        run_actions.fork(reviewer, run.pk, turn="two")
+        forks.fork(reviewer, run.pk, turn="two")
     with _refused(ActionRefused.INVALID_INPUT, "boolean") as info:  # fails the tool's output schema
-        run_actions.fork(
+        forks.fork(
             reviewer,
             run.pk,
             turn=turn,
@@ -229,7 +227,7 @@ def test_fork_refusals_change_nothing(operator, reviewer, auditor, outsider, pau
         )
     assert "corrected" in info.value.fields
     with _refused(ActionRefused.INVALID_INPUT, "violations are listed"):  # its semantic validator
-        run_actions.fork(
+        forks.fork(
             reviewer,
             run.pk,
             turn=turn,
@@ -242,11 +240,11 @@ def test_fork_refusals_change_nothing(operator, reviewer, auditor, outsider, pau
             ),
         )
     with _refused(ActionRefused.INVALID_INPUT, "belongs to turn"):
-        run_actions.fork(reviewer, run.pk, turn=0, tool_use_id=tool_use_id, corrected=COMPLIANT)
+        forks.fork(reviewer, run.pk, turn=0, tool_use_id=tool_use_id, corrected=COMPLIANT)
     with _refused(ActionRefused.INVALID_INPUT, "choose the tool call"):
-        run_actions.fork(reviewer, run.pk, turn=turn, corrected=COMPLIANT)
+        forks.fork(reviewer, run.pk, turn=turn, corrected=COMPLIANT)
     with _refused(ActionRefused.INVALID_INPUT, "may serve runs"):
-        run_actions.fork(reviewer, run.pk, turn=turn, version_id=999999)
+        forks.fork(reviewer, run.pk, turn=turn, version_id=999999)
     assert Run.objects.count() == before
     assert not ModelCall.objects.filter(copied=True).exists()
 
@@ -261,21 +259,19 @@ def test_the_requester_may_not_correct_a_four_eyes_step_in_a_fork(manager, revie
     with pytest.raises(resolutions.NotAllowed, match="four-eyes"):
         resolutions.resolve(ticket.pk, manager, "correct", corrected=COMPLIANT)
     with _refused(ActionRefused.FORBIDDEN, "four-eyes"):
-        run_actions.fork(manager, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
+        forks.fork(manager, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
     assert not Run.objects.filter(origin=run).exists()
     # Without a correction the requester may fork (the same rules then judge the fork), and
     # another reviewer may correct it.
-    assert run_actions.fork(manager, run.pk, turn=turn).origin == run
-    fork = run_actions.fork(
-        reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT
-    )
+    assert forks.fork(manager, run.pk, turn=turn).origin == run
+    fork = forks.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
     assert fork.requested_by == reviewer
 
 
 def test_a_run_still_going_cannot_be_forked(operator, manager):
     run = start_run("probe", {"mode": "ok"}, operator)  # queued, not driven
     with _refused(ActionRefused.CONFLICT, "finished or paused"):
-        run_actions.fork(manager, run.pk, turn=0)
+        forks.fork(manager, run.pk, turn=0)
 
 
 def test_a_side_effects_output_cannot_be_typed_into_a_fork(operator, manager, drive):
@@ -284,7 +280,7 @@ def test_a_side_effects_output_cannot_be_typed_into_a_fork(operator, manager, dr
     workflow = registry.get("payment_approval")
     assert workflow.tool(tc.name).side_effect
     with _refused(ActionRefused.INVALID_INPUT, "side effect"):
-        run_actions.fork(
+        forks.fork(
             manager, run.pk, turn=tc.model_call.turn, tool_use_id=tc.tool_use_id, corrected="{}"
         )
 
@@ -295,8 +291,8 @@ def test_fork_on_another_version_asks_the_chosen_turn_again(operator, drive):
     declared = registry.get("probe")
     other = snapshot(dataclasses.replace(declared, rules=(*declared.rules, "Be brief.")))
     assert other.pk != run.workflow_version_id
-    assert other in run_actions.servable_versions(declared)
-    fork = run_actions.fork(operator, run.pk, turn=1, version_id=other.pk)
+    assert other in forks.servable_versions(declared)
+    fork = forks.fork(operator, run.pk, turn=1, version_id=other.pk)
     assert fork.workflow_version == other
     assert list(fork.model_calls.values_list("turn", "copied")) == [(0, True)]
     assert list(fork.tool_calls.values_list("name", "copied")) == [("probe", True)]
@@ -321,9 +317,9 @@ def test_a_version_naming_a_tool_the_code_no_longer_declares_may_not_serve_a_for
         {"name": "retired_tool", "description": "gone", "input_schema": {"type": "object"}},
     ]
     stale.save()
-    assert stale not in run_actions.servable_versions(registry.get("probe"))
+    assert stale not in forks.servable_versions(registry.get("probe"))
     with _refused(ActionRefused.INVALID_INPUT, "may serve runs"):
-        run_actions.fork(operator, run.pk, turn=1, version_id=stale.pk)
+        forks.fork(operator, run.pk, turn=1, version_id=stale.pk)
 
 
 def test_a_turn_after_a_final_answer_is_not_a_fork_point(operator, drive):
@@ -343,17 +339,15 @@ def test_a_turn_after_a_final_answer_is_not_a_fork_point(operator, drive):
         response_content=final.response_content,
     )
     with _refused(ActionRefused.INVALID_INPUT, "follows a final answer"):
-        run_actions.fork(operator, run.pk, turn=3)
-    assert run_actions.fork(operator, run.pk, turn=2).fork_turn == 2  # turn 2 follows tool results
+        forks.fork(operator, run.pk, turn=3)
+    assert forks.fork(operator, run.pk, turn=2).fork_turn == 2  # turn 2 follows tool results
 
 
 def test_copied_payloads_stay_encrypted_at_rest(settings, reviewer, paused, drive):
     settings.PAYLOAD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
     run, ticket = paused
     turn, tool_use_id = _failing(ticket)
-    fork = run_actions.fork(
-        reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT
-    )
+    fork = forks.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
     copy = fork.tool_calls.filter(copied=True, name="fetch_transactions").get()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -377,7 +371,7 @@ def test_a_run_whose_payloads_were_purged_cannot_be_forked(operator, drive):
         request_content=None, response_content=None, payload_purged_at=timezone.now()
     )
     with _refused(ActionRefused.CONFLICT, "purged by the retention policy"):
-        run_actions.fork(operator, run.pk, turn=1)
+        forks.fork(operator, run.pk, turn=1)
 
 
 def test_fork_page_preselects_the_failing_step_and_shows_a_refusal_inline(client, reviewer, paused):
@@ -613,7 +607,7 @@ def test_compare_a_run_with_its_fork(client, reviewer, outsider, paused, drive):
     run, ticket = paused
     turn, tool_use_id = _failing(ticket)
     fork = drive(
-        run_actions.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
+        forks.fork(reviewer, run.pk, turn=turn, tool_use_id=tool_use_id, corrected=COMPLIANT)
     )
     cmp = run_actions.compare(reviewer, run.pk, fork.pk)
     assert cmp.same_input and not cmp.same_result

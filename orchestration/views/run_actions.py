@@ -13,7 +13,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from orchestration import run_actions
+from orchestration import forks, run_actions
 from orchestration.launch import RunRefused, preview
 from orchestration.models import ModelCall, ToolCall
 from orchestration.run_actions import ActionRefused
@@ -80,12 +80,12 @@ def rerun(request, run_id):
 
 def _fork_context(request: Any, run: Any) -> dict[str, Any]:
     workflow_versions: list[Any] = []
-    steps = run_actions.steps_of(run)
-    turn, tool_use_id = run_actions.failing_point(run)
+    steps = forks.steps_of(run)
+    turn, tool_use_id = forks.failing_point(run)
     try:
         workflow = registry.get(run.workflow_name)
         if workflow.fanout is None:
-            workflow_versions = run_actions.servable_versions(workflow)
+            workflow_versions = forks.servable_versions(workflow)
     except registry.UnknownWorkflow:
         pass
     data = request.POST if request.method == "POST" else {}
@@ -136,7 +136,7 @@ def fork(request, run_id):
     template = "orchestration/run_actions/fork.html"
     if request.method == "POST":
         try:
-            new = run_actions.fork(
+            new = forks.fork(
                 request.user,
                 run.pk,
                 turn=request.POST.get("turn"),
@@ -230,7 +230,7 @@ def page_context(user: Any, run: Any) -> dict[str, Any]:
         "actions": {
             "rerun": access.rerun_refusal(user, run) is None,
             "fork": not fanout
-            and run.status in run_actions.FORKABLE
+            and run.status in forks.FORKABLE
             and access.fork_refusal(user, run, corrects=False) is None,
             "cancel": run_actions.cancel_refusal(user, run) is None,
             "origin_visible": origin is not None,
