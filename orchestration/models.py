@@ -93,6 +93,9 @@ class Run(models.Model):
         queued -> running | cancelled
         running -> succeeded | failed | awaiting_review | halted | cancelled
         awaiting_review -> queued (resume/retry/correct) | succeeded (sign-off) | failed | cancelled
+
+    Any state not final -> cancelled through ``orchestration.run_actions.cancel``. A re-run or a
+    fork names the run it came from (``origin``, ``origin_kind``, ``fork_turn``).
     """
 
     class Status(models.TextChoices):
