@@ -719,3 +719,18 @@ def raise_ceiling(
             },
         )
     return run
+
+
+ABANDONED = (
+    "abandoned: the run was cancelled while this call was in flight (an answer that still "
+    "arrives is recorded and charged: the API bills it)"
+)
+
+
+def release_for_cancelled_run(run_id: Any) -> int:
+    """Give back every reservation a run being cancelled holds: its pending calls (streaming
+    or waiting in a batch) are marked failed and their reservations released
+    (``release_interrupted``), so nothing it reserved stays committed against its ceiling or
+    a budget. A worker still streaming one of them records and charges the answer if it
+    arrives (``charge`` finds nothing left to release), and starts nothing after it."""
+    return release_interrupted(ModelCall.objects.filter(run_id=run_id), error=ABANDONED)

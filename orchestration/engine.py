@@ -483,6 +483,8 @@ def _record_response(run: Run, workflow: Workflow, mc: ModelCall, outcome: model
 
 
 def _after_response(run: Run, workflow: Workflow, mc: ModelCall, state: Conversation) -> StepResult:
+    if run.status != S.RUNNING:  # cancelled while the call streamed: recorded and charged, nothing more
+        return StepResult(None)
     limits = workflow.constraints
     # The spend check comes before every other check on the answer: a pause for any other
     # reason must not hide it from the manager who has to decide.

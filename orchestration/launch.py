@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -28,7 +29,13 @@ from orchestration.untrusted import Rejected, check_json, parse_json
 from orchestration.validation import schema_errors
 from orchestration.workflows import registry
 from orchestration.workflows.declaration import Workflow
-from orchestration.workflows.versions import VersionUnavailable, api_tools, serving
+from orchestration.workflows.versions import (
+    VersionUnavailable,
+    api_tools,
+    declaration_for,
+    drift,
+    serving,
+)
 from reviews.models import ApprovalRequest
 
 
@@ -167,7 +174,14 @@ def start_run(
     idempotency_key: str | None = None,
     options: dict[str, Any] | None = None,
     source: str = "web",
+    version: WorkflowVersion | None = None,
+    prepare: Callable[[Run], None] | None = None,
 ) -> Run:
+    """Start a run: validate, gate (pause, budgets, start limit), estimate, then queue it or
+    send it for approval. ``version``: a snapshot to run instead of the workflow as declared
+    now (a fork on another version; orchestration.run_actions checks it may serve runs).
+    ``prepare``: called with the new run in the same transaction, after its request is
+    audited and before it is queued (a re-run or fork links it and copies its history)."""
     value = validate_input(workflow_name, raw_input)
     if idempotency_key:
         existing = Run.objects.filter(requested_by=user, idempotency_key=idempotency_key).first()
@@ -176,8 +190,17 @@ def start_run(
     # A paused user (an anomaly alert) starts nothing, and costs no estimate call either.
     if paused := pauses.start_refusal(user):
         raise RunRefused({"user": paused}, code=RunRefused.USER_PAUSED)
-    # The approved version serves, whatever is deployed beside it (a pending change waits).
-    workflow, version = serving_version(workflow_name)
+    if version is None:
+        # The approved version serves, whatever is deployed beside it (a pending change waits).
+        workflow, version = serving_version(workflow_name)
+    else:
+        # A fork on a chosen version (orchestration.forks checks that it may serve runs).
+        workflow = declaration_for(version)
+        if workflow is None:
+            raise RunRefused(
+                {"version": drift(version) or "This version's code is not deployed."},
+                code=RunRefused.VERSION_UNAVAILABLE,
+            )
     model_warnings = refuse_unavailable_models(workflow)  # unpriced or retired: nothing measured or written
     value = validate_input(workflow_name, raw_input, workflow)
     size = measure_prompt(workflow, version, value)  # an API call: outside the transaction
@@ -213,6 +236,8 @@ def start_run(
             })
             for warning in warnings:
                 audit.record("budget.warning", run=run, actor="engine", payload={"warning": warning})
+            if prepare is not None:
+                prepare(run)
             if needs_approval:
                 ApprovalRequest.objects.create(
                     run=run, estimate_usd=estimate.upper_usd, threshold_usd=threshold,

@@ -44,6 +44,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     S.CANCELLED: frozenset(),
 }
 
+# Where a person may cancel a run from (orchestration.run_actions.cancel): every state that
+# is not final. A cancelled run is final; a step still holding its lease notices at its next
+# commit point (``still_running``) and records no further side effect.
+CANCELLABLE: tuple[str, ...] = tuple(s for s, targets in ALLOWED.items() if S.CANCELLED in targets)
+
 # Fields a transition may set alongside the status.
 _SETTABLE = frozenset({"result", "error", "pending_note", "estimate", "estimate_usd"})
 
@@ -63,6 +68,13 @@ class InvalidTransition(Exception):
 
 def can_transition(run: Run, target: str) -> bool:
     return target in ALLOWED[run.status]
+
+
+def still_running(run_id: Any) -> bool:
+    """Whether the run is still running: asked by a step at its commit points (before a tool
+    attempt starts), so a run cancelled meanwhile starts no further side effect. One indexed
+    read; the answer holds until the next commit point, which asks again."""
+    return Run.objects.filter(pk=run_id, status=S.RUNNING).exists()
 
 
 def transition(

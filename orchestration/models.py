@@ -146,6 +146,9 @@ class Run(models.Model):
 
     A sub-agent's run (orchestration.subagents) has ``parent`` set and ``parent_tool_use_id``:
     the parent's handoff tool_use it answers (one child per tool_use).
+
+    Any state not final -> cancelled through ``orchestration.run_actions.cancel``. A re-run or a
+    fork names the run it came from (``origin``, ``origin_kind``, ``fork_turn``).
     """
 
     class Status(models.TextChoices):
@@ -164,6 +167,10 @@ class Run(models.Model):
         CANCELLED = "cancelled"
 
     FINAL = (Status.SUCCEEDED, Status.FAILED, Status.HALTED, Status.REJECTED, Status.CANCELLED)
+
+    class Origin(models.TextChoices):
+        RERUN = "rerun", "re-run"
+        FORK = "fork", "fork"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workflow_version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
@@ -210,6 +217,13 @@ class Run(models.Model):
     # The step that holds the run until this time; see orchestration.engine.claim_step.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     steps_taken = models.PositiveIntegerField(default=0)
+    # Re-runs and forks (orchestration.run_actions): the run this one was made from, how, and
+    # for a fork the model turn it starts from (turns before it are copied history).
+    origin = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived"
+    )
+    origin_kind = models.CharField(max_length=10, choices=Origin.choices, blank=True)
+    fork_turn = models.PositiveIntegerField(null=True, blank=True)
     # NULL, not "", for "no key": the unique constraint below only applies to real keys.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
@@ -368,6 +382,10 @@ class ModelCall(models.Model):
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     request_id = models.CharField(max_length=100, blank=True)
     error = models.TextField(blank=True)
+    # History a fork copied from the run it forked (orchestration.run_actions): paid by that
+    # run, so a copy carries no cost, tokens or price of its own; ``copied_from`` has them.
+    copied = models.BooleanField(default=False)
+    copied_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     payload_purged_at = models.DateTimeField(null=True, blank=True)
@@ -458,6 +476,10 @@ class ToolCall(models.Model):
     validation_errors = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # History a fork copied from the run it forked (orchestration.run_actions): never executed
+    # again in the fork; ``copied_from`` is the original attempt.
+    copied = models.BooleanField(default=False)
+    copied_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     payload_purged_at = models.DateTimeField(null=True, blank=True)

@@ -42,7 +42,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from ops import tracing
-from orchestration import audit
+from orchestration import audit, lifecycle
 from orchestration.hostile_output import tool_input_problems, tool_output_problems
 from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.privacy import require_readable
@@ -263,6 +263,8 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
     while round_attempts < constraints.max_attempts_per_tool:
         if last is not None:
             time.sleep(backoff_seconds(round_attempts, settings.TOOL_BACKOFF_BASE_SECONDS))
+        if not lifecycle.still_running(run.pk):  # cancelled: start no side effect (run_actions.cancel)
+            return None
         tc = new_attempt(status=TC.RUNNING, tool_version=tool.version)
         attempts += 1
         round_attempts += 1

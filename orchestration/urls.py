@@ -1,6 +1,15 @@
 from django.urls import path
 
-from orchestration.views import dashboard, exports, fanout, runs, start, trail, versions
+from orchestration.views import (
+    dashboard,
+    exports,
+    fanout,
+    run_actions,
+    runs,
+    start,
+    trail,
+    versions,
+)
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -12,6 +21,10 @@ urlpatterns = [
     path("runs/<uuid:run_id>/", runs.run_detail, name="run_detail"),
     path("runs/<uuid:run_id>/live/", runs.run_live, name="run_live"),
     path("runs/<uuid:run_id>/download.json", exports.run_download, name="run_download"),
+    path("runs/<uuid:run_id>/rerun/", run_actions.rerun, name="run_rerun"),
+    path("runs/<uuid:run_id>/fork/", run_actions.fork, name="run_fork"),
+    path("runs/<uuid:run_id>/cancel/", run_actions.cancel, name="run_cancel"),
+    path("runs/compare/", run_actions.compare, name="run_compare"),
     path("runs/<uuid:run_id>/jobs/", fanout.job_grid, name="fanout_jobs"),
     path("runs/<uuid:run_id>/jobs/<int:job_pk>/", fanout.job_detail, name="fanout_job"),
     path("workflows/", versions.workflow_list, name="workflow_list"),

@@ -11,7 +11,8 @@ no other module names a permission or decides who sees a row. It holds, in order
    ``may_see_operations``, ``may_manage_schedules``,
    ``sees_every_run``);
 4. four-eyes: who may decide on one object (``may_resolve_ticket``, ``may_decide_request``,
-   ``may_sign_off``). Money and sign-off decisions are never taken by the person who requested
+   ``may_sign_off``); 4b. who may re-run, fork or cancel a run (``rerun_refusal``,
+   ``fork_refusal``, ``cancel_refusal``). Money and sign-off decisions are never taken by the person who requested
    the run, whatever roles they hold. A new decision on a run (raising a spend ceiling, say)
    gets its check here, next to these;
 5. who sees which rows (``visible_runs``, ``visible_tickets``, ``visible_approvals``) and one
@@ -436,6 +437,64 @@ def lift_pause_refusal(user: Any, paused_user: Any) -> str | None:
     if user.pk == paused_user.pk:
         return "Your own runs are paused: another manager must lift the pause (four-eyes rule)."
     return None
+
+
+# --- 4b. actions on a whole run: re-run, fork, cancel (orchestration.run_actions) -----------
+# Each assumes the run is one the user sees (``get_run_for_user``: 404 otherwise); the role
+# part is also a page decorator (``may_*_runs``), checked before the run is looked up.
+
+
+def may_rerun_runs(user: Any) -> bool:
+    """A re-run starts a run and spends like one: those who may start runs."""
+    return may_start(user)
+
+
+def rerun_refusal(user: Any, run: Run) -> str | None:
+    if not may_rerun_runs(user):
+        return "Only those who may start runs may re-run one."
+    return None
+
+
+def may_fork_runs(user: Any) -> bool:
+    """A fork starts a run (operators, managers) or carries a reviewer's correction forward
+    (reviewers and managers)."""
+    return may_start(user) or may_resolve(user)
+
+
+def fork_refusal(
+    user: Any, run: Run, *, corrects: bool, four_eyes_ticket: EscalationTicket | None = None
+) -> str | None:
+    """Why ``user`` may not fork ``run``, or None. A corrected tool output is a reviewer's
+    decision, as on a ticket: an operator may fork (another version, another step) but not
+    type what a tool returned; and on a run that ever paused for a four-eyes reason
+    (``four_eyes_ticket``, e.g. a regulatory trigger) not its requester, or a fork would let
+    them decide what the ticket forbids them to."""
+    if not may_fork_runs(user):
+        return "Only those who may start runs, and reviewers, may fork a run."
+    if corrects and not may_resolve(user):
+        return "Only reviewers and managers may supply a corrected tool output; fork without one, or ask a reviewer."
+    if corrects and four_eyes_ticket is not None and (why := four_eyes_refusal(user, four_eyes_ticket)):
+        return why.replace("resolved by someone else", "resolved, or its output corrected in a fork, by someone else")
+    return None
+
+
+def may_cancel_runs(user: Any) -> bool:
+    return may_start(user) or may_resolve(user) or may_override(user) or bool(user.is_superuser)
+
+
+def cancel_refusal(user: Any, run: Run, open_ticket: EscalationTicket | None = None) -> str | None:
+    """Why ``user`` may not cancel ``run``, or None: its requester (if they may start runs), a
+    manager or superuser, or a reviewer who may act on its open ticket (``ticket_refusal``)."""
+    if user.is_superuser or may_override(user):
+        return None
+    if requested(user, run) and may_start(user):
+        return None
+    if open_ticket is not None and may_resolve(user) and ticket_refusal(user, open_ticket) is None:
+        return None
+    return (
+        "Only the person who started this run, a manager, or a reviewer who may act on its open "
+        "ticket may cancel it. Nothing was changed."
+    )
 
 
 # --- 5. who sees which rows, and one getter per object -------------------------------------

@@ -118,3 +118,17 @@ def expire_overdue(now: dt.datetime | None = None) -> int:
                 _expire(req, now)
                 expired += 1
     return expired
+
+
+def close_for_cancelled_run(run: Run, user: Any, reason: str) -> list[ApprovalRequest]:
+    """Close the run's pending approval requests as ``cancelled`` (the run was cancelled by
+    ``user`` before a manager decided), each with an audit event, in the caller's transaction
+    (orchestration.run_actions.cancel, which holds the run's row lock)."""
+    closed = []
+    for req in ApprovalRequest.objects.select_for_update().filter(run=run, status=A.PENDING):
+        req.status, req.decided_at, req.comment = A.CANCELLED, timezone.now(), reason
+        req.save(update_fields=["status", "decided_at", "comment"])
+        audit.record("approval.cancelled", run=run, actor=user, evidence_of=[req],
+                     payload={"request": req.pk, "decision": A.CANCELLED, "comment": reason})
+        closed.append(req)
+    return closed

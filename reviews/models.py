@@ -13,7 +13,7 @@ from orchestration.fields import EncryptedJSONField
 class ApprovalRequest(models.Model):
     """A run estimated over the approval threshold waits here for a manager.
 
-    pending -> approved | rejected | expired. Decided once (row lock); the requester can
+    pending -> approved | rejected | expired | cancelled (the run was cancelled). Decided once (row lock); the requester can
     never decide their own request.
     """
 
@@ -22,6 +22,7 @@ class ApprovalRequest(models.Model):
         APPROVED = "approved"
         REJECTED = "rejected"
         EXPIRED = "expired"
+        CANCELLED = "cancelled"  # the run was cancelled before a manager decided
 
     run = models.ForeignKey("orchestration.Run", on_delete=models.CASCADE, related_name="approvals")
     estimate_usd = models.DecimalField(max_digits=14, decimal_places=6)
@@ -101,6 +102,7 @@ class EscalationTicket(models.Model):
         CORRECT = "correct", "supplied a corrected output"
         APPROVE = "approve", "approved the result"
         FAIL = "fail", "failed the run"
+        CANCELLED = "cancelled", "closed: the run was cancelled"
 
     run = models.ForeignKey("orchestration.Run", on_delete=models.CASCADE, related_name="tickets")
     reason = models.CharField(max_length=30, choices=Reason.choices)

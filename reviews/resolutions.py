@@ -41,7 +41,7 @@ from orchestration.untrusted import Rejected, check_text, json_text
 from orchestration.untrusted import parse_json as untrusted_json
 from orchestration.validation import cut_to_schema, schema_errors
 from orchestration.workflows import registry
-from orchestration.workflows.declaration import ToolContext
+from orchestration.workflows.declaration import Tool, ToolContext
 from orchestration.workflows.versions import declaration_for, drift, workflow_for
 from reviews import access
 from reviews.models import EscalationTicket
@@ -313,6 +313,40 @@ def _settle_by_reviewer(run: Run, tu: dict[str, Any], **fields: Any) -> ToolCall
     )
 
 
+def checked_tool_output(tool: Tool, value: Any, ctx: ToolContext) -> Any:
+    """A tool output typed by a reviewer (a ticket's correction, or a fork's:
+    orchestration.run_actions), cut to the tool's output schema and checked by the schema and
+    the tool's semantic validators; raises InvalidCorrection. Never for a tool with a side
+    effect: the run would record an effect that never happened."""
+    if tool.side_effect:
+        raise InvalidCorrection([
+            f"{tool.name} has a side effect: its output cannot be supplied by hand, or the run would record "
+            "an effect that never happened. Retry it, approve it (a sign-off), resume with a note, or fail the run."
+        ])
+    errors = schema_errors(value, tool.output_schema)
+    value = cut_to_schema(value, tool.output_schema)
+    if not errors:
+        errors = [p for v in tool.validators for p in v(value, ctx)]
+    if errors:
+        raise InvalidCorrection(errors)
+    return value
+
+
+def close_for_cancelled_run(run: Run, user: Any, reason: str) -> list[EscalationTicket]:
+    """Close the run's unresolved tickets as ``cancelled`` (the run was cancelled by ``user``),
+    each with an audit event, in the caller's transaction (orchestration.run_actions.cancel,
+    which holds the run's row lock)."""
+    closed = []
+    for ticket in EscalationTicket.objects.select_for_update().filter(run=run).exclude(status=T.RESOLVED):
+        ticket.status, ticket.resolution = T.RESOLVED, Res.CANCELLED
+        ticket.resolved_by, ticket.resolved_at, ticket.comment = user, timezone.now(), reason
+        ticket.save(update_fields=["status", "resolution", "resolved_by", "resolved_at", "comment"])
+        audit.record("ticket.closed", run=run, actor=user, evidence_of=[ticket],
+                     payload={"ticket": ticket.pk, "resolution": Res.CANCELLED, "comment": reason})
+        closed.append(ticket)
+    return closed
+
+
 def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: str | None,
                       payload: dict[str, Any]) -> list[ToolCall]:
     """Apply the correction; returns the tool call it wrote (none for a final output)."""
@@ -324,19 +358,10 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
     errors = schema_errors(value, target["schema"])
     if target["kind"] == "tool":
         tool = workflow.tool(target["name"])
-        if tool.side_effect:
-            raise InvalidCorrection([
-                f"{tool.name} has a side effect: its output cannot be supplied by hand, or the run would record "
-                "an effect that never happened. Retry it, approve it (a sign-off), resume with a note, or fail the run."
-            ])
-        value = cut_to_schema(value, tool.output_schema)
         tc = ticket.failing_tool_call
-        if not errors:
-            ctx = ToolContext(run_id=str(run.pk), tool_use_id=tc.tool_use_id, run_input=run.input,
-                              tool_input=tc.input, outputs=accepted_outputs(run))
-            errors = [p for v in tool.validators for p in v(value, ctx)]
-        if errors:
-            raise InvalidCorrection(errors)
+        ctx = ToolContext(run_id=str(run.pk), tool_use_id=tc.tool_use_id, run_input=run.input,
+                          tool_input=tc.input, outputs=accepted_outputs(run))
+        value = checked_tool_output(tool, value, ctx)
         tu = {"id": tc.tool_use_id, "name": tc.name, "input": tc.input, "model_call": tc.model_call}
         corrected_call = _settle_by_reviewer(run, tu, status=ToolCall.Status.CORRECTED, output=value,
                                              error="", raw_output=value)

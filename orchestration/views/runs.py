@@ -21,6 +21,7 @@ from orchestration.run_search import (
 )
 from orchestration.subagents import family
 from orchestration.timeline import TIMELINE_WINDOW, timeline_window
+from orchestration.views import run_actions
 from orchestration.views.fanout import progress as fanout_progress
 from orchestration.workflows.versions import drift
 from reviews.access import get_run_for_user, may_view_versions
@@ -78,7 +79,7 @@ def run_list(request):
 def _model_latency(timeline) -> dict | None:
     """Time to first token and total of the latest answered call, and the median time to first
     token of the calls shown: from the timeline's rows, no query of its own."""
-    calls = [e.obj for e in timeline if e.kind == "model" and e.obj.latency_ms is not None]
+    calls = [e.obj for e in timeline if e.kind == "model" and e.obj.latency_ms is not None and not e.obj.copied]
     if not calls:
         return None
     firsts = sorted(c.first_token_ms for c in calls if c.first_token_ms is not None)
@@ -118,7 +119,7 @@ def _run_context(run: Run, request, *, live: bool = False) -> dict:
 @require_GET
 def run_detail(request, run_id):
     run = get_run_for_user(request.user, run_id)
-    context = _run_context(run, request)
+    context = _run_context(run, request) | run_actions.page_context(request.user, run)
     # A run is judged by the version it started on: say so when its code is not deployed.
     context["version_drift"] = drift(run.workflow_version)
     context["may_view_versions"] = may_view_versions(request.user)

@@ -359,6 +359,23 @@ EXPECT: dict[str, dict[str, Any]] = {
         "GET": {"anonymous": "login", "outsider": 404, "*": 200},
         "POST": {"anonymous": "login", "*": 405},
     },
+    # Re-run starts a run (operators, managers); fork also lets reviewers carry a correction
+    # forward; cancel is for the requester, managers and a reviewer who may act on the run's
+    # ticket. The role is checked before the run is looked up (403), then the run (404). An
+    # empty fork POST names no turn (422).
+    "runs/<uuid:run_id>/rerun/": {
+        "GET": {"anonymous": "login", "operator": 200, "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "operator": 302, "manager": 302, "*": 403},
+    },
+    "runs/<uuid:run_id>/fork/": {
+        "GET": {"anonymous": "login", "operator": 200, "reviewer": 200, "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "operator": 422, "reviewer": 422, "manager": 422, "*": 403},
+    },
+    "runs/<uuid:run_id>/cancel/": {
+        "GET": {"anonymous": "login", "operator": 200, "reviewer": 200, "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "operator": 302, "reviewer": 302, "manager": 302, "*": 403},
+    },
+    "runs/compare/": {"GET": {"anonymous": "login", "*": 200}, "POST": {"anonymous": "login", "*": 405}},
     "runs/<uuid:run_id>/jobs/": {
         "GET": {"anonymous": "login", "outsider": 404, "*": 200},
         "POST": {"anonymous": "login", "*": 405},
