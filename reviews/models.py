@@ -88,6 +88,7 @@ class EscalationTicket(models.Model):
         STEP_LIMIT = "step_limit", "step limit"
         TIMEOUT = "timeout"
         UNDECRYPTABLE = "undecryptable", "payload cannot be decrypted"
+        LATENCY_LIMIT = "latency_limit", "latency limit exceeded"
 
     class Status(models.TextChoices):
         OPEN = "open"
