@@ -41,7 +41,16 @@ from costs import accounting
 from ops import tracing
 from ops.logs import bind as log_bind
 from ops.logs import log_context
-from orchestration import audit, dispatch, fallbacks, hostile_output, lifecycle, limits, model_calls, storable
+from orchestration import (
+    audit,
+    dispatch,
+    fallbacks,
+    hostile_output,
+    lifecycle,
+    limits,
+    model_calls,
+    storable,
+)
 from orchestration.fanout import coordinator
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall, WorkflowVersion

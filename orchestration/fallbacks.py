@@ -55,10 +55,16 @@ def _key(tool: Tool, tool_input: JSON) -> Any:
 
 
 def is_fallback(output: Any) -> bool:
-    return isinstance(output, dict) and isinstance(output.get(MARKER), dict) and output[MARKER].get("kind") == CACHED
+    return (
+        isinstance(output, dict)
+        and isinstance(output.get(MARKER), dict)
+        and output[MARKER].get("kind") == CACHED
+    )
 
 
-def cached_result(run: Run, workflow: Workflow, tool: Tool, tool_input: JSON, failed: ToolCall) -> JSON | None:
+def cached_result(
+    run: Run, workflow: Workflow, tool: Tool, tool_input: JSON, failed: ToolCall
+) -> JSON | None:
     """The output to answer with when every attempt failed: the last live result of the tool
     for the same key, marked; or None (no fallback declared for this failure, or no result)."""
     spec = tool.fallback
@@ -67,33 +73,56 @@ def cached_result(run: Run, workflow: Workflow, tool: Tool, tool_input: JSON, fa
         return None
     since = timezone.now() - dt.timedelta(seconds=spec.max_age_seconds)
     want = _key(tool, tool_input)
-    recent = (ToolCall.objects.filter(name=tool.name, status=TC.OK, settled=True, run__workflow_name=workflow.name,
-                                      finished_at__gte=since)
-              .order_by("-finished_at").only("pk", "run_id", "input", "output", "finished_at")[:CANDIDATES])
+    recent = (
+        ToolCall.objects.filter(
+            name=tool.name,
+            status=TC.OK,
+            settled=True,
+            run__workflow_name=workflow.name,
+            finished_at__gte=since,
+        )
+        .order_by("-finished_at")
+        .only("pk", "run_id", "input", "output", "finished_at")[:CANDIDATES]
+    )
     for tc in recent:
         try:
             output = require_readable(tc.output, "a cached result")
             earlier_input = require_readable(tc.input, "a cached result's input")
         except PayloadKeyError:
             continue  # purged, or under a key no longer held: not a result to give
-        if not isinstance(output, dict) or is_fallback(output) or _key(tool, earlier_input or {}) != want:
+        if (
+            not isinstance(output, dict)
+            or is_fallback(output)
+            or _key(tool, earlier_input or {}) != want
+        ):
             continue
-        return {**output, MARKER: {
-            "kind": CACHED,
-            "tool": tool.name,
-            "cached_at": tc.finished_at.isoformat(),
-            "source_run": str(tc.run_id),
-            "source_tool_call": tc.pk,
-            "reason": f"the live call failed ({failed.status}): {failed.error}"[:300],
-        }}
+        return {
+            **output,
+            MARKER: {
+                "kind": CACHED,
+                "tool": tool.name,
+                "cached_at": tc.finished_at.isoformat(),
+                "source_run": str(tc.run_id),
+                "source_tool_call": tc.pk,
+                "reason": f"the live call failed ({failed.status}): {failed.error}"[:300],
+            },
+        }
     return None
 
 
 def record_fallback(run: Run, tc: ToolCall, output: JSON) -> None:
-    audit.record("tool.fallback", run=run, evidence_of=[tc], payload={
-        "tool_use_id": tc.tool_use_id, "name": tc.name, "attempt": tc.attempt,
-        "cached_at": output[MARKER]["cached_at"], "source_tool_call": output[MARKER]["source_tool_call"],
-    })
+    audit.record(
+        "tool.fallback",
+        run=run,
+        evidence_of=[tc],
+        payload={
+            "tool_use_id": tc.tool_use_id,
+            "name": tc.name,
+            "attempt": tc.attempt,
+            "cached_at": output[MARKER]["cached_at"],
+            "source_tool_call": output[MARKER]["source_tool_call"],
+        },
+    )
 
 
 # --- a narrower retry after a timeout ----------------------------------------------------
@@ -109,7 +138,12 @@ def narrower_input(tool: Tool, tool_input: JSON) -> JSON | None:
 
 def narrowed_so_far(run: Run, tool_use_id: str, tool_input: JSON) -> JSON | None:
     """After a worker died mid-call: the narrower input an earlier attempt already used."""
-    latest = ToolCall.objects.filter(run=run, tool_use_id=tool_use_id).order_by("-attempt").only("input").first()
+    latest = (
+        ToolCall.objects.filter(run=run, tool_use_id=tool_use_id)
+        .order_by("-attempt")
+        .only("input")
+        .first()
+    )
     if latest is None or latest.input in (None, tool_input):
         return None
     return latest.input
@@ -117,9 +151,17 @@ def narrowed_so_far(run: Run, tool_use_id: str, tool_input: JSON) -> JSON | None
 
 @transaction.atomic
 def record_narrowing(run: Run, tc: ToolCall, narrower: JSON) -> None:
-    audit.record("tool.narrowed", run=run, evidence_of=[tc], payload={
-        "tool_use_id": tc.tool_use_id, "name": tc.name, "after_attempt": tc.attempt, "retry_input": narrower,
-    })
+    audit.record(
+        "tool.narrowed",
+        run=run,
+        evidence_of=[tc],
+        payload={
+            "tool_use_id": tc.tool_use_id,
+            "name": tc.name,
+            "after_attempt": tc.attempt,
+            "retry_input": narrower,
+        },
+    )
 
 
 # --- rules that changed ------------------------------------------------------------------
@@ -134,12 +176,16 @@ def _stale(workflow: Workflow, record: Record, applies: Any) -> str | None:
             continue  # never ran: the tool's own preconditions say what is missing
         ran, now = str(latest.get(rerun.field)), str(rerun.current())
         if ran != now:
-            return (f"the rules changed since {rerun.tool} ran (version {ran}, now {now}): "
-                    f"re-run {rerun.tool} under the rules in force")
+            return (
+                f"the rules changed since {rerun.tool} ran (version {ran}, now {now}): "
+                f"re-run {rerun.tool} under the rules in force"
+            )
     return None
 
 
-def rerun_refusal(workflow: Workflow, tool_name: str, record: Record) -> tuple[str, str, bool] | None:
+def rerun_refusal(
+    workflow: Workflow, tool_name: str, record: Record
+) -> tuple[str, str, bool] | None:
     """Why ``tool_name`` may not run now because a validation it relies on is out of date:
     (precondition name, reason, needs sign-off) as tool_execution.refusal returns, or None."""
     reason = _stale(workflow, record, lambda rerun: tool_name in rerun.before)
@@ -157,9 +203,13 @@ def final_output_problems(workflow: Workflow, output: Any, record: Record) -> li
     listed = [(f.get("tool"), f.get("cached_at")) for f in listed_raw or [] if isinstance(f, dict)]
     for tool, cached_at in used:
         if (tool, cached_at) not in listed:
-            problems.append(f"{tool} was answered with its last cached result (cached at {cached_at}): "
-                            f"say so in the answer, under fallbacks, with that tool and cached_at")
+            problems.append(
+                f"{tool} was answered with its last cached result (cached at {cached_at}): "
+                f"say so in the answer, under fallbacks, with that tool and cached_at"
+            )
     for tool, cached_at in listed:
         if (tool, cached_at) not in used:
-            problems.append(f"fallbacks lists {tool} cached at {cached_at}, but no such fallback was used")
+            problems.append(
+                f"fallbacks lists {tool} cached at {cached_at}, but no such fallback was used"
+            )
     return problems

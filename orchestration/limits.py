@@ -62,7 +62,9 @@ class StepClock:
 
 
 # The step being run in this thread (and, copied, in its tool threads): its latency budget.
-_step: contextvars.ContextVar[StepClock | None] = contextvars.ContextVar("countersign_step_clock", default=None)
+_step: contextvars.ContextVar[StepClock | None] = contextvars.ContextVar(
+    "countersign_step_clock", default=None
+)
 
 
 @contextlib.contextmanager
@@ -97,8 +99,10 @@ def tool_timeout(tool: Tool, constraints: Constraints) -> ToolBudget:
 def step_limit_message(tool_name: str, budget: ToolBudget) -> str:
     clock = _step.get()
     limit = clock.limit if clock is not None else budget.seconds
-    return (f"The step went over its {limit:g}s latency limit: {tool_name} was stopped after the "
-            f"{budget.seconds:.1f}s the step had left.")
+    return (
+        f"The step went over its {limit:g}s latency limit: {tool_name} was stopped after the "
+        f"{budget.seconds:.1f}s the step had left."
+    )
 
 
 # --- after a step ------------------------------------------------------------------------
@@ -107,14 +111,19 @@ def step_limit_message(tool_name: str, budget: ToolBudget) -> str:
 def run_work_seconds(run: Run) -> float:
     """The run's working time so far: its orchestrator's model calls and its tool calls, as
     recorded (their ``latency_ms``)."""
-    model = ModelCall.objects.filter(run=run, job__isnull=True).aggregate(ms=Sum("latency_ms"))["ms"] or 0
+    model = (
+        ModelCall.objects.filter(run=run, job__isnull=True).aggregate(ms=Sum("latency_ms"))["ms"]
+        or 0
+    )
     tools = ToolCall.objects.filter(run=run).aggregate(ms=Sum("latency_ms"))["ms"] or 0
     return (model + tools) / 1000
 
 
 def _run_allowance(run: Run, limit: float) -> float:
     resumed = run.tickets.filter(
-        reason=R.LATENCY_LIMIT, status=EscalationTicket.Status.RESOLVED, message__startswith=RUN_LIMIT_MESSAGE
+        reason=R.LATENCY_LIMIT,
+        status=EscalationTicket.Status.RESOLVED,
+        message__startswith=RUN_LIMIT_MESSAGE,
     ).count()
     return limit * (1 + resumed)
 
@@ -129,16 +138,30 @@ def after_step(run: Run, constraints: Constraints, clock: StepClock) -> bool:
     message, details = "", {}
     if step_limit is not None and elapsed > step_limit:
         message = f"Step {run.steps_taken} took {elapsed:.1f}s; the workflow's step latency limit is {step_limit:g}s."
-        details = {"limit": "step", "limit_seconds": step_limit, "elapsed_seconds": round(elapsed, 3)}
+        details = {
+            "limit": "step",
+            "limit_seconds": step_limit,
+            "elapsed_seconds": round(elapsed, 3),
+        }
     elif run_limit is not None:
         worked = run_work_seconds(run)
         allowed = _run_allowance(run, run_limit)
         if worked > allowed:
-            message = (f"{RUN_LIMIT_MESSAGE} {worked:.1f}s (model and tool calls); its latency limit is "
-                       f"{run_limit:g}s" + (f" ({allowed:g}s with the allowances reviewers granted)."
-                                            if allowed != run_limit else "."))
-            details = {"limit": "run", "limit_seconds": run_limit, "allowed_seconds": allowed,
-                       "worked_seconds": round(worked, 3)}
+            message = (
+                f"{RUN_LIMIT_MESSAGE} {worked:.1f}s (model and tool calls); its latency limit is "
+                f"{run_limit:g}s"
+                + (
+                    f" ({allowed:g}s with the allowances reviewers granted)."
+                    if allowed != run_limit
+                    else "."
+                )
+            )
+            details = {
+                "limit": "run",
+                "limit_seconds": run_limit,
+                "allowed_seconds": allowed,
+                "worked_seconds": round(worked, 3),
+            }
     if not message or not Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).exists():
         return False
     escalate(run.pk, R.LATENCY_LIMIT, message, details=details)
