@@ -3,6 +3,12 @@
 from django.db import migrations, models
 
 
+def seed_target(apps, schema_editor):
+    """The new reason's service level, as reviews.sla.DEFAULT_SLA holds it (editable in the admin)."""
+    SlaTarget = apps.get_model("reviews", "SlaTarget")
+    SlaTarget.objects.get_or_create(reason="latency_limit", defaults={"priority": 2, "due_minutes": 60})
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -20,4 +26,5 @@ class Migration(migrations.Migration):
             name='reason',
             field=models.CharField(choices=[('validation_failed', 'validation failed'), ('retries_exhausted', 'retries exhausted'), ('ambiguity', 'Ambiguity'), ('regulatory_trigger', 'regulatory trigger'), ('failure_rate_exceeded', 'failure rate exceeded'), ('budget_exceeded', 'budget exceeded'), ('unknown_tool', 'unknown tool'), ('tool_error', 'tool error'), ('hallucination', 'Hallucination'), ('step_limit', 'step limit'), ('timeout', 'Timeout'), ('undecryptable', 'payload cannot be decrypted'), ('latency_limit', 'latency limit exceeded')], max_length=30, unique=True),
         ),
+        migrations.RunPython(seed_target, migrations.RunPython.noop),
     ]
