@@ -597,6 +597,29 @@ WORKFLOW = register(Workflow(
     reruns=(RerunWhenChanged("validate_apra", "rules_version", current_rules_version, before=("publish_report",)),),
     time_zone="Australia/Sydney",
     input_defaults=previous_calendar_day,
+    scenarios=(
+        Example("A normal day", {"date": "2026-11-20"}, (
+            "fetch, reconcile, validate, publish, log: the report is published.",)),
+        Example("A timeout, retried once with a narrower range", {"date": "2026-11-13"}, (
+            "The warehouse is reprocessing the 13th: the full-day fetch hits its statement timeout.",
+            "The engine retries it once with 00:00-12:00 (fetch_transactions: max 2 attempts).",
+            "The model fetches 12:00-24:00 itself; reconcile needs the whole day; the report is published.")),
+        Example("An unreconciled difference under $100", {"date": "2026-11-17"}, (
+            "A $3.50 ledger difference: reconciled is false, so the run escalates before validation "
+            "(the seed's rule); the finance team is emailed the ticket.",)),
+        Example("Differences over $100: manual review", {"date": "2026-11-18"}, (
+            "A $250 difference: the ticket says manual review; nothing is published.",)),
+        Example("The rules changed: re-run the validation", {"date": "2026-11-19"}, (
+            "Under APRA rules v1 a $25,000 transfer to an unverified customer is a violation: the run pauses.",
+            "Change the rules in the admin (Warehouse > APRA rule sets: raise the amount above 25,000; "
+            "saving makes version 2), then resume the ticket.",
+            "publish_report is refused (the rules changed since validate_apra ran); the model validates "
+            "again under v2, and the report is published.")),
+        Example("A step over 30 seconds", {"date": "2026-11-11"}, (
+            "The warehouse is degraded: every query takes 25 s; the fetch times out after 20 s.",
+            "Its retry gets only what is left of the step's 30 s: it is stopped and the run escalates "
+            "(latency limit exceeded).")),
+    ),
     recipients=FINANCE_TEAM,
     recipient_events=("ticket.opened", "run.ended"),
     expectation=Expectation(turns=6, output_tokens_per_turn=120, tool_result_tokens=600, final_output_tokens=150),

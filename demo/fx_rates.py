@@ -144,5 +144,14 @@ WORKFLOW = register(Workflow(
     ),
     expectation=Expectation(turns=2, output_tokens_per_turn=80, tool_result_tokens=120, final_output_tokens=150),
     input_example={"date": "2026-11-22"},
+    scenarios=(
+        Example("The feed answers", {"date": "2026-11-20"}, (
+            "Live rates of Friday 2026-11-20; fallbacks is empty. Run this first: it fills the cache.",)),
+        Example("Then: the fetch times out, the last cached result", {"date": "2026-11-22"}, (
+            "The feed is in its Sunday maintenance window: both attempts time out.",
+            "The engine answers with the last cached rates (marked 'fallback'), and the answer lists "
+            "them under fallbacks; an answer that hid it would be refused.",
+            "With no earlier live fetch, the run escalates (retries exhausted).")),
+    ),
     policy=policy,
 ))

@@ -177,6 +177,14 @@ def test_fetch_timeout_falls_back_to_the_last_cached_result_and_says_so(operator
     assert sunday.result["as_of"] == "2026-11-20" and sunday.result["requested_date"] == "2026-11-22"
     event = AuditEvent.objects.get(run=sunday, kind="tool.fallback")
     assert event.payload["source_tool_call"] == live.pk
+    return sunday
+
+
+def test_the_run_page_marks_the_cached_answer(operator, drive, client):
+    sunday = test_fetch_timeout_falls_back_to_the_last_cached_result_and_says_so(operator, drive)
+    client.force_login(operator)
+    page = client.get(f"/runs/{sunday.pk}/").content.decode()
+    assert page.count("fallback: last cached result, cached ") == 1
 
 
 def test_no_cached_result_escalates_as_before(operator, drive):

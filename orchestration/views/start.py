@@ -27,8 +27,12 @@ def start_form(request, workflow_name):
         workflow = registry.get(workflow_name)
     except registry.UnknownWorkflow:
         raise Http404("No such workflow.") from None
-    # The form opens on the workflow's defaults (e.g. yesterday), else its example input.
+    # The form opens on the demo scenario picked, else the workflow's defaults (e.g.
+    # yesterday), else its example input.
     initial = {**(workflow.input_example or {}), **start_defaults(workflow)}
+    scenario = request.GET.get("scenario", "")
+    if scenario.isdigit() and int(scenario) < len(workflow.scenarios):
+        initial = dict(workflow.scenarios[int(scenario)].input)
     form = WorkflowInputForm(workflow.input_schema, request.POST or None, initial_input=initial)
     batch = request.POST.get("mode") == "batch"
     if request.method == "POST" and form.is_valid():

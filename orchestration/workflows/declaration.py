@@ -391,6 +391,9 @@ class Workflow:
     # the form or the request left out (orchestration.launch).
     time_zone: str = ""
     input_defaults: Callable[[dt.datetime], JSON] | None = None
+    # Demo scenarios the start page offers (title, input, what happens), e.g. one per declared
+    # limit or fallback; unlike ``examples`` they are not part of the prompt.
+    scenarios: tuple[Example, ...] = ()
 
     def __post_init__(self) -> None:
         # A fallback must be visible in the answer (orchestration.fallbacks): the output schema

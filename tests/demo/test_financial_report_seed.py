@@ -240,3 +240,17 @@ def test_a_failed_report_emails_the_finance_team(operator, drive):
     to_finance = [m for m in mail.outbox if "finance-team@example.com" in m.to]
     assert len(to_finance) == 1
     assert "financial_reporting" in to_finance[0].subject and "manual review" in to_finance[0].body
+
+
+def test_the_start_page_offers_a_scenario_per_feature(client, operator):
+    client.force_login(operator)
+    page = client.get(reverse("start_form", args=["financial_reporting"])).content.decode()
+    for title in ("A timeout, retried once with a narrower range", "An unreconciled difference under $100",
+                  "The rules changed: re-run the validation", "A step over 30 seconds"):
+        assert title in page
+    picked = client.get(reverse("start_form", args=["financial_reporting"]) + "?scenario=1").content.decode()
+    assert 'value="2026-11-13"' in picked
+    fx = client.get(reverse("start_form", args=["fx_rates"]) + "?scenario=1").content.decode()
+    assert "the last cached result" in fx and 'value="2026-11-22"' in fx
+    # An index that is not a scenario falls back on the defaults.
+    assert client.get(reverse("start_form", args=["fx_rates"]) + "?scenario=9").status_code == 200
