@@ -69,8 +69,11 @@ def test_attempts_for_reads_the_tool_before_the_workflow():
 
 @pytest.mark.parametrize(("declared", "expected"), [(None, 3), (1, 1), (2, 2), (5, 5)])
 def test_a_tool_retry_limit_is_its_own(operator, drive, monkeypatch, declared, expected):
-    _variant(monkeypatch, tools=[_tool("fetch_entries", handler=_failing, max_attempts=declared)],
-             max_attempts_per_tool=3)
+    _variant(
+        monkeypatch,
+        tools=[_tool("fetch_entries", handler=_failing, max_attempts=declared)],
+        max_attempts_per_tool=3,
+    )
     run = drive(start_run("ledger_close", DAY, operator))
     attempts = ToolCall.objects.filter(run=run, name="fetch_entries")
     assert attempts.count() == expected
@@ -81,8 +84,12 @@ def test_a_tool_retry_limit_is_its_own(operator, drive, monkeypatch, declared, e
 
 
 def test_the_prompt_states_the_declared_limits(monkeypatch):
-    variant = _variant(monkeypatch, tools=[_tool("fetch_entries", max_attempts=2)],
-                       step_latency_seconds=30, run_latency_seconds=120)
+    variant = _variant(
+        monkeypatch,
+        tools=[_tool("fetch_entries", max_attempts=2)],
+        step_latency_seconds=30,
+        run_latency_seconds=120,
+    )
     prompt = render_system_prompt(variant)
     assert "- fetch_entries: max 2 attempt(s)." in prompt
     assert "over 30s times out and escalates" in prompt
@@ -98,8 +105,11 @@ def test_latency_limit_has_its_own_reason_and_service_level():
 
 def test_a_tool_stopped_by_the_step_budget_escalates_without_a_retry(operator, drive, monkeypatch):
     fetch = _tool("fetch_entries")
-    _variant(monkeypatch, tools=[dataclasses.replace(fetch, handler=_slow(3.0, fetch.handler))],
-             step_latency_seconds=1.0)
+    _variant(
+        monkeypatch,
+        tools=[dataclasses.replace(fetch, handler=_slow(3.0, fetch.handler))],
+        step_latency_seconds=1.0,
+    )
     started = time.monotonic()
     run = drive(start_run("ledger_close", DAY, operator))
     took = time.monotonic() - started
@@ -110,7 +120,9 @@ def test_a_tool_stopped_by_the_step_budget_escalates_without_a_retry(operator, d
     assert ticket.priority == 2
     assert dt.timedelta(minutes=59) < ticket.due_at - ticket.created_at <= dt.timedelta(minutes=60)
     # One attempt, cut by the step's budget (not the tool's 10 s timeout), and no retry.
-    assert list(ToolCall.objects.filter(run=run, name="fetch_entries").values_list("status", flat=True)) == ["timeout"]
+    assert list(
+        ToolCall.objects.filter(run=run, name="fetch_entries").values_list("status", flat=True)
+    ) == ["timeout"]
     assert took < 3.0
 
 
@@ -134,17 +146,30 @@ def test_a_step_that_ends_over_its_limit_escalates(operator, db):
     assert limits.after_step(run, constraints, slow) is False
 
 
-def test_run_latency_limit_escalates_and_a_resume_grants_another_allowance(operator, reviewer, drive, monkeypatch):
+def test_run_latency_limit_escalates_and_a_resume_grants_another_allowance(
+    operator, reviewer, drive, monkeypatch
+):
     fetch, check = _tool("fetch_entries"), _tool("check_balance")
-    _variant(monkeypatch, tools=[dataclasses.replace(fetch, handler=_slow(0.7, fetch.handler)),
-                                 dataclasses.replace(check, handler=_slow(0.7, check.handler))],
-             run_latency_seconds=1.0)
+    _variant(
+        monkeypatch,
+        tools=[
+            dataclasses.replace(fetch, handler=_slow(0.7, fetch.handler)),
+            dataclasses.replace(check, handler=_slow(0.7, check.handler)),
+        ],
+        run_latency_seconds=1.0,
+    )
     run = drive(start_run("ledger_close", DAY, operator))
     assert run.status == S.AWAITING_REVIEW
     ticket = run.tickets.get()
     assert ticket.reason == "latency_limit"
-    assert ticket.message.startswith("The run has worked 1.") and "its latency limit is 1s" in ticket.message
-    assert ticket.context["details"]["limit"] == "run" and ticket.context["details"]["worked_seconds"] > 1.0
+    assert (
+        ticket.message.startswith("The run has worked 1.")
+        and "its latency limit is 1s" in ticket.message
+    )
+    assert (
+        ticket.context["details"]["limit"] == "run"
+        and ticket.context["details"]["worked_seconds"] > 1.0
+    )
     assert limits.run_work_seconds(run) > 1.0
     # Not posted yet: the limit stopped it after check_balance.
     assert not engine_workflows.posted_for(run.pk)
@@ -165,7 +190,11 @@ def test_fetch_timeout_falls_back_to_the_last_cached_result_and_says_so(operator
     sunday = drive(start_run("fx_rates", {"date": "2026-11-22"}, operator))
     assert sunday.status == S.SUCCEEDED
     attempts = list(ToolCall.objects.filter(run=sunday, name="fetch_fx_rates").order_by("attempt"))
-    assert [a.status for a in attempts] == ["timeout", "timeout", "ok"]  # max_attempts=2, then the cache
+    assert [a.status for a in attempts] == [
+        "timeout",
+        "timeout",
+        "ok",
+    ]  # max_attempts=2, then the cache
     answered = attempts[-1]
     assert answered.settled and answered.output["rates"] == live.output["rates"]
     marker = answered.output["fallback"]
@@ -173,8 +202,12 @@ def test_fetch_timeout_falls_back_to_the_last_cached_result_and_says_so(operator
     assert marker["cached_at"] == live.finished_at.isoformat()
     assert "timeout" in marker["reason"]
     # The visible marker in the answer, checked by the engine against the record.
-    assert sunday.result["fallbacks"] == [{"tool": "fetch_fx_rates", "cached_at": marker["cached_at"]}]
-    assert sunday.result["as_of"] == "2026-11-20" and sunday.result["requested_date"] == "2026-11-22"
+    assert sunday.result["fallbacks"] == [
+        {"tool": "fetch_fx_rates", "cached_at": marker["cached_at"]}
+    ]
+    assert (
+        sunday.result["as_of"] == "2026-11-20" and sunday.result["requested_date"] == "2026-11-22"
+    )
     event = AuditEvent.objects.get(run=sunday, kind="tool.fallback")
     assert event.payload["source_tool_call"] == live.pk
     return sunday
@@ -208,18 +241,24 @@ def test_an_answer_that_hides_the_fallback_is_refused(operator, drive, monkeypat
             turn.content[-1]["text"] = json.dumps(answer)
         return turn
 
-    monkeypatch.setitem(registry._REGISTRY, "fx_rates", dataclasses.replace(workflow, policy=hiding))
+    monkeypatch.setitem(
+        registry._REGISTRY, "fx_rates", dataclasses.replace(workflow, policy=hiding)
+    )
     run = drive(start_run("fx_rates", {"date": "2026-11-22"}, operator))
     assert run.status == S.AWAITING_REVIEW
     rejected = AuditEvent.objects.filter(run=run, kind="final.rejected")
     assert rejected.count() == 2
-    assert any("answered with its last cached result" in p for p in rejected.first().payload["problems"])
+    assert any(
+        "answered with its last cached result" in p for p in rejected.first().payload["problems"]
+    )
     ticket = run.tickets.get()
     assert ticket.reason == "validation_failed" and "last cached result" in ticket.message
     assert run.result is None
 
 
-def test_an_answer_that_claims_a_fallback_that_did_not_happen_is_refused(operator, drive, monkeypatch):
+def test_an_answer_that_claims_a_fallback_that_did_not_happen_is_refused(
+    operator, drive, monkeypatch
+):
     workflow = registry.get("fx_rates")
 
     def claiming(conv):
@@ -228,11 +267,15 @@ def test_an_answer_that_claims_a_fallback_that_did_not_happen_is_refused(operato
             import json
 
             answer = json.loads(turn.content[-1]["text"])
-            answer["fallbacks"] = [{"tool": "fetch_fx_rates", "cached_at": "2026-11-20T00:00:00+00:00"}]
+            answer["fallbacks"] = [
+                {"tool": "fetch_fx_rates", "cached_at": "2026-11-20T00:00:00+00:00"}
+            ]
             turn.content[-1]["text"] = json.dumps(answer)
         return turn
 
-    monkeypatch.setitem(registry._REGISTRY, "fx_rates", dataclasses.replace(workflow, policy=claiming))
+    monkeypatch.setitem(
+        registry._REGISTRY, "fx_rates", dataclasses.replace(workflow, policy=claiming)
+    )
     run = drive(start_run("fx_rates", {"date": "2026-11-20"}, operator))
     assert run.status == S.AWAITING_REVIEW
     assert "no such fallback was used" in run.tickets.get().message
@@ -240,8 +283,12 @@ def test_an_answer_that_claims_a_fallback_that_did_not_happen_is_refused(operato
 
 def test_a_fallback_needs_room_in_the_output_and_no_side_effect():
     workflow = registry.get("fx_rates")
-    schema = {**workflow.output_schema, "properties": {
-        k: v for k, v in workflow.output_schema["properties"].items() if k != "fallbacks"}}
+    schema = {
+        **workflow.output_schema,
+        "properties": {
+            k: v for k, v in workflow.output_schema["properties"].items() if k != "fallbacks"
+        },
+    }
     with pytest.raises(ValueError, match="must declare 'fallbacks'"):
         dataclasses.replace(workflow, output_schema=schema)
     with pytest.raises(ValueError, match="a cached result cannot stand in"):
@@ -251,7 +298,9 @@ def test_a_fallback_needs_room_in_the_output_and_no_side_effect():
 # --- rules that changed ----------------------------------------------------------------------
 
 
-def test_rules_changed_refuses_the_guarded_tool_until_the_check_runs_again(operator, drive, monkeypatch):
+def test_rules_changed_refuses_the_guarded_tool_until_the_check_runs_again(
+    operator, drive, monkeypatch
+):
     """Generic: check_balance records the rules version; post_summary needs it current."""
     version = {"now": "1"}
     check = _tool("check_balance")
@@ -264,24 +313,38 @@ def test_rules_changed_refuses_the_guarded_tool_until_the_check_runs_again(opera
             version["now"] = "2"  # the rules change right after the first check
         return {**out, "rules_version": calls[-1]}
 
-    schema = {**check.output_schema, "properties": {**check.output_schema["properties"],
-                                                     "rules_version": {"type": "string"}}}
-    variant = _variant(monkeypatch, tools=[dataclasses.replace(check, handler=versioned_check, output_schema=schema)])
-    rerun = RerunWhenChanged("check_balance", "rules_version", lambda: version["now"], before=("post_summary",))
+    schema = {
+        **check.output_schema,
+        "properties": {**check.output_schema["properties"], "rules_version": {"type": "string"}},
+    }
+    variant = _variant(
+        monkeypatch,
+        tools=[dataclasses.replace(check, handler=versioned_check, output_schema=schema)],
+    )
+    rerun = RerunWhenChanged(
+        "check_balance", "rules_version", lambda: version["now"], before=("post_summary",)
+    )
     base_policy = variant.policy
 
     def policy(conv):
         refused = conv.last_result("post_summary")
-        if refused is not None and refused["is_error"] and "rules changed" in str(refused["content"]) \
-                and len(conv.results("check_balance")) < 2:
+        if (
+            refused is not None
+            and refused["is_error"]
+            and "rules changed" in str(refused["content"])
+            and len(conv.results("check_balance")) < 2
+        ):
             fetched = conv.last_result("fetch_entries")["content"]
             from simulator.policy import Turn, tool_use
 
             return Turn(content=[tool_use("check_balance", {"total": fetched["total"]})])
         return base_policy(conv)
 
-    monkeypatch.setitem(registry._REGISTRY, "ledger_close",
-                        dataclasses.replace(variant, reruns=(rerun,), policy=policy))
+    monkeypatch.setitem(
+        registry._REGISTRY,
+        "ledger_close",
+        dataclasses.replace(variant, reruns=(rerun,), policy=policy),
+    )
     run = drive(start_run("ledger_close", DAY, operator))
     assert run.status == S.SUCCEEDED
     assert calls == ["1", "2"]
@@ -293,10 +356,20 @@ def test_rules_changed_refuses_the_guarded_tool_until_the_check_runs_again(opera
 def test_a_rerun_must_name_declared_tools():
     workflow = registry.get("ledger_close")
     with pytest.raises(ValueError, match="unknown tool"):
-        dataclasses.replace(workflow, reruns=(RerunWhenChanged("nope", "v", lambda: "1", before=("post_summary",)),))
+        dataclasses.replace(
+            workflow, reruns=(RerunWhenChanged("nope", "v", lambda: "1", before=("post_summary",)),)
+        )
 
 
 def test_tool_declares_its_fallbacks_as_data():
-    tool = Tool("t", "d", {"type": "object"}, {"type": "object"}, lambda a, c: {},
-                max_attempts=2, fallback=CachedResult(max_age_seconds=60), narrow_on_timeout=lambda i: None)
+    tool = Tool(
+        "t",
+        "d",
+        {"type": "object"},
+        {"type": "object"},
+        lambda a, c: {},
+        max_attempts=2,
+        fallback=CachedResult(max_age_seconds=60),
+        narrow_on_timeout=lambda i: None,
+    )
     assert tool.max_attempts == 2 and tool.fallback.on == ("timeout",)

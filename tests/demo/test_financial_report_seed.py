@@ -33,12 +33,15 @@ def _ok(run, name):
 # --- the previous calendar day, in the workflow's time zone ---------------------------------------
 
 
-@pytest.mark.parametrize(("now", "expected"), [
-    # 14:30 UTC on the 3rd is 01:30 on the 4th in Sydney: yesterday there is the 3rd (UTC would say the 2nd).
-    (dt.datetime(2026, 12, 3, 14, 30, tzinfo=UTC), "2026-12-03"),
-    (dt.datetime(2026, 12, 3, 12, 0, tzinfo=UTC), "2026-12-02"),  # 23:00 on the 3rd in Sydney
-    (dt.datetime(2027, 1, 1, 0, 0, tzinfo=UTC), "2026-12-31"),
-])
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        # 14:30 UTC on the 3rd is 01:30 on the 4th in Sydney: yesterday there is the 3rd (UTC would say the 2nd).
+        (dt.datetime(2026, 12, 3, 14, 30, tzinfo=UTC), "2026-12-03"),
+        (dt.datetime(2026, 12, 3, 12, 0, tzinfo=UTC), "2026-12-02"),  # 23:00 on the 3rd in Sydney
+        (dt.datetime(2027, 1, 1, 0, 0, tzinfo=UTC), "2026-12-31"),
+    ],
+)
 def test_manual_start_defaults_to_the_previous_calendar_day_in_sydney(now, expected):
     assert start_defaults(registry.get("financial_reporting"), now) == {"date": expected}
 
@@ -51,7 +54,9 @@ def test_a_start_without_a_date_reports_on_yesterday(operator, drive):
     assert run.status == S.SUCCEEDED and run.result["date"] == yesterday
     assert run.result["record_count"] == Transaction.objects.filter(booked_on=yesterday).count() > 0
     # A date given is kept.
-    assert start_run("financial_reporting", {"date": "2026-11-20"}, operator).input == {"date": "2026-11-20"}
+    assert start_run("financial_reporting", {"date": "2026-11-20"}, operator).input == {
+        "date": "2026-11-20"
+    }
 
 
 def test_the_start_page_opens_on_yesterday(client, operator):
@@ -65,20 +70,34 @@ def test_the_start_page_opens_on_yesterday(client, operator):
 # --- a timeout retried once with a narrower range ----------------------------------------------------
 
 
-def test_a_timeout_is_retried_once_with_the_narrower_window_then_the_rest_is_fetched(operator, drive):
+def test_a_timeout_is_retried_once_with_the_narrower_window_then_the_rest_is_fetched(
+    operator, drive
+):
     run = drive(start_run("financial_reporting", {"date": "2026-11-13"}, operator))
     assert run.status == S.SUCCEEDED
-    fetches = list(ToolCall.objects.filter(run=run, name="fetch_transactions").order_by("created_at"))
+    fetches = list(
+        ToolCall.objects.filter(run=run, name="fetch_transactions").order_by("created_at")
+    )
     # The full day hits the statement timeout; the engine retries it once, 00:00-12:00; the
     # model then fetches 12:00-24:00 itself.
     assert [(f.status, f.input.get("from_time"), f.input.get("until_time")) for f in fetches] == [
-        ("timeout", None, None), ("ok", "00:00", "12:00"), ("ok", "12:00", None)]
+        ("timeout", None, None),
+        ("ok", "00:00", "12:00"),
+        ("ok", "12:00", None),
+    ]
     assert "statement timeout" in fetches[0].error
     assert fetches[0].tool_use_id == fetches[1].tool_use_id != fetches[2].tool_use_id
     narrowed = AuditEvent.objects.get(run=run, kind="tool.narrowed")
-    assert narrowed.payload["retry_input"] == {"date": "2026-11-13", "from_time": "00:00", "until_time": "12:00"}
+    assert narrowed.payload["retry_input"] == {
+        "date": "2026-11-13",
+        "from_time": "00:00",
+        "until_time": "12:00",
+    }
     day = Transaction.objects.filter(booked_on="2026-11-13")
-    assert len(fetches[1].output["transactions"]) + len(fetches[2].output["transactions"]) == day.count()
+    assert (
+        len(fetches[1].output["transactions"]) + len(fetches[2].output["transactions"])
+        == day.count()
+    )
     report = PublishedReport.objects.get()
     assert report.payload["record_count"] == day.count() == run.result["record_count"]
     assert report.payload["total_amount"] == pytest.approx(float(sum(t.amount for t in day)))
@@ -91,21 +110,31 @@ def test_half_a_day_is_not_enough_to_reconcile(operator, drive, monkeypatch):
     def hasty(conv):
         first = conv.last_result("fetch_transactions")
         if first is not None and not first["is_error"] and not conv.called("reconcile_ledger"):
-            refs = [{"id": t["id"], "amount": t["amount"]} for t in first["content"]["transactions"]]
+            refs = [
+                {"id": t["id"], "amount": t["amount"]} for t in first["content"]["transactions"]
+            ]
             return fr.call("reconcile_ledger", {"date": "2026-11-13", "transactions": refs})
         return workflow.policy(conv)
 
-    monkeypatch.setitem(registry._REGISTRY, "financial_reporting", dataclasses.replace(workflow, policy=hasty))
+    monkeypatch.setitem(
+        registry._REGISTRY, "financial_reporting", dataclasses.replace(workflow, policy=hasty)
+    )
     run = drive(start_run("financial_reporting", {"date": "2026-11-13"}, operator))
     refused = ToolCall.objects.filter(run=run, name="reconcile_ledger", status="rejected").first()
     assert refused is not None and "covered only 00:00-12:00 of 2026-11-13" in refused.error
     assert run.status == S.SUCCEEDED  # it then fetched the rest, as told
-    assert PublishedReport.objects.get().payload["record_count"] == Transaction.objects.filter(
-        booked_on="2026-11-13").count()
+    assert (
+        PublishedReport.objects.get().payload["record_count"]
+        == Transaction.objects.filter(booked_on="2026-11-13").count()
+    )
 
 
 def test_first_half_narrows_on_the_hour_and_stops_at_an_hour():
-    assert fr.first_half({"date": "2026-11-13"}) == {"date": "2026-11-13", "from_time": "00:00", "until_time": "12:00"}
+    assert fr.first_half({"date": "2026-11-13"}) == {
+        "date": "2026-11-13",
+        "from_time": "00:00",
+        "until_time": "12:00",
+    }
     assert fr.first_half({"date": "d", "from_time": "12:00"})["until_time"] == "18:00"
     assert fr.first_half({"date": "d", "from_time": "09:00", "until_time": "10:00"}) is None
 
@@ -113,11 +142,19 @@ def test_first_half_narrows_on_the_hour_and_stops_at_an_hour():
 # --- unreconciled differences: the seed's rule ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("date", "words"), [
-    ("2026-11-17", "does not reconcile (reconciled is false)"),  # $3.50: under $100, still escalates
-    ("2026-11-18", "exceed $100: manual review"),
-])
-def test_any_unreconciled_difference_escalates_before_validation_and_publication(operator, drive, date, words):
+@pytest.mark.parametrize(
+    ("date", "words"),
+    [
+        (
+            "2026-11-17",
+            "does not reconcile (reconciled is false)",
+        ),  # $3.50: under $100, still escalates
+        ("2026-11-18", "exceed $100: manual review"),
+    ],
+)
+def test_any_unreconciled_difference_escalates_before_validation_and_publication(
+    operator, drive, date, words
+):
     run = drive(start_run("financial_reporting", {"date": date}, operator))
     assert run.status == S.AWAITING_REVIEW
     ticket = run.tickets.get()
@@ -131,9 +168,11 @@ def test_reconciled_must_agree_with_the_differences():
     diff = {"transaction_id": "T1", "discrepancy": 3.5}
     check = fr._check_reconciliation
     assert check({"reconciled": True, "differences": [diff], "total_discrepancy": 3.5}, None) == [
-        "reconciled is True but 1 difference(s) are listed"]
+        "reconciled is True but 1 difference(s) are listed"
+    ]
     assert check({"reconciled": False, "differences": [diff], "total_discrepancy": 1.0}, None) == [
-        "total_discrepancy 1.0 is not the differences' sum 3.5"]
+        "total_discrepancy 1.0 is not the differences' sum 3.5"
+    ]
     assert check({"reconciled": True, "differences": [], "total_discrepancy": 0}, None) == []
 
 
@@ -154,8 +193,12 @@ def test_rules_changed_while_paused_make_the_validation_run_again(operator, revi
     run = drive(start_run("financial_reporting", {"date": "2026-11-19"}, operator))
     assert run.tickets.get().reason == "regulatory_trigger"
     assert _ok(run, "validate_apra")[0].output["rules_version"] == "1"
-    ApraRuleSet.objects.create(large_amount=Decimal("50000"), note="threshold raised")  # saved as version 2
-    resolutions.resolve(run.tickets.get().pk, reviewer, "resume", comment="rules updated by compliance")
+    ApraRuleSet.objects.create(
+        large_amount=Decimal("50000"), note="threshold raised"
+    )  # saved as version 2
+    resolutions.resolve(
+        run.tickets.get().pk, reviewer, "resume", comment="rules updated by compliance"
+    )
     run = drive(run)
     assert run.status == S.SUCCEEDED
     refused = ToolCall.objects.get(run=run, name="publish_report", status="rejected")
@@ -165,7 +208,9 @@ def test_rules_changed_while_paused_make_the_validation_run_again(operator, revi
     assert PublishedReport.objects.count() == 1
 
 
-def test_rules_tightened_mid_run_escalate_on_the_new_validation(operator, drive, monkeypatch, settings):
+def test_rules_tightened_mid_run_escalate_on_the_new_validation(
+    operator, drive, monkeypatch, settings
+):
     settings.ENGINE_TASK_SLICE_SECONDS = 0  # one step per task: the test acts between steps
     from orchestration import engine
 
@@ -174,7 +219,11 @@ def test_rules_tightened_mid_run_escalate_on_the_new_validation(operator, drive,
         engine.run_step(run.pk)
         if _ok(run, "validate_apra"):
             break
-    assert _ok(run, "validate_apra")[0].output == {"compliant": True, "violations": [], "rules_version": "1"}
+    assert _ok(run, "validate_apra")[0].output == {
+        "compliant": True,
+        "violations": [],
+        "rules_version": "1",
+    }
     # The day's transactions are all to verified customers: make one unverified and large
     # under the new rules (threshold lowered), as a compliance change would.
     txn = Transaction.objects.filter(booked_on="2026-11-20").order_by("-amount").first()
@@ -194,7 +243,9 @@ def test_an_admin_edit_of_the_rules_is_a_new_version(db):
     first.large_amount = Decimal("20000")
     first.save()
     assert list(ApraRuleSet.objects.values_list("version", "large_amount")) == [
-        (2, Decimal("20000.00")), (1, Decimal("10000.00"))]
+        (2, Decimal("20000.00")),
+        (1, Decimal("10000.00")),
+    ]
     assert fr.current_rules_version() == "2"
 
 
@@ -205,8 +256,14 @@ def test_a_slow_warehouse_step_times_out_and_escalates(operator, drive, monkeypa
     """The 11th's degraded warehouse, scaled down: a step limit of 1 s, queries of 3 s."""
     workflow = registry.get("financial_reporting")
     monkeypatch.setitem(fr.SLOW_DAYS, dt.date(2026, 11, 11), 3.0)
-    monkeypatch.setitem(registry._REGISTRY, "financial_reporting", dataclasses.replace(
-        workflow, constraints=dataclasses.replace(workflow.constraints, step_latency_seconds=1.0)))
+    monkeypatch.setitem(
+        registry._REGISTRY,
+        "financial_reporting",
+        dataclasses.replace(
+            workflow,
+            constraints=dataclasses.replace(workflow.constraints, step_latency_seconds=1.0),
+        ),
+    )
     run = drive(start_run("financial_reporting", {"date": "2026-11-11"}, operator))
     assert run.status == S.AWAITING_REVIEW
     ticket = run.tickets.get()
@@ -218,7 +275,9 @@ def test_the_seed_limits_are_declared():
     workflow = registry.get("financial_reporting")
     assert workflow.constraints.step_latency_seconds == 30
     assert workflow.tool("fetch_transactions").max_attempts == 2
-    assert workflow.reruns[0].tool == "validate_apra" and workflow.reruns[0].before == ("publish_report",)
+    assert workflow.reruns[0].tool == "validate_apra" and workflow.reruns[0].before == (
+        "publish_report",
+    )
 
 
 # --- the finance team --------------------------------------------------------------------------------------
@@ -245,10 +304,16 @@ def test_a_failed_report_emails_the_finance_team(operator, drive):
 def test_the_start_page_offers_a_scenario_per_feature(client, operator):
     client.force_login(operator)
     page = client.get(reverse("start_form", args=["financial_reporting"])).content.decode()
-    for title in ("A timeout, retried once with a narrower range", "An unreconciled difference under $100",
-                  "The rules changed: re-run the validation", "A step over 30 seconds"):
+    for title in (
+        "A timeout, retried once with a narrower range",
+        "An unreconciled difference under $100",
+        "The rules changed: re-run the validation",
+        "A step over 30 seconds",
+    ):
         assert title in page
-    picked = client.get(reverse("start_form", args=["financial_reporting"]) + "?scenario=1").content.decode()
+    picked = client.get(
+        reverse("start_form", args=["financial_reporting"]) + "?scenario=1"
+    ).content.decode()
     assert 'value="2026-11-13"' in picked
     fx = client.get(reverse("start_form", args=["fx_rates"]) + "?scenario=1").content.decode()
     assert "the last cached result" in fx and 'value="2026-11-22"' in fx
