@@ -92,7 +92,9 @@ def tool_timeout(tool: Tool, constraints: Constraints) -> ToolBudget:
     clock = _step.get()
     left = clock.remaining() if clock is not None else None
     if left is not None and left < own:
-        return ToolBudget(seconds=max(left, 0.0), by_step=True)
+        return ToolBudget(
+            seconds=round(max(left, 0.0), 1), by_step=True
+        )  # "within 7.1s", not 7.09533s
     return ToolBudget(seconds=own, by_step=False)
 
 
