@@ -15,6 +15,7 @@ from django.core import mail
 from django.urls import reverse
 
 from demo import financial_reporting as fr
+from insight import digest
 from notifications.recipients import for_workflow
 from orchestration.launch import start_defaults, start_run
 from orchestration.models import AuditEvent, Run, ToolCall
@@ -289,6 +290,8 @@ def test_the_finance_team_gets_tickets_and_run_ends_of_the_report(db):
     assert "finance-team@example.com" in for_workflow("financial_reporting", "alert.opened")
     assert "finance-team@example.com" not in for_workflow("payment_approval", "ticket.opened")
     assert for_workflow("fx_rates", "ticket.opened") == []
+    # Its daily digest goes to the finance team rather than to the managers.
+    assert digest.recipients("financial_reporting") == ["finance-team@example.com"]
 
 
 def test_a_failed_report_emails_the_finance_team(operator, drive):
