@@ -274,6 +274,7 @@ WORKFLOW_MODULES = [
     "demo.routing",
     "demo.security_scan",
     "demo.ad_variants",
+    "demo.fx_rates",
     *env.list("COUNTERSIGN_EXTRA_WORKFLOWS", default=[]),
 ]
 

@@ -44,8 +44,10 @@ from ops.logs import log_context
 from orchestration import (
     audit,
     dispatch,
+    fallbacks,
     hostile_output,
     lifecycle,
+    limits,
     model_calls,
     storable,
     subagents,
@@ -226,7 +228,10 @@ def _one_step(run: Run, state: Conversation | None) -> tuple[StepResult, Convers
                 return StepResult(coordinator.step(run, workflow)), None
             if state is None:
                 state = Conversation()
-            result = _step(run, workflow, state)
+            with limits.step_clock(workflow.constraints) as clock:  # the declared latency limits
+                result = _step(run, workflow, state)
+            if limits.after_step(run, workflow.constraints, clock):
+                result = StepResult(None)
         except (OperationalError, InterfaceError) as exc:
             if not _database_went_away():
                 raise  # a deadlock, a cancelled statement: a failure like any other (below)
@@ -538,6 +543,7 @@ def _finalize(run: Run, workflow: Workflow, mc: ModelCall, known: Known | None =
     missing = [name for name in workflow.required_tools if not record.of(name)]
     if missing:
         problems.append(f"required tool(s) not called successfully: {', '.join(missing)}")
+    problems += fallbacks.final_output_problems(workflow, output, record)  # marked fallbacks, current rules
     if problems:
         nudged = AuditEvent.objects.filter(run=run, kind="final.rejected").exists()
         audit.record("final.rejected", run=run, payload={"turn": mc.turn, "problems": problems})

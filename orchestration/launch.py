@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -101,7 +102,7 @@ def validate_input(
             workflow = registry.get(workflow_name)
         except registry.UnknownWorkflow as exc:
             raise RunRefused({"workflow": str(exc)}) from None
-    value = parse_input(raw)
+    value = {**start_defaults(workflow), **parse_input(raw)}
     errors = schema_errors(value, workflow.input_schema)
     if errors:
         raise RunRefused({e.split(":", 1)[0]: e.split(":", 1)[1].strip() for e in errors})
@@ -115,6 +116,15 @@ def refuse_unavailable_models(workflow: Workflow) -> list[str]:
     if verdict.refusals:
         raise RunRefused({"models": " ".join(verdict.refusals)}, code=RunRefused.MODEL_UNAVAILABLE)
     return verdict.warnings
+
+
+def start_defaults(workflow: Workflow, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What a start fills in when its input leaves it out (``Workflow.input_defaults``, e.g. the
+    previous calendar day), from the time now in the workflow's time zone."""
+    if workflow.input_defaults is None:
+        return {}
+    zone = zoneinfo.ZoneInfo(workflow.time_zone or settings.TIME_ZONE)
+    return workflow.input_defaults((now or timezone.now()).astimezone(zone))
 
 
 def measure_prompt(workflow: Workflow, version: WorkflowVersion, value: dict[str, Any]) -> PromptSize:

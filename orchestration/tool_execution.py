@@ -42,7 +42,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from ops import tracing
-from orchestration import audit, lifecycle
+from orchestration import audit, fallbacks, lifecycle, limits
 from orchestration.hostile_output import tool_input_problems, tool_output_problems
 from orchestration.models import ModelCall, Run, ToolCall
 from orchestration.privacy import require_readable
@@ -214,7 +214,7 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
                                  error="The tool input does not match its schema: " + "; ".join(tool_input_errors)))
         audit.record("tool.rejected", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "errors": tool_input_errors})
         rejected = in_round(ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED), since).count()
-        if rejected >= constraints.max_attempts_per_tool:
+        if rejected >= limits.attempts_for(tool, constraints):
             return Escalation(R.RETRIES_EXHAUSTED, f"{name} was called with invalid input {rejected} times.", tc)
         return None
 
@@ -232,7 +232,8 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             audit.record("tool.refused", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "reason": refused})
             return Escalation(R.VALIDATION_FAILED, f"{name} refused: {refused}", tc)
 
-    if (refused_by := refusal(tool, tool_input, ctx)) is not None:
+    refused_by = fallbacks.rerun_refusal(workflow, name, ctx.record) or refusal(tool, tool_input, ctx)
+    if refused_by is not None:
         precondition, reason, sign_off = refused_by
         tc = _finish(known, new_attempt(
             status=TC.REJECTED, settled=True, tool_version=tool.version,
@@ -248,7 +249,7 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
                               {"sign_off": True, "precondition": precondition,
                                "proposed_call": {"tool": name, "input": tool_input}})
         rejected = in_round(ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED), since).count()
-        if rejected >= constraints.max_attempts_per_tool:
+        if rejected >= limits.attempts_for(tool, constraints):
             return Escalation(R.VALIDATION_FAILED,
                               f"{name} was refused {rejected} times; last ({precondition}): {reason}", tc,
                               {"precondition": precondition, "reason": reason})
@@ -257,14 +258,20 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
     if (settler := ENGINE_SETTLED.get(type(tool))) is not None:
         return settler(run, workflow, model_call, tool, tool_use, ctx, new_attempt, lambda tc, **f: _finish(known, tc, **f))
 
-    timeout = min(tool.timeout_seconds, constraints.tool_timeout_seconds)
     invalid = 0
     last: ToolCall | None = None
-    while round_attempts < constraints.max_attempts_per_tool:
+    # A timed-out call is retried once with the narrower input the tool declares (fallbacks).
+    narrowed = fallbacks.narrowed_so_far(run, tool_use_id, tool_input) if attempts else None
+    if narrowed is not None:
+        tool_input, ctx = narrowed, ToolContext(**{**ctx.__dict__, "tool_input": narrowed})
+    while round_attempts < limits.attempts_for(tool, constraints):
         if last is not None:
             time.sleep(backoff_seconds(round_attempts, settings.TOOL_BACKOFF_BASE_SECONDS))
         if not lifecycle.still_running(run.pk):  # cancelled: start no side effect (run_actions.cancel)
             return None
+        budget = limits.tool_timeout(tool, constraints)  # the step's latency budget may cut it
+        if budget.by_step and budget.seconds <= 0:
+            return Escalation(R.LATENCY_LIMIT, limits.step_limit_message(name, budget), last)
         tc = new_attempt(status=TC.RUNNING, tool_version=tool.version)
         attempts += 1
         round_attempts += 1
@@ -272,10 +279,16 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         try:
             with tracing.span("countersign.tool_call", run_id=str(run.pk), tool=name, attempt=tc.attempt,
                               tool_use_id=tool_use_id):
-                raw = _call_with_timeout(tool, tool_input, ctx, timeout)
-        except ToolTimeout as exc:
-            _finish(known, tc, status=TC.TIMEOUT, error=str(exc))
+                raw = _call_with_timeout(tool, tool_input, ctx, budget.seconds)
+        except (ToolTimeout, TimeoutError) as exc:  # our wait, or the tool's own (a statement timeout)
+            _finish(known, tc, status=TC.TIMEOUT, error=f"{printable(exc)}")
             audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
+            if budget.by_step and isinstance(exc, ToolTimeout):
+                return Escalation(R.LATENCY_LIMIT, limits.step_limit_message(name, budget), tc)
+            if narrowed is None and (narrower := fallbacks.narrower_input(tool, tool_input)) is not None:
+                fallbacks.record_narrowing(run, tc, narrower)
+                narrowed = tool_input = narrower
+                ctx = ToolContext(**{**ctx.__dict__, "tool_input": narrower})
             continue
         except Exception as exc:  # noqa: BLE001 - any tool failure is recorded and retried
             _finish(known, tc, status=TC.ERROR, error=f"{type(exc).__name__}: {printable(exc)}")
@@ -303,22 +316,34 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
                 "tool_use_id": tool_use_id, "name": name, "version": tool.version, "attempt": tc.attempt,
                 "stripped": stripped_paths(raw, tool.output_schema),
             })
-        if known is not None:
-            known.record = Record(calls=(*known.record.calls, RecordedCall(name, tool_use_id, tool_input, output)),
-                                  signed_off=known.record.signed_off)
-        ctx_after = ToolContext(**{**ctx.__dict__, "outputs": {**ctx.outputs, name: output}})
-        for rule in workflow.escalation_rules:
-            if rule.tool == name and rule.when(output, ctx_after):
-                return Escalation(rule.reason, rule.message, tc)
-        return None
+        return _accepted(workflow, known, ctx, tc, output)
 
     if last is None:  # the round's attempts were used before a worker crash
         last = ToolCall.objects.filter(run=run, tool_use_id=tool_use_id).order_by("-attempt").first()
+    if last is not None and (cached := fallbacks.cached_result(run, workflow, tool, tool_input, last)) is not None:
+        # The declared fallback: the last cached result, marked, instead of an escalation.
+        with transaction.atomic():
+            tc = _finish(known, new_attempt(status=TC.OK, settled=True, tool_version=tool.version, output=cached))
+            fallbacks.record_fallback(run, tc, cached)
+        return _accepted(workflow, known, ctx, tc, cached)
     return Escalation(
         R.RETRIES_EXHAUSTED,
         f"{name} failed {round_attempts} times (last: {last.error or last.status}).",
         last,
     )
+
+
+def _accepted(workflow: Workflow, known: Known | None, ctx: ToolContext, tc: ToolCall,
+              output: dict[str, Any]) -> Escalation | None:
+    """An accepted output joins the record; the workflow's escalation rules read it."""
+    if known is not None:
+        known.record = Record(calls=(*known.record.calls, RecordedCall(tc.name, tc.tool_use_id, tc.input, output)),
+                              signed_off=known.record.signed_off)
+    ctx_after = ToolContext(**{**ctx.__dict__, "outputs": {**ctx.outputs, tc.name: output}})
+    for rule in workflow.escalation_rules:
+        if rule.tool == tc.name and rule.when(output, ctx_after):
+            return Escalation(rule.reason, rule.message, tc)
+    return None
 
 
 def settle_turn(run: Run, workflow: Workflow, model_call: ModelCall, tool_uses: list[dict],

@@ -90,6 +90,7 @@ class EscalationTicket(models.Model):
         TIMEOUT = "timeout"
         UNDECRYPTABLE = "undecryptable", "payload cannot be decrypted"
         VERSION_UNAVAILABLE = "version_unavailable", "version's code not deployed"
+        LATENCY_LIMIT = "latency_limit", "latency limit exceeded"
 
     class Status(models.TextChoices):
         OPEN = "open"

@@ -45,6 +45,9 @@ DEFAULT_SLA: dict[str, tuple[int, int]] = {
     R.AMBIGUITY: (3, 480),
     R.STEP_LIMIT: (3, 480),
     R.UNDECRYPTABLE: (1, 60),
+    # A step or a run slower than its declared latency limit (the seed: "if any step takes
+    # > 30 seconds, timeout and escalate"): a stuck dependency, looked at within the hour.
+    R.LATENCY_LIMIT: (2, 60),
 }
 
 

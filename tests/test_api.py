@@ -171,13 +171,13 @@ def test_correcting_a_tool_output_through_the_api(client, operator, reviewer, dr
         token,
         {
             "action": "correct",
-            "corrected": {"compliant": True, "violations": []},
+            "corrected": {"compliant": True, "violations": [], "rules_version": "1"},
             "comment": "KYC verified",
         },
     )
     assert good.status_code == 200 and good.json()["run"]["status"] == "queued"
     assert drive(run).status == S.SUCCEEDED
-    assert run.tool_calls.get(status="corrected").output == {"compliant": True, "violations": []}
+    assert run.tool_calls.get(status="corrected").output == {"compliant": True, "violations": [], "rules_version": "1"}
 
 
 # --- resolving: refusals -----------------------------------------------------------------

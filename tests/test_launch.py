@@ -20,7 +20,8 @@ BAD_INPUTS = [
     ("nope", '{"date": "2026-11-20"}', "workflow", "Unknown workflow 'nope'"),
     ("financial_reporting", "{date: 2026}", "input", "not valid JSON"),
     ("financial_reporting", "[1, 2]", "input", "must be a JSON object"),
-    ("financial_reporting", "{}", "(root)", "'date' is a required property"),
+    # (financial_reporting fills a missing date with yesterday: issue 14 §6)
+    ("payment_approval", "{}", "(root)", "'payment_id' is a required property"),
     ("financial_reporting", '{"date": "20-11-2026"}', "date", "is not a 'date'"),
     ("financial_reporting", '{"date": "2026-11-20", "extra": 1}', "(root)", "Additional properties are not allowed"),
     ("payment_approval", '{"payment_id": "1001"}', "payment_id", "does not match"),

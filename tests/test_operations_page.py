@@ -156,20 +156,22 @@ def test_the_daily_digest_goes_to_the_managers_once(operator, manager, settings,
     yesterday = timezone.localdate() - dt.timedelta(days=1)
     morning = timezone.make_aware(dt.datetime.combine(timezone.localdate(), dt.time(8)))
     # Yesterday's activity, committed after the last fold: the digest refolds the day.
+    # payment_approval names no recipients (financial_reporting names its finance team).
     late = run_at(
-        operator, timezone.make_aware(dt.datetime.combine(yesterday, dt.time(12))), status="failed"
+        operator, timezone.make_aware(dt.datetime.combine(yesterday, dt.time(12))), status="failed",
+        workflow="payment_approval",
     )
     ticket(late, late.finished_at, "ambiguity")
     assert digest.send_daily_digests(now=morning - dt.timedelta(hours=2)) == []  # before 7:00
     sent = digest.send_daily_digests(now=morning)
-    assert sent == ["financial_reporting"]  # the only workflow active yesterday
+    assert sent == ["payment_approval"]  # the only workflow active yesterday
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["boss@example.com"]
     body = mail.outbox[0].body
     assert "Runs ended: 1 (before: " in body and "failed: 1" in body and "ambiguity: 1" in body
     assert mail.outbox[0].subject.startswith(
-        f"[Countersign] Daily report {yesterday:%Y-%m-%d}, financial_reporting"
+        f"[Countersign] Daily report {yesterday:%Y-%m-%d}, payment_approval"
     )
-    assert DigestDelivery.objects.get(workflow="financial_reporting", day=yesterday).recipients == [
+    assert DigestDelivery.objects.get(workflow="payment_approval", day=yesterday).recipients == [
         "boss@example.com"
     ]
     assert digest.send_daily_digests(now=morning + dt.timedelta(hours=1)) == []  # once

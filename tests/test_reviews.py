@@ -154,7 +154,8 @@ def test_ticket_page_shows_the_full_context(client, reviewer, paused):
 def test_correcting_a_tool_output_resumes_and_publishes(client, reviewer, paused, drive):
     run, ticket = paused
     client.force_login(reviewer)
-    corrected = json.dumps({"compliant": True, "violations": []})
+    # The rules version it applies is part of validate_apra's output (issue 14 §5: re-run when it changes).
+    corrected = json.dumps({"compliant": True, "violations": [], "rules_version": "1"})
     response = client.post(reverse("ticket_resolve", args=[ticket.pk]),
                            {"action": "correct", "corrected": corrected, "comment": "KYC was verified offline"},
                            headers={"HX-Request": "true"})
@@ -163,16 +164,17 @@ def test_correcting_a_tool_output_resumes_and_publishes(client, reviewer, paused
     assert run.status == S.SUCCEEDED
     assert PublishedReport.objects.count() == 1
     correction = run.tool_calls.get(status="corrected")
-    assert correction.output == {"compliant": True, "violations": []} and correction.settled
+    assert correction.output == {"compliant": True, "violations": [], "rules_version": "1"} and correction.settled
     event = AuditEvent.objects.get(kind="ticket.resolved")
     assert event.actor == reviewer and event.payload["comment"] == "KYC was verified offline"
 
 
 @pytest.mark.parametrize(("corrected", "message"), [
     ("{not json", "not valid JSON"),
-    ('{"compliant": "yes", "violations": []}', "compliant: &#x27;yes&#x27; is not of type &#x27;boolean&#x27;"),
-    ('{"compliant": true, "violations": [{"rule_id": "R", "transaction_id": "T", "reason": "x"}]}',
+    ('{"compliant": "yes", "violations": [], "rules_version": "1"}', "compliant: &#x27;yes&#x27; is not of type &#x27;boolean&#x27;"),
+    ('{"compliant": true, "violations": [{"rule_id": "R", "transaction_id": "T", "reason": "x"}], "rules_version": "1"}',
      "compliant is true but violations are listed"),
+    ('{"compliant": true, "violations": []}', "&#x27;rules_version&#x27; is a required property"),
 ])
 def test_invalid_correction_is_shown_inline_and_changes_nothing(client, reviewer, paused, corrected, message):
     run, ticket = paused

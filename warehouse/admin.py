@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from warehouse.models import (
+    ApraRuleSet,
     AuditLogEntry,
     LedgerEntry,
     Payment,
@@ -15,3 +16,5 @@ admin.site.register(Payment, list_display=("payment_id", "payee", "amount", "pay
 admin.site.register(PublishedReport, list_display=("report_id", "report_date", "created_at"))
 admin.site.register(AuditLogEntry, list_display=("step_name", "idempotency_key", "created_at"))
 admin.site.register(PaymentDecision, list_display=("payment_id", "validator", "decision", "created_at"))
+admin.site.register(ApraRuleSet, list_display=("version", "large_amount", "note", "created_at"),
+                    readonly_fields=("version",))

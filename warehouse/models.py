@@ -16,6 +16,8 @@ class Transaction(models.Model):
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     currency = models.CharField(max_length=3, default="AUD")
     booked_on = models.DateField(db_index=True)
+    # When in the day it was booked (the report's time windows; None: at the day's start).
+    booked_at = models.TimeField(null=True, blank=True)
     status = models.CharField(max_length=20)
     counterparty = models.CharField(max_length=100)
     description = models.CharField(max_length=200, blank=True)
@@ -98,3 +100,38 @@ class PaymentDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payment_id} {self.validator}: {self.decision}"
+
+
+class ApraRuleSet(models.Model):
+    """The APRA rules validate_apra applies, as the compliance team keeps them: one row per
+    version (the latest is in force). Editing them in the admin saves a new version, so a run
+    validated under an older version must validate again before it publishes
+    (demo.financial_reporting, ``RerunWhenChanged``)."""
+
+    version = models.PositiveIntegerField(unique=True)
+    large_amount = models.DecimalField(
+        max_digits=14, decimal_places=2, help_text="CPS234-KYC-01: amounts from this size need a verified customer."
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-version"]
+        verbose_name = "APRA rule set"
+
+    def __str__(self) -> str:
+        return f"APRA rules v{self.version}"
+
+    def save(self, *args, **kwargs) -> None:
+        # A change is a new version: the version a run validated under stays what it was.
+        if self.pk is not None:
+            self.pk = None
+            self._state.adding = True
+        if self._state.adding:
+            latest = ApraRuleSet.objects.order_by("-version").values_list("version", flat=True).first() or 0
+            self.version = latest + 1
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def in_force(cls) -> ApraRuleSet | None:
+        return cls.objects.order_by("-version").first()

@@ -8,6 +8,7 @@ from typing import Any
 
 from django import template
 
+from orchestration.fallbacks import MARKER, is_fallback
 from orchestration.privacy import undecryptable_reason
 from orchestration.untrusted import json_text, printable
 
@@ -67,3 +68,9 @@ def grouped(value: Any) -> str:
         return f"{int(value):,}"
     except (TypeError, ValueError):
         return "-"
+
+
+@register.filter
+def fallback_of(value: Any) -> dict[str, Any] | None:
+    """The ``fallback`` marker of a tool output the engine answered from its cache, or None."""
+    return value[MARKER] if is_fallback(value) else None

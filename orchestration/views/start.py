@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from costs.lineup import workflow_verdict
 from orchestration.forms import WorkflowInputForm
-from orchestration.launch import RunRefused, preview, start_run
+from orchestration.launch import RunRefused, preview, start_defaults, start_run
 from orchestration.models import Run
 from orchestration.workflows import registry
 from reviews import access
@@ -28,7 +28,13 @@ def start_form(request, workflow_name):
         workflow = registry.get(workflow_name)
     except registry.UnknownWorkflow:
         raise Http404("No such workflow.") from None
-    form = WorkflowInputForm(workflow.input_schema, request.POST or None, initial_input=workflow.input_example)
+    # The form opens on the demo scenario picked, else the workflow's defaults (e.g.
+    # yesterday), else its example input.
+    initial = {**(workflow.input_example or {}), **start_defaults(workflow)}
+    scenario = request.GET.get("scenario", "")
+    if scenario.isdigit() and int(scenario) < len(workflow.scenarios):
+        initial = dict(workflow.scenarios[int(scenario)].input)
+    form = WorkflowInputForm(workflow.input_schema, request.POST or None, initial_input=initial)
     batch = request.POST.get("mode") == "batch"
     if request.method == "POST" and form.is_valid():
         try:

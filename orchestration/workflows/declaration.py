@@ -8,6 +8,7 @@ See docs/workflows.md.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -118,6 +119,36 @@ class Precondition:
 
 
 @dataclass(frozen=True)
+class CachedResult:
+    """A branching fallback of a read-only tool: when every attempt of a call failed (on
+    ``on``: "timeout", "error"), answer with the last accepted result of the same tool, in a
+    run of the same workflow, for the same ``key(input)`` (None: the whole input), no older
+    than ``max_age_seconds``. The tool_result carries a ``fallback`` marker (what, from
+    when, why) and the run's final answer must list it under ``fallbacks``: the engine
+    refuses an answer that hides it (orchestration.fallbacks)."""
+
+    max_age_seconds: float = 86_400.0
+    key: Callable[[JSON], Any] | None = None
+    on: tuple[str, ...] = ("timeout",)
+
+
+@dataclass(frozen=True)
+class RerunWhenChanged:
+    """A branching fallback of the workflow: "the rules changed, re-run the validation step".
+
+    ``tool``'s accepted output records, in ``field``, the version of the rules it applied;
+    ``current()`` returns the version in force now. Before any tool in ``before`` runs, and
+    before the run may finish, the engine compares them: when the rules changed since the
+    latest accepted call of ``tool``, the call (or the answer) is refused with the reason,
+    and the model must re-run ``tool`` under the new rules (orchestration.fallbacks)."""
+
+    tool: str
+    field: str
+    current: Callable[[], str]
+    before: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     description: str
@@ -135,10 +166,21 @@ class Tool:
     # record an effect that never happened).
     side_effect: bool = False
     preconditions: tuple[Precondition, ...] = ()
+    # Limits and fallbacks of this tool (orchestration.limits, orchestration.fallbacks):
+    # its own retry limit (None: the workflow's ``max_attempts_per_tool``), what to answer
+    # with when every attempt failed (``CachedResult``), and a narrower input to retry
+    # with, once, after a timeout (input -> narrower input, or None when it cannot narrow).
+    max_attempts: int | None = None
+    fallback: CachedResult | None = None
+    narrow_on_timeout: Callable[[JSON], JSON | None] | None = None
 
     def __post_init__(self) -> None:
         if self.side_effect and not self.preconditions:
             raise ValueError(f"tool {self.name!r} has a side effect: declare its preconditions")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"tool {self.name!r}: max_attempts must be at least 1")
+        if self.fallback is not None and self.side_effect:
+            raise ValueError(f"tool {self.name!r} has a side effect: a cached result cannot stand in for it")
 
     def definition(self) -> JSON:
         """The tool as sent to the Messages API (structured, not prose; no x- annotations)."""
@@ -272,9 +314,14 @@ class Constraints:
     tool_timeout_seconds: float = 30.0
     run_timeout_seconds: float = 900.0
     max_output_tokens: int = 4096
+    # Latency limits (orchestration.limits): a step (one model call and the tools it asked
+    # for) or the run's working time (its model calls and tool calls, not its waits) that
+    # goes over escalates with the reason ``latency_limit``. None: no such limit.
+    step_latency_seconds: float | None = None
+    run_latency_seconds: float | None = None
 
     def as_dict(self) -> JSON:
-        return {
+        limits = {
             "max_attempts_per_tool": self.max_attempts_per_tool,
             "max_steps": self.max_steps,
             "max_tokens_per_run": self.max_tokens_per_run,
@@ -283,6 +330,12 @@ class Constraints:
             "run_timeout_seconds": self.run_timeout_seconds,
             "max_output_tokens": self.max_output_tokens,
         }
+        # Only when declared: the snapshot of a workflow without them stays as it was.
+        if self.step_latency_seconds is not None:
+            limits["step_latency_seconds"] = self.step_latency_seconds
+        if self.run_latency_seconds is not None:
+            limits["run_latency_seconds"] = self.run_latency_seconds
+        return limits
 
 
 @dataclass(frozen=True)
@@ -500,6 +553,31 @@ class Workflow:
     # Which role (hence which model) plays each turn of the tool-use loop; None: every turn
     # is the orchestrator's. See TurnRoles and docs/workflows.md.
     turn_roles: TurnRoles | None = None
+    # Events (notifications.models.EVENTS) the ``recipients`` get besides alerts and the
+    # digest, e.g. ("ticket.opened", "run.ended") for a team that must hear of every failure.
+    recipient_events: tuple[str, ...] = ()
+    # Declared branching fallbacks of the workflow (orchestration.fallbacks).
+    reruns: tuple[RerunWhenChanged, ...] = ()
+    # The workflow's own time zone ("" : settings.TIME_ZONE) and the input a manual start
+    # defaults to, given the local time now (e.g. the previous calendar day): it fills what
+    # the form or the request left out (orchestration.launch).
+    time_zone: str = ""
+    input_defaults: Callable[[dt.datetime], JSON] | None = None
+    # Demo scenarios the start page offers (title, input, what happens), e.g. one per declared
+    # limit or fallback; unlike ``examples`` they are not part of the prompt.
+    scenarios: tuple[Example, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A fallback must be visible in the answer (orchestration.fallbacks): the output schema
+        # must have room for it.
+        fallback_tools = [t.name for t in self.tools if t.fallback is not None]
+        if fallback_tools and "fallbacks" not in (self.output_schema.get("properties") or {}):
+            raise ValueError(f"workflow {self.name!r}: {', '.join(fallback_tools)} may answer with a cached "
+                             "result; the output schema must declare 'fallbacks' to say so")
+        for rerun in self.reruns:
+            unknown = [n for n in (rerun.tool, *rerun.before) if self.tool(n) is None]
+            if unknown:
+                raise ValueError(f"workflow {self.name!r}: a rerun names unknown tool(s) {', '.join(unknown)}")
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)

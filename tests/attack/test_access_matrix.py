@@ -427,6 +427,7 @@ ADMIN_LEVELS: dict[str, dict[str, str | None]] = {
             "publishedreport",
             "auditlogentry",
             "paymentdecision",
+            "apraruleset",  # the APRA rules: superusers (the compliance team) change them
         )
     },
     # Alerts: thresholds are set by superusers (audited); alerts and pauses are acted on in

@@ -6,7 +6,9 @@ import re
 
 import pytest
 
+from orchestration.launch import start_defaults
 from orchestration.models import Run
+from orchestration.workflows import registry
 from tests.browser.conftest import shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
@@ -16,13 +18,15 @@ def test_operator_starts_a_report_and_watches_it_succeed(live_server, page, seed
     sign_in(page, live_server.url, "operator")
     page.click("text=Start a run")
     page.click("text=Daily financial report")
-    assert page.input_value("#id_date") == "2026-11-20"
+    # A manual start defaults to the previous calendar day in the workflow's time zone (issue 14 §6).
+    yesterday = start_defaults(registry.get("financial_reporting"))["date"]
+    assert page.input_value("#id_date") == yesterday
     page.click("button:has-text('Start run')")
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
     # The page polls while the run goes; it ends showing the result without a reload.
     page.wait_for_selector(".tile .status-succeeded", timeout=60_000)
     run = Run.objects.get()
-    assert run.status == Run.Status.SUCCEEDED
+    assert run.status == Run.Status.SUCCEEDED and run.result["date"] == yesterday
     timeline = page.inner_text(".timeline")
     for tool in ("fetch_transactions", "reconcile_ledger", "validate_apra", "publish_report", "audit_log"):
         assert tool in timeline

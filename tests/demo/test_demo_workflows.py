@@ -31,9 +31,9 @@ MATRIX = [
     (
         "financial_reporting",
         {"date": "2026-11-17"},
-        S.SUCCEEDED,
-        None,  # $3.50 difference: under the limit
-        ["fetch_transactions", "reconcile_ledger", "validate_apra", "publish_report", "audit_log"],
+        S.AWAITING_REVIEW,
+        "validation_failed",  # $3.50 difference: the seed's "If reconciled == false, escalate"
+        ["fetch_transactions", "reconcile_ledger"],
     ),
     (
         "financial_reporting",
