@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "api",
     "ops",
     "insight",
+    "evaluation",
 ]
 
 MIDDLEWARE = [

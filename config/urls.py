@@ -16,6 +16,7 @@ urlpatterns = [
     path("costs/", include("costs.urls")),
     path("operations/", include("insight.urls")),
     path("alerts/", include("alerts.urls")),
+    path("evaluations/", include("evaluation.urls")),
     path("api/", include("api.urls")),
     path("account/", include("api.account_urls")),
     path("", include("ops.urls")),

@@ -137,7 +137,18 @@ def start_run(
     idempotency_key: str | None = None,
     options: dict[str, Any] | None = None,
     source: str = "web",
+    version: WorkflowVersion | None = None,
+    evaluation: int | None = None,
+    gate_usd: Decimal | None = None,
 ) -> Run:
+    """Validate, snapshot, estimate and queue a run, or send it to a manager for approval.
+
+    An evaluation (the evaluation app) passes the ``version`` under test (else the workflow as
+    declared now), its own id as ``evaluation`` (the run is marked ``is_evaluation``) and
+    ``gate_usd``, the evaluation's whole estimate: the approval threshold is compared with
+    that rather than with this one run's estimate, so an evaluation over the threshold needs a
+    manager like any run over it. Budgets and the start limit apply to each run as always.
+    """
     value = validate_input(workflow_name, raw_input)
     if idempotency_key:
         existing = Run.objects.filter(requested_by=user, idempotency_key=idempotency_key).first()
@@ -147,7 +158,9 @@ def start_run(
     if paused := pauses.start_refusal(user):
         raise RunRefused({"user": paused}, code=RunRefused.USER_PAUSED)
     workflow = registry.get(workflow_name)
-    version = snapshot(workflow)
+    if version is not None and version.name != workflow.name:
+        raise RunRefused({"version": f"{version} is a version of {version.name}, not of {workflow.name}."})
+    version = version or snapshot(workflow)
     size = measure_prompt(workflow, version, value)  # an API call: outside the transaction
     estimate = estimate_run(workflow, value, size, batch=bool((options or {}).get("batch")))
     threshold = accounting.approval_threshold(workflow)
@@ -159,17 +172,18 @@ def start_run(
                 key = "budget" if refused.code == RunRefused.BUDGET_EXCEEDED else "rate_limit"
                 raise RunRefused({key: str(refused)}, code=refused.code, retry_after=refused.retry_after) from None
             calculation = estimate.as_json() | ({"budget_warnings": warnings} if warnings else {})
-            needs_approval = estimate.upper_usd > threshold
+            needs_approval = (estimate.upper_usd if gate_usd is None else gate_usd) > threshold
             # The ceiling is set once, here: a manager approves this same estimate, unchanged.
             ceiling = accounting.initial_ceiling(workflow, estimate.upper_usd, needs_approval=needs_approval)
             run = Run.objects.create(
                 workflow_version=version, workflow_name=workflow.name, requested_by=user, input=value,
-                options=options or {}, idempotency_key=idempotency_key,
+                options=options or {}, idempotency_key=idempotency_key, is_evaluation=evaluation is not None,
                 estimate_usd=estimate.upper_usd, estimate=calculation,
                 ceiling_usd=ceiling.usd, ceiling_tokens=ceiling.tokens, ceiling_basis=ceiling.basis,
             )
             audit.record("run.requested", run=run, actor=user, evidence_of=[run], payload={
                 "workflow": workflow.name, "version": version.content_hash, "source": source, "input": value,
+                **({"evaluation": evaluation} if evaluation is not None else {}),
             })
             audit.record("estimate.made", run=run, actor="engine", payload={
                 "expected_usd": str(estimate.expected_usd), "upper_usd": str(estimate.upper_usd),
