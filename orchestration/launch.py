@@ -173,8 +173,12 @@ def start_run(
                 raise RunRefused({key: str(refused)}, code=refused.code, retry_after=refused.retry_after) from None
             calculation = estimate.as_json() | ({"budget_warnings": warnings} if warnings else {})
             needs_approval = (estimate.upper_usd if gate_usd is None else gate_usd) > threshold
-            # The ceiling is set once, here: a manager approves this same estimate, unchanged.
-            ceiling = accounting.initial_ceiling(workflow, estimate.upper_usd, needs_approval=needs_approval)
+            # The ceiling is set once, here: a manager approves this same estimate, unchanged. (A
+            # run that waits only because its evaluation's total is over the threshold gets the
+            # ceiling of a run of its own estimate.)
+            ceiling = accounting.initial_ceiling(
+                workflow, estimate.upper_usd, needs_approval=estimate.upper_usd > threshold
+            )
             run = Run.objects.create(
                 workflow_version=version, workflow_name=workflow.name, requested_by=user, input=value,
                 options=options or {}, idempotency_key=idempotency_key, is_evaluation=evaluation is not None,

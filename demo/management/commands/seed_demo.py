@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from costs.pricing import seed_prices
+from demo.datasets import seed_datasets
 from reviews.access import ROLES
 from warehouse.demo_data import seed_warehouse
 
@@ -50,10 +51,11 @@ class Command(BaseCommand):
             created.append(username)
         prices = seed_prices()
         data = seed_warehouse()
+        shipped = seed_datasets()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo ready: {len(created)} new user(s) ({', '.join(created) or 'all existed'}), "
                 f"{prices} new price rows, {data['transactions']} transactions, "
-                f"{data['payments']} payments."
+                f"{data['payments']} payments, {shipped} new evaluation dataset(s)."
             )
         )

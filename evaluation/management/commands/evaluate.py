@@ -22,6 +22,11 @@ from evaluation.versions import UnknownVersion, resolve
 class Command(BaseCommand):
     help = "Evaluate a workflow version on one of its datasets; prints the evaluation id (and its report with --wait)."
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # --version names the workflow version to evaluate (Django's own --version, which
+        # prints Django's, gives way).
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser):
         parser.add_argument("workflow")
         parser.add_argument(
