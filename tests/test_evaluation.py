@@ -18,11 +18,13 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
+from alerts import rules
 from costs.models import Budget
+from costs.reports import spend_report
 from evaluation import datasets, gate, report, runner
 from evaluation.models import Case, Dataset, Evaluation
 from orchestration.launch import start_run
-from orchestration.models import AuditEvent, Run
+from orchestration.models import AuditEvent, ModelCall, Run
 from orchestration.workflows.versions import snapshot
 from reviews import access, approvals
 from reviews.models import ApprovalRequest, EscalationTicket
@@ -94,6 +96,17 @@ def test_an_evaluation_reports_outcomes_from_real_runs(manager, reviewer, drive,
         not access.visible_tickets(reviewer)
         .exclude(status=EscalationTicket.Status.RESOLVED)
         .exists()
+    )
+    # Production's alerts do not count them (the error rate, escalation spikes, retry bursts).
+    now = timezone.now()
+    assert WF not in rules.run_outcomes(now, 24)
+    assert rules.ticket_events(now - timezone.timedelta(hours=1), now) == []
+    assert rules.retry_events(now - timezone.timedelta(hours=1), now) == []
+    # The costs page shows their spend apart.
+    spend = spend_report(1)
+    assert spend.evaluation == r.cost_usd
+    assert (
+        spend.evaluation_calls == ModelCall.objects.filter(run__in=runs, status="ok").count() == 9
     )
     started = AuditEvent.objects.get(kind="evaluation.started")
     assert started.payload["cases"] == 5 and started.payload["version"] == v2.content_hash
