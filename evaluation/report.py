@@ -57,7 +57,14 @@ class CaseOutcome:
     @property
     def expected(self) -> str:
         c = self.case
-        return c.expected_status + (f" ({c.expected_reason})" if c.expected_reason else "")
+        fields = ", ".join(
+            f"{path} = {value!r}" for path, value in (c.expected_output or {}).items()
+        )
+        return (
+            c.expected_status
+            + (f" ({c.expected_reason})" if c.expected_reason else "")
+            + (f" with {fields}" if fields else "")
+        )
 
     @property
     def actual(self) -> str:

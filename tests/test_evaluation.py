@@ -278,25 +278,24 @@ def test_export_then_import_round_trips_and_replaces_by_name(manager, dataset):
 
 
 def test_demo_seeding_ships_a_dataset_per_demo_workflow(seeded):
-    from orchestration.workflows import registry
+    """One JSONL file per demo workflow (demo/datasets/), loaded by seed_demo once."""
+    from demo.datasets import HERE
 
-    demo = {
-        w.name
-        for w in registry.all_workflows()
-        if w.policy and w.name != WF and not w.name.startswith("test")
-    }
-    shipped = set(Dataset.objects.filter(name="demo").values_list("workflow_name", flat=True))
-    assert {
+    files = {p.stem for p in HERE.glob("*.jsonl")}
+    assert files == {
         "payment_approval",
         "financial_reporting",
         "customer_router",
         "security_scan",
         "ad_variants",
-    } <= shipped
-    assert all(
-        Dataset.objects.get(workflow_name=w, name="demo").cases.count() >= 3 for w in shipped
-    )
-    assert shipped <= demo | shipped
+    }
+    shipped = {d.workflow_name: d.cases.count() for d in Dataset.objects.filter(name="demo")}
+    assert set(shipped) == files
+    assert shipped == {p.stem: len(p.read_text().splitlines()) for p in HERE.glob("*.jsonl")}
+    # Seeding again changes nothing (a manager's edits to a demo dataset survive).
+    Case.objects.filter(dataset__workflow_name="payment_approval").delete()
+    call_command("seed_demo", stdout=io.StringIO())
+    assert not Case.objects.filter(dataset__workflow_name="payment_approval").exists()
 
 
 @pytest.mark.parametrize("workflow", ["payment_approval", "financial_reporting", "customer_router"])

@@ -71,3 +71,8 @@ def test_manager_evaluates_two_versions_and_compares_them(live_server, page, see
     page.goto(f"{live_server.url}/evaluations/datasets/{evaluation.dataset_id}/")
     assert page.locator("#start-evaluation").count() == 0 and page.locator("#import").count() == 0
     assert "acc2" in page.inner_text("#cases")
+    page.click("nav >> text=Evaluations")
+    assert "regression (5 cases)" in page.inner_text("#workflow-balance_check")
+    assert "accuracy ≥ 80.0%" in page.inner_text("#workflow-balance_check")
+    assert page.locator("#new-dataset").count() == 0
+    shot(page, "evaluation-index-auditor")
