@@ -66,13 +66,27 @@ def test_manager_evaluates_two_versions_and_compares_them(live_server, page, see
     assert "hallucination" in page.inner_text("#cmp-acc2")
     shot(page, "evaluation-compare")
 
+    # A case typed on the form: bad JSON is refused with the field named, and kept as typed.
+    page.goto(f"{live_server.url}/evaluations/datasets/{evaluation.dataset_id}/")
+    page.click("text=Add a case")
+    page.fill("input[name=name]", "acc3-exact")
+    page.fill("textarea[name=input]", '{"account": "ACC-2"')
+    page.fill("textarea[name=expected_output]", '{"balance": 250}')
+    page.click("button:has-text('Save case')")
+    assert "input: is not valid JSON" in page.inner_text("#case-errors")
+    assert page.input_value("textarea[name=input]") == '{"account": "ACC-2"'
+    shot(page, "evaluation-case-form-error")
+    page.fill("textarea[name=input]", '{"account": "ACC-2"}')
+    page.click("button:has-text('Save case')")
+    page.wait_for_selector(".messages >> text=Case acc3-exact saved")
+
     page.context.clear_cookies()
     sign_in(page, live_server.url, "auditor")
     page.goto(f"{live_server.url}/evaluations/datasets/{evaluation.dataset_id}/")
     assert page.locator("#start-evaluation").count() == 0 and page.locator("#import").count() == 0
     assert "acc2" in page.inner_text("#cases")
     page.click("nav >> text=Evaluations")
-    assert "regression (5 cases)" in page.inner_text("#workflow-balance_check")
+    assert "regression (6 cases)" in page.inner_text("#workflow-balance_check")
     assert "accuracy ≥ 80.0%" in page.inner_text("#workflow-balance_check")
     assert page.locator("#new-dataset").count() == 0
     shot(page, "evaluation-index-auditor")
