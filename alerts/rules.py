@@ -122,6 +122,7 @@ def latency_p95(now: dt.datetime, days: int) -> dict[str, dict[str, Any]]:
                count(*) FILTER (WHERE mc.created_at <= %s)
         FROM orchestration_modelcall mc JOIN orchestration_run r ON r.id = mc.run_id
         WHERE mc.created_at > %s AND mc.created_at <= %s AND mc.status = 'ok' AND mc.latency_ms IS NOT NULL
+          AND NOT r.is_evaluation
         GROUP BY 1
     """
     day0 = now - DAY
@@ -145,6 +146,7 @@ def run_outcomes(now: dt.datetime, hours: int) -> dict[str, dict[str, int]]:
             finished_at__gt=now - dt.timedelta(hours=hours),
             finished_at__lte=now,
             status__in=(Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.HALTED),
+            is_evaluation=False,  # an evaluation fails cases on purpose: not production's error rate
         )
         .values_list("workflow_name", "status")
         .order_by()
@@ -159,10 +161,10 @@ def retry_events(since: dt.datetime, now: dt.datetime) -> list[tuple[dt.datetime
     """(when, user id, workflow) of every retry since ``since``: model-call attempts after the
     first (index modelcall_created) and tool-call attempts after the first (toolcall_created, from the ops-insight branch)."""
     model = ModelCall.objects.filter(
-        created_at__gt=since, created_at__lte=now, attempt__gt=1
+        created_at__gt=since, created_at__lte=now, attempt__gt=1, run__is_evaluation=False
     ).values_list("created_at", "run__requested_by_id", "run__workflow_name")
     tool = ToolCall.objects.filter(
-        created_at__gt=since, created_at__lte=now, attempt__gt=1
+        created_at__gt=since, created_at__lte=now, attempt__gt=1, run__is_evaluation=False
     ).values_list("created_at", "run__requested_by_id", "run__workflow_name")
     return sorted([*model.order_by(), *tool.order_by()])
 
@@ -171,7 +173,10 @@ def ticket_events(
     since: dt.datetime, now: dt.datetime, reason: str | None = None
 ) -> list[tuple[dt.datetime, int, str, int]]:
     """(when, user id, workflow, ticket id) of every ticket opened since ``since``."""
-    tickets = EscalationTicket.objects.filter(created_at__gt=since, created_at__lte=now)
+    # An evaluation run's ticket is closed as it opens (reviews.escalation): not a spike to alert on.
+    tickets = EscalationTicket.objects.filter(
+        created_at__gt=since, created_at__lte=now, run__is_evaluation=False
+    )
     if reason:
         tickets = tickets.filter(reason=reason)
     return sorted(

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "api",
     "ops",
     "insight",
+    "evaluation",
 ]
 
 MIDDLEWARE = [

@@ -17,6 +17,7 @@ urlpatterns = [
     path("operations/", include("insight.urls")),
     path("alerts/", include("alerts.urls")),
     path("schedules/", include("schedules.urls")),
+    path("evaluations/", include("evaluation.urls")),
     path("api/", include("api.urls")),
     path("account/", include("api.account_urls")),
     path("", include("ops.urls")),

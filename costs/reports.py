@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.postgres.aggregates import ArrayAgg
-from django.db.models import Count, DecimalField, Sum, Value
+from django.db.models import Count, DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -26,8 +26,8 @@ PERIODS = (7, 30, 90)
 _MONEY = DecimalField(max_digits=20, decimal_places=10)
 
 
-def _sum(expression: Any) -> Coalesce:
-    return Coalesce(Sum(expression), Value(ZERO, output_field=_MONEY), output_field=_MONEY)
+def _sum(expression: Any, **options: Any) -> Coalesce:
+    return Coalesce(Sum(expression, **options), Value(ZERO, output_field=_MONEY), output_field=_MONEY)
 
 
 @dataclass
@@ -44,6 +44,9 @@ class SpendReport:
     by_model: list[dict[str, Any]]
     top_runs: list[Run]
     budgets: list[budgets.BudgetUsage]
+    # Of ``total``: what evaluation runs (Run.is_evaluation) spent, shown apart from production.
+    evaluation: Decimal = ZERO
+    evaluation_calls: int = 0
 
 
 def calls_since(since: dt.datetime):
@@ -76,7 +79,9 @@ def spend_report(days: int = 30, now: dt.datetime | None = None) -> SpendReport:
     first_day = timezone.localtime(since).date()
     calls = calls_since(since)
     totals = calls.aggregate(total=_sum("cost_usd"), n=Count("pk"), cache=_sum(cache_saving_sql()),
-                             batch=_sum(batch_saving_sql()))
+                             batch=_sum(batch_saving_sql()),
+                             evaluation=_sum("cost_usd", filter=Q(run__is_evaluation=True)),
+                             evaluation_calls=Count("pk", filter=Q(run__is_evaluation=True)))
     per_day = {
         r["day"]: r["cost"]
         for r in calls.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
@@ -96,6 +101,7 @@ def spend_report(days: int = 30, now: dt.datetime | None = None) -> SpendReport:
         by_model=_grouped(calls, "model", roles=True),
         top_runs=top_runs,
         budgets=[budgets.usage(b) for b in budgets.in_force().select_related("user")],
+        evaluation=totals["evaluation"], evaluation_calls=totals["evaluation_calls"],
     )
 
 

@@ -25,6 +25,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             "can_see_costs": access.may_see_costs(user),
             "can_view_versions": access.may_view_versions(user),
             "can_browse_trail": access.may_browse_trail(user),
+            "can_view_evaluations": access.may_view_evaluations(user),
             "can_see_operations": access.may_see_operations(user),
             "can_see_alerts": (can_see_alerts := access.may_view_alerts(user)),
             "open_alerts": Alert.objects.filter(status=Alert.Status.OPEN).count() if can_see_alerts else 0,

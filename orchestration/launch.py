@@ -186,12 +186,22 @@ def start_run(
     source: str = "web",
     version: WorkflowVersion | None = None,
     prepare: Callable[[Run], None] | None = None,
+    evaluation: int | None = None,
+    gate_usd: Decimal | None = None,
 ) -> Run:
     """Start a run: validate, gate (pause, budgets, start limit), estimate, then queue it or
-    send it for approval. ``version``: a snapshot to run instead of the workflow as declared
-    now (a fork on another version; orchestration.run_actions checks it may serve runs).
+    send it for approval.
+
+    ``version``: a snapshot to run instead of the approved, serving one: a fork on another
+    version (orchestration.forks checks it may serve runs) or the version under evaluation
+    (pending ones included: that is what an evaluation is for); its code must be deployed.
     ``prepare``: called with the new run in the same transaction, after its request is
-    audited and before it is queued (a re-run or fork links it and copies its history)."""
+    audited and before it is queued (a re-run or fork links it and copies its history).
+    ``evaluation`` (the evaluation app): its id (the run is marked ``is_evaluation``), and
+    ``gate_usd``, the evaluation's whole estimate: the approval threshold is compared with
+    that rather than with this one run's estimate, so an evaluation over the threshold needs a
+    manager like any run over it. Budgets and the start limit apply to each run as always.
+    """
     value = validate_input(workflow_name, raw_input)
     if idempotency_key:
         existing = Run.objects.filter(requested_by=user, idempotency_key=idempotency_key).first()
@@ -204,7 +214,9 @@ def start_run(
         # The approved version serves, whatever is deployed beside it (a pending change waits).
         workflow, version = serving_version(workflow_name)
     else:
-        # A fork on a chosen version (orchestration.forks checks that it may serve runs).
+        # A fork's or an evaluation's version: the deployed declaration whose snapshot it is.
+        if version.name != workflow_name:
+            raise RunRefused({"version": f"{version} is a version of {version.name}, not of {workflow_name}."})
         workflow = declaration_for(version)
         if workflow is None:
             raise RunRefused(
@@ -227,17 +239,22 @@ def start_run(
             calculation = estimate.as_json() | ({"budget_warnings": warnings} if warnings else {})
             if model_warnings:  # a deprecated model: shown on the run page, the run still starts
                 calculation["model_warnings"] = model_warnings
-            needs_approval = estimate.upper_usd > threshold
-            # The ceiling is set once, here: a manager approves this same estimate, unchanged.
-            ceiling = accounting.initial_ceiling(workflow, estimate.upper_usd, needs_approval=needs_approval)
+            needs_approval = (estimate.upper_usd if gate_usd is None else gate_usd) > threshold
+            # The ceiling is set once, here: a manager approves this same estimate, unchanged. (A
+            # run that waits only because its evaluation's total is over the threshold gets the
+            # ceiling of a run of its own estimate.)
+            ceiling = accounting.initial_ceiling(
+                workflow, estimate.upper_usd, needs_approval=estimate.upper_usd > threshold
+            )
             run = Run.objects.create(
                 workflow_version=version, workflow_name=workflow.name, requested_by=user, input=value,
-                options=options or {}, idempotency_key=idempotency_key,
+                options=options or {}, idempotency_key=idempotency_key, is_evaluation=evaluation is not None,
                 estimate_usd=estimate.upper_usd, estimate=calculation,
                 ceiling_usd=ceiling.usd, ceiling_tokens=ceiling.tokens, ceiling_basis=ceiling.basis,
             )
             audit.record("run.requested", run=run, actor=user, evidence_of=[run], payload={
                 "workflow": workflow.name, "version": version.content_hash, "source": source, "input": value,
+                **({"evaluation": evaluation} if evaluation is not None else {}),
             })
             audit.record("estimate.made", run=run, actor="engine", payload={
                 "expected_usd": str(estimate.expected_usd), "upper_usd": str(estimate.upper_usd),

@@ -187,6 +187,10 @@ class Run(models.Model):
     options = models.JSONField(
         default=dict, blank=True, help_text="Per-run engine options, e.g. simulator faults."
     )
+    # A run started by an evaluation (the evaluation app): its escalations are the case's
+    # outcome, closed at once instead of queued for reviewers (reviews.escalation), and its
+    # spend is shown apart from production's on the costs page. Set only by launch.start_run.
+    is_evaluation = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)

@@ -23,6 +23,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from evaluation import gate
 from orchestration import audit
 from orchestration.models import WorkflowVersion
 from orchestration.untrusted import Rejected, check_text
@@ -72,8 +73,9 @@ def _locked(name: str, version_id: Any) -> WorkflowVersion:
 
 def approval_blockers(version: WorkflowVersion, user: Any) -> list[str]:
     """Why ``user`` may not approve ``version`` now (empty when they may). The one approval
-    rule: who decides (reviews.access), the version's state, that someone answers for it, and
-    that its code is deployed (or it could serve no run)."""
+    rule: who decides (reviews.access), the version's state, that someone answers for it,
+    that its code is deployed (or it could serve no run), and that it passed the evaluation
+    its workflow requires (evaluation.gate)."""
     blockers = []
     if why := access.version_decide_refusal(user, version):
         blockers.append(why)
@@ -88,6 +90,9 @@ def approval_blockers(version: WorkflowVersion, user: Any) -> list[str]:
         blockers.append(
             "Its code is not deployed (no registered declaration has this snapshot), so it could serve no run."
         )
+    if version.status == V.PENDING:
+        # The workflow's evaluation bar (evaluation.gate): the evaluation it must pass first.
+        blockers.extend(gate.blockers(version))
     return blockers
 
 

@@ -63,6 +63,10 @@ VIEW_ALERTS = "alerts.view_alert"
 HANDLE_ALERTS = "alerts.handle_alert"
 LIFT_PAUSE = "alerts.lift_pause"
 MANAGE_SCHEDULES = "schedules.manage_schedule"
+# Evaluations (the evaluation app): managers edit datasets and run evaluations; auditors and
+# managers read them (its view_* permissions, through views_everything).
+RUN_EVALUATIONS = "evaluation.run_evaluation"
+VIEW_EVALUATIONS = "evaluation.view_evaluation"
 
 
 # --- 2. roles ------------------------------------------------------------------------------
@@ -78,7 +82,7 @@ class Role:
 
 
 # The apps whose every view_* permission "views_everything" grants.
-DOMAIN_APPS = ("orchestration", "reviews", "costs", "warehouse", "alerts", "schedules")
+DOMAIN_APPS = ("orchestration", "reviews", "costs", "warehouse", "alerts", "schedules", "evaluation")
 _SEE_OWN_RUNS = (
     "orchestration.view_run",
     "orchestration.view_modelcall",
@@ -98,6 +102,7 @@ ROLES: dict[str, Role] = {
             HANDLE_ALERTS,
             LIFT_PAUSE,
             MANAGE_SCHEDULES,
+            RUN_EVALUATIONS,
         ),
         views_everything=True,
     ),
@@ -245,6 +250,18 @@ def propose_version_refusal(user: Any) -> str | None:
     if not (user.is_authenticated and may_start(user)):
         return "Only operators and managers may propose a workflow version."
     return None
+
+
+def may_view_evaluations(user: Any) -> bool:
+    """Datasets, evaluations, their reports and comparisons (managers, auditors, superusers):
+    a report lists the runs of whoever started the evaluation, so only those who see every run."""
+    return sees_every_run(user) and user.has_perm(VIEW_EVALUATIONS)
+
+
+def may_run_evaluations(user: Any) -> bool:
+    """Edit, import and delete datasets and start evaluations (managers, superusers). An
+    evaluation starts real runs, so it also needs ``may_start``."""
+    return may_view_evaluations(user) and may_start(user) and user.has_perm(RUN_EVALUATIONS)
 
 
 # --- 3b. alerts, and who is told about approvals and alerts -------------------------------

@@ -66,11 +66,18 @@ def escalate(
 
     ``halt=True`` stops the run for good instead (running -> halted, e.g. the fan-out's
     failure-rate breaker): the ticket tells a human, who can only acknowledge it.
+
+    An evaluation run (``Run.is_evaluation``) is never queued for a human: the escalation is
+    the case's outcome. The run halts and its ticket is closed at once with the resolution
+    ``evaluation`` (no assignee, no notification, no SLA), so the evaluation's report counts
+    it by reason while the reviewers' queue never sees it.
     """
     # The message may quote what a model or a tool sent: NUL, surrogates, control characters
     # and bidirectional overrides as visible markers, storable and safe to show.
     message = printable(message)
     with transaction.atomic():
+        evaluation = Run.objects.filter(pk=run_id, is_evaluation=True).exists()
+        halt = halt or evaluation
         run = lifecycle.transition(
             run_id,
             Run.Status.HALTED if halt else Run.Status.AWAITING_REVIEW,
@@ -96,8 +103,22 @@ def escalate(
             evidence_of=[ticket],  # the context snapshot
             payload={"ticket": ticket.pk, "reason": reason, "message": message},
         )
-        transaction.on_commit(lambda: _notify(ticket.pk))
+        if evaluation:
+            _close_as_evaluation(ticket)
+        else:
+            transaction.on_commit(lambda: _notify(ticket.pk))
     return ticket
+
+
+def _close_as_evaluation(ticket: EscalationTicket) -> None:
+    """An evaluation run's ticket: resolved when it opens, by the engine (see ``escalate``)."""
+    ticket.status = EscalationTicket.Status.RESOLVED
+    ticket.resolution = EscalationTicket.Resolution.EVALUATION
+    ticket.resolved_at = timezone.now()
+    ticket.comment = "Evaluation run: the escalation is the case's outcome; no reviewer was asked."
+    ticket.save(update_fields=["status", "resolution", "resolved_at", "comment"])
+    audit.record("ticket.resolved", run=ticket.run, actor="engine", evidence_of=[ticket],
+                 payload={"ticket": ticket.pk, "resolution": ticket.resolution, "reason": ticket.reason})
 
 
 def pause_if_running(

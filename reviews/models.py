@@ -104,6 +104,8 @@ class EscalationTicket(models.Model):
         APPROVE = "approve", "approved the result"
         FAIL = "fail", "failed the run"
         CANCELLED = "cancelled", "closed: the run was cancelled"
+        # An evaluation run's escalation, closed by the engine (reviews.escalation.escalate).
+        EVALUATION = "evaluation", "closed as an evaluation outcome"
 
     run = models.ForeignKey("orchestration.Run", on_delete=models.CASCADE, related_name="tickets")
     reason = models.CharField(max_length=30, choices=Reason.choices)

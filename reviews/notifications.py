@@ -148,7 +148,8 @@ def run_ended(run_id: Any) -> int:
     """The requester (and the workflow's recipients subscribed to ``run.ended``) learn how
     their run ended, what it cost, and why it stopped if it did not succeed."""
     run = Run.objects.select_related("requested_by").filter(pk=run_id).first()
-    if run is None or not run.is_final:
+    # An evaluation's runs end by the dozen: the evaluation page reports them, not email.
+    if run is None or not run.is_final or run.is_evaluation:
         return 0
     link = _url("run_detail", run.pk)
     status = run.status.replace("_", " ")

@@ -369,7 +369,7 @@ def test_the_migrations_roles_match_the_living_definition():
     """A change to reviews.access.ROLES must come with a migration of its own."""
     import importlib
 
-    frozen = importlib.import_module("reviews.migrations.0011_schedules_roles").ROLES
+    frozen = importlib.import_module("reviews.migrations.0015_evaluation_roles").ROLES
     assert frozen == access.ROLES
 
 
@@ -438,8 +438,8 @@ def test_assign_role_refuses_an_unknown_user_or_role(django_user_model, args, me
 def test_no_permission_name_outside_the_access_module():
     """Views, partials, the API and commands ask reviews.access; none names a permission."""
     pattern = re.compile(
-        r"has_perm\(|permission_required|codename=[\"']|[\"'](orchestration|reviews|costs|warehouse)"
-        r"\.(start_run|view_all_runs|resolve_ticket|override_ticket|decide_approval|"
+        r"has_perm\(|permission_required|codename=[\"']|[\"'](orchestration|reviews|costs|warehouse|evaluation)"
+        r"\.(start_run|view_all_runs|resolve_ticket|override_ticket|decide_approval|run_evaluation|"
         r"(view|add|change|delete)_[a-z]+)[\"']"
     )
     allowed = {
@@ -447,9 +447,11 @@ def test_no_permission_name_outside_the_access_module():
         Path("reviews/migrations/0006_access_roles.py"),
         Path("reviews/migrations/0009_alerts_roles.py"),
         Path("reviews/migrations/0011_schedules_roles.py"),
+        Path("reviews/migrations/0015_evaluation_roles.py"),
     }
     offenders = []
-    for package in ("orchestration", "reviews", "costs", "warehouse", "api", "ops", "config", "schedules"):
+    packages = ("orchestration", "reviews", "costs", "warehouse", "api", "ops", "config", "schedules", "evaluation")
+    for package in packages:
         for path in (ROOT / package).rglob("*.py"):
             rel = path.relative_to(ROOT)
             if rel in allowed:

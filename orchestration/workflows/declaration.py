@@ -518,6 +518,29 @@ class FanoutSpec:
 
 
 @dataclass(frozen=True)
+class EvaluationThresholds:
+    """What a version of the workflow must reach on ``dataset`` (the evaluation app) before
+    anyone may approve it (evaluation.gate.blockers). A bound left at None is not checked;
+    rates are fractions of the dataset's cases (0.9 = 90%)."""
+
+    dataset: str
+    min_accuracy: float = 1.0
+    max_hallucinations: int = 0
+    max_escalation_rate: float | None = None
+    max_tool_error_rate: float | None = None
+    max_cost_usd: Decimal | None = None
+    max_case_latency_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("min_accuracy", "max_escalation_rate", "max_tool_error_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(
+                    f"EvaluationThresholds.{name} is a fraction between 0 and 1, not {value!r}"
+                )
+
+
+@dataclass(frozen=True)
 class Workflow:
     name: str
     title: str
@@ -566,6 +589,10 @@ class Workflow:
     # Demo scenarios the start page offers (title, input, what happens), e.g. one per declared
     # limit or fallback; unlike ``examples`` they are not part of the prompt.
     scenarios: tuple[Example, ...] = ()
+
+    # What a pending version must reach on an evaluation before it may be approved (None:
+    # nothing required).
+    evaluation_thresholds: EvaluationThresholds | None = None
 
     def __post_init__(self) -> None:
         # A fallback must be visible in the answer (orchestration.fallbacks): the output schema

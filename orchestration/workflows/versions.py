@@ -20,6 +20,7 @@ version yet) and finds the version that serves new runs (``serving``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -34,7 +35,7 @@ from django.db import IntegrityError, transaction
 from orchestration import audit
 from orchestration.models import Run, WorkflowVersion
 from orchestration.workflows import registry
-from orchestration.workflows.declaration import Workflow
+from orchestration.workflows.declaration import Handoff, Tool, Workflow
 from orchestration.workflows.prompt import render_system_prompt
 
 FORMAT = 2
@@ -145,6 +146,7 @@ def behaviour(workflow: Workflow) -> dict[str, Any]:
                     {"name": p.name, "sign_off": p.sign_off, "check": code_digest(p.check)}
                     for p in tool.preconditions
                 ],
+                **_tool_extras(tool),
             }
         )
     fanout = None
@@ -177,7 +179,55 @@ def behaviour(workflow: Workflow) -> dict[str, Any]:
         ],
         "regulatory_trigger": code_digest(workflow.regulatory_trigger),
         "fanout": fanout,
+        **_workflow_extras(workflow),
     }
+
+
+def _tool_extras(tool: Tool) -> dict[str, Any]:
+    """What a tool declares beyond the basics (its own retry limit, a cached fallback, a
+    narrower retry, the sub-agents of a handoff); only what is set, so the snapshot of a
+    tool that declares none of it is what it was before these existed."""
+    extras: dict[str, Any] = {}
+    if tool.max_attempts is not None:
+        extras["max_attempts"] = tool.max_attempts
+    if tool.fallback is not None:
+        fb = tool.fallback
+        extras["fallback"] = {
+            "max_age_seconds": fb.max_age_seconds,
+            "on": list(fb.on),
+            "key": code_digest(fb.key),
+        }
+    if tool.narrow_on_timeout is not None:
+        extras["narrow_on_timeout"] = code_digest(tool.narrow_on_timeout)
+    if isinstance(tool, Handoff):
+        extras["handoff"] = {
+            "max_children": tool.max_children,
+            "agents": [
+                {"name": a.name, "workflow": a.workflow, "description": a.description}
+                for a in tool.agents
+            ],
+        }
+    return extras
+
+
+def _workflow_extras(workflow: Workflow) -> dict[str, Any]:
+    """The workflow-level rules beyond the basics (re-validation when rules change, the start
+    defaults and their time zone, the evaluation a change must pass); only what is set."""
+    extras: dict[str, Any] = {}
+    if workflow.reruns:
+        extras["reruns"] = [
+            {"tool": r.tool, "field": r.field, "before": list(r.before), "current": code_digest(r.current)}
+            for r in workflow.reruns
+        ]
+    if workflow.input_defaults is not None:
+        extras["input_defaults"] = code_digest(workflow.input_defaults)
+        extras["time_zone"] = workflow.time_zone
+    if workflow.evaluation_thresholds is not None:
+        t = workflow.evaluation_thresholds
+        extras["evaluation_thresholds"] = {
+            k: (str(v) if isinstance(v, Decimal) else v) for k, v in dataclasses.asdict(t).items()
+        }
+    return extras
 
 
 def _data_fields(workflow: Workflow) -> dict[str, Any]:

@@ -94,6 +94,15 @@ def world(operator, reviewer, manager, auditor, outsider, settings, no_enqueue) 
     endpoint = WebhookEndpoint.objects.create(name="matrix", url="http://127.0.0.1:9/", secret="matrix")
     WebhookDelivery.objects.create(endpoint=endpoint, event="run.ended", body="{}")
     WorkflowRecipient.objects.create(workflow_name="financial_reporting", email="ops@example.com")
+    # An evaluation of the demo dataset (evaluation.*), so its report page has a row.
+    from evaluation.models import Dataset, Evaluation, EvaluationCase
+
+    evaluation = Evaluation.objects.create(
+        workflow_name="financial_reporting", version=run.workflow_version, dataset_name="demo",
+        dataset=Dataset.objects.get(workflow_name="financial_reporting", name="demo"),
+        dataset_digest="matrix", requested_by=manager, backend="simulated",
+    )
+    EvaluationCase.objects.create(evaluation=evaluation, name="matrix", input=run.input, expected_status="succeeded")
 
     # A schedule and one of its ticks (schedules.*).
     from schedules import service as schedules_service

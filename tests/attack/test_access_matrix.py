@@ -54,6 +54,9 @@ def values_for(route: Route, world: World) -> dict[str, str]:
         "pause_id": str(_first_pk("alerts/userpause")),
         "schedule_id": str(_first_pk("schedules/schedule")),
         "job_pk": str(world.job.pk),
+        "dataset_id": str(_demo_dataset().pk),
+        "case_id": str(_demo_dataset().cases.values_list("pk", flat=True).first()),
+        "evaluation_id": str(_first_pk("evaluation/evaluation")),
         "token_id": str(world.token.pk),
         "workflow_name": "financial_reporting",
         "version_id": str(world.run.workflow_version_id),
@@ -65,6 +68,12 @@ def values_for(route: Route, world: World) -> dict[str, str]:
         "id": str(world.users["operator"].pk),
         "username": "operator",
     }
+
+
+def _demo_dataset() -> Any:
+    from evaluation.models import Dataset
+
+    return Dataset.objects.get(workflow_name="financial_reporting", name="demo")
 
 
 def _first_pk(model: str) -> Any:
@@ -281,6 +290,54 @@ EXPECT: dict[str, dict[str, Any]] = {
     "schedules/<int:schedule_id>/delete/": {
         "GET": {"anonymous": "login", "*": 405},
         "POST": {"anonymous": "login", "manager": 302, "*": 403},
+    },
+    # Evaluations: managers and auditors read them; only managers edit datasets and run
+    # evaluations. An empty POST of a form answers 422 (the form, with what is missing); an
+    # empty "evaluate" evaluates the workflow as declared now (302 to the report).
+    "evaluations/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "evaluations/<int:evaluation_id>/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    # Without ?a=&b= there is nothing to compare: 404 to those who may see evaluations.
+    "evaluations/compare/": {
+        "GET": {"anonymous": "login", "manager": 404, "auditor": 404, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "evaluations/datasets/new/": {
+        "GET": {"anonymous": "login", "*": 405},
+        "POST": {"anonymous": "login", "manager": 422, "*": 403},
+    },
+    "evaluations/datasets/<int:dataset_id>/": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "evaluations/datasets/<int:dataset_id>/export.jsonl": {
+        "GET": {"anonymous": "login", "manager": 200, "auditor": 200, "*": 403},
+        "POST": {"anonymous": "login", "*": 405},
+    },
+    "evaluations/datasets/<int:dataset_id>/cases/new/": {
+        "GET": {"anonymous": "login", "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "manager": 422, "*": 403},
+    },
+    "evaluations/datasets/<int:dataset_id>/cases/<int:case_id>/": {
+        "GET": {"anonymous": "login", "manager": 200, "*": 403},
+        "POST": {"anonymous": "login", "manager": 422, "*": 403},
+    },
+    **{
+        f"evaluations/datasets/<int:dataset_id>/{action}": {
+            "GET": {"anonymous": "login", "*": 405},
+            "POST": {"anonymous": "login", "manager": status, "*": 403},
+        }
+        for action, status in (
+            ("delete/", 302),
+            ("import/", 422),
+            ("evaluate/", 302),
+            ("cases/<int:case_id>/delete/", 302),
+        )
     },
     "login/": {"GET": 200, "POST": 200},
     "logout/": {"GET": {"anonymous": "login", "*": 405}, "POST": "login"},

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from costs.pricing import seed_prices
+from demo.datasets import seed_datasets
 from demo.schedules import seed_schedules
 from reviews.access import ROLES
 from warehouse.demo_data import seed_warehouse
@@ -60,10 +61,12 @@ class Command(BaseCommand):
         prices = seed_prices()
         data = seed_warehouse()
         schedules = [] if options["no_schedules"] else seed_schedules()
+        shipped = seed_datasets()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo ready: {len(created)} new user(s) ({', '.join(created) or 'all existed'}), "
                 f"{prices} new price rows, {data['transactions']} transactions, "
-                f"{data['payments']} payments, {len(schedules)} new schedule(s)."
+                f"{data['payments']} payments, {len(schedules)} new schedule(s), "
+                f"{shipped} new evaluation dataset(s)."
             )
         )
