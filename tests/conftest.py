@@ -102,6 +102,14 @@ def drive(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..
     def _drive(run: Any, max_steps: int = 40) -> Any:
         for _ in range(max_steps):
             run.refresh_from_db()
+            if run.status == Run.Status.AWAITING_SUBAGENT:
+                # A parent waiting on its sub-agents: drive them (a child's end queues it).
+                children = list(Run.objects.filter(parent=run, status__in=(Run.Status.QUEUED, Run.Status.RUNNING)))
+                if not children:
+                    return run  # a child is paused for review, or waits for approval
+                for child in children:
+                    _drive(child, max_steps)
+                continue
             if run.status not in (Run.Status.QUEUED, Run.Status.RUNNING):
                 return run
             engine.run_step(run.pk)

@@ -27,7 +27,7 @@ from orchestration.workflows.declaration import (
     ToolContext,
     Workflow,
 )
-from orchestration.workflows.registry import register
+from orchestration.workflows.registry import register, register_previous
 from simulator.policy import Conversation, Turn, final, tool_use
 
 ACCOUNTS = {"ACC-1": 100, "ACC-2": 250, "ACC-3": 5000}
@@ -116,7 +116,9 @@ BALANCE_CHECK = register(
 )
 
 # The version before the exact-quote rule: the same code, another prompt.
-BALANCE_CHECK_V1 = dataclasses.replace(BALANCE_CHECK, version="1", rules=V1_RULES)
+# Deployed beside version 2 (registry.register_previous): a version is evaluated, like any
+# run, with the code whose snapshot it is.
+BALANCE_CHECK_V1 = register_previous(dataclasses.replace(BALANCE_CHECK, version="1", rules=V1_RULES))
 
 REGRESSION_JSONL = (
     "\n".join(

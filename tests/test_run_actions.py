@@ -29,7 +29,7 @@ from reviews.models import ApprovalRequest, EscalationTicket
 from warehouse.models import AuditLogEntry, PublishedReport
 
 S = Run.Status
-COMPLIANT = json.dumps({"compliant": True, "violations": []})
+COMPLIANT = json.dumps({"compliant": True, "violations": [], "rules_version": "1"})
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ def test_fork_refusals_change_nothing(operator, reviewer, auditor, outsider, pau
             run.pk,
             turn=turn,
             tool_use_id=tool_use_id,
-            corrected='{"compliant": "yes", "violations": []}',
+            corrected='{"compliant": "yes", "violations": [], "rules_version": "1"}',
         )
     assert "corrected" in info.value.fields
     with _refused(ActionRefused.INVALID_INPUT, "violations are listed"):  # its semantic validator
@@ -237,6 +237,7 @@ def test_fork_refusals_change_nothing(operator, reviewer, auditor, outsider, pau
                 {
                     "compliant": True,
                     "violations": [{"rule_id": "R", "transaction_id": "T", "reason": "x"}],
+                    "rules_version": "1",
                 }
             ),
         )
