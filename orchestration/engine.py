@@ -43,6 +43,7 @@ from ops.logs import bind as log_bind
 from ops.logs import log_context
 from orchestration import audit, dispatch, hostile_output, lifecycle, model_calls, storable
 from orchestration.fanout import coordinator
+from orchestration.fanout import jobs as fanout_jobs
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall, WorkflowVersion
 from orchestration.privacy import PayloadKeyError, require_readable
@@ -579,6 +580,9 @@ def poll_batches() -> int:
             logger.warning("could not poll batch", extra={"run_id": str(mc.run_id), "batch_id": mc.batch_id})
             continue
         if done:
-            dispatch.enqueue_step(mc.run_id)
+            if mc.job_id is not None:  # a fan-out job waiting for its batch (fanout.jobs)
+                fanout_jobs.enqueue(mc.job_id)
+            else:
+                dispatch.enqueue_step(mc.run_id)
             ended += 1
     return ended

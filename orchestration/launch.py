@@ -21,6 +21,7 @@ from alerts import pauses
 from costs import accounting, budgets
 from costs.estimates import Estimate, PromptSize, estimate_run
 from orchestration import audit, lifecycle
+from orchestration.fanout import prompts
 from orchestration.fanout.plan import decompose_turn
 from orchestration.llm import client_for
 from orchestration.models import Run, WorkflowVersion
@@ -81,6 +82,13 @@ def validate_input(workflow_name: str, raw: str | dict[str, Any]) -> dict[str, A
     return value
 
 
+def batch_refusal(workflow: Workflow, batch: bool) -> None:
+    """Batch mode only where it applies: a workflow that declares it (Workflow.batch)."""
+    if batch and not workflow.batch:
+        raise RunRefused({"mode": f"Batch mode does not apply to {workflow.name}: it answers in real "
+                                  "time (the workflow does not declare batch=True)."})
+
+
 def measure_prompt(workflow: Workflow, version: WorkflowVersion, value: dict[str, Any]) -> PromptSize:
     """count_tokens on the exact first request the run will send, for its estimate (an API
     call: callers make it outside their transaction)."""
@@ -88,10 +96,23 @@ def measure_prompt(workflow: Workflow, version: WorkflowVersion, value: dict[str
     model = workflow.orchestrator_model
     system = [{"type": "text", "text": version.system_prompt}]
     if workflow.fanout is not None:
-        turn = decompose_turn(workflow.fanout, value, strict=False)
-        return PromptSize(prompt=client.messages.count_tokens(
-            model=model, system=system, messages=[{"role": "user", "content": json.dumps(turn)}],
-        ).input_tokens)
+        spec = workflow.fanout
+        turn = decompose_turn(spec, value, strict=False)
+
+        def prefix(role: str, text: str) -> int:  # a shared prefix, on the model that reads it
+            return client.messages.count_tokens(
+                model=workflow.models.get(role) or model,
+                system=[{"type": "text", "text": text}],
+                messages=[{"role": "user", "content": "."}],
+            ).input_tokens
+
+        return PromptSize(
+            prompt=client.messages.count_tokens(
+                model=model, system=system, messages=[{"role": "user", "content": json.dumps(turn)}],
+            ).input_tokens,
+            specialist_prefix=prefix("specialist", prompts.specialist_system(spec)),
+            validator_prefix=prefix("validator", prompts.validator_system(spec)),
+        )
     tools = api_tools(version)
     prompt = client.messages.count_tokens(
         model=model, system=system, tools=tools,
@@ -118,6 +139,7 @@ def preview(workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, b
     """The estimate and the gate's verdict for a run not yet started (the start page shows it)."""
     value = validate_input(workflow_name, raw_input)
     workflow = registry.get(workflow_name)
+    batch_refusal(workflow, batch)
     version = snapshot(workflow)
     estimate = estimate_run(workflow, value, measure_prompt(workflow, version, value), batch=batch)
     threshold = accounting.approval_threshold(workflow)
@@ -147,6 +169,7 @@ def start_run(
     if paused := pauses.start_refusal(user):
         raise RunRefused({"user": paused}, code=RunRefused.USER_PAUSED)
     workflow = registry.get(workflow_name)
+    batch_refusal(workflow, bool((options or {}).get("batch")))
     version = snapshot(workflow)
     size = measure_prompt(workflow, version, value)  # an API call: outside the transaction
     estimate = estimate_run(workflow, value, size, batch=bool((options or {}).get("batch")))
