@@ -172,6 +172,18 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
     return Estimate(model=model, expected_usd=expected, upper_usd=upper, lines=lines)
 
 
+def _jobs(spec: Any, run_input: dict[str, Any]) -> tuple[int, bool]:
+    """N and whether it is exact: the workflow's ``expected_jobs``, else the number of its
+    items for this input (one job each); max_jobs (an upper bound) when the items are unusable
+    (the run's first step refuses them)."""
+    if spec.expected_jobs:
+        return int(spec.expected_jobs(run_input)), True
+    try:
+        return len(list(spec.items(run_input))), True
+    except Exception:  # noqa: BLE001 - the workflow's item list is refused at the first step
+        return spec.max_jobs, False
+
+
 @dataclass(frozen=True)
 class _Prefix:
     """One shared cached prefix of a fan-out run, and what caching it costs and saves."""
@@ -237,7 +249,7 @@ def estimate_fanout(
 
     The decomposition prompt and the specialists' and validators' shared prefixes are
     measured (by the engine) with count_tokens, and come in as ``size``. N comes from the
-    workflow (``expected_jobs``, else its max_jobs); per-call sizes of the jobs' own turns
+    workflow (``expected_jobs``, else the number of its items); per-call sizes of the jobs' own turns
     are the workflow's declared expectations. Each shared prefix is written to the cache
     once and read by every other call (1h TTL when the run may outlive 5 minutes:
     FanoutSpec.cache_ttl). In batch mode the specialist and validator lines are discounted
@@ -251,7 +263,7 @@ def estimate_fanout(
     specialist = workflow.models.get("specialist") or orchestrator
     validator = workflow.models.get("validator") or orchestrator
     reviewer = workflow.models.get("reviewer") or orchestrator
-    n = spec.expected_jobs(run_input) if spec.expected_jobs else spec.max_jobs
+    n, exact = _jobs(spec, run_input)
     prompt = size.prompt
     po, ps, pv = price_for(orchestrator), price_for(specialist), price_for(validator)
     ttl = spec.cache_ttl(
@@ -315,8 +327,8 @@ def estimate_fanout(
     lines = [
         {
             "item": "Fan-out size",
-            "calc": f"N = {n:,} jobs (at most {spec.max_jobs:,} for this workflow); the plan must "
-            f"have exactly {n:,}",
+            "calc": f"N = {n:,} jobs (at most {spec.max_jobs:,} for this workflow)"
+            + (f"; the plan must have exactly {n:,}" if exact else ""),
             "usd": "",
         },
         {
@@ -393,6 +405,6 @@ def estimate_fanout(
         expected_usd=expected,
         upper_usd=upper,
         lines=lines,
-        jobs=n,
+        jobs=n if exact else None,
         cache=cache,
     )

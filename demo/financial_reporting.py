@@ -20,6 +20,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
+from demo.financial_reference import REFERENCE
 from demo.playbook import answer, call, failed_last, result
 from orchestration.workflows.declaration import (
     Constraints,
@@ -446,4 +447,8 @@ WORKFLOW = register(Workflow(
     expectation=Expectation(turns=6, output_tokens_per_turn=120, tool_result_tokens=600, final_output_tokens=150),
     input_example={"date": "2026-11-20"},
     policy=policy,
+    # The seed's full orchestration prompt, cached (demo/financial_reference.py); a daily report
+    # nobody waits on may run through Message Batches.
+    reference=REFERENCE,
+    batch=True,
 ))

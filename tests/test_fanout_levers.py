@@ -481,3 +481,23 @@ def test_the_costs_page_shows_what_caching_and_batch_saved_per_workflow(
     client.force_login(manager)
     page = client.get("/costs/").content.decode()
     assert "Batch saved" in page and "fanout_review_probe" in page
+
+
+def test_the_daily_reports_prompt_is_read_from_the_cache_after_the_first_turn(
+    seeded, drive
+) -> None:
+    run = drive.start({"date": "2026-11-12"}, workflow="financial_reporting")
+    items = [line["item"] for line in run.estimate["lines"]]
+    assert "Cache write (system + tools, turn 1)" in items and "Cache reads (turns 2..)" in items
+    run = drive(run)
+    assert run.status == S.SUCCEEDED, (run.error, [t.message for t in run.tickets.all()])
+    calls = list(run.model_calls.filter(status="ok").order_by("turn"))
+    prefix = calls[0].cache_write_5m_tokens
+    assert prefix >= 4096 and calls[0].cache_read_tokens == 0  # over Opus's minimum
+    assert len(calls) >= 4 and all(c.cache_read_tokens >= prefix for c in calls[1:])
+    saved = run_savings(run)["cache"]
+    assert saved == sum(cache_saving(Usage.from_api(c.usage), c.price) for c in calls) > 0
+    # What the run would have cost without the cache: the savings are a real share of it.
+    share = saved / (run.cost_usd + saved)
+    print(f"financial_reporting: cost ${run.cost_usd:.4f}, cache saved ${saved:.4f} ({share:.0%})")
+    assert share > Decimal("0.3")

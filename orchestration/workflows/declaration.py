@@ -407,6 +407,12 @@ class Workflow:
     # per address in the admin, notifications.WorkflowRecipient); read them through
     # notifications.recipients.for_workflow.
     recipients: tuple[str, ...] = ()
+    # Reference text for the model, rendered after the examples at the end of the system prompt
+    # (orchestration.workflows.prompt): manuals, rule tables, worked runs. The prompt is one
+    # cached prefix with the tools (the engine sends it with cache_control): a reference that
+    # takes it over the model's minimum cacheable length is read from the cache on every turn
+    # after the first.
+    reference: tuple[str, ...] = ()
     # The start page offers batch mode (Message Batches at half price; each call may take
     # minutes, up to 24 h) only for a workflow that declares it: work nobody waits on.
     batch: bool = False
