@@ -203,10 +203,11 @@ def escalate_to_human(
     validator's call when the reviewer was not asked (its limit was used)."""
     proposed = job.review_attempt or max(acceptable(found), default=0)
     by_reviewer = model_call.role == ModelCall.Role.REVIEWER
+    why = job.review_reason.strip().rstrip(".") + "."
     what = (
-        f"The escalation reviewer ({model_call.model}) could not settle job {job.job_id}: {job.review_reason}"
+        f"The escalation reviewer ({model_call.model}) could not settle job {job.job_id}: {why}"
         if by_reviewer
-        else f"Job {job.job_id} needs a human: {job.review_reason}"
+        else f"Job {job.job_id} needs a human: {why}"
     )
     message = (
         f"{what} Approve accepts attempt {proposed}'s output; resume with a note (or retry) marks "
