@@ -11,7 +11,7 @@ cached at all. The upper bound adds a retry allowance; the approval gate uses it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +19,7 @@ from django.conf import settings
 from costs.pricing import MILLION, price_for
 from orchestration.workflows.declaration import Workflow
 
+MICRO = Decimal("0.000001")
 # Extra cost allowed for tool retries, validation retries and a reviewer's resume.
 RETRY_ALLOWANCE = Decimal("0.50")
 
@@ -54,6 +55,12 @@ class Estimate:
     # shared prefixes are cached (ttl, tokens, whether each is over its model's minimum).
     jobs: int | None = None
     cache: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # To the micro-dollar the run and the approval store (Run.estimate_usd), rounded up: a
+        # manager approves, and the ceiling is computed from, exactly the stored amount.
+        self.expected_usd = self.expected_usd.quantize(MICRO, rounding=ROUND_CEILING)
+        self.upper_usd = self.upper_usd.quantize(MICRO, rounding=ROUND_CEILING)
 
     def as_json(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}

@@ -384,6 +384,9 @@ WORKFLOW = register(
         constraints=Constraints(
             max_steps=4,
             max_cost_usd=Decimal("15.00"),
+            # Every job call reads the ~1,700-token cached prefix (worked examples included):
+            # ~2,000 tokens a call, 400 calls for 200 files, most of them at the cache-read price.
+            max_tokens_per_run=2_000_000,
             run_timeout_seconds=3600,
             max_output_tokens=16_000,
         ),

@@ -501,3 +501,31 @@ def test_the_daily_reports_prompt_is_read_from_the_cache_after_the_first_turn(
     share = saved / (run.cost_usd + saved)
     print(f"financial_reporting: cost ${run.cost_usd:.4f}, cache saved ${saved:.4f} ({share:.0%})")
     assert share > Decimal("0.3")
+
+
+def test_the_security_scan_demo_saves_by_caching_and_by_batch(seeded, drive) -> None:
+    """What the demo really saves, from the recorded usage of its calls (the costs page's
+    figures). DEMO_FILES=200 measures the full demo (slower)."""
+    import os
+
+    files = int(os.environ.get("DEMO_FILES", "40"))
+    runs = {}
+    for mode, options in (("real time", {}), ("batch", {"batch": True})):
+        run = drive(
+            drive.start(
+                {"repository": "demo-scan-tree", "limit": files}, "security_scan", **options
+            )
+        )
+        assert run.status == S.SUCCEEDED, [t.message for t in run.tickets.all()]
+        runs[mode] = run
+        saved = run_savings(run)
+        calls = ModelCall.objects.filter(run=run, status="ok", role__in=("specialist", "validator"))
+        reads = sum(c.cache_read_tokens for c in calls)
+        print(
+            f"security_scan {files} files, {mode}: cost ${run.cost_usd:.4f}, cache saved ${saved['cache']:.4f}, "
+            f"batch saved ${saved['batch']:.4f}, prefix reads {reads:,} tokens over {calls.count()} job calls, "
+            f"estimate ${Decimal(run.estimate['upper_usd']):.4f}"
+        )
+        assert saved["cache"] > 0 and run.cost_usd <= Decimal(run.estimate["upper_usd"])
+    assert run_savings(runs["batch"])["batch"] > 0
+    assert runs["batch"].cost_usd < runs["real time"].cost_usd
