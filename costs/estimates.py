@@ -11,12 +11,15 @@ cached at all. The upper bound adds a retry allowance; the approval gate uses it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any
+
+from django.conf import settings
 
 from costs.pricing import MILLION, price_for
 from orchestration.workflows.declaration import Workflow
 
+MICRO = Decimal("0.000001")
 # Extra cost allowed for tool retries, validation retries and a reviewer's resume.
 RETRY_ALLOWANCE = Decimal("0.50")
 MICRO = Decimal("0.000001")
@@ -37,6 +40,10 @@ class PromptSize:
 
     prompt: int
     prefix: int = 0
+    # A fan-out run's shared cached prefixes (the specialists' and the validators' system
+    # prompts: instructions, job schema, worked examples), each counted on its own model.
+    specialist_prefix: int = 0
+    validator_prefix: int = 0
 
 
 @dataclass
@@ -47,14 +54,30 @@ class Estimate:
     lines: list[dict[str, str]] = field(default_factory=list)
     # One row per model: the roles it plays, its calls (turns or jobs) and its expected cost.
     by_model: list[dict[str, Any]] = field(default_factory=list)
+    # A fan-out run: N, the jobs priced (the plan must have exactly that many), and how its
+    # shared prefixes are cached (ttl, tokens, whether each is over its model's minimum).
+    jobs: int | None = None
+    cache: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # To the micro-dollar the run and the approval store (Run.estimate_usd), rounded up: a
+        # manager approves, and the ceiling is computed from, exactly the stored amount.
+        self.expected_usd = self.expected_usd.quantize(MICRO, rounding=ROUND_CEILING)
+        self.upper_usd = self.upper_usd.quantize(MICRO, rounding=ROUND_CEILING)
 
     def as_json(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.jobs is not None:
+            extra["jobs"] = self.jobs
+        if self.cache is not None:
+            extra["cache"] = self.cache
         return {
             "model": self.model,
             "expected_usd": str(self.expected_usd),
             "upper_usd": str(self.upper_usd),
             "lines": self.lines,
             "by_model": self.by_model,
+            **extra,
         }
 
 
@@ -105,7 +128,7 @@ def _turn_list(turns: list[int]) -> str:
 def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize, *,
                  batch: bool = False) -> Estimate:
     if workflow.fanout is not None:
-        return estimate_fanout(workflow, run_input, size)
+        return estimate_fanout(workflow, run_input, size, batch=batch)
     prompt, prefix = size.prompt, size.prefix
     exp = workflow.expected()
     turns = exp.turns
@@ -195,15 +218,90 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
                     by_model=by_model)
 
 
-def estimate_fanout(workflow: Workflow, run_input: dict[str, Any], size: PromptSize) -> Estimate:
-    """A fan-out run: decompose + N x (specialist + validator) + retry allowance + aggregate.
+def _jobs(spec: Any, run_input: dict[str, Any]) -> tuple[int, bool]:
+    """N and whether it is exact: the workflow's ``expected_jobs``, else the number of its
+    items for this input (one job each); max_jobs (an upper bound) when the items are unusable
+    (the run's first step refuses them)."""
+    if spec.expected_jobs:
+        return int(spec.expected_jobs(run_input)), True
+    try:
+        return len(list(spec.items(run_input))), True
+    except Exception:  # noqa: BLE001 - the workflow's item list is refused at the first step
+        return spec.max_jobs, False
 
-    The decomposition prompt is measured (by the engine) with count_tokens on the exact
-    request the orchestrator will get (system prompt, input and the workflow's context data),
-    and comes in as ``size.prompt``. N comes
-    from the workflow (``expected_jobs``, else its max_jobs); per-call token sizes are the
-    workflow's declared expectations. The retry allowance prices one retry (specialist and
-    validator again) for RETRY_ALLOWANCE of the jobs.
+
+@dataclass(frozen=True)
+class _Prefix:
+    """One shared cached prefix of a fan-out run, and what caching it costs and saves."""
+
+    tokens: int
+    cached: bool
+    write_usd: Decimal
+    reads_usd: Decimal
+    lines: list[dict[str, str]]
+
+
+def _prefix_lines(
+    who: str, model: str, tokens: int, calls: int, ttl: str, price: Any
+) -> _Prefix:
+    """The prefix is written once (the first job runs alone while the cache warms) and read
+    by the other ``calls - 1`` calls; under the model's minimum it is plain input each time."""
+    if tokens <= 0 or calls <= 0:
+        return _Prefix(tokens, False, Decimal(0), Decimal(0), [])
+    minimum = min_cacheable_tokens(model)
+    if tokens < minimum:
+        plain = calls * tokens * price.input_per_mtok / MILLION
+        return _Prefix(
+            tokens,
+            False,
+            Decimal(0),
+            plain,
+            [
+                {
+                    "item": f"{who} prefix, not cached",
+                    "calc": f"{tokens:,} tokens is under {model}'s {minimum:,}-token minimum: "
+                    f"{calls:,} x {tokens:,} in x ${price.input_per_mtok}/MTok",
+                    "usd": _usd(plain),
+                }
+            ],
+        )
+    rate = price.cache_write_1h_per_mtok if ttl == "1h" else price.cache_write_5m_per_mtok
+    write = tokens * rate / MILLION
+    reads = (calls - 1) * tokens * price.cache_read_per_mtok / MILLION
+    return _Prefix(
+        tokens,
+        True,
+        write,
+        reads,
+        [
+            {
+                "item": f"{who} prefix: cache write ({ttl})",
+                "calc": f"1 x {tokens:,} tokens x ${rate}/MTok",
+                "usd": _usd(write),
+            },
+            {
+                "item": f"{who} prefix: cache reads",
+                "calc": f"{calls - 1:,} x {tokens:,} tokens x ${price.cache_read_per_mtok}/MTok",
+                "usd": _usd(reads),
+            },
+        ],
+    )
+
+
+def estimate_fanout(
+    workflow: Workflow, run_input: dict[str, Any], size: PromptSize, *, batch: bool = False
+) -> Estimate:
+    """A fan-out run: decompose + N x (specialist + validator) + reviews + aggregate.
+
+    The decomposition prompt and the specialists' and validators' shared prefixes are
+    measured (by the engine) with count_tokens, and come in as ``size``. N comes from the
+    workflow (``expected_jobs``, else the number of its items); per-call sizes of the jobs' own turns
+    are the workflow's declared expectations. Each shared prefix is written to the cache
+    once and read by every other call (1h TTL when the run may outlive 5 minutes:
+    FanoutSpec.cache_ttl). In batch mode the specialist and validator lines are discounted
+    (Message Batches); the orchestrator and the reviewer answer in real time. The retry
+    allowance prices one retry (specialist and validator again) for RETRY_ALLOWANCE of the
+    jobs; the upper bound also prices every review the workflow allows (max_reviews).
     """
     spec = workflow.fanout
     assert spec is not None
@@ -211,9 +309,13 @@ def estimate_fanout(workflow: Workflow, run_input: dict[str, Any], size: PromptS
     specialist = workflow.models.get("specialist") or orchestrator
     validator = workflow.models.get("validator") or orchestrator
     # (the jobs' models: orchestration.fanout.jobs picks the same ones)
-    n = spec.expected_jobs(run_input) if spec.expected_jobs else spec.max_jobs
+    reviewer = workflow.models.get("reviewer") or orchestrator
+    n, exact = _jobs(spec, run_input)
     prompt = size.prompt
     po, ps, pv = price_for(orchestrator), price_for(specialist), price_for(validator)
+    ttl = spec.cache_ttl(
+        n, spec.concurrency(settings.FANOUT_PER_RUN_CONCURRENCY), batch=batch
+    )
 
     def cost(tokens: int, per_mtok: Decimal) -> Decimal:
         return tokens * per_mtok / MILLION
@@ -226,19 +328,54 @@ def estimate_fanout(workflow: Workflow, run_input: dict[str, Any], size: PromptS
     per_validator = cost(spec.validator_input_tokens, pv.input_per_mtok) + cost(
         spec.validator_output_tokens, pv.output_per_mtok
     )
+    s_prefix = _prefix_lines("Specialist", specialist, size.specialist_prefix, n, ttl, ps)
+    v_prefix = _prefix_lines("Validator", validator, size.validator_prefix, n, ttl, pv)
     specialists, validators = n * per_specialist, n * per_validator
+    jobs_total = (
+        specialists
+        + validators
+        + s_prefix.write_usd
+        + s_prefix.reads_usd
+        + v_prefix.write_usd
+        + v_prefix.reads_usd
+    )
+    # A retried call reads the prefix too (or pays it as input when it is not cached).
+    read_or_input = {
+        True: lambda p, price: cost(p.tokens, price.cache_read_per_mtok),
+        False: lambda p, price: cost(p.tokens, price.input_per_mtok),
+    }
+    per_retry = (
+        per_specialist
+        + per_validator
+        + read_or_input[s_prefix.cached](s_prefix, ps)
+        + read_or_input[v_prefix.cached](v_prefix, pv)
+    )
     retried = int((n * RETRY_ALLOWANCE).to_integral_value())
-    retries = retried * (per_specialist + per_validator)
+    retries = retried * per_retry
+    discount = Decimal(0)
+    if batch:
+        discount = min(ps.batch_discount, pv.batch_discount)
+        retries *= 1 - discount
+    batch_off = jobs_total * discount
+    reviews, per_review, most_reviews = 0, Decimal(0), Decimal(0)
+    if spec.has_reviewer:
+        pr = price_for(reviewer)
+        reviews = spec.reviews_expected(n)
+        per_review = cost(spec.reviewer_input_tokens, pr.input_per_mtok) + cost(
+            spec.reviewer_output_tokens, pr.output_per_mtok
+        )
+        most_reviews = (spec.max_reviews - reviews) * per_review
     agg_in = prompt // 4 + n * min(spec.specialist_output_tokens, 200)
     aggregate = cost(agg_in, po.input_per_mtok) + cost(
         spec.aggregate_output_tokens, po.output_per_mtok
     )
-    expected = decompose + specialists + validators + aggregate
-    upper = expected + retries
+    expected = decompose + jobs_total - batch_off + reviews * per_review + aggregate
+    upper = expected + retries + most_reviews
     lines = [
         {
             "item": "Fan-out size",
-            "calc": f"N = {n:,} jobs (at most {spec.max_jobs:,} for this workflow)",
+            "calc": f"N = {n:,} jobs (at most {spec.max_jobs:,} for this workflow)"
+            + (f"; the plan must have exactly {n:,}" if exact else ""),
             "usd": "",
         },
         {
@@ -251,11 +388,34 @@ def estimate_fanout(workflow: Workflow, run_input: dict[str, Any], size: PromptS
             "calc": f"{n:,} x ({spec.specialist_input_tokens:,} in x ${ps.input_per_mtok} + {spec.specialist_output_tokens:,} out x ${ps.output_per_mtok}) /MTok = {n:,} x {_usd(per_specialist)}",
             "usd": _usd(specialists),
         },
+        *s_prefix.lines,
         {
             "item": f"Validators ({validator})",
             "calc": f"{n:,} x ({spec.validator_input_tokens:,} in x ${pv.input_per_mtok} + {spec.validator_output_tokens:,} out x ${pv.output_per_mtok}) /MTok = {n:,} x {_usd(per_validator)}",
             "usd": _usd(validators),
         },
+        *v_prefix.lines,
+    ]
+    if batch:
+        lines.append(
+            {
+                "item": "Batch mode (specialists and validators)",
+                "calc": f"-{discount:.0%} Message Batches discount on {_usd(jobs_total)}; the "
+                "orchestrator and the reviewer answer in real time",
+                "usd": f"-{_usd(batch_off)}",
+            }
+        )
+    if spec.has_reviewer:
+        lines.append(
+            {
+                "item": f"Escalation reviewer ({reviewer})",
+                "calc": f"{reviews:,} expected review(s) ({spec.expected_review_fraction:.0%} of jobs, at most "
+                f"{spec.max_reviews:,}) x ({spec.reviewer_input_tokens:,} in + {spec.reviewer_output_tokens:,} out) = "
+                f"{reviews:,} x {_usd(per_review)}",
+                "usd": _usd(reviews * per_review),
+            }
+        )
+    lines += [
         {
             "item": f"Aggregate ({orchestrator})",
             "calc": f"~{agg_in:,} in x ${po.input_per_mtok} + {spec.aggregate_output_tokens:,} out x ${po.output_per_mtok} /MTok",
@@ -264,19 +424,52 @@ def estimate_fanout(workflow: Workflow, run_input: dict[str, Any], size: PromptS
         {"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(expected)},
         {
             "item": "Retry allowance",
-            "calc": f"one retry (specialist + validator) for {RETRY_ALLOWANCE:.0%} of jobs = {retried:,} x {_usd(per_specialist + per_validator)}",
+            "calc": f"one retry (specialist + validator) for {RETRY_ALLOWANCE:.0%} of jobs = {retried:,} x {_usd(per_retry)}"
+            + (" at the batch price" if batch else ""),
             "usd": _usd(retries),
         },
-        {"item": "Upper bound", "calc": "expected + retry allowance", "usd": _usd(upper)},
     ]
+    if spec.has_reviewer:
+        lines.append(
+            {
+                "item": "Review allowance",
+                "calc": f"the other {spec.max_reviews - reviews:,} review(s) the workflow allows x {_usd(per_review)}",
+                "usd": _usd(most_reviews),
+            }
+        )
+    lines.append(
+        {"item": "Upper bound", "calc": "expected + allowances", "usd": _usd(upper)}
+    )
+    cache = {
+        "ttl": ttl,
+        "specialist_prefix_tokens": s_prefix.tokens,
+        "validator_prefix_tokens": v_prefix.tokens,
+        "specialist_cached": s_prefix.cached,
+        "validator_cached": v_prefix.cached,
+    }
+    # One row per model (its roles, calls and expected cost); the rows add up to "Expected".
     shares: dict[str, dict[str, Any]] = {}
-    for model, role, calls, usd in ((orchestrator, "orchestrator", 2, decompose + aggregate),
-                                    (specialist, "specialist", n, specialists),
-                                    (validator, "validator", n, validators)):
+    keep = 1 - discount
+    for model, role, calls, usd in (
+        (orchestrator, "orchestrator", 2, decompose + aggregate),
+        (specialist, "specialist", n, (specialists + s_prefix.write_usd + s_prefix.reads_usd) * keep),
+        (validator, "validator", n, (validators + v_prefix.write_usd + v_prefix.reads_usd) * keep),
+        *(((reviewer, "reviewer", reviews, reviews * per_review),) if spec.has_reviewer else ()),
+    ):
         row = shares.setdefault(model, {"model": model, "roles": [], "calls": 0, "usd": Decimal(0)})
         row["roles"].append(role)
         row["calls"] += calls
         row["usd"] += usd
-    by_model = [{"model": r["model"], "roles": ", ".join(r["roles"]), "turns": r["calls"], "usd": _usd(r["usd"])}
-                for r in shares.values()]
-    return Estimate(model=orchestrator, expected_usd=expected, upper_usd=upper, lines=lines, by_model=by_model)
+    by_model = [
+        {"model": r["model"], "roles": ", ".join(r["roles"]), "turns": r["calls"], "usd": _usd(r["usd"])}
+        for r in shares.values()
+    ]
+    return Estimate(
+        model=orchestrator,
+        expected_usd=expected,
+        upper_usd=upper,
+        lines=lines,
+        by_model=by_model,
+        jobs=n if exact else None,
+        cache=cache,
+    )

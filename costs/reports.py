@@ -60,12 +60,14 @@ def _grouped(qs, field: str, *, roles: bool = False) -> list[dict[str, Any]]:
     rows = (
         qs.values(field)
         .annotate(calls=Count("pk"), cost=_sum("cost_usd"), cache_saving=_sum(cache_saving_sql()),
+                  batch_saving=_sum(batch_saving_sql()),
                   tokens=Sum("input_tokens") + Sum("output_tokens") + Sum("cache_read_tokens")
                   + Sum("cache_write_5m_tokens") + Sum("cache_write_1h_tokens"), **extra)
         .order_by("-cost")
     )
     return [{"name": r[field] or "-", "calls": r["calls"], "cost": r["cost"], "cache_saving": r["cache_saving"],
-             "tokens": r["tokens"] or 0, "roles": r.get("roles") or []} for r in rows]
+             "batch_saving": r["batch_saving"], "tokens": r["tokens"] or 0, "roles": r.get("roles") or []}
+            for r in rows]
 
 
 def period_since(days: int, now: dt.datetime | None = None) -> dt.datetime:

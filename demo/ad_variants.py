@@ -14,6 +14,16 @@ models:
   22, ... (every 9th) claims "the best in the world", which the validator FAILs as an
   unverifiable superlative; both are fixed on the retry. For SKUs 13, 110, 207, ... (every
   97th) it insists on the superlative: those jobs fail twice (~1%);
+- the validator flags as an edge case (``EDGE_CASE``) the ads of a product under $40 that
+  promise a "lifetime warranty" (31 of 1,000 SKUs: a legal claim it cannot judge alone);
+- the escalation reviewer (Opus) settles what the validator could not: it accepts the
+  warranty ads (the warranty is one of the product's catalog facts), fails the SKUs that
+  insisted on the superlative, and escalates to a human the two of those that are over $150
+  (SKU-0304 and SKU-0692: the marketing lead decides). A human sees only those two;
+- the specialists and the validators share one cached prefix each (the brief, the ad schema
+  and worked examples of finished ads), over Sonnet's 1,024-token minimum, so every job after
+  the first reads it at a tenth of the input price; a 1,000-SKU run outlives 5 minutes, so
+  the prefix is cached for an hour;
 - the orchestrator aggregates the ads per SKU and lists the SKUs without ads; the engine
   checks its counts and its list against the job rows (``expected_aggregate``).
 """
@@ -27,9 +37,11 @@ from typing import Any
 
 from demo.playbook import fanout_roles
 from orchestration.workflows.declaration import (
+    DEFAULT_MODELS,
     Constraints,
     FanoutSpec,
     JobResult,
+    WorkedExample,
     Workflow,
 )
 from orchestration.workflows.registry import register
@@ -72,6 +84,9 @@ FEATURES = (
     "machine washable",
 )
 SUPERLATIVE = "the best in the world"
+WARRANTY = "lifetime warranty"
+WARRANTY_EDGE_BELOW = 40  # a lifetime warranty on a product cheaper than this: an edge case
+ESCALATE_ABOVE = 150  # a SKU over this price that fails twice goes to the marketing lead
 BANNED = ("best in the world", "number one", "#1", "guaranteed")
 
 AD_SCHEMA = {
@@ -192,7 +207,8 @@ def specialist(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def validator(data: dict[str, Any]) -> dict[str, Any]:
-    for ad in (data.get("output") or {}).get("ads", []):
+    ads = (data.get("output") or {}).get("ads", [])
+    for ad in ads:
         text = f"{ad['headline']} {ad['body']}".lower()
         banned = next((b for b in BANNED if b in text), None)
         if banned:
@@ -201,11 +217,84 @@ def validator(data: dict[str, Any]) -> dict[str, Any]:
                 "status": "FAIL",
                 "reason": f"The {ad['channel']} ad makes an unverifiable claim ({banned!r}); use a product fact.",
             }
+    price = float(data["item"]["price"])
+    if price < WARRANTY_EDGE_BELOW and any(WARRANTY in ad["body"].lower() for ad in ads):
+        return {
+            "job_id": data["job_id"],
+            "status": "EDGE_CASE",
+            "reason": f"The ads promise a {WARRANTY} on a ${price:.2f} product: a legal claim I cannot judge.",
+        }
     return {
         "job_id": data["job_id"],
         "status": "PASS",
         "reason": "On brief, within limits, no unverifiable claims.",
     }
+
+
+def reviewer(data: dict[str, Any]) -> dict[str, Any]:
+    """The escalation reviewer: settles the warranty edge cases and the superlatives, and
+    hands the expensive products' superlatives to a human."""
+    row, job_id = data["item"], data["job_id"]
+    last = data["attempts"][-1]
+    if last["verdict"] == "EDGE" and WARRANTY in row["features"]:
+        return {
+            "job_id": job_id,
+            "decision": "accept",
+            "accept_attempt": max(data["acceptable_attempts"]),
+            "reason": f"The {WARRANTY} is one of this product's catalog features, so the claim is supported "
+            "whatever the price.",
+        }
+    if float(row["price"]) > ESCALATE_ABOVE:
+        return {
+            "job_id": job_id,
+            "decision": "escalate",
+            "reason": f"A ${row['price']} product whose copy keeps claiming {SUPERLATIVE!r}: the marketing lead "
+            "decides whether to publish it without ads or rewrite the brief.",
+        }
+    return {
+        "job_id": job_id,
+        "decision": "fail",
+        "reason": f"Both attempts claim {SUPERLATIVE!r}, which the catalog does not support: no ads for this SKU.",
+    }
+
+
+def _example_row(i: int) -> dict[str, Any]:
+    """A product outside the demo catalog, made the same way (for the worked examples)."""
+    return {
+        "sku": f"SKU-{i + 1:04d}",
+        "name": f"{ADJECTIVES[i % 10]} {PRODUCTS[(i // 10) % 10]}",
+        "price": f"{19 + (i * 7) % 180}.00",
+        "features": [FEATURES[i % 8], FEATURES[(i * 3 + 1) % 8]],
+    }
+
+
+def _worked_examples() -> tuple[WorkedExample, ...]:
+    """Finished jobs for products outside the catalog: what a good answer looks like, and one
+    the validator fails (a superlative)."""
+    examples = []
+    for i in (1002, 1015, 1026, 1043):
+        row = _example_row(i)
+        examples.append(
+            WorkedExample(
+                title=f"Ads for {row['name']}",
+                item=row,
+                output=specialist({"item": row, "retry_reason": "worked example"}),
+                reason="Every ad uses only the product facts, within the length limits.",
+            )
+        )
+    row = _example_row(1051)
+    bad = specialist({"item": row, "retry_reason": "worked example"})
+    bad["ads"][2]["body"] = f"{row['name']} for ${row['price']}: {SUPERLATIVE}. See it now."
+    examples.append(
+        WorkedExample(
+            title=f"Ads for {row['name']}, one unverifiable claim",
+            item=row,
+            output=bad,
+            verdict="FAIL",
+            reason=f"The display ad makes an unverifiable claim ({SUPERLATIVE!r}); use a product fact.",
+        )
+    )
+    return tuple(examples)
 
 
 def summarize(output: dict[str, Any]) -> dict[str, Any]:
@@ -300,6 +389,8 @@ WORKFLOW = register(
             max_output_tokens=16_000,
         ),
         input_example={"catalog": "demo", "skus": SKUS, "tone": "friendly"},
+        models={**DEFAULT_MODELS, "reviewer": "claude-opus-4-6"},
+        batch=True,
         fanout=FanoutSpec(
             specialist_instructions="You are a retail copywriter. You write one short ad per channel for one product, "
             "using only the facts given.",
@@ -320,9 +411,21 @@ WORKFLOW = register(
             validator_output_tokens=60,
             aggregate_output_tokens=2_000,
             summarize=summarize,
+            worked_examples=_worked_examples(),
+            expected_job_seconds=20.0,
+            reviewer_instructions="You are the marketing team's senior copy reviewer. You settle the ads a "
+            "validator failed twice or could not judge: accept an attempt whose claims the product facts "
+            "support, fail a SKU whose copy cannot be fixed by a retry, and escalate what needs the "
+            "marketing lead (a high-value product).",
+            max_reviews=50,
+            expected_review_fraction=0.05,
         ),
         policy=fanout_roles(
-            decompose=decompose, specialist=specialist, validator=validator, aggregate=aggregate
+            decompose=decompose,
+            specialist=specialist,
+            validator=validator,
+            aggregate=aggregate,
+            reviewer=reviewer,
         ),
     )
 )

@@ -31,6 +31,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
+from demo.financial_reference import REFERENCE
 from demo.playbook import answer, call, failed_last, result
 from orchestration.workflows.declaration import (
     Constraints,
@@ -629,4 +630,7 @@ WORKFLOW = register(Workflow(
     # Opus fetches, reconciles and validates (and recovers after an error or a resume); once
     # the report is published, Sonnet writes the audit entry and formats the answer.
     turn_roles=TurnRoles(after={"publish_report": "formatter", "audit_log": "formatter"}),
+    # The seed's full orchestration prompt, cached (demo/financial_reference.py). No batch
+    # mode: its declared latency limits (30 s a step) are for an answer in real time.
+    reference=REFERENCE,
 ))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orchestration.fanout.prompts import SPECIALIST_MARK, VALIDATOR_MARK
+from orchestration.fanout.prompts import REVIEWER_MARK, SPECIALIST_MARK, VALIDATOR_MARK
 from simulator.policy import Conversation, Turn
 
 
@@ -40,12 +40,16 @@ def fanout_roles(
     specialist: Any,
     validator: Any,
     aggregate: Any,
+    reviewer: Any = None,
 ) -> Any:
     """A fan-out workflow's policy: one function per role, picked the way a model reads its
-    role, from its system prompt (specialist, validator) or the orchestrator's user turn
-    (``phase``: decompose or aggregate). Each gets the user turn's JSON and returns a Turn."""
+    role, from its system prompt (specialist, validator, escalation reviewer) or the
+    orchestrator's user turn (``phase``: decompose or aggregate). Each gets the user turn's
+    JSON and returns a Turn."""
     def policy(conv: Conversation) -> Turn:
         data = conv.input if isinstance(conv.input, dict) else {}
+        if reviewer is not None and conv.system_text.startswith(REVIEWER_MARK):
+            return answer(reviewer(data))
         if conv.system_text.startswith(SPECIALIST_MARK):
             return answer(specialist(data))
         if conv.system_text.startswith(VALIDATOR_MARK):

@@ -13,6 +13,10 @@ pickle, weak hashes). The simulated models play it straight:
   retry. It cannot place an obfuscated eval (files 17, 59, 101, 143, 187, 199) on a line, so
   it answers line 0, which the schema forbids: those jobs fail twice (6 of 200, 3%);
 - the validator re-runs the full detectors and FAILs an answer that missed a finding;
+- the specialists share one cached prefix (the review instructions, the findings schema and
+  worked examples: reviews of six files outside the tree, and for the validator one answer
+  that missed a split secret), over Sonnet's 1,024-token minimum: the first job writes it,
+  the other 199 read it at a tenth of the input price;
 - the orchestrator aggregates every finding (file, line, rule, severity), counts them by
   rule and by severity, and lists the files it could not scan. The engine checks all of it
   against the job results (``expected_aggregate``): no finding dropped, none invented.
@@ -33,6 +37,7 @@ from orchestration.workflows.declaration import (
     Constraints,
     FanoutSpec,
     JobResult,
+    WorkedExample,
     Workflow,
 )
 from orchestration.workflows.registry import register
@@ -223,6 +228,34 @@ def validator(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _worked_examples() -> tuple[WorkedExample, ...]:
+    """Reviews of files outside the scanned tree (made like it): the answers a specialist
+    should give, and one that missed a secret split over two lines, as the validator sees it."""
+    examples = []
+    for i in (910, 903, 918, 935, 946, 961):
+        path, source = _file(i)
+        examples.append(
+            WorkedExample(
+                title=f"Review of {path}",
+                item={"path": path, "source": source},
+                output={"file": path, "findings": detect(source, careful=True)},
+                reason="Every finding is reported with its line.",
+            )
+        )
+    path, source = _file(913)
+    missed = [f for f in detect(source, careful=False) if f["line"] > 0]
+    examples.append(
+        WorkedExample(
+            title=f"Review of {path} that missed a split secret",
+            item={"path": path, "source": source},
+            output={"file": path, "findings": missed},
+            verdict="FAIL",
+            reason="Missed: hardcoded-secret on the line where the password string starts.",
+        )
+    )
+    return tuple(examples)
+
+
 def _report(
     per_file: list[tuple[str, list[dict[str, Any]]]], failed: list[dict[str, str]], total: int
 ) -> dict[str, Any]:
@@ -351,10 +384,14 @@ WORKFLOW = register(
         constraints=Constraints(
             max_steps=4,
             max_cost_usd=Decimal("15.00"),
+            # Every job call reads the ~1,700-token cached prefix (worked examples included):
+            # ~2,000 tokens a call, 400 calls for 200 files, most of them at the cache-read price.
+            max_tokens_per_run=2_000_000,
             run_timeout_seconds=3600,
             max_output_tokens=16_000,
         ),
         input_example={"repository": "demo-scan-tree", "limit": FILES},
+        batch=True,
         fanout=FanoutSpec(
             specialist_instructions="You review one source file for security issues: hardcoded secrets, SQL built "
             "from strings, eval, shell=True, unsafe deserialization, weak hashes.",
@@ -366,7 +403,7 @@ WORKFLOW = register(
             expected_aggregate=expected_aggregate,
             max_jobs=FILES,
             context=context,
-            expected_jobs=lambda run_input: int(run_input.get("limit", FILES)),
+            expected_jobs=lambda run_input: len(items(run_input)),  # one job per file
             expand_items=True,
             decompose_output_tokens=150,  # two job kinds: the engine expands them over the files
             specialist_input_tokens=350,
@@ -374,6 +411,7 @@ WORKFLOW = register(
             validator_input_tokens=600,
             validator_output_tokens=40,
             aggregate_output_tokens=4_000,  # every finding, one line each
+            worked_examples=_worked_examples(),
         ),
         policy=fanout_roles(
             decompose=decompose, specialist=specialist, validator=validator, aggregate=aggregate

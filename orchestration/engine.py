@@ -53,6 +53,7 @@ from orchestration import (
     subagents,
 )
 from orchestration.fanout import coordinator
+from orchestration.fanout import jobs as fanout_jobs
 from orchestration.llm import client_for
 from orchestration.model_routing import route as route_turn
 from orchestration.models import AuditEvent, ModelCall, Run, ToolCall, WorkflowVersion
@@ -610,6 +611,9 @@ def poll_batches() -> int:
             logger.warning("could not poll batch", extra={"run_id": str(mc.run_id), "batch_id": mc.batch_id})
             continue
         if done:
-            dispatch.enqueue_step(mc.run_id)
+            if mc.job_id is not None:  # a fan-out job waiting for its batch (fanout.jobs)
+                fanout_jobs.enqueue(mc.job_id)
+            else:
+                dispatch.enqueue_step(mc.run_id)
             ended += 1
     return ended

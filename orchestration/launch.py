@@ -23,6 +23,7 @@ from alerts import pauses
 from costs import accounting, budgets, lineup
 from costs.estimates import Estimate, PromptSize, estimate_run
 from orchestration import audit, lifecycle, subagents
+from orchestration.fanout import prompts
 from orchestration.fanout.plan import decompose_turn
 from orchestration.llm import client_for
 from orchestration.models import Run, WorkflowVersion
@@ -127,6 +128,13 @@ def start_defaults(workflow: Workflow, now: dt.datetime | None = None) -> dict[s
     return workflow.input_defaults((now or timezone.now()).astimezone(zone))
 
 
+def batch_refusal(workflow: Workflow, batch: bool) -> None:
+    """Batch mode only where it applies: a workflow that declares it (Workflow.batch)."""
+    if batch and not workflow.batch:
+        raise RunRefused({"mode": f"Batch mode does not apply to {workflow.name}: it answers in real "
+                                  "time (the workflow does not declare batch=True)."})
+
+
 def measure_prompt(workflow: Workflow, version: WorkflowVersion, value: dict[str, Any]) -> PromptSize:
     """count_tokens on the exact first request the run will send, for its estimate (an API
     call: callers make it outside their transaction)."""
@@ -134,10 +142,23 @@ def measure_prompt(workflow: Workflow, version: WorkflowVersion, value: dict[str
     model = workflow.orchestrator_model
     system = [{"type": "text", "text": version.system_prompt}]
     if workflow.fanout is not None:
-        turn = decompose_turn(workflow.fanout, value, strict=False)
-        return PromptSize(prompt=client.messages.count_tokens(
-            model=model, system=system, messages=[{"role": "user", "content": json.dumps(turn)}],
-        ).input_tokens)
+        spec = workflow.fanout
+        turn = decompose_turn(spec, value, strict=False)
+
+        def prefix(role: str, text: str) -> int:  # a shared prefix, on the model that reads it
+            return client.messages.count_tokens(
+                model=workflow.models.get(role) or model,
+                system=[{"type": "text", "text": text}],
+                messages=[{"role": "user", "content": "."}],
+            ).input_tokens
+
+        return PromptSize(
+            prompt=client.messages.count_tokens(
+                model=model, system=system, messages=[{"role": "user", "content": json.dumps(turn)}],
+            ).input_tokens,
+            specialist_prefix=prefix("specialist", prompts.specialist_system(spec)),
+            validator_prefix=prefix("validator", prompts.validator_system(spec)),
+        )
     tools = api_tools(version)
     prompt = client.messages.count_tokens(
         model=model, system=system, tools=tools,
@@ -164,6 +185,7 @@ def preview(workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, b
     """The estimate and the gate's verdict for a run not yet started (the start page shows it)."""
     workflow, version = serving_version(workflow_name)
     value = validate_input(workflow_name, raw_input, workflow)
+    batch_refusal(workflow, batch)
     model_warnings = refuse_unavailable_models(workflow)
     estimate = estimate_run(workflow, value, measure_prompt(workflow, version, value), batch=batch)
     estimate = subagents.with_subagents(workflow, estimate, measure_prompt)  # the whole tree
@@ -223,6 +245,7 @@ def start_run(
                 {"version": drift(version) or "This version's code is not deployed."},
                 code=RunRefused.VERSION_UNAVAILABLE,
             )
+    batch_refusal(workflow, bool((options or {}).get("batch")))
     model_warnings = refuse_unavailable_models(workflow)  # unpriced or retired: nothing measured or written
     value = validate_input(workflow_name, raw_input, workflow)
     size = measure_prompt(workflow, version, value)  # an API call: outside the transaction

@@ -22,7 +22,7 @@ from django.contrib.auth import get_user_model
 import tests.workflows_for_tests as probes
 from demo import ad_variants
 from orchestration import engine
-from orchestration.fanout import aggregate, artifacts, slots
+from orchestration.fanout import aggregate, artifacts, prompts, slots
 from orchestration.fanout.coordinator import max_failures
 from orchestration.fanout.models import Fanout, FanoutJob
 from orchestration.fanout.plan import (
@@ -360,9 +360,12 @@ def test_jobs_are_validated_against_the_workflows_schema_not_the_stored_copy(
     assert (job.status, job.attempts, job.verdict) == (J.FAILED, 2, "FAIL")
     assert "Schema: (root): 'value' is a required property" in job.reason
     assert not ModelCall.objects.filter(job=job, role="validator").exists()
-    # What the specialist was told to produce is the workflow's schema too.
+    # What the specialist was told to produce is the workflow's schema too: it is in the
+    # shared cached prefix (the system prompt, built from the workflow), not in the job's turn.
     sent = ModelCall.objects.filter(job=job, role="specialist").first()
-    assert json.loads(sent.request_content[0]["text"])["output_schema"] == probes.VALUE_SCHEMA
+    assert "output_schema" not in json.loads(sent.request_content[0]["text"])
+    system = prompts.specialist_system(probes.FANOUT_PROBE.fanout)
+    assert json.dumps(probes.VALUE_SCHEMA, sort_keys=True) in system
     assert run.result["echoed"] == [f"j{i:03d}" for i in range(10) if i != 1]
 
 

@@ -50,6 +50,7 @@ from orchestration.fanout.plan import (
     decompose_turn,
     item_keys,
     parse_plan,
+    size_check,
 )
 from orchestration.llm import client_for
 from orchestration.models import AuditEvent, ModelCall, Run
@@ -120,16 +121,18 @@ def max_failures(threshold: Decimal, total: int) -> int:
 
 
 def _start(run: Run, spec: FanoutSpec) -> Fanout:
-    per_run = min(
-        spec.per_run_concurrency or settings.FANOUT_PER_RUN_CONCURRENCY,
-        settings.FANOUT_PER_RUN_CONCURRENCY,
-    )
+    per_run = spec.concurrency(settings.FANOUT_PER_RUN_CONCURRENCY)
+    cache = (run.estimate or {}).get("cache") or {}
     fan, _ = Fanout.objects.get_or_create(
         run=run,
         defaults={
             "failure_threshold": threshold_of(spec),
             "per_run_concurrency": per_run,
             "artifact": str(artifacts.path_for(run.pk)),
+            # Warming pays only when a prefix is cached at all, and a batch run's requests are
+            # not answered in order anyway (its 1h entries are written by whichever comes first).
+            "warm_first": bool(cache.get("specialist_cached") or cache.get("validator_cached"))
+            and not (run.options or {}).get("batch"),
         },
     )
     return fan
@@ -254,6 +257,7 @@ def _accept_plan(run: Run, workflow: Workflow, mc: ModelCall) -> float | None:
     items = item_keys(spec, run.input)
     try:
         planned = parse_plan(mc.text, items)
+        size_check(len(planned), (run.estimate or {}).get("jobs"))
     except InvalidPlan as exc:
         return _refuse(
             run, mc, "fanout.plan_rejected", exc.problems, "The decomposition was refused"
@@ -414,6 +418,7 @@ def job_settled(run_id: Any, *, take_one: bool = False) -> int | None:
                 "failure_threshold",
                 "max_failures",
                 "per_run_concurrency",
+                "warm_first",
                 "run__status",
             )
             .filter(run_id=run_id)
@@ -428,6 +433,10 @@ def job_settled(run_id: Any, *, take_one: bool = False) -> int | None:
             _halt(fan, tally)
             return None
         free = fan.per_run_concurrency - tally[J.RUNNING]
+        if fan.warm_first and not (tally[J.SUCCEEDED] or tally[J.FAILED]):
+            # No job has settled yet: one runs alone and writes the shared prefixes to the
+            # cache; the others start when it settles and read them.
+            free = min(free, 1 - tally[J.RUNNING])
         if free > 0 and tally[J.QUEUED]:
             dispatched = list(
                 FanoutJob.objects.filter(run_id=run_id, status=J.QUEUED)

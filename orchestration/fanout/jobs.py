@@ -41,8 +41,8 @@ from costs import accounting
 from ops import tracing
 from orchestration import audit, dispatch, model_calls
 from orchestration.connectivity import database_went_away
-from orchestration.fanout import artifacts, prompts, slots
-from orchestration.fanout.models import FanoutJob
+from orchestration.fanout import artifacts, prompts, review, slots
+from orchestration.fanout.models import Fanout, FanoutJob
 from orchestration.llm import client_for
 from orchestration.models import ModelCall, Run
 from orchestration.privacy import require_readable
@@ -68,6 +68,11 @@ class RunNotRunning(Exception):
 
 class CallFailed(Exception):
     """A model call failed for good (refused, or transient errors past the bound)."""
+
+
+class WaitingForBatch(Exception):
+    """Batch mode: the job's call is in a Message Batch that has not ended. The job is handed
+    back (no owner); beat's poll_batches sends it again once the batch has ended."""
 
 
 def lease_until() -> dt.datetime:
@@ -98,7 +103,8 @@ def claim(job_pk: int, token: str) -> FanoutJob | None:
         # mid-call: failed, and their reservations given back (its own transaction: runs are
         # locked before their calls and jobs, everywhere). The lease is ours, so no call of
         # this job is started meanwhile. A first claim has no call to clean up.
-        accounting.release_interrupted(ModelCall.objects.filter(job_id=job_pk))
+        # A call waiting in a Message Batch is not interrupted: its answer is collected.
+        accounting.release_interrupted(ModelCall.objects.filter(job_id=job_pk, batch_id=""))
     return job
 
 
@@ -153,6 +159,14 @@ def run_job(job_pk: int) -> Any:
         # done so far, and is dispatched again when the run resumes.
         FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
             status=J.QUEUED, lease_owner="", lease_expires_at=None
+        )
+        return None
+    except WaitingForBatch:
+        # Nothing to hold a thread for: the batch id is on the pending call (persisted before
+        # any poll), and the next task collects that batch instead of creating another. The
+        # lease runs as usual, so the reaper also sends the job again if beat is away.
+        FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
+            lease_owner="", lease_expires_at=lease_until()
         )
         return None
     except slots.NoSlot:
@@ -257,6 +271,9 @@ def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:
         elif job.verdict == FanoutJob.Verdict.PASS:
             _finish(job, token, J.SUCCEEDED, "")
             return
+        elif review.wanted(job, spec):
+            _review(job, token, workflow)
+            return
         elif k < MAX_JOB_ATTEMPTS:
             with transaction.atomic():
                 _update(job, token, attempts=k + 1, retry_reason=job.reason)
@@ -285,7 +302,7 @@ def _validate(job: FanoutJob, token: str, workflow: Workflow) -> tuple[str, str]
         answer, error = parse_json_answer(_text(message))
         if error:
             return f"unusable verdict: {error}"
-        errors = schema_errors(answer, prompts.VERDICT_SCHEMA)
+        errors = schema_errors(answer, prompts.verdict_schema(spec))
         if errors:
             return f"unusable verdict: {errors[0]}"
         if str(answer["job_id"]) != job.job_id:
@@ -305,11 +322,109 @@ def _validate(job: FanoutJob, token: str, workflow: Workflow) -> tuple[str, str]
     )
     answer, _ = parse_json_answer(_text(message))
     reason = str(answer.get("reason", ""))[:2000]
-    return (
-        (FanoutJob.Verdict.PASS, reason)
-        if answer["status"] == "PASS"
-        else (FanoutJob.Verdict.FAIL, reason or "FAIL")
-    )
+    if answer["status"] == "PASS":
+        return FanoutJob.Verdict.PASS, reason
+    if answer["status"] == prompts.EDGE_CASE:  # offered only when the workflow has a reviewer
+        return FanoutJob.Verdict.EDGE, reason or "edge case"
+    return FanoutJob.Verdict.FAIL, reason or "FAIL"
+
+
+def _review(job: FanoutJob, token: str, workflow: Workflow) -> None:
+    """The escalation reviewer settles the job, or a human does (orchestration.fanout.review)."""
+    spec = workflow.fanout
+    assert spec is not None
+    found = review.attempts(job, spec)
+    allowed = review.acceptable(found)
+    if not job.review:
+        if not allowed:  # nothing anyone may accept: it fails in code, as without a reviewer
+            why = "Failed validation twice" if job.verdict == FanoutJob.Verdict.FAIL else "Edge case"
+            _finish(job, token, J.FAILED, f"{why}; no output passed the schema. Last reason: {job.reason}")
+            return
+        if not review.take_slot(job, token, spec):
+            _update(
+                job,
+                token,
+                review=FanoutJob.Review.ESCALATE,
+                review_attempt=max(allowed),
+                review_reason=f"the run's {spec.max_reviews} escalation review(s) are used. "
+                f"Validator: {job.reason}",
+            )
+            review.record(job, job.review, job.review_reason, model_call=None)
+    if job.review == FanoutJob.Review.REVIEWING:
+        try:
+            mc, message = _call(
+                job,
+                token,
+                workflow,
+                ModelCall.Role.REVIEWER,
+                prompts.reviewer_system(spec),
+                prompts.reviewer_turn(job, spec, found),
+                spec.reviewer_max_tokens,
+                check=lambda m: review.decision_problem(_text(m), job, allowed),
+            )
+        except CallFailed as exc:
+            with transaction.atomic():
+                _update(
+                    job,
+                    token,
+                    review=FanoutJob.Review.ESCALATE,
+                    review_attempt=max(allowed),
+                    review_reason=f"no usable answer from the reviewer: {exc}"[:2000],
+                )
+                review.record(job, job.review, job.review_reason, model_call=None)
+        else:
+            kind, chosen, reason = review.decision(_text(message))
+            with transaction.atomic():
+                _update(
+                    job,
+                    token,
+                    review=kind,
+                    review_attempt=chosen or max(allowed),
+                    review_reason=reason,
+                )
+                review.record(job, kind, reason, model_call=mc)
+    if job.review == FanoutJob.Review.ACCEPT:
+        _accept(job, token, spec, f"Accepted by the escalation reviewer: {job.review_reason}")
+    elif job.review == FanoutJob.Review.FAIL:
+        _finish(job, token, J.FAILED, f"Failed by the escalation reviewer: {job.review_reason}")
+    else:
+        _ask_a_human(job, token, spec, found)
+
+
+def _accept(job: FanoutJob, token: str, spec: Any, why: str) -> None:
+    try:
+        output = review.accepted_output(job, spec, job.review_attempt)
+    except ValueError as exc:  # never stored: the schema is not the reviewer's to override
+        _finish(job, token, J.FAILED, f"Not accepted: {exc}")
+        return
+    _update(job, token, output=output, review_reason=why[:2000])
+    _finish(job, token, J.SUCCEEDED, "")
+
+
+def _ask_a_human(job: FanoutJob, token: str, spec: Any, found: list[dict[str, Any]]) -> None:
+    """Apply a human's decision on this job's ticket; without one, open the ticket (the run
+    pauses) and hand the job back until the ticket is resolved."""
+    ticket = review.human_ticket(job)
+    if ticket is not None and ticket.status == EscalationTicket.Status.RESOLVED:
+        accept, why = review.human_decision(ticket)
+        if accept:
+            _accept(job, token, spec, why)
+        else:
+            _update(job, token, review_reason=why[:2000])
+            _finish(job, token, J.FAILED, why)
+        return
+    if ticket is None:
+        asked = (
+            ModelCall.objects.filter(job=job, role=ModelCall.Role.REVIEWER, status=ModelCall.Status.OK)
+            .order_by("-turn", "-attempt")
+            .first()
+            or ModelCall.objects.filter(job=job, role=ModelCall.Role.VALIDATOR)
+            .order_by("-turn", "-attempt")
+            .first()
+        )
+        assert asked is not None  # a reviewed job has its validator's call at least
+        review.escalate_to_human(job, spec, found, asked)
+    raise RunNotRunning
 
 
 def _stored_message(mc: ModelCall) -> Any:
@@ -353,20 +468,38 @@ def _call(
             return recorded, stored
         ModelCall.objects.filter(pk=recorded.pk).update(error=problem[:2000])
         last_error = problem
+    batch = batch_mode(run) and role in BATCH_ROLES
+    ttl = cache_ttl(job, workflow)
     while True:
-        attempt = ModelCall.objects.filter(job=job, role=role, turn=turn).count() + 1
-        if attempt > limit:
-            raise CallFailed(
-                f"{limit} attempts, each after the SDK's own retries. Last error: {last_error or 'interrupted'}"
-            )
-        params = {
-            "model": model,
-            "max_tokens": max_tokens,
-            "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
-            "messages": [{"role": "user", "content": user}],
-        }
-        with slots.slot(f"{job.pk}:{role}:{turn}:{attempt}", wait):
-            _renew(job, token)  # waiting for the slot must not outlive the lease
+        waiting = (
+            ModelCall.objects.filter(job=job, role=role, turn=turn, status=ModelCall.Status.PENDING)
+            .exclude(batch_id="")
+            .first()
+            if batch
+            else None
+        )
+        if waiting is not None:
+            # Submitted before (by this job's earlier task, maybe one that was killed): collect
+            # that batch, never create a second one.
+            try:
+                outcome = model_calls.collect_batch(waiting, client)
+            except model_calls.BatchNotReady:
+                raise WaitingForBatch from None
+            mc = waiting
+            mc.finished_at = timezone.now()
+            attempt = mc.attempt
+        else:
+            attempt = ModelCall.objects.filter(job=job, role=role, turn=turn).count() + 1
+            if attempt > limit:
+                raise CallFailed(
+                    f"{limit} attempts, each after the SDK's own retries. Last error: {last_error or 'interrupted'}"
+                )
+            params = {
+                "model": model,
+                "max_tokens": max_tokens,
+                "system": prompts.system_blocks(system, ttl),
+                "messages": [{"role": "user", "content": user}],
+            }
             mc = ModelCall(
                 run=run,
                 job=job,
@@ -376,21 +509,23 @@ def _call(
                 model=model,
                 request_content=[{"type": "text", "text": user}],
             )
-            try:
-                # Held against the run's ceiling before the request leaves (saves mc). The
-                # reservation also requires the run to be running: once it pauses, for any
-                # reason, no job sends anything until it is resumed.
-                model_calls.open_call(mc, params)
-            except accounting.DoesNotFit as refused:
-                if refused.running:
-                    pause_if_running(
-                        run.pk, EscalationTicket.Reason.BUDGET_EXCEEDED, str(refused), details=refused.details
-                    )
-                raise RunNotRunning from None  # the job goes back to the queue, unanswered
-            outcome = model_calls.send(mc, params, client)
-            # Stamped while the slot is held: [created_at, finished_at] of every job call lies
-            # inside its slot, which is what the cap tests measure.
-            mc.finished_at = timezone.now()
+            if batch:
+                # No slot: a batch request is not a real-time call. The batch id is saved on the
+                # call (submit_batch) before anything polls it.
+                _renew(job, token)
+                _open(mc, params, run, batch=True)
+                failed = model_calls.submit_batch(mc, params, client, run=run)
+                if failed is None:
+                    raise WaitingForBatch
+                outcome = failed
+            else:
+                with slots.slot(f"{job.pk}:{role}:{turn}:{attempt}", wait):
+                    _renew(job, token)  # waiting for the slot must not outlive the lease
+                    _open(mc, params, run)
+                    outcome = model_calls.send(mc, params, client)
+                    # Stamped while the slot is held: [created_at, finished_at] of every job call
+                    # lies inside its slot, which is what the cap tests measure.
+                    mc.finished_at = timezone.now()
         charged = _record(job, mc, outcome)
         if outcome.ok:
             _check_spend(charged, mc)  # before any check of the answer
@@ -409,6 +544,38 @@ def _call(
                     attempt, settings.LLM_BACKOFF_BASE_SECONDS, settings.LLM_BACKOFF_MAX_SECONDS
                 )
             )
+
+
+def _open(mc: ModelCall, params: dict[str, Any], run: Run, *, batch: bool = False) -> None:
+    """Hold the call against the run's ceiling before the request leaves (saves mc). The
+    reservation also requires the run to be running: once it pauses, for any reason, no job
+    sends anything until it is resumed."""
+    try:
+        model_calls.open_call(mc, params, batch=batch)
+    except accounting.DoesNotFit as refused:
+        if refused.running:
+            pause_if_running(
+                run.pk, EscalationTicket.Reason.BUDGET_EXCEEDED, str(refused), details=refused.details
+            )
+        raise RunNotRunning from None  # the job goes back to the queue, unanswered
+
+
+# The calls of a batch-mode run that go through Message Batches (the reviewer answers now).
+BATCH_ROLES = (ModelCall.Role.SPECIALIST, ModelCall.Role.VALIDATOR)
+
+
+def batch_mode(run: Run) -> bool:
+    return bool((run.options or {}).get("batch"))
+
+
+def cache_ttl(job: FanoutJob, workflow: Workflow) -> str:
+    """The TTL of the run's shared prefixes (FanoutSpec.cache_ttl: 1h when the run may
+    outlive a 5-minute entry)."""
+    spec = workflow.fanout
+    assert spec is not None
+    fan = Fanout.objects.filter(run_id=job.run_id).values_list("total", "per_run_concurrency").first()
+    total, concurrency = fan or (1, 1)
+    return spec.cache_ttl(total, concurrency, batch=batch_mode(job.run))
 
 
 def _record(job: FanoutJob, mc: ModelCall, outcome: model_calls.Outcome) -> accounting.Charge | None:

@@ -42,6 +42,13 @@ class Fanout(models.Model):
     # floor(threshold x total): the run halts when failed jobs exceed this.
     max_failures = models.PositiveIntegerField(default=0)
     per_run_concurrency = models.PositiveIntegerField()
+    # Jobs of this run sent to the escalation reviewer so far (orchestration.fanout.review):
+    # taken by one conditional UPDATE, never past FanoutSpec.max_reviews.
+    reviews_used = models.PositiveIntegerField(default=0)
+    # The shared prefixes are cacheable (the estimate measured them over the minimum): the
+    # first job runs alone, so the other jobs read the cache its calls wrote instead of all
+    # writing it at once (orchestration.fanout.coordinator.job_settled).
+    warm_first = models.BooleanField(default=False)
     artifact = models.CharField(
         max_length=500, blank=True, help_text="Path of the per-run JSONL artifact."
     )
@@ -82,6 +89,17 @@ class FanoutJob(models.Model):
         NONE = "", "-"
         PASS = "PASS"  # noqa: S105 - a verdict, not a password
         FAIL = "FAIL"
+        # The validator could not judge it (an edge case): the escalation reviewer decides.
+        EDGE = "EDGE", "edge case"
+
+    class Review(models.TextChoices):
+        """What the escalation reviewer (orchestration.fanout.review) made of the job."""
+
+        NONE = "", "-"
+        REVIEWING = "reviewing"  # a review slot is taken; the reviewer's answer is not in yet
+        ACCEPT = "accept"  # settled: one of the outputs is accepted, with a reason
+        FAIL = "fail"  # settled: the job failed, with a reason
+        ESCALATE = "escalate"  # not settled: a human ticket decides
 
     run = models.ForeignKey(
         "orchestration.Run", on_delete=models.CASCADE, related_name="fanout_jobs"
@@ -104,6 +122,11 @@ class FanoutJob(models.Model):
         blank=True, help_text="Why the last verdict was FAIL, or why the job failed."
     )
     retry_reason = models.TextField(blank=True, help_text="The FAIL reason the retry was given.")
+    # The escalation reviewer's decision and why (review_attempt: the attempt whose output it
+    # accepted, or proposes to a human when it escalates).
+    review = models.CharField(max_length=10, choices=Review.choices, blank=True, default="")
+    review_reason = models.TextField(blank=True)
+    review_attempt = models.PositiveSmallIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))
     lease_owner = models.CharField(max_length=64, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)

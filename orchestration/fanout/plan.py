@@ -354,3 +354,17 @@ def parse_plan(text: str, items: Sequence[str]) -> list[PlannedJob]:
     if problems:
         raise InvalidPlan(problems)
     return jobs
+
+
+def size_check(planned: int, priced: int | None) -> None:
+    """The seed's "decompose into exactly N jobs": the plan's size must be the N its estimate
+    priced (``Estimate.jobs``, stored on the run); InvalidPlan otherwise. A run whose
+    estimate priced no N (started before the check existed) is not held to one."""
+    if priced is None or planned == priced:
+        return
+    raise InvalidPlan(
+        [
+            f"the plan has {planned:,} job(s) but the estimate priced exactly {priced:,}: a run "
+            f"is held to the size it was priced (and approved) at"
+        ]
+    )

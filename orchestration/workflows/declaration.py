@@ -9,6 +9,7 @@ See docs/workflows.md.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -438,6 +439,32 @@ class JobResult:
 
 
 @dataclass(frozen=True)
+class WorkedExample:
+    """One worked example of a fan-out job, shown in the specialists' and the validator's
+    cached prefix (orchestration.fanout.prompts): an item, the output a specialist should
+    give for it, and what the validator makes of that output."""
+
+    title: str
+    item: JSON
+    output: JSON
+    verdict: str = "PASS"
+    reason: str = ""
+
+    def as_dict(self) -> JSON:
+        return {
+            "title": self.title,
+            "item": self.item,
+            "output": self.output,
+            "verdict": self.verdict,
+            "reason": self.reason,
+        }
+
+
+# A cache entry lives 5 minutes after its last read unless written with ttl "1h".
+CACHE_5M_SECONDS = 300
+
+
+@dataclass(frozen=True)
 class FanoutSpec:
     """Enterprise mode: the orchestrator decomposes the request into independent jobs that
     specialists run in parallel, a validator passes or fails each, and the orchestrator
@@ -468,8 +495,20 @@ class FanoutSpec:
 
     ``context(input)`` is the data the orchestrator decomposes (e.g. the files to scan); it
     goes in the user turn as JSON next to the input and the item keys.
-    ``expected_jobs(input)`` is N for the estimate. Token sizes are per call, for the
-    estimate only.
+    ``expected_jobs(input)`` is N for the estimate, and the plan must have exactly that many
+    jobs (orchestration.fanout.plan.size_problem). Token sizes are per call, for the
+    estimate only; ``specialist_input_tokens`` and ``validator_input_tokens`` are the job's
+    own user turn: the shared prefix (instructions, the job output schema and
+    ``worked_examples``) is measured with count_tokens and priced as a cache write and reads.
+
+    **Escalation reviewer** (``reviewer_instructions`` set; orchestration.fanout.review): a
+    job that fails validation twice, or that the validator flags as an edge case
+    (``EDGE_CASE``), goes to the ``reviewer`` model (default: the orchestrator's) with the
+    job, its outputs and the validator's reasons. It accepts one output that passed the
+    schema check in code, fails the job, or escalates it to a human ticket. At most
+    ``max_reviews`` jobs per run are reviewed (past that, the job goes to a human).
+
+    ``expected_job_seconds``: how long one job takes, for the cache TTL (``cache_ttl``).
     """
 
     specialist_instructions: str
@@ -495,6 +534,43 @@ class FanoutSpec:
     validator_max_tokens: int = 512
     # What the aggregating orchestrator sees of each passed output (default: all of it).
     summarize: Callable[[JSON], JSON] | None = None
+    worked_examples: tuple[WorkedExample, ...] = ()
+    expected_job_seconds: float = 20.0
+    reviewer_instructions: str = ""
+    max_reviews: int = 0
+    reviewer_input_tokens: int = 2_500
+    reviewer_output_tokens: int = 200
+    reviewer_max_tokens: int = 1024
+    expected_review_fraction: float = 0.02  # the estimate: share of jobs reviewed
+
+    def __post_init__(self) -> None:
+        if self.reviewer_instructions and self.max_reviews < 1:
+            raise ValueError("a fan-out with an escalation reviewer must declare max_reviews >= 1")
+        if self.max_reviews and not self.reviewer_instructions:
+            raise ValueError("max_reviews is declared but no reviewer_instructions")
+
+    @property
+    def has_reviewer(self) -> bool:
+        return bool(self.reviewer_instructions)
+
+    def concurrency(self, cap: int) -> int:
+        """Jobs of one run in flight at once: the workflow's own cap, never over ``cap``
+        (settings.FANOUT_PER_RUN_CONCURRENCY)."""
+        return min(self.per_run_concurrency or cap, cap)
+
+    def cache_ttl(self, jobs: int, concurrency: int, *, batch: bool) -> str:
+        """The TTL of the specialists' and validator's cached prefix: "1h" when the run may
+        outlive a 5-minute entry (a batch run: its requests are answered minutes apart; or
+        more waves of jobs than fit in 5 minutes at ``expected_job_seconds`` each), else "5m"
+        (a write costs 1.25x input instead of 2x)."""
+        waves = -(-max(jobs, 1) // max(concurrency, 1))
+        return "1h" if batch or waves * self.expected_job_seconds > CACHE_5M_SECONDS else "5m"
+
+    def reviews_expected(self, jobs: int) -> int:
+        """Jobs the estimate expects the reviewer to see (at most max_reviews)."""
+        if not self.has_reviewer:
+            return 0
+        return min(self.max_reviews, math.ceil(jobs * self.expected_review_fraction))
 
     def plan_output_tokens(self, jobs: int) -> tuple[int, str]:
         """The decomposition's expected output tokens for the estimate, and how they add up: a
@@ -514,6 +590,9 @@ class FanoutSpec:
             "expand_items": self.expand_items,
             "failure_threshold": self.failure_threshold,
             "per_run_concurrency": self.per_run_concurrency,
+            "worked_examples": [e.as_dict() for e in self.worked_examples],
+            "reviewer_instructions": self.reviewer_instructions,
+            "max_reviews": self.max_reviews,
         }
 
 
@@ -593,6 +672,16 @@ class Workflow:
     # What a pending version must reach on an evaluation before it may be approved (None:
     # nothing required).
     evaluation_thresholds: EvaluationThresholds | None = None
+
+    # Reference text for the model, rendered after the examples at the end of the system prompt
+    # (orchestration.workflows.prompt): manuals, rule tables, worked runs. The prompt is one
+    # cached prefix with the tools (the engine sends it with cache_control): a reference that
+    # takes it over the model's minimum cacheable length is read from the cache on every turn
+    # after the first.
+    reference: tuple[str, ...] = ()
+    # The start page offers batch mode (Message Batches at half price; each call may take
+    # minutes, up to 24 h) only for a workflow that declares it: work nobody waits on.
+    batch: bool = False
 
     def __post_init__(self) -> None:
         # A fallback must be visible in the answer (orchestration.fallbacks): the output schema

@@ -53,6 +53,8 @@ def render_system_prompt(workflow: Workflow) -> str:
             lines.append(f"## {example.title}")
             lines.append(f"Input: {_compact(example.input)}")
             lines += [f"{i}. {step}" for i, step in enumerate(example.steps, 1)]
+    if workflow.reference:
+        lines += ["", "# Reference", *workflow.reference]
     return "\n".join(lines)
 
 
