@@ -389,7 +389,7 @@ WORKFLOW = register(
             max_output_tokens=16_000,
         ),
         input_example={"catalog": "demo", "skus": SKUS, "tone": "friendly"},
-        models={**DEFAULT_MODELS, "reviewer": "claude-opus-4-6"},
+        models={**DEFAULT_MODELS, "reviewer": DEFAULT_MODELS["orchestrator"]},
         batch=True,
         fanout=FanoutSpec(
             specialist_instructions="You are a retail copywriter. You write one short ad per channel for one product, "

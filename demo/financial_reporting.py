@@ -630,7 +630,9 @@ WORKFLOW = register(Workflow(
     # Opus fetches, reconciles and validates (and recovers after an error or a resume); once
     # the report is published, Sonnet writes the audit entry and formats the answer.
     turn_roles=TurnRoles(after={"publish_report": "formatter", "audit_log": "formatter"}),
-    # The seed's full orchestration prompt, cached (demo/financial_reference.py). No batch
-    # mode: its declared latency limits (30 s a step) are for an answer in real time.
+    # The seed's full orchestration prompt, cached (demo/financial_reference.py); a daily report
+    # nobody waits on may run through Message Batches (a batch call's queueing is not counted
+    # against the run's latency limit: orchestration.limits.run_work_seconds).
     reference=REFERENCE,
+    batch=True,
 ))

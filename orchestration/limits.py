@@ -112,9 +112,12 @@ def step_limit_message(tool_name: str, budget: ToolBudget) -> str:
 
 def run_work_seconds(run: Run) -> float:
     """The run's working time so far: its orchestrator's model calls and its tool calls, as
-    recorded (their ``latency_ms``)."""
+    recorded (their ``latency_ms``). A call answered through Message Batches is left out: its
+    latency is the batch's queueing, which batch mode accepts by choice (half price, up to
+    24 h), not work a latency limit is about."""
     model = (
-        ModelCall.objects.filter(run=run, job__isnull=True).aggregate(ms=Sum("latency_ms"))["ms"]
+        ModelCall.objects.filter(run=run, job__isnull=True, batch_id="")
+        .aggregate(ms=Sum("latency_ms"))["ms"]
         or 0
     )
     tools = ToolCall.objects.filter(run=run).aggregate(ms=Sum("latency_ms"))["ms"] or 0

@@ -227,7 +227,7 @@ def test_what_the_reviewer_cannot_settle_goes_to_a_human_who_decides(
     job_id = ticket.context["details"]["fanout_review"]["job_id"]
     other = "j004" if job_id == "j001" else "j001"
     assert ticket.message.startswith(
-        f"The escalation reviewer (claude-opus-4-6) could not settle job {job_id}: "
+        f"The escalation reviewer (claude-opus-5) could not settle job {job_id}: "
     )
     assert "needs a person: the brief is unclear" in ticket.message
     # The ticket page shows what the reviewer decided and why, and both attempts.
@@ -282,7 +282,7 @@ def test_reviews_are_limited_per_run_in_code(seeded, drive) -> None:
 def test_the_estimate_prices_the_reviewer(seeded, operator) -> None:
     result = preview("fanout_review_probe", {"n": 100}, operator)
     lines = {line["item"]: line for line in result.estimate.lines}
-    reviewer = lines["Escalation reviewer (claude-opus-4-6)"]
+    reviewer = lines["Escalation reviewer (claude-opus-5)"]
     assert reviewer["calc"].startswith("2 expected review(s) (2% of jobs, at most 3)")
     per_review = Decimal(2500) * 5 / 1_000_000 + Decimal(200) * 25 / 1_000_000
     assert reviewer["usd"] == f"${2 * per_review:.6f}"
@@ -439,7 +439,7 @@ def test_a_run_that_outlives_five_minutes_caches_for_an_hour(seeded, drive) -> N
 def test_a_prefix_under_the_minimum_is_not_cached_and_the_estimate_says_so(seeded, drive) -> None:
     run = drive.start({"n": 3}, workflow="fanout_short_probe")
     lines = {line["item"]: line["calc"] for line in run.estimate["lines"]}
-    assert "under claude-sonnet-4-6's 1,024-token minimum" in lines["Specialist prefix, not cached"]
+    assert "under claude-sonnet-5's 1,024-token minimum" in lines["Specialist prefix, not cached"]
     run = drive(run)
     assert run.status == S.SUCCEEDED
     assert not Fanout.objects.get(run=run).warm_first
@@ -487,14 +487,23 @@ def test_the_daily_reports_prompt_is_read_from_the_cache_after_the_first_turn(
     seeded, drive
 ) -> None:
     run = drive.start({"date": "2026-11-12"}, workflow="financial_reporting")
-    items = [line["item"] for line in run.estimate["lines"]]
-    assert "Cache write (system + tools, turn 1)" in items and "Cache reads (turns 2..)" in items
+    # The estimate's cache lines: each model's line prices its prefix's cache write and reads.
+    opus = next(line for line in run.estimate["lines"] if line["item"].startswith("claude-opus-5 ("))
+    assert "cache write x" in opus["calc"] and "cache read x" in opus["calc"], opus
     run = drive(run)
     assert run.status == S.SUCCEEDED, (run.error, [t.message for t in run.tickets.all()])
     calls = list(run.model_calls.filter(status="ok").order_by("turn"))
-    prefix = calls[0].cache_write_5m_tokens
-    assert prefix >= 4096 and calls[0].cache_read_tokens == 0  # over Opus's minimum
-    assert len(calls) >= 4 and all(c.cache_read_tokens >= prefix for c in calls[1:])
+    # The prefix is cached per model (turn_roles: Opus, then Sonnet formats): each model's
+    # first call writes it, its later calls read it.
+    per_model: dict[str, list] = {}
+    for call in calls:
+        per_model.setdefault(call.model, []).append(call)
+    opus = per_model["claude-opus-5"]
+    prefix = opus[0].cache_write_5m_tokens
+    assert prefix >= 4096 and opus[0].cache_read_tokens == 0  # over Opus's minimum
+    assert len(opus) >= 3 and all(c.cache_read_tokens >= prefix for c in opus[1:])
+    for model, own in per_model.items():
+        assert all(c.cache_read_tokens > 0 for c in own[1:]), model
     saved = run_savings(run)["cache"]
     assert saved == sum(cache_saving(Usage.from_api(c.usage), c.price) for c in calls) > 0
     # What the run would have cost without the cache: the savings are a real share of it.

@@ -49,7 +49,7 @@ def test_a_reviewer_sees_what_the_escalation_reviewer_decided(live_server, page,
     page.goto(f"{live_server.url}/reviews/tickets/{ticket.pk}/")
     section = page.inner_text("#fanout-review")
     assert "Job j001: what the escalation reviewer decided" in section
-    assert "claude-opus-4-6: escalate" in section and "the brief is unclear" in section
+    assert "claude-opus-5: escalate" in section and "the brief is unclear" in section
     assert "Approve accepts attempt 2's output" in section
     assert "Attempt 1 · validator FAIL: planted FAIL of j001 attempt 1" in section
     shot(page, "fanout-levers-reviewer-ticket")
