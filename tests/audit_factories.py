@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from decimal import Decimal
@@ -19,10 +20,8 @@ def workflow_version(name: str = "financial_reporting") -> WorkflowVersion:
     """A stand-in version for rows made by hand. The registered declaration is recorded
     first, so that it, not the stand-in, is the workflow's first (bootstrapped, serving)
     version and runs started for real in the same test still start."""
-    try:
+    with contextlib.suppress(registry.UnknownWorkflow):
         snapshot(registry.get(name))
-    except registry.UnknownWorkflow:
-        pass
     wv, _ = WorkflowVersion.objects.get_or_create(
         content_hash=f"test-{name}",
         defaults={
@@ -66,7 +65,9 @@ def make_run(
     finished = finished_at or (when if status in Run.FINAL else None)
     Run.objects.filter(pk=run.pk).update(created_at=when, finished_at=finished)
     run.refresh_from_db()
-    audit.record("run.requested", run=run, actor=user, payload={"input": run.input}, evidence_of=[run])
+    audit.record(
+        "run.requested", run=run, actor=user, payload={"input": run.input}, evidence_of=[run]
+    )
     mc = ModelCall.objects.create(
         run=run,
         turn=0,
@@ -95,7 +96,11 @@ def make_run(
             output=tool_output,
             raw_output=tool_output,
         )
-        audit.record("tool.called", run=run, payload={"tool": "fetch_transactions"}, evidence_of=[mc, tc])
+        audit.record(
+            "tool.called", run=run, payload={"tool": "fetch_transactions"}, evidence_of=[mc, tc]
+        )
         recorded = []
-    audit.record(f"run.{status}", run=run, payload={"message": f"now {status}"}, evidence_of=[run, *recorded])
+    audit.record(
+        f"run.{status}", run=run, payload={"message": f"now {status}"}, evidence_of=[run, *recorded]
+    )
     return run

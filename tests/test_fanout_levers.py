@@ -488,7 +488,9 @@ def test_the_daily_reports_prompt_is_read_from_the_cache_after_the_first_turn(
 ) -> None:
     run = drive.start({"date": "2026-11-12"}, workflow="financial_reporting")
     # The estimate's cache lines: each model's line prices its prefix's cache write and reads.
-    opus = next(line for line in run.estimate["lines"] if line["item"].startswith("claude-opus-5 ("))
+    opus = next(
+        line for line in run.estimate["lines"] if line["item"].startswith("claude-opus-5 (")
+    )
     assert "cache write x" in opus["calc"] and "cache read x" in opus["calc"], opus
     run = drive(run)
     assert run.status == S.SUCCEEDED, (run.error, [t.message for t in run.tickets.all()])

@@ -179,7 +179,13 @@ def test_resuming_a_budget_ticket_never_removes_the_ceiling(drive, operator, man
     assert run.status == S.AWAITING_REVIEW and run.cost_usd <= limit
     assert run.tickets.get(pk=ticket.pk).status == EscalationTicket.Status.OPEN
 
-    accounting.raise_ceiling(run.pk, manager, refusal=access.ceiling_refusal, usd="0.25", comment="The report is due today.")
+    accounting.raise_ceiling(
+        run.pk,
+        manager,
+        refusal=access.ceiling_refusal,
+        usd="0.25",
+        comment="The report is due today.",
+    )
     # (retry: the call was never sent, so there is no answer to add a note to)
     resolutions.resolve(ticket.pk, manager, "retry", comment="Ceiling raised; go on.")
     run = drive(run)
@@ -250,7 +256,14 @@ def test_the_ceiling_is_stored_when_the_run_is_created(operator, manager, settin
 def test_the_spend_check_comes_before_the_ambiguity_check(drive, operator, monkeypatch):
     """If an answer costs more than its worst case was bounded at (the bound is wrong), the run
     pauses for a manager even when the same answer also states ambiguity."""
-    _cap(monkeypatch, "financial_reporting", "0.015")  # the second call's answer passes it
+    # A ceiling the second call's answer passes: what the first call costs, plus half the
+    # second's (measured on a run of the same input: the prompt, and so the cost, is the same).
+    calls = drive(start_run("financial_reporting", FR_INPUT, operator)).model_calls
+    first, second = (
+        calls.filter(status="ok").order_by("turn").values_list("cost_usd", flat=True)[:2]
+    )
+    cap = (first + second / 2).quantize(Decimal("0.0001"))
+    _cap(monkeypatch, "financial_reporting", str(cap))
     tiny = accounting.WorstCase(usd=Decimal("0.000001"), input_tokens=1, output_tokens=1)
     monkeypatch.setattr(accounting, "worst_case", lambda params, batch=False: tiny)
     run = drive(
@@ -262,7 +275,7 @@ def test_the_spend_check_comes_before_the_ambiguity_check(drive, operator, monke
         )
     )
     ticket = run.tickets.get()
-    assert ticket.reason == R.BUDGET_EXCEEDED and "over its ceiling of $0.02" in ticket.message
+    assert ticket.reason == R.BUDGET_EXCEEDED and "over its ceiling of $" in ticket.message
     assert ticket.failing_model_call.turn == 1 and "ambiguous" in ticket.failing_model_call.text
 
 
@@ -393,7 +406,9 @@ def test_only_a_manager_who_did_not_request_the_run_may_raise_its_ceiling(
     with pytest.raises(accounting.CeilingError, match="Only a manager"):
         accounting.raise_ceiling(paused.pk, reviewer, refusal=access.ceiling_refusal, usd="5")
     with pytest.raises(accounting.CeilingError, match="Only a manager"):
-        accounting.raise_ceiling(paused.pk, operator, refusal=access.ceiling_refusal, usd="5")  # the requester, and no manager
+        accounting.raise_ceiling(
+            paused.pk, operator, refusal=access.ceiling_refusal, usd="5"
+        )  # the requester, and no manager
     boss = get_user_model().objects.create_user("boss", password="x-boss-1")
     boss.groups.add(Group.objects.get(name="managers"))
     own = start_run("financial_reporting", FR_INPUT, boss)
@@ -411,12 +426,20 @@ def test_only_a_manager_who_did_not_request_the_run_may_raise_its_ceiling(
         with pytest.raises(accounting.CeilingError, match=why):
             accounting.raise_ceiling(paused.pk, manager, refusal=access.ceiling_refusal, usd=typed)
     with pytest.raises(accounting.CeilingError, match="whole number"):
-        accounting.raise_ceiling(paused.pk, manager, refusal=access.ceiling_refusal, usd="", tokens="-3")
+        accounting.raise_ceiling(
+            paused.pk, manager, refusal=access.ceiling_refusal, usd="", tokens="-3"
+        )
     paused.refresh_from_db()
     assert paused.ceiling_usd == Decimal("0.01")
     assert not AuditEvent.objects.filter(kind="ceiling.raised").exists()
 
-    run = accounting.raise_ceiling(paused.pk, manager, refusal=access.ceiling_refusal, usd="$2.50", tokens="1,000", comment="Board pack."
+    run = accounting.raise_ceiling(
+        paused.pk,
+        manager,
+        refusal=access.ceiling_refusal,
+        usd="$2.50",
+        tokens="1,000",
+        comment="Board pack.",
     )
     assert run.ceiling_usd == Decimal("2.51") and run.ceiling_tokens == paused.ceiling_tokens + 1000
     event = AuditEvent.objects.get(run=run, kind="ceiling.raised")
