@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import uuid
 from decimal import Decimal
@@ -12,16 +11,9 @@ from django.utils import timezone
 
 from orchestration import audit
 from orchestration.models import ModelCall, Run, ToolCall, WorkflowVersion
-from orchestration.workflows import registry
-from orchestration.workflows.versions import snapshot
 
 
 def workflow_version(name: str = "financial_reporting") -> WorkflowVersion:
-    """A stand-in version for rows made by hand. The registered declaration is recorded
-    first, so that it, not the stand-in, is the workflow's first (bootstrapped, serving)
-    version and runs started for real in the same test still start."""
-    with contextlib.suppress(registry.UnknownWorkflow):
-        snapshot(registry.get(name))
     wv, _ = WorkflowVersion.objects.get_or_create(
         content_hash=f"test-{name}",
         defaults={

@@ -22,6 +22,8 @@ from orchestration import audit
 from orchestration.launch import start_run
 from orchestration.models import AuditCheckpoint, AuditEvent, FanoutJob, ModelCall, Run, ToolCall
 from orchestration.retention import purge_payloads
+from orchestration.workflows import registry
+from orchestration.workflows.versions import snapshot
 from reviews import access, approvals, resolutions
 from reviews.escalation import escalate
 from reviews.models import ApprovalRequest, EscalationTicket
@@ -41,6 +43,9 @@ def history(operator, reviewer, manager, settings, monkeypatch):
     """A small installation: a run with a model call, a tool call and a result; a ticket opened
     and resolved by a reviewer; a run rejected by a manager; a run-less event."""
     monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: None)
+    # The declared workflow's first version (bootstrapped), before make_run's stand-in version
+    # of the same name: start_run below starts on it.
+    snapshot(registry.get("financial_reporting"))
     done = make_run(
         operator,
         tool_output={"transactions": [{"txn_id": "TX-20261120-001", "amount": "12.50"}]},
