@@ -3,6 +3,8 @@
     make bench                      # every bench/*.py, this one included
     bash scripts/with-services.sh -- python bench/audit_trail.py [--events 1000000] [--requests 30]
     bash scripts/with-services.sh -- python bench/audit_trail.py --quick
+    # profiling: load once, then measure, explain and profile again and again
+    bash scripts/with-services.sh -- python bench/audit_trail.py --keep-db --pages search --explain --profile
 
 Creates a throw-away database (``<NAME>_trail``, dropped afterwards), runs a real run of
 bench/loop_workflow.py through the engine in-process (real model calls, tool calls and

@@ -74,9 +74,9 @@ def trail(request):
 
 
 # One row of the trail's table. Built here rather than in the template: 50 rows of a dozen
-# variables, filters and {% url %} tags cost the page ~40 ms of template rendering (profiled
-# at 1,000,000 events, bench/audit_trail.py); this costs ~2 ms. Every value is escaped by
-# format_html.
+# variables, filters and {% url %} tags were ~40 ms of a ~60 ms page (profiled at 1,000,000
+# events, bench/audit_trail.py --profile); this is ~10 ms, most of it the payloads' JSON.
+# Every value is escaped by format_html.
 _ROW = (
     '<tr id="event-{pk}" class="trail-event">'
     '<td><a href="?q=%23{seq}" title="id {pk}, hash {hash}&#10;previous {prev_hash}"><code>{seq}</code></a></td>'
