@@ -3,6 +3,8 @@
     make bench                      # every bench/*.py, this one included
     bash scripts/with-services.sh -- python bench/audit_trail.py [--events 1000000] [--requests 30]
     bash scripts/with-services.sh -- python bench/audit_trail.py --quick
+    # profiling: load once, then measure, explain and profile again and again
+    bash scripts/with-services.sh -- python bench/audit_trail.py --keep-db --pages search --explain --profile
 
 Creates a throw-away database (``<NAME>_trail``, dropped afterwards), runs a real run of
 bench/loop_workflow.py through the engine in-process (real model calls, tool calls and
@@ -163,6 +165,32 @@ def pages(long_run: Any) -> list[tuple[str, str]]:
     ]
 
 
+def _selected(label: str, only: str) -> bool:
+    return not only or any(part.strip() and part.strip() in label for part in only.split(","))
+
+
+def profile(urls: list[tuple[str, str]]) -> None:
+    """Where a page's Python time goes: cProfile of one request, our code only."""
+    import cProfile
+    import pstats
+
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="auditor"))
+    for label, url in urls:
+        client.get(url)
+        prof = cProfile.Profile()
+        prof.enable()
+        client.get(url)
+        prof.disable()
+        print(f"\n== {label}")
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(
+            r"/(orchestration|reviews|costs|templates|template)/", 25
+        )
+
+
 def measure(urls: list[tuple[str, str]], requests: int) -> dict[str, dict[str, float]]:
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -226,6 +254,22 @@ def main() -> None:
     parser.add_argument(
         "--explain", action="store_true", help="print each page's slowest query's plan"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print, per page, a cProfile of one request (our code, top 25 by cumulative time)",
+    )
+    parser.add_argument(
+        "--pages",
+        default="",
+        help="only the pages whose label contains one of these comma-separated texts",
+    )
+    parser.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="reuse <NAME>_trail when it already holds the data (new migrations applied) and keep it "
+        "afterwards: for profiling round after round; drop it with a run without --keep-db",
+    )
     args = parser.parse_args()
     if args.quick:
         args.events, args.requests = 100_000, 5
@@ -236,21 +280,32 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from orchestration.models import AuditEvent
+    from orchestration.models import AuditEvent, Run
 
     old_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db)
     try:
-        call_command("seed_demo", verbosity=0)
-        run = dashboard.long_run(20)
-        runs_s = dashboard.load(dashboard.templates(run), 0, RUNS)
-        events_s = load_events(args.events)
+        run = Run.objects.filter(workflow_name="bench_loop").order_by("created_at").first()
+        if run is None or AuditEvent.objects.count() < args.events:
+            if args.keep_db:  # a kept database without (all) the data: start afresh
+                connection.creation.destroy_test_db(old_name, verbosity=0)
+                connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+            call_command("seed_demo", verbosity=0)
+            run = dashboard.long_run(20)
+            runs_s = dashboard.load(dashboard.templates(run), 0, RUNS)
+            events_s = load_events(args.events)
+        else:
+            runs_s = events_s = 0.0
+            print("reusing the kept database", flush=True)
         total = AuditEvent.objects.count()
         print(
             f"{total:,} events over {RUNS:,} runs (runs {runs_s:.0f} s, events {events_s:.0f} s)",
             flush=True,
         )
-        results = measure(pages(run), args.requests)
+        urls = [(label, url) for label, url in pages(run) if _selected(label, args.pages)]
+        results = measure(urls, args.requests)
+        if args.profile:
+            profile(urls)
         if args.explain:
             with connection.cursor() as c:
                 for label, r in results.items():
@@ -259,7 +314,10 @@ def main() -> None:
                     print(f"--- {label}\n{r['slowest'][:300]}\n{plan}")
         export_s, export_lines = export_seconds(run.pk)
     finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+        if args.keep_db:
+            connection.close()
+        else:
+            connection.creation.destroy_test_db(old_name, verbosity=0)
     lines = [
         "| page | p50 (ms) | p95 (ms) | SQL p50 (ms) | queries | rows | p95 < 100 ms |",
         "|---|---|---|---|---|---|---|",
@@ -273,7 +331,7 @@ def main() -> None:
     print(
         f"one run's JSONL export with its proof: {export_lines} lines in {export_s * 1000:.0f} ms"
     )
-    if not (args.quick or args.no_results):
+    if not (args.quick or args.no_results or args.pages or args.keep_db):
         command = f"bash scripts/with-services.sh -- python bench/audit_trail.py --events {args.events} --requests {args.requests}"
         text = [
             SECTION,

@@ -350,3 +350,99 @@ def test_a_search_matching_many_events_says_the_page_shows_the_newest(
     # The export holds every match.
     export = client.get(reverse("audit_trail_export", args=["csv"]) + "?q=routine")
     assert b"".join(export.streaming_content).decode().count("routine check") == 5
+
+
+# --- the page's rows (built in Python, orchestration/views/trail.py) -----------------------
+
+# The row as the template wrote it before the rows were built in Python: the two must agree.
+_TEMPLATE_ROW = """{% for ev in events %}
+<tr id="event-{{ ev.pk }}" class="trail-event">
+  <td><a href="?q=%23{{ ev.seq|default_if_none:"…" }}" title="id {{ ev.pk }}, hash {{ ev.hash }}&#10;previous {{ ev.prev_hash }}"><code>{{ ev.seq|default_if_none:"…" }}</code></a></td>
+  <td title="{{ ev.created_at|date:'c' }}" class="nowrap">{{ ev.created_at|date:"Y-m-d H:i:s" }}</td>
+  <td>{% if ev.actor_id %}<a href="{% url 'person_activity' ev.actor_label %}" title="What {{ ev.actor_label }} did">{{ ev.actor_label }}</a>{% else %}<span class="muted">{{ ev.actor_label }}</span>{% endif %}</td>
+  <td><a href="?kind={{ ev.kind|urlencode }}"><code>{{ ev.kind }}</code></a></td>
+  <td class="concerns">
+    {% if ev.run_id %}<a class="to-run" href="{% url 'run_detail' ev.run_id %}">run {{ ev.run_id|stringformat:"s"|slice:":8" }}</a> <span class="muted small">{{ ev.workflow_name }}</span>{% endif %}
+    {% if ev.links.ticket %}<br><a class="to-ticket" href="{% url 'ticket_detail' ev.links.ticket %}">ticket #{{ ev.links.ticket }}</a>{% endif %}
+    {% if ev.links.approval %}<br><a class="to-approval" href="{% url 'audit_trail' %}?approval={{ ev.links.approval }}">approval #{{ ev.links.approval }}</a>{% endif %}
+  </td>
+  <td class="payload">{% if ev.payload_purged_at %}<span class="muted">purged {{ ev.payload_purged_at|date:"Y-m-d" }} (retention){% if ev.evidence_rows %}; its evidence digests of {{ ev.evidence_rows }} row{{ ev.evidence_rows|pluralize }} kept{% endif %}</span>{% else %}<details><summary><code>{{ ev.preview|truncatechars:90 }}</code>{% if ev.evidence_rows %} <span class="muted small">+ evidence of {{ ev.evidence_rows }} row{{ ev.evidence_rows|pluralize }}</span>{% endif %}</summary><pre>{{ ev.pretty }}</pre></details>{% endif %}</td>
+</tr>
+{% endfor %}"""
+
+
+def _squeeze(html: str) -> str:
+    import re
+
+    return re.sub(r">\s+<", "><", re.sub(r">\s+", ">", html)).strip()
+
+
+def test_rows_show_what_the_template_showed_escaped(client, auditor, world, django_user_model):
+    from django.template import engines
+
+    hostile = django_user_model.objects.create_user("o'brien<&>", password="x")
+    report = world["report"]
+    audit.record(
+        "note.<b>&\"x\"", run=report, actor=hostile,
+        payload={"note": "<script>alert('x')</script> & " + "long " * 40, "ticket": world["ticket"].pk},
+    )  # fmt: skip
+    audit.record("price.added", actor="system", payload={"request": world["approval"].pk})
+    purged = _tool_event(report, {"transactions": [{"txn_id": "TX-PURGED-1"}]})
+    audit.anchor()
+    AuditEvent.objects.filter(pk=purged.pk).update(payload_purged_at=timezone.now())
+    client.force_login(auditor)
+    response = client.get(TRAIL)
+    body = response.content.decode()
+    events = response.context["page"].events
+    assert len(events) == AuditEvent.objects.count()  # every event on the one page
+    expected = engines["django"].from_string(_TEMPLATE_ROW).render({"events": events})
+    got = body[body.index("<tbody>") + len("<tbody>") : body.index("</tbody>")]
+    assert _squeeze(got) == _squeeze(expected)
+    assert "<script>alert" not in body and "&lt;script&gt;alert(&#x27;x&#x27;)" in body
+    assert "o&#x27;brien&lt;&amp;&gt;" in body and "purged " in body
+
+
+def test_activity_reads_every_kind_in_a_fixed_number_of_queries(
+    client, auditor, reviewer, world, monkeypatch
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from orchestration import person_activity
+
+    monkeypatch.setattr(person_activity, "LIMIT", 2)
+    url = reverse("person_activity", args=["reviewer"])
+    client.force_login(auditor)
+
+    def visit():
+        with CaptureQueriesContext(connection) as captured:
+            page = client.get(url)
+        return {s.key: s for s in page.context["activity"].sections}, len(captured)
+
+    _, few = visit()
+    run = world["report"]
+    for i in range(3):
+        audit.record(
+            "ticket.resolved", run=run, actor=reviewer, payload={"ticket": i, "resolution": "fail"}
+        )
+        audit.record(
+            "approval.decided",
+            run=run,
+            actor=reviewer,
+            payload={"request": i, "decision": "approved"},
+        )
+    audit.record("budget.added", actor=reviewer, payload={"n": 1})
+    audit.record("price.withdrawn", actor=reviewer, payload={"n": 2})
+    audit.record("price.added", actor=reviewer, payload={"n": 3})
+    sections, many = visit()
+    # Not one query per kind (nine kinds: two queries for them all, 12 for the page; it was 26).
+    assert many == few <= 12
+    assert sections["tickets"].total == 3 and [
+        e.payload["ticket"] for e in sections["tickets"].events
+    ] == [2, 1]
+    assert [e.payload["request"] for e in sections["approvals"].events] == [2, 1]
+    # Three kinds in one section: the newest LIMIT of them together, the total of all three.
+    assert sections["costs"].total == 3 and [e.payload["n"] for e in sections["costs"].events] == [
+        3,
+        2,
+    ]
