@@ -131,7 +131,9 @@ def csv_rows(since: dt.datetime) -> Iterator[list[Any]]:
 
 
 def _fixed(value: Decimal) -> str:
-    return f"{value.quantize(Decimal('0.000001'))}"
+    """Exact, as stored (12 places): rows rounded one by one would not add up to the total
+    once a day has several rows (one per model) whose costs have sub-micro-dollar parts."""
+    return f"{value.quantize(Decimal('0.000000000001'))}"
 
 
 def run_by_model(run: Run) -> list[dict[str, Any]]:
