@@ -9,43 +9,49 @@ who may act and moves the run through the state machine.
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router
 
 from api import representation as rep
-from api.http import ApiError, api_view, json_body, require_perm
+from api import schemas as s
+from api.http import ApiError, BearerToken
 from orchestration.storable import dumps
 from reviews import access, resolutions
 from reviews.models import EscalationTicket
 
 Res = EscalationTicket.Resolution
+router = Router()
 
 
-@api_view("POST")
-def resolve(request: HttpRequest, ticket_id: int) -> JsonResponse:
-    require_perm(request, access.may_resolve, "resolve escalation tickets")
+@router.post(
+    "tickets/{int:ticket_id}/resolve",
+    operation_id="resolveTicket",
+    url_name="ticket_resolve",
+    summary="Resolve an escalation ticket",
+    auth=BearerToken(
+        access.may_resolve,
+        "Your account may not resolve escalation tickets.",
+        row=access.get_ticket_for_user,
+    ),
+    response={200: s.Resolved} | s.errors(*s.AUTH_ERRORS, *s.BODY_ERRORS, 403, 404, 409),
+)
+def resolve(request: HttpRequest, ticket_id: int, payload: s.Resolve) -> dict[str, Any]:
     ticket = access.get_ticket_for_user(request.user, ticket_id)
-    body = json_body(request)
-    fields: dict[str, str] = {
-        k: "unknown field" for k in sorted(set(body) - {"action", "comment", "note", "corrected"})
-    }
-    action = body.get("action")
-    if action not in Res.values:
-        fields["action"] = f"required: one of {', '.join(Res.values)}"
-    for name in ("comment", "note"):
-        if not isinstance(body.get(name, ""), str):
-            fields[name] = "must be a string"
+    action = payload.action
+    sent = payload.model_fields_set
+    fields: dict[str, str] = {}
     corrected = None
     if action == Res.CORRECT:
-        if "corrected" not in body:
+        if "corrected" not in sent:
             fields["corrected"] = "required for 'correct': the corrected output as a JSON value"
         else:
             # Already parsed within the limits (api.http.json_body): sent on as JSON text.
-            corrected = dumps(body["corrected"])
-    elif "corrected" in body:
+            corrected = dumps(payload.corrected)
+    elif "corrected" in sent:
         fields["corrected"] = "only allowed with action 'correct'"
-    if action == Res.RESUME and not (
-        str(body.get("note") or "").strip() or str(body.get("comment") or "").strip()
-    ):
+    if action == Res.RESUME and not (payload.note.strip() or payload.comment.strip()):
         fields["note"] = "required for 'resume': say what the model should do next"
     if fields:
         raise ApiError(
@@ -56,8 +62,8 @@ def resolve(request: HttpRequest, ticket_id: int) -> JsonResponse:
             ticket.pk,
             request.user,
             action,
-            comment=body.get("comment", ""),
-            note=body.get("note", ""),
+            comment=payload.comment,
+            note=payload.note,
             corrected=corrected,
         )
     except resolutions.InvalidInput as exc:
@@ -81,14 +87,12 @@ def resolve(request: HttpRequest, ticket_id: int) -> JsonResponse:
     ticket.refresh_from_db()
     run = ticket.run
     run.refresh_from_db()
-    return JsonResponse(
-        {
-            "ticket": {
-                **rep.ticket(request, ticket),
-                "resolution": ticket.resolution,
-                "resolved_by": request.user.get_username(),
-                "resolved_at": rep.iso(ticket.resolved_at),
-            },
-            "run": {"id": str(run.pk), "status": run.status, "links": rep.links(request, run)},
-        }
-    )
+    return {
+        "ticket": {
+            **rep.ticket(request, ticket),
+            "resolution": ticket.resolution,
+            "resolved_by": request.user.get_username(),
+            "resolved_at": rep.iso(ticket.resolved_at),
+        },
+        "run": {"id": str(run.pk), "status": run.status, "links": rep.links(request, run)},
+    }
