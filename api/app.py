@@ -24,7 +24,7 @@ from ninja.parser import Parser
 
 from api import examples
 from api.http import ApiError, BearerToken, error_response, handle_exception, json_body
-from api.views import ceiling, runs, tickets
+from api.views import ceiling, run_actions, runs, tickets
 
 DESCRIPTION = (
     "Start, follow and resolve Claude agent workflow runs. Authenticate with a personal API "
@@ -49,6 +49,10 @@ class CountersignApi(NinjaAPI):
 
     def get_openapi_schema(self, *, path_prefix: str | None = None, path_params=None):  # type: ignore[override]
         document = super().get_openapi_schema(path_prefix="/api/", path_params=path_params)
+        for item in document["paths"].values():
+            for op in item.values():
+                # Statuses as JSON has them, so the document is the same in Python as served.
+                op["responses"] = {str(code): resp for code, resp in op["responses"].items()}
         examples.add_to(document)
         return document
 
@@ -66,6 +70,7 @@ api = CountersignApi(
 api.add_router("", runs.router)
 api.add_router("", ceiling.router)
 api.add_router("", tickets.router)
+api.add_router("", run_actions.router)
 
 
 def _fields(errors: list[dict[str, Any]]) -> dict[str, str]:

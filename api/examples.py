@@ -1695,8 +1695,6 @@ def add_to(document: dict[str, Any]) -> None:
         op = document["paths"].get(path, {}).get(method)
         if op is None:
             continue  # an operation that is no more: tests/test_api_openapi.py notices
-        # Statuses as JSON has them, so the document is the same in Python as when served.
-        op["responses"] = {str(code): response for code, response in op["responses"].items()}
         if "request" in extra and "requestBody" in op:
             op["requestBody"]["content"]["application/json"]["example"] = extra["request"]
         for param in op.get("parameters", []):

@@ -312,3 +312,47 @@ AUTH_ERRORS = (401, 429)
 # Every operation with a body also: not JSON / empty (400), too large (413), not JSON (415),
 # not the schema (422).
 BODY_ERRORS = (400, 413, 415, 422)
+
+
+# --- run actions: cancel, re-run, fork ---------------------------------------------------------
+
+
+class CancelRun(Request):
+    reason: str = Field("", description="Why; recorded in the audit trail and the run's error.")
+
+
+class Cancelled(Schema):
+    run: RunRef
+    released_calls: int = Field(description="Model calls in flight whose reservation was released.")
+    cancelled_jobs: int = Field(description="Outstanding fan-out jobs cancelled.")
+    closed_tickets: int
+    closed_approvals: int
+
+
+class RerunRun(Request):
+    pass
+
+
+class ForkRun(Request):
+    turn: int = Field(ge=0, description="The model turn to start from, as the run page numbers it.")
+    tool_use_id: str = Field(
+        "", description="With 'corrected': the tool call of that turn whose output is replaced."
+    )
+    corrected: Any = Field(
+        None,
+        description="The corrected tool output (a JSON value), validated against the tool's "
+        "output schema. Correcting a four-eyes step needs a reviewer other than the requester.",
+    )
+    version: int | None = Field(
+        None, description="Run the fork on this approved version of the workflow (its id)."
+    )
+
+
+class DerivedRun(Schema):
+    id: str
+    status: RunStatus
+    origin: str = Field(description="The run this one was re-run or forked from.")
+    origin_kind: str
+    fork_turn: int | None
+    estimate: Estimate | None
+    links: Links

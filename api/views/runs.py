@@ -48,7 +48,8 @@ DEFAULT_LIMIT, MAX_LIMIT = 25, 100
 router = Router()
 
 
-def _idempotency_key(key: str | None) -> str | None:
+def idempotency_key_from(key: str | None) -> str | None:
+    """The Idempotency-Key header, checked; ApiError(400) when it cannot be one."""
     if key is None:
         return None
     key = key.strip()
@@ -84,7 +85,7 @@ def start(
     """Goes through the start page's path: input validation, budgets, the rate limit on starting
     runs and the approval gate apply."""
     workflow_name, raw_input = payload.workflow, payload.input
-    key = _idempotency_key(idempotency_key)
+    key = idempotency_key_from(idempotency_key)
 
     if key is not None:
         existing = Run.objects.filter(requested_by=request.user, idempotency_key=key).first()
