@@ -4,7 +4,7 @@ Each endpoint calls the one service function the run page calls (``orchestration
 ``orchestration.forks``), which holds the whole rule; an ``ActionRefused`` becomes the error
 with its status (``not_found`` 404, ``forbidden`` 403, ``conflict`` 409, ``invalid_input`` 422,
 and the start gate's refusals as on ``POST /api/runs``). The role check is the page's
-(``reviews.access.may_*_runs``); a run the user cannot see is 404.
+(``reviews.access.may_*_runs``); a run the user cannot see is 404, before the body is read.
 """
 
 from __future__ import annotations
@@ -84,7 +84,9 @@ ACTION_ERRORS = s.errors(*s.AUTH_ERRORS, *s.BODY_ERRORS, 403, 404, 409)
     operation_id="cancelRun",
     url_name="run_cancel",
     summary="Cancel a run that has not ended",
-    auth=BearerToken(access.may_cancel_runs, "Your account may not cancel runs."),
+    auth=BearerToken(
+        access.may_cancel_runs, "Your account may not cancel runs.", row=access.get_run_for_user
+    ),
     response={200: s.Cancelled} | ACTION_ERRORS,
 )
 def cancel(request: HttpRequest, run_id: uuid.UUID, payload: s.CancelRun) -> dict[str, Any]:
@@ -110,7 +112,9 @@ def cancel(request: HttpRequest, run_id: uuid.UUID, payload: s.CancelRun) -> dic
     operation_id="rerunRun",
     url_name="run_rerun",
     summary="Start a new run with the same input",
-    auth=BearerToken(access.may_rerun_runs, "Your account may not re-run runs."),
+    auth=BearerToken(
+        access.may_rerun_runs, "Your account may not re-run runs.", row=access.get_run_for_user
+    ),
     response={201: s.DerivedRun} | ACTION_ERRORS | s.errors(503),
 )
 def rerun(
@@ -140,7 +144,9 @@ def rerun(
     operation_id="forkRun",
     url_name="run_fork",
     summary="Start a new run from a step of a finished or paused run",
-    auth=BearerToken(access.may_fork_runs, "Your account may not fork runs."),
+    auth=BearerToken(
+        access.may_fork_runs, "Your account may not fork runs.", row=access.get_run_for_user
+    ),
     response={201: s.DerivedRun} | ACTION_ERRORS | s.errors(503),
 )
 def fork(

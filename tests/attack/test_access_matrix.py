@@ -207,6 +207,18 @@ EXPECT: dict[str, dict[str, Any]] = {
         "GET": 405,
         "POST": {"anonymous": 401, "manager": 415, "*": 403},
     },
+    "api/runs/<uuid:run_id>/cancel": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "auditor": 403, "outsider": 403, "*": 415},
+    },
+    "api/runs/<uuid:run_id>/fork": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "auditor": 403, "outsider": 403, "*": 415},
+    },
+    "api/runs/<uuid:run_id>/rerun": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "operator": 415, "manager": 415, "*": 403},
+    },
     "api/tickets/<int:ticket_id>/resolve": {
         "GET": 405,
         "POST": {"anonymous": 401, "reviewer": 415, "manager": 415, "*": 403},
