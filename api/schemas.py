@@ -13,7 +13,7 @@ from ninja import Schema
 from pydantic import ConfigDict, Field, WithJsonSchema
 
 from orchestration import models
-from reviews.models import EscalationTicket
+from reviews.models import ApprovalRequest, EscalationTicket
 
 MONEY_PATTERN = r"^-?\d+(\.\d+)?$"
 Money = Annotated[str, Field(pattern=MONEY_PATTERN, description="US dollars as a decimal string.")]
@@ -356,3 +356,39 @@ class DerivedRun(Schema):
     fork_turn: int | None
     estimate: Estimate | None
     links: Links
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+ApprovalStatus = _choices(ApprovalRequest.Status.values)
+
+
+class ApprovalLinks(Schema):
+    decide: Uri
+    web: Uri
+
+
+class Approval(Schema):
+    """A run estimated over the approval threshold, waiting for (or decided by) a manager."""
+
+    id: int
+    status: ApprovalStatus
+    run: RunRef
+    estimate_usd: Money
+    threshold_usd: Money
+    requested_by: str
+    decided_by: str | None
+    comment: str
+    created_at: DateTime
+    expires_at: DateTime
+    decided_at: DateTime | None
+    links: ApprovalLinks
+
+
+class ApprovalList(Schema):
+    results: list[Approval]
+
+
+class Decide(Request):
+    decision: Literal["approve", "reject"]
+    comment: str = Field("", description="Required to reject: the requester sees it.")

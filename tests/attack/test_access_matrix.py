@@ -193,6 +193,14 @@ EXPECT: dict[str, dict[str, Any]] = {
         "POST": {"manager": 404, "auditor": 404, "*": "admin-login"},
     },
     "api/^[\\s\\S]*$": {"GET": 404, "POST": 404},
+    "api/approvals": {
+        "GET": {"anonymous": 401, "manager": 200, "auditor": 200, "*": 403},
+        "POST": 405,
+    },
+    "api/approvals/<int:request_id>/decide": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "manager": 415, "*": 403},
+    },
     "api/openapi.json": {"GET": 200, "POST": 405},
     "api/runs": {
         "GET": {"anonymous": 401, "*": 200},
