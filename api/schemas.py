@@ -392,3 +392,7 @@ class ApprovalList(Schema):
 class Decide(Request):
     decision: Literal["approve", "reject"]
     comment: str = Field("", description="Required to reject: the requester sees it.")
+
+
+class TicketList(Schema):
+    results: list[Ticket]

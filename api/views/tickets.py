@@ -9,10 +9,10 @@ who may act and moves the run through the state machine.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Query, Router
 
 from api import representation as rep
 from api import schemas as s
@@ -96,3 +96,60 @@ def resolve(request: HttpRequest, ticket_id: int, payload: s.Resolve) -> dict[st
         },
         "run": {"id": str(run.pk), "status": run.status, "links": rep.links(request, run)},
     }
+
+
+TicketFilter = Literal["unresolved", "open", "claimed", "resolved"]
+MAX_LIMIT = 100
+
+
+@router.get(
+    "tickets",
+    operation_id="listTickets",
+    url_name="tickets",
+    summary="Escalation tickets the token's user may see, most urgent first",
+    auth=BearerToken(access.may_resolve, "Your account may not resolve escalation tickets."),
+    response={200: s.TicketList} | s.errors(*s.AUTH_ERRORS, 403, 422),
+)
+def list_tickets(
+    request: HttpRequest,
+    status: TicketFilter = "unresolved",
+    assignee: Literal["anyone", "me", "nobody"] = "anyone",
+    limit: int = Query(25, ge=1, le=MAX_LIMIT),
+) -> dict[str, Any]:
+    """The queue page's list (``reviews.access.visible_tickets``: the shared queue and the
+    user's own; another reviewer's claimed ticket is not listed), in its order."""
+    tickets = access.visible_tickets(request.user).select_related("assignee")
+    if status == "unresolved":
+        tickets = tickets.exclude(status=EscalationTicket.Status.RESOLVED)
+    else:
+        tickets = tickets.filter(status=status)
+    if assignee == "me":
+        tickets = tickets.filter(assignee=request.user)
+    elif assignee == "nobody":
+        tickets = tickets.filter(assignee__isnull=True)
+    page = tickets.order_by("priority", "due_at", "pk")[:limit]
+    return {"results": [rep.ticket(request, t) for t in page]}
+
+
+@router.post(
+    "tickets/{int:ticket_id}/claim",
+    operation_id="claimTicket",
+    url_name="ticket_claim",
+    summary="Take an escalation ticket nobody holds",
+    auth=BearerToken(
+        access.may_resolve,
+        "Your account may not resolve escalation tickets.",
+        row=access.get_ticket_for_user,
+    ),
+    response={200: s.Ticket} | s.errors(*s.AUTH_ERRORS, 403, 404, 409),
+)
+def claim(request: HttpRequest, ticket_id: int) -> dict[str, Any]:
+    """Calls ``reviews.resolutions.claim``, as the queue's Claim button: a ticket someone else
+    holds is 409 (a manager takes it over on the page, with assign), a four-eyes refusal 403."""
+    try:
+        ticket = resolutions.claim(ticket_id, request.user)
+    except resolutions.NotAllowed as exc:
+        raise ApiError(403, "forbidden", str(exc)) from None
+    except resolutions.ReviewError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return rep.ticket(request, access.get_ticket_for_user(request.user, ticket.pk))
