@@ -396,3 +396,39 @@ class Decide(Request):
 
 class TicketList(Schema):
     results: list[Ticket]
+
+
+# --- schedules -------------------------------------------------------------------------------
+
+
+class ScheduleIn(Request):
+    name: str = Field(description="Unique, at most 100 characters.")
+    workflow: str = Field(description="A workflow name from GET /api/workflows.")
+    cron: str = Field(
+        description="minute hour day-of-month month day-of-week", examples=["0 6 * * *"]
+    )
+    timezone: str = Field("UTC", description="An IANA zone, e.g. Europe/London.")
+    input_template: JsonObject = Field(
+        default_factory=dict,
+        description='The run\'s input; placeholders such as "{yesterday}" are filled at each tick.',
+    )
+    owner: str = Field(description="The username the scheduled runs are started as.")
+    enabled: bool = True
+
+
+class ScheduleOut(Schema):
+    id: int
+    name: str
+    workflow: str
+    cron: str
+    timezone: str
+    input_template: JsonObject
+    owner: str
+    enabled: bool
+    next_at: DateTime | None = Field(description="The next tick, null when paused.")
+    created_at: DateTime
+    updated_at: DateTime
+
+
+class ScheduleList(Schema):
+    results: list[ScheduleOut]

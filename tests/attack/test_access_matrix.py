@@ -227,6 +227,27 @@ EXPECT: dict[str, dict[str, Any]] = {
         "GET": 405,
         "POST": {"anonymous": 401, "operator": 415, "manager": 415, "*": 403},
     },
+    # Schedules: managers only, as on the schedules page; changes are POSTs like its forms.
+    "api/schedules": {
+        "GET": {"anonymous": 401, "manager": 200, "*": 403},
+        "POST": {"anonymous": 401, "manager": 415, "*": 403},
+    },
+    "api/schedules/<int:schedule_id>": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "manager": 415, "*": 403},
+    },
+    "api/schedules/<int:schedule_id>/delete": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "manager": 204, "*": 403},
+    },
+    "api/schedules/<int:schedule_id>/pause": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "manager": 200, "*": 403},
+    },
+    "api/schedules/<int:schedule_id>/resume": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "manager": 200, "*": 403},
+    },
     "api/tickets": {
         "GET": {"anonymous": 401, "reviewer": 200, "manager": 200, "*": 403},
         "POST": 405,
