@@ -24,7 +24,7 @@ from ninja.parser import Parser
 
 from api import examples
 from api.http import ApiError, BearerToken, error_response, handle_exception, json_body
-from api.views import approvals, ceiling, run_actions, runs, schedules, tickets
+from api.views import approvals, ceiling, evaluations, run_actions, runs, schedules, tickets
 
 DESCRIPTION = (
     "Start, follow and resolve Claude agent workflow runs. Authenticate with a personal API "
@@ -73,6 +73,7 @@ api.add_router("", tickets.router)
 api.add_router("", run_actions.router)
 api.add_router("", approvals.router)
 api.add_router("", schedules.router)
+api.add_router("", evaluations.router)
 
 
 def _fields(errors: list[dict[str, Any]]) -> dict[str, str]:

@@ -432,3 +432,37 @@ class ScheduleOut(Schema):
 
 class ScheduleList(Schema):
     results: list[ScheduleOut]
+
+
+# --- evaluations -----------------------------------------------------------------------------
+
+
+class StartEvaluation(Request):
+    dataset: int = Field(description="The dataset's id (on the evaluations page).")
+    version: int | None = Field(
+        None, description="A version of the dataset's workflow (its id); the current one if absent."
+    )
+
+
+class EvaluationOut(Schema):
+    id: int
+    workflow: str
+    version: str
+    dataset: str
+    requested_by: str
+    needs_approval: bool
+    estimate_usd: Money | None
+    cases: int
+    finished: int
+    complete: bool
+    passed: int
+    accuracy: float | None = Field(description="Cases whose outcome matched, over all cases.")
+    escalation_rate: float | None
+    escalations: dict[str, int] = Field(description="Escalated cases by reason.")
+    hallucinations: int = Field(description="Provenance failures.")
+    tool_error_rate: float | None
+    cost_usd: Money
+    latency_p50_ms: int | None
+    latency_p95_ms: int | None
+    created_at: DateTime
+    links: JsonObject

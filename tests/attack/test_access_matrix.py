@@ -201,6 +201,14 @@ EXPECT: dict[str, dict[str, Any]] = {
         "GET": 405,
         "POST": {"anonymous": 401, "manager": 415, "*": 403},
     },
+    "api/evaluations": {
+        "GET": 405,
+        "POST": {"anonymous": 401, "manager": 415, "*": 403},
+    },
+    "api/evaluations/<int:evaluation_id>": {
+        "GET": {"anonymous": 401, "manager": 200, "auditor": 200, "*": 403},
+        "POST": 405,
+    },
     "api/openapi.json": {"GET": 200, "POST": 405},
     "api/runs": {
         "GET": {"anonymous": 401, "*": 200},
