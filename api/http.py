@@ -1,11 +1,11 @@
 """The JSON API's HTTP layer: bearer-token auth, JSON bodies, and errors as JSON.
 
-Every API view is wrapped in ``api_view``: it is exempt from the login middleware and
-from CSRF (a token in a header is not sent by a browser on its own, unlike a cookie), it
-refuses a request without a valid token with 401 (unknown, revoked, expired), a token past
-API_RATE_LIMIT with 429 and Retry-After, and it turns every refusal into
-``{"error": {"code", "message", "fields"?}}`` with the right status, so a client never
-gets an HTML page.
+The API runs on django-ninja (api/app.py). Every operation is exempt from the login
+middleware and from CSRF (a token in a header is not sent by a browser on its own, unlike a
+cookie); ``BearerToken`` refuses a request without a valid token with 401 (unknown, revoked,
+expired), a token past API_RATE_LIMIT with 429 and Retry-After; and every refusal becomes
+``{"error": {"code", "message", "fields"?}}`` with the right status, so a client never gets
+an HTML page.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
+from ninja.security import HttpBearer
 
 from api.models import ApiToken, hash_secret
 from orchestration.untrusted import Rejected, parse_json
@@ -196,56 +197,78 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     return value
 
 
-def api_view(
-    *methods: str, auth: bool = True
-) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """Wrap an API view: allowed methods, token auth, and every error as JSON."""
-    allowed = tuple(m.upper() for m in methods)
+class BearerToken(HttpBearer):
+    """Ninja's bearer scheme (documented as such in the OpenAPI document), checked our way:
+    ``authenticate`` names why a token is refused, then the token's rate limit is counted.
+    The user and token are set on the request for the view and the rate-limit key.
 
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            try:
-                if request.method not in allowed:
-                    raise ApiError(
-                        405,
-                        "method_not_allowed",
-                        f"{request.method} is not allowed here; use {', '.join(allowed)}.",
-                        headers={"Allow": ", ".join(allowed)},
-                    )
-                if auth:
-                    token = authenticate(request)
-                    request.user = token.user
-                    request.api_token = token  # type: ignore[attr-defined]
-                    check_rate(request)
-                return view(request, *args, **kwargs)
-            except ApiError as exc:
-                return error_response(
-                    exc.status, exc.code, exc.message, fields=exc.fields, headers=exc.headers
-                )
-            except Http404 as exc:
-                return error_response(404, "not_found", str(exc) or "Not found.")
-            except PermissionDenied as exc:
-                return error_response(403, "forbidden", str(exc) or "You may not do this.")
-            except (RequestDataTooBig, TooManyFieldsSent):
-                raise  # config.request_limits answers it (413, with the limit)
-            except Exception:
-                logger.exception(
-                    "API request failed", extra={"path": request.path, "method": request.method}
-                )
-                return error_response(
-                    500,
-                    "server_error",
-                    "The server failed on this request; it was logged. Try again later.",
-                )
+    ``may`` (one of reviews.access's ``may_*``) is the operation's role check: refused with
+    403 and ``refusal`` here, before the body is read, as the pages check the role first.
+    ``row`` (one of reviews.access's ``get_*_for_user``, called with the user and the path's
+    id) then answers 404 for a row the user may not see, also before the body is read: a
+    hidden ticket is 404 whatever is sent."""
 
-        wrapper.api_methods = allowed  # type: ignore[attr-defined]  # read by the OpenAPI coverage test
-        return csrf_exempt(login_not_required(wrapper))
+    openapi_description = "A personal API token (cs_...), created on the API tokens page."
 
-    return decorator
+    def __init__(
+        self,
+        may: Callable[[Any], bool] | None = None,
+        refusal: str = "",
+        row: Callable[[Any, Any], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.may, self.refusal, self.row = may, refusal, row
+
+    def __call__(self, request: HttpRequest) -> ApiToken:
+        token = authenticate(request)
+        request.user = token.user
+        request.api_token = token  # type: ignore[attr-defined]
+        check_rate(request)
+        if self.may is not None and not self.may(token.user):
+            raise ApiError(403, "forbidden", self.refusal)
+        if self.row is not None:
+            match = request.resolver_match
+            (row_id,) = match.kwargs.values() if match else (None,)
+            self.row(token.user, row_id)  # Http404 for a row the user may not see
+        return token
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
+        raise NotImplementedError  # __call__ does the whole check
 
 
-def require_perm(request: HttpRequest, check: Callable[[Any], bool], what: str) -> None:
-    """403 unless ``check(request.user)``; ``check`` is one of reviews.access's ``may_*``."""
-    if not check(request.user):
-        raise ApiError(403, "forbidden", f"Your account may not {what}.")
+def handle_exception(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """Every refusal as ``{"error": {...}}``; anything unexpected is logged and a JSON 500."""
+    if isinstance(exc, ApiError):
+        return error_response(
+            exc.status, exc.code, exc.message, fields=exc.fields, headers=exc.headers
+        )
+    if isinstance(exc, Http404):
+        return error_response(404, "not_found", str(exc) or "Not found.")
+    if isinstance(exc, PermissionDenied):
+        return error_response(403, "forbidden", str(exc) or "You may not do this.")
+    if isinstance(exc, RequestDataTooBig | TooManyFieldsSent):
+        raise exc  # config.request_limits answers it (413, with the limit)
+    logger.exception(
+        "API request failed",
+        extra={"path": request.path, "method": request.method},
+        exc_info=exc,
+    )
+    return error_response(
+        500,
+        "server_error",
+        "The server failed on this request; it was logged. Try again later.",
+    )
+
+
+def plain_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A view outside ninja's operations (the catch-all 404, the document): no sign-in, no
+    CSRF, every error as JSON."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except Exception as exc:
+            return handle_exception(request, exc)
+
+    return csrf_exempt(login_not_required(wrapper))

@@ -27,24 +27,34 @@ A = ApprovalRequest.Status
 
 
 class ApprovalError(Exception):
-    """The decision was refused; nothing was changed."""
+    """The decision was refused; nothing was changed. ``code`` is the kind of refusal (the JSON
+    API's status): ``forbidden`` (not a manager, or the requester: four eyes), ``invalid_input``
+    (the comment), ``not_found``, ``conflict`` (already decided, or expired)."""
+
+    def __init__(self, message: str, code: str = "conflict") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def decide(request_id: int, user: Any, *, approve: bool, comment: str = "") -> ApprovalRequest:
     try:
         comment = check_text(comment, "comment").strip()
     except Rejected as exc:
-        raise ApprovalError(f"Your comment was not accepted: it {exc.fields['comment']}.") from None
+        raise ApprovalError(
+            f"Your comment was not accepted: it {exc.fields['comment']}.", "invalid_input"
+        ) from None
     if not access.may_decide(user):
-        raise ApprovalError(access.decide_refusal(user, None))
+        raise ApprovalError(access.decide_refusal(user, None), "forbidden")
     if not approve and not comment:
-        raise ApprovalError("Say why you reject the run: the requester will see your reason.")
+        raise ApprovalError(
+            "Say why you reject the run: the requester will see your reason.", "invalid_input"
+        )
     with transaction.atomic():
         req = ApprovalRequest.objects.select_for_update().filter(pk=request_id).first()
         if req is None:
-            raise ApprovalError("No such approval request.")
+            raise ApprovalError("No such approval request.", "not_found")
         if why := access.decide_refusal(user, req):
-            raise ApprovalError(why)
+            raise ApprovalError(why, "forbidden")
         if req.status != A.PENDING:
             who = req.decided_by.get_username() if req.decided_by_id else "the expiry check"
             when = timezone.localtime(req.decided_at) if req.decided_at else None

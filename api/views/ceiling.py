@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import uuid
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest
+from ninja import Router
 
 from api import representation as rep
-from api.http import ApiError, api_view, json_body
+from api import schemas as s
+from api.http import ApiError, BearerToken
 from costs import accounting
 from orchestration.models import Run
 from reviews import access
 from reviews.access import get_run_for_user
+
+router = Router()
 
 STATUS = {"forbidden": 403, "conflict": 409, "not_found": 404, "invalid_input": 422}
 
@@ -33,38 +37,39 @@ def ceiling(request: HttpRequest, run: Run) -> dict[str, object]:
     }
 
 
-@api_view("POST")
-def raise_ceiling(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
-    if not access.may_decide(request.user):  # the role first (403), then the row (404)
-        raise ApiError(403, "forbidden", "Only a manager may raise a run's spend ceiling.")
+@router.post(
+    "runs/{uuid:run_id}/ceiling",
+    operation_id="raiseCeiling",
+    url_name="run_ceiling",
+    summary="Raise a run's spend ceiling",
+    # The role first (403), then the row (404).
+    auth=BearerToken(
+        access.may_decide,
+        "Only a manager may raise a run's spend ceiling.",
+        row=get_run_for_user,
+    ),
+    response={200: s.Ceiling} | s.errors(*s.AUTH_ERRORS, *s.BODY_ERRORS, 403, 404, 409),
+)
+def raise_ceiling(
+    request: HttpRequest, run_id: uuid.UUID, payload: s.RaiseCeiling
+) -> dict[str, object]:
     run = get_run_for_user(request.user, run_id)
     if not access.may_raise_ceiling(request.user, run):
         raise ApiError(
             403, "forbidden", "Only a manager who did not request this run may raise its ceiling."
         )
-    body = json_body(request)
-    fields = {k: "unknown field" for k in sorted(set(body) - {"add_usd", "add_tokens", "comment"})}
-    for name in ("add_usd", "comment"):
-        if not isinstance(body.get(name, ""), str):
-            fields[name] = 'must be a string (a decimal amount for add_usd, e.g. "5.00")'
-    tokens = body.get("add_tokens", 0)
-    if isinstance(tokens, bool) or not isinstance(tokens, int):
-        fields["add_tokens"] = "must be a whole number"
-    if fields:
-        raise ApiError(
-            422, "invalid_input", "The request was not valid; see fields.", fields=fields
-        )
+    tokens = payload.add_tokens
     try:
         run = accounting.raise_ceiling(
             run.pk,
             request.user,
             refusal=access.ceiling_refusal,
-            usd=body.get("add_usd", ""),
+            usd=payload.add_usd,
             tokens=str(tokens) if tokens else "",
-            comment=body.get("comment", ""),
+            comment=payload.comment,
         )
     except accounting.CeilingError as exc:
         status = STATUS.get(exc.code, 422)
         fields = {exc.field: str(exc)} if exc.code == "invalid_input" else None
         raise ApiError(status, exc.code, str(exc), fields=fields) from None
-    return JsonResponse(ceiling(request, run))
+    return ceiling(request, run)

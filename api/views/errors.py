@@ -2,12 +2,10 @@ from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 
-from api.http import ApiError, api_view
-
-ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+from api.http import ApiError, plain_view
 
 
-@api_view(*ALL_METHODS, auth=False)
+@plain_view
 def not_found(request: HttpRequest) -> JsonResponse:
     raise ApiError(
         404,

@@ -16,12 +16,14 @@ from typing import Any
 
 import anthropic
 from django.db.models import Q
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
+from ninja import Header, Query, Router, Status
 
 from api import representation as rep
-from api.http import ApiError, api_view, json_body, require_perm
+from api import schemas as s
+from api.http import ApiError, BearerToken
 from orchestration.launch import RunRefused, start_run
 from orchestration.models import Run
 from orchestration.workflows import registry
@@ -43,14 +45,11 @@ PAUSED_MESSAGE = (
 IDEMPOTENCY_KEY_MAX = 200  # Run.idempotency_key's max_length
 DEFAULT_LIMIT, MAX_LIMIT = 25, 100
 
-
-@api_view("GET", "POST")
-def runs(request: HttpRequest) -> JsonResponse:
-    return _start(request) if request.method == "POST" else _list(request)
+router = Router()
 
 
-def _idempotency_key(request: HttpRequest) -> str | None:
-    key = request.headers.get("Idempotency-Key")
+def idempotency_key_from(key: str | None) -> str | None:
+    """The Idempotency-Key header, checked; ApiError(400) when it cannot be one."""
     if key is None:
         return None
     key = key.strip()
@@ -63,27 +62,35 @@ def _idempotency_key(request: HttpRequest) -> str | None:
     return key
 
 
-def _start(request: HttpRequest) -> JsonResponse:
-    require_perm(request, may_start, "start runs")
-    body = json_body(request)
-    unknown = sorted(set(body) - {"workflow", "input"})
-    fields: dict[str, str] = {k: "unknown field" for k in unknown}
-    workflow_name = body.get("workflow")
-    if not isinstance(workflow_name, str) or not workflow_name:
-        fields["workflow"] = "required: the name of a workflow (GET /api/workflows lists them)"
-    raw_input = body.get("input")
-    if not isinstance(raw_input, dict):
-        fields["input"] = "required: a JSON object matching the workflow's input schema"
-    if fields:
-        raise ApiError(
-            422, "invalid_input", "The request was not valid; see fields.", fields=fields
-        )
-    key = _idempotency_key(request)
+@router.post(
+    "runs",
+    operation_id="startRun",
+    url_name="runs",
+    summary="Start a run",
+    auth=BearerToken(may_start, "Your account may not start runs."),
+    response={200: s.RunCreated, 201: s.RunCreated}
+    | s.errors(*s.AUTH_ERRORS, *s.BODY_ERRORS, 403, 409, 503),
+)
+def start(
+    request: HttpRequest,
+    response: HttpResponse,
+    payload: s.StartRun,
+    idempotency_key: str | None = Header(
+        None,
+        alias="Idempotency-Key",
+        description="Up to 200 printable characters, unique per request you mean (a UUID is "
+        "ideal). A retry with the same key and body answers 200 with the same run.",
+    ),
+) -> Status[dict[str, Any]]:
+    """Goes through the start page's path: input validation, budgets, the rate limit on starting
+    runs and the approval gate apply."""
+    workflow_name, raw_input = payload.workflow, payload.input
+    key = idempotency_key_from(idempotency_key)
 
     if key is not None:
         existing = Run.objects.filter(requested_by=request.user, idempotency_key=key).first()
         if existing is not None:
-            return _replay(request, existing, workflow_name, raw_input)
+            return _replay(request, response, existing, workflow_name, raw_input)
     try:
         run = start_run(workflow_name, raw_input, request.user, idempotency_key=key, source="api")
     except RunRefused as refused:
@@ -116,15 +123,18 @@ def _start(request: HttpRequest) -> JsonResponse:
         ) from None
     if run.input != raw_input or run.workflow_name != workflow_name:
         # A concurrent request with the same key won the race with a different body.
-        return _replay(request, run, workflow_name, raw_input)
-    response = _created(request, run, 201)
+        return _replay(request, response, run, workflow_name, raw_input)
     response["Location"] = reverse("api:run_detail", args=[run.pk])
-    return response
+    return Status(201, _created(request, run))
 
 
 def _replay(
-    request: HttpRequest, run: Run, workflow_name: str, raw_input: dict[str, Any]
-) -> JsonResponse:
+    request: HttpRequest,
+    response: HttpResponse,
+    run: Run,
+    workflow_name: str,
+    raw_input: dict[str, Any],
+) -> Status[dict[str, Any]]:
     """A retry with a key already used: the same run, or a refusal when the body changed."""
     if run.workflow_name != workflow_name or run.input != raw_input:
         raise ApiError(
@@ -133,32 +143,43 @@ def _replay(
             f"This Idempotency-Key was already used for run {run.pk} with a different workflow or "
             "input. Use a new key for a new run.",
         )
-    response = _created(request, run, 200)
     response["Idempotent-Replayed"] = "true"
-    return response
+    return Status(200, _created(request, run))
 
 
-def _created(request: HttpRequest, run: Run, status: int) -> JsonResponse:
-    body = {
+def _created(request: HttpRequest, run: Run) -> dict[str, Any]:
+    return {
         "id": str(run.pk),
         "status": run.status,
         "estimate": rep.estimate(run),
         "links": rep.links(request, run),
     }
-    return JsonResponse(body, status=status)
 
 
-@api_view("GET")
-def run_detail(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
+@router.get(
+    "runs/{uuid:run_id}",
+    operation_id="getRun",
+    url_name="run_detail",
+    summary="One run",
+    response={200: s.Run} | s.errors(*s.AUTH_ERRORS, 404),
+)
+def run_detail(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
+    """A run the token's user may not see is 404, as on the run page."""
     run = get_run_for_user(request.user, run_id)
     open_ticket = run.tickets.exclude(status="resolved").select_related("assignee").first()
-    return JsonResponse(rep.run_detail(request, run, open_ticket))
+    return rep.run_detail(request, run, open_ticket)
 
 
-@api_view("GET")
-def run_calls(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
+@router.get(
+    "runs/{uuid:run_id}/calls",
+    operation_id="getRunCalls",
+    url_name="run_calls",
+    summary="A run's model and tool calls",
+    response={200: s.RunCalls} | s.errors(*s.AUTH_ERRORS, 404),
+)
+def run_calls(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     run = get_run_for_user(request.user, run_id)
-    return JsonResponse(rep.run_calls(request, run))
+    return rep.run_calls(request, run)
 
 
 def _encode_cursor(run: Run) -> str:
@@ -182,11 +203,23 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         ) from None
 
 
-def _list(request: HttpRequest) -> JsonResponse:
+@router.get(
+    "runs",
+    operation_id="listRuns",
+    url_name="run_list",
+    summary="Runs the token's user may see",
+    response={200: s.RunList} | s.errors(*s.AUTH_ERRORS, 400, 422),
+)
+def list_runs(
+    request: HttpRequest,
+    status: str = Query("", description="One status, or several separated by commas."),
+    workflow: str = Query(""),
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    cursor: str = Query("", description="From a previous page's `next` link."),
+) -> dict[str, Any]:
     """Newest first, keyset-paginated on (created_at, id), so pages stay stable while runs start."""
     runs = visible_runs(request.user).select_related("requested_by")
     fields: dict[str, str] = {}
-    status = request.GET.get("status", "")
     if status:
         statuses = [s for s in status.split(",") if s]
         bad = [s for s in statuses if s not in Run.Status.values]
@@ -195,15 +228,11 @@ def _list(request: HttpRequest) -> JsonResponse:
                 f"unknown status {', '.join(bad)}; one of {', '.join(Run.Status.values)}"
             )
         runs = runs.filter(status__in=statuses)
-    if workflow := request.GET.get("workflow", ""):
+    if workflow:
         runs = runs.filter(workflow_name=workflow)
-    limit_text = request.GET.get("limit", str(DEFAULT_LIMIT))
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
-        fields["limit"] = f"a whole number from 1 to {MAX_LIMIT}"
     if fields:
         raise ApiError(422, "invalid_query", "The query was not valid; see fields.", fields=fields)
-    limit = int(limit_text)
-    if cursor := request.GET.get("cursor", ""):
+    if cursor:
         created, pk = _decode_cursor(cursor)
         runs = runs.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=pk))
     page = list(runs.order_by("-created_at", "-pk")[: limit + 1])
@@ -214,9 +243,15 @@ def _list(request: HttpRequest) -> JsonResponse:
         query = request.GET.copy()
         query["cursor"] = _encode_cursor(page[-1])
         next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-    return JsonResponse({"results": [rep.run_summary(request, r) for r in page], "next": next_url})
+    return {"results": [rep.run_summary(request, r) for r in page], "next": next_url}
 
 
-@api_view("GET")
-def workflows(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"results": [rep.workflow(wf) for wf in registry.all_workflows()]})
+@router.get(
+    "workflows",
+    operation_id="listWorkflows",
+    url_name="workflows",
+    summary="The workflows and their input schemas",
+    response={200: s.WorkflowList} | s.errors(*s.AUTH_ERRORS),
+)
+def workflows(request: HttpRequest) -> dict[str, Any]:
+    return {"results": [rep.workflow(wf) for wf in registry.all_workflows()]}
