@@ -1,4 +1,5 @@
-"""A workflow change being reviewed and approved: the change is deployed beside the approved
+"""A workflow change being reviewed and approved (and, where its workflow requires one, only
+after its evaluation): the change is deployed beside the approved
 version (which keeps serving), the operator who wrote it proposes it from the version page and
 reads its diff, a manager approves it, and then rolls back in one action.
 
@@ -144,3 +145,56 @@ def test_a_workflow_change_is_reviewed_approved_and_rolled_back(
     journey = Journey(page, live_server.url, v1, v2)
     for step in STEPS:
         step(journey)
+
+
+def test_a_workflow_change_is_approved_only_after_its_evaluation(
+    live_server, page, seeded, drive, manager
+):
+    """The change's workflow requires an evaluation (``balance_check``: 80% accuracy on its
+    "regression" dataset, no hallucination). The operator proposes version 2; the manager is
+    refused until the evaluation has run, runs it from the dataset page, reads the report,
+    and then approves."""
+    from evaluation import datasets
+    from evaluation.models import Evaluation
+    from tests.evaluation_workflow import BALANCE_CHECK, BALANCE_CHECK_V1, REGRESSION_JSONL
+
+    name = BALANCE_CHECK.name
+    v1 = snapshot(BALANCE_CHECK_V1)  # the first version seen: bootstrapped, serving
+    v2 = snapshot(BALANCE_CHECK)
+    assert v1.serving and v2.status == WorkflowVersion.Status.PENDING
+    dataset = datasets.create_dataset(name, "regression", "balances", manager)
+    assert datasets.import_jsonl(dataset, REGRESSION_JSONL, manager).errors == []
+    v2_url = f"{live_server.url}/workflows/{name}/versions/{v2.pk}/"
+
+    sign_in(page, live_server.url, "operator")
+    page.goto(v2_url)
+    page.fill("#version-propose input[name=note]", "Quote the balance exactly")
+    page.click("#version-propose button")
+    page.wait_for_selector(".messages >> text=you are its author")
+
+    page.click("button:has-text('Sign out')")
+    sign_in(page, live_server.url, "manager")
+    page.goto(v2_url)
+    blockers = page.inner_text("#approval-blockers")
+    assert "has not been evaluated on 'regression': run an evaluation first" in blockers
+    shot(page, "version-blocked-by-evaluation")
+
+    page.goto(f"{live_server.url}/evaluations/datasets/{dataset.pk}/")
+    page.select_option("#version-select", "current")  # version 2 is the one declared now
+    page.click("#start-evaluation button:has-text('Run evaluation')")
+    page.wait_for_selector("#tile-accuracy")
+    evaluation = Evaluation.objects.latest("created_at")
+    assert evaluation.version_id == v2.pk
+    for case in evaluation.cases.select_related("run"):
+        drive(case.run)
+    page.wait_for_selector("#report:not([hx-get])", timeout=15_000)
+    assert "80.0%" in page.inner_text("#tile-accuracy")
+
+    page.goto(v2_url)
+    assert page.locator("#approval-blockers").count() == 0
+    page.fill("#version-decide input[name=note]", "Evaluated: 80% on regression")
+    page.click("#version-decide button:has-text('Approve')")
+    page.wait_for_selector(".messages >> text=serves new runs from now on")
+    v2.refresh_from_db()
+    assert v2.serving and serving(name)[1] == v2
+    shot(page, "version-approved-after-evaluation")
