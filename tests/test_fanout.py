@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from decimal import Decimal
 from typing import Any
 
@@ -75,14 +75,21 @@ def drive_fanout(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
             connection.close()  # this pool's threads must not keep the test database open
 
     def _drive(run: Run, rounds: int = 400, threads: int = 16) -> Run:
+        # Like a worker pool: a job task starts as soon as it is sent, not when the tasks sent
+        # before it have finished (a job task may chain for many jobs; see tasks.run_fanout_job).
+        running: set[Future] = set()
         with ThreadPoolExecutor(threads) as pool:
-            for _ in range(rounds):
-                run.refresh_from_db()
+            while rounds:
                 with lock:
                     batch, jobs_queued[:] = list(jobs_queued), []
-                if batch:
-                    list(pool.map(_run_job, batch))
+                running.update(pool.submit(_run_job, pk) for pk in batch)
+                if running:
+                    done, running = wait(running, timeout=0.05, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()
                     continue
+                rounds -= 1
+                run.refresh_from_db()
                 if steps:
                     steps.pop()
                     engine.run_step(run.pk)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from decimal import Decimal
 from typing import Any
 
@@ -69,16 +69,22 @@ def drive(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
             connection.close()
 
     def _drive(run: Run, rounds: int = 600) -> Run:
+        # Like a worker pool: a job task starts as soon as it is sent (see tests/test_fanout.py).
+        running: set[Future] = set()
         polled = False
         with ThreadPoolExecutor(8) as pool:
-            for _ in range(rounds):
-                run.refresh_from_db()
+            while rounds:
                 with lock:
                     batch, queued[:] = list(queued), []
-                if batch:
-                    list(pool.map(_run_job, batch))
+                running.update(pool.submit(_run_job, pk) for pk in batch)
+                if running:
+                    done, running = wait(running, timeout=0.05, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()
                     polled = False
                     continue
+                rounds -= 1
+                run.refresh_from_db()
                 if steps:
                     steps.pop()
                     engine.run_step(run.pk)

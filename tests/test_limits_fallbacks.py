@@ -182,7 +182,8 @@ def test_run_latency_limit_escalates_and_a_resume_grants_another_allowance(
 # --- the last cached result -----------------------------------------------------------------
 
 
-def test_fetch_timeout_falls_back_to_the_last_cached_result_and_says_so(operator, drive):
+def _fallback_run(operator, drive):
+    """fx_rates on a Sunday, after a Friday run: the fetch times out, the Friday answer is used."""
     friday = drive(start_run("fx_rates", {"date": "2026-11-20"}, operator))
     assert friday.status == S.SUCCEEDED and friday.result["fallbacks"] == []
     live = ToolCall.objects.get(run=friday, name="fetch_fx_rates", status="ok")
@@ -213,8 +214,12 @@ def test_fetch_timeout_falls_back_to_the_last_cached_result_and_says_so(operator
     return sunday
 
 
+def test_fetch_timeout_falls_back_to_the_last_cached_result_and_says_so(operator, drive):
+    _fallback_run(operator, drive)
+
+
 def test_the_run_page_marks_the_cached_answer(operator, drive, client):
-    sunday = test_fetch_timeout_falls_back_to_the_last_cached_result_and_says_so(operator, drive)
+    sunday = _fallback_run(operator, drive)
     client.force_login(operator)
     page = client.get(f"/runs/{sunday.pk}/").content.decode()
     assert page.count("fallback: last cached result, cached ") == 1
