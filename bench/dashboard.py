@@ -433,7 +433,9 @@ def measure(
     for label, url, kind in pages(long_run_id, steps):
         if only and not _selected(label, only):
             continue
-        client.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})  # warm: templates, caches
+        client.get(
+            url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+        )  # warm: templates, caches
         times, queries, size = [], 0, 0
         deadline = time.perf_counter() + PAGE_SECONDS
         for i in range(requests):

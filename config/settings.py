@@ -27,7 +27,9 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # on a fresh checkout without production secrets, e.g. `manage.py makemigrations --check` in
 # CI: they get throwaway keys that live only as long as the process.
 _CODE_ONLY_COMMANDS = {"makemigrations", "sqlmigrate", "help", "version"}
-_CODE_ONLY = Path(sys.argv[0]).name == "manage.py" and (sys.argv[1:2] or ["help"])[0] in _CODE_ONLY_COMMANDS
+_CODE_ONLY = (
+    Path(sys.argv[0]).name == "manage.py" and (sys.argv[1:2] or ["help"])[0] in _CODE_ONLY_COMMANDS
+)
 _DEV_SECRET = "dev-only-insecure-secret-key-change-me"  # noqa: S105
 _THROWAWAY = secrets.token_urlsafe(48) if _CODE_ONLY else ""
 SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET if DEBUG else _THROWAWAY)
@@ -285,7 +287,9 @@ WORKFLOW_MODULES = [
 CELERY_TASK_ROUTES["orchestration.tasks.run_fanout_job"] = {"queue": "fanout"}
 CELERY_BEAT_SCHEDULE["reap-fanout-jobs"] = {
     "task": "orchestration.tasks.reap_fanout_jobs",
-    "schedule": env.float("FANOUT_REAPER_INTERVAL_SECONDS", default=env.float("REAPER_INTERVAL_SECONDS", default=30.0)),
+    "schedule": env.float(
+        "FANOUT_REAPER_INTERVAL_SECONDS", default=env.float("REAPER_INTERVAL_SECONDS", default=30.0)
+    ),
 }
 # Specialist/validator calls in flight at once, per run and across every run and worker (a
 # lease-based Redis semaphore, so a SIGKILLed worker's slot comes back after FANOUT_SLOT_LEASE_SECONDS).
@@ -309,7 +313,11 @@ FANOUT_JOB_CHAIN_SECONDS = env.float("FANOUT_JOB_CHAIN_SECONDS", default=30.0)
 FANOUT_FAILURE_THRESHOLD = env.float("FANOUT_FAILURE_THRESHOLD", default=0.20)
 # Per-run JSONL artifacts: every specialist output, written before anything reads it.
 ARTIFACTS_DIR = Path(env.str("ARTIFACTS_DIR", default=str(BASE_DIR / ".dev" / "artifacts")))
-for _name in ("FANOUT_PER_RUN_CONCURRENCY", "FANOUT_GLOBAL_CONCURRENCY", "FANOUT_JOB_LEASE_SECONDS"):
+for _name in (
+    "FANOUT_PER_RUN_CONCURRENCY",
+    "FANOUT_GLOBAL_CONCURRENCY",
+    "FANOUT_JOB_LEASE_SECONDS",
+):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1.")
 if not 0 <= FANOUT_FAILURE_THRESHOLD < 1:
@@ -347,7 +355,9 @@ if COST_CHANGE_MIN_DELAY_MINUTES < 1:
 # than the delay before a price change takes effect, so a cached price is never stale.
 PRICE_CACHE_SECONDS = env.int("PRICE_CACHE_SECONDS", default=30)
 if not 0 <= PRICE_CACHE_SECONDS < COST_CHANGE_MIN_DELAY_MINUTES * 60:
-    raise ImproperlyConfigured("PRICE_CACHE_SECONDS must be between 0 and COST_CHANGE_MIN_DELAY_MINUTES x 60.")
+    raise ImproperlyConfigured(
+        "PRICE_CACHE_SECONDS must be between 0 and COST_CHANGE_MIN_DELAY_MINUTES x 60."
+    )
 # payment_approval demo: approving a payment over this needs a reviewer's sign-off.
 PAYMENT_SIGNOFF_AMOUNT = Decimal(env.str("PAYMENT_SIGNOFF_AMOUNT", default="250000"))
 
@@ -393,7 +403,9 @@ CELERY_BEAT_SCHEDULE["send-due-webhooks"] = {
     "schedule": 60.0,
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+}
 # The run page's live poll re-hashes a run's whole audit chain at most this often; in
 # between it checks only the events appended since (orchestration.audit.verify_run_live).
 # The page itself always checks the whole chain. 0: the poll does too.
@@ -469,11 +481,24 @@ LOGGING = {
         "context": {"()": "ops.logs.ContextFilter"},
         "redact": {"()": "orchestration.privacy.RedactingFilter"},
     },
-    "formatters": {"json": {"()": "ops.logs.JsonFormatter"}, "text": {"()": "ops.logs.TextFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}},
+    "formatters": {
+        "json": {"()": "ops.logs.JsonFormatter"},
+        "text": {"()": "ops.logs.TextFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context", "redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # axes logs every successful sign-in at INFO; its failures and lockouts are WARNING.
-    "loggers": {"httpx2": {"level": "WARNING"}, "httpcore2": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+    },
 }
 
 # --- JSON API and operations (api, ops) ------------------------------------------------------

@@ -37,8 +37,13 @@ ZERO = Decimal("0")
 # pg_advisory_xact_lock key for "a run is being started" (any stable 64-bit number).
 START_LOCK_KEY = 0x5354_4152_5452_554E  # "STARTRUN"
 UNFINISHED = (
-    Run.Status.REQUESTED, Run.Status.AWAITING_APPROVAL, Run.Status.APPROVED, Run.Status.QUEUED,
-    Run.Status.RUNNING, Run.Status.AWAITING_REVIEW, Run.Status.AWAITING_SUBAGENT,
+    Run.Status.REQUESTED,
+    Run.Status.AWAITING_APPROVAL,
+    Run.Status.APPROVED,
+    Run.Status.QUEUED,
+    Run.Status.RUNNING,
+    Run.Status.AWAITING_REVIEW,
+    Run.Status.AWAITING_SUBAGENT,
 )
 
 
@@ -104,19 +109,20 @@ def _scope_filter(budget: Budget, prefix: str = "") -> Q:
 def usage(budget: Budget, now: dt.datetime | None = None) -> BudgetUsage:
     since = period_start(budget.period, now)
     money = DecimalField(max_digits=14, decimal_places=6)
-    spent = (
-        ModelCall.objects.filter(_scope_filter(budget, "run__"), created_at__gte=since)
-        .aggregate(total=Coalesce(Sum("cost_usd"), Value(ZERO, output_field=money)))["total"]
-    )
+    spent = ModelCall.objects.filter(
+        _scope_filter(budget, "run__"), created_at__gte=since
+    ).aggregate(total=Coalesce(Sum("cost_usd"), Value(ZERO, output_field=money)))["total"]
     remaining = ExpressionWrapper(
-        Greatest(Coalesce(F("estimate_usd"), Value(ZERO, output_field=money)) - F("cost_usd"),
-                 F("reserved_usd"), Value(ZERO, output_field=money)),
+        Greatest(
+            Coalesce(F("estimate_usd"), Value(ZERO, output_field=money)) - F("cost_usd"),
+            F("reserved_usd"),
+            Value(ZERO, output_field=money),
+        ),
         output_field=money,
     )
-    outstanding = (
-        Run.objects.filter(_scope_filter(budget), status__in=UNFINISHED)
-        .aggregate(total=Coalesce(Sum(remaining), Value(ZERO, output_field=money)))["total"]
-    )
+    outstanding = Run.objects.filter(_scope_filter(budget), status__in=UNFINISHED).aggregate(
+        total=Coalesce(Sum(remaining), Value(ZERO, output_field=money))
+    )["total"]
     return BudgetUsage(budget=budget, since=since, spent=spent, outstanding=outstanding)
 
 
@@ -163,7 +169,9 @@ def check_rate_limit(user: Any, now: dt.datetime | None = None) -> None:
         )
 
 
-def check_start(workflow_name: str, user: Any, estimate_usd: Decimal, *, lock: bool = True) -> list[str]:
+def check_start(
+    workflow_name: str, user: Any, estimate_usd: Decimal, *, lock: bool = True
+) -> list[str]:
     """Refuse (StartRefused) or allow a run of this estimate; returns soft-budget warnings.
 
     Call inside the transaction that creates the run: it takes the start lock (``lock=False``
@@ -183,7 +191,11 @@ def check_start(workflow_name: str, user: Any, estimate_usd: Decimal, *, lock: b
         message = (
             f"This run (estimated up to ${estimate_usd:,.2f}) would pass {describe(budget)} by "
             f"${over:,.2f}: ${use.spent:,.2f} spent this {_period_word(budget)}"
-            + (f" + ${use.outstanding:,.2f} still estimated for unfinished runs" if use.outstanding else "")
+            + (
+                f" + ${use.outstanding:,.2f} still estimated for unfinished runs"
+                if use.outstanding
+                else ""
+            )
             + "."
         )
         if budget.hard:

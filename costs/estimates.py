@@ -125,8 +125,9 @@ def _turn_list(turns: list[int]) -> str:
     return ("turn " if len(numbers) == 1 else "turns ") + ", ".join(map(str, numbers))
 
 
-def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize, *,
-                 batch: bool = False) -> Estimate:
+def estimate_run(
+    workflow: Workflow, run_input: dict[str, Any], size: PromptSize, *, batch: bool = False
+) -> Estimate:
     if workflow.fanout is not None:
         return estimate_fanout(workflow, run_input, size, batch=batch)
     prompt, prefix = size.prompt, size.prefix
@@ -147,7 +148,9 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
     def cost(tokens: int, per_mtok: Decimal) -> Decimal:
         return tokens * per_mtok / MILLION
 
-    roles_calc = "; ".join(f"{', '.join(s.roles)} on {s.model} ({_turn_list(s.turns)})" for s in shares.values())
+    roles_calc = "; ".join(
+        f"{', '.join(s.roles)} on {s.model} ({_turn_list(s.turns)})" for s in shares.values()
+    )
     lines = [
         {
             "item": "Prompt (system + tools + this input)",
@@ -175,24 +178,38 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
         write = prefix if cacheable else 0
         read = prefix * (len(share.turns) - 1) if cacheable else 0
         uncached = share.input - write - read
-        usd = (cost(write, price.cache_write_5m_per_mtok) + cost(read, price.cache_read_per_mtok)
-               + cost(uncached, price.input_per_mtok) + cost(share.output, price.output_per_mtok))
+        usd = (
+            cost(write, price.cache_write_5m_per_mtok)
+            + cost(read, price.cache_read_per_mtok)
+            + cost(uncached, price.input_per_mtok)
+            + cost(share.output, price.output_per_mtok)
+        )
         cache_calc = (
             f"{write:,} cache write x {_rate(price.cache_write_5m_per_mtok)} + {read:,} cache read x {_rate(price.cache_read_per_mtok)} + "
-            if cacheable else
-            f"(prefix {prefix:,} tokens is under {share.model}'s {min_cacheable_tokens(share.model):,}-token minimum: not cached) "
+            if cacheable
+            else f"(prefix {prefix:,} tokens is under {share.model}'s {min_cacheable_tokens(share.model):,}-token minimum: not cached) "
         )
-        lines.append({
-            "item": f"{share.model} ({', '.join(share.roles)}, {_turn_list(share.turns)})",
-            "calc": f"{cache_calc}{uncached:,} in x {_rate(price.input_per_mtok)} + {share.output:,} out x {_rate(price.output_per_mtok)} /MTok",
-            "usd": _usd(usd),
-        })
+        lines.append(
+            {
+                "item": f"{share.model} ({', '.join(share.roles)}, {_turn_list(share.turns)})",
+                "calc": f"{cache_calc}{uncached:,} in x {_rate(price.input_per_mtok)} + {share.output:,} out x {_rate(price.output_per_mtok)} /MTok",
+                "usd": _usd(usd),
+            }
+        )
         discounted = usd * (1 - price.batch_discount) if batch else usd
         list_price += usd
         expected += discounted
-        by_model.append({"model": share.model, "roles": ", ".join(share.roles), "turns": len(share.turns),
-                         "usd": _usd(discounted)})
-    lines.append({"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(list_price)})
+        by_model.append(
+            {
+                "model": share.model,
+                "roles": ", ".join(share.roles),
+                "turns": len(share.turns),
+                "usd": _usd(discounted),
+            }
+        )
+    lines.append(
+        {"item": "Expected cost", "calc": "sum of the lines above", "usd": _usd(list_price)}
+    )
     if batch:
         discounts = sorted({price_for(m).batch_discount for m in shares})
         rate = f"{discounts[0]:.0%}" if len(discounts) == 1 else "each model's"
@@ -214,8 +231,13 @@ def estimate_run(workflow: Workflow, run_input: dict[str, Any], size: PromptSize
             "usd": _usd(upper),
         },
     ]
-    return Estimate(model=workflow.orchestrator_model, expected_usd=expected, upper_usd=upper, lines=lines,
-                    by_model=by_model)
+    return Estimate(
+        model=workflow.orchestrator_model,
+        expected_usd=expected,
+        upper_usd=upper,
+        lines=lines,
+        by_model=by_model,
+    )
 
 
 def _jobs(spec: Any, run_input: dict[str, Any]) -> tuple[int, bool]:
@@ -241,9 +263,7 @@ class _Prefix:
     lines: list[dict[str, str]]
 
 
-def _prefix_lines(
-    who: str, model: str, tokens: int, calls: int, ttl: str, price: Any
-) -> _Prefix:
+def _prefix_lines(who: str, model: str, tokens: int, calls: int, ttl: str, price: Any) -> _Prefix:
     """The prefix is written once (the first job runs alone while the cache warms) and read
     by the other ``calls - 1`` calls; under the model's minimum it is plain input each time."""
     if tokens <= 0 or calls <= 0:
@@ -313,9 +333,7 @@ def estimate_fanout(
     n, exact = _jobs(spec, run_input)
     prompt = size.prompt
     po, ps, pv = price_for(orchestrator), price_for(specialist), price_for(validator)
-    ttl = spec.cache_ttl(
-        n, spec.concurrency(settings.FANOUT_PER_RUN_CONCURRENCY), batch=batch
-    )
+    ttl = spec.cache_ttl(n, spec.concurrency(settings.FANOUT_PER_RUN_CONCURRENCY), batch=batch)
 
     def cost(tokens: int, per_mtok: Decimal) -> Decimal:
         return tokens * per_mtok / MILLION
@@ -437,9 +455,7 @@ def estimate_fanout(
                 "usd": _usd(most_reviews),
             }
         )
-    lines.append(
-        {"item": "Upper bound", "calc": "expected + allowances", "usd": _usd(upper)}
-    )
+    lines.append({"item": "Upper bound", "calc": "expected + allowances", "usd": _usd(upper)})
     cache = {
         "ttl": ttl,
         "specialist_prefix_tokens": s_prefix.tokens,
@@ -452,7 +468,12 @@ def estimate_fanout(
     keep = 1 - discount
     for model, role, calls, usd in (
         (orchestrator, "orchestrator", 2, decompose + aggregate),
-        (specialist, "specialist", n, (specialists + s_prefix.write_usd + s_prefix.reads_usd) * keep),
+        (
+            specialist,
+            "specialist",
+            n,
+            (specialists + s_prefix.write_usd + s_prefix.reads_usd) * keep,
+        ),
         (validator, "validator", n, (validators + v_prefix.write_usd + v_prefix.reads_usd) * keep),
         *(((reviewer, "reviewer", reviews, reviews * per_review),) if spec.has_reviewer else ()),
     ):
@@ -461,7 +482,12 @@ def estimate_fanout(
         row["calls"] += calls
         row["usd"] += usd
     by_model = [
-        {"model": r["model"], "roles": ", ".join(r["roles"]), "turns": r["calls"], "usd": _usd(r["usd"])}
+        {
+            "model": r["model"],
+            "roles": ", ".join(r["roles"]),
+            "turns": r["calls"],
+            "usd": _usd(r["usd"]),
+        }
         for r in shares.values()
     ]
     return Estimate(

@@ -33,9 +33,15 @@ def costs(request):
         "labels": [d["day"].strftime("%b %d") for d in report.by_day],
         "values": [float(d["cost"]) for d in report.by_day],
     }
-    return render(request, "costs/costs.html", {
-        "report": report, "periods": reports.PERIODS, "chart": chart,
-    })
+    return render(
+        request,
+        "costs/costs.html",
+        {
+            "report": report,
+            "periods": reports.PERIODS,
+            "chart": chart,
+        },
+    )
 
 
 @require_GET
@@ -43,8 +49,12 @@ def costs(request):
 def costs_csv(request):
     days = _days(request)
     writer = csv.writer(_Echo())
-    response = StreamingHttpResponse((writer.writerow(row) for row in reports.csv_rows(reports.period_since(days))),
-                                     content_type="text/csv")
+    response = StreamingHttpResponse(
+        (writer.writerow(row) for row in reports.csv_rows(reports.period_since(days))),
+        content_type="text/csv",
+    )
     stamp = timezone.localdate().isoformat()
-    response["Content-Disposition"] = f'attachment; filename="countersign-costs-{days}d-{stamp}.csv"'
+    response["Content-Disposition"] = (
+        f'attachment; filename="countersign-costs-{days}d-{stamp}.csv"'
+    )
     return response

@@ -21,7 +21,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(WorkflowVersion)
 class WorkflowVersionAdmin(ReadOnlyAdmin):
-    list_display = ("name", "version", "status", "serving", "author", "decided_by", "content_hash", "created_at")
+    list_display = (
+        "name",
+        "version",
+        "status",
+        "serving",
+        "author",
+        "decided_by",
+        "content_hash",
+        "created_at",
+    )
     list_filter = ("name", "status", "serving")
     search_fields = ("name", "content_hash")
 

@@ -20,7 +20,9 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             "can_resolve": access.may_resolve(user),
             "can_approve": can_approve,
             "pending_approvals": (
-                ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count() if can_approve else 0
+                ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count()
+                if can_approve
+                else 0
             ),
             "can_see_costs": access.may_see_costs(user),
             "can_view_versions": access.may_view_versions(user),
@@ -28,7 +30,9 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             "can_view_evaluations": access.may_view_evaluations(user),
             "can_see_operations": access.may_see_operations(user),
             "can_see_alerts": (can_see_alerts := access.may_view_alerts(user)),
-            "open_alerts": Alert.objects.filter(status=Alert.Status.OPEN).count() if can_see_alerts else 0,
+            "open_alerts": Alert.objects.filter(status=Alert.Status.OPEN).count()
+            if can_see_alerts
+            else 0,
             "can_manage_schedules": access.may_manage_schedules(user),
             "is_staff": user.is_staff,
             "roles": sorted(user.groups.values_list("name", flat=True)),

@@ -184,7 +184,9 @@ _versions: dict[int, WorkflowVersion] = {}
 def _version(run: Run) -> WorkflowVersion:
     version = _versions.get(run.workflow_version_id)
     if version is None:
-        version = _versions[run.workflow_version_id] = WorkflowVersion.objects.get(pk=run.workflow_version_id)
+        version = _versions[run.workflow_version_id] = WorkflowVersion.objects.get(
+            pk=run.workflow_version_id
+        )
     run.workflow_version = version  # the FK's cache: no query when the run's code reads it
     return version
 
@@ -258,8 +260,12 @@ def _one_step(run: Run, state: Conversation | None) -> tuple[StepResult, Convers
         logger.warning("step stopped: %s", exc, extra={"run_id": str(run.pk)})
         run.refresh_from_db()
         if run.status == S.RUNNING:
-            escalate(run.pk, R.UNDECRYPTABLE, f"The run cannot go on: {exc} Restore the key to "
-                     "PAYLOAD_ENCRYPTION_KEYS (see docs/operations.md), then retry this step.")
+            escalate(
+                run.pk,
+                R.UNDECRYPTABLE,
+                f"The run cannot go on: {exc} Restore the key to "
+                "PAYLOAD_ENCRYPTION_KEYS (see docs/operations.md), then retry this step.",
+            )
         return StepResult(None), None
     except Exception as exc:
         # A bug or an unexpected failure must not leave the run spinning: record it and
@@ -267,7 +273,9 @@ def _one_step(run: Run, state: Conversation | None) -> tuple[StepResult, Convers
         logger.exception("step failed", extra={"run_id": str(run.pk)})
         run.refresh_from_db()
         if run.status == S.RUNNING:
-            escalate(run.pk, R.TOOL_ERROR, f"The engine failed on this step: {type(exc).__name__}: {exc}")
+            escalate(
+                run.pk, R.TOOL_ERROR, f"The engine failed on this step: {type(exc).__name__}: {exc}"
+            )
         return StepResult(None), None
     return result, state
 
@@ -287,7 +295,9 @@ def _database_went_away() -> bool:
 def _first_step(run: Run, workflow: Workflow, state: Conversation) -> StepResult:
     """The task's first step: pick up wherever the run is (a batch, a dead worker's turn)."""
     if _timed_out(run, workflow):
-        escalate(run.pk, R.TIMEOUT, f"The run exceeded its {_timeout_seconds(run, workflow):g}s timeout.")
+        escalate(
+            run.pk, R.TIMEOUT, f"The run exceeded its {_timeout_seconds(run, workflow):g}s timeout."
+        )
         return StepResult(None)
     waiting = run.model_calls.filter(status=ModelCall.Status.PENDING).exclude(batch_id="").first()
     if waiting is not None:
@@ -303,12 +313,18 @@ def _first_step(run: Run, workflow: Workflow, state: Conversation) -> StepResult
 
     if last is not None and last.stop_reason == "tool_use":
         settled = set(
-            ToolCall.objects.filter(run=run, model_call__turn=last.turn, settled=True).values_list("tool_use_id", flat=True)
+            ToolCall.objects.filter(run=run, model_call__turn=last.turn, settled=True).values_list(
+                "tool_use_id", flat=True
+            )
         )
         pending = [tu for tu in last.tool_uses if tu["id"] not in settled]
         if pending:
             return _after_tools(run, settle_turn(run, workflow, last, pending), state)
-    elif last is not None and not run.pending_note and last.stop_reason in ("end_turn", "stop_sequence"):
+    elif (
+        last is not None
+        and not run.pending_note
+        and last.stop_reason in ("end_turn", "stop_sequence")
+    ):
         return _finalize(run, workflow, last)
 
     return _model_turn(run, workflow, state)
@@ -321,7 +337,9 @@ def _step(run: Run, workflow: Workflow, state: Conversation) -> StepResult:
         state.loaded = True
         return _first_step(run, workflow, state)
     if _timed_out(run, workflow):
-        escalate(run.pk, R.TIMEOUT, f"The run exceeded its {_timeout_seconds(run, workflow):g}s timeout.")
+        escalate(
+            run.pk, R.TIMEOUT, f"The run exceeded its {_timeout_seconds(run, workflow):g}s timeout."
+        )
         return StepResult(None)
     return _model_turn(run, workflow, state)
 
@@ -338,7 +356,9 @@ def _timed_out(run: Run, workflow: Workflow) -> bool:
     return since is not None and timezone.now() - since > limit
 
 
-def _after_tools(run: Run, escalation: Escalation | subagents.Waiting | None, state: Conversation) -> StepResult:
+def _after_tools(
+    run: Run, escalation: Escalation | subagents.Waiting | None, state: Conversation
+) -> StepResult:
     if isinstance(escalation, subagents.Waiting):  # a sub-agent's run answers a tool_use
         if subagents.park(run.pk):
             return StepResult(None)  # its end queues this run again (orchestration.lifecycle)
@@ -351,7 +371,9 @@ def _after_tools(run: Run, escalation: Escalation | subagents.Waiting | None, st
 
 
 def _escalate(run: Run, e: Escalation, model_call: ModelCall | None = None) -> None:
-    escalate(run.pk, e.reason, e.message, tool_call=e.tool_call, model_call=model_call, details=e.details)
+    escalate(
+        run.pk, e.reason, e.message, tool_call=e.tool_call, model_call=model_call, details=e.details
+    )
 
 
 # --- model turns ------------------------------------------------------------------------
@@ -390,7 +412,9 @@ def _allowed_steps(run: Run, workflow: Workflow, state: Conversation) -> int:
     # A reviewer who resumes a run stopped at its step limit grants it another allowance
     # (tickets are resolved only while the run is not running: fixed for the task's life).
     if state.allowed_steps is None:
-        resumed = run.tickets.filter(reason=R.STEP_LIMIT, status=EscalationTicket.Status.RESOLVED).count()
+        resumed = run.tickets.filter(
+            reason=R.STEP_LIMIT, status=EscalationTicket.Status.RESOLVED
+        ).count()
         state.allowed_steps = workflow.constraints.max_steps * (1 + resumed)
     return state.allowed_steps
 
@@ -398,7 +422,11 @@ def _allowed_steps(run: Run, workflow: Workflow, state: Conversation) -> int:
 def _model_turn(run: Run, workflow: Workflow, state: Conversation) -> StepResult:
     calls = state.calls
     if len(calls) >= _allowed_steps(run, workflow, state):
-        escalate(run.pk, R.STEP_LIMIT, f"The run used its {workflow.constraints.max_steps} model turns without finishing.")
+        escalate(
+            run.pk,
+            R.STEP_LIMIT,
+            f"The run used its {workflow.constraints.max_steps} model turns without finishing.",
+        )
         return StepResult(None)
     last = calls[-1] if calls else None
     version = _version(run)
@@ -411,15 +439,25 @@ def _model_turn(run: Run, workflow: Workflow, state: Conversation) -> StepResult
     params = {
         "model": model,
         "max_tokens": workflow.constraints.max_output_tokens,
-        "system": [{"type": "text", "text": version.system_prompt, "cache_control": {"type": "ephemeral"}}],
+        "system": [
+            {"type": "text", "text": version.system_prompt, "cache_control": {"type": "ephemeral"}}
+        ],
         "tools": api_tools(version),
         "messages": conversation(calls, new_turn),
     }
     batch = bool(run.options.get("batch"))
-    mc = ModelCall(run=run, turn=turn, attempt=attempt, model=model, request_content=new_turn,
-                   role=turn_route.role)
+    mc = ModelCall(
+        run=run,
+        turn=turn,
+        attempt=attempt,
+        model=model,
+        request_content=new_turn,
+        role=turn_route.role,
+    )
     try:
-        model_calls.open_call(mc, params, batch=batch)  # saves mc holding its reservation, or sends nothing
+        model_calls.open_call(
+            mc, params, batch=batch
+        )  # saves mc holding its reservation, or sends nothing
     except accounting.DoesNotFit as refused:
         return _refused(run, refused)
     client = client_for(**model_calls.client_kwargs(run))
@@ -463,7 +501,9 @@ def _collect_batch(run: Run, workflow: Workflow, mc: ModelCall, state: Conversat
 def _call_failed(run: Run, mc: ModelCall, outcome: model_calls.Outcome) -> StepResult:
     """Record a failed model call; try the turn again after a backoff, or escalate."""
     model_calls.record_failure(mc, outcome, run=run)
-    round_attempts = in_round(ModelCall.objects.filter(run=run, turn=mc.turn), round_start(run)).count()
+    round_attempts = in_round(
+        ModelCall.objects.filter(run=run, turn=mc.turn), round_start(run)
+    ).count()
     wait = model_calls.retry_in(outcome, round_attempts)
     if wait is not None:
         return StepResult(wait)
@@ -475,8 +515,9 @@ def _call_failed(run: Run, mc: ModelCall, outcome: model_calls.Outcome) -> StepR
     return StepResult(None)
 
 
-def _record_response(run: Run, workflow: Workflow, mc: ModelCall, outcome: model_calls.Outcome,
-                     state: Conversation) -> StepResult:
+def _record_response(
+    run: Run, workflow: Workflow, mc: ModelCall, outcome: model_calls.Outcome, state: Conversation
+) -> StepResult:
     with transaction.atomic():
         # The note went out with this call; it is cleared in the same transaction that
         # records the answer, so a crash before this point re-sends it.
@@ -489,7 +530,9 @@ def _record_response(run: Run, workflow: Workflow, mc: ModelCall, outcome: model
 
 
 def _after_response(run: Run, workflow: Workflow, mc: ModelCall, state: Conversation) -> StepResult:
-    if run.status != S.RUNNING:  # cancelled while the call streamed: recorded and charged, nothing more
+    if (
+        run.status != S.RUNNING
+    ):  # cancelled while the call streamed: recorded and charged, nothing more
         return StepResult(None)
     limits = workflow.constraints
     # The spend check comes before every other check on the answer: a pause for any other
@@ -502,16 +545,26 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall, state: Conversa
         hostile_output.refuse_response(run, mc, problems)
         return StepResult(None)
     if states_ambiguity(mc.text):
-        escalate(run.pk, R.AMBIGUITY, f"The model stated ambiguity: {mc.text[:500]}", model_call=mc,
-                 details={"model_words": mc.text})
+        escalate(
+            run.pk,
+            R.AMBIGUITY,
+            f"The model stated ambiguity: {mc.text[:500]}",
+            model_call=mc,
+            details={"model_words": mc.text},
+        )
         return StepResult(None)
 
     if mc.stop_reason == "tool_use":
-        return _after_tools(run, settle_turn(run, workflow, mc, mc.tool_uses, state.known_for(run)), state)
+        return _after_tools(
+            run, settle_turn(run, workflow, mc, mc.tool_uses, state.known_for(run)), state
+        )
     if mc.stop_reason == "max_tokens":
-        Run.objects.filter(pk=run.pk).update(pending_note=(
-            f"[engine] Your answer was cut off at the {limits.max_output_tokens}-token limit. "
-            "Answer again, more concisely."))
+        Run.objects.filter(pk=run.pk).update(
+            pending_note=(
+                f"[engine] Your answer was cut off at the {limits.max_output_tokens}-token limit. "
+                "Answer again, more concisely."
+            )
+        )
         return StepResult(0)
     if mc.stop_reason == "refusal":
         escalate(run.pk, R.VALIDATION_FAILED, "The model refused to continue.", model_call=mc)
@@ -525,47 +578,81 @@ def _after_response(run: Run, workflow: Workflow, mc: ModelCall, state: Conversa
 # --- finishing --------------------------------------------------------------------------
 
 
-def _finalize(run: Run, workflow: Workflow, mc: ModelCall, known: Known | None = None) -> StepResult:
+def _finalize(
+    run: Run, workflow: Workflow, mc: ModelCall, known: Known | None = None
+) -> StepResult:
     """Accept the model's final answer only if every rule holds; otherwise nudge once, then escalate."""
     record = known.record if known is not None else recorded_state(run)
     for call in record.calls:
         require_readable(call.output, f"The accepted output of {call.name}")
     output, parse_error = parse_json_answer(mc.text)
     # An invented value is the worst finding: checked before anything that could be nudged.
-    if isinstance(output, dict) and (unsourced := unsourced_values(output, workflow.output_schema, record)):
+    if isinstance(output, dict) and (
+        unsourced := unsourced_values(output, workflow.output_schema, record)
+    ):
         first = unsourced[0]
-        escalate(run.pk, R.HALLUCINATION,
-                 f"The answer's {first.path} = {first.value!r} does not come from any recorded {first.tool} call.",
-                 model_call=mc, details={"field": first.path, "value": first.value,
-                                         "recorded": [str(r) for r in first.recorded]})
+        escalate(
+            run.pk,
+            R.HALLUCINATION,
+            f"The answer's {first.path} = {first.value!r} does not come from any recorded {first.tool} call.",
+            model_call=mc,
+            details={
+                "field": first.path,
+                "value": first.value,
+                "recorded": [str(r) for r in first.recorded],
+            },
+        )
         return StepResult(None)
 
     problems = [parse_error] if parse_error else schema_errors(output, workflow.output_schema)
     missing = [name for name in workflow.required_tools if not record.of(name)]
     if missing:
         problems.append(f"required tool(s) not called successfully: {', '.join(missing)}")
-    problems += fallbacks.final_output_problems(workflow, output, record)  # marked fallbacks, current rules
+    problems += fallbacks.final_output_problems(
+        workflow, output, record
+    )  # marked fallbacks, current rules
     if problems:
         nudged = AuditEvent.objects.filter(run=run, kind="final.rejected").exists()
         audit.record("final.rejected", run=run, payload={"turn": mc.turn, "problems": problems})
         if nudged:
-            escalate(run.pk, R.VALIDATION_FAILED, f"The final answer is still invalid: {problems[0]}",
-                     model_call=mc, details={"errors": problems})
+            escalate(
+                run.pk,
+                R.VALIDATION_FAILED,
+                f"The final answer is still invalid: {problems[0]}",
+                model_call=mc,
+                details={"errors": problems},
+            )
             return StepResult(None)
-        Run.objects.filter(pk=run.pk).update(pending_note=(
-            "[engine] Your final answer was not accepted: " + "; ".join(problems)
-            + ". Do what is missing, then answer with one JSON object matching the output schema."))
+        Run.objects.filter(pk=run.pk).update(
+            pending_note=(
+                "[engine] Your final answer was not accepted: "
+                + "; ".join(problems)
+                + ". Do what is missing, then answer with one JSON object matching the output schema."
+            )
+        )
         return StepResult(0)
 
     # Sign-off rules read the recorded tool outputs (``record``); ``output`` is only the model's
     # words, checked above for provenance.
-    if workflow.regulatory_trigger and (why := workflow.regulatory_trigger(run.input, output, record)):
-        escalate(run.pk, R.REGULATORY_TRIGGER, f"Sign-off required: {why}", model_call=mc,
-                 details={"proposed_result": output})
+    if workflow.regulatory_trigger and (
+        why := workflow.regulatory_trigger(run.input, output, record)
+    ):
+        escalate(
+            run.pk,
+            R.REGULATORY_TRIGGER,
+            f"Sign-off required: {why}",
+            model_call=mc,
+            details={"proposed_result": output},
+        )
         return StepResult(None)
 
-    lifecycle.transition(run.pk, S.SUCCEEDED, actor="engine", result=output,
-                         event_payload={"cost_usd": str(run.cost_usd)})
+    lifecycle.transition(
+        run.pk,
+        S.SUCCEEDED,
+        actor="engine",
+        result=output,
+        event_payload={"cost_usd": str(run.cost_usd)},
+    )
     return StepResult(None)
 
 
@@ -580,8 +667,11 @@ def reap_stalled_runs() -> int:
     stalled = list(
         Run.objects.filter(status=S.RUNNING, lease_expires_at__lt=now).values_list("pk", flat=True)
     ) + list(
-        Run.objects.filter(status__in=(S.RUNNING, S.QUEUED), lease_expires_at__isnull=True,
-                           updated_at__lt=silent_since)
+        Run.objects.filter(
+            status__in=(S.RUNNING, S.QUEUED),
+            lease_expires_at__isnull=True,
+            updated_at__lt=silent_since,
+        )
         .exclude(pk__in=_waiting_for_batch().values("run_id"))
         .values_list("pk", flat=True)
     )
@@ -604,11 +694,17 @@ def poll_batches() -> int:
     """Enqueue a step for every run whose pending batch has ended; returns how many."""
 
     ended = 0
-    for mc in _waiting_for_batch().filter(run__status=S.RUNNING, run__lease_expires_at__isnull=True).select_related("run"):
+    for mc in (
+        _waiting_for_batch()
+        .filter(run__status=S.RUNNING, run__lease_expires_at__isnull=True)
+        .select_related("run")
+    ):
         try:
             done = batch_ended(mc)
         except anthropic.APIError:
-            logger.warning("could not poll batch", extra={"run_id": str(mc.run_id), "batch_id": mc.batch_id})
+            logger.warning(
+                "could not poll batch", extra={"run_id": str(mc.run_id), "batch_id": mc.batch_id}
+            )
             continue
         if done:
             if mc.job_id is not None:  # a fan-out job waiting for its batch (fanout.jobs)

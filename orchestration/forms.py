@@ -12,7 +12,9 @@ from orchestration.untrusted import INT_MAX, INT_MIN, findings
 class WorkflowInputForm(forms.Form):
     """One field per top-level property of the input schema."""
 
-    def __init__(self, schema: dict[str, Any], *args: Any, initial_input: dict | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, schema: dict[str, Any], *args: Any, initial_input: dict | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.schema = schema
         required = set(schema.get("required", []))

@@ -60,7 +60,9 @@ class RunRefused(Exception):
     USER_PAUSED = "user_paused"
     VERSION_UNAVAILABLE = "version_unavailable"
 
-    def __init__(self, errors: dict[str, str], code: str = INVALID_INPUT, retry_after: float | None = None) -> None:
+    def __init__(
+        self, errors: dict[str, str], code: str = INVALID_INPUT, retry_after: float | None = None
+    ) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
         self.errors = errors
         self.code = code
@@ -131,11 +133,17 @@ def start_defaults(workflow: Workflow, now: dt.datetime | None = None) -> dict[s
 def batch_refusal(workflow: Workflow, batch: bool) -> None:
     """Batch mode only where it applies: a workflow that declares it (Workflow.batch)."""
     if batch and not workflow.batch:
-        raise RunRefused({"mode": f"Batch mode does not apply to {workflow.name}: it answers in real "
-                                  "time (the workflow does not declare batch=True)."})
+        raise RunRefused(
+            {
+                "mode": f"Batch mode does not apply to {workflow.name}: it answers in real "
+                "time (the workflow does not declare batch=True)."
+            }
+        )
 
 
-def measure_prompt(workflow: Workflow, version: WorkflowVersion, value: dict[str, Any]) -> PromptSize:
+def measure_prompt(
+    workflow: Workflow, version: WorkflowVersion, value: dict[str, Any]
+) -> PromptSize:
     """count_tokens on the exact first request the run will send, for its estimate (an API
     call: callers make it outside their transaction)."""
     client = client_for(workflow=workflow.name)
@@ -154,18 +162,25 @@ def measure_prompt(workflow: Workflow, version: WorkflowVersion, value: dict[str
 
         return PromptSize(
             prompt=client.messages.count_tokens(
-                model=model, system=system, messages=[{"role": "user", "content": json.dumps(turn)}],
+                model=model,
+                system=system,
+                messages=[{"role": "user", "content": json.dumps(turn)}],
             ).input_tokens,
             specialist_prefix=prefix("specialist", prompts.specialist_system(spec)),
             validator_prefix=prefix("validator", prompts.validator_system(spec)),
         )
     tools = api_tools(version)
     prompt = client.messages.count_tokens(
-        model=model, system=system, tools=tools,
+        model=model,
+        system=system,
+        tools=tools,
         messages=[{"role": "user", "content": json.dumps(value)}],
     ).input_tokens
     prefix = client.messages.count_tokens(
-        model=model, system=system, tools=tools, messages=[{"role": "user", "content": "."}],
+        model=model,
+        system=system,
+        tools=tools,
+        messages=[{"role": "user", "content": "."}],
     ).input_tokens
     return PromptSize(prompt=prompt, prefix=prefix)
 
@@ -181,7 +196,9 @@ class Preview:
     warnings: list[str]
 
 
-def preview(workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, batch: bool = False) -> Preview:
+def preview(
+    workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, batch: bool = False
+) -> Preview:
     """The estimate and the gate's verdict for a run not yet started (the start page shows it)."""
     workflow, version = serving_version(workflow_name)
     value = validate_input(workflow_name, raw_input, workflow)
@@ -192,7 +209,9 @@ def preview(workflow_name: str, raw_input: str | dict[str, Any], user: Any, *, b
     threshold = accounting.approval_threshold(workflow)
     refused, warnings = pauses.start_refusal(user) or "", model_warnings
     try:
-        warnings = model_warnings + budgets.check_start(workflow.name, user, estimate.upper_usd, lock=False)
+        warnings = model_warnings + budgets.check_start(
+            workflow.name, user, estimate.upper_usd, lock=False
+        )
     except budgets.StartRefused as exc:
         refused = str(exc)
     return Preview(estimate, threshold, estimate.upper_usd > threshold, refused, warnings)
@@ -238,7 +257,9 @@ def start_run(
     else:
         # A fork's or an evaluation's version: the deployed declaration whose snapshot it is.
         if version.name != workflow_name:
-            raise RunRefused({"version": f"{version} is a version of {version.name}, not of {workflow_name}."})
+            raise RunRefused(
+                {"version": f"{version} is a version of {version.name}, not of {workflow_name}."}
+            )
         workflow = declaration_for(version)
         if workflow is None:
             raise RunRefused(
@@ -246,7 +267,9 @@ def start_run(
                 code=RunRefused.VERSION_UNAVAILABLE,
             )
     batch_refusal(workflow, bool((options or {}).get("batch")))
-    model_warnings = refuse_unavailable_models(workflow)  # unpriced or retired: nothing measured or written
+    model_warnings = refuse_unavailable_models(
+        workflow
+    )  # unpriced or retired: nothing measured or written
     value = validate_input(workflow_name, raw_input, workflow)
     size = measure_prompt(workflow, version, value)  # an API call: outside the transaction
     estimate = estimate_run(workflow, value, size, batch=bool((options or {}).get("batch")))
@@ -258,7 +281,9 @@ def start_run(
                 warnings = budgets.check_start(workflow.name, user, estimate.upper_usd)
             except budgets.StartRefused as refused:
                 key = "budget" if refused.code == RunRefused.BUDGET_EXCEEDED else "rate_limit"
-                raise RunRefused({key: str(refused)}, code=refused.code, retry_after=refused.retry_after) from None
+                raise RunRefused(
+                    {key: str(refused)}, code=refused.code, retry_after=refused.retry_after
+                ) from None
             calculation = estimate.as_json() | ({"budget_warnings": warnings} if warnings else {})
             if model_warnings:  # a deprecated model: shown on the run page, the run still starts
                 calculation["model_warnings"] = model_warnings
@@ -270,32 +295,66 @@ def start_run(
                 workflow, estimate.upper_usd, needs_approval=estimate.upper_usd > threshold
             )
             run = Run.objects.create(
-                workflow_version=version, workflow_name=workflow.name, requested_by=user, input=value,
-                options=options or {}, idempotency_key=idempotency_key, is_evaluation=evaluation is not None,
-                estimate_usd=estimate.upper_usd, estimate=calculation,
-                ceiling_usd=ceiling.usd, ceiling_tokens=ceiling.tokens, ceiling_basis=ceiling.basis,
+                workflow_version=version,
+                workflow_name=workflow.name,
+                requested_by=user,
+                input=value,
+                options=options or {},
+                idempotency_key=idempotency_key,
+                is_evaluation=evaluation is not None,
+                estimate_usd=estimate.upper_usd,
+                estimate=calculation,
+                ceiling_usd=ceiling.usd,
+                ceiling_tokens=ceiling.tokens,
+                ceiling_basis=ceiling.basis,
             )
-            audit.record("run.requested", run=run, actor=user, evidence_of=[run], payload={
-                "workflow": workflow.name, "version": version.content_hash, "source": source, "input": value,
-                **({"evaluation": evaluation} if evaluation is not None else {}),
-            })
-            audit.record("estimate.made", run=run, actor="engine", payload={
-                "expected_usd": str(estimate.expected_usd), "upper_usd": str(estimate.upper_usd),
-                "threshold_usd": str(threshold), "ceiling_usd": str(ceiling.usd), "ceiling_tokens": ceiling.tokens,
-                "ceiling_basis": ceiling.basis,
-            })
+            audit.record(
+                "run.requested",
+                run=run,
+                actor=user,
+                evidence_of=[run],
+                payload={
+                    "workflow": workflow.name,
+                    "version": version.content_hash,
+                    "source": source,
+                    "input": value,
+                    **({"evaluation": evaluation} if evaluation is not None else {}),
+                },
+            )
+            audit.record(
+                "estimate.made",
+                run=run,
+                actor="engine",
+                payload={
+                    "expected_usd": str(estimate.expected_usd),
+                    "upper_usd": str(estimate.upper_usd),
+                    "threshold_usd": str(threshold),
+                    "ceiling_usd": str(ceiling.usd),
+                    "ceiling_tokens": ceiling.tokens,
+                    "ceiling_basis": ceiling.basis,
+                },
+            )
             for warning in warnings:
-                audit.record("budget.warning", run=run, actor="engine", payload={"warning": warning})
+                audit.record(
+                    "budget.warning", run=run, actor="engine", payload={"warning": warning}
+                )
             if prepare is not None:
                 prepare(run)
             if needs_approval:
                 ApprovalRequest.objects.create(
-                    run=run, estimate_usd=estimate.upper_usd, threshold_usd=threshold,
-                    calculation=calculation, requested_by=user,
+                    run=run,
+                    estimate_usd=estimate.upper_usd,
+                    threshold_usd=threshold,
+                    calculation=calculation,
+                    requested_by=user,
                     expires_at=timezone.now() + dt.timedelta(hours=settings.APPROVAL_EXPIRY_HOURS),
                 )
-                run = lifecycle.transition(run.pk, Run.Status.AWAITING_APPROVAL, actor=user,
-                                           event_payload={"estimate_usd": str(estimate.upper_usd)})
+                run = lifecycle.transition(
+                    run.pk,
+                    Run.Status.AWAITING_APPROVAL,
+                    actor=user,
+                    event_payload={"estimate_usd": str(estimate.upper_usd)},
+                )
             else:
                 run = lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user)
     except IntegrityError:

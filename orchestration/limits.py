@@ -116,8 +116,9 @@ def run_work_seconds(run: Run) -> float:
     latency is the batch's queueing, which batch mode accepts by choice (half price, up to
     24 h), not work a latency limit is about."""
     model = (
-        ModelCall.objects.filter(run=run, job__isnull=True, batch_id="")
-        .aggregate(ms=Sum("latency_ms"))["ms"]
+        ModelCall.objects.filter(run=run, job__isnull=True, batch_id="").aggregate(
+            ms=Sum("latency_ms")
+        )["ms"]
         or 0
     )
     tools = ToolCall.objects.filter(run=run).aggregate(ms=Sum("latency_ms"))["ms"] or 0

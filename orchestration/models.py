@@ -29,7 +29,7 @@ class JsonbTsvector(Func):
     function = "jsonb_to_tsvector"
     template = (
         "jsonb_to_tsvector('simple'::regconfig, COALESCE(%(expressions)s, '{}'::jsonb), "
-        "'[\"string\", \"numeric\"]'::jsonb)"
+        '\'["string", "numeric"]\'::jsonb)'
     )
     output_field = SearchVectorField()
 
@@ -71,7 +71,9 @@ class WorkflowVersion(models.Model):
     content_hash = models.CharField(max_length=64, unique=True)
     title = models.CharField(max_length=200)
     system_prompt = models.TextField()
-    tools = models.JSONField(help_text="Tool definitions as sent to the Messages API, with versions.")
+    tools = models.JSONField(
+        help_text="Tool definitions as sent to the Messages API, with versions."
+    )
     input_schema = models.JSONField()
     output_schema = models.JSONField()
     model_roles = models.JSONField(help_text="Model per role.")
@@ -79,7 +81,8 @@ class WorkflowVersion(models.Model):
     # Empty for snapshots taken before it existed (they did not cover the code; see
     # orchestration.workflows.versions.LEGACY).
     behaviour = models.JSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text="Rules, examples, tool schemas and code digests (validators, guards, escalation rules...).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -108,7 +111,8 @@ class WorkflowVersion(models.Model):
             ),
             # Only an approved version serves.
             models.CheckConstraint(
-                condition=Q(serving=False) | Q(status="approved"), name="wfversion_serving_is_approved"
+                condition=Q(serving=False) | Q(status="approved"),
+                name="wfversion_serving_is_approved",
             ),
         ]
 
@@ -173,7 +177,9 @@ class Run(models.Model):
         FORK = "fork", "fork"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    workflow_version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
+    workflow_version = models.ForeignKey(
+        WorkflowVersion, on_delete=models.PROTECT, related_name="runs"
+    )
     workflow_name = models.CharField(max_length=100, db_index=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="runs"
@@ -196,7 +202,9 @@ class Run(models.Model):
     error = models.TextField(blank=True)
     estimate_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     estimate = models.JSONField(null=True, blank=True, help_text="The estimate's calculation.")
-    cost_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))  # exact: never rounded
+    cost_usd = models.DecimalField(
+        max_digits=20, decimal_places=12, default=Decimal("0")
+    )  # exact: never rounded
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cache_write_tokens = models.PositiveBigIntegerField(default=0)
@@ -206,7 +214,9 @@ class Run(models.Model):
     # tokens under ceiling_tokens). NULL means no ceiling was ever set: nothing may be spent.
     ceiling_usd = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
     ceiling_tokens = models.PositiveBigIntegerField(null=True, blank=True)
-    ceiling_basis = models.CharField(max_length=300, blank=True, help_text="Where the ceiling comes from.")
+    ceiling_basis = models.CharField(
+        max_length=300, blank=True, help_text="Where the ceiling comes from."
+    )
     # What the calls in flight may still cost at most (their reservations, settled on charge).
     reserved_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))
     reserved_tokens = models.PositiveBigIntegerField(default=0)
@@ -214,7 +224,9 @@ class Run(models.Model):
     # calls count against this run's ceiling too (costs.accounting). cost_usd stays the run's own.
     children_cost_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))
     children_tokens = models.PositiveBigIntegerField(default=0)
-    children_reserved_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))
+    children_reserved_usd = models.DecimalField(
+        max_digits=20, decimal_places=12, default=Decimal("0")
+    )
     children_reserved_tokens = models.PositiveBigIntegerField(default=0)
     # A reviewer's note waiting to be given to the model in the next turn.
     pending_note = models.TextField(blank=True)
@@ -256,8 +268,12 @@ class Run(models.Model):
                 name="run_unique_idempotency_key_per_user",
             ),
             # A settlement never gives back more than was reserved (costs.accounting.charge).
-            models.CheckConstraint(condition=Q(reserved_usd__gte=0), name="run_reserved_usd_not_negative"),
-            models.CheckConstraint(condition=Q(children_reserved_usd__gte=0), name="run_children_reserved_not_negative"),
+            models.CheckConstraint(
+                condition=Q(reserved_usd__gte=0), name="run_reserved_usd_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(children_reserved_usd__gte=0), name="run_children_reserved_not_negative"
+            ),
             # One sub-agent run per handoff tool_use: a step repeated after a crash finds it.
             models.UniqueConstraint(
                 fields=["parent", "parent_tool_use_id"],
@@ -282,7 +298,9 @@ class Run(models.Model):
             # The per-user daily start limit and per-user budgets; covering cost_usd so the
             # approval queue's "spend in the last 30 days" per requester is an index-only scan.
             models.Index(
-                fields=["requested_by", "created_at"], include=["cost_usd"], name="run_requester_created"
+                fields=["requested_by", "created_at"],
+                include=["cost_usd"],
+                name="run_requester_created",
             ),
             # The reaper's query: running runs whose step lease expired.
             models.Index(
@@ -291,7 +309,9 @@ class Run(models.Model):
                 name="run_running_lease",
             ),
             # The error-rate alert rule (alerts.rules.run_outcomes): runs that ended in a window.
-            models.Index(fields=["finished_at"], condition=Q(finished_at__isnull=False), name="run_finished"),
+            models.Index(
+                fields=["finished_at"], condition=Q(finished_at__isnull=False), name="run_finished"
+            ),
         ]
         permissions = [
             ("start_run", "Can start runs"),
@@ -302,6 +322,7 @@ class Run(models.Model):
     # What the chain covers: what was asked and answered, who asked (four eyes reads it), and
     # the spend ceiling (raised only by an audited decision).
     EVIDENCE_FIELDS = ("input", "result", "requested_by", "ceiling_usd", "ceiling_tokens")
+
     def __str__(self) -> str:
         return f"{self.workflow_name} {str(self.id)[:8]} ({self.status})"
 
@@ -350,7 +371,11 @@ class ModelCall(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="model_calls")
     # A fan-out job's specialist or validator call; ``turn`` is then the job's attempt.
     job = models.ForeignKey(
-        "orchestration.FanoutJob", null=True, blank=True, on_delete=models.CASCADE, related_name="model_calls"
+        "orchestration.FanoutJob",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="model_calls",
     )
     turn = models.PositiveIntegerField(help_text="Index of the assistant turn in the conversation.")
     attempt = models.PositiveIntegerField(default=1)
@@ -368,7 +393,9 @@ class ModelCall(models.Model):
     cache_write_5m_tokens = models.PositiveIntegerField(default=0)
     cache_write_1h_tokens = models.PositiveIntegerField(default=0)
     cache_read_tokens = models.PositiveIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))  # exact: never rounded
+    cost_usd = models.DecimalField(
+        max_digits=20, decimal_places=12, default=Decimal("0")
+    )  # exact: never rounded
     # The worst case this call holds against its run's ceiling until it is charged or released.
     reserved_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal("0"))
     reserved_tokens = models.PositiveBigIntegerField(default=0)
@@ -389,7 +416,9 @@ class ModelCall(models.Model):
     # History a fork copied from the run it forked (orchestration.run_actions): paid by that
     # run, so a copy carries no cost, tokens or price of its own; ``copied_from`` has them.
     copied = models.BooleanField(default=False)
-    copied_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    copied_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     payload_purged_at = models.DateTimeField(null=True, blank=True)
@@ -399,7 +428,9 @@ class ModelCall(models.Model):
         constraints = [
             # Each retry of a turn of the run's own conversation is a new row.
             models.UniqueConstraint(
-                fields=["run", "turn", "attempt"], condition=Q(job__isnull=True), name="modelcall_unique_attempt"
+                fields=["run", "turn", "attempt"],
+                condition=Q(job__isnull=True),
+                name="modelcall_unique_attempt",
             ),
             # A fan-out job's calls: one row per (role, job attempt, call attempt).
             models.UniqueConstraint(
@@ -412,8 +443,11 @@ class ModelCall(models.Model):
             # Spend by period (budgets, the costs page).
             models.Index(fields=["created_at"], name="modelcall_created"),
             # Batch calls still waiting for their batch (beat polls these).
-            models.Index(fields=["batch_id"], condition=Q(status="pending") & ~Q(batch_id=""),
-                         name="modelcall_pending_batch"),
+            models.Index(
+                fields=["batch_id"],
+                condition=Q(status="pending") & ~Q(batch_id=""),
+                name="modelcall_pending_batch",
+            ),
             # The roll-up fold (insight.rollups): calls that finished since the last fold.
             models.Index(fields=["finished_at"], name="modelcall_finished"),
         ]
@@ -483,7 +517,9 @@ class ToolCall(models.Model):
     # History a fork copied from the run it forked (orchestration.run_actions): never executed
     # again in the fork; ``copied_from`` is the original attempt.
     copied = models.BooleanField(default=False)
-    copied_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    copied_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     payload_purged_at = models.DateTimeField(null=True, blank=True)
@@ -544,7 +580,9 @@ class AuditEvent(models.Model):
 
     # Position in the global chain; null until the sequencer anchors the event.
     seq = models.BigIntegerField(unique=True, null=True, blank=True)
-    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.PROTECT, related_name="events"
+    )
     kind = models.CharField(max_length=60)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -557,9 +595,15 @@ class AuditEvent(models.Model):
     hash = models.CharField(max_length=64)
     # sha256(prev_hash + canonical {seq, hash}) (format 2); equal to hash for format 1.
     chain_hash = models.CharField(max_length=64, blank=True, default="")
-    format = models.PositiveSmallIntegerField(default=2, help_text="Chain format: 1 legacy, 2 per-run chains.")
-    run_seq = models.PositiveIntegerField(null=True, blank=True, help_text="Position in the run's chain.")
-    run_prev_hash = models.CharField(max_length=64, blank=True, help_text="Hash of the run's previous event.")
+    format = models.PositiveSmallIntegerField(
+        default=2, help_text="Chain format: 1 legacy, 2 per-run chains."
+    )
+    run_seq = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Position in the run's chain."
+    )
+    run_prev_hash = models.CharField(
+        max_length=64, blank=True, help_text="Hash of the run's previous event."
+    )
     payload_digest = models.CharField(max_length=64, help_text="sha256 of the canonical payload.")
     payload_purged_at = models.DateTimeField(null=True, blank=True)
     # HMAC of ``hash`` with the signing key named by ``key_id`` (AUDIT_SIGNING_KEY): a forger
@@ -572,13 +616,17 @@ class AuditEvent(models.Model):
         constraints = [
             # One position per event in a run's chain; a forged insert cannot reuse one.
             models.UniqueConstraint(
-                fields=["run", "run_seq"], condition=Q(run__isnull=False), name="auditevent_unique_run_seq"
+                fields=["run", "run_seq"],
+                condition=Q(run__isnull=False),
+                name="auditevent_unique_run_seq",
             ),
         ]
         indexes = [
             models.Index(fields=["run", "seq"], name="auditevent_run_seq"),
             # The sequencer's backlog: events not yet anchored, in append order.
-            models.Index(fields=["id"], condition=Q(seq__isnull=True), name="auditevent_unanchored"),
+            models.Index(
+                fields=["id"], condition=Q(seq__isnull=True), name="auditevent_unanchored"
+            ),
             # The audit trail page (orchestration.trail_search): newest first (id order), a page
             # at a time, filtered by kind or by actor, scanned backwards from a keyset cursor.
             models.Index(fields=["kind", "id"], name="auditevent_kind_id"),
@@ -613,7 +661,11 @@ class AuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        where = f"#{self.seq}" if self.seq is not None else f"(run event {self.run_seq}, not yet anchored)"
+        where = (
+            f"#{self.seq}"
+            if self.seq is not None
+            else f"(run event {self.run_seq}, not yet anchored)"
+        )
         return f"{where} {self.kind} by {self.actor_label}"
 
 
@@ -630,7 +682,9 @@ class RunAuditHead(models.Model):
     fraction of one on Run, whose row carries a generated search vector and ten indexes.
     """
 
-    run = models.OneToOneField(Run, primary_key=True, on_delete=models.PROTECT, related_name="audit_head")
+    run = models.OneToOneField(
+        Run, primary_key=True, on_delete=models.PROTECT, related_name="audit_head"
+    )
     run_seq = models.PositiveIntegerField()
     hash = models.CharField(max_length=64)
     key_id = models.CharField(max_length=16, blank=True, default="")
@@ -667,4 +721,14 @@ class AuditCheckpoint(models.Model):
 # Fan-out models live in their own module of this app (orchestration.fanout.models).
 from orchestration.fanout.models import Fanout, FanoutJob  # noqa: E402
 
-__all__ = ["AuditCheckpoint", "AuditEvent", "RunAuditHead", "Fanout", "FanoutJob", "ModelCall", "Run", "ToolCall", "WorkflowVersion"]
+__all__ = [
+    "AuditCheckpoint",
+    "AuditEvent",
+    "RunAuditHead",
+    "Fanout",
+    "FanoutJob",
+    "ModelCall",
+    "Run",
+    "ToolCall",
+    "WorkflowVersion",
+]

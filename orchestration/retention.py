@@ -111,12 +111,7 @@ def purge_payloads(
         with transaction.atomic():
             # The runs' rows first, in one order: each purge event below locks its run's row
             # then the chain, and a run locked after the chain could deadlock (audit.record).
-            runs = list(
-                Run.objects.locked()
-                .filter(pk__in=batch)
-                .order_by("pk")
-                .only("pk")
-            )
+            runs = list(Run.objects.locked().filter(pk__in=batch).order_by("pk").only("pk"))
             report.model_calls += mcs.update(
                 request_content=None, response_content=None, payload_purged_at=stamp
             )

@@ -93,7 +93,9 @@ def run_document(run: Run) -> dict[str, Any]:
             for mc in ModelCall.objects.filter(run=run).order_by("turn", "attempt")
         ],
         "tool_calls": tool_calls,
-        "audit_events": [_event(ev) for ev in AuditEvent.objects.filter(run=run).order_by("run_seq")],
+        "audit_events": [
+            _event(ev) for ev in AuditEvent.objects.filter(run=run).order_by("run_seq")
+        ],
         "tickets": [
             {
                 "id": t.pk,

@@ -46,7 +46,9 @@ def sign_audit_head() -> str:
     """Beat, every AUDIT_ANCHOR_SECONDS: the sequencer. Anchor the events appended since the
     last pass into the global chain (``audit.anchor``), then sign a checkpoint of the new head."""
     checkpoint = audit.sign_checkpoint()
-    return f"checkpoint #{checkpoint.pk} at event #{checkpoint.seq}" if checkpoint else "no new events"
+    return (
+        f"checkpoint #{checkpoint.pk} at event #{checkpoint.seq}" if checkpoint else "no new events"
+    )
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -93,7 +93,9 @@ class ToolTimeout(Exception):
     pass
 
 
-def refusal(tool: Tool, tool_input: dict[str, Any], ctx: ToolContext) -> tuple[str, str, bool] | None:
+def refusal(
+    tool: Tool, tool_input: dict[str, Any], ctx: ToolContext
+) -> tuple[str, str, bool] | None:
     """The first reason the call may not run now: (precondition name, reason, needs sign-off),
     or None. Provenance of the input first, then the preconditions in declared order; a
     sign-off precondition is lifted by a reviewer's approval of this very tool_use."""
@@ -109,7 +111,9 @@ def refusal(tool: Tool, tool_input: dict[str, Any], ctx: ToolContext) -> tuple[s
 
 def round_start(run: Run) -> Any:
     """When the current round of attempts began: a reviewer's resolution starts a fresh one."""
-    return run.tickets.filter(status=EscalationTicket.Status.RESOLVED).aggregate(t=Max("resolved_at"))["t"]
+    return run.tickets.filter(status=EscalationTicket.Status.RESOLVED).aggregate(
+        t=Max("resolved_at")
+    )["t"]
 
 
 def in_round(qs: Any, since: Any) -> Any:
@@ -138,7 +142,9 @@ def _call_with_timeout(tool: Tool, tool_input: dict, ctx: ToolContext, timeout: 
             connections.close_all()  # this thread's connections only
 
     # The context copy carries the run and step ids (and the trace) into the handler's log lines.
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), name=f"tool-{tool.name}", daemon=True)
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(target,), name=f"tool-{tool.name}", daemon=True
+    )
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
@@ -160,7 +166,11 @@ def _finish(known: Known | None, tc: ToolCall, **fields: Any) -> ToolCall:
 
 
 def settle_tool_use(
-    run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[str, Any], known: Known | None = None
+    run: Run,
+    workflow: Workflow,
+    model_call: ModelCall,
+    tool_use: dict[str, Any],
+    known: Known | None = None,
 ) -> Escalation | None:
     """Execute one tool_use until it is settled (the model has its answer) or escalates."""
     try:
@@ -170,8 +180,13 @@ def settle_tool_use(
             connections.close_all()
 
 
-def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[str, Any],
-            known: Known | None) -> Escalation | None:
+def _settle(
+    run: Run,
+    workflow: Workflow,
+    model_call: ModelCall,
+    tool_use: dict[str, Any],
+    known: Known | None,
+) -> Escalation | None:
     tool_use_id, name = tool_use["id"], tool_use["name"]
     tool_input = tool_use.get("input") or {}
     constraints = workflow.constraints
@@ -182,81 +197,175 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         # Any attempt still marked running was cut short by a dead worker: this step holds
         # the run's lease, so nothing else is executing it.
         ToolCall.objects.filter(run=run, tool_use_id=tool_use_id, status=TC.RUNNING).update(
-            status=TC.ERROR, error="interrupted: the worker stopped before the attempt finished",
+            status=TC.ERROR,
+            error="interrupted: the worker stopped before the attempt finished",
             finished_at=timezone.now(),
         )
         attempts = ToolCall.objects.filter(run=run, tool_use_id=tool_use_id).count()
         since = round_start(run)
-        round_attempts = in_round(ToolCall.objects.filter(run=run, tool_use_id=tool_use_id), since).count()
+        round_attempts = in_round(
+            ToolCall.objects.filter(run=run, tool_use_id=tool_use_id), since
+        ).count()
 
     def new_attempt(**fields: Any) -> ToolCall:
         return ToolCall.objects.create(
-            run=run, model_call=model_call, tool_use_id=tool_use_id, name=name,
-            attempt=attempts + 1, input=tool_input, **fields,
+            run=run,
+            model_call=model_call,
+            tool_use_id=tool_use_id,
+            name=name,
+            attempt=attempts + 1,
+            input=tool_input,
+            **fields,
         )
 
     tool = workflow.tool(name)
     if tool is None:
         available = ", ".join(t.name for t in workflow.tools)
-        tc = _finish(known, new_attempt(status=TC.UNKNOWN_TOOL, settled=True,
-                                 error=f"Unknown tool {name!r}. Available tools: {available}."))
-        audit.record("tool.unknown", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name})
+        tc = _finish(
+            known,
+            new_attempt(
+                status=TC.UNKNOWN_TOOL,
+                settled=True,
+                error=f"Unknown tool {name!r}. Available tools: {available}.",
+            ),
+        )
+        audit.record(
+            "tool.unknown",
+            run=run,
+            evidence_of=[tc],
+            payload={"tool_use_id": tool_use_id, "name": name},
+        )
         earlier = ToolCall.objects.filter(run=run, status=TC.UNKNOWN_TOOL).exclude(pk=tc.pk).count()
         if earlier:
-            return Escalation(R.UNKNOWN_TOOL, f"The model called unknown tools twice (latest: {name!r}).", tc)
+            return Escalation(
+                R.UNKNOWN_TOOL, f"The model called unknown tools twice (latest: {name!r}).", tc
+            )
         return None
 
     # NUL, surrogates, depth, NaN/1e400, 64-bit integers first (orchestration.hostile_output):
     # the schema check could not even describe some of them.
-    if tool_input_errors := tool_input_problems(tool_input) or schema_errors(tool_input, tool.input_schema):
-        tc = _finish(known, new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
-                                 validation_errors=tool_input_errors,
-                                 error="The tool input does not match its schema: " + "; ".join(tool_input_errors)))
-        audit.record("tool.rejected", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "errors": tool_input_errors})
-        rejected = in_round(ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED), since).count()
+    if tool_input_errors := tool_input_problems(tool_input) or schema_errors(
+        tool_input, tool.input_schema
+    ):
+        tc = _finish(
+            known,
+            new_attempt(
+                status=TC.REJECTED,
+                settled=True,
+                tool_version=tool.version,
+                validation_errors=tool_input_errors,
+                error="The tool input does not match its schema: " + "; ".join(tool_input_errors),
+            ),
+        )
+        audit.record(
+            "tool.rejected",
+            run=run,
+            evidence_of=[tc],
+            payload={"tool_use_id": tool_use_id, "name": name, "errors": tool_input_errors},
+        )
+        rejected = in_round(
+            ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED), since
+        ).count()
         if rejected >= limits.attempts_for(tool, constraints):
-            return Escalation(R.RETRIES_EXHAUSTED, f"{name} was called with invalid input {rejected} times.", tc)
+            return Escalation(
+                R.RETRIES_EXHAUSTED, f"{name} was called with invalid input {rejected} times.", tc
+            )
         return None
 
     record = known.record if known is not None else recorded_state(run)
     ctx = ToolContext(
-        run_id=str(run.pk), tool_use_id=tool_use_id, run_input=run.input, tool_input=tool_input,
-        outputs={c.name: c.output for c in record.calls}, record=record,
+        run_id=str(run.pk),
+        tool_use_id=tool_use_id,
+        run_input=run.input,
+        tool_input=tool_input,
+        outputs={c.name: c.output for c in record.calls},
+        record=record,
     )
     for earlier_name, earlier_output in ctx.outputs.items():  # what guards and validators read
         require_readable(earlier_output, f"The accepted output of {earlier_name}")
     for guard in tool.guards:
         if refused := guard(ctx):
-            tc = _finish(known, new_attempt(status=TC.REJECTED, settled=True, tool_version=tool.version,
-                                     error=f"Refused by the engine: {refused}"))
-            audit.record("tool.refused", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "reason": refused})
+            tc = _finish(
+                known,
+                new_attempt(
+                    status=TC.REJECTED,
+                    settled=True,
+                    tool_version=tool.version,
+                    error=f"Refused by the engine: {refused}",
+                ),
+            )
+            audit.record(
+                "tool.refused",
+                run=run,
+                evidence_of=[tc],
+                payload={"tool_use_id": tool_use_id, "name": name, "reason": refused},
+            )
             return Escalation(R.VALIDATION_FAILED, f"{name} refused: {refused}", tc)
 
-    refused_by = fallbacks.rerun_refusal(workflow, name, ctx.record) or refusal(tool, tool_input, ctx)
+    refused_by = fallbacks.rerun_refusal(workflow, name, ctx.record) or refusal(
+        tool, tool_input, ctx
+    )
     if refused_by is not None:
         precondition, reason, sign_off = refused_by
-        tc = _finish(known, new_attempt(
-            status=TC.REJECTED, settled=True, tool_version=tool.version,
-            error=f"Refused by the engine ({precondition}): {reason.rstrip('.')}."
-            + (" A reviewer must sign this call off." if sign_off else " Nothing was executed."),
-        ))
-        audit.record("tool.refused", run=run, evidence_of=[tc], payload={
-            "tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt,
-            "precondition": precondition, "reason": reason, "sign_off": sign_off,
-        })
+        tc = _finish(
+            known,
+            new_attempt(
+                status=TC.REJECTED,
+                settled=True,
+                tool_version=tool.version,
+                error=f"Refused by the engine ({precondition}): {reason.rstrip('.')}."
+                + (
+                    " A reviewer must sign this call off." if sign_off else " Nothing was executed."
+                ),
+            ),
+        )
+        audit.record(
+            "tool.refused",
+            run=run,
+            evidence_of=[tc],
+            payload={
+                "tool_use_id": tool_use_id,
+                "name": name,
+                "attempt": tc.attempt,
+                "precondition": precondition,
+                "reason": reason,
+                "sign_off": sign_off,
+            },
+        )
         if sign_off:
-            return Escalation(R.REGULATORY_TRIGGER, f"Sign-off required before {name} runs: {reason}", tc,
-                              {"sign_off": True, "precondition": precondition,
-                               "proposed_call": {"tool": name, "input": tool_input}})
-        rejected = in_round(ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED), since).count()
+            return Escalation(
+                R.REGULATORY_TRIGGER,
+                f"Sign-off required before {name} runs: {reason}",
+                tc,
+                {
+                    "sign_off": True,
+                    "precondition": precondition,
+                    "proposed_call": {"tool": name, "input": tool_input},
+                },
+            )
+        rejected = in_round(
+            ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED), since
+        ).count()
         if rejected >= limits.attempts_for(tool, constraints):
-            return Escalation(R.VALIDATION_FAILED,
-                              f"{name} was refused {rejected} times; last ({precondition}): {reason}", tc,
-                              {"precondition": precondition, "reason": reason})
+            return Escalation(
+                R.VALIDATION_FAILED,
+                f"{name} was refused {rejected} times; last ({precondition}): {reason}",
+                tc,
+                {"precondition": precondition, "reason": reason},
+            )
         return None
 
     if (settler := ENGINE_SETTLED.get(type(tool))) is not None:
-        return settler(run, workflow, model_call, tool, tool_use, ctx, new_attempt, lambda tc, **f: _finish(known, tc, **f))
+        return settler(
+            run,
+            workflow,
+            model_call,
+            tool,
+            tool_use,
+            ctx,
+            new_attempt,
+            lambda tc, **f: _finish(known, tc, **f),
+        )
 
     invalid = 0
     last: ToolCall | None = None
@@ -267,7 +376,9 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
     while round_attempts < limits.attempts_for(tool, constraints):
         if last is not None:
             time.sleep(backoff_seconds(round_attempts, settings.TOOL_BACKOFF_BASE_SECONDS))
-        if not lifecycle.still_running(run.pk):  # cancelled: start no side effect (run_actions.cancel)
+        if not lifecycle.still_running(
+            run.pk
+        ):  # cancelled: start no side effect (run_actions.cancel)
             return None
         budget = limits.tool_timeout(tool, constraints)  # the step's latency budget may cut it
         if budget.by_step and budget.seconds <= 0:
@@ -277,22 +388,53 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
         round_attempts += 1
         last = tc
         try:
-            with tracing.span("countersign.tool_call", run_id=str(run.pk), tool=name, attempt=tc.attempt,
-                              tool_use_id=tool_use_id):
+            with tracing.span(
+                "countersign.tool_call",
+                run_id=str(run.pk),
+                tool=name,
+                attempt=tc.attempt,
+                tool_use_id=tool_use_id,
+            ):
                 raw = _call_with_timeout(tool, tool_input, ctx, budget.seconds)
-        except (ToolTimeout, TimeoutError) as exc:  # our wait, or the tool's own (a statement timeout)
+        except (
+            ToolTimeout,
+            TimeoutError,
+        ) as exc:  # our wait, or the tool's own (a statement timeout)
             _finish(known, tc, status=TC.TIMEOUT, error=f"{printable(exc)}")
-            audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
+            audit.record(
+                "tool.failed",
+                run=run,
+                evidence_of=[tc],
+                payload={
+                    "tool_use_id": tool_use_id,
+                    "name": name,
+                    "attempt": tc.attempt,
+                    "error": str(exc),
+                },
+            )
             if budget.by_step and isinstance(exc, ToolTimeout):
                 return Escalation(R.LATENCY_LIMIT, limits.step_limit_message(name, budget), tc)
-            if narrowed is None and (narrower := fallbacks.narrower_input(tool, tool_input)) is not None:
+            if (
+                narrowed is None
+                and (narrower := fallbacks.narrower_input(tool, tool_input)) is not None
+            ):
                 fallbacks.record_narrowing(run, tc, narrower)
                 narrowed = tool_input = narrower
                 ctx = ToolContext(**{**ctx.__dict__, "tool_input": narrower})
             continue
         except Exception as exc:  # noqa: BLE001 - any tool failure is recorded and retried
             _finish(known, tc, status=TC.ERROR, error=f"{type(exc).__name__}: {printable(exc)}")
-            audit.record("tool.failed", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "error": str(exc)})
+            audit.record(
+                "tool.failed",
+                run=run,
+                evidence_of=[tc],
+                payload={
+                    "tool_use_id": tool_use_id,
+                    "name": name,
+                    "attempt": tc.attempt,
+                    "error": str(exc),
+                },
+            )
             continue
 
         hostile = tool_output_problems(raw)  # on the value as returned, then recorded exactly:
@@ -303,27 +445,65 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
             problems = [p for v in tool.validators for p in v(output, ctx)]
         if problems:
             invalid += 1
-            _finish(known, tc, status=TC.INVALID_OUTPUT, raw_output=raw, output=output, validation_errors=problems,
-                    error="The tool output failed validation.")
-            audit.record("tool.invalid_output", run=run, evidence_of=[tc], payload={"tool_use_id": tool_use_id, "name": name, "attempt": tc.attempt, "errors": problems})
+            _finish(
+                known,
+                tc,
+                status=TC.INVALID_OUTPUT,
+                raw_output=raw,
+                output=output,
+                validation_errors=problems,
+                error="The tool output failed validation.",
+            )
+            audit.record(
+                "tool.invalid_output",
+                run=run,
+                evidence_of=[tc],
+                payload={
+                    "tool_use_id": tool_use_id,
+                    "name": name,
+                    "attempt": tc.attempt,
+                    "errors": problems,
+                },
+            )
             if invalid >= INVALID_OUTPUT_TRIES:
-                return Escalation(R.VALIDATION_FAILED, f"{name} output failed validation after a retry: {problems[0]}", tc, {"errors": problems})
+                return Escalation(
+                    R.VALIDATION_FAILED,
+                    f"{name} output failed validation after a retry: {problems[0]}",
+                    tc,
+                    {"errors": problems},
+                )
             continue
 
         with transaction.atomic():  # the accepted attempt and its audit event together
             _finish(known, tc, status=TC.OK, settled=True, raw_output=raw, output=output)
-            audit.record("tool.called", run=run, evidence_of=[tc], payload={
-                "tool_use_id": tool_use_id, "name": name, "version": tool.version, "attempt": tc.attempt,
-                "stripped": stripped_paths(raw, tool.output_schema),
-            })
+            audit.record(
+                "tool.called",
+                run=run,
+                evidence_of=[tc],
+                payload={
+                    "tool_use_id": tool_use_id,
+                    "name": name,
+                    "version": tool.version,
+                    "attempt": tc.attempt,
+                    "stripped": stripped_paths(raw, tool.output_schema),
+                },
+            )
         return _accepted(workflow, known, ctx, tc, output)
 
     if last is None:  # the round's attempts were used before a worker crash
-        last = ToolCall.objects.filter(run=run, tool_use_id=tool_use_id).order_by("-attempt").first()
-    if last is not None and (cached := fallbacks.cached_result(run, workflow, tool, tool_input, last)) is not None:
+        last = (
+            ToolCall.objects.filter(run=run, tool_use_id=tool_use_id).order_by("-attempt").first()
+        )
+    if (
+        last is not None
+        and (cached := fallbacks.cached_result(run, workflow, tool, tool_input, last)) is not None
+    ):
         # The declared fallback: the last cached result, marked, instead of an escalation.
         with transaction.atomic():
-            tc = _finish(known, new_attempt(status=TC.OK, settled=True, tool_version=tool.version, output=cached))
+            tc = _finish(
+                known,
+                new_attempt(status=TC.OK, settled=True, tool_version=tool.version, output=cached),
+            )
             fallbacks.record_fallback(run, tc, cached)
         return _accepted(workflow, known, ctx, tc, cached)
     return Escalation(
@@ -333,12 +513,15 @@ def _settle(run: Run, workflow: Workflow, model_call: ModelCall, tool_use: dict[
     )
 
 
-def _accepted(workflow: Workflow, known: Known | None, ctx: ToolContext, tc: ToolCall,
-              output: dict[str, Any]) -> Escalation | None:
+def _accepted(
+    workflow: Workflow, known: Known | None, ctx: ToolContext, tc: ToolCall, output: dict[str, Any]
+) -> Escalation | None:
     """An accepted output joins the record; the workflow's escalation rules read it."""
     if known is not None:
-        known.record = Record(calls=(*known.record.calls, RecordedCall(tc.name, tc.tool_use_id, tc.input, output)),
-                              signed_off=known.record.signed_off)
+        known.record = Record(
+            calls=(*known.record.calls, RecordedCall(tc.name, tc.tool_use_id, tc.input, output)),
+            signed_off=known.record.signed_off,
+        )
     ctx_after = ToolContext(**{**ctx.__dict__, "outputs": {**ctx.outputs, tc.name: output}})
     for rule in workflow.escalation_rules:
         if rule.tool == tc.name and rule.when(output, ctx_after):
@@ -346,37 +529,64 @@ def _accepted(workflow: Workflow, known: Known | None, ctx: ToolContext, tc: Too
     return None
 
 
-def settle_turn(run: Run, workflow: Workflow, model_call: ModelCall, tool_uses: list[dict],
-                known: Known | None = None) -> Escalation | None:
+def settle_turn(
+    run: Run,
+    workflow: Workflow,
+    model_call: ModelCall,
+    tool_uses: list[dict],
+    known: Known | None = None,
+) -> Escalation | None:
     """Run the turn's tool_uses in parallel; return the first escalation in turn order."""
     if len(tool_uses) == 1:
         return settle_tool_use(run, workflow, model_call, tool_uses[0], known)
-    with ThreadPoolExecutor(max_workers=min(8, len(tool_uses)), thread_name_prefix="tool-use") as pool:
-        contexts = [contextvars.copy_context() for _ in tool_uses]  # one each: a context runs in one thread at a time
-        outcomes = list(pool.map(lambda tu, ctx: ctx.run(settle_tool_use, run, workflow, model_call, tu, known),
-                                 tool_uses, contexts))
+    with ThreadPoolExecutor(
+        max_workers=min(8, len(tool_uses)), thread_name_prefix="tool-use"
+    ) as pool:
+        contexts = [
+            contextvars.copy_context() for _ in tool_uses
+        ]  # one each: a context runs in one thread at a time
+        outcomes = list(
+            pool.map(
+                lambda tu, ctx: ctx.run(settle_tool_use, run, workflow, model_call, tu, known),
+                tool_uses,
+                contexts,
+            )
+        )
     if known is not None:  # accepted in parallel: their order is the database's (created_at)
         known.record = recorded_state(run)
     # An escalation first: a use still waiting (a sub-agent's run) must not hide it.
     return next((o for o in outcomes if isinstance(o, Escalation)), None) or next(
-        (o for o in outcomes if o is not None), None)
+        (o for o in outcomes if o is not None), None
+    )
 
 
-def tool_result_blocks(run: Run, tool_uses: list[dict], known: Known | None = None) -> list[dict[str, Any]]:
+def tool_result_blocks(
+    run: Run, tool_uses: list[dict], known: Known | None = None
+) -> list[dict[str, Any]]:
     """The tool_result blocks answering a turn, from the settled attempts, in order."""
     ids = [t["id"] for t in tool_uses]
     if known is not None and all(i in known.settled for i in ids):
         settled = {i: known.settled[i] for i in ids}
     else:
         settled = {
-            tc.tool_use_id: tc for tc in ToolCall.objects.filter(run=run, settled=True, tool_use_id__in=ids)
+            tc.tool_use_id: tc
+            for tc in ToolCall.objects.filter(run=run, settled=True, tool_use_id__in=ids)
         }
     blocks = []
     for tu in tool_uses:
         tc = settled[tu["id"]]
         if tc.is_error_result:
-            blocks.append({"type": "tool_result", "tool_use_id": tu["id"], "is_error": True, "content": tc.error})
+            blocks.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": tu["id"],
+                    "is_error": True,
+                    "content": tc.error,
+                }
+            )
         else:
             output = require_readable(tc.output, f"The output of {tc.name} ({tu['id']})")
-            blocks.append({"type": "tool_result", "tool_use_id": tu["id"], "content": json.dumps(output)})
+            blocks.append(
+                {"type": "tool_result", "tool_use_id": tu["id"], "content": json.dumps(output)}
+            )
     return blocks

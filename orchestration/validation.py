@@ -37,7 +37,11 @@ def cut_to_schema(value: Any, schema: Mapping[str, Any]) -> Any:
 def stripped_paths(value: Any, schema: Mapping[str, Any], prefix: str = "") -> list[str]:
     """The paths cut_to_schema would remove, for the record."""
     out: list[str] = []
-    if isinstance(value, dict) and "properties" in schema and schema.get("additionalProperties") is not True:
+    if (
+        isinstance(value, dict)
+        and "properties" in schema
+        and schema.get("additionalProperties") is not True
+    ):
         for k, v in value.items():
             if k not in schema["properties"]:
                 out.append(f"{prefix}/{k}")
@@ -101,7 +105,9 @@ def states_ambiguity(text: str) -> bool:
     return bool(text and AMBIGUITY.search(text))
 
 
-def provenance_fields(schema: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str]]:
+def provenance_fields(
+    schema: Mapping[str, Any], path: tuple[str, ...] = ()
+) -> Iterable[tuple[tuple[str, ...], str]]:
     """Yield (path, "tool.field") for output fields marked ``x-from-tool``."""
     if "x-from-tool" in schema:
         yield path, schema["x-from-tool"]

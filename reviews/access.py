@@ -82,7 +82,15 @@ class Role:
 
 
 # The apps whose every view_* permission "views_everything" grants.
-DOMAIN_APPS = ("orchestration", "reviews", "costs", "warehouse", "alerts", "schedules", "evaluation")
+DOMAIN_APPS = (
+    "orchestration",
+    "reviews",
+    "costs",
+    "warehouse",
+    "alerts",
+    "schedules",
+    "evaluation",
+)
 _SEE_OWN_RUNS = (
     "orchestration.view_run",
     "orchestration.view_modelcall",
@@ -490,8 +498,15 @@ def fork_refusal(
         return "Only those who may start runs, and reviewers, may fork a run."
     if corrects and not may_resolve(user):
         return "Only reviewers and managers may supply a corrected tool output; fork without one, or ask a reviewer."
-    if corrects and four_eyes_ticket is not None and (why := four_eyes_refusal(user, four_eyes_ticket)):
-        return why.replace("resolved by someone else", "resolved, or its output corrected in a fork, by someone else")
+    if (
+        corrects
+        and four_eyes_ticket is not None
+        and (why := four_eyes_refusal(user, four_eyes_ticket))
+    ):
+        return why.replace(
+            "resolved by someone else",
+            "resolved, or its output corrected in a fork, by someone else",
+        )
     return None
 
 

@@ -60,7 +60,8 @@ def decide(request_id: int, user: Any, *, approve: bool, comment: str = "") -> A
             when = timezone.localtime(req.decided_at) if req.decided_at else None
             raise ApprovalError(
                 f"This request was already {req.status} by {who}"
-                + (f" at {when:%H:%M:%S}" if when else "") + ". Nothing was changed."
+                + (f" at {when:%H:%M:%S}" if when else "")
+                + ". Nothing was changed."
             )
         now = timezone.now()
         if req.expires_at <= now:
@@ -72,20 +73,37 @@ def decide(request_id: int, user: Any, *, approve: bool, comment: str = "") -> A
     return req
 
 
-def _record_decision(req: ApprovalRequest, user: Any, approve: bool, comment: str, now: dt.datetime) -> None:
+def _record_decision(
+    req: ApprovalRequest, user: Any, approve: bool, comment: str, now: dt.datetime
+) -> None:
     req.status = A.APPROVED if approve else A.REJECTED
     req.decided_by, req.decided_at, req.comment = user, now, comment
     req.save(update_fields=["status", "decided_by", "decided_at", "comment"])
-    payload = {"request": req.pk, "decision": req.status, "comment": comment, "estimate_usd": str(req.estimate_usd)}
+    payload = {
+        "request": req.pk,
+        "decision": req.status,
+        "comment": comment,
+        "estimate_usd": str(req.estimate_usd),
+    }
     audit.record("approval.decided", run=req.run, actor=user, payload=payload, evidence_of=[req])
     if approve:
-        lifecycle.transition(req.run_id, Run.Status.APPROVED, actor=user, event_payload=payload,
-                             expected=(Run.Status.AWAITING_APPROVAL,))
+        lifecycle.transition(
+            req.run_id,
+            Run.Status.APPROVED,
+            actor=user,
+            event_payload=payload,
+            expected=(Run.Status.AWAITING_APPROVAL,),
+        )
         lifecycle.transition(req.run_id, Run.Status.QUEUED, actor=user)  # enqueued on commit
     else:
-        lifecycle.transition(req.run_id, Run.Status.REJECTED, actor=user, event_payload=payload,
-                             expected=(Run.Status.AWAITING_APPROVAL,),
-                             error=f"Rejected by {user.get_username()}: {comment}")
+        lifecycle.transition(
+            req.run_id,
+            Run.Status.REJECTED,
+            actor=user,
+            event_payload=payload,
+            expected=(Run.Status.AWAITING_APPROVAL,),
+            error=f"Rejected by {user.get_username()}: {comment}",
+        )
 
 
 @dataclass(frozen=True)
@@ -108,11 +126,20 @@ def approve_many(request_ids: list[int], user: Any, comment: str = "") -> BulkOu
 def _expire(req: ApprovalRequest, now: dt.datetime) -> None:
     req.status, req.decided_at = A.EXPIRED, now
     req.save(update_fields=["status", "decided_at"])
-    audit.record("approval.expired", run=req.run, actor="engine", payload={"request": req.pk}, evidence_of=[req])
+    audit.record(
+        "approval.expired",
+        run=req.run,
+        actor="engine",
+        payload={"request": req.pk},
+        evidence_of=[req],
+    )
     lifecycle.transition(
-        req.run_id, Run.Status.CANCELLED, actor="engine", expected=(Run.Status.AWAITING_APPROVAL,),
+        req.run_id,
+        Run.Status.CANCELLED,
+        actor="engine",
+        expected=(Run.Status.AWAITING_APPROVAL,),
         error=f"The approval request expired at {timezone.localtime(req.expires_at):%Y-%m-%d %H:%M} "
-              "without a manager's decision.",
+        "without a manager's decision.",
         event_payload={"request": req.pk, "decision": "expired"},
     )
 
@@ -121,9 +148,15 @@ def expire_overdue(now: dt.datetime | None = None) -> int:
     """Expire pending requests past their deadline (their runs are cancelled); returns how many."""
     now = now or timezone.now()
     expired = 0
-    for pk in ApprovalRequest.objects.filter(status=A.PENDING, expires_at__lte=now).values_list("pk", flat=True):
+    for pk in ApprovalRequest.objects.filter(status=A.PENDING, expires_at__lte=now).values_list(
+        "pk", flat=True
+    ):
         with transaction.atomic():
-            req = ApprovalRequest.objects.select_for_update(skip_locked=True).filter(pk=pk, status=A.PENDING).first()
+            req = (
+                ApprovalRequest.objects.select_for_update(skip_locked=True)
+                .filter(pk=pk, status=A.PENDING)
+                .first()
+            )
             if req is not None:
                 _expire(req, now)
                 expired += 1
@@ -138,7 +171,12 @@ def close_for_cancelled_run(run: Run, user: Any, reason: str) -> list[ApprovalRe
     for req in ApprovalRequest.objects.select_for_update().filter(run=run, status=A.PENDING):
         req.status, req.decided_at, req.comment = A.CANCELLED, timezone.now(), reason
         req.save(update_fields=["status", "decided_at", "comment"])
-        audit.record("approval.cancelled", run=run, actor=user, evidence_of=[req],
-                     payload={"request": req.pk, "decision": A.CANCELLED, "comment": reason})
+        audit.record(
+            "approval.cancelled",
+            run=run,
+            actor=user,
+            evidence_of=[req],
+            payload={"request": req.pk, "decision": A.CANCELLED, "comment": reason},
+        )
         closed.append(req)
     return closed

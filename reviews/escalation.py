@@ -24,7 +24,6 @@ R = EscalationTicket.Reason
 logger = logging.getLogger(__name__)
 
 
-
 def context_snapshot(run: Run, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "input": run.input,
@@ -37,9 +36,12 @@ def context_snapshot(run: Run, details: dict[str, Any] | None = None) -> dict[st
         },
         # A fan-out job's calls stay on its FanoutJob row: thousands of them do not belong here.
         "model_calls": [
-            model_call_dict(mc) for mc in run.model_calls.filter(job__isnull=True).order_by("turn", "attempt")
+            model_call_dict(mc)
+            for mc in run.model_calls.filter(job__isnull=True).order_by("turn", "attempt")
         ],
-        "tool_calls": [tool_call_dict(tc) for tc in run.tool_calls.order_by("created_at", "attempt")],
+        "tool_calls": [
+            tool_call_dict(tc) for tc in run.tool_calls.order_by("created_at", "attempt")
+        ],
         "details": details or {},
     }
 
@@ -117,8 +119,13 @@ def _close_as_evaluation(ticket: EscalationTicket) -> None:
     ticket.resolved_at = timezone.now()
     ticket.comment = "Evaluation run: the escalation is the case's outcome; no reviewer was asked."
     ticket.save(update_fields=["status", "resolution", "resolved_at", "comment"])
-    audit.record("ticket.resolved", run=ticket.run, actor="engine", evidence_of=[ticket],
-                 payload={"ticket": ticket.pk, "resolution": ticket.resolution, "reason": ticket.reason})
+    audit.record(
+        "ticket.resolved",
+        run=ticket.run,
+        actor="engine",
+        evidence_of=[ticket],
+        payload={"ticket": ticket.pk, "resolution": ticket.resolution, "reason": ticket.reason},
+    )
 
 
 def pause_if_running(

@@ -53,17 +53,28 @@ class ApprovalRequest(models.Model):
             ),
             # The approval page: pending requests, soonest to expire first, a page at a time.
             models.Index(
-                fields=["expires_at", "id"], condition=Q(status="pending"), name="approval_pending_by_expiry"
+                fields=["expires_at", "id"],
+                condition=Q(status="pending"),
+                name="approval_pending_by_expiry",
             ),
             # The approval page's "Recently decided": the latest decisions first.
             models.Index(
-                fields=["-decided_at"], condition=~Q(status="pending"), name="approval_recent_decisions"
+                fields=["-decided_at"],
+                condition=~Q(status="pending"),
+                name="approval_recent_decisions",
             ),
         ]
         permissions = [("decide_approval", "Can approve or reject expensive runs")]
 
     # What the audit chain digests when an event records this request (orchestration.audit).
-    EVIDENCE_FIELDS = ("estimate_usd", "threshold_usd", "status", "requested_by", "decided_by", "comment")
+    EVIDENCE_FIELDS = (
+        "estimate_usd",
+        "threshold_usd",
+        "status",
+        "requested_by",
+        "decided_by",
+        "comment",
+    )
 
     def __str__(self) -> str:
         return f"Approval for {self.run_id} ({self.status})"
@@ -116,7 +127,11 @@ class EscalationTicket(models.Model):
         "orchestration.ToolCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     failing_model_call = models.ForeignKey(
-        "orchestration.ModelCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "orchestration.ModelCall",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     priority = models.PositiveSmallIntegerField(default=2, help_text="1 = highest.")
     due_at = models.DateTimeField()
@@ -186,7 +201,8 @@ class SlaTarget(models.Model):
 
     reason = models.CharField(max_length=30, choices=EscalationTicket.Reason.choices, unique=True)
     priority = models.PositiveSmallIntegerField(
-        validators=[MinValueValidator(1), MaxValueValidator(3)], help_text="1 = most urgent, 3 = least."
+        validators=[MinValueValidator(1), MaxValueValidator(3)],
+        help_text="1 = most urgent, 3 = least.",
     )
     due_minutes = models.PositiveIntegerField(
         validators=[MinValueValidator(1), MaxValueValidator(60 * 24 * 30)],

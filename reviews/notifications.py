@@ -26,6 +26,7 @@ from reviews.models import ApprovalRequest, EscalationTicket
 
 logger = logging.getLogger(__name__)
 
+
 def _recipients() -> list[str]:
     configured = list(getattr(settings, "ESCALATION_EMAILS", []))
     if configured:
@@ -70,11 +71,24 @@ def ticket_opened(ticket_id: int) -> None:
     text = f"{ticket.message}\n\nRun {ticket.run_id}, due {ticket.due_at:%Y-%m-%d %H:%M %Z}.\n{ticket_link(ticket)}"
     _deliver(subject, text)
     channels.send_email(recipients.for_workflow(run.workflow_name, "ticket.opened"), subject, text)
-    channels.queue_webhooks("ticket.opened", channels.slack_payload(
-        "ticket.opened", subject.removeprefix("[Countersign] "), ticket.message, link=ticket_link(ticket),
-        fields={"priority": ticket.priority, "reason": ticket.reason, "workflow": run.workflow_name,
-                "run": str(run.pk), "due_at": ticket.due_at.isoformat()},
-    ), workflow_name=run.workflow_name, priority=ticket.priority)
+    channels.queue_webhooks(
+        "ticket.opened",
+        channels.slack_payload(
+            "ticket.opened",
+            subject.removeprefix("[Countersign] "),
+            ticket.message,
+            link=ticket_link(ticket),
+            fields={
+                "priority": ticket.priority,
+                "reason": ticket.reason,
+                "workflow": run.workflow_name,
+                "run": str(run.pk),
+                "due_at": ticket.due_at.isoformat(),
+            },
+        ),
+        workflow_name=run.workflow_name,
+        priority=ticket.priority,
+    )
 
 
 # --- approvals and runs ------------------------------------------------------------------------
@@ -90,10 +104,15 @@ def _money(value: Any) -> str:
 def calculation_text(req: ApprovalRequest) -> str:
     """The estimate as the approval page shows it: each line, then the bound and the threshold."""
     calc = req.calculation or {}
-    lines = [f"- {line.get('item', '')}: {line.get('calc', '')} = {line.get('usd', '')}"
-             for line in calc.get("lines", []) if isinstance(line, dict)]
-    lines.append(f"Upper bound {_money(req.estimate_usd)} (approval threshold {_money(req.threshold_usd)}; "
-                 f"expected {_money(calc.get('expected_usd', '?'))}, model {calc.get('model', '?')}).")
+    lines = [
+        f"- {line.get('item', '')}: {line.get('calc', '')} = {line.get('usd', '')}"
+        for line in calc.get("lines", [])
+        if isinstance(line, dict)
+    ]
+    lines.append(
+        f"Upper bound {_money(req.estimate_usd)} (approval threshold {_money(req.threshold_usd)}; "
+        f"expected {_money(calc.get('expected_usd', '?'))}, model {calc.get('model', '?')})."
+    )
     lines += [f"Budget warning: {w}" for w in calc.get("budget_warnings", [])]
     return "\n".join(lines)
 
@@ -102,45 +121,86 @@ def approval_requested(request_id: int) -> int:
     """Every manager who could decide it (never the requester: four-eyes) gets the request
     with its calculation and a link to the decision page, where they still sign in and where
     the four-eyes rule is checked again. Returns how many were emailed."""
-    req = ApprovalRequest.objects.select_related("run", "requested_by").filter(pk=request_id).first()
+    req = (
+        ApprovalRequest.objects.select_related("run", "requested_by").filter(pk=request_id).first()
+    )
     if req is None or req.status != ApprovalRequest.Status.PENDING:
         return 0
     run, link = req.run, _url("approval_detail", req.pk)
     managers = access.users_who_may_decide().exclude(pk=req.requested_by_id).exclude(email="")
-    subject = (f"[Countersign] Approval needed: {run.workflow_name} run estimated at up to "
-               f"{_money(req.estimate_usd)} by {req.requested_by.get_username()}")
-    text = (f"{req.requested_by.get_username()} started a {run.workflow_name} run estimated over the approval "
-            f"threshold. Nothing is spent until a manager approves it.\n\nThe calculation:\n"
-            f"{calculation_text(req)}\n\nThe request expires at {req.expires_at:%Y-%m-%d %H:%M %Z}.\n"
-            f"Decide (sign in first): {link}")
+    subject = (
+        f"[Countersign] Approval needed: {run.workflow_name} run estimated at up to "
+        f"{_money(req.estimate_usd)} by {req.requested_by.get_username()}"
+    )
+    text = (
+        f"{req.requested_by.get_username()} started a {run.workflow_name} run estimated over the approval "
+        f"threshold. Nothing is spent until a manager approves it.\n\nThe calculation:\n"
+        f"{calculation_text(req)}\n\nThe request expires at {req.expires_at:%Y-%m-%d %H:%M %Z}.\n"
+        f"Decide (sign in first): {link}"
+    )
     sent = channels.send_email(managers.values_list("email", flat=True), subject, text)
-    channels.queue_webhooks("approval.requested", channels.slack_payload(
-        "approval.requested", subject.removeprefix("[Countersign] "), f"Run {run.pk}", link=link,
-        fields={"workflow": run.workflow_name, "run": str(run.pk), "requested_by": req.requested_by.get_username(),
-                "estimate_usd": str(req.estimate_usd), "threshold_usd": str(req.threshold_usd)},
-    ), workflow_name=run.workflow_name)
+    channels.queue_webhooks(
+        "approval.requested",
+        channels.slack_payload(
+            "approval.requested",
+            subject.removeprefix("[Countersign] "),
+            f"Run {run.pk}",
+            link=link,
+            fields={
+                "workflow": run.workflow_name,
+                "run": str(run.pk),
+                "requested_by": req.requested_by.get_username(),
+                "estimate_usd": str(req.estimate_usd),
+                "threshold_usd": str(req.threshold_usd),
+            },
+        ),
+        workflow_name=run.workflow_name,
+    )
     return sent
 
 
 def approval_decided(run_id: Any) -> int:
     """The requester learns the decision on their request (approved, rejected with the
     reason, or expired)."""
-    req = (ApprovalRequest.objects.select_related("run", "requested_by", "decided_by")
-           .filter(run_id=run_id).exclude(status=ApprovalRequest.Status.PENDING).order_by("-decided_at").first())
+    req = (
+        ApprovalRequest.objects.select_related("run", "requested_by", "decided_by")
+        .filter(run_id=run_id)
+        .exclude(status=ApprovalRequest.Status.PENDING)
+        .order_by("-decided_at")
+        .first()
+    )
     if req is None:
         return 0
     run, link = req.run, _url("run_detail", run_id)
     who = req.decided_by.get_username() if req.decided_by_id else "the expiry check"
     subject = f"[Countersign] Your {run.workflow_name} run was {req.status} by {who}"
-    text = (f"Your {run.workflow_name} run (estimated at up to {_money(req.estimate_usd)}) was {req.status} by {who}"
-            + (f": {req.comment}" if req.comment else ".")
-            + ("\nIt is queued and will start shortly." if req.status == ApprovalRequest.Status.APPROVED else "")
-            + f"\n{link}")
+    text = (
+        f"Your {run.workflow_name} run (estimated at up to {_money(req.estimate_usd)}) was {req.status} by {who}"
+        + (f": {req.comment}" if req.comment else ".")
+        + (
+            "\nIt is queued and will start shortly."
+            if req.status == ApprovalRequest.Status.APPROVED
+            else ""
+        )
+        + f"\n{link}"
+    )
     sent = channels.send_email([req.requested_by.email], subject, text)
-    channels.queue_webhooks("approval.decided", channels.slack_payload(
-        "approval.decided", subject.removeprefix("[Countersign] "), req.comment, link=link,
-        fields={"workflow": run.workflow_name, "run": str(run.pk), "decision": req.status, "decided_by": who},
-    ), workflow_name=run.workflow_name)
+    channels.queue_webhooks(
+        "approval.decided",
+        channels.slack_payload(
+            "approval.decided",
+            subject.removeprefix("[Countersign] "),
+            req.comment,
+            link=link,
+            fields={
+                "workflow": run.workflow_name,
+                "run": str(run.pk),
+                "decision": req.status,
+                "decided_by": who,
+            },
+        ),
+        workflow_name=run.workflow_name,
+    )
     return sent
 
 
@@ -154,15 +214,32 @@ def run_ended(run_id: Any) -> int:
     link = _url("run_detail", run.pk)
     status = run.status.replace("_", " ")
     subject = f"[Countersign] {run.workflow_name} run {str(run.pk)[:8]} {status}"
-    text = (f"Your {run.workflow_name} run ended: {status}. It cost {_money(run.cost_usd)}."
-            + (f"\nWhy: {run.error}" if run.error else "") + f"\n{link}")
+    text = (
+        f"Your {run.workflow_name} run ended: {status}. It cost {_money(run.cost_usd)}."
+        + (f"\nWhy: {run.error}" if run.error else "")
+        + f"\n{link}"
+    )
     sent = channels.send_email([run.requested_by.email], subject, text)
-    sent += channels.send_email(recipients.for_workflow(run.workflow_name, "run.ended"), subject, text)
-    channels.queue_webhooks("run.ended", channels.slack_payload(
-        "run.ended", subject.removeprefix("[Countersign] "), run.error, link=link,
-        fields={"workflow": run.workflow_name, "run": str(run.pk), "status": run.status,
-                "cost_usd": str(run.cost_usd), "requested_by": run.requested_by.get_username()},
-    ), workflow_name=run.workflow_name)
+    sent += channels.send_email(
+        recipients.for_workflow(run.workflow_name, "run.ended"), subject, text
+    )
+    channels.queue_webhooks(
+        "run.ended",
+        channels.slack_payload(
+            "run.ended",
+            subject.removeprefix("[Countersign] "),
+            run.error,
+            link=link,
+            fields={
+                "workflow": run.workflow_name,
+                "run": str(run.pk),
+                "status": run.status,
+                "cost_usd": str(run.cost_usd),
+                "requested_by": run.requested_by.get_username(),
+            },
+        ),
+        workflow_name=run.workflow_name,
+    )
     return sent
 
 
@@ -170,7 +247,9 @@ def run_status_changed(run_id: Any, previous: str, target: str) -> int:
     """What a run's move means for people (called by reviews.tasks.notify_run_status)."""
     S = Run.Status
     if target == S.AWAITING_APPROVAL:
-        req = ApprovalRequest.objects.filter(run_id=run_id, status=ApprovalRequest.Status.PENDING).first()
+        req = ApprovalRequest.objects.filter(
+            run_id=run_id, status=ApprovalRequest.Status.PENDING
+        ).first()
         return approval_requested(req.pk) if req else 0
     sent = 0
     if previous == S.AWAITING_APPROVAL and target in (S.APPROVED, S.REJECTED, S.CANCELLED):

@@ -112,7 +112,9 @@ def _set_assignee(
         if only_if_free and ticket.assignee_id == user.pk:
             return ticket
         if only_if_free and ticket.assignee_id:
-            since = f" at {timezone.localtime(ticket.claimed_at):%H:%M:%S}" if ticket.claimed_at else ""
+            since = (
+                f" at {timezone.localtime(ticket.claimed_at):%H:%M:%S}" if ticket.claimed_at else ""
+            )
             raise ReviewError(
                 f"{ticket.assignee.get_username()} claimed this ticket first{since}; nothing was changed."
                 + (" To take it over, assign it to yourself." if access.may_override(user) else "")
@@ -161,17 +163,29 @@ def correction_target(ticket: EscalationTicket) -> dict[str, Any]:
     """What a correction replaces: the failing tool call's output, or the final output."""
     # The run's own version's declaration; the current one when it is gone (the page still
     # shows the ticket; resolving is refused then, see resolve).
-    workflow = declaration_for(ticket.run.workflow_version) or registry.get(ticket.run.workflow_name)
+    workflow = declaration_for(ticket.run.workflow_version) or registry.get(
+        ticket.run.workflow_name
+    )
     tc = ticket.failing_tool_call
     if tc is not None and workflow.tool(tc.name) is not None:
         tool = workflow.tool(tc.name)
         current = tc.output if tc.output is not None else None
         # A side effect's output cannot be typed in: the effect would be recorded, never done.
-        return {"kind": "tool", "name": tc.name, "schema": tool.output_schema, "current": current,
-                "correctable": not tool.side_effect}
+        return {
+            "kind": "tool",
+            "name": tc.name,
+            "schema": tool.output_schema,
+            "current": current,
+            "correctable": not tool.side_effect,
+        }
     proposed = (ticket.context.get("details") or {}).get("proposed_result")
-    return {"kind": "final", "name": "final output", "schema": workflow.output_schema, "current": proposed,
-            "correctable": True}
+    return {
+        "kind": "final",
+        "name": "final output",
+        "schema": workflow.output_schema,
+        "current": proposed,
+        "correctable": True,
+    }
 
 
 def _needed(ticket: EscalationTicket) -> tuple[Decimal, int]:
@@ -196,7 +210,11 @@ def _unanswered_tool_uses(run: Run) -> list[dict[str, Any]]:
     last = run.model_calls.filter(status="ok").order_by("-turn").first()
     if last is None or last.stop_reason != "tool_use":
         return []
-    settled = set(ToolCall.objects.filter(run=run, model_call=last, settled=True).values_list("tool_use_id", flat=True))
+    settled = set(
+        ToolCall.objects.filter(run=run, model_call=last, settled=True).values_list(
+            "tool_use_id", flat=True
+        )
+    )
     return [{**tu, "model_call": last} for tu in last.tool_uses if tu["id"] not in settled]
 
 
@@ -236,38 +254,63 @@ def resolve(
         acknowledging = run.status == Run.Status.HALTED and action == Res.FAIL
         if run.status != Run.Status.AWAITING_REVIEW and not acknowledging:
             if run.status == Run.Status.HALTED:
-                raise ReviewError("The run halted and cannot go on; only 'fail' (acknowledge) closes this ticket.")
+                raise ReviewError(
+                    "The run halted and cannot go on; only 'fail' (acknowledge) closes this ticket."
+                )
             raise ReviewError(f"The run is {run.status}, not awaiting review; nothing was changed.")
         # A run goes on only under the code of the version it started on (judged by its version).
         if action != Res.FAIL and (changed := drift(run.workflow_version)):
             raise ReviewError(changed)
         payload: dict[str, Any] = {"ticket": ticket.pk, "resolution": action, "comment": comment}
-        if action != Res.FAIL and not (action == Res.CORRECT and correction_target(ticket)["kind"] == "final"):
+        if action != Res.FAIL and not (
+            action == Res.CORRECT and correction_target(ticket)["kind"] == "final"
+        ):
             _check_headroom(ticket, run)  # every resolution that lets the run call the model again
         answered: list[ToolCall] = []  # tool calls the reviewer's decision wrote
 
         if action == Res.RESUME:
             text = note.strip() or comment.strip()
             if not text:
-                raise ReviewError("Resuming needs a note for the model: say what it should do next.")
+                raise ReviewError(
+                    "Resuming needs a note for the model: say what it should do next."
+                )
             for tu in _unanswered_tool_uses(run):
-                answered.append(_settle_by_reviewer(
-                    run, tu, status=ToolCall.Status.REJECTED,
-                    error=f"Not executed: a reviewer resumed the run instead. Reviewer note: {text}"))
+                answered.append(
+                    _settle_by_reviewer(
+                        run,
+                        tu,
+                        status=ToolCall.Status.REJECTED,
+                        error=f"Not executed: a reviewer resumed the run instead. Reviewer note: {text}",
+                    )
+                )
             payload["note"] = text
-            lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, pending_note=f"Reviewer note: {text}",
-                                 event_payload=payload)
+            lifecycle.transition(
+                run.pk,
+                Run.Status.QUEUED,
+                actor=user,
+                pending_note=f"Reviewer note: {text}",
+                event_payload=payload,
+            )
         elif action == Res.RETRY:
             tc = ticket.failing_tool_call
             note_for_model = ""
             if tc is not None and tc.settled:
                 # The tool ran but its result stopped the run: run it again.
                 ToolCall.objects.filter(pk=tc.pk).update(settled=False)
-            elif tc is None and ticket.failing_model_call and ticket.failing_model_call.status == "ok":
+            elif (
+                tc is None
+                and ticket.failing_model_call
+                and ticket.failing_model_call.status == "ok"
+            ):
                 # The model's answer was refused: ask it again rather than re-judge the same words.
                 note_for_model = "Reviewer note: please redo your last step. " + comment
-            lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload,
-                                 pending_note=note_for_model.strip())
+            lifecycle.transition(
+                run.pk,
+                Run.Status.QUEUED,
+                actor=user,
+                event_payload=payload,
+                pending_note=note_for_model.strip(),
+            )
         elif action == Res.CORRECT:
             answered.extend(_apply_correction(ticket, run, user, corrected, payload))
         elif action == Res.APPROVE:
@@ -275,22 +318,38 @@ def resolve(
             proposed = details.get("proposed_result")
             tc = ticket.failing_tool_call
             if proposed is not None:
-                lifecycle.transition(run.pk, Run.Status.SUCCEEDED, actor=user, result=proposed, event_payload=payload)
+                lifecycle.transition(
+                    run.pk, Run.Status.SUCCEEDED, actor=user, result=proposed, event_payload=payload
+                )
             elif details.get("sign_off") and tc is not None:
                 # The reviewer signs off the refused call itself (that tool_use, that input): the
                 # engine settles it again and its sign-off precondition now holds
                 # (orchestration.record.recorded_state reads this resolution).
                 ToolCall.objects.filter(pk=tc.pk).update(settled=False)
-                payload["signed_off"] = {"tool": tc.name, "tool_use_id": tc.tool_use_id, "input": tc.input}
+                payload["signed_off"] = {
+                    "tool": tc.name,
+                    "tool_use_id": tc.tool_use_id,
+                    "input": tc.input,
+                }
                 lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload)
             else:
-                lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload,
-                                     pending_note=f"Reviewer approved continuing. {comment}".strip())
+                lifecycle.transition(
+                    run.pk,
+                    Run.Status.QUEUED,
+                    actor=user,
+                    event_payload=payload,
+                    pending_note=f"Reviewer approved continuing. {comment}".strip(),
+                )
         elif action == Res.FAIL and acknowledging:
             payload["acknowledged_halt"] = True
         elif action == Res.FAIL:
-            lifecycle.transition(run.pk, Run.Status.FAILED, actor=user, event_payload=payload,
-                                 error=f"Failed by reviewer {user.get_username()}: {comment or 'no comment'}")
+            lifecycle.transition(
+                run.pk,
+                Run.Status.FAILED,
+                actor=user,
+                event_payload=payload,
+                error=f"Failed by reviewer {user.get_username()}: {comment or 'no comment'}",
+            )
 
         ticket.status, ticket.resolution = T.RESOLVED, action
         ticket.resolved_by, ticket.resolved_at, ticket.comment = user, timezone.now(), comment
@@ -299,8 +358,13 @@ def resolve(
         ticket.save()
         # The decision (the ticket's resolution, comment and resolver), the run's result and
         # any output the reviewer supplied, as stored.
-        audit.record("ticket.resolved", run=run, actor=user, payload=payload,
-                     evidence_of=[ticket, run, *answered])
+        audit.record(
+            "ticket.resolved",
+            run=run,
+            actor=user,
+            payload=payload,
+            evidence_of=[ticket, run, *answered],
+        )
     return ticket
 
 
@@ -308,8 +372,16 @@ def _settle_by_reviewer(run: Run, tu: dict[str, Any], **fields: Any) -> ToolCall
     ToolCall.objects.filter(run=run, tool_use_id=tu["id"], settled=True).update(settled=False)
     attempts = ToolCall.objects.filter(run=run, tool_use_id=tu["id"]).count()
     return ToolCall.objects.create(
-        run=run, model_call=tu["model_call"], tool_use_id=tu["id"], name=tu["name"], attempt=attempts + 1,
-        input=tu.get("input") or {}, settled=True, finished_at=timezone.now(), latency_ms=0, **fields,
+        run=run,
+        model_call=tu["model_call"],
+        tool_use_id=tu["id"],
+        name=tu["name"],
+        attempt=attempts + 1,
+        input=tu.get("input") or {},
+        settled=True,
+        finished_at=timezone.now(),
+        latency_ms=0,
+        **fields,
     )
 
 
@@ -319,10 +391,12 @@ def checked_tool_output(tool: Tool, value: Any, ctx: ToolContext) -> Any:
     the tool's semantic validators; raises InvalidCorrection. Never for a tool with a side
     effect: the run would record an effect that never happened."""
     if tool.side_effect:
-        raise InvalidCorrection([
-            f"{tool.name} has a side effect: its output cannot be supplied by hand, or the run would record "
-            "an effect that never happened. Retry it, approve it (a sign-off), resume with a note, or fail the run."
-        ])
+        raise InvalidCorrection(
+            [
+                f"{tool.name} has a side effect: its output cannot be supplied by hand, or the run would record "
+                "an effect that never happened. Retry it, approve it (a sign-off), resume with a note, or fail the run."
+            ]
+        )
     errors = schema_errors(value, tool.output_schema)
     value = cut_to_schema(value, tool.output_schema)
     if not errors:
@@ -337,18 +411,26 @@ def close_for_cancelled_run(run: Run, user: Any, reason: str) -> list[Escalation
     each with an audit event, in the caller's transaction (orchestration.run_actions.cancel,
     which holds the run's row lock)."""
     closed = []
-    for ticket in EscalationTicket.objects.select_for_update().filter(run=run).exclude(status=T.RESOLVED):
+    for ticket in (
+        EscalationTicket.objects.select_for_update().filter(run=run).exclude(status=T.RESOLVED)
+    ):
         ticket.status, ticket.resolution = T.RESOLVED, Res.CANCELLED
         ticket.resolved_by, ticket.resolved_at, ticket.comment = user, timezone.now(), reason
         ticket.save(update_fields=["status", "resolution", "resolved_by", "resolved_at", "comment"])
-        audit.record("ticket.closed", run=run, actor=user, evidence_of=[ticket],
-                     payload={"ticket": ticket.pk, "resolution": Res.CANCELLED, "comment": reason})
+        audit.record(
+            "ticket.closed",
+            run=run,
+            actor=user,
+            evidence_of=[ticket],
+            payload={"ticket": ticket.pk, "resolution": Res.CANCELLED, "comment": reason},
+        )
         closed.append(ticket)
     return closed
 
 
-def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: str | None,
-                      payload: dict[str, Any]) -> list[ToolCall]:
+def _apply_correction(
+    ticket: EscalationTicket, run: Run, user: Any, corrected: str | None, payload: dict[str, Any]
+) -> list[ToolCall]:
     """Apply the correction; returns the tool call it wrote (none for a final output)."""
     if corrected is None or not corrected.strip():
         raise InvalidCorrection(["paste the corrected JSON"])
@@ -359,13 +441,21 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
     if target["kind"] == "tool":
         tool = workflow.tool(target["name"])
         tc = ticket.failing_tool_call
-        ctx = ToolContext(run_id=str(run.pk), tool_use_id=tc.tool_use_id, run_input=run.input,
-                          tool_input=tc.input, outputs=accepted_outputs(run))
+        ctx = ToolContext(
+            run_id=str(run.pk),
+            tool_use_id=tc.tool_use_id,
+            run_input=run.input,
+            tool_input=tc.input,
+            outputs=accepted_outputs(run),
+        )
         value = checked_tool_output(tool, value, ctx)
         tu = {"id": tc.tool_use_id, "name": tc.name, "input": tc.input, "model_call": tc.model_call}
-        corrected_call = _settle_by_reviewer(run, tu, status=ToolCall.Status.CORRECTED, output=value,
-                                             error="", raw_output=value)
-        payload.update({"corrected": "tool", "tool": tc.name, "tool_call": corrected_call.pk, "output": value})
+        corrected_call = _settle_by_reviewer(
+            run, tu, status=ToolCall.Status.CORRECTED, output=value, error="", raw_output=value
+        )
+        payload.update(
+            {"corrected": "tool", "tool": tc.name, "tool_call": corrected_call.pk, "output": value}
+        )
         # The other tool_uses of that turn still need answers; the next step runs them.
         lifecycle.transition(run.pk, Run.Status.QUEUED, actor=user, event_payload=payload)
         return [corrected_call]
@@ -380,7 +470,9 @@ def _apply_correction(ticket: EscalationTicket, run: Run, user: Any, corrected: 
         if needs_sign_off and (why := access.sign_off_refusal(user, run)):
             raise NotAllowed(why)
         payload.update({"corrected": "final", "output": value})
-        lifecycle.transition(run.pk, Run.Status.SUCCEEDED, actor=user, result=value, event_payload=payload)
+        lifecycle.transition(
+            run.pk, Run.Status.SUCCEEDED, actor=user, result=value, event_payload=payload
+        )
         return []
 
 

@@ -36,7 +36,9 @@ def notify_run_status(run_id: str, previous: str, target: str) -> int:
     return notifications.run_status_changed(run_id, previous, target)
 
 
-def on_run_status_changed(sender: Any, run_id: str, previous: str, target: str, **kwargs: Any) -> None:
+def on_run_status_changed(
+    sender: Any, run_id: str, previous: str, target: str, **kwargs: Any
+) -> None:
     """orchestration.signals receiver (connected in reviews.apps; runs after the run's
     transition committed): queue the notification, never send it here."""
     if target not in notifications.RELEVANT:
@@ -46,4 +48,6 @@ def on_run_status_changed(sender: Any, run_id: str, previous: str, target: str, 
         # request or the engine's step through Celery's publish retries.
         notify_run_status.apply_async((run_id, previous, target), retry=False)
     except Exception:  # noqa: BLE001 - the run moved whatever happens to its notification
-        logger.exception("could not queue the notification for run %s (%s -> %s)", run_id, previous, target)
+        logger.exception(
+            "could not queue the notification for run %s (%s -> %s)", run_id, previous, target
+        )

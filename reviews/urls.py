@@ -13,5 +13,7 @@ urlpatterns = [
     path("tickets/<int:ticket_id>/unclaim/", tickets.unclaim, name="ticket_unclaim"),
     path("tickets/<int:ticket_id>/assign/", tickets.assign, name="ticket_assign"),
     path("tickets/<int:ticket_id>/resolve/", tickets.resolve, name="ticket_resolve"),
-    path("tickets/<int:ticket_id>/raise-ceiling/", tickets.raise_ceiling, name="ticket_raise_ceiling"),
+    path(
+        "tickets/<int:ticket_id>/raise-ceiling/", tickets.raise_ceiling, name="ticket_raise_ceiling"
+    ),
 ]

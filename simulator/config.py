@@ -143,7 +143,13 @@ def config_from_mapping(values: Mapping[str, Any] | None) -> SimulatorConfig:
         values["latency"] = {
             str(prefix): (float(v[0]), float(v[1])) for prefix, v in values["latency"].items()
         }
-    for key in ("latency_scale", "fixed_latency_seconds", "retry_after_seconds", "batch_seconds", "slow_seconds"):
+    for key in (
+        "latency_scale",
+        "fixed_latency_seconds",
+        "retry_after_seconds",
+        "batch_seconds",
+        "slow_seconds",
+    ):
         if values.get(key) is not None:
             values[key] = float(values[key])
     values = {k: v for k, v in values.items() if v is not None}

@@ -254,7 +254,9 @@ class Hostile:
     max_tool_turns: int = 3
 
 
-def hostile(lookup: Callable[[Conversation], Hostile | None], fallback: Policy = generic_policy) -> Policy:
+def hostile(
+    lookup: Callable[[Conversation], Hostile | None], fallback: Policy = generic_policy
+) -> Policy:
     """A policy that plays ``lookup(conv)``: the hostile tool_use until the tool answers without
     an error or ``max_tool_turns`` tries are made, then the hostile answer. ``fallback`` plays
     conversations ``lookup`` knows nothing about."""

@@ -36,7 +36,12 @@ def _fast_simulator(settings: Any) -> Iterator[None]:
     from orchestration.llm import reset_clients
     from simulator.django import reset_api
 
-    settings.SIMULATOR = {**settings.SIMULATOR, "latency_scale": 0.0, "state_url": "", "retry_after_seconds": 0.01}
+    settings.SIMULATOR = {
+        **settings.SIMULATOR,
+        "latency_scale": 0.0,
+        "state_url": "",
+        "retry_after_seconds": 0.01,
+    }
     settings.LLM_BACKOFF_BASE_SECONDS = 0.01
     settings.TOOL_BACKOFF_BASE_SECONDS = 0.01
     reset_api()
@@ -97,14 +102,21 @@ def drive(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..
     from orchestration.models import Run
 
     queued: list[str] = []
-    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: queued.append(str(run_id)))
+    monkeypatch.setattr(
+        "orchestration.dispatch.enqueue_step",
+        lambda run_id, countdown=None: queued.append(str(run_id)),
+    )
 
     def _drive(run: Any, max_steps: int = 40) -> Any:
         for _ in range(max_steps):
             run.refresh_from_db()
             if run.status == Run.Status.AWAITING_SUBAGENT:
                 # A parent waiting on its sub-agents: drive them (a child's end queues it).
-                children = list(Run.objects.filter(parent=run, status__in=(Run.Status.QUEUED, Run.Status.RUNNING)))
+                children = list(
+                    Run.objects.filter(
+                        parent=run, status__in=(Run.Status.QUEUED, Run.Status.RUNNING)
+                    )
+                )
                 if not children:
                     return run  # a child is paused for review, or waits for approval
                 for child in children:
@@ -113,7 +125,9 @@ def drive(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..
             if run.status not in (Run.Status.QUEUED, Run.Status.RUNNING):
                 return run
             engine.run_step(run.pk)
-        raise AssertionError(f"run {run.pk} did not stop within {max_steps} steps (status {run.status})")
+        raise AssertionError(
+            f"run {run.pk} did not stop within {max_steps} steps (status {run.status})"
+        )
 
     return _drive
 
@@ -124,8 +138,15 @@ def drive(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..
 class Worker:
     """A `celery -A config worker` subprocess on the test database."""
 
-    def __init__(self, env: dict[str, str], log: Path, *, pool: str = "prefork", concurrency: int = 2,
-                 queues: str = "celery,llm,fanout") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        *,
+        pool: str = "prefork",
+        concurrency: int = 2,
+        queues: str = "celery,llm,fanout",
+    ) -> None:
         self.env, self.log, self.proc = env, log, None
         self.pool, self.concurrency, self.queues = pool, concurrency, queues
 
@@ -136,11 +157,34 @@ class Worker:
         # Several workers of one test share the log: only this worker's "ready." counts.
         offset = self._out.tell()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "-Q", self.queues,
-             "-P", self.pool, "-c", str(self.concurrency),
-             "-l", "info", "-n", name, "--without-gossip", "--without-mingle",
-             "--schedule", str(self.log.parent / f"beat-{uuid.uuid4().hex[:6]}")],
-            cwd=ROOT, env=self.env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-B",
+                "-Q",
+                self.queues,
+                "-P",
+                self.pool,
+                "-c",
+                str(self.concurrency),
+                "-l",
+                "info",
+                "-n",
+                name,
+                "--without-gossip",
+                "--without-mingle",
+                "--schedule",
+                str(self.log.parent / f"beat-{uuid.uuid4().hex[:6]}"),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -198,7 +242,9 @@ def _purged_broker() -> None:
 
 
 @pytest.fixture
-def worker_factory(transactional_db: Any, _purged_broker: None, request: pytest.FixtureRequest) -> Iterator[Callable[..., Worker]]:
+def worker_factory(
+    transactional_db: Any, _purged_broker: None, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Worker]]:
     from django.db import connection
 
     started: list[Worker] = []
@@ -206,7 +252,9 @@ def worker_factory(transactional_db: Any, _purged_broker: None, request: pytest.
 
     def factory(env: dict[str, str] | None = None, **options: Any) -> Worker:
         """A worker; ``env`` adds settings, ``options`` pick pool, concurrency and queues."""
-        worker = Worker({**_worker_env(connection.settings_dict["NAME"]), **(env or {})}, log, **options).start()
+        worker = Worker(
+            {**_worker_env(connection.settings_dict["NAME"]), **(env or {})}, log, **options
+        ).start()
         started.append(worker)
         return worker
 
@@ -227,4 +275,6 @@ def wait_for(run: Any, statuses: tuple[str, ...], timeout: float = 60) -> Any:
         if run.status in statuses:
             return run
         time.sleep(0.2)
-    raise AssertionError(f"run {run.pk} is {run.status} after {timeout}s, expected one of {statuses}")
+    raise AssertionError(
+        f"run {run.pk} is {run.status} after {timeout}s, expected one of {statuses}"
+    )

@@ -118,7 +118,9 @@ BALANCE_CHECK = register(
 # The version before the exact-quote rule: the same code, another prompt.
 # Deployed beside version 2 (registry.register_previous): a version is evaluated, like any
 # run, with the code whose snapshot it is.
-BALANCE_CHECK_V1 = register_previous(dataclasses.replace(BALANCE_CHECK, version="1", rules=V1_RULES))
+BALANCE_CHECK_V1 = register_previous(
+    dataclasses.replace(BALANCE_CHECK, version="1", rules=V1_RULES)
+)
 
 REGRESSION_JSONL = (
     "\n".join(

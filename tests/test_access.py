@@ -171,10 +171,17 @@ def test_requester_cannot_supply_a_final_output_that_needs_a_sign_off(
     # The sign-off rule reads the recorded decision (its amount from the payment row), never
     # the answer's words: a recorded approval over the limit that nobody signed off.
     over = float(settings.PAYMENT_SIGNOFF_AMOUNT + 1)
-    mc = ModelCall.objects.create(run_id=ticket.run_id, turn=0, model="claude-opus-4-6", status="ok")
+    mc = ModelCall.objects.create(
+        run_id=ticket.run_id, turn=0, model="claude-opus-4-6", status="ok"
+    )
     ToolCall.objects.create(
-        run_id=ticket.run_id, model_call=mc, tool_use_id="tu_decide", name="record_decision",
-        input={"payment_id": "PAY-1001", "decision": "approve"}, settled=True, status="ok",
+        run_id=ticket.run_id,
+        model_call=mc,
+        tool_use_id="tu_decide",
+        name="record_decision",
+        input={"payment_id": "PAY-1001", "decision": "approve"},
+        settled=True,
+        status="ok",
         output={"payment_id": "PAY-1001", "decision": "approve", "amount": over},
     )
     big = {
@@ -450,7 +457,17 @@ def test_no_permission_name_outside_the_access_module():
         Path("reviews/migrations/0015_evaluation_roles.py"),
     }
     offenders = []
-    packages = ("orchestration", "reviews", "costs", "warehouse", "api", "ops", "config", "schedules", "evaluation")
+    packages = (
+        "orchestration",
+        "reviews",
+        "costs",
+        "warehouse",
+        "api",
+        "ops",
+        "config",
+        "schedules",
+        "evaluation",
+    )
     for package in packages:
         for path in (ROOT / package).rglob("*.py"):
             rel = path.relative_to(ROOT)

@@ -108,8 +108,7 @@ def test_start_follow_and_resolve_a_run_with_tokens(client, operator, reviewer, 
     assert done["result"]["amount"] == 300000.0 and done["finished_at"] is not None
     run.refresh_from_db()
     assert (
-        done["cost_usd"] == usd_string(run.cost_usd)
-        and done["tokens"]["input"] == run.input_tokens
+        done["cost_usd"] == usd_string(run.cost_usd) and done["tokens"]["input"] == run.input_tokens
     )
     # Exact, and written with at least six places, like the downloads (a cache write at
     # $2.50 or $1.25 per million tokens can cost half a micro-dollar).
@@ -136,8 +135,13 @@ def test_resume_with_a_note_then_the_run_finishes(client, operator, reviewer, dr
     sign_off = run.tickets.get(status="open")
     assert run.status == S.AWAITING_REVIEW and sign_off.reason == "regulatory_trigger"
     assert sign_off.context["details"]["proposed_call"]["input"]["decision"] == "approve"
-    response = call(client, "POST", resolve_url(sign_off.pk), token_for(reviewer),
-                    {"action": "approve", "comment": "Signed off"})
+    response = call(
+        client,
+        "POST",
+        resolve_url(sign_off.pk),
+        token_for(reviewer),
+        {"action": "approve", "comment": "Signed off"},
+    )
     assert response.status_code == 200
     run = drive(run)
     assert run.status == S.SUCCEEDED and run.result["decision"] == "approve"
@@ -177,7 +181,11 @@ def test_correcting_a_tool_output_through_the_api(client, operator, reviewer, dr
     )
     assert good.status_code == 200 and good.json()["run"]["status"] == "queued"
     assert drive(run).status == S.SUCCEEDED
-    assert run.tool_calls.get(status="corrected").output == {"compliant": True, "violations": [], "rules_version": "1"}
+    assert run.tool_calls.get(status="corrected").output == {
+        "compliant": True,
+        "violations": [],
+        "rules_version": "1",
+    }
 
 
 # --- resolving: refusals -----------------------------------------------------------------

@@ -22,7 +22,10 @@ INPUT = '{"date": "2026-11-12"}'
 @pytest.fixture
 def no_enqueue(monkeypatch):
     enqueued = []
-    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: enqueued.append(str(run_id)))
+    monkeypatch.setattr(
+        "orchestration.dispatch.enqueue_step",
+        lambda run_id, countdown=None: enqueued.append(str(run_id)),
+    )
     return enqueued
 
 
@@ -39,7 +42,8 @@ def waiting(operator, settings, no_enqueue) -> Run:
 
 
 def test_an_estimate_equal_to_the_threshold_starts_and_one_micro_dollar_over_waits(
-        operator, settings, upper, no_enqueue, django_capture_on_commit_callbacks):
+    operator, settings, upper, no_enqueue, django_capture_on_commit_callbacks
+):
     settings.APPROVAL_THRESHOLD_USD = upper
     with django_capture_on_commit_callbacks(execute=True):
         at = start_run("financial_reporting", INPUT, operator)
@@ -51,12 +55,17 @@ def test_an_estimate_equal_to_the_threshold_starts_and_one_micro_dollar_over_wai
     assert over.status == Run.Status.AWAITING_APPROVAL
     req = over.approvals.get()
     assert req.status == ApprovalRequest.Status.PENDING
-    assert req.estimate_usd == upper and req.threshold_usd == settings.APPROVAL_THRESHOLD_USD.quantize(Decimal("0.01"))
+    assert (
+        req.estimate_usd == upper
+        and req.threshold_usd == settings.APPROVAL_THRESHOLD_USD.quantize(Decimal("0.01"))
+    )
     assert [line["item"] for line in req.calculation["lines"]][-1] == "Upper bound"
     assert no_enqueue == [str(at.pk)]  # nothing of the waiting run was enqueued: no token spent
 
 
-def test_approval_queues_the_run_on_commit(waiting, manager, django_capture_on_commit_callbacks, no_enqueue):
+def test_approval_queues_the_run_on_commit(
+    waiting, manager, django_capture_on_commit_callbacks, no_enqueue
+):
     with django_capture_on_commit_callbacks(execute=True):
         req = approvals.decide(waiting.approvals.get().pk, manager, approve=True, comment="fine")
     waiting.refresh_from_db()
@@ -70,7 +79,9 @@ def test_approval_queues_the_run_on_commit(waiting, manager, django_capture_on_c
 def test_rejection_is_final_and_tells_the_requester_why(waiting, manager, client, operator):
     with pytest.raises(approvals.ApprovalError, match="Say why"):
         approvals.decide(waiting.approvals.get().pk, manager, approve=False, comment="  ")
-    approvals.decide(waiting.approvals.get().pk, manager, approve=False, comment="Use the weekly report instead")
+    approvals.decide(
+        waiting.approvals.get().pk, manager, approve=False, comment="Use the weekly report instead"
+    )
     waiting.refresh_from_db()
     assert waiting.status == Run.Status.REJECTED and waiting.is_final
     assert "Use the weekly report instead" in waiting.error
@@ -106,10 +117,16 @@ def test_two_managers_clicking_at_once_make_one_decision(seeded, settings, monke
 
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     enqueued = []
-    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: enqueued.append(run_id))
+    monkeypatch.setattr(
+        "orchestration.dispatch.enqueue_step",
+        lambda run_id, countdown=None: enqueued.append(run_id),
+    )
     User = get_user_model()
     operator = User.objects.get(username="operator")
-    managers = [User.objects.get(username="manager"), User.objects.create_user("manager2", password="x-m2-123456")]
+    managers = [
+        User.objects.get(username="manager"),
+        User.objects.create_user("manager2", password="x-m2-123456"),
+    ]
     managers[1].groups.add(Group.objects.get(name="managers"))
     run = start_run("financial_reporting", INPUT, operator)
     req_id = run.approvals.get().pk
@@ -126,8 +143,10 @@ def test_two_managers_clicking_at_once_make_one_decision(seeded, settings, monke
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=click, args=(managers[0], True)),
-               threading.Thread(target=click, args=(managers[1], False))]
+    threads = [
+        threading.Thread(target=click, args=(managers[0], True)),
+        threading.Thread(target=click, args=(managers[1], False)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -143,9 +162,13 @@ def test_two_managers_clicking_at_once_make_one_decision(seeded, settings, monke
 def test_requests_expire_and_their_runs_are_cancelled(waiting, manager, settings):
     req = waiting.approvals.get()
     lifetime = req.expires_at - req.created_at
-    assert abs(lifetime - dt.timedelta(hours=settings.APPROVAL_EXPIRY_HOURS)) < dt.timedelta(seconds=1)
+    assert abs(lifetime - dt.timedelta(hours=settings.APPROVAL_EXPIRY_HOURS)) < dt.timedelta(
+        seconds=1
+    )
     assert approvals.expire_overdue() == 0
-    ApprovalRequest.objects.filter(pk=req.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    ApprovalRequest.objects.filter(pk=req.pk).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
     assert approvals.expire_overdue() == 1
     req.refresh_from_db()
     waiting.refresh_from_db()
@@ -158,7 +181,9 @@ def test_requests_expire_and_their_runs_are_cancelled(waiting, manager, settings
 
 def test_deciding_a_request_past_its_deadline_expires_it_instead(waiting, manager):
     req = waiting.approvals.get()
-    ApprovalRequest.objects.filter(pk=req.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    ApprovalRequest.objects.filter(pk=req.pk).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
     with pytest.raises(approvals.ApprovalError, match="expired"):
         approvals.decide(req.pk, manager, approve=True)
     req.refresh_from_db()
@@ -171,8 +196,13 @@ def test_deciding_a_request_past_its_deadline_expires_it_instead(waiting, manage
 
 def test_queue_shows_the_calculation_and_the_requesters_recent_spend(client, waiting, manager):
     Run.objects.filter(pk=waiting.pk).update(cost_usd=Decimal("0"))
-    earlier = Run.objects.create(workflow_version=waiting.workflow_version, workflow_name="financial_reporting",
-                                 requested_by=waiting.requested_by, input={}, cost_usd=Decimal("3.25"))
+    earlier = Run.objects.create(
+        workflow_version=waiting.workflow_version,
+        workflow_name="financial_reporting",
+        requested_by=waiting.requested_by,
+        input={},
+        cost_usd=Decimal("3.25"),
+    )
     assert earlier.pk
     client.force_login(manager)
     page = client.get(reverse("approval_queue")).content.decode()
@@ -181,25 +211,36 @@ def test_queue_shows_the_calculation_and_the_requesters_recent_spend(client, wai
     assert f'id="approval-{waiting.approvals.get().pk}"' in page
 
 
-def test_queue_is_for_managers_and_read_only_for_auditors(client, waiting, operator, reviewer, auditor):
+def test_queue_is_for_managers_and_read_only_for_auditors(
+    client, waiting, operator, reviewer, auditor
+):
     for user, status in ((operator, 403), (reviewer, 403), (auditor, 200)):
         client.force_login(user)
         response = client.get(reverse("approval_queue"))
         assert response.status_code == status
     assert "Approve</button>" not in response.content.decode()  # the auditor sees no buttons
-    response = client.post(reverse("approval_decide", args=[waiting.approvals.get().pk]), {"decision": "approve"})
+    response = client.post(
+        reverse("approval_decide", args=[waiting.approvals.get().pk]), {"decision": "approve"}
+    )
     assert response.status_code == 403
 
 
 def test_htmx_approve_swaps_the_row_and_the_count(client, waiting, manager, no_enqueue):
     req = waiting.approvals.get()
     client.force_login(manager)
-    response = client.post(reverse("approval_decide", args=[req.pk]), {"decision": "approve", "comment": "ok"},
-                           HTTP_HX_REQUEST="true")
+    response = client.post(
+        reverse("approval_decide", args=[req.pk]),
+        {"decision": "approve", "comment": "ok"},
+        HTTP_HX_REQUEST="true",
+    )
     body = response.content.decode()
     assert response.status_code == 200
     assert f'id="approval-{req.pk}"' in body and "status-approved" in body
-    assert 'id="approval-count"' in body and 'hx-swap-oob="true"' in body and "<strong>0</strong> waiting" in body
+    assert (
+        'id="approval-count"' in body
+        and 'hx-swap-oob="true"' in body
+        and "<strong>0</strong> waiting" in body
+    )
     waiting.refresh_from_db()
     assert waiting.status == Run.Status.QUEUED
 
@@ -207,19 +248,26 @@ def test_htmx_approve_swaps_the_row_and_the_count(client, waiting, manager, no_e
 def test_htmx_reject_without_a_reason_keeps_the_row_and_says_why(client, waiting, manager):
     req = waiting.approvals.get()
     client.force_login(manager)
-    body = client.post(reverse("approval_decide", args=[req.pk]), {"decision": "reject", "comment": ""},
-                       HTTP_HX_REQUEST="true").content.decode()
+    body = client.post(
+        reverse("approval_decide", args=[req.pk]),
+        {"decision": "reject", "comment": ""},
+        HTTP_HX_REQUEST="true",
+    ).content.decode()
     assert "Say why you reject" in body and "Approve</button>" in body
     assert ApprovalRequest.objects.get(pk=req.pk).status == "pending"
 
 
-def test_bulk_approve_approves_each_and_reports_the_refused(client, operator, manager, settings, no_enqueue):
+def test_bulk_approve_approves_each_and_reports_the_refused(
+    client, operator, manager, settings, no_enqueue
+):
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     theirs = [start_run("financial_reporting", INPUT, operator) for _ in range(2)]
     own = start_run("financial_reporting", INPUT, manager)
     ids = [r.approvals.get().pk for r in [*theirs, own]]
     client.force_login(manager)
-    response = client.post(reverse("approval_bulk"), {"request": [str(i) for i in ids]}, follow=True)
+    response = client.post(
+        reverse("approval_bulk"), {"request": [str(i) for i in ids]}, follow=True
+    )
     page = response.content.decode()
     assert "Approved 2 run(s)" in page and "four-eyes" in page
     assert [Run.objects.get(pk=r.pk).status for r in theirs] == [Run.Status.QUEUED] * 2

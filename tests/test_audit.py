@@ -9,7 +9,10 @@ from orchestration.models import AuditEvent
 
 
 def _events(n: int) -> list[AuditEvent]:
-    return [audit.record("test.event", actor="system", payload={"i": i, "amount": "12.50"}) for i in range(n)]
+    return [
+        audit.record("test.event", actor="system", payload={"i": i, "amount": "12.50"})
+        for i in range(n)
+    ]
 
 
 def test_a_clean_chain_verifies(db):
@@ -21,8 +24,10 @@ def test_a_clean_chain_verifies(db):
 def test_raw_sql_edit_is_found_at_the_altered_row(db):
     events = _events(5)
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE orchestration_auditevent SET payload = %s WHERE seq = %s",
-                       ['{"i": 2, "amount": "99.00"}', events[2].seq])
+        cursor.execute(
+            "UPDATE orchestration_auditevent SET payload = %s WHERE seq = %s",
+            ['{"i": 2, "amount": "99.00"}', events[2].seq],
+        )
     report = audit.verify_chain()
     assert not report.ok and report.broken_at == events[2].seq and "altered" in report.problem
     assert report.checked == 2
@@ -43,7 +48,8 @@ def test_rehashed_row_is_caught_by_its_signature(db):
     forged.payload = {"i": 1, "amount": "0"}
     forged.payload_digest = audit.payload_digest(forged.payload)
     forged.hash = audit.event_hash(forged)
-    AuditEvent.objects.filter(pk=forged.pk).update(payload=forged.payload, payload_digest=forged.payload_digest,
-                                                   hash=forged.hash)
+    AuditEvent.objects.filter(pk=forged.pk).update(
+        payload=forged.payload, payload_digest=forged.payload_digest, hash=forged.hash
+    )
     report = audit.verify_chain()
     assert report.broken_at == events[1].seq and "signature that does not match" in report.problem

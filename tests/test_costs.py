@@ -35,12 +35,26 @@ def _start_from_form(client, user):
 
 
 def _start_from_api(client, user):
-    return call(client, "POST", "/api/runs", token_for(user), {"workflow": "financial_reporting", "input": INPUT})
+    return call(
+        client,
+        "POST",
+        "/api/runs",
+        token_for(user),
+        {"workflow": "financial_reporting", "input": INPUT},
+    )
 
 
 def _start_from_command(user):
-    call_command("start_run", "financial_reporting", "--input", '{"date": "2026-11-12"}', "--user", user.username,
-                 stdout=io.StringIO(), stderr=io.StringIO())
+    call_command(
+        "start_run",
+        "financial_reporting",
+        "--input",
+        '{"date": "2026-11-12"}',
+        "--user",
+        user.username,
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
 
 
 # --- budgets -----------------------------------------------------------------------------
@@ -48,9 +62,17 @@ def _start_from_command(user):
 
 def test_hard_budget_refuses_from_start_run_naming_the_budget_and_the_excess(operator):
     first = start_run("financial_reporting", INPUT, operator)
-    Run.objects.filter(pk=first.pk).update(cost_usd=first.estimate_usd)  # spent its whole estimate...
-    ModelCall.objects.create(run=first, turn=0, model="claude-opus-4-6", request_content=[], status="ok",
-                             cost_usd=first.estimate_usd)  # ...through one call today
+    Run.objects.filter(pk=first.pk).update(
+        cost_usd=first.estimate_usd
+    )  # spent its whole estimate...
+    ModelCall.objects.create(
+        run=first,
+        turn=0,
+        model="claude-opus-4-6",
+        request_content=[],
+        status="ok",
+        cost_usd=first.estimate_usd,
+    )  # ...through one call today
     limit = (first.estimate_usd * Decimal("1.5")).quantize(Decimal("0.01"))
     Budget.objects.create(scope="global", period="day", limit_usd=limit, hard=True)
     with pytest.raises(RunRefused) as refused:
@@ -65,24 +87,41 @@ def test_hard_budget_refuses_from_start_run_naming_the_budget_and_the_excess(ope
 
 def test_unfinished_runs_count_what_they_may_still_spend(operator):
     first = start_run("financial_reporting", INPUT, operator)  # queued, nothing spent yet
-    Budget.objects.create(scope="workflow", workflow_name="financial_reporting", period="month",
-                          limit_usd=(first.estimate_usd * Decimal("1.5")).quantize(Decimal("0.01")), hard=True)
+    Budget.objects.create(
+        scope="workflow",
+        workflow_name="financial_reporting",
+        period="month",
+        limit_usd=(first.estimate_usd * Decimal("1.5")).quantize(Decimal("0.01")),
+        hard=True,
+    )
     with pytest.raises(RunRefused, match="still estimated for unfinished runs"):
         start_run("financial_reporting", INPUT, operator)
-    Run.objects.filter(pk=first.pk).update(status=Run.Status.CANCELLED)  # finished: no longer counts
+    Run.objects.filter(pk=first.pk).update(
+        status=Run.Status.CANCELLED
+    )  # finished: no longer counts
     assert start_run("financial_reporting", INPUT, operator).status == Run.Status.QUEUED
 
 
 def test_budgets_of_other_scopes_do_not_apply(operator, manager):
-    Budget.objects.create(scope="user", user=manager, period="day", limit_usd=Decimal("0.00"), hard=True)
-    Budget.objects.create(scope="workflow", workflow_name="payment_approval", period="day", limit_usd=Decimal("0"), hard=True)
+    Budget.objects.create(
+        scope="user", user=manager, period="day", limit_usd=Decimal("0.00"), hard=True
+    )
+    Budget.objects.create(
+        scope="workflow",
+        workflow_name="payment_approval",
+        period="day",
+        limit_usd=Decimal("0"),
+        hard=True,
+    )
     assert start_run("financial_reporting", INPUT, operator).status == Run.Status.QUEUED
     with pytest.raises(RunRefused, match="user manager budget"):
         start_run("financial_reporting", INPUT, manager)
 
 
 def test_soft_budget_warns_and_records_it(operator):
-    Budget.objects.create(scope="user", user=operator, period="day", limit_usd=Decimal("0.00"), hard=False)
+    Budget.objects.create(
+        scope="user", user=operator, period="day", limit_usd=Decimal("0.00"), hard=False
+    )
     run = start_run("financial_reporting", INPUT, operator)
     assert run.status == Run.Status.QUEUED
     [warning] = run.estimate["budget_warnings"]
@@ -119,11 +158,17 @@ def test_daily_start_limit_from_every_entry_point(client, operator, manager, set
     start_run("financial_reporting", INPUT, operator, idempotency_key="a")
     start_run("financial_reporting", INPUT, operator)
     # A retry with a known key returns the first run: it is not a new start.
-    assert start_run("financial_reporting", INPUT, operator, idempotency_key="a").idempotency_key == "a"
+    assert (
+        start_run("financial_reporting", INPUT, operator, idempotency_key="a").idempotency_key
+        == "a"
+    )
     with pytest.raises(RunRefused) as refused:
         start_run("financial_reporting", INPUT, operator)
     assert refused.value.code == "rate_limited"
-    assert "started 2 runs in the last 24 hours; the limit is 2 a day" in refused.value.errors["rate_limit"]
+    assert (
+        "started 2 runs in the last 24 hours; the limit is 2 a day"
+        in refused.value.errors["rate_limit"]
+    )
     assert "limit is 2 a day" in _start_from_form(client, operator).content.decode()
     with pytest.raises(CommandError, match="limit is 2 a day"):
         _start_from_command(operator)
@@ -138,7 +183,8 @@ def test_daily_start_limit_from_every_entry_point(client, operator, manager, set
 
 
 def test_approved_run_pauses_before_a_call_that_could_pass_its_estimate_plus_a_quarter(
-        drive, operator, manager, settings):
+    drive, operator, manager, settings
+):
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     run = start_run("financial_reporting", INPUT, operator)
     assert run.ceiling_usd == (run.estimate_usd * Decimal("1.25")).quantize(Decimal("1e-12"))
@@ -155,18 +201,23 @@ def test_approved_run_pauses_before_a_call_that_could_pass_its_estimate_plus_a_q
 
 
 def test_never_approved_run_pauses_at_the_threshold_and_only_a_manager_lets_it_go_on(
-        drive, operator, reviewer, manager, settings, monkeypatch):
+    drive, operator, reviewer, manager, settings, monkeypatch
+):
     import dataclasses
 
     from orchestration.workflows import registry
 
     workflow = registry.get("financial_reporting")
-    roomy = dataclasses.replace(workflow, constraints=dataclasses.replace(workflow.constraints, max_cost_usd=Decimal(50)))
+    roomy = dataclasses.replace(
+        workflow, constraints=dataclasses.replace(workflow.constraints, max_cost_usd=Decimal(50))
+    )
     monkeypatch.setitem(registry._REGISTRY, "financial_reporting", roomy)
     settings.APPROVAL_THRESHOLD_USD = Decimal("19.00")
     run = start_run("financial_reporting", INPUT, operator)
     assert run.status == Run.Status.QUEUED and run.ceiling_usd == Decimal("19.00")
-    settings.APPROVAL_THRESHOLD_USD = Decimal("0.001")  # lowered after the start: the stored ceiling holds
+    settings.APPROVAL_THRESHOLD_USD = Decimal(
+        "0.001"
+    )  # lowered after the start: the stored ceiling holds
     Run.objects.filter(pk=run.pk).update(ceiling_usd=Decimal("0.001"))  # as if it had been this low
     run = drive(run)
     ticket = run.tickets.get()
@@ -199,7 +250,9 @@ def test_batch_mode_runs_through_message_batches_at_half_price(drive, operator, 
         usage = Usage.from_api(mc.usage)
         assert mc.cost_usd == cost_of(usage, mc.price, batch=True) == cost_of(usage, mc.price) / 2
     assert AuditEvent.objects.filter(run=batch, kind="model.batch_submitted").count() == len(calls)
-    assert run_savings(batch)["batch"] == sum(cost_of(Usage.from_api(c.usage), c.price) / 2 for c in calls)
+    assert run_savings(batch)["batch"] == sum(
+        cost_of(Usage.from_api(c.usage), c.price) / 2 for c in calls
+    )
 
 
 def test_a_batch_still_processing_leaves_the_run_waiting(drive, operator, settings):
@@ -212,7 +265,9 @@ def test_a_batch_still_processing_leaves_the_run_waiting(drive, operator, settin
     mc = run.model_calls.get()
     assert mc.status == "pending" and mc.batch_id and not engine.batch_ended(mc)
     assert engine.poll_batches() == 0
-    assert engine.reap_stalled_runs() == 0 or Run.objects.get(pk=run.pk).status == Run.Status.RUNNING
+    assert (
+        engine.reap_stalled_runs() == 0 or Run.objects.get(pk=run.pk).status == Run.Status.RUNNING
+    )
 
 
 # --- savings and the costs page ----------------------------------------------------------------
@@ -240,8 +295,12 @@ def test_costs_page_sums_match_the_calls_and_the_csv(client, drive, manager, ope
     total = sum(c.cost_usd for c in calls)
     report = spend_report(30)
     assert report.total == total and report.calls == len(calls)
-    assert report.cache_saving == sum(cache_saving(Usage.from_api(c.usage), c.price, batch=c.is_batch) for c in calls)
-    assert report.batch_saving == sum(batch_saving(Usage.from_api(c.usage), c.price, batch=c.is_batch) for c in calls)
+    assert report.cache_saving == sum(
+        cache_saving(Usage.from_api(c.usage), c.price, batch=c.is_batch) for c in calls
+    )
+    assert report.batch_saving == sum(
+        batch_saving(Usage.from_api(c.usage), c.price, batch=c.is_batch) for c in calls
+    )
     assert report.by_day[-1]["cost"] == total and len(report.by_day) == 30
     assert report.by_user[0]["name"] == "operator" and report.by_workflow[0]["cost"] == total
 

@@ -61,7 +61,8 @@ def drive_fanout(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
             jobs_queued.append(pk)
 
     monkeypatch.setattr(
-        "orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: steps.append(str(run_id))
+        "orchestration.dispatch.enqueue_step",
+        lambda run_id, countdown=None: steps.append(str(run_id)),
     )
     monkeypatch.setattr("orchestration.fanout.jobs.enqueue", _enqueue_job)
     from django.db import connection
@@ -785,14 +786,19 @@ def test_budget_breach_pauses_the_run_and_resume_finishes_it(
         assert ModelCall.objects.filter(job=job, role="specialist", status="ok").count() == 1
 
 
-def test_estimate_of_1000_skus_is_over_the_threshold_and_waits_for_a_manager(seeded, settings) -> None:
+def test_estimate_of_1000_skus_is_over_the_threshold_and_waits_for_a_manager(
+    seeded, settings
+) -> None:
     # On the December 2026 lineup (Sonnet 5 at $2/$10 for the 2,000 specialist and validator
     # calls) 1,000 SKUs are estimated at about $17: under the default $20, over a $10 threshold.
     settings.APPROVAL_THRESHOLD_USD = Decimal("10")
     run = start_run("ad_variants", {"catalog": "demo", "skus": 1000}, _operator())
     assert run.status == S.AWAITING_APPROVAL
     assert run.estimate_usd > Decimal("10")
-    assert [row["model"] for row in run.estimate["by_model"]] == ["claude-opus-5", "claude-sonnet-5"]
+    assert [row["model"] for row in run.estimate["by_model"]] == [
+        "claude-opus-5",
+        "claude-sonnet-5",
+    ]
     items = [line["item"] for line in run.estimate["lines"]]
     assert "Fan-out size" in items and "Retry allowance" in items
     assert any(i.startswith("Specialists") for i in items) and any(

@@ -18,8 +18,12 @@ S = Run.Status
 @pytest.fixture
 def run(operator):
     version = snapshot(registry.get("financial_reporting"))
-    return Run.objects.create(workflow_version=version, workflow_name="financial_reporting",
-                              requested_by=operator, input={"date": "2026-11-20"})
+    return Run.objects.create(
+        workflow_version=version,
+        workflow_name="financial_reporting",
+        requested_by=operator,
+        input={"date": "2026-11-20"},
+    )
 
 
 def test_every_status_has_a_rule_and_final_states_are_dead_ends():
@@ -30,7 +34,10 @@ def test_every_status_has_a_rule_and_final_states_are_dead_ends():
 
 def test_allowed_path_sets_timestamps_and_audits(run, monkeypatch):
     enqueued = []
-    monkeypatch.setattr("orchestration.dispatch.enqueue_step", lambda run_id, countdown=None: enqueued.append(run_id))
+    monkeypatch.setattr(
+        "orchestration.dispatch.enqueue_step",
+        lambda run_id, countdown=None: enqueued.append(run_id),
+    )
     lifecycle.transition(run.pk, S.AWAITING_APPROVAL)
     lifecycle.transition(run.pk, S.APPROVED, actor="manager")
     with pytest.MonkeyPatch.context():
@@ -46,13 +53,21 @@ def test_allowed_path_sets_timestamps_and_audits(run, monkeypatch):
     run.refresh_from_db()
     assert run.started_at and run.finished_at and run.result == {"ok": True}
     kinds = list(AuditEvent.objects.filter(run=run).values_list("kind", flat=True))
-    assert kinds == ["run.awaiting_approval", "run.approved", "run.queued", "run.running", "run.succeeded"]
+    assert kinds == [
+        "run.awaiting_approval",
+        "run.approved",
+        "run.queued",
+        "run.running",
+        "run.succeeded",
+    ]
 
 
 @pytest.mark.parametrize("target", [S.RUNNING, S.SUCCEEDED, S.APPROVED, S.AWAITING_REVIEW])
 def test_invalid_transition_raises_clearly_and_changes_nothing(run, target):
     before = AuditEvent.objects.count()
-    with pytest.raises(lifecycle.InvalidTransition, match=f"is requested and cannot become {target}"):
+    with pytest.raises(
+        lifecycle.InvalidTransition, match=f"is requested and cannot become {target}"
+    ):
         lifecycle.transition(run.pk, target)
     run.refresh_from_db()
     assert run.status == S.REQUESTED

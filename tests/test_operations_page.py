@@ -158,7 +158,9 @@ def test_the_daily_digest_goes_to_the_managers_once(operator, manager, settings,
     # Yesterday's activity, committed after the last fold: the digest refolds the day.
     # payment_approval names no recipients (financial_reporting names its finance team).
     late = run_at(
-        operator, timezone.make_aware(dt.datetime.combine(yesterday, dt.time(12))), status="failed",
+        operator,
+        timezone.make_aware(dt.datetime.combine(yesterday, dt.time(12))),
+        status="failed",
         workflow="payment_approval",
     )
     ticket(late, late.finished_at, "ambiguity")

@@ -32,7 +32,10 @@ def paused(operator, drive):
 # --- who may see and do what ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("persona", "status"), [("reviewer", 200), ("manager", 200), ("operator", 403), ("auditor", 403)])
+@pytest.mark.parametrize(
+    ("persona", "status"),
+    [("reviewer", 200), ("manager", 200), ("operator", 403), ("auditor", 403)],
+)
 def test_queue_access_by_role(client, request, paused, persona, status):
     client.force_login(request.getfixturevalue(persona))
     assert client.get(reverse("ticket_queue")).status_code == status
@@ -48,15 +51,25 @@ def test_anonymous_is_sent_to_login(client, paused):
 def test_queue_lists_counts_and_filters(client, reviewer, paused):
     client.force_login(reviewer)
     body = client.get(reverse("ticket_queue")).content.decode()
-    assert "APRA validation found violations" in body and "regulatory trigger <strong>1</strong>" in body
+    assert (
+        "APRA validation found violations" in body
+        and "regulatory trigger <strong>1</strong>" in body
+    )
     assert "APRA" not in client.get(reverse("ticket_queue") + "?reason=ambiguity").content.decode()
-    assert "APRA" in client.get(reverse("ticket_queue") + "?assignee=nobody&workflow=financial_reporting").content.decode()
+    assert (
+        "APRA"
+        in client.get(
+            reverse("ticket_queue") + "?assignee=nobody&workflow=financial_reporting"
+        ).content.decode()
+    )
 
 
 def test_claim_in_place_with_htmx_updates_row_and_counters(client, reviewer, paused):
     ticket = paused[1]
     client.force_login(reviewer)
-    response = client.post(reverse("ticket_claim", args=[ticket.pk]), headers={"HX-Request": "true"})
+    response = client.post(
+        reverse("ticket_claim", args=[ticket.pk]), headers={"HX-Request": "true"}
+    )
     body = response.content.decode()
     assert response.status_code == 200 and "<html" not in body
     assert f'id="ticket-{ticket.pk}"' in body and "Unclaim" in body
@@ -77,7 +90,9 @@ def test_get_on_an_action_is_refused(client, reviewer, paused):
     assert client.get(reverse("ticket_claim", args=[paused[1].pk])).status_code == 405
 
 
-def test_claimed_ticket_belongs_to_its_assignee_unless_a_manager_overrides(reviewer, manager, paused, django_user_model):
+def test_claimed_ticket_belongs_to_its_assignee_unless_a_manager_overrides(
+    reviewer, manager, paused, django_user_model
+):
     from django.contrib.auth.models import Group
 
     other = django_user_model.objects.create_user("reviewer2", password="x-reviewer-2")
@@ -95,7 +110,9 @@ def test_claim_never_takes_a_ticket_someone_else_holds(client, reviewer, manager
     # the reviewer keeps it (found by the load test: managers took tickets mid-resolution).
     ticket = resolutions.claim(paused[1].pk, reviewer)
     client.force_login(manager)
-    response = client.post(reverse("ticket_claim", args=[ticket.pk]), headers={"HX-Request": "true"})
+    response = client.post(
+        reverse("ticket_claim", args=[ticket.pk]), headers={"HX-Request": "true"}
+    )
     body = response.content.decode()
     assert response.status_code == 200
     assert "reviewer claimed this ticket first" in body and "assign it to yourself" in body
@@ -118,8 +135,11 @@ def test_claiming_your_own_ticket_again_changes_nothing(reviewer, paused):
 
 def test_assign_to_another_reviewer_in_place(client, manager, reviewer, paused):
     client.force_login(manager)
-    response = client.post(reverse("ticket_assign", args=[paused[1].pk]), {"assignee": reviewer.pk},
-                           headers={"HX-Request": "true"})
+    response = client.post(
+        reverse("ticket_assign", args=[paused[1].pk]),
+        {"assignee": reviewer.pk},
+        headers={"HX-Request": "true"},
+    )
     assert response.status_code == 200
     paused[1].refresh_from_db()
     assert paused[1].assignee == reviewer and paused[1].status == "claimed"
@@ -156,31 +176,54 @@ def test_correcting_a_tool_output_resumes_and_publishes(client, reviewer, paused
     client.force_login(reviewer)
     # The rules version it applies is part of validate_apra's output (issue 14 §5: re-run when it changes).
     corrected = json.dumps({"compliant": True, "violations": [], "rules_version": "1"})
-    response = client.post(reverse("ticket_resolve", args=[ticket.pk]),
-                           {"action": "correct", "corrected": corrected, "comment": "KYC was verified offline"},
-                           headers={"HX-Request": "true"})
-    assert response.status_code == 200 and response["HX-Redirect"] == reverse("run_detail", args=[run.pk])
+    response = client.post(
+        reverse("ticket_resolve", args=[ticket.pk]),
+        {"action": "correct", "corrected": corrected, "comment": "KYC was verified offline"},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200 and response["HX-Redirect"] == reverse(
+        "run_detail", args=[run.pk]
+    )
     run = drive(run)
     assert run.status == S.SUCCEEDED
     assert PublishedReport.objects.count() == 1
     correction = run.tool_calls.get(status="corrected")
-    assert correction.output == {"compliant": True, "violations": [], "rules_version": "1"} and correction.settled
+    assert (
+        correction.output == {"compliant": True, "violations": [], "rules_version": "1"}
+        and correction.settled
+    )
     event = AuditEvent.objects.get(kind="ticket.resolved")
     assert event.actor == reviewer and event.payload["comment"] == "KYC was verified offline"
 
 
-@pytest.mark.parametrize(("corrected", "message"), [
-    ("{not json", "not valid JSON"),
-    ('{"compliant": "yes", "violations": [], "rules_version": "1"}', "compliant: &#x27;yes&#x27; is not of type &#x27;boolean&#x27;"),
-    ('{"compliant": true, "violations": [{"rule_id": "R", "transaction_id": "T", "reason": "x"}], "rules_version": "1"}',
-     "compliant is true but violations are listed"),
-    ('{"compliant": true, "violations": []}', "&#x27;rules_version&#x27; is a required property"),
-])
-def test_invalid_correction_is_shown_inline_and_changes_nothing(client, reviewer, paused, corrected, message):
+@pytest.mark.parametrize(
+    ("corrected", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        (
+            '{"compliant": "yes", "violations": [], "rules_version": "1"}',
+            "compliant: &#x27;yes&#x27; is not of type &#x27;boolean&#x27;",
+        ),
+        (
+            '{"compliant": true, "violations": [{"rule_id": "R", "transaction_id": "T", "reason": "x"}], "rules_version": "1"}',
+            "compliant is true but violations are listed",
+        ),
+        (
+            '{"compliant": true, "violations": []}',
+            "&#x27;rules_version&#x27; is a required property",
+        ),
+    ],
+)
+def test_invalid_correction_is_shown_inline_and_changes_nothing(
+    client, reviewer, paused, corrected, message
+):
     run, ticket = paused
     client.force_login(reviewer)
-    response = client.post(reverse("ticket_resolve", args=[ticket.pk]), {"action": "correct", "corrected": corrected},
-                           headers={"HX-Request": "true"})
+    response = client.post(
+        reverse("ticket_resolve", args=[ticket.pk]),
+        {"action": "correct", "corrected": corrected},
+        headers={"HX-Request": "true"},
+    )
     body = response.content.decode()
     assert response.status_code == 200 and "nothing was changed" in body and message in body
     assert "<html" not in body and corrected.replace('"', "&quot;") in body  # the edit is kept
@@ -198,25 +241,34 @@ def test_resume_gives_the_note_to_the_model(operator, reviewer, drive):
     assert run.status == S.SUCCEEDED and run.result["decision"] == "reject"
     assert Payment.objects.get(payment_id="PAY-1003").decision == "reject"
     next_turn = run.model_calls.get(turn=2).request_content
-    assert next_turn[-1] == {"type": "text", "text": "Reviewer note: Payee on the watchlist: reject"}
+    assert next_turn[-1] == {
+        "type": "text",
+        "text": "Reviewer note: Payee on the watchlist: reject",
+    }
 
 
 def test_approving_after_manual_review_needs_a_sign_off_of_the_decision(operator, reviewer, drive):
     """The note is free text the model may ignore; an approval of a payment the validator sent
     to manual review is refused until a reviewer signs off that very record_decision call."""
     run = drive(start_run("payment_approval", {"payment_id": "PAY-1003"}, operator))
-    resolutions.resolve(run.tickets.get().pk, reviewer, "resume", note="Payee cleared by sanctions team: approve")
+    resolutions.resolve(
+        run.tickets.get().pk, reviewer, "resume", note="Payee cleared by sanctions team: approve"
+    )
     run = drive(run)
     sign_off = run.tickets.get(status="open")
     assert run.status == S.AWAITING_REVIEW and sign_off.reason == "regulatory_trigger"
     assert "manual review" in sign_off.message
     assert Payment.objects.get(payment_id="PAY-1003").decision == ""
-    resolutions.resolve(sign_off.pk, reviewer, "approve", comment="Sanctions team cleared the payee")
+    resolutions.resolve(
+        sign_off.pk, reviewer, "approve", comment="Sanctions team cleared the payee"
+    )
     run = drive(run)
     assert run.status == S.SUCCEEDED and run.result["decision"] == "approve"
     assert Payment.objects.get(payment_id="PAY-1003").decision == "approve"
     assert list(run.tool_calls.filter(name="record_decision").values_list("status", "settled")) == [
-        ("rejected", False), ("ok", True)]
+        ("rejected", False),
+        ("ok", True),
+    ]
 
 
 def test_resume_without_a_note_is_refused(reviewer, paused):
@@ -231,7 +283,9 @@ def test_retry_runs_the_failed_step_again(operator, reviewer, drive, monkeypatch
     resolutions.resolve(run.tickets.get().pk, reviewer, "retry", comment="upstream is back")
     run = drive(run)
     assert run.status == S.SUCCEEDED
-    assert list(run.tool_calls.filter(name="probe").values_list("status", flat=True)) == ["error"] * 3 + ["ok"]
+    assert list(run.tool_calls.filter(name="probe").values_list("status", flat=True)) == [
+        "error"
+    ] * 3 + ["ok"]
 
 
 def test_approve_signs_off_the_side_effect_before_it_happens(operator, reviewer, drive, client):
@@ -243,8 +297,12 @@ def test_approve_signs_off_the_side_effect_before_it_happens(operator, reviewer,
     assert 'value="correct"' not in page and 'name="corrected"' not in page
     assert "record_decision has a side effect" in page and 'value="approve"' in page
     assert ticket.context["details"]["proposed_call"] == {
-        "tool": "record_decision", "input": ticket.failing_tool_call.input}
-    assert Payment.objects.get(payment_id="PAY-1005").decision == ""  # nothing written before the sign-off
+        "tool": "record_decision",
+        "input": ticket.failing_tool_call.input,
+    }
+    assert (
+        Payment.objects.get(payment_id="PAY-1005").decision == ""
+    )  # nothing written before the sign-off
     resolutions.resolve(ticket.pk, reviewer, "approve", comment="Board approved the payment")
     event = AuditEvent.objects.get(run=run, kind="ticket.resolved")
     assert event.payload["signed_off"]["tool"] == "record_decision"
@@ -263,9 +321,13 @@ def test_approve_signs_off_a_proposed_result(operator, reviewer, drive, monkeypa
 
     workflow = registry.get("payment_approval")
     strict = dataclasses.replace(
-        workflow, regulatory_trigger=lambda run_input, output, record: (
-            "every recorded approval needs a second look" if "approve" in record.values("record_decision", "decision")
-            else None))
+        workflow,
+        regulatory_trigger=lambda run_input, output, record: (
+            "every recorded approval needs a second look"
+            if "approve" in record.values("record_decision", "decision")
+            else None
+        ),
+    )
     monkeypatch.setitem(registry._REGISTRY, "payment_approval", strict)
     run = drive(start_run("payment_approval", {"payment_id": "PAY-1001"}, operator))
     ticket = run.tickets.get()
@@ -279,7 +341,9 @@ def test_approve_signs_off_a_proposed_result(operator, reviewer, drive, monkeypa
 def test_a_side_effects_output_cannot_be_supplied_by_a_correction(operator, reviewer, drive):
     run = drive(start_run("payment_approval", {"payment_id": "PAY-1005"}, operator))
     ticket = run.tickets.get()
-    forged = json.dumps({"recorded": True, "decision": "approve", "payment_id": "PAY-1005", "amount": 300000.0})
+    forged = json.dumps(
+        {"recorded": True, "decision": "approve", "payment_id": "PAY-1005", "amount": 300000.0}
+    )
     with pytest.raises(resolutions.InvalidCorrection, match="side effect"):
         resolutions.resolve(ticket.pk, reviewer, "correct", corrected=forged)
     ticket.refresh_from_db()
@@ -313,8 +377,10 @@ def test_two_simultaneous_resolutions_produce_exactly_one(reviewer, manager, pau
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=act, args=(reviewer, "fail")),
-               threading.Thread(target=act, args=(manager, "approve"))]
+    threads = [
+        threading.Thread(target=act, args=(reviewer, "fail")),
+        threading.Thread(target=act, args=(manager, "approve")),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -375,27 +441,38 @@ def test_escalation_spike_is_an_alert_opened_once(operator, settings):
     from reviews.escalation import escalate
 
     for i in range(3):
-        run = start_run("customer_router", {"customer_account": "ACC-100", "question": f"loan {i}"}, operator)
+        run = start_run(
+            "customer_router", {"customer_account": "ACC-100", "question": f"loan {i}"}, operator
+        )
         lifecycle.transition(run.pk, S.RUNNING)
         escalate(run.pk, "ambiguity", "unsure")
     mail.outbox.clear()
     opened = raising.evaluate_and_raise()
-    assert {a.key for a in opened} == {"escalation_burst:workflow:customer_router",
-                                       f"escalation_burst:user:{operator.pk}"}
+    assert {a.key for a in opened} == {
+        "escalation_burst:workflow:customer_router",
+        f"escalation_burst:user:{operator.pk}",
+    }
     assert raising.notify_pending() == 2
     assert raising.evaluate_and_raise() == [] and raising.notify_pending() == 0
     assert Alert.objects.get(key="escalation_burst:workflow:customer_router").occurrences == 2
     assert sum("escalations" in m.subject for m in mail.outbox) == 2
 
 
-def test_correcting_the_final_output_validates_it_against_the_workflow_schema(operator, reviewer, drive):
+def test_correcting_the_final_output_validates_it_against_the_workflow_schema(
+    operator, reviewer, drive
+):
     run = drive(start_run("probe", {"mode": "fake_id"}, operator))
     ticket = run.tickets.get()
     assert ticket.reason == "hallucination"
     assert resolutions.correction_target(ticket)["kind"] == "final"
     with pytest.raises(resolutions.InvalidCorrection, match="'receipt' is a required property"):
         resolutions.resolve(ticket.pk, reviewer, "correct", corrected='{"value": 7}')
-    resolutions.resolve(ticket.pk, reviewer, "correct", corrected='{"value": 7, "receipt": "RCPT-MANUAL-1"}',
-                        comment="Receipt issued by hand")
+    resolutions.resolve(
+        ticket.pk,
+        reviewer,
+        "correct",
+        corrected='{"value": 7, "receipt": "RCPT-MANUAL-1"}',
+        comment="Receipt issued by hand",
+    )
     run.refresh_from_db()
     assert run.status == S.SUCCEEDED and run.result == {"value": 7, "receipt": "RCPT-MANUAL-1"}

@@ -46,7 +46,9 @@ def _settings(**env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_debug_is_off_unless_asked_for():
-    done = _settings(SECRET_KEY=secrets.token_urlsafe(50), AUDIT_SIGNING_KEY=secrets.token_urlsafe(48))
+    done = _settings(
+        SECRET_KEY=secrets.token_urlsafe(50), AUDIT_SIGNING_KEY=secrets.token_urlsafe(48)
+    )
     assert done.returncode == 0, done.stderr
     assert "DEBUG False" in done.stdout and "SSL_REDIRECT True" in done.stdout
 
@@ -64,7 +66,12 @@ def _manage(*args: str) -> subprocess.CompletedProcess[str]:
         if k not in ("DJANGO_DEBUG", "SECRET_KEY", "AUDIT_SIGNING_KEY", "DJANGO_SETTINGS_MODULE")
     }
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

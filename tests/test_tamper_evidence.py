@@ -205,7 +205,10 @@ def test_a_raised_ceiling_is_covered_by_its_decision(history, operator, manager)
     event = AuditEvent.objects.get(run=run, kind="ceiling.raised")
     assert audit.is_decision(event.kind, event.payload)
     assert audit.verify_run(run.pk).ok
-    sql("UPDATE orchestration_run SET ceiling_usd = %s WHERE id = %s", [raised.ceiling_usd + 1, run.pk])
+    sql(
+        "UPDATE orchestration_run SET ceiling_usd = %s WHERE id = %s",
+        [raised.ceiling_usd + 1, run.pk],
+    )
     assert_caught(run, f"run {run.pk}: its ceiling_usd differs")
 
 

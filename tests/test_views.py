@@ -84,8 +84,11 @@ def test_wrong_method_is_refused(client, operator, runs):
 
 
 def test_payloads_render_escaped(client, operator):
-    run = start_run("customer_router", {"customer_account": "ACC-100",
-                                        "question": "<script>alert(1)</script> loan please"}, operator)
+    run = start_run(
+        "customer_router",
+        {"customer_account": "ACC-100", "question": "<script>alert(1)</script> loan please"},
+        operator,
+    )
     client.force_login(operator)
     body = client.get(reverse("run_detail", args=[run.pk])).content.decode()
     assert "<script>alert(1)</script>" not in body

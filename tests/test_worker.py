@@ -21,7 +21,14 @@ S = Run.Status
 
 
 def test_start_run_command_runs_to_success_on_a_worker(seeded, worker, capsys):
-    call_command("start_run", "financial_reporting", "--input", '{"date": "2026-11-20"}', "--user", "operator")
+    call_command(
+        "start_run",
+        "financial_reporting",
+        "--input",
+        '{"date": "2026-11-20"}',
+        "--user",
+        "operator",
+    )
     run = Run.objects.get(pk=capsys.readouterr().out.strip())
     run = wait_for(run, (S.SUCCEEDED, S.FAILED, S.AWAITING_REVIEW))
     assert run.status == S.SUCCEEDED, run.tickets.values_list("message", flat=True)
@@ -46,8 +53,12 @@ def test_sigkill_during_a_model_call_loses_nothing(seeded, worker_factory):
     from orchestration.launch import start_run
 
     first = worker_factory()
-    run = start_run("financial_reporting", {"date": "2026-11-20"}, get_user_model().objects.get(username="operator"),
-                    options={"simulator_faults": [{"fault": "slow", "turn": 4, "seconds": 3, "times": 1}]})
+    run = start_run(
+        "financial_reporting",
+        {"date": "2026-11-20"},
+        get_user_model().objects.get(username="operator"),
+        options={"simulator_faults": [{"fault": "slow", "turn": 4, "seconds": 3, "times": 1}]},
+    )
     # Turn 4 asks for audit_log after publish_report ran: kill while it is in flight.
     _wait_until(lambda: ModelCall.objects.filter(run=run, turn=4, status="pending").exists())
     first.kill()
@@ -69,13 +80,23 @@ def test_sigkill_after_a_side_effect_does_not_repeat_it(seeded, worker_factory):
     from orchestration.launch import start_run
 
     first = worker_factory()
-    run = start_run("probe", {"mode": "sleepy_side_effect"}, get_user_model().objects.get(username="operator"))
-    _wait_until(lambda: AuditLogEntry.objects.exists()
-                and ToolCall.objects.filter(run=run, name="probe", status="running").exists())
+    run = start_run(
+        "probe", {"mode": "sleepy_side_effect"}, get_user_model().objects.get(username="operator")
+    )
+    _wait_until(
+        lambda: (
+            AuditLogEntry.objects.exists()
+            and ToolCall.objects.filter(run=run, name="probe", status="running").exists()
+        )
+    )
     first.kill()
     worker_factory()
     run = wait_for(run, (S.SUCCEEDED, S.FAILED, S.AWAITING_REVIEW), timeout=90)
     assert run.status == S.SUCCEEDED
-    attempts = list(ToolCall.objects.filter(run=run, name="probe").order_by("attempt").values_list("status", flat=True))
+    attempts = list(
+        ToolCall.objects.filter(run=run, name="probe")
+        .order_by("attempt")
+        .values_list("status", flat=True)
+    )
     assert attempts == ["error", "ok"]  # the interrupted attempt, then the repeat
     assert AuditLogEntry.objects.count() == 1  # ...which found the side effect already done

@@ -41,23 +41,33 @@ SLOW_DAYS: dict[dt.date, float] = {dt.date(2026, 11, 11): 25.0}
 # Normal days are generated from here up to the day the demo is seeded.
 ROLLING_FROM = dt.date(2026, 11, 23)
 
-COUNTERPARTIES = ["Acme Supplies", "Harbour Logistics", "Koala Energy", "Southern Cross Telco",
-                  "Reef Insurance", "Banksia Payroll", "Wattle Rentals", "Outback Freight"]
+COUNTERPARTIES = [
+    "Acme Supplies",
+    "Harbour Logistics",
+    "Koala Energy",
+    "Southern Cross Telco",
+    "Reef Insurance",
+    "Banksia Payroll",
+    "Wattle Rentals",
+    "Outback Freight",
+]
 
 
 def _day_rows(day: dt.date, rng: random.Random) -> list[dict]:
     rows = []
     for i in range(1, 9 + day.day % 5):
-        rows.append({
-            "txn_id": f"TX-{day:%Y%m%d}-{i:03d}",
-            "account": rng.choice(ACCOUNTS),
-            "amount": Decimal(rng.randrange(1500, 950000)) / 100,
-            "booked_on": day,
-            "status": rng.choices(["completed", "pending"], weights=[5, 1])[0],
-            "counterparty": rng.choice(COUNTERPARTIES),
-            "description": "demo transaction",
-            "customer_verified": True,
-        })
+        rows.append(
+            {
+                "txn_id": f"TX-{day:%Y%m%d}-{i:03d}",
+                "account": rng.choice(ACCOUNTS),
+                "amount": Decimal(rng.randrange(1500, 950000)) / 100,
+                "booked_on": day,
+                "status": rng.choices(["completed", "pending"], weights=[5, 1])[0],
+                "counterparty": rng.choice(COUNTERPARTIES),
+                "description": "demo transaction",
+                "customer_verified": True,
+            }
+        )
     return rows
 
 
@@ -89,9 +99,18 @@ def seed_warehouse() -> dict[str, int]:
         if day.weekday() < 5:
             rows = _day_rows(day, rng)
             if day.day == 19:
-                rows.append({"txn_id": f"TX-{day:%Y%m%d}-900", "account": "ACC-104", "amount": Decimal("25000.00"),
-                             "booked_on": day, "status": "completed", "counterparty": "Unverified Holdings Pty",
-                             "description": "large transfer", "customer_verified": False})
+                rows.append(
+                    {
+                        "txn_id": f"TX-{day:%Y%m%d}-900",
+                        "account": "ACC-104",
+                        "amount": Decimal("25000.00"),
+                        "booked_on": day,
+                        "status": "completed",
+                        "counterparty": "Unverified Holdings Pty",
+                        "description": "large transfer",
+                        "customer_verified": False,
+                    }
+                )
             for row in rows:
                 txns.append(Transaction(**row))
                 posted = row["amount"]
@@ -99,23 +118,51 @@ def seed_warehouse() -> dict[str, int]:
                     posted += Decimal("3.50")
                 if day.day == 18 and row["txn_id"].endswith("-002"):
                     posted -= Decimal("250.00")
-                ledger.append(LedgerEntry(txn_id=row["txn_id"], account=row["account"], amount=posted, posted_on=day))
+                ledger.append(
+                    LedgerEntry(
+                        txn_id=row["txn_id"], account=row["account"], amount=posted, posted_on=day
+                    )
+                )
         day += dt.timedelta(days=1)
     for row in _recent_days(timezone.localdate() + dt.timedelta(days=1)):
         txns.append(Transaction(**row))
-        ledger.append(LedgerEntry(txn_id=row["txn_id"], account=row["account"], amount=row["amount"],
-                                  posted_on=row["booked_on"]))
+        ledger.append(
+            LedgerEntry(
+                txn_id=row["txn_id"],
+                account=row["account"],
+                amount=row["amount"],
+                posted_on=row["booked_on"],
+            )
+        )
     for txn in txns:
         txn.booked_at = booked_at(txn.txn_id)
     Transaction.objects.bulk_create(
-        txns, update_conflicts=True, unique_fields=["txn_id"],
-        update_fields=["account", "amount", "currency", "booked_on", "booked_at", "status", "counterparty",
-                       "description", "customer_verified"])
+        txns,
+        update_conflicts=True,
+        unique_fields=["txn_id"],
+        update_fields=[
+            "account",
+            "amount",
+            "currency",
+            "booked_on",
+            "booked_at",
+            "status",
+            "counterparty",
+            "description",
+            "customer_verified",
+        ],
+    )
     LedgerEntry.objects.filter(txn_id__in=[t.txn_id for t in txns]).delete()
     LedgerEntry.objects.bulk_create(ledger)
     payments = [
-        Payment(payment_id=pid, payer_account=payer, payee=payee, amount=Decimal(amount), payee_on_watchlist=watch,
-                decision="")
+        Payment(
+            payment_id=pid,
+            payer_account=payer,
+            payee=payee,
+            amount=Decimal(amount),
+            payee_on_watchlist=watch,
+            decision="",
+        )
         for pid, payer, payee, amount, watch in (
             ("PAY-1001", "ACC-100", "Acme Supplies", "2500.00", False),
             ("PAY-1002", "ACC-101", "Harbour Logistics", "48000.00", False),
@@ -125,8 +172,13 @@ def seed_warehouse() -> dict[str, int]:
         )
     ]
     Payment.objects.bulk_create(
-        payments, update_conflicts=True, unique_fields=["payment_id"],
-        update_fields=["payer_account", "payee", "amount", "payee_on_watchlist", "decision"])
+        payments,
+        update_conflicts=True,
+        unique_fields=["payment_id"],
+        update_fields=["payer_account", "payee", "amount", "payee_on_watchlist", "decision"],
+    )
     if not ApraRuleSet.objects.exists():
-        ApraRuleSet.objects.create(large_amount=Decimal("10000"), note="APRA CPS 234 / ASIC RG 271 as of 2026")
+        ApraRuleSet.objects.create(
+            large_amount=Decimal("10000"), note="APRA CPS 234 / ASIC RG 271 as of 2026"
+        )
     return {"transactions": len(txns), "ledger_entries": len(ledger), "payments": len(payments)}

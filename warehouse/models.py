@@ -110,7 +110,9 @@ class ApraRuleSet(models.Model):
 
     version = models.PositiveIntegerField(unique=True)
     large_amount = models.DecimalField(
-        max_digits=14, decimal_places=2, help_text="CPS234-KYC-01: amounts from this size need a verified customer."
+        max_digits=14,
+        decimal_places=2,
+        help_text="CPS234-KYC-01: amounts from this size need a verified customer.",
     )
     note = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -128,7 +130,10 @@ class ApraRuleSet(models.Model):
             self.pk = None
             self._state.adding = True
         if self._state.adding:
-            latest = ApraRuleSet.objects.order_by("-version").values_list("version", flat=True).first() or 0
+            latest = (
+                ApraRuleSet.objects.order_by("-version").values_list("version", flat=True).first()
+                or 0
+            )
             self.version = latest + 1
         super().save(*args, **kwargs)
 

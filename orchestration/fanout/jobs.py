@@ -145,7 +145,9 @@ def run_job(job_pk: int) -> Any:
     workflow = registry.get(job.run.workflow_name)
     try:
         try:
-            with tracing.span("countersign.fanout_job", run_id=str(job.run_id), job=job.job_id, seq=job.seq):
+            with tracing.span(
+                "countersign.fanout_job", run_id=str(job.run_id), job=job.job_id, seq=job.seq
+            ):
                 _work(job, token, workflow)
         except (OperationalError, InterfaceError):
             if not database_went_away():
@@ -337,8 +339,15 @@ def _review(job: FanoutJob, token: str, workflow: Workflow) -> None:
     allowed = review.acceptable(found)
     if not job.review:
         if not allowed:  # nothing anyone may accept: it fails in code, as without a reviewer
-            why = "Failed validation twice" if job.verdict == FanoutJob.Verdict.FAIL else "Edge case"
-            _finish(job, token, J.FAILED, f"{why}; no output passed the schema. Last reason: {job.reason}")
+            why = (
+                "Failed validation twice" if job.verdict == FanoutJob.Verdict.FAIL else "Edge case"
+            )
+            _finish(
+                job,
+                token,
+                J.FAILED,
+                f"{why}; no output passed the schema. Last reason: {job.reason}",
+            )
             return
         if not review.take_slot(job, token, spec):
             _update(
@@ -415,7 +424,9 @@ def _ask_a_human(job: FanoutJob, token: str, spec: Any, found: list[dict[str, An
         return
     if ticket is None:
         asked = (
-            ModelCall.objects.filter(job=job, role=ModelCall.Role.REVIEWER, status=ModelCall.Status.OK)
+            ModelCall.objects.filter(
+                job=job, role=ModelCall.Role.REVIEWER, status=ModelCall.Status.OK
+            )
             .order_by("-turn", "-attempt")
             .first()
             or ModelCall.objects.filter(job=job, role=ModelCall.Role.VALIDATOR)
@@ -456,7 +467,9 @@ def _call(
     turn = job.attempts
     last_error = ""
     recorded = (
-        ModelCall.objects.filter(job=job, role=role, turn=turn, status=ModelCall.Status.OK, error="")
+        ModelCall.objects.filter(
+            job=job, role=role, turn=turn, status=ModelCall.Status.OK, error=""
+        )
         .order_by("-attempt")
         .first()
     )
@@ -555,7 +568,10 @@ def _open(mc: ModelCall, params: dict[str, Any], run: Run, *, batch: bool = Fals
     except accounting.DoesNotFit as refused:
         if refused.running:
             pause_if_running(
-                run.pk, EscalationTicket.Reason.BUDGET_EXCEEDED, str(refused), details=refused.details
+                run.pk,
+                EscalationTicket.Reason.BUDGET_EXCEEDED,
+                str(refused),
+                details=refused.details,
             )
         raise RunNotRunning from None  # the job goes back to the queue, unanswered
 
@@ -573,12 +589,16 @@ def cache_ttl(job: FanoutJob, workflow: Workflow) -> str:
     outlive a 5-minute entry)."""
     spec = workflow.fanout
     assert spec is not None
-    fan = Fanout.objects.filter(run_id=job.run_id).values_list("total", "per_run_concurrency").first()
+    fan = (
+        Fanout.objects.filter(run_id=job.run_id).values_list("total", "per_run_concurrency").first()
+    )
     total, concurrency = fan or (1, 1)
     return spec.cache_ttl(total, concurrency, batch=batch_mode(job.run))
 
 
-def _record(job: FanoutJob, mc: ModelCall, outcome: model_calls.Outcome) -> accounting.Charge | None:
+def _record(
+    job: FanoutJob, mc: ModelCall, outcome: model_calls.Outcome
+) -> accounting.Charge | None:
     """Record the answer or the failure (orchestration.model_calls); whatever was billed
     (an answer, or the usage of a stream that broke) counts in the job's cost, whoever owns
     the job now."""
@@ -589,7 +609,12 @@ def _record(job: FanoutJob, mc: ModelCall, outcome: model_calls.Outcome) -> acco
     # The audit event after the charge commits: the job's siblings charge the same run.
     if outcome.ok:
         return model_calls.record_answer(
-            mc, outcome, run=job.run, audit_extra={"job_id": job.job_id}, audit_apart=True, also=add_to_job
+            mc,
+            outcome,
+            run=job.run,
+            audit_extra={"job_id": job.job_id},
+            audit_apart=True,
+            also=add_to_job,
         )
     return model_calls.record_failure(mc, outcome, run=job.run, audit_apart=True, also=add_to_job)
 

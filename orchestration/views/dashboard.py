@@ -22,8 +22,10 @@ def dashboard(request):
     context = {
         "recent": runs.select_related("requested_by").order_by("-created_at")[:10],
         "active": runs.filter(status__in=(Run.Status.QUEUED, Run.Status.RUNNING)).count(),
-        "spend_today": ModelCall.objects.filter(run__in=runs, created_at__gte=period_start(Budget.Period.DAY)).aggregate(
-            s=Sum("cost_usd"))["s"] or Decimal(0),
+        "spend_today": ModelCall.objects.filter(
+            run__in=runs, created_at__gte=period_start(Budget.Period.DAY)
+        ).aggregate(s=Sum("cost_usd"))["s"]
+        or Decimal(0),
     }
     # The tiles show true counts (COUNT over the partial indexes of unresolved tickets and
     # pending requests); the lists below them show the first ten.

@@ -79,7 +79,11 @@ def run_list(request):
 def _model_latency(timeline) -> dict | None:
     """Time to first token and total of the latest answered call, and the median time to first
     token of the calls shown: from the timeline's rows, no query of its own."""
-    calls = [e.obj for e in timeline if e.kind == "model" and e.obj.latency_ms is not None and not e.obj.copied]
+    calls = [
+        e.obj
+        for e in timeline
+        if e.kind == "model" and e.obj.latency_ms is not None and not e.obj.copied
+    ]
     if not calls:
         return None
     firsts = sorted(c.first_token_ms for c in calls if c.first_token_ms is not None)

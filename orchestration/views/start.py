@@ -18,7 +18,9 @@ from reviews import access
 @access.required(access.may_start)
 @require_GET
 def choose_workflow(request):
-    return render(request, "orchestration/start_choose.html", {"workflows": registry.all_workflows()})
+    return render(
+        request, "orchestration/start_choose.html", {"workflows": registry.all_workflows()}
+    )
 
 
 @access.required(access.may_start)
@@ -38,21 +40,37 @@ def start_form(request, workflow_name):
     batch = request.POST.get("mode") == "batch"
     if request.method == "POST" and form.is_valid():
         try:
-            run = start_run(workflow.name, form.as_input(), request.user, source="web",
-                            options={"batch": True} if batch else None)
+            run = start_run(
+                workflow.name,
+                form.as_input(),
+                request.user,
+                source="web",
+                options={"batch": True} if batch else None,
+            )
         except RunRefused as refused:
             _add_errors(form, refused)
         else:
             if run.status == Run.Status.AWAITING_APPROVAL:
-                messages.info(request, f"Estimated at up to ${run.estimate_usd:.2f}: waiting for a manager's approval.")
+                messages.info(
+                    request,
+                    f"Estimated at up to ${run.estimate_usd:.2f}: waiting for a manager's approval.",
+                )
             for warning in (run.estimate or {}).get("budget_warnings", []):
                 messages.warning(request, warning)
             for warning in (run.estimate or {}).get("model_warnings", []):
                 messages.warning(request, warning)
             return redirect("run_detail", run_id=run.pk)
-    return render(request, "orchestration/start_form.html", {"workflow": workflow, "form": form, "batch": batch,
-                                                             "lineup": workflow_verdict(workflow),
-                                                             "models_in_use": workflow.models_in_use()})
+    return render(
+        request,
+        "orchestration/start_form.html",
+        {
+            "workflow": workflow,
+            "form": form,
+            "batch": batch,
+            "lineup": workflow_verdict(workflow),
+            "models_in_use": workflow.models_in_use(),
+        },
+    )
 
 
 def _add_errors(form: WorkflowInputForm, refused: RunRefused) -> None:
@@ -72,10 +90,20 @@ def estimate(request, workflow_name):
     result, error = None, ""
     if form.is_valid():
         try:
-            result = preview(workflow.name, form.as_input(), request.user, batch=request.POST.get("mode") == "batch")
+            result = preview(
+                workflow.name,
+                form.as_input(),
+                request.user,
+                batch=request.POST.get("mode") == "batch",
+            )
         except RunRefused as refused:
             error = "; ".join(refused.errors.values())
     else:
         error = "Fix the input first: " + "; ".join(
-            f"{name}: {' '.join(errs)}" for name, errs in form.errors.items())
-    return render(request, "orchestration/start_form.html#estimate", {"preview": result, "estimate_error": error})
+            f"{name}: {' '.join(errs)}" for name, errs in form.errors.items()
+        )
+    return render(
+        request,
+        "orchestration/start_form.html#estimate",
+        {"preview": result, "estimate_error": error},
+    )

@@ -181,7 +181,9 @@ class Tool:
         if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError(f"tool {self.name!r}: max_attempts must be at least 1")
         if self.fallback is not None and self.side_effect:
-            raise ValueError(f"tool {self.name!r} has a side effect: a cached result cannot stand in for it")
+            raise ValueError(
+                f"tool {self.name!r} has a side effect: a cached result cannot stand in for it"
+            )
 
     def definition(self) -> JSON:
         """The tool as sent to the Messages API (structured, not prose; no x- annotations)."""
@@ -688,12 +690,16 @@ class Workflow:
         # must have room for it.
         fallback_tools = [t.name for t in self.tools if t.fallback is not None]
         if fallback_tools and "fallbacks" not in (self.output_schema.get("properties") or {}):
-            raise ValueError(f"workflow {self.name!r}: {', '.join(fallback_tools)} may answer with a cached "
-                             "result; the output schema must declare 'fallbacks' to say so")
+            raise ValueError(
+                f"workflow {self.name!r}: {', '.join(fallback_tools)} may answer with a cached "
+                "result; the output schema must declare 'fallbacks' to say so"
+            )
         for rerun in self.reruns:
             unknown = [n for n in (rerun.tool, *rerun.before) if self.tool(n) is None]
             if unknown:
-                raise ValueError(f"workflow {self.name!r}: a rerun names unknown tool(s) {', '.join(unknown)}")
+                raise ValueError(
+                    f"workflow {self.name!r}: a rerun names unknown tool(s) {', '.join(unknown)}"
+                )
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)

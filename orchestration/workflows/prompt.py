@@ -66,16 +66,24 @@ def _limits_and_fallbacks(workflow: Workflow) -> list[str]:
         if tool.max_attempts is not None:
             lines.append(f"- {tool.name}: max {tool.max_attempts} attempt(s).")
         if tool.narrow_on_timeout is not None:
-            lines.append(f"- {tool.name}: a timeout is retried once by the engine with a narrower range; "
-                         "its result says what it covered: fetch the rest yourself.")
+            lines.append(
+                f"- {tool.name}: a timeout is retried once by the engine with a narrower range; "
+                "its result says what it covered: fetch the rest yourself."
+            )
         if tool.fallback is not None:
-            lines.append(f"- {tool.name}: if it keeps failing, the engine answers with its last cached result, "
-                         "marked 'fallback'; say so in your answer under 'fallbacks' (tool, cached_at).")
+            lines.append(
+                f"- {tool.name}: if it keeps failing, the engine answers with its last cached result, "
+                "marked 'fallback'; say so in your answer under 'fallbacks' (tool, cached_at)."
+            )
     if c.step_latency_seconds is not None:
-        lines.append(f"- Any step (a model turn and its tools) over {c.step_latency_seconds:g}s times out and escalates.")
+        lines.append(
+            f"- Any step (a model turn and its tools) over {c.step_latency_seconds:g}s times out and escalates."
+        )
     if c.run_latency_seconds is not None:
         lines.append(f"- The run's model and tool time may not exceed {c.run_latency_seconds:g}s.")
     for rerun in workflow.reruns:
         before = ", ".join(rerun.before) or "answering"
-        lines.append(f"- If the rules change after {rerun.tool} ran, re-run {rerun.tool} before {before}.")
+        lines.append(
+            f"- If the rules change after {rerun.tool} ran, re-run {rerun.tool} before {before}."
+        )
     return lines

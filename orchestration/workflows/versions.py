@@ -216,7 +216,12 @@ def _workflow_extras(workflow: Workflow) -> dict[str, Any]:
     extras: dict[str, Any] = {}
     if workflow.reruns:
         extras["reruns"] = [
-            {"tool": r.tool, "field": r.field, "before": list(r.before), "current": code_digest(r.current)}
+            {
+                "tool": r.tool,
+                "field": r.field,
+                "before": list(r.before),
+                "current": code_digest(r.current),
+            }
             for r in workflow.reruns
         ]
     if workflow.input_defaults is not None:

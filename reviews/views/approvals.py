@@ -31,16 +31,23 @@ def queue(request):
     # One page at a time: listing every pending request made the page grow with the queue
     # (bench/RESULTS.md, "Dashboard pages"). Index approval_pending_by_expiry serves the order.
     pending = ApprovalRequest.objects.filter(status=A.PENDING).select_related("run", "requested_by")
-    page = Paginator(pending.order_by("expires_at", "pk"), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "reviews/approvals.html", {
-        "pending": _with_spend(list(page.object_list)),
-        "page": page,
-        "pending_count": page.paginator.count,
-        "decided": ApprovalRequest.objects.exclude(status=A.PENDING).select_related("run", "requested_by", "decided_by")
-        .order_by("-decided_at")[:RECENTLY_DECIDED],
-        "can_decide": access.may_decide(request.user),
-        "now": timezone.now(),
-    })
+    page = Paginator(pending.order_by("expires_at", "pk"), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "reviews/approvals.html",
+        {
+            "pending": _with_spend(list(page.object_list)),
+            "page": page,
+            "pending_count": page.paginator.count,
+            "decided": ApprovalRequest.objects.exclude(status=A.PENDING)
+            .select_related("run", "requested_by", "decided_by")
+            .order_by("-decided_at")[:RECENTLY_DECIDED],
+            "can_decide": access.may_decide(request.user),
+            "now": timezone.now(),
+        },
+    )
 
 
 @require_GET
@@ -48,10 +55,18 @@ def queue(request):
 def detail(request, request_id: int):
     """One request with its calculation and the decision form: the link in the managers' email."""
     req = access.get_approval_for_user(request.user, request_id)
-    return render(request, "reviews/approval.html", {
-        "r": _with_spend([req])[0], "can_decide": access.may_decide(request.user), "now": timezone.now(),
-        "refusal": access.decide_refusal(request.user, req) if req.status == A.PENDING else None,
-    })
+    return render(
+        request,
+        "reviews/approval.html",
+        {
+            "r": _with_spend([req])[0],
+            "can_decide": access.may_decide(request.user),
+            "now": timezone.now(),
+            "refusal": access.decide_refusal(request.user, req)
+            if req.status == A.PENDING
+            else None,
+        },
+    )
 
 
 @require_POST
@@ -68,17 +83,29 @@ def decide(request, request_id: int):
         if error:
             messages.error(request, error)
         else:
-            messages.success(request, "Approved: the run is queued." if approve else "Rejected: the requester sees your reason.")
+            messages.success(
+                request,
+                "Approved: the run is queued."
+                if approve
+                else "Rejected: the requester sees your reason.",
+            )
         # From the request's own page (the email's link), back to it; from the queue, the queue.
         if request.POST.get("next") == "detail":
             return redirect(reverse("approval_detail", args=[request_id]))
         return redirect(reverse("approval_queue"))
     req = access.get_approval_for_user(request.user, request_id)
-    return render(request, "reviews/approvals.html#row_swap", {
-        "r": _with_spend([req])[0], "error": error, "comment": comment if error else "",
-        "pending_count": ApprovalRequest.objects.filter(status=A.PENDING).count(),
-        "can_decide": True, "now": timezone.now(),
-    })
+    return render(
+        request,
+        "reviews/approvals.html#row_swap",
+        {
+            "r": _with_spend([req])[0],
+            "error": error,
+            "comment": comment if error else "",
+            "pending_count": ApprovalRequest.objects.filter(status=A.PENDING).count(),
+            "can_decide": True,
+            "now": timezone.now(),
+        },
+    )
 
 
 @require_POST

@@ -60,15 +60,25 @@ def _filtered(request, user):
 
 
 def _counts(user) -> dict:
-    rows = (access.visible_tickets(user).exclude(status=T.RESOLVED).values("reason")
-            .annotate(n=Count("pk"), overdue=Count("pk", filter=Q(due_at__lt=timezone.now()))).order_by("reason"))
+    rows = (
+        access.visible_tickets(user)
+        .exclude(status=T.RESOLVED)
+        .values("reason")
+        .annotate(n=Count("pk"), overdue=Count("pk", filter=Q(due_at__lt=timezone.now())))
+        .order_by("reason")
+    )
     labels = dict(EscalationTicket.Reason.choices)
     return {
-        "by_reason": [{"reason": r["reason"], "label": labels.get(r["reason"], r["reason"]), "n": r["n"]} for r in rows],
+        "by_reason": [
+            {"reason": r["reason"], "label": labels.get(r["reason"], r["reason"]), "n": r["n"]}
+            for r in rows
+        ],
         "total": sum(r["n"] for r in rows),
         "overdue": sum(r["overdue"] for r in rows),
         # SLA breaches per priority (reviews.sla), P1 first; every priority shown, 0 included.
-        "breaches": sorted(sla.breaches_by_priority(access.visible_tickets(user), timezone.now()).items()),
+        "breaches": sorted(
+            sla.breaches_by_priority(access.visible_tickets(user), timezone.now()).items()
+        ),
     }
 
 
@@ -79,22 +89,38 @@ def queue(request):
     page = Paginator(tickets, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "reviews/queue.html", {
-        "page": page, "counts": _counts(request.user), "reasons": EscalationTicket.Reason.choices, "now": timezone.now(),
-        # From the (small) snapshot table: a DISTINCT over every ticket joined to its run grew
-        # with the history (bench/RESULTS.md, "Dashboard pages").
-        "workflows": sorted(set(WorkflowVersion.objects.values_list("name", flat=True))),
-        "filters": request.GET, "query": query.urlencode(), "reviewers": access.users_who_may_resolve(),
-    })
+    return render(
+        request,
+        "reviews/queue.html",
+        {
+            "page": page,
+            "counts": _counts(request.user),
+            "reasons": EscalationTicket.Reason.choices,
+            "now": timezone.now(),
+            # From the (small) snapshot table: a DISTINCT over every ticket joined to its run grew
+            # with the history (bench/RESULTS.md, "Dashboard pages").
+            "workflows": sorted(set(WorkflowVersion.objects.values_list("name", flat=True))),
+            "filters": request.GET,
+            "query": query.urlencode(),
+            "reviewers": access.users_who_may_resolve(),
+        },
+    )
 
 
 def _row_response(request, ticket: EscalationTicket, error: str = "") -> HttpResponse:
     """The updated row, plus the counters out of band, for an in-place HTMX swap."""
     ticket.refresh_from_db()
-    return render(request, "reviews/queue.html#row_swap", {
-        "t": ticket, "counts": _counts(request.user), "now": timezone.now(),
-        "reviewers": access.users_who_may_resolve(), "error": error,
-    })
+    return render(
+        request,
+        "reviews/queue.html#row_swap",
+        {
+            "t": ticket,
+            "counts": _counts(request.user),
+            "now": timezone.now(),
+            "reviewers": access.users_who_may_resolve(),
+            "error": error,
+        },
+    )
 
 
 def _act(request, ticket_id: int, action) -> HttpResponse:
@@ -127,7 +153,9 @@ def unclaim(request, ticket_id: int):
 @require_POST
 def assign(request, ticket_id: int):
     def do(ticket):
-        assignee = access.users_who_may_resolve().filter(pk=request.POST.get("assignee") or 0).first()
+        assignee = (
+            access.users_who_may_resolve().filter(pk=request.POST.get("assignee") or 0).first()
+        )
         if assignee is None:
             raise resolutions.ReviewError("Pick a reviewer to assign the ticket to.")
         resolutions.assign(ticket.pk, request.user, assignee)
@@ -142,7 +170,9 @@ def _detail_context(ticket: EscalationTicket) -> dict:
         "ticket": ticket,
         "run": run,
         "timeline": build_timeline(run),
-        "earlier": run.tickets.filter(status=T.RESOLVED).exclude(pk=ticket.pk).select_related("resolved_by"),
+        "earlier": run.tickets.filter(status=T.RESOLVED)
+        .exclude(pk=ticket.pk)
+        .select_related("resolved_by"),
         "target": target,
         "model_words": (ticket.context.get("details") or {}).get("model_words", ""),
         "failing_tool_id": ticket.failing_tool_call_id,
@@ -183,16 +213,30 @@ def raise_ceiling(request, ticket_id: int):
         raise PermissionDenied("Only a manager who did not request the run may raise its ceiling.")
     form = {k: request.POST.get(k, "") for k in ("add_usd", "add_tokens", "comment")}
     try:
-        run = accounting.raise_ceiling(ticket.run_id, request.user, refusal=access.ceiling_refusal, usd=form["add_usd"], tokens=form["add_tokens"],
-                                       comment=form["comment"])
+        run = accounting.raise_ceiling(
+            ticket.run_id,
+            request.user,
+            refusal=access.ceiling_refusal,
+            usd=form["add_usd"],
+            tokens=form["add_tokens"],
+            comment=form["comment"],
+        )
     except accounting.CeilingError as exc:
         ticket.run.refresh_from_db()
         context = _with_ceiling(_detail_context(ticket), request.user)
-        context.update({"form": {"corrected": resolutions.pretty(context["target"]["current"])},
-                        "ceiling_form": form, "ceiling_error": str(exc)})
+        context.update(
+            {
+                "form": {"corrected": resolutions.pretty(context["target"]["current"])},
+                "ceiling_form": form,
+                "ceiling_error": str(exc),
+            }
+        )
         template = "reviews/ticket.html#ceiling" if request.htmx else "reviews/ticket.html"
         return render(request, template, context, status=200 if request.htmx else 422)
-    messages.success(request, f"Ceiling raised to ${run.ceiling_usd:.2f}. Resume the ticket to let the run go on.")
+    messages.success(
+        request,
+        f"Ceiling raised to ${run.ceiling_usd:.2f}. Resume the ticket to let the run go on.",
+    )
     target = reverse("ticket_detail", args=[ticket.pk])
     return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
 
@@ -203,10 +247,20 @@ def resolve(request, ticket_id: int):
     ticket = access.get_ticket_for_user(request.user, ticket_id)
     form = {k: request.POST.get(k, "") for k in ("action", "comment", "note", "corrected")}
     try:
-        resolutions.resolve(ticket.pk, request.user, form["action"], comment=form["comment"], note=form["note"],
-                            corrected=form["corrected"] if form["action"] == "correct" else None)
+        resolutions.resolve(
+            ticket.pk,
+            request.user,
+            form["action"],
+            comment=form["comment"],
+            note=form["note"],
+            corrected=form["corrected"] if form["action"] == "correct" else None,
+        )
     except resolutions.InvalidCorrection as exc:
-        errors, error, status = exc.errors, "The corrected output was not accepted; nothing was changed.", 422
+        errors, error, status = (
+            exc.errors,
+            "The corrected output was not accepted; nothing was changed.",
+            422,
+        )
     except resolutions.NotAllowed as exc:
         errors, error, status = [], str(exc), 403
     except resolutions.ReviewError as exc:
@@ -216,6 +270,11 @@ def resolve(request, ticket_id: int):
         messages.success(request, f"Ticket resolved: {form['action']}. Watch the run below.")
         return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
     ticket.refresh_from_db()
-    context = {**_with_ceiling(_detail_context(ticket), request.user), "form": form, "error": error, "errors": errors}
+    context = {
+        **_with_ceiling(_detail_context(ticket), request.user),
+        "form": form,
+        "error": error,
+        "errors": errors,
+    }
     template = "reviews/ticket.html#resolve_form" if request.htmx else "reviews/ticket.html"
     return render(request, template, context, status=200 if request.htmx else status)

@@ -87,32 +87,55 @@ def world(operator, reviewer, manager, auditor, outsider, settings, no_enqueue) 
 
     AlertThresholds.objects.get_or_create(workflow_name="")
     alert = Alert.objects.create(
-        rule="retry_burst", key=f"retry_burst:user:{outsider.pk}", user=outsider, title="matrix",
-        detail="matrix", numbers={"count": 100}, opened_at=timezone.now(), last_seen_at=timezone.now(),
+        rule="retry_burst",
+        key=f"retry_burst:user:{outsider.pk}",
+        user=outsider,
+        title="matrix",
+        detail="matrix",
+        numbers={"count": 100},
+        opened_at=timezone.now(),
+        last_seen_at=timezone.now(),
     )
     UserPause.objects.create(user=outsider, alert=alert, reason="matrix")
-    endpoint = WebhookEndpoint.objects.create(name="matrix", url="http://127.0.0.1:9/", secret="matrix")
+    endpoint = WebhookEndpoint.objects.create(
+        name="matrix", url="http://127.0.0.1:9/", secret="matrix"
+    )
     WebhookDelivery.objects.create(endpoint=endpoint, event="run.ended", body="{}")
     WorkflowRecipient.objects.create(workflow_name="financial_reporting", email="ops@example.com")
     # An evaluation of the demo dataset (evaluation.*), so its report page has a row.
     from evaluation.models import Dataset, Evaluation, EvaluationCase
 
     evaluation = Evaluation.objects.create(
-        workflow_name="financial_reporting", version=run.workflow_version, dataset_name="demo",
+        workflow_name="financial_reporting",
+        version=run.workflow_version,
+        dataset_name="demo",
         dataset=Dataset.objects.get(workflow_name="financial_reporting", name="demo"),
-        dataset_digest="matrix", requested_by=manager, backend="simulated",
+        dataset_digest="matrix",
+        requested_by=manager,
+        backend="simulated",
     )
-    EvaluationCase.objects.create(evaluation=evaluation, name="matrix", input=run.input, expected_status="succeeded")
+    EvaluationCase.objects.create(
+        evaluation=evaluation, name="matrix", input=run.input, expected_status="succeeded"
+    )
 
     # A schedule and one of its ticks (schedules.*).
     from schedules import service as schedules_service
     from schedules.models import ScheduledTick
 
-    schedule = schedules_service.create(manager, {
-        "name": "matrix", "workflow_name": "financial_reporting", "cron": "0 6 * * *",
-        "timezone": "UTC", "input_template": {"date": "{{yesterday}}"}, "owner": operator,
-    })
-    ScheduledTick.objects.create(schedule=schedule, schedule_name=schedule.name, due_at=timezone.now())
+    schedule = schedules_service.create(
+        manager,
+        {
+            "name": "matrix",
+            "workflow_name": "financial_reporting",
+            "cron": "0 6 * * *",
+            "timezone": "UTC",
+            "input_template": {"date": "{{yesterday}}"},
+            "owner": operator,
+        },
+    )
+    ScheduledTick.objects.create(
+        schedule=schedule, schedule_name=schedule.name, due_at=timezone.now()
+    )
 
     settings.APPROVAL_THRESHOLD_USD = Decimal("0.0001")
     waiting = start_run("financial_reporting", {"date": "2026-11-21"}, operator)

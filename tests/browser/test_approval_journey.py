@@ -24,7 +24,9 @@ def test_manager_approves_an_expensive_run_and_it_runs(live_server, page, seeded
     page.click("#estimate-button")
     page.wait_for_selector("#estimate h2:has-text('Estimate: up to')")
     estimate_text = page.inner_text("#estimate")
-    upper = float(re.search(r"Estimate: up to \$([\d,.]+)", estimate_text).group(1).replace(",", ""))
+    upper = float(
+        re.search(r"Estimate: up to \$([\d,.]+)", estimate_text).group(1).replace(",", "")
+    )
     assert upper > 20 and "wait for a manager's approval" in estimate_text
     shot(page, "start-form-estimate")
     page.click("button:has-text('Start run')")
@@ -35,8 +37,10 @@ def test_manager_approves_an_expensive_run_and_it_runs(live_server, page, seeded
 
     # The operator has no approvals page and cannot decide through the URL either.
     assert page.locator("nav >> text=Approvals").count() == 0
-    response = page.request.post(f"{live_server.url}/reviews/approvals/{run.approvals.get().pk}/decide/",
-                                 form={"decision": "approve"})
+    response = page.request.post(
+        f"{live_server.url}/reviews/approvals/{run.approvals.get().pk}/decide/",
+        form={"decision": "approve"},
+    )
     assert response.status == 403
     assert ApprovalRequest.objects.get(run=run).status == "pending"
     page.click("button:has-text('Sign out')")
@@ -64,7 +68,10 @@ def test_manager_approves_an_expensive_run_and_it_runs(live_server, page, seeded
 
     run.refresh_from_db()
     page.click("nav >> text=Costs")
-    assert page.inner_text("#total-spend") == f"${run.cost_usd.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}"
+    assert (
+        page.inner_text("#total-spend")
+        == f"${run.cost_usd.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}"
+    )
     assert "quarter_probe" in page.inner_text("main")
     page.wait_for_function("() => document.querySelector('#spend-chart').width > 0")
     shot(page, "costs-page")

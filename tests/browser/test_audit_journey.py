@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.browser]
 @pytest.fixture
 def history(seeded, drive, operator, manager):
     today = drive(start_run("financial_reporting", {"date": "2026-11-20"}, operator))
-    other_day = drive(start_run("financial_reporting", {"date": "2026-11-16"}, operator))  # (the 17th escalates now: issue 14 §6)
+    other_day = drive(
+        start_run("financial_reporting", {"date": "2026-11-16"}, operator)
+    )  # (the 17th escalates now: issue 14 §6)
     last_month = drive(start_run("financial_reporting", {"date": "2026-11-20"}, manager))
     payment = drive(start_run("payment_approval", {"payment_id": "PAY-1001"}, manager))
     Run.objects.filter(pk=last_month.pk).update(created_at=timezone.now() - dt.timedelta(days=30))

@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.browser]
 @pytest.fixture
 def history(seeded, drive, operator, manager):
     report = drive(start_run("financial_reporting", {"date": "2026-11-20"}, operator))
-    other = drive(start_run("financial_reporting", {"date": "2026-11-16"}, manager))  # (the 17th escalates now: issue 14 §6)
+    other = drive(
+        start_run("financial_reporting", {"date": "2026-11-16"}, manager)
+    )  # (the 17th escalates now: issue 14 §6)
     assert report.status == other.status == Run.Status.SUCCEEDED
     return {"report": report, "other": other}
 

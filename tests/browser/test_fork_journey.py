@@ -41,7 +41,9 @@ def test_reviewer_forks_a_paused_run_from_the_failing_step(live_server, page, se
     shot(page, "fork-form-invalid-correction")
     assert not Run.objects.filter(origin=run).exists()
 
-    page.fill("#id_corrected", json.dumps({"compliant": True, "violations": [], "rules_version": "1"}))
+    page.fill(
+        "#id_corrected", json.dumps({"compliant": True, "violations": [], "rules_version": "1"})
+    )
     page.click("button:has-text('Start the fork')")
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
     fork = Run.objects.get(origin=run)

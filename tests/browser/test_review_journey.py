@@ -47,7 +47,9 @@ def test_reviewer_corrects_an_output_and_the_run_resumes(live_server, page, seed
     run.refresh_from_db()
     assert run.status == Run.Status.AWAITING_REVIEW
 
-    page.fill("#id_corrected", json.dumps({"compliant": True, "violations": [], "rules_version": "1"}))
+    page.fill(
+        "#id_corrected", json.dumps({"compliant": True, "violations": [], "rules_version": "1"})
+    )
     page.fill("#id_comment", "Customer KYC completed offline; see case 4411")
     page.click("button:has-text('Resolve')")
     page.wait_for_url(f"{live_server.url}/runs/{run.pk}/")
@@ -56,4 +58,6 @@ def test_reviewer_corrects_an_output_and_the_run_resumes(live_server, page, seed
     assert "publish_report" in page.inner_text(".timeline")
     shot(page, "run-resumed-after-correction")
     run.refresh_from_db()
-    assert run.status == Run.Status.SUCCEEDED and run.result["report_id"].startswith("RPT-2026-11-19")
+    assert run.status == Run.Status.SUCCEEDED and run.result["report_id"].startswith(
+        "RPT-2026-11-19"
+    )

@@ -28,7 +28,13 @@ def test_operator_starts_a_report_and_watches_it_succeed(live_server, page, seed
     run = Run.objects.get()
     assert run.status == Run.Status.SUCCEEDED and run.result["date"] == yesterday
     timeline = page.inner_text(".timeline")
-    for tool in ("fetch_transactions", "reconcile_ledger", "validate_apra", "publish_report", "audit_log"):
+    for tool in (
+        "fetch_transactions",
+        "reconcile_ledger",
+        "validate_apra",
+        "publish_report",
+        "audit_log",
+    ):
         assert tool in timeline
     assert page.locator(".entry.model").count() == 6
     assert run.result["report_id"] in page.inner_text("#live")

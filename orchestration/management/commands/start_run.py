@@ -15,26 +15,42 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("workflow")
         parser.add_argument("--input", required=True, help="The workflow input as a JSON object.")
-        parser.add_argument("--user", default="operator", help="Who requests the run (default: operator).")
+        parser.add_argument(
+            "--user", default="operator", help="Who requests the run (default: operator)."
+        )
         parser.add_argument("--idempotency-key", default=None)
-        parser.add_argument("--batch", action="store_true",
-                            help="Half price through the Message Batches API; each model turn may take minutes.")
+        parser.add_argument(
+            "--batch",
+            action="store_true",
+            help="Half price through the Message Batches API; each model turn may take minutes.",
+        )
 
     def handle(self, *args, **options):
         User = get_user_model()
         user = User.objects.filter(username=options["user"]).first()
         if user is None:
-            raise CommandError(f"No user named {options['user']!r}. Run `python manage.py seed_demo` first?")
+            raise CommandError(
+                f"No user named {options['user']!r}. Run `python manage.py seed_demo` first?"
+            )
         if not may_start(user):
             raise CommandError(f"User {user.username!r} may not start runs.")
         try:
-            run = start_run(options["workflow"], options["input"], user,
-                            idempotency_key=options["idempotency_key"], source="command",
-                            options={"batch": True} if options["batch"] else None)
+            run = start_run(
+                options["workflow"],
+                options["input"],
+                user,
+                idempotency_key=options["idempotency_key"],
+                source="command",
+                options={"batch": True} if options["batch"] else None,
+            )
         except RunRefused as refused:
-            raise CommandError("Run refused: " + "; ".join(f"{k}: {v}" for k, v in refused.errors.items())) from None
+            raise CommandError(
+                "Run refused: " + "; ".join(f"{k}: {v}" for k, v in refused.errors.items())
+            ) from None
         for warning in (run.estimate or {}).get("budget_warnings", []):
             self.stderr.write(f"Warning: {warning}")
         if run.status == run.Status.AWAITING_APPROVAL:
-            self.stderr.write(f"Estimated at up to ${run.estimate_usd:.2f}: waiting for a manager's approval.")
+            self.stderr.write(
+                f"Estimated at up to ${run.estimate_usd:.2f}: waiting for a manager's approval."
+            )
         self.stdout.write(str(run.pk))
