@@ -67,10 +67,10 @@ def profile(steps: int) -> dict[str, Any]:
     from unittest import mock
 
     from bench._workers import start_loop_run
-    from orchestration import engine, tasks
+    from orchestration import dispatch, engine
     from orchestration.models import ModelCall, Run
 
-    with mock.patch.object(tasks, "enqueue_step", lambda *a, **k: None):
+    with mock.patch.object(dispatch, "enqueue_step", lambda *a, **k: None):
         run = start_loop_run(steps)
         with DatabaseCounter() as counted:
             for _ in range(steps + 2):

@@ -345,11 +345,14 @@ def record(
     # What Postgres cannot hold (NUL, lone surrogates, NaN...) in its reversible stored form
     # (orchestration.storable), before hashing: the chain covers exactly what is stored.
     body = _normalise(storable.encode(redact(payload or {})))
-    with transaction.atomic():
+    if EVIDENCE_KEY in body:
+        raise ValueError(f"an audit payload may not use the reserved key {EVIDENCE_KEY!r}")
+    # No savepoint inside the caller's transaction (two round trips per event): a failure
+    # here fails the caller's whole transaction, which is what an event that cannot be
+    # recorded must do.
+    with transaction.atomic(savepoint=False):
         entries = evidence(evidence_of)
         if entries:
-            if EVIDENCE_KEY in body:
-                raise ValueError(f"an audit payload may not use the reserved key {EVIDENCE_KEY!r}")
             # After redaction: digests are not personal data, and a digest must not be rewritten.
             body[EVIDENCE_KEY] = entries
         event = AuditEvent(

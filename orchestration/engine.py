@@ -222,7 +222,9 @@ def _one_step(run: Run, state: Conversation | None) -> tuple[StepResult, Convers
     result = StepResult(next_in=None)
     try:
         try:
-            # The code whose snapshot is the run's version, never other code under its label.
+            # The code whose snapshot is the run's version, never other code under its label
+            # (the version row from this process's cache: a lease hands back a fresh Run).
+            _version(run)
             workflow = workflow_for(run)
             if workflow.fanout is not None:
                 # Enterprise mode has its own steps (decompose, dispatch, aggregate); its job
