@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from orchestration import lifecycle
 from orchestration.launch import start_run
 from orchestration.models import Run
+from orchestration.templatetags.countersign import duration
 
 
 @pytest.fixture
@@ -93,3 +95,32 @@ def test_payloads_render_escaped(client, operator):
     body = client.get(reverse("run_detail", args=[run.pk])).content.decode()
     assert "<script>alert(1)</script>" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+
+
+@pytest.mark.parametrize(
+    ("ms", "shown"),
+    [
+        (None, "-"),
+        (0, "0 ms"),
+        (999, "999 ms"),
+        (1000, "1.0 s"),
+        (59_949, "59.9 s"),
+        (60_000, "1 min 0 s"),
+        (367_529, "6 min 8 s"),
+        (3_600_000, "1 h 0 min"),
+        (7_512_000, "2 h 5 min"),
+    ],
+)
+def test_durations_are_shown_in_the_unit_a_person_reads(ms, shown):
+    assert duration(ms) == shown
+
+
+def test_the_latency_tile_of_a_paused_run_does_not_say_running(client, operator, runs):
+    mine, _ = runs
+    Run.objects.filter(pk=mine.pk).update(
+        status=Run.Status.AWAITING_REVIEW, started_at=timezone.now()
+    )
+    client.force_login(operator)
+    page = client.get(reverse("run_detail", args=[mine.pk])).content.decode()
+    tile = page[page.index('id="latency-tile"') :][:400]
+    assert "not finished" in tile and "running" not in tile

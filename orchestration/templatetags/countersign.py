@@ -71,6 +71,23 @@ def grouped(value: Any) -> str:
 
 
 @register.filter
+def duration(ms: Any) -> str:
+    """Milliseconds in the unit a person reads: 850 ms, 12.3 s, 6 min 8 s, 2 h 5 min."""
+    try:
+        ms = int(ms)
+    except (TypeError, ValueError):
+        return "-"
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    seconds = round(ms / 1000)
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+@register.filter
 def fallback_of(value: Any) -> dict[str, Any] | None:
     """The ``fallback`` marker of a tool output the engine answered from its cache, or None."""
     return value[MARKER] if is_fallback(value) else None

@@ -9,6 +9,7 @@ import pytest
 import tests.workflows_for_tests  # noqa: F401 - registers the probe workflow
 from orchestration.launch import start_run
 from orchestration.models import ModelCall
+from orchestration.templatetags.countersign import duration
 from tests.browser.conftest import shot, sign_in
 
 
@@ -50,8 +51,8 @@ def test_the_run_page_shows_the_turn_as_it_streams(live_server, page, operator, 
     pending.refresh_from_db()
     assert pending.status == ModelCall.Status.OK and pending.text.startswith(streamed)
     final = ModelCall.objects.filter(run=run).order_by("-turn").first()
-    assert f"{final.latency_ms} ms total" in tile
-    assert f"{final.first_token_ms} ms to first token" in tile
+    assert f"{duration(final.latency_ms)} total" in tile
+    assert f"{duration(final.first_token_ms)} to first token" in tile
 
 
 pytestmark = pytest.mark.browser
