@@ -86,7 +86,6 @@ class SimulatedAPI:
         self.state = state if state is not None else state_from_url(self.config.state_url)
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._cuts: dict[tuple[str, int], int] = {}  # stream_cut: streams cut per (run, turn)
         self._rng = random.Random(self.config.seed)  # noqa: S311 - fault dice, not crypto
         self._global_faults = fault_kit.parse_faults(self.config.faults)
         self._log: deque[RequestRecord] = deque(maxlen=10_000)
@@ -290,13 +289,11 @@ class SimulatedAPI:
         """Whether this stream is one of the first ``times`` of its run and turn to be cut."""
         spec = next(f for f in specs if f.fault == "stream_cut")
         turn_index = sum(1 for m in body["messages"] if m.get("role") == "assistant")
-        key = (ctx.headers.get(RUN_HEADER, ""), turn_index)
-        with self._lock:
-            done = self._cuts.get(key, 0)
-            if spec.times is not None and done >= spec.times:
-                return False
-            self._cuts[key] = done + 1
-        return True
+        if spec.times is None:
+            return True
+        # Counted in the shared state: a retry answered by another worker process (or another
+        # simulator server) must not be cut again.
+        return self.state.count(f"cut:{ctx.headers.get(RUN_HEADER, '')}:{turn_index}") <= spec.times
 
     def _request_faults(self, headers: Mapping[str, str]) -> list[fault_kit.FaultSpec]:
         try:

@@ -55,6 +55,11 @@ class SimulatorState(ABC):
     def unlock(self, name: str) -> None: ...
 
     @abstractmethod
+    def count(self, name: str) -> int:
+        """Add one to the named counter and return its new value (shared by every process
+        on the same store: a fault's "first N times" holds across worker processes)."""
+
+    @abstractmethod
     def clear(self) -> None:
         """Forget everything (tests)."""
 
@@ -69,6 +74,7 @@ class InMemoryState(SimulatorState):
         self._batches: dict[str, tuple[float, int, dict[str, Any]]] = {}
         self._seq = 0
         self._locks: dict[str, float] = {}
+        self._counters: dict[str, int] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -125,11 +131,17 @@ class InMemoryState(SimulatorState):
         with self._lock:
             self._locks.pop(name, None)
 
+    def count(self, name: str) -> int:
+        with self._lock:
+            self._counters[name] = self._counters.get(name, 0) + 1
+            return self._counters[name]
+
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
             self._batches.clear()
             self._locks.clear()
+            self._counters.clear()
 
 
 class RedisState(SimulatorState):
@@ -181,6 +193,13 @@ class RedisState(SimulatorState):
 
     def unlock(self, name: str) -> None:
         self._redis.delete(self._k("lock", name))
+
+    def count(self, name: str) -> int:
+        pipe = self._redis.pipeline()
+        pipe.incr(self._k("count", name))
+        pipe.expire(self._k("count", name), BATCH_RETENTION_SECONDS)
+        value, _ = pipe.execute()
+        return int(value)
 
     def clear(self) -> None:
         keys = list(self._redis.scan_iter(match=self._prefix + "*"))

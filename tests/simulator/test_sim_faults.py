@@ -222,3 +222,22 @@ def test_slow_stream_in_process_waits_unless_a_gap_exceeds_the_timeout(api):
             **PARAMS, extra_headers=faults({"fault": "slow_stream", "seconds": 8})
         )
     assert parse_faults({"fault": "slow_stream", "seconds": 1})[0].seconds == 1.0
+
+
+def test_stream_cut_times_holds_across_api_instances_sharing_a_state(make_api):
+    """Worker processes each have their own simulator; the cut count is in the shared state,
+    so a retry answered by another process is not cut again (it was, and the fault suite saw
+    three attempts of a turn cut once)."""
+    one, two = make_api(), make_api()  # two processes, one store (Redis in a deployment)
+    cut = {**faults({"fault": "stream_cut", "turn": 0, "times": 1}), "x-countersign-run": "r1"}
+
+    def stream(api, headers=cut):
+        with sdk_client(api, max_retries=0).messages.stream(**PARAMS, extra_headers=headers) as s:
+            return s.get_final_message()
+
+    with pytest.raises(httpx2.RemoteProtocolError):
+        stream(one)
+    assert stream(two).stop_reason == "tool_use"  # the second stream of run r1's turn 0
+    assert stream(one).stop_reason == "tool_use"
+    with pytest.raises(httpx2.RemoteProtocolError):  # counted per run
+        stream(two, {**cut, "x-countersign-run": "r2"})
