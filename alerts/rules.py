@@ -27,6 +27,9 @@ Windows are rolling, ending at ``now``: "day" 0 is (now - 24h, now], day k is
   of its limit.
 - breaker: a run halted by the fan-out failure-rate breaker (a failure_rate_exceeded ticket).
 
+Every rule reads production only: runs marked ``Run.is_evaluation`` (an evaluation's cases,
+which fail on purpose) and their calls and tickets are left out, as in the roll-ups.
+
 Counting rules (retry_burst, escalation_burst, breaker) count only events after the last
 time a person resolved that alert, so resolving one does not reopen it from the same events.
 """
@@ -95,13 +98,13 @@ class Thresholds:
 
 
 def cost_by_day(now: dt.datetime, days: int) -> dict[str, dict[int, Decimal]]:
-    """Per workflow: the cost of model calls per rolling day 0..days (index: model calls'
-    created_at, modelcall_created)."""
+    """Per workflow: the cost of production model calls per rolling day 0..days (index: model
+    calls' created_at, modelcall_created). An evaluation's spend is the costs page's business."""
     sql = """
         SELECT r.workflow_name, floor(extract(epoch FROM (%s - mc.created_at)) / 86400)::int AS day,
                sum(mc.cost_usd)
         FROM orchestration_modelcall mc JOIN orchestration_run r ON r.id = mc.run_id
-        WHERE mc.created_at > %s AND mc.created_at <= %s
+        WHERE mc.created_at > %s AND mc.created_at <= %s AND NOT r.is_evaluation
         GROUP BY 1, 2
     """
     out: dict[str, dict[int, Decimal]] = defaultdict(dict)

@@ -87,6 +87,25 @@ def test_cost_under_the_minimum_is_no_spike(operator):
     assert keys(now, Alert.Rule.COST_SPIKE) == set()
 
 
+@pytest.mark.parametrize("evaluation", [True, False])
+def test_an_evaluations_spend_is_no_cost_spike(operator, evaluation):
+    # An evaluation runs a dataset's cases at once: its spend is on the costs page, not a
+    # production spike. The same spend by a production run fires.
+    now = f.now()
+    prod = f.run(operator, "wf_eval_cost")
+    f.call(prod, now - H, cost="10.00")
+    for day in range(1, 8):  # $10 a day: day over day and against the baseline, 1x
+        f.call(prod, now - day * D - H, cost="10.00")
+    batch = f.run(operator, "wf_eval_cost")
+    Run.objects.filter(pk=batch.pk).update(is_evaluation=evaluation)
+    f.call(batch, now - 2 * H, cost="30.00")  # $40 today against $10: 4x
+    expected = set() if evaluation else {"cost_spike:workflow:wf_eval_cost"}
+    assert keys(now, Alert.Rule.COST_SPIKE) == expected
+    assert keys(now, Alert.Rule.COST_BASELINE) == (
+        set() if evaluation else {"cost_baseline:workflow:wf_eval_cost"}
+    )
+
+
 # --- latency -------------------------------------------------------------------------------------
 
 
