@@ -20,7 +20,9 @@ Windows are rolling, ending at ``now``: "day" 0 is (now - 24h, now], day k is
   5 of 100 does not fire, 6 of 100 does), with at least error_min_runs runs.
 - retry_burst: retries (model-call attempts after the first, tool-call attempts after the
   first) in any sliding window of retry_window_seconds >= retry_count, per user (the
-  defaults' thresholds) and per workflow. A user's burst may pause their new runs.
+  defaults' thresholds) and per workflow. A user's burst pauses their new runs when their
+  retries in workflows whose row (else the defaults') has pause_user_on_retry_burst on
+  reach retry_count in such a window on their own; otherwise the alert opens, no pause.
 - escalation_burst: tickets opened in any sliding window of escalation_window_seconds >=
   escalation_count, per workflow and per user ("3 in one day").
 - budget: a budget in force whose committed spend (costs.budgets.usage) is >= budget_percent
@@ -360,9 +362,13 @@ def _bursts(
     pause: bool = False,
 ) -> list[Finding]:
     by_subject: dict[tuple[str, Any], list[dt.datetime]] = defaultdict(list)
+    # A user's events of workflows whose thresholds leave pausing on (the pause counts those).
+    pausable: dict[Any, list[dt.datetime]] = defaultdict(list)
     for when, user_id, wf, *_ in events:
         by_subject[("user", user_id)].append(when)
         by_subject[("workflow", wf)].append(when)
+        if pause and th.of(wf).pause_user_on_retry_burst:
+            pausable[user_id].append(when)
     names = dict(
         get_user_model()
         .objects.filter(pk__in=[s for kind, s in by_subject if kind == "user"])
@@ -382,6 +388,13 @@ def _bursts(
         threshold = getattr(t, count_of)
         if count < threshold:
             continue
+        # The user is paused only if their retries in workflows that allow pausing reach the
+        # threshold on their own (a workflow's row may turn pausing off; the alert opens anyway).
+        pausing = (
+            pause
+            and kind == "user"
+            and max_in_window([w for w in pausable[subject] if w > after], window)[0] >= threshold
+        )
         who = f"user {names.get(subject, subject)}" if kind == "user" else f"workflow {subject}"
         found.append(
             Finding(
@@ -398,7 +411,7 @@ def _bursts(
                 },
                 workflow_name=subject if kind == "workflow" else "",
                 user_id=subject if kind == "user" else None,
-                pause_user=pause and kind == "user" and t.pause_user_on_retry_burst,
+                pause_user=pausing,
             )
         )
     return found

@@ -415,6 +415,51 @@ def test_a_retry_burst_pauses_the_user_until_a_manager_lifts_it(client, operator
         pauses.lift(pause.pk, manager)
 
 
+def test_a_workflow_that_turns_pausing_off_raises_the_alert_but_pauses_nobody(operator):
+    AlertThresholds.objects.create(workflow_name="wf_nopause", pause_user_on_retry_burst=False)
+    now = f.now()
+    f.retries(
+        f.run(operator, "wf_nopause"),
+        _spread(now - dt.timedelta(seconds=1), 100, dt.timedelta(seconds=9)),
+    )
+    opened = {a.key for a in raising.evaluate_and_raise(now)}
+    assert opened == {f"retry_burst:user:{operator.pk}", "retry_burst:workflow:wf_nopause"}
+    assert not UserPause.objects.exists()
+    assert not AuditEvent.objects.filter(kind="user.paused").exists()
+    assert pauses.start_refusal(operator) is None
+
+
+def test_pausing_turned_off_in_the_defaults_row_pauses_nobody(operator):
+    AlertThresholds.objects.filter(workflow_name="").update(pause_user_on_retry_burst=False)
+    now = f.now()
+    f.retries(
+        f.run(operator, "wf_default"),
+        _spread(now - dt.timedelta(seconds=1), 100, dt.timedelta(seconds=9)),
+    )
+    assert f"retry_burst:user:{operator.pk}" in {a.key for a in raising.evaluate_and_raise(now)}
+    assert not UserPause.objects.exists()
+
+
+@pytest.mark.parametrize(("pausing", "paused"), [(99, False), (100, True), (101, True)])
+def test_only_retries_of_workflows_that_allow_pausing_count_toward_the_pause(
+    operator, pausing, paused
+):
+    # 60 retries in a workflow that turns pausing off, and ``pausing`` in one that leaves it
+    # on, all within 10 seconds: the user's burst is an alert either way; the pause needs
+    # 100 retries in the workflows that allow it.
+    AlertThresholds.objects.create(workflow_name="wf_quiet", pause_user_on_retry_burst=False)
+    now = f.now()
+    window = _spread(now - dt.timedelta(seconds=1), 60 + pausing, dt.timedelta(seconds=9))
+    f.retries(f.run(operator, "wf_quiet"), window[::2][:60])
+    f.retries(f.run(operator, "wf_loud"), [w for w in window if w not in window[::2][:60]])
+    raising.evaluate_and_raise(now)
+    alert = Alert.objects.get(key=f"retry_burst:user:{operator.pk}")
+    assert alert.numbers["count"] == 60 + pausing
+    assert UserPause.objects.filter(user=operator).exists() == paused
+    if paused:
+        assert UserPause.objects.get(user=operator).alert == alert
+
+
 def test_a_paused_manager_cannot_lift_their_own_pause(manager):
     other = f.person("boss2", "managers")
     pause = pauses.pause(manager.pk, reason="test")
