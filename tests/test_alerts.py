@@ -487,3 +487,81 @@ def test_the_beat_task_opens_and_notifies_once(operator, manager):
     assert evaluate_alerts() == 2
     assert len(mail.outbox) == 2 and Alert.objects.filter(notified_at__isnull=False).count() == 2
     assert evaluate_alerts() == 0 and len(mail.outbox) == 2
+
+
+# --- thresholds in the admin -------------------------------------------------------------------
+
+
+def _threshold_form(**values) -> dict:
+    """The admin form's POST data for a thresholds row (checkboxes: sent only when on)."""
+    row = AlertThresholds(workflow_name="")
+    for name, value in values.items():
+        setattr(row, name, value)
+    data = {}
+    for field in AlertThresholds._meta.concrete_fields:
+        if field.name in ("id", "updated_at"):
+            continue
+        value = getattr(row, field.name)
+        if isinstance(value, bool):
+            if value:
+                data[field.name] = "on"
+        else:
+            data[field.name] = str(value)
+    return data
+
+
+def test_thresholds_changed_in_the_admin_change_the_rule_and_are_audited(client, operator):
+    from django.contrib.auth import get_user_model
+
+    root = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root")
+    client.force_login(root)
+    now = f.now()
+    f.runs_ended(operator, "wf_admin", ok=97, failed=3, when=now - H)  # 3%
+    response = client.post(
+        reverse("admin:alerts_alertthresholds_add"),
+        _threshold_form(workflow_name="wf_admin", error_rate_percent=Decimal("3.00")),
+    )
+    assert response.status_code == 302
+    row = AlertThresholds.objects.get(workflow_name="wf_admin")
+    assert (
+        AuditEvent.objects.get(kind="alert.thresholds_added").payload["error_rate_percent"]
+        == "3.00"
+    )
+    assert keys(now, Alert.Rule.ERROR_RATE) == set()  # 3 of 100 is not over 3%
+
+    url = reverse("admin:alerts_alertthresholds_change", args=[row.pk])
+    response = client.post(
+        url, _threshold_form(workflow_name="wf_admin", error_rate_percent=Decimal("2.99"))
+    )
+    assert response.status_code == 302
+    assert keys(now, Alert.Rule.ERROR_RATE) == {"error_rate:workflow:wf_admin"}
+    event = AuditEvent.objects.get(kind="alert.thresholds_changed")
+    assert event.actor_label == "root"
+    assert event.payload["workflow_name"] == "wf_admin"
+    assert event.payload["error_rate_percent"] == "2.99"
+
+    # Out of range: refused with the field's message; nothing changed, nothing audited.
+    response = client.post(
+        url,
+        _threshold_form(
+            workflow_name="wf_admin", error_rate_percent=Decimal("2.99"), cost_baseline_days=31
+        ),
+    )
+    assert response.status_code == 200
+    assert "less than or equal to 30" in response.content.decode()
+    row.refresh_from_db()
+    assert row.cost_baseline_days == 7
+    assert AuditEvent.objects.filter(kind="alert.thresholds_changed").count() == 1
+
+
+def test_only_superusers_change_thresholds_in_the_admin(client, manager):
+    row = AlertThresholds.objects.get(workflow_name="")
+    client.force_login(manager)
+    response = client.post(
+        reverse("admin:alerts_alertthresholds_change", args=[row.pk]),
+        _threshold_form(error_rate_percent=Decimal("50.00")),
+    )
+    assert response.status_code in (302, 403)
+    row.refresh_from_db()
+    assert row.error_rate_percent == Decimal("5.00")
+    assert not AuditEvent.objects.filter(kind="alert.thresholds_changed").exists()
