@@ -72,7 +72,11 @@ class AlertThresholds(models.Model):
     )
     pause_user_on_retry_burst = models.BooleanField(
         default=True,
-        help_text="A user's retry burst pauses their new runs until a manager lifts it.",
+        help_text=(
+            "A user's retry burst pauses their new runs until a manager lifts it. Off on a "
+            "workflow's row: that workflow's retries never pause anyone (the alert still "
+            "opens). The burst itself is counted with the defaults' row's count and window."
+        ),
     )
     # Escalations (tickets opened) in any sliding window, per user and per workflow.
     escalation_count = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1)])

@@ -20,12 +20,17 @@ Windows are rolling, ending at ``now``: "day" 0 is (now - 24h, now], day k is
   5 of 100 does not fire, 6 of 100 does), with at least error_min_runs runs.
 - retry_burst: retries (model-call attempts after the first, tool-call attempts after the
   first) in any sliding window of retry_window_seconds >= retry_count, per user (the
-  defaults' thresholds) and per workflow. A user's burst may pause their new runs.
+  defaults' thresholds) and per workflow. A user's burst pauses their new runs when their
+  retries in workflows whose row (else the defaults') has pause_user_on_retry_burst on
+  reach retry_count in such a window on their own; otherwise the alert opens, no pause.
 - escalation_burst: tickets opened in any sliding window of escalation_window_seconds >=
   escalation_count, per workflow and per user ("3 in one day").
 - budget: a budget in force whose committed spend (costs.budgets.usage) is >= budget_percent
   of its limit.
 - breaker: a run halted by the fan-out failure-rate breaker (a failure_rate_exceeded ticket).
+
+Every rule reads production only: runs marked ``Run.is_evaluation`` (an evaluation's cases,
+which fail on purpose) and their calls and tickets are left out, as in the roll-ups.
 
 Counting rules (retry_burst, escalation_burst, breaker) count only events after the last
 time a person resolved that alert, so resolving one does not reopen it from the same events.
@@ -95,13 +100,13 @@ class Thresholds:
 
 
 def cost_by_day(now: dt.datetime, days: int) -> dict[str, dict[int, Decimal]]:
-    """Per workflow: the cost of model calls per rolling day 0..days (index: model calls'
-    created_at, modelcall_created)."""
+    """Per workflow: the cost of production model calls per rolling day 0..days (index: model
+    calls' created_at, modelcall_created). An evaluation's spend is the costs page's business."""
     sql = """
         SELECT r.workflow_name, floor(extract(epoch FROM (%s - mc.created_at)) / 86400)::int AS day,
                sum(mc.cost_usd)
         FROM orchestration_modelcall mc JOIN orchestration_run r ON r.id = mc.run_id
-        WHERE mc.created_at > %s AND mc.created_at <= %s
+        WHERE mc.created_at > %s AND mc.created_at <= %s AND NOT r.is_evaluation
         GROUP BY 1, 2
     """
     out: dict[str, dict[int, Decimal]] = defaultdict(dict)
@@ -357,9 +362,13 @@ def _bursts(
     pause: bool = False,
 ) -> list[Finding]:
     by_subject: dict[tuple[str, Any], list[dt.datetime]] = defaultdict(list)
+    # A user's events of workflows whose thresholds leave pausing on (the pause counts those).
+    pausable: dict[Any, list[dt.datetime]] = defaultdict(list)
     for when, user_id, wf, *_ in events:
         by_subject[("user", user_id)].append(when)
         by_subject[("workflow", wf)].append(when)
+        if pause and th.of(wf).pause_user_on_retry_burst:
+            pausable[user_id].append(when)
     names = dict(
         get_user_model()
         .objects.filter(pk__in=[s for kind, s in by_subject if kind == "user"])
@@ -379,6 +388,13 @@ def _bursts(
         threshold = getattr(t, count_of)
         if count < threshold:
             continue
+        # The user is paused only if their retries in workflows that allow pausing reach the
+        # threshold on their own (a workflow's row may turn pausing off; the alert opens anyway).
+        pausing = (
+            pause
+            and kind == "user"
+            and max_in_window([w for w in pausable[subject] if w > after], window)[0] >= threshold
+        )
         who = f"user {names.get(subject, subject)}" if kind == "user" else f"workflow {subject}"
         found.append(
             Finding(
@@ -395,7 +411,7 @@ def _bursts(
                 },
                 workflow_name=subject if kind == "workflow" else "",
                 user_id=subject if kind == "user" else None,
-                pause_user=pause and kind == "user" and t.pause_user_on_retry_burst,
+                pause_user=pausing,
             )
         )
     return found

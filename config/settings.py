@@ -362,11 +362,11 @@ if not 0 <= PRICE_CACHE_SECONDS < COST_CHANGE_MIN_DELAY_MINUTES * 60:
 PAYMENT_SIGNOFF_AMOUNT = Decimal(env.str("PAYMENT_SIGNOFF_AMOUNT", default="250000"))
 
 # --- Escalations --------------------------------------------------------------------------
-# Who is emailed on a new ticket (default: every reviewer and manager with an email address)
-# and an optional unsigned Slack-compatible webhook (signed webhooks: the admin's webhook
-# endpoints). Escalation spikes are an alert rule (alerts.rules, thresholds in the admin).
+# Who is emailed on a new ticket (default: every reviewer and manager with an email address).
+# Webhooks are the admin's signed webhook endpoints (the old unsigned ESCALATION_WEBHOOK_URL is
+# no longer read; notifications.checks warns if it is still set). Escalation spikes are an
+# alert rule (alerts.rules, thresholds in the admin).
 ESCALATION_EMAILS = env.list("ESCALATION_EMAILS", default=[])
-ESCALATION_WEBHOOK_URL = env.str("ESCALATION_WEBHOOK_URL", default="")
 # Per-reason priority and due time, e.g. {"ambiguity": {"priority": 2, "due_minutes": 120}}: read
 # once, by migration reviews/0007, to seed the SLA targets; after that they are edited in the
 # admin (Reviews > SLA targets).

@@ -7,8 +7,11 @@ every workflow that had activity, once the local hour reaches DAILY_DIGEST_HOUR;
 asks. Before building a day's digest the day is refolded from the source rows, so a digest
 is exact even for rows committed after the last fold.
 
-Recipients: ``recipients(workflow)``. Until workflows name their own (issue 15 §3), the
-managers with an email address. ``deliver`` is the one place that sends.
+Recipients: ``recipients(workflow)``: the addresses the workflow names for ``digest`` (in its
+code, ``Workflow.recipients``, or as *Workflow recipient* rows of the admin), else the managers
+with an email address. ``deliver`` is the one place that sends: by email through
+``notifications.channels.send_email`` and to the webhook endpoints subscribed to ``digest``
+(signed, Slack-compatible, with a delivery row each), both redacted like exports.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import datetime as dt
 import logging
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -25,10 +27,13 @@ from django.utils import timezone
 
 from insight import figures, rollups
 from insight.models import DigestDelivery, Rollup
+from notifications import channels
+from notifications.models import WebhookEndpoint
 from notifications.recipients import for_workflow
 from reviews import access
 
 logger = logging.getLogger(__name__)
+SLACK_TEXT_LIMIT = 2500
 
 
 def recipients(workflow: str) -> list[str]:
@@ -60,9 +65,33 @@ def build(workflow: str, day: dt.date) -> tuple[str, str]:
     return subject, text
 
 
-def deliver(workflow: str, subject: str, text: str, to: list[str]) -> None:
-    """Send one digest (the one function that does; point it elsewhere to change channels)."""
-    send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, to)
+def has_webhooks(workflow: str) -> bool:
+    """Whether an active webhook endpoint wants this workflow's digest."""
+    return any(
+        e.wants("digest", workflow_name=workflow)
+        for e in WebhookEndpoint.objects.filter(active=True)
+    )
+
+
+def deliver(workflow: str, day: dt.date, subject: str, text: str, to: list[str]) -> None:
+    """Send one digest (the one function that does): email to ``to``, then a signed delivery
+    to every webhook endpoint subscribed to ``digest``. Both channels redact the text. Raises
+    OSError when the mail is not sent (the caller gives its claim back; no webhook is queued,
+    so the next try sends both once)."""
+    if to and not channels.send_email(to, subject, text):
+        raise OSError(f"the daily digest email of {workflow} for {day} was not sent")
+    channels.queue_webhooks(
+        "digest",
+        channels.slack_payload(
+            "digest",
+            subject.removeprefix("[Countersign] "),
+            # Slack refuses a section over 3,000 characters; the link has the whole report.
+            text if len(text) <= SLACK_TEXT_LIMIT else text[:SLACK_TEXT_LIMIT] + "\n...",
+            link=page_link(workflow, day),
+            fields={"workflow": workflow, "day": day.isoformat()},
+        ),
+        workflow_name=workflow,
+    )
 
 
 def active_workflows(day: dt.date) -> list[str]:
@@ -82,9 +111,10 @@ def send_for_day(day: dt.date) -> list[str]:
     sent = []
     for workflow in active_workflows(day):
         to = recipients(workflow)
-        if not to:
+        if not to and not has_webhooks(workflow):
             logger.warning(
-                "daily digest of %s for %s: nobody to send it to (no manager has an email)",
+                "daily digest of %s for %s: nobody to send it to (no manager has an email, "
+                "no webhook endpoint is subscribed to digest)",
                 workflow,
                 day,
             )
@@ -98,7 +128,7 @@ def send_for_day(day: dt.date) -> list[str]:
             continue  # already sent
         subject, text = build(workflow, day)
         try:
-            deliver(workflow, subject, text, to)
+            deliver(workflow, day, subject, text, to)
         except OSError as exc:
             claim.delete()
             logger.warning("daily digest of %s for %s not sent: %s", workflow, day, exc)

@@ -26,6 +26,11 @@ Where each record lands (bucket key: hour, workflow, name, role):
   fan-out job's specialist asked again after the validator's FAIL).
 - escalation: tickets by the hour they opened; name = reason.
 
+Evaluation runs (``Run.is_evaluation``, the evaluation app's cases) are left out of every
+kind: they fail cases on purpose and run by the dozen, so counting them would move the success
+rate, ``CountersignErrorRate`` and the cost and latency figures of production. The alert rules
+(``alerts.rules``) leave them out the same way; the costs page shows their share apart.
+
 One fold at a time: a transaction-level advisory lock; a fold that finds it taken returns.
 """
 
@@ -121,7 +126,7 @@ def _source_queries() -> list[tuple[str, str]]:
             f"""SELECT date_trunc('hour', r.finished_at), r.workflow_name, '', '', r.status,
                        {wb(run_ms)}, count(*), count(r.started_at), coalesce(sum({run_ms}), 0), 0, 'latency'
                 FROM {t["run"]} r
-                WHERE r.finished_at >= %s AND r.finished_at < %s AND r.status IN ({",".join(["%s"] * len(FINAL_RUN_STATUSES))})
+                WHERE r.finished_at >= %s AND r.finished_at < %s AND NOT r.is_evaluation AND r.status IN ({",".join(["%s"] * len(FINAL_RUN_STATUSES))})
                 GROUP BY 1, 2, 5, 6""",
         ),
         (
@@ -130,7 +135,7 @@ def _source_queries() -> list[tuple[str, str]]:
                        {wb("mc.latency_ms")}, count(*), count(mc.latency_ms), coalesce(sum(mc.latency_ms), 0),
                        coalesce(sum(mc.cost_usd), 0), 'latency'
                 FROM {t["mc"]} mc JOIN {t["run"]} r ON r.id = mc.run_id
-                WHERE mc.created_at >= %s AND mc.created_at < %s AND mc.status <> 'pending'
+                WHERE NOT r.is_evaluation AND mc.created_at >= %s AND mc.created_at < %s AND mc.status <> 'pending'
                 GROUP BY 1, 2, 3, 4, 5, 6""",
         ),
         (
@@ -138,7 +143,7 @@ def _source_queries() -> list[tuple[str, str]]:
             f"""SELECT date_trunc('hour', mc.created_at), r.workflow_name, mc.model, '', 'ok',
                        {wb(step_ms)}, count(*), count(*), coalesce(sum({step_ms}), 0), 0, 'latency'
                 FROM {t["mc"]} mc JOIN {t["run"]} r ON r.id = mc.run_id
-                WHERE mc.created_at >= %s AND mc.created_at < %s AND mc.status = 'ok'
+                WHERE NOT r.is_evaluation AND mc.created_at >= %s AND mc.created_at < %s AND mc.status = 'ok'
                   AND mc.job_id IS NULL AND mc.role = 'orchestrator'
                 GROUP BY 1, 2, 3, 6""",
         ),
@@ -148,7 +153,7 @@ def _source_queries() -> list[tuple[str, str]]:
                        {wb("tc.latency_ms")}, count(*), count(tc.latency_ms), coalesce(sum(tc.latency_ms), 0), 0,
                        'latency'
                 FROM {t["tc"]} tc JOIN {t["run"]} r ON r.id = tc.run_id
-                WHERE tc.created_at >= %s AND tc.created_at < %s AND tc.status <> 'running'
+                WHERE NOT r.is_evaluation AND tc.created_at >= %s AND tc.created_at < %s AND tc.status <> 'running'
                 GROUP BY 1, 2, 3, 5, 6""",
         ),
         (
@@ -157,7 +162,7 @@ def _source_queries() -> list[tuple[str, str]]:
                        NULL, count(*), 0, 0, 0, 'latency'
                 FROM {t["tc"]} tc JOIN {t["run"]} r ON r.id = tc.run_id
                 LEFT JOIN {t["tc"]} p ON p.run_id = tc.run_id AND p.tool_use_id = tc.tool_use_id AND p.attempt = tc.attempt - 1
-                WHERE tc.created_at >= %s AND tc.created_at < %s AND tc.attempt > 1
+                WHERE NOT r.is_evaluation AND tc.created_at >= %s AND tc.created_at < %s AND tc.attempt > 1
                 GROUP BY 1, 2, 3""",
         ),
         (
@@ -169,7 +174,7 @@ def _source_queries() -> list[tuple[str, str]]:
                                       (mc.job_id IS NOT NULL AND mc.role = 'specialist' AND mc.turn > 1
                                        AND mc.attempt = 1)::int]) n
                   FROM {t["mc"]} mc JOIN {t["run"]} r ON r.id = mc.run_id
-                  WHERE mc.created_at >= %s AND mc.created_at < %s
+                  WHERE NOT r.is_evaluation AND mc.created_at >= %s AND mc.created_at < %s
                     AND (mc.attempt > 1 OR mc.sdk_attempts > 1 OR (mc.job_id IS NOT NULL AND mc.turn > 1))
                 ) retries WHERE n > 0 GROUP BY 1, 2, 3""",
         ),
@@ -178,7 +183,7 @@ def _source_queries() -> list[tuple[str, str]]:
             f"""SELECT date_trunc('hour', e.created_at), r.workflow_name, e.reason, '', '',
                        NULL, count(*), 0, 0, 0, 'latency'
                 FROM {t["ticket"]} e JOIN {t["run"]} r ON r.id = e.run_id
-                WHERE e.created_at >= %s AND e.created_at < %s
+                WHERE NOT r.is_evaluation AND e.created_at >= %s AND e.created_at < %s
                 GROUP BY 1, 2, 3""",
         ),
     ]
@@ -189,7 +194,7 @@ def _source_queries() -> list[tuple[str, str]]:
                 f"""SELECT date_trunc('hour', mc.created_at), r.workflow_name, mc.model, mc.role, NULL,
                            {wb("mc." + TTFT_FIELD)}, 0, count(*), sum(mc.{TTFT_FIELD}), 0, 'ttft'
                     FROM {t["mc"]} mc JOIN {t["run"]} r ON r.id = mc.run_id
-                    WHERE mc.created_at >= %s AND mc.created_at < %s AND mc.status <> 'pending'
+                    WHERE NOT r.is_evaluation AND mc.created_at >= %s AND mc.created_at < %s AND mc.status <> 'pending'
                       AND mc.{TTFT_FIELD} IS NOT NULL
                     GROUP BY 1, 2, 3, 4, 6""",
             )

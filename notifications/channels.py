@@ -24,7 +24,7 @@ import logging
 import random
 import smtplib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,17 +125,32 @@ def queue_webhooks(
 ) -> list[int]:
     """Create a delivery for every active endpoint that wants this event and send each after
     the caller's transaction commits. Returns the delivery ids."""
-    body = json.dumps(redact(payload), sort_keys=True, separators=(",", ":"), default=str)
-    endpoints = [
-        e
-        for e in WebhookEndpoint.objects.filter(active=True)
-        if e.wants(event, workflow_name=workflow_name, priority=priority)
-    ]
+    return queue_each(
+        event,
+        lambda e: (
+            payload if e.wants(event, workflow_name=workflow_name, priority=priority) else None
+        ),
+    )
+
+
+def queue_each(
+    event: str, payload_for: Callable[[WebhookEndpoint], dict[str, Any] | None]
+) -> list[int]:
+    """Like ``queue_webhooks``, for an event whose payload depends on the endpoint (a notice
+    listing several tickets gives each endpoint the tickets it wants): ``payload_for(endpoint)``
+    returns its payload, or None to send it nothing. Returns the delivery ids."""
     now = timezone.now()
-    ids = [
-        WebhookDelivery.objects.create(endpoint=e, event=event, body=body, next_attempt_at=now).pk
-        for e in endpoints
-    ]
+    ids = []
+    for endpoint in WebhookEndpoint.objects.filter(active=True):
+        payload = payload_for(endpoint)
+        if payload is None:
+            continue
+        body = json.dumps(redact(payload), sort_keys=True, separators=(",", ":"), default=str)
+        ids.append(
+            WebhookDelivery.objects.create(
+                endpoint=endpoint, event=event, body=body, next_attempt_at=now
+            ).pk
+        )
     for delivery_id in ids:
         transaction.on_commit(lambda d=delivery_id: enqueue_delivery(d))
     return ids

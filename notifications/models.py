@@ -17,6 +17,8 @@ EVENTS = (
     ("approval.decided", "an approval request was approved, rejected or expired"),
     ("run.ended", "a run ended (succeeded, failed, halted, cancelled, rejected)"),
     ("ticket.opened", "an escalation ticket opened"),
+    ("ticket.overdue", "escalation tickets past their due time (a notice per reminder interval)"),
+    ("ticket.escalated", "late P1 tickets escalated to the managers"),
     ("alert.opened", "an alert opened"),
     ("digest", "the daily digest"),
 )
@@ -52,7 +54,10 @@ class WebhookEndpoint(models.Model):
     )
     max_ticket_priority = models.PositiveSmallIntegerField(
         default=3,
-        help_text="ticket.opened: only tickets of this priority or more urgent (1 = most urgent).",
+        help_text=(
+            "ticket.opened, ticket.overdue, ticket.escalated: only tickets of this priority or "
+            "more urgent (1 = most urgent)."
+        ),
     )
     workflow_name = models.CharField(
         max_length=100, blank=True, help_text="Only this workflow's events (blank: all)."

@@ -5,7 +5,9 @@ Channels (email, signed webhooks) and the workflows' own recipients are notifica
 module decides who is told what, and words it. Everything runs after the commit that caused it
 (Celery tasks queued on commit, see reviews.tasks), so a slow mail server or a dead webhook
 never slows or breaks an engine step; a failed delivery is logged and the ticket, request or
-run is unchanged either way. Texts are redacted by the channels.
+run is unchanged either way. Texts are redacted by the channels. Every webhook goes through
+the signed channel (``notifications.channels``: endpoints, HMAC, retries, a delivery row);
+the old unsigned ``ESCALATION_WEBHOOK_URL`` is gone.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ import logging
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import httpx2
 from django.conf import settings
 from django.urls import reverse
 
 from notifications import channels, recipients
+from notifications.models import WebhookEndpoint
 from orchestration.models import Run
-from orchestration.privacy import redact_text
 from reviews import access
 from reviews.models import ApprovalRequest, EscalationTicket
 
@@ -36,27 +37,12 @@ def _recipients() -> list[str]:
     )
 
 
-def _post_webhook(text: str) -> None:
-    url = getattr(settings, "ESCALATION_WEBHOOK_URL", "")
-    if not url:
-        return
-    try:
-        httpx2.post(url, json={"text": text}, timeout=5).raise_for_status()
-    except httpx2.HTTPError as exc:
-        logger.warning("escalation webhook failed: %s", exc)
-
-
 def _url(name: str, *args: Any) -> str:
     return f"{settings.PUBLIC_BASE_URL.rstrip('/')}{reverse(name, args=args)}"
 
 
 def ticket_link(ticket: EscalationTicket) -> str:
     return _url("ticket_detail", ticket.pk)
-
-
-def _deliver(subject: str, text: str, recipients: list[str] | None = None) -> None:
-    channels.send_email(_recipients() if recipients is None else recipients, subject, text)
-    _post_webhook(redact_text(f"*{subject}*\n{text}"))
 
 
 def ticket_opened(ticket_id: int) -> None:
@@ -69,7 +55,7 @@ def ticket_opened(ticket_id: int) -> None:
     run = ticket.run
     subject = f"[Countersign] P{ticket.priority} {ticket.get_reason_display()}: {run.workflow_name}"
     text = f"{ticket.message}\n\nRun {ticket.run_id}, due {ticket.due_at:%Y-%m-%d %H:%M %Z}.\n{ticket_link(ticket)}"
-    _deliver(subject, text)
+    channels.send_email(_recipients(), subject, text)
     channels.send_email(recipients.for_workflow(run.workflow_name, "ticket.opened"), subject, text)
     channels.queue_webhooks(
         "ticket.opened",
@@ -263,18 +249,72 @@ def run_status_changed(run_id: Any, previous: str, target: str) -> int:
 RELEVANT = frozenset({Run.Status.AWAITING_APPROVAL, Run.Status.APPROVED, *Run.FINAL})
 
 
-def tickets_overdue(lines: list[str]) -> None:
-    """One overdue notice: ``lines`` in order (reviews.sla puts P1 first and says how late)."""
-    _deliver(f"[Countersign] {len(lines)} escalation(s) overdue", "\n".join(lines))
+def _ticket_notice_webhooks(
+    event: str, title: str, why: str, notes: list[tuple[EscalationTicket, str]]
+) -> list[int]:
+    """A notice about several tickets to the signed webhooks subscribed to ``event``: each
+    endpoint gets one delivery listing the tickets it wants (its workflow, if it names one,
+    and tickets as urgent as its *max ticket priority*), nothing if it wants none."""
+
+    def payload_for(endpoint: WebhookEndpoint) -> dict[str, Any] | None:
+        mine = [
+            (t, line)
+            for t, line in notes
+            if endpoint.wants(event, workflow_name=t.run.workflow_name, priority=t.priority)
+        ]
+        if not mine:
+            return None
+        lines = "\n".join(line for _, line in mine)
+        payload = channels.slack_payload(
+            event,
+            title.format(count=len(mine)),
+            f"{why}\n\n{lines}" if why else lines,
+            link=_url("ticket_queue"),
+            fields={
+                "count": len(mine),
+                "most_urgent": f"P{min(t.priority for t, _ in mine)}",
+                "workflows": ", ".join(sorted({t.run.workflow_name for t, _ in mine})),
+            },
+        )
+        payload["countersign"]["tickets"] = [
+            {
+                "ticket": t.pk,
+                "priority": t.priority,
+                "reason": t.reason,
+                "workflow": t.run.workflow_name,
+                "run": str(t.run_id),
+                "due_at": t.due_at.isoformat(),
+                "link": ticket_link(t),
+            }
+            for t, _ in mine
+        ]
+        return payload
+
+    return channels.queue_each(event, payload_for)
 
 
-def tickets_escalated(lines: list[str], why: str) -> None:
-    """Late P1 tickets, to the managers (reviews.sla, after the grace period)."""
-    recipients = list(
+def tickets_overdue(notes: list[tuple[EscalationTicket, str]]) -> None:
+    """One overdue notice: ``notes`` (ticket, line) in order (reviews.sla puts P1 first and
+    says how late), emailed to the reviewers and sent to the ``ticket.overdue`` webhooks."""
+    lines = [line for _, line in notes]
+    channels.send_email(
+        _recipients(), f"[Countersign] {len(lines)} escalation(s) overdue", "\n".join(lines)
+    )
+    _ticket_notice_webhooks("ticket.overdue", "{count} escalation(s) overdue", "", notes)
+
+
+def tickets_escalated(notes: list[tuple[EscalationTicket, str]], why: str) -> None:
+    """Late P1 tickets, emailed to the managers and sent to the ``ticket.escalated`` webhooks
+    (reviews.sla, after the grace period)."""
+    lines = [line for _, line in notes]
+    managers = (
         access.users_who_manage().exclude(email="").order_by().values_list("email", flat=True)
     )
-    _deliver(
+    channels.send_email(
+        managers,
         f"[Countersign] {len(lines)} P1 escalation(s) overdue: escalated to managers",
         why + "\n\n" + "\n".join(lines),
-        recipients=recipients,
+    )
+    _ticket_notice_webhooks(
+        "ticket.escalated", "{count} P1 escalation(s) overdue: escalated to managers", why, notes
     )

@@ -166,7 +166,7 @@ def _ordered(ids: list[int]) -> list[EscalationTicket]:
 def _notify_overdue(ids: list[int], now: dt.datetime) -> None:
     tickets = _ordered(ids)
     if tickets:
-        notifications.tickets_overdue([_line(t, now) for t in tickets])
+        notifications.tickets_overdue([(t, _line(t, now)) for t in tickets])
 
 
 def _notify_escalated(ids: list[int], now: dt.datetime, grace: dt.timedelta) -> None:
@@ -174,6 +174,6 @@ def _notify_escalated(ids: list[int], now: dt.datetime, grace: dt.timedelta) -> 
     if tickets:
         minutes = int(grace.total_seconds() // 60)
         notifications.tickets_escalated(
-            [_line(t, now) for t in tickets],
+            [(t, _line(t, now)) for t in tickets],
             f"Still unresolved {minutes} min after their due time: these P1 tickets need a manager.",
         )

@@ -87,6 +87,25 @@ def test_cost_under_the_minimum_is_no_spike(operator):
     assert keys(now, Alert.Rule.COST_SPIKE) == set()
 
 
+@pytest.mark.parametrize("evaluation", [True, False])
+def test_an_evaluations_spend_is_no_cost_spike(operator, evaluation):
+    # An evaluation runs a dataset's cases at once: its spend is on the costs page, not a
+    # production spike. The same spend by a production run fires.
+    now = f.now()
+    prod = f.run(operator, "wf_eval_cost")
+    f.call(prod, now - H, cost="10.00")
+    for day in range(1, 8):  # $10 a day: day over day and against the baseline, 1x
+        f.call(prod, now - day * D - H, cost="10.00")
+    batch = f.run(operator, "wf_eval_cost")
+    Run.objects.filter(pk=batch.pk).update(is_evaluation=evaluation)
+    f.call(batch, now - 2 * H, cost="30.00")  # $40 today against $10: 4x
+    expected = set() if evaluation else {"cost_spike:workflow:wf_eval_cost"}
+    assert keys(now, Alert.Rule.COST_SPIKE) == expected
+    assert keys(now, Alert.Rule.COST_BASELINE) == (
+        set() if evaluation else {"cost_baseline:workflow:wf_eval_cost"}
+    )
+
+
 # --- latency -------------------------------------------------------------------------------------
 
 
@@ -396,6 +415,51 @@ def test_a_retry_burst_pauses_the_user_until_a_manager_lifts_it(client, operator
         pauses.lift(pause.pk, manager)
 
 
+def test_a_workflow_that_turns_pausing_off_raises_the_alert_but_pauses_nobody(operator):
+    AlertThresholds.objects.create(workflow_name="wf_nopause", pause_user_on_retry_burst=False)
+    now = f.now()
+    f.retries(
+        f.run(operator, "wf_nopause"),
+        _spread(now - dt.timedelta(seconds=1), 100, dt.timedelta(seconds=9)),
+    )
+    opened = {a.key for a in raising.evaluate_and_raise(now)}
+    assert opened == {f"retry_burst:user:{operator.pk}", "retry_burst:workflow:wf_nopause"}
+    assert not UserPause.objects.exists()
+    assert not AuditEvent.objects.filter(kind="user.paused").exists()
+    assert pauses.start_refusal(operator) is None
+
+
+def test_pausing_turned_off_in_the_defaults_row_pauses_nobody(operator):
+    AlertThresholds.objects.filter(workflow_name="").update(pause_user_on_retry_burst=False)
+    now = f.now()
+    f.retries(
+        f.run(operator, "wf_default"),
+        _spread(now - dt.timedelta(seconds=1), 100, dt.timedelta(seconds=9)),
+    )
+    assert f"retry_burst:user:{operator.pk}" in {a.key for a in raising.evaluate_and_raise(now)}
+    assert not UserPause.objects.exists()
+
+
+@pytest.mark.parametrize(("pausing", "paused"), [(99, False), (100, True), (101, True)])
+def test_only_retries_of_workflows_that_allow_pausing_count_toward_the_pause(
+    operator, pausing, paused
+):
+    # 60 retries in a workflow that turns pausing off, and ``pausing`` in one that leaves it
+    # on, all within 10 seconds: the user's burst is an alert either way; the pause needs
+    # 100 retries in the workflows that allow it.
+    AlertThresholds.objects.create(workflow_name="wf_quiet", pause_user_on_retry_burst=False)
+    now = f.now()
+    window = _spread(now - dt.timedelta(seconds=1), 60 + pausing, dt.timedelta(seconds=9))
+    f.retries(f.run(operator, "wf_quiet"), window[::2][:60])
+    f.retries(f.run(operator, "wf_loud"), [w for w in window if w not in window[::2][:60]])
+    raising.evaluate_and_raise(now)
+    alert = Alert.objects.get(key=f"retry_burst:user:{operator.pk}")
+    assert alert.numbers["count"] == 60 + pausing
+    assert UserPause.objects.filter(user=operator).exists() == paused
+    if paused:
+        assert UserPause.objects.get(user=operator).alert == alert
+
+
 def test_a_paused_manager_cannot_lift_their_own_pause(manager):
     other = f.person("boss2", "managers")
     pause = pauses.pause(manager.pk, reason="test")
@@ -423,3 +487,81 @@ def test_the_beat_task_opens_and_notifies_once(operator, manager):
     assert evaluate_alerts() == 2
     assert len(mail.outbox) == 2 and Alert.objects.filter(notified_at__isnull=False).count() == 2
     assert evaluate_alerts() == 0 and len(mail.outbox) == 2
+
+
+# --- thresholds in the admin -------------------------------------------------------------------
+
+
+def _threshold_form(**values) -> dict:
+    """The admin form's POST data for a thresholds row (checkboxes: sent only when on)."""
+    row = AlertThresholds(workflow_name="")
+    for name, value in values.items():
+        setattr(row, name, value)
+    data = {}
+    for field in AlertThresholds._meta.concrete_fields:
+        if field.name in ("id", "updated_at"):
+            continue
+        value = getattr(row, field.name)
+        if isinstance(value, bool):
+            if value:
+                data[field.name] = "on"
+        else:
+            data[field.name] = str(value)
+    return data
+
+
+def test_thresholds_changed_in_the_admin_change_the_rule_and_are_audited(client, operator):
+    from django.contrib.auth import get_user_model
+
+    root = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root")
+    client.force_login(root)
+    now = f.now()
+    f.runs_ended(operator, "wf_admin", ok=97, failed=3, when=now - H)  # 3%
+    response = client.post(
+        reverse("admin:alerts_alertthresholds_add"),
+        _threshold_form(workflow_name="wf_admin", error_rate_percent=Decimal("3.00")),
+    )
+    assert response.status_code == 302
+    row = AlertThresholds.objects.get(workflow_name="wf_admin")
+    assert (
+        AuditEvent.objects.get(kind="alert.thresholds_added").payload["error_rate_percent"]
+        == "3.00"
+    )
+    assert keys(now, Alert.Rule.ERROR_RATE) == set()  # 3 of 100 is not over 3%
+
+    url = reverse("admin:alerts_alertthresholds_change", args=[row.pk])
+    response = client.post(
+        url, _threshold_form(workflow_name="wf_admin", error_rate_percent=Decimal("2.99"))
+    )
+    assert response.status_code == 302
+    assert keys(now, Alert.Rule.ERROR_RATE) == {"error_rate:workflow:wf_admin"}
+    event = AuditEvent.objects.get(kind="alert.thresholds_changed")
+    assert event.actor_label == "root"
+    assert event.payload["workflow_name"] == "wf_admin"
+    assert event.payload["error_rate_percent"] == "2.99"
+
+    # Out of range: refused with the field's message; nothing changed, nothing audited.
+    response = client.post(
+        url,
+        _threshold_form(
+            workflow_name="wf_admin", error_rate_percent=Decimal("2.99"), cost_baseline_days=31
+        ),
+    )
+    assert response.status_code == 200
+    assert "less than or equal to 30" in response.content.decode()
+    row.refresh_from_db()
+    assert row.cost_baseline_days == 7
+    assert AuditEvent.objects.filter(kind="alert.thresholds_changed").count() == 1
+
+
+def test_only_superusers_change_thresholds_in_the_admin(client, manager):
+    row = AlertThresholds.objects.get(workflow_name="")
+    client.force_login(manager)
+    response = client.post(
+        reverse("admin:alerts_alertthresholds_change", args=[row.pk]),
+        _threshold_form(error_rate_percent=Decimal("50.00")),
+    )
+    assert response.status_code in (302, 403)
+    row.refresh_from_db()
+    assert row.error_rate_percent == Decimal("5.00")
+    assert not AuditEvent.objects.filter(kind="alert.thresholds_changed").exists()

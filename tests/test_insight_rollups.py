@@ -12,7 +12,15 @@ from django.utils import timezone
 from insight import figures, histogram, rollups
 from insight.models import Rollup
 from orchestration.models import ModelCall, Run, ToolCall
-from tests.insight_factories import activity, day_at, model_call, nearest_rank, run_at, tool_call
+from tests.insight_factories import (
+    activity,
+    day_at,
+    model_call,
+    nearest_rank,
+    run_at,
+    ticket,
+    tool_call,
+)
 
 K = Rollup.Kind
 pytestmark = pytest.mark.django_db
@@ -248,3 +256,45 @@ def test_beat_folds_and_sends_digests_through_the_tasks(operator, settings) -> N
     assert tasks.fold_rollups.apply().get() == 0  # nothing new
     yesterday = timezone.localdate() - dt.timedelta(days=1)
     assert figures.total(K.RUN, figures.Period.ending(1, yesterday)).count == 3
+
+
+@pytest.mark.parametrize("evaluation", [True, False])
+def test_an_evaluation_run_moves_no_production_figure(operator, evaluation) -> None:
+    """An evaluation fails cases on purpose: its run, calls, retries and tickets stay out of
+    the success rate, the error counts (``CountersignErrorRate`` reads them from /metrics) and
+    the cost; the same run in production counts."""
+    day = timezone.localdate() - dt.timedelta(days=1)
+    for i in range(3):
+        ok = run_at(operator, day_at(1, minute=i), status="succeeded")
+        model_call(ok, day_at(1, minute=i), model="claude-opus-4-6", ms=100, cost="1.00")
+    failing = run_at(operator, day_at(1, hour=11), status="failed")
+    Run.objects.filter(pk=failing.pk).update(is_evaluation=evaluation)
+    mc = model_call(
+        failing, day_at(1, hour=11), model="claude-opus-4-6", ms=100, cost="5.00", attempt=2
+    )
+    tool_call(failing, mc, day_at(1, hour=11), name="post_ledger", ms=10, status="error", attempt=2)
+    ticket(failing, day_at(1, hour=11), "tool_error")
+    rollups.fold()
+    period = figures.Period.ending(1, day)
+    runs = figures.total(K.RUN, period)
+    if evaluation:
+        assert runs.outcomes == {"succeeded": 3}
+        assert figures.success_rate(runs.outcomes) == 1.0
+        assert figures.total(K.MODEL_CALL, period).cost_usd == Decimal("3.00")
+        assert figures.by_name(K.RETRY, period) == {}
+        assert figures.by_name(K.ESCALATION, period) == {}
+        assert figures.total(K.TOOL_CALL, period).count == 0
+    else:
+        assert runs.outcomes == {"succeeded": 3, "failed": 1}
+        assert figures.success_rate(runs.outcomes) == pytest.approx(0.75)
+        assert figures.total(K.MODEL_CALL, period).cost_usd == Decimal("8.00")
+        assert {n: r.count for n, r in figures.by_name(K.RETRY, period).items()} == {
+            "model_error": 1,
+            "tool_error": 1,
+        }
+        assert {n: r.count for n, r in figures.by_name(K.ESCALATION, period).items()} == {
+            "tool_error": 1
+        }
+    # /metrics reads the all-time rows: countersign_runs_finished{outcome="failed"}.
+    failed_all_time = sum(r.outcomes.get("failed", 0) for r in figures.all_time(K.RUN))
+    assert failed_all_time == (0 if evaluation else 1)

@@ -382,3 +382,47 @@ def test_the_approval_page_of_the_email_link(client):
     assert answer.status_code == 302 and answer["Location"] == url
     req.refresh_from_db()
     assert req.status == "approved" and req.decided_by == other
+
+
+# --- the delivery log's "send again" in the admin ---------------------------------------------------
+
+
+def test_send_again_in_the_admin_requeues_failed_deliveries_only(
+    client, receiver, monkeypatch, settings
+):
+    from django.contrib.auth import get_user_model
+    from django.urls import reverse
+
+    settings.WEBHOOK_MAX_ATTEMPTS = 1
+    hook = receiver(500, 200)
+    _endpoint(hook.url)
+    queued: list[int] = []
+    monkeypatch.setattr(channels, "enqueue_delivery", lambda d, countdown=None: queued.append(d))
+    failed, delivered = channels.queue_webhooks("run.ended", {"text": "done"}) + (
+        channels.queue_webhooks("run.ended", {"text": "other"})
+    )
+    assert channels.attempt(failed).status == "failed"  # 500, and one attempt allowed
+    assert channels.attempt(delivered).status == "delivered"
+    queued.clear()
+    changelist = reverse("admin:notifications_webhookdelivery_changelist")
+    action = {"action": "send_again", "_selected_action": [failed, delivered]}
+
+    # A manager sees the log but may not send again.
+    manager = f.person("boss", "managers")
+    client.force_login(manager)
+    client.post(changelist, action)
+    assert queued == [] and WebhookDelivery.objects.get(pk=failed).status == "failed"
+
+    root = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root")
+    client.force_login(root)
+    response = client.post(changelist, action, follow=True)
+    assert response.status_code == 200
+    assert "1 failed deliverie(s) queued again." in response.content.decode()
+    assert queued == [failed]  # the delivered one is left alone
+    again = WebhookDelivery.objects.get(pk=failed)
+    assert again.status == "retrying" and again.next_attempt_at <= timezone.now()
+    assert WebhookDelivery.objects.get(pk=delivered).status == "delivered"
+    settings.WEBHOOK_MAX_ATTEMPTS = 5
+    assert channels.attempt(failed).status == "delivered"
+    again.refresh_from_db()
+    assert again.attempts == 2 and again.last_status_code == 200

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections import Counter
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core import mail
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -16,8 +18,13 @@ from django.utils import timezone
 
 from insight import digest, histogram, rollups
 from insight.models import DigestDelivery
+from notifications import channels
+from notifications.models import WebhookDelivery, WebhookEndpoint
 from reviews.models import ApprovalRequest, EscalationTicket
-from tests.insight_factories import activity, nearest_rank, run_at, ticket
+from tests.insight_factories import activity, model_call, nearest_rank, run_at, ticket, tool_call
+from tests.test_notifications import receiver as receiver_fixture
+
+receiver = receiver_fixture  # the local webhook receiver (a fixture of test_notifications)
 
 pytestmark = pytest.mark.django_db
 
@@ -194,6 +201,73 @@ def test_a_refused_digest_is_tried_again(operator, manager, settings, monkeypatc
     assert not DigestDelivery.objects.exists()
     monkeypatch.undo()
     assert digest.send_for_day(yesterday) == ["financial_reporting"]
+
+
+def test_the_digest_is_redacted_and_sent_to_subscribed_webhooks_signed(
+    operator, manager, receiver, django_capture_on_commit_callbacks, monkeypatch
+):
+    # A workflow name carrying an address (the redaction rules' email pattern) and a tool
+    # name carrying a card number: neither reaches the inbox or the webhook.
+    manager.email = "boss@example.com"
+    manager.save()
+    workflow = "ledger_jane.doe@example.org"
+    yesterday = timezone.localdate() - dt.timedelta(days=1)
+    when = timezone.make_aware(dt.datetime.combine(yesterday, dt.time(12)))
+    run = run_at(operator, when, status="failed", workflow=workflow)
+    mc = model_call(run, when, model="claude-opus-4-6", ms=100, cost="0.10")
+    tool_call(run, mc, when, name="lookup 4111 1111 1111 1111", ms=5)
+    hook = receiver(200)
+    subscribed = WebhookEndpoint.objects.create(
+        name="ops", url=hook.url, secret="digest-secret", events=["digest"]
+    )
+    WebhookEndpoint.objects.create(
+        name="alerts only", url=hook.url, secret="x", events=["alert.opened"]
+    )
+    queued: list[int] = []
+    monkeypatch.setattr(channels, "enqueue_delivery", lambda d, countdown=None: queued.append(d))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert digest.send_for_day(yesterday) == [workflow]
+    (email,) = mail.outbox
+    sent = email.subject + email.body
+    assert "jane.doe@example.org" not in sent and "4111 1111" not in sent
+    assert "[REDACTED:email]" in email.subject and "[REDACTED:card]" in email.body
+    assert "Runs ended: 1" in email.body and "failed: 1" in email.body
+    (delivery,) = WebhookDelivery.objects.all()  # the subscribed endpoint only
+    assert delivery.endpoint == subscribed and delivery.event == "digest"
+    assert queued == [delivery.pk]
+    assert channels.attempt(delivery.pk).status == "delivered"
+    headers, body = hook.got[0]
+    assert channels.verify(
+        "digest-secret",
+        headers["X-Countersign-Timestamp"],
+        body,
+        headers["X-Countersign-Signature"],
+    )
+    assert headers["X-Countersign-Event"] == "digest"
+    payload = json.loads(body)
+    assert payload["countersign"]["event"] == "digest" and payload["blocks"]
+    assert "Runs ended: 1" in payload["text"]
+    assert b"jane.doe@example.org" not in body and b"4111 1111" not in body
+    # Once: a second check sends neither again.
+    assert digest.send_for_day(yesterday) == []
+    assert len(mail.outbox) == 1 and WebhookDelivery.objects.count() == 1
+
+
+def test_a_digest_goes_to_a_webhook_even_without_email_recipients(operator, monkeypatch):
+    yesterday = timezone.localdate() - dt.timedelta(days=1)
+    # payment_approval names no recipients, and no manager has an email address.
+    get_user_model().objects.update(email="")
+    when = timezone.make_aware(dt.datetime.combine(yesterday, dt.time(12)))
+    run_at(operator, when, workflow="payment_approval")
+    monkeypatch.setattr(channels, "enqueue_delivery", lambda d, countdown=None: None)
+    assert digest.send_for_day(yesterday) == []  # nobody to send it to
+    assert not DigestDelivery.objects.exists()
+    WebhookEndpoint.objects.create(
+        name="ops", url="http://127.0.0.1:9/", secret="s", events=["digest"]
+    )
+    assert digest.send_for_day(yesterday) == ["payment_approval"]
+    assert not mail.outbox
+    assert WebhookDelivery.objects.filter(event="digest").count() == 1
 
 
 def test_the_digest_preview_shows_what_is_emailed(client, manager, made):

@@ -410,11 +410,17 @@ def test_overdue_tickets_are_notified(paused, settings):
 
 
 def test_new_ticket_emails_reviewers_and_posts_the_webhook(paused, settings):
-    received: list[dict] = []
+    # The webhook is a signed endpoint (the unsigned ESCALATION_WEBHOOK_URL is gone).
+    from notifications import channels
+    from notifications.models import WebhookEndpoint
+
+    received: list[tuple[dict, bytes]] = []
 
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            received.append(
+                (dict(self.headers), self.rfile.read(int(self.headers["Content-Length"])))
+            )
             self.send_response(200)
             self.end_headers()
 
@@ -423,13 +429,27 @@ def test_new_ticket_emails_reviewers_and_posts_the_webhook(paused, settings):
 
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.handle_request, daemon=True).start()
-    settings.ESCALATION_WEBHOOK_URL = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    WebhookEndpoint.objects.create(
+        name="tickets",
+        url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+        secret="tickets-secret",
+        events=["ticket.opened"],
+    )
     mail.outbox.clear()
     notifications.ticket_opened(paused[1].pk)
+    (delivery_id,) = WebhookEndpoint.objects.get().deliveries.values_list("pk", flat=True)
+    assert channels.attempt(delivery_id).status == "delivered"
     server.server_close()
     assert mail.outbox and "regulatory trigger" in mail.outbox[0].subject
     assert "reviewer@example.com" in mail.outbox[0].to
-    assert received and "APRA validation found violations" in received[0]["text"]
+    headers, body = received[0]
+    assert "APRA validation found violations" in json.loads(body)["text"]
+    assert channels.verify(
+        "tickets-secret",
+        headers["X-Countersign-Timestamp"],
+        body,
+        headers["X-Countersign-Signature"],
+    )
 
 
 def test_escalation_spike_is_an_alert_opened_once(operator, settings):

@@ -5,18 +5,25 @@ the managers after the grace period, and the queue's breaches per priority."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
+from notifications import channels
+from notifications.checks import legacy_escalation_webhook
+from notifications.models import WebhookDelivery, WebhookEndpoint
 from orchestration.models import AuditEvent
 from reviews import sla
 from reviews.escalation import escalate
 from reviews.models import EscalationTicket, SlaTarget
 from reviews.tasks import escalate_overdue_tickets
 from tests.audit_factories import make_run
+from tests.test_notifications import receiver as receiver_fixture
+
+receiver = receiver_fixture  # the local webhook receiver (a fixture of test_notifications)
 
 NOW = timezone.make_aware(dt.datetime(2026, 12, 3, 12, 0, 0))
 SECOND = dt.timedelta(seconds=1)
@@ -26,7 +33,6 @@ REASON_OF = {1: "regulatory_trigger", 2: "tool_error", 3: "ambiguity"}
 @pytest.fixture
 def emails(operator, reviewer, manager, settings):
     settings.ESCALATION_EMAILS = []
-    settings.ESCALATION_WEBHOOK_URL = ""
     settings.SLA_REMINDER_MINUTES = 60
     settings.SLA_P1_GRACE_MINUTES = 30
     for user in (reviewer, manager):
@@ -131,6 +137,71 @@ def test_late_p1_escalates_to_managers_after_the_grace(
     assert (
         AuditEvent.objects.filter(kind="ticket.sla_escalated", payload__ticket=past.pk).count() == 1
     )
+
+
+def test_overdue_and_escalated_notices_go_to_the_signed_webhooks(
+    operator, manager, emails, receiver, django_capture_on_commit_callbacks, monkeypatch
+):
+    hook = receiver(200)
+    every = WebhookEndpoint.objects.create(
+        name="ops", url=hook.url, secret="sla-secret", events=["ticket.overdue", "ticket.escalated"]
+    )
+    urgent = WebhookEndpoint.objects.create(
+        name="pager", url=hook.url, secret="x", events=["ticket.overdue"], max_ticket_priority=1
+    )
+    WebhookEndpoint.objects.create(  # another workflow's tickets only: gets nothing
+        name="payments", url=hook.url, secret="x", workflow_name="payment_approval"
+    )
+    WebhookEndpoint.objects.create(  # subscribed to new tickets only: gets nothing
+        name="new", url=hook.url, secret="x", events=["ticket.opened"]
+    )
+    queued: list[int] = []
+    monkeypatch.setattr(channels, "enqueue_delivery", lambda d, countdown=None: queued.append(d))
+    p3 = _ticket(operator, 3, NOW - dt.timedelta(hours=5))
+    p1 = _ticket(operator, 1, NOW - dt.timedelta(minutes=30) - SECOND)  # past the P1 grace
+    with django_capture_on_commit_callbacks(execute=True):
+        assert sla.send_reminders(NOW) == (2, 1)
+    deliveries = {(d.endpoint.name, d.event): d for d in WebhookDelivery.objects.all()}
+    assert set(deliveries) == {
+        ("ops", "ticket.overdue"),
+        ("ops", "ticket.escalated"),
+        ("pager", "ticket.overdue"),
+    }
+    assert sorted(queued) == sorted(d.pk for d in deliveries.values())  # after the commit
+
+    def tickets(key: tuple[str, str]) -> list[int]:
+        body = json.loads(deliveries[key].body)
+        return [t["ticket"] for t in body["countersign"]["tickets"]]
+
+    assert tickets(("ops", "ticket.overdue")) == [p1.pk, p3.pk]  # P1 first
+    assert tickets(("pager", "ticket.overdue")) == [p1.pk]  # as urgent as it asked
+    assert tickets(("ops", "ticket.escalated")) == [p1.pk]
+    overdue = json.loads(deliveries[("ops", "ticket.overdue")].body)
+    assert (
+        overdue["text"].startswith("*2 escalation(s) overdue*")
+        and "5 h 00 min late" in overdue["text"]
+    )
+    assert overdue["countersign"]["most_urgent"] == "P1" and overdue["blocks"]
+    # Sent through the signed channel: HMAC over timestamp and body, a delivery log row.
+    delivery = deliveries[("ops", "ticket.escalated")]
+    assert channels.attempt(delivery.pk).status == "delivered"
+    headers, body = hook.got[0]
+    assert headers["X-Countersign-Event"] == "ticket.escalated"
+    assert channels.verify(
+        "sla-secret", headers["X-Countersign-Timestamp"], body, headers["X-Countersign-Signature"]
+    )
+    assert b"need a manager" in body
+    delivery.refresh_from_db()
+    assert delivery.attempts == 1 and delivery.last_status_code == 200
+    assert urgent.deliveries.count() == 1 and every.deliveries.count() == 2
+
+
+def test_the_old_unsigned_webhook_setting_is_flagged_not_used(monkeypatch):
+    monkeypatch.delenv("ESCALATION_WEBHOOK_URL", raising=False)
+    assert legacy_escalation_webhook() == []
+    monkeypatch.setenv("ESCALATION_WEBHOOK_URL", "https://hooks.example.com/old")
+    (warning,) = legacy_escalation_webhook()
+    assert warning.id == "notifications.W001" and "no longer read" in warning.msg
 
 
 def test_the_beat_task_runs_the_reminders(operator, emails, django_capture_on_commit_callbacks):
