@@ -394,14 +394,24 @@ def _next_user_turn(run: Run, last: ModelCall | None, known: Known | None) -> li
     return content
 
 
+def _replayed(mc: ModelCall) -> Any:
+    """An answered turn as it is sent back. NaN or a lone surrogate a model sent cannot be sent
+    as they are (the SDK refuses to serialize them): replayed in a sendable form
+    (orchestration.storable.sendable). Kept on the row's instance, which a task holds between
+    its steps: a recorded answer never changes, and re-walking every earlier answer on every
+    step made a step's cost grow with the run's length."""
+    replayed = getattr(mc, "_replayed", None)
+    if replayed is None:
+        replayed = mc._replayed = storable.sendable(mc.response_content)  # type: ignore[attr-defined]
+    return replayed
+
+
 def conversation(calls: list[ModelCall], next_turn: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rebuild the exact message list from the persisted turns, plus the new user turn."""
     messages: list[dict[str, Any]] = []
     for mc in calls:
         messages.append({"role": "user", "content": mc.request_content})
-        # NaN or a lone surrogate a model sent cannot be sent back as they are (the SDK refuses
-        # to serialize them): replayed in a sendable form (orchestration.storable.sendable).
-        messages.append({"role": "assistant", "content": storable.sendable(mc.response_content)})
+        messages.append({"role": "assistant", "content": _replayed(mc)})
     # Cache the conversation so far: the next turn reads it instead of paying full price.
     cached = [dict(b) for b in next_turn]
     if cached:
