@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET
 
 from insight import digest, figures, rollups
 from insight.models import DigestDelivery
+from orchestration import untrusted
 from reviews import access
 
 
@@ -30,7 +31,9 @@ def _period(request: HttpRequest) -> figures.Period:
     last_day = timezone.localdate()
     if until:
         try:
-            last_day = dt.date.fromisoformat(until)
+            last_day = untrusted.check_day(dt.date.fromisoformat(until), "until")
+        except untrusted.Rejected as exc:
+            raise BadQuery(str(exc)) from None
         except ValueError:
             raise BadQuery(f"{until!r} is not a date: use YYYY-MM-DD.") from None
     return figures.Period.ending(int(days), last_day)

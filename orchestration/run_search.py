@@ -31,6 +31,7 @@ from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from orchestration import untrusted
 from orchestration.models import ModelCall, Run, ToolCall
 from reviews.access import visible_runs
 from reviews.models import EscalationTicket
@@ -89,7 +90,10 @@ def _date(value: str, label: str, errors: list[str]) -> dt.date | None:
     if not value:
         return None
     try:
-        return dt.date.fromisoformat(value)
+        return untrusted.check_day(dt.date.fromisoformat(value), label)  # type: ignore[return-value]
+    except untrusted.Rejected as exc:
+        errors.append(f"{label} {exc.fields[label]}.")
+        return None
     except ValueError:
         errors.append(f"{label} '{value}' is not a date; use YYYY-MM-DD.")
         return None

@@ -38,6 +38,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
+from orchestration import untrusted
 from orchestration.models import AuditEvent, JsonbTsvector
 
 PAGE_SIZE = 50
@@ -74,10 +75,13 @@ def _moment(value: str, label: str, errors: list[str], *, end: bool) -> dt.datet
         return None
     try:
         if len(value) == 10:
-            day = dt.date.fromisoformat(value)
+            day = untrusted.check_day(dt.date.fromisoformat(value), label)
             moment = dt.datetime.combine(day + dt.timedelta(days=1) if end else day, dt.time.min)
         else:
-            moment = dt.datetime.fromisoformat(value)
+            moment = untrusted.check_day(dt.datetime.fromisoformat(value), label)  # type: ignore[assignment]
+    except untrusted.Rejected as exc:
+        errors.append(f"{label} {exc.fields[label]}.")
+        return None
     except ValueError:
         errors.append(
             f"{label} '{value}' is not a date or time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM."

@@ -406,3 +406,35 @@ def test_control_and_bidi_characters_are_shown_as_markers(operator, reviewer, dr
     page = _pages_render(operator, run)
     assert "\\u202eevil\\u202c" in page and "\\u001b[31m" in page and "NUL \\u0000 here" in page
     assert "\u202e" not in page and "\x1b" not in page
+
+
+# --- far dates, Unicode digits (audit of issue 17) -----------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "key", "status", "words"),
+    [
+        ("/runs/", "date_to", 200, "To date"),
+        ("/runs/", "date_from", 200, "From date"),
+        ("/runs/export.csv", "date_to", 400, "To date"),
+        ("/runs/export.jsonl", "date_to", 400, "To date"),
+        ("/audit/", "until", 200, "To"),
+        ("/audit/", "since", 200, "From"),
+        ("/audit/export.jsonl", "until", 400, "To"),
+        ("/audit/people/manager/", "to", 200, "to"),
+        ("/operations/", "until", 400, "until"),
+    ],
+)
+def test_far_dates_are_refused_with_a_message_naming_the_field(
+    manager, paused, path, key, status, words
+):
+    """9999-12-31 plus a day is beyond Python's calendar (an OverflowError, a 500 before)."""
+    client = client_for(manager)
+    for value in ("9999-12-31", "9999-12-31T23:59", "0001-01-01"):
+        if "T" in value and path not in ("/audit/", "/audit/export.jsonl"):
+            continue
+        response = client.get(path, {key: value})
+        assert response.status_code == status, (path, key, value, response.status_code)
+        text = body_of(response).decode()
+        assert "out of range" in text and words in text, (path, key, value, text[:400])
