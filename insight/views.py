@@ -23,7 +23,11 @@ class BadQuery(ValueError):
 
 def _period(request: HttpRequest) -> figures.Period:
     days = request.GET.get("days", "7")
-    if not days.isdigit() or int(days) not in figures.PERIODS:
+    try:
+        number = untrusted.whole_number(days, "days", clamp=True)
+    except untrusted.Rejected:
+        number = None
+    if number not in figures.PERIODS:
         raise BadQuery(
             f"Unknown period {days!r}: choose one of {', '.join(map(str, figures.PERIODS))} days."
         )
@@ -36,7 +40,7 @@ def _period(request: HttpRequest) -> figures.Period:
             raise BadQuery(str(exc)) from None
         except ValueError:
             raise BadQuery(f"{until!r} is not a date: use YYYY-MM-DD.") from None
-    return figures.Period.ending(int(days), last_day)
+    return figures.Period.ending(number, last_day)
 
 
 def _workflow(request: HttpRequest, known: list[str]) -> str | None:

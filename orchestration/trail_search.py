@@ -93,11 +93,11 @@ def _moment(value: str, label: str, errors: list[str], *, end: bool) -> dt.datet
 def _number(value: str, label: str, errors: list[str]) -> int | None:
     if not value:
         return None
-    text = value.lstrip("#")
-    if not text.isdigit() or len(text) > 18:
-        errors.append(f"{label} '{value}' is not a number.")
+    try:
+        return untrusted.whole_number(value.lstrip("#"), label, what="a number")
+    except untrusted.Rejected as exc:
+        errors.append(f"{label} {exc.fields[label]}.")
         return None
-    return int(text)
 
 
 def parse_filters(params: Any) -> TrailFilters:
@@ -163,8 +163,9 @@ def _exact(q: str) -> Q | None:
     condition = None
     with contextlib.suppress(ValueError):
         condition = Q(run_id=uuid.UUID(q))
-    if q.startswith("#") and q[1:].isdigit() and len(q) < 19:
-        condition = Q(seq=int(q[1:]))
+    if q.startswith("#"):
+        with contextlib.suppress(untrusted.Rejected):
+            condition = Q(seq=untrusted.whole_number(q[1:], "q"))
     return condition
 
 
@@ -239,7 +240,11 @@ class Page:
 
 
 def _cursor(value: str) -> int | None:
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    """An event id from a page link; anything else is no cursor (the first page)."""
+    try:
+        return untrusted.whole_number(value, "cursor")
+    except untrusted.Rejected:
+        return None
 
 
 def keyset_page(

@@ -328,15 +328,24 @@ _ASCII_DIGITS_RE = re.compile("[0-9]+")
 
 
 def whole_number(
-    text: str, name: str, *, minimum: int = 0, maximum: int = INT_MAX, what: str = "a whole number"
+    text: str,
+    name: str,
+    *,
+    minimum: int = 0,
+    maximum: int = INT_MAX,
+    clamp: bool = False,
+    what: str = "a whole number",
 ) -> int:
     """``text`` as an int, or ``Rejected`` ({name: why}): ASCII digits only (no sign, no
-    space, no "²" or "٣"), at most ``MAX_INT_DIGITS`` of them, from ``minimum`` to ``maximum``."""
+    space, no "²" or "٣"), at most ``MAX_INT_DIGITS`` of them, from ``minimum`` to
+    ``maximum``; with ``clamp``, a larger number (of any length) is ``maximum``."""
     text = str(text)
-    if not _ASCII_DIGITS_RE.fullmatch(text) or len(text) > MAX_INT_DIGITS:
+    if not _ASCII_DIGITS_RE.fullmatch(text) or (len(text) > MAX_INT_DIGITS and not clamp):
         shown = printable(text[:25]) + ("…" if len(text) > 25 else "")
         raise Rejected({name: f"'{shown}' is not {what}; use the digits 0-9"})
-    value = int(text)
+    value = int(text) if len(text) <= MAX_INT_DIGITS else maximum
+    if clamp and value > maximum:
+        return maximum
     if not minimum <= value <= maximum:
         raise Rejected({name: f"{value:,} is out of range; from {minimum:,} to {maximum:,}"})
     return value

@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from orchestration import audit, launch
+from orchestration import audit, launch, untrusted
 from orchestration.workflows import registry
 from reviews import access
 from schedules import crons, input_template
@@ -99,11 +99,11 @@ def validate(data: dict[str, Any], *, instance: Schedule | None = None) -> Clean
         errors["cron"] = str(exc)
     owner = data.get("owner")
     if not hasattr(owner, "pk"):
-        owner = (
-            get_user_model().objects.filter(pk=owner).first()
-            if str(owner or "").isdigit()
-            else None
-        )
+        try:
+            pk = untrusted.whole_number(str(owner or ""), "owner")
+        except untrusted.Rejected:
+            pk = None
+        owner = get_user_model().objects.filter(pk=pk).first() if pk is not None else None
     if refusal := access.schedule_owner_refusal(owner):
         errors["owner"] = refusal
     template, problem = _template_value(data.get("input_template"))

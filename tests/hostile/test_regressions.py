@@ -438,3 +438,85 @@ def test_far_dates_are_refused_with_a_message_naming_the_field(
         assert response.status_code == status, (path, key, value, response.status_code)
         text = body_of(response).decode()
         assert "out of range" in text and words in text, (path, key, value, text[:400])
+
+
+# "²" and "٣" pass str.isdigit(); int("²") raises (a 500 before). "--1" passed lstrip("-").
+UNICODE_DIGITS = ("²", "٣", "1²", "--1")
+
+
+@pytest.mark.django_db
+def test_unicode_digits_in_query_strings_are_messages_not_errors(manager, reviewer, paused):
+    client = client_for(manager)
+    for value in UNICODE_DIGITS:
+        for path, key, words in (
+            ("/runs/new/financial_reporting/", "scenario", "Scenario: "),
+            ("/reviews/tickets/", "older_than_hours", "Older than (hours): "),
+            ("/costs/", "days", "Period: "),
+            ("/audit/", "ticket", "Ticket "),
+            ("/audit/", "approval", "Approval "),
+        ):
+            response = client.get(path, {key: value})
+            assert response.status_code == 200, (path, key, value, response.status_code)
+            text = response.content.decode()
+            assert f"{words}&#x27;{value}&#x27; is not a" in text and "digits 0-9" in text, (
+                path,
+                key,
+                text[:300],
+            )
+        response = client.get("/operations/", {"days": value})
+        assert response.status_code == 400 and b"Unknown period" in response.content
+        for key in ("after", "before"):  # a page link that is not one: the first page
+            response = client.get("/audit/", {key: value})
+            assert response.status_code == 200 and not response.context["errors"]
+        response = client.get("/audit/", {"q": "#" + value})  # "#<seq>": searched as words
+        assert response.status_code == 200
+    # An ASCII scenario still picks it; one beyond the list says so.
+    response = client.get("/runs/new/financial_reporting/", {"scenario": "99"})
+    assert b"there is no scenario 99" in response.content
+    # And an over-long number of hours is a century, as before.
+    assert client.get("/reviews/tickets/", {"older_than_hours": "9" * 30}).status_code == 200
+
+
+@pytest.mark.django_db
+def test_unicode_digits_in_forms_are_refused_naming_the_field(
+    operator, reviewer, manager, paused, settings
+):
+    from api.models import ApiToken
+    from orchestration.launch import start_run
+    from reviews.models import ApprovalRequest
+
+    as_manager = client_for(manager)
+    ceiling = (paused.run.ceiling_usd, paused.run.ceiling_tokens)
+    for value in UNICODE_DIGITS:
+        # The ceiling form, in tokens.
+        response = as_manager.post(
+            f"/reviews/tickets/{paused.pk}/raise-ceiling/", {"add_tokens": value}
+        )
+        assert response.status_code == 422 and b"tokens to add" in response.content, (
+            value,
+            response.content[:300],
+        )
+        # A new API token's lifetime.
+        response = as_manager.post(
+            "/account/api-tokens/new/",
+            {"name": f"t{value}", "days": value, "password": settings.DEMO_PASSWORD},
+        )
+        assert response.status_code == 422
+        assert "A token lasts from 1 to" in response.content.decode()
+    assert not ApiToken.objects.exists()
+    paused.run.refresh_from_db()
+    assert (paused.run.ceiling_usd, paused.run.ceiling_tokens) == ceiling
+    # Bulk approval of request "²": refused with a message, nothing approved.
+    waiting = start_run("quarter_probe", {"quarter": "2026-Q4"}, operator)
+    response = as_manager.post("/reviews/approvals/bulk/", {"request": ["²"]}, follow=True)
+    assert response.status_code == 200
+    assert "Request &#x27;²&#x27; is not a whole number" in response.content.decode()
+    assert waiting.approvals.get().status == ApprovalRequest.Status.PENDING
+    # The fork page's turn.
+    as_reviewer = client_for(reviewer)
+    before = Run.objects.count()
+    for value in UNICODE_DIGITS:
+        response = as_reviewer.post(f"/runs/{paused.run_id}/fork/", {"turn": value})
+        assert response.status_code in (400, 422), (value, response.status_code)
+        assert "is not a turn number" in response.content.decode()
+    assert Run.objects.count() == before
