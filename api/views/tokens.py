@@ -78,6 +78,10 @@ def create(request: HttpRequest) -> HttpResponse:
         return refuse("Give the token a name that says what uses it.")
     if len(name) > NAME_MAX:
         return refuse(f"Keep the name under {NAME_MAX} characters.")
+    try:  # a NUL would reach Postgres (a DataError, a 500)
+        untrusted.check_text(name, "name", max_length=NAME_MAX)
+    except untrusted.Rejected as exc:
+        return refuse(f"The name: {exc.fields['name']}.")
     max_days = settings.API_TOKEN_MAX_DAYS
     try:
         days = untrusted.whole_number(days_text, "days", minimum=1, maximum=max_days)

@@ -520,3 +520,38 @@ def test_unicode_digits_in_forms_are_refused_naming_the_field(
         assert response.status_code in (400, 422), (value, response.status_code)
         assert "is not a turn number" in response.content.decode()
     assert Run.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_names_that_postgres_cannot_store_are_form_errors(manager, settings):
+    """A case's name on the evaluation case form, an API token's name: raw POST text that
+    reached Postgres (a DataError, a 500 before)."""
+    from api.models import ApiToken
+    from evaluation import datasets
+
+    dataset = datasets.create_dataset("probe", "hostile", "", manager)
+    client = client_for(manager)
+    response = client.post(
+        f"/evaluations/datasets/{dataset.pk}/cases/new/",
+        {"name": "a\x00b", "input": '{"mode": "ok"}', "expected_status": "succeeded"},
+    )
+    assert response.status_code == 422, response.status_code
+    assert "NUL" in response.context["errors"]["name"]
+    assert b"NUL character" in response.content
+    assert not dataset.cases.exists()
+    # The same rule on a JSONL import line, where a lone surrogate can arrive as an escape.
+    for name, words in (("a\x00b", "NUL"), ("a\ud800", "surrogate")):
+        with pytest.raises(datasets.CaseInvalid) as refused:
+            datasets.clean_case(
+                "probe",
+                {"name": name, "input": {"mode": "ok"}, "expected": {"status": "succeeded"}},
+            )
+        assert words in refused.value.errors["name"]
+    tokens = ApiToken.objects.count()
+    response = client.post(
+        "/account/api-tokens/new/",
+        {"name": "nightly\x00", "days": "7", "password": settings.DEMO_PASSWORD},
+    )
+    assert response.status_code == 422
+    assert "The name: the text contains a NUL character" in response.content.decode()
+    assert ApiToken.objects.count() == tokens
