@@ -24,7 +24,7 @@ from evaluation import datasets, report, runner
 from evaluation.models import Case, Dataset, Evaluation, Expected
 from evaluation.versions import versions_of
 from orchestration.models import WorkflowVersion
-from orchestration.untrusted import Rejected, json_text, parse_json, whole_number
+from orchestration.untrusted import Rejected, json_text, parse_json, printable, whole_number
 from orchestration.workflows import registry
 from orchestration.workflows.versions import snapshot
 from reviews import access
@@ -194,7 +194,7 @@ def case_edit(request: HttpRequest, dataset_id: int, case_id: int | None = None)
         except datasets.CaseInvalid as exc:
             errors = exc.errors
         else:
-            messages.success(request, f"Case {saved.name} saved.")
+            messages.success(request, f"Case {printable(saved.name)} saved.")
             return redirect(f"{reverse('evaluation_dataset', args=[dataset.pk])}#case-{saved.pk}")
     form = {
         k: request.POST.get(k, "")
@@ -241,7 +241,7 @@ def case_delete(request: HttpRequest, dataset_id: int, case_id: int) -> HttpResp
     dataset = _dataset(dataset_id)
     case = get_object_or_404(Case, pk=case_id, dataset=dataset)
     datasets.delete_case(case, request.user)
-    messages.success(request, f"Case {case.name} deleted.")
+    messages.success(request, f"Case {printable(case.name)} deleted.")
     return redirect("evaluation_dataset", dataset.pk)
 
 

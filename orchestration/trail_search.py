@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -300,8 +299,9 @@ def annotate_for_display(event: AuditEvent) -> None:
     payload = event.payload if isinstance(event.payload, dict) else {}
     shown = {k: v for k, v in payload.items() if k != "evidence"}
     event.links = links(event)  # type: ignore[attr-defined]
-    event.preview = json.dumps(shown, ensure_ascii=False, separators=(", ", ": "))  # type: ignore[attr-defined]
-    event.pretty = json.dumps(payload, ensure_ascii=False, indent=2)  # type: ignore[attr-defined]
+    # json_text: control and bidirectional characters as \uXXXX escapes (the same JSON value).
+    event.preview = untrusted.json_text(shown, separators=(", ", ": "))  # type: ignore[attr-defined]
+    event.pretty = untrusted.json_text(payload, indent=2)  # type: ignore[attr-defined]
     event.evidence_rows = len(payload.get("evidence") or ())  # type: ignore[attr-defined]
 
 

@@ -115,7 +115,10 @@ def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     if token is None:
         raise Http404("No such token.")
     if token.revoke():
-        messages.success(request, f"Token “{token.name}” revoked: requests using it now get 401.")
+        messages.success(
+            request,
+            f"Token “{untrusted.printable(token.name)}” revoked: requests using it now get 401.",
+        )
     else:
-        messages.info(request, f"Token “{token.name}” was already revoked.")
+        messages.info(request, f"Token “{untrusted.printable(token.name)}” was already revoked.")
     return redirect("api_tokens")

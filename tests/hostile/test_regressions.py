@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import uuid
 
 import pytest
@@ -555,3 +556,56 @@ def test_names_that_postgres_cannot_store_are_form_errors(manager, settings):
     assert response.status_code == 422
     assert "The name: the text contains a NUL character" in response.content.decode()
     assert ApiToken.objects.count() == tokens
+
+
+@pytest.mark.django_db
+def test_bidi_and_control_characters_in_comments_and_names_are_shown_as_markers(
+    operator, manager, no_enqueue
+):
+    """Approval comments (queue, detail, the person's activity, the trail's preview), schedule
+    and evaluation case names: a right-to-left override or an escape is shown as its marker."""
+    from evaluation import datasets
+    from orchestration.launch import start_run
+    from reviews import approvals
+    from schedules import service
+
+    hostile = "ok \u202eevil\u202c \x1b[31m"
+    marker = "ok \\u202eevil\\u202c \\u001b[31m"
+    waiting = start_run("quarter_probe", {"quarter": "2026-Q4"}, operator)
+    request = approvals.decide(waiting.approvals.get().pk, manager, approve=False, comment=hostile)
+    assert request.comment == hostile  # stored exactly
+    schedule = service.create(
+        manager,
+        {
+            "name": f"Nightly {hostile}",
+            "workflow_name": "probe",
+            "cron": "0 6 * * *",
+            "timezone": "UTC",
+            "input_template": {"mode": "ok"},
+            "owner": operator,
+            "enabled": False,
+        },
+    )
+    dataset = datasets.create_dataset("probe", "hostile", "", manager)
+    case = datasets.save_case(
+        dataset,
+        {"name": f"case {hostile}", "input": {"mode": "ok"}, "expected": {"status": "succeeded"}},
+        manager,
+    )
+    client = client_for(manager)
+    for path in (
+        "/reviews/approvals/?status=rejected",
+        f"/reviews/approvals/{request.pk}/",
+        "/audit/people/manager/",
+        f"/audit/?approval={request.pk}",
+        "/schedules/",
+        f"/schedules/{schedule.pk}/",
+        f"/evaluations/datasets/{dataset.pk}/",
+        f"/evaluations/datasets/{dataset.pk}/cases/{case.pk}/",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        # An edit form's input keeps the name as it is (saving it again must not change it).
+        page = re.sub(r'value="[^"]*"', "", response.content.decode())
+        assert "\u202e" not in page and "\x1b" not in page, path
+        assert marker in page or marker.replace("\\", "\\\\") in page, path
