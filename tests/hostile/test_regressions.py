@@ -609,3 +609,27 @@ def test_bidi_and_control_characters_in_comments_and_names_are_shown_as_markers(
         page = re.sub(r'value="[^"]*"', "", response.content.decode())
         assert "\u202e" not in page and "\x1b" not in page, path
         assert marker in page or marker.replace("\\", "\\\\") in page, path
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("sort", "value"),
+    [
+        ("cost", "1e999999"),
+        ("cost", "-1e999999"),
+        ("cost", "NaN"),
+        ("created", "9999-12-31T23:59:59+14:00"),
+        ("created", "0001-01-01T00:00:00-14:00"),
+    ],
+)
+def test_a_tampered_page_link_is_the_first_page_with_a_message(manager, paused, sort, value):
+    """The runs list's keyset cursor is base64 JSON from the URL: an amount numeric cannot
+    hold or a moment beyond the calendar went to Postgres (a DataError or OverflowError)."""
+    import base64
+
+    cursor = base64.urlsafe_b64encode(
+        json.dumps([sort, value, str(uuid.uuid4())]).encode()
+    ).decode()
+    response = client_for(manager).get("/runs/", {"sort": sort, "after": cursor})
+    assert response.status_code == 200, response.status_code
+    assert b"That page link is not valid" in response.content
