@@ -59,7 +59,7 @@ from django.utils import timezone
 from costs.pricing import MILLION, Usage, cost_of, price_for
 from orchestration import audit
 from orchestration.models import ModelCall, Run
-from orchestration.untrusted import Rejected, check_text
+from orchestration.untrusted import Rejected, check_text, whole_number
 
 ZERO = Decimal("0")
 # Added to every request's size bound: the hidden prompt the real API adds when tools are
@@ -654,12 +654,14 @@ def parse_raise(usd: str, tokens: str = "") -> tuple[Decimal, int]:
             )
     count = 0
     if tokens:
-        if not tokens.isdigit() or int(tokens) <= 0:
+        try:
+            count = whole_number(tokens, "add_tokens", minimum=1, clamp=True)
+        except Rejected:
             raise CeilingError(
-                "The tokens to add must be a whole number above zero, e.g. 100000.",
+                "The tokens to add must be a whole number above zero, e.g. 100000 "
+                "(the digits 0-9).",
                 field="add_tokens",
-            )
-        count = int(tokens)
+            ) from None
         if count > limit_tokens:
             raise CeilingError(
                 f"At most {limit_tokens:,} tokens may be added at a time; this was {count:,}.",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 
+from django.contrib import messages
 from django.http import StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from costs import reports
+from orchestration import untrusted
 from reviews import access
 
 
@@ -22,7 +24,12 @@ class _Echo:
 
 def _days(request) -> int:
     value = request.GET.get("days", "30")
-    return int(value) if value.isdigit() and int(value) in reports.PERIODS else 30
+    try:
+        days = untrusted.whole_number(value, "days")
+    except untrusted.Rejected as exc:
+        messages.error(request, f"Period: {exc.fields['days']}; showing the last 30 days.")
+        return 30
+    return days if days in reports.PERIODS else 30
 
 
 @require_GET

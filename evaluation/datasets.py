@@ -28,7 +28,7 @@ from django.db import transaction
 
 from evaluation.models import Case, Dataset, Expected
 from orchestration import audit
-from orchestration.untrusted import Rejected, check_json, parse_json, printable
+from orchestration.untrusted import Rejected, check_json, check_text, parse_json, printable
 from orchestration.validation import schema_errors
 from orchestration.workflows import registry
 from reviews.models import EscalationTicket
@@ -67,8 +67,11 @@ def clean_case(workflow_name: str, data: Any) -> dict[str, Any]:
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         errors["name"] = "is required (a short text naming the case)"
-    elif len(name.strip()) > 100:
-        errors["name"] = f"is {len(name.strip())} characters long; at most 100"
+    else:
+        try:  # NUL, a lone surrogate or an overlong name: refused here, not by Postgres
+            check_text(name.strip(), "name", max_length=100)
+        except Rejected as exc:
+            errors.update(exc.fields)
     value = data.get("input")
     try:
         workflow = registry.get(workflow_name)

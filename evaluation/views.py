@@ -24,7 +24,7 @@ from evaluation import datasets, report, runner
 from evaluation.models import Case, Dataset, Evaluation, Expected
 from evaluation.versions import versions_of
 from orchestration.models import WorkflowVersion
-from orchestration.untrusted import Rejected, json_text, parse_json
+from orchestration.untrusted import Rejected, json_text, parse_json, printable, whole_number
 from orchestration.workflows import registry
 from orchestration.workflows.versions import snapshot
 from reviews import access
@@ -194,7 +194,7 @@ def case_edit(request: HttpRequest, dataset_id: int, case_id: int | None = None)
         except datasets.CaseInvalid as exc:
             errors = exc.errors
         else:
-            messages.success(request, f"Case {saved.name} saved.")
+            messages.success(request, f"Case {printable(saved.name)} saved.")
             return redirect(f"{reverse('evaluation_dataset', args=[dataset.pk])}#case-{saved.pk}")
     form = {
         k: request.POST.get(k, "")
@@ -241,7 +241,7 @@ def case_delete(request: HttpRequest, dataset_id: int, case_id: int) -> HttpResp
     dataset = _dataset(dataset_id)
     case = get_object_or_404(Case, pk=case_id, dataset=dataset)
     datasets.delete_case(case, request.user)
-    messages.success(request, f"Case {case.name} deleted.")
+    messages.success(request, f"Case {printable(case.name)} deleted.")
     return redirect("evaluation_dataset", dataset.pk)
 
 
@@ -370,9 +370,9 @@ def evaluation_detail(request: HttpRequest, evaluation_id: int) -> HttpResponse:
 @view_required
 def compare(request: HttpRequest) -> HttpResponse:
     try:
-        a = _evaluation(int(request.GET.get("a", "")))
-        b = _evaluation(int(request.GET.get("b", "")))
-    except ValueError:
+        a = _evaluation(whole_number(request.GET.get("a", ""), "a"))
+        b = _evaluation(whole_number(request.GET.get("b", ""), "b"))
+    except Rejected:
         raise Http404("Choose two evaluations to compare.") from None
     if (a.workflow_name, a.dataset_name) != (b.workflow_name, b.dataset_name):
         messages.error(

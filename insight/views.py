@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET
 
 from insight import digest, figures, rollups
 from insight.models import DigestDelivery
+from orchestration import untrusted
 from reviews import access
 
 
@@ -22,7 +23,11 @@ class BadQuery(ValueError):
 
 def _period(request: HttpRequest) -> figures.Period:
     days = request.GET.get("days", "7")
-    if not days.isdigit() or int(days) not in figures.PERIODS:
+    try:
+        number = untrusted.whole_number(days, "days", clamp=True)
+    except untrusted.Rejected:
+        number = None
+    if number not in figures.PERIODS:
         raise BadQuery(
             f"Unknown period {days!r}: choose one of {', '.join(map(str, figures.PERIODS))} days."
         )
@@ -30,10 +35,12 @@ def _period(request: HttpRequest) -> figures.Period:
     last_day = timezone.localdate()
     if until:
         try:
-            last_day = dt.date.fromisoformat(until)
+            last_day = untrusted.check_day(dt.date.fromisoformat(until), "until")
+        except untrusted.Rejected as exc:
+            raise BadQuery(str(exc)) from None
         except ValueError:
             raise BadQuery(f"{until!r} is not a date: use YYYY-MM-DD.") from None
-    return figures.Period.ending(int(days), last_day)
+    return figures.Period.ending(number, last_day)
 
 
 def _workflow(request: HttpRequest, known: list[str]) -> str | None:

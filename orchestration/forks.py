@@ -24,7 +24,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from orchestration import audit
+from orchestration import audit, untrusted
 from orchestration.launch import RunRefused, start_run
 from orchestration.models import ModelCall, Run, ToolCall, WorkflowVersion
 from orchestration.privacy import PayloadKeyError, require_readable
@@ -133,9 +133,10 @@ def _parse_turn(value: Any) -> int:
     text = str(value if value is not None else "").strip()
     if not text:
         raise ActionRefused.invalid("turn", "choose the model turn the fork starts from")
-    if not text.lstrip("-").isdigit() or len(text) > 9:
-        raise ActionRefused.invalid("turn", f"{text[:40]!r} is not a turn number")
-    return int(text)
+    try:
+        return untrusted.whole_number(text, "turn", maximum=10**9, what="a turn number")
+    except untrusted.Rejected as exc:
+        raise ActionRefused.invalid("turn", exc.fields["turn"]) from None
 
 
 def _readable(rows: list[ModelCall] | list[ToolCall], fields: tuple[str, ...], what: str) -> None:

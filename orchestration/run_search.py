@@ -31,6 +31,7 @@ from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from orchestration import untrusted
 from orchestration.models import ModelCall, Run, ToolCall
 from reviews.access import visible_runs
 from reviews.models import EscalationTicket
@@ -89,7 +90,10 @@ def _date(value: str, label: str, errors: list[str]) -> dt.date | None:
     if not value:
         return None
     try:
-        return dt.date.fromisoformat(value)
+        return untrusted.check_day(dt.date.fromisoformat(value), label)  # type: ignore[return-value]
+    except untrusted.Rejected as exc:
+        errors.append(f"{label} {exc.fields[label]}.")
+        return None
     except ValueError:
         errors.append(f"{label} '{value}' is not a date; use YYYY-MM-DD.")
         return None
@@ -218,10 +222,14 @@ def decode_cursor(token: str, f: RunFilters) -> tuple[Any, uuid.UUID]:
         if sort != f.sort:
             raise BadCursor("the sort order changed")
         column = SORTS[sort]
+        # The cursor comes from the URL: a value the column cannot compare (an amount beyond
+        # numeric(20, 12), NaN, a moment past the calendar) is refused here, not by Postgres.
         if column == "created_at":
-            value = dt.datetime.fromisoformat(value)
+            value = untrusted.check_day(dt.datetime.fromisoformat(value), "cursor")
         elif column == "cost_usd":
             value = Decimal(value)
+            if not value.is_finite() or abs(value) >= MAX_AMOUNT:
+                raise ValueError(f"{value} is not an amount the runs can be sorted by")
         return value, uuid.UUID(pk)
     except (ValueError, TypeError, KeyError, InvalidOperation, binascii.Error) as exc:
         raise BadCursor(f"That page link is not valid ({exc}); showing the first page.") from exc

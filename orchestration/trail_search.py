@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +37,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
+from orchestration import untrusted
 from orchestration.models import AuditEvent, JsonbTsvector
 
 PAGE_SIZE = 50
@@ -74,10 +74,13 @@ def _moment(value: str, label: str, errors: list[str], *, end: bool) -> dt.datet
         return None
     try:
         if len(value) == 10:
-            day = dt.date.fromisoformat(value)
+            day = untrusted.check_day(dt.date.fromisoformat(value), label)
             moment = dt.datetime.combine(day + dt.timedelta(days=1) if end else day, dt.time.min)
         else:
-            moment = dt.datetime.fromisoformat(value)
+            moment = untrusted.check_day(dt.datetime.fromisoformat(value), label)  # type: ignore[assignment]
+    except untrusted.Rejected as exc:
+        errors.append(f"{label} {exc.fields[label]}.")
+        return None
     except ValueError:
         errors.append(
             f"{label} '{value}' is not a date or time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM."
@@ -89,11 +92,11 @@ def _moment(value: str, label: str, errors: list[str], *, end: bool) -> dt.datet
 def _number(value: str, label: str, errors: list[str]) -> int | None:
     if not value:
         return None
-    text = value.lstrip("#")
-    if not text.isdigit() or len(text) > 18:
-        errors.append(f"{label} '{value}' is not a number.")
+    try:
+        return untrusted.whole_number(value.lstrip("#"), label, what="a number")
+    except untrusted.Rejected as exc:
+        errors.append(f"{label} {exc.fields[label]}.")
         return None
-    return int(text)
 
 
 def parse_filters(params: Any) -> TrailFilters:
@@ -159,8 +162,9 @@ def _exact(q: str) -> Q | None:
     condition = None
     with contextlib.suppress(ValueError):
         condition = Q(run_id=uuid.UUID(q))
-    if q.startswith("#") and q[1:].isdigit() and len(q) < 19:
-        condition = Q(seq=int(q[1:]))
+    if q.startswith("#"):
+        with contextlib.suppress(untrusted.Rejected):
+            condition = Q(seq=untrusted.whole_number(q[1:], "q"))
     return condition
 
 
@@ -235,7 +239,11 @@ class Page:
 
 
 def _cursor(value: str) -> int | None:
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    """An event id from a page link; anything else is no cursor (the first page)."""
+    try:
+        return untrusted.whole_number(value, "cursor")
+    except untrusted.Rejected:
+        return None
 
 
 def keyset_page(
@@ -291,8 +299,9 @@ def annotate_for_display(event: AuditEvent) -> None:
     payload = event.payload if isinstance(event.payload, dict) else {}
     shown = {k: v for k, v in payload.items() if k != "evidence"}
     event.links = links(event)  # type: ignore[attr-defined]
-    event.preview = json.dumps(shown, ensure_ascii=False, separators=(", ", ": "))  # type: ignore[attr-defined]
-    event.pretty = json.dumps(payload, ensure_ascii=False, indent=2)  # type: ignore[attr-defined]
+    # json_text: control and bidirectional characters as \uXXXX escapes (the same JSON value).
+    event.preview = untrusted.json_text(shown, separators=(", ", ": "))  # type: ignore[attr-defined]
+    event.pretty = untrusted.json_text(payload, indent=2)  # type: ignore[attr-defined]
     event.evidence_rows = len(payload.get("evidence") or ())  # type: ignore[attr-defined]
 
 

@@ -15,6 +15,12 @@ clear answer wherever it arrives (docs/security.md, "Hostile data"):
 - ``check_json(value, field=...)``: ``Rejected`` naming the first problems by path.
 - ``query_text(value, name)``: a query parameter: no NUL, at most ``MAX_QUERY_LENGTH``.
 - ``check_text(value, name)``: a free-text form field (a comment, a note).
+- ``check_day(day, name)``: a date typed into a filter, within ``FIRST_DAY``..``LAST_DAY``
+  (so "the day after" and a time zone's offset stay representable: ``9999-12-31`` plus a
+  day is an OverflowError).
+- ``whole_number(text, name)``: a count or an id typed by a person: ASCII digits only (``"²"``
+  passes ``str.isdigit`` but ``int`` refuses it), at most ``MAX_INT_DIGITS`` of them, within
+  the bounds given.
 - ``printable(text)``: a message safe to store and to show: NUL, lone surrogates, other
   control characters and bidirectional overrides become visible ``\\uXXXX`` markers.
 
@@ -25,6 +31,7 @@ in ``orchestration.storable``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
@@ -46,6 +53,9 @@ MAX_STRING_LENGTH = 100_000
 MAX_QUERY_LENGTH = 500
 # A comment or note typed into a form.
 MAX_TEXT_LENGTH = 10_000
+# Dates a filter or a period accepts: a period of up to a year before, or a day after, must
+# still be a date Python and Postgres can hold, in any time zone.
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(9998, 12, 31)
 
 NUL, SURROGATE, NUMBER, DEPTH, LENGTH = "nul", "surrogate", "number", "depth", "length"
 CLASSES = (NUL, SURROGATE, NUMBER, DEPTH, LENGTH)
@@ -298,4 +308,44 @@ def check_text(value: Any, name: str, *, max_length: int = MAX_TEXT_LENGTH) -> s
     found = _text_findings(value, (), "the text", max_length)
     if found:
         raise Rejected({name: found[0].message})
+    return value
+
+
+def check_day(day: dt.date | dt.datetime, name: str) -> dt.date | dt.datetime:
+    """``day`` (a parsed date or datetime), or ``Rejected`` ({name: why}) when it is outside
+    ``FIRST_DAY``..``LAST_DAY``."""
+    as_date = day.date() if isinstance(day, dt.datetime) else day
+    if not FIRST_DAY <= as_date <= LAST_DAY:
+        raise Rejected(
+            {
+                name: f"{as_date.isoformat()} is out of range; use a date from {FIRST_DAY} to {LAST_DAY}"
+            }
+        )
+    return day
+
+
+_ASCII_DIGITS_RE = re.compile("[0-9]+")
+
+
+def whole_number(
+    text: str,
+    name: str,
+    *,
+    minimum: int = 0,
+    maximum: int = INT_MAX,
+    clamp: bool = False,
+    what: str = "a whole number",
+) -> int:
+    """``text`` as an int, or ``Rejected`` ({name: why}): ASCII digits only (no sign, no
+    space, no "²" or "٣"), at most ``MAX_INT_DIGITS`` of them, from ``minimum`` to
+    ``maximum``; with ``clamp``, a larger number (of any length) is ``maximum``."""
+    text = str(text)
+    if not _ASCII_DIGITS_RE.fullmatch(text) or (len(text) > MAX_INT_DIGITS and not clamp):
+        shown = printable(text[:25]) + ("…" if len(text) > 25 else "")
+        raise Rejected({name: f"'{shown}' is not {what}; use the digits 0-9"})
+    value = int(text) if len(text) <= MAX_INT_DIGITS else maximum
+    if clamp and value > maximum:
+        return maximum
+    if not minimum <= value <= maximum:
+        raise Rejected({name: f"{value:,} is out of range; from {minimum:,} to {maximum:,}"})
     return value

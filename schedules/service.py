@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from orchestration import audit, launch
+from orchestration import audit, launch, untrusted
 from orchestration.workflows import registry
 from reviews import access
 from schedules import crons, input_template
@@ -64,10 +64,21 @@ def _template_value(raw: Any) -> tuple[Any, str | None]:
     if isinstance(raw, dict):
         return raw, None
     text = (raw or "").strip() or "{}"
+    try:  # the shared limits: NaN, 1e400, 64-bit integers, NUL, depth (docs/security.md)
+        return untrusted.parse_json(text, field="input_template"), None
+    except untrusted.Rejected as exc:
+        return None, "; ".join(
+            why if where == "input_template" else f"{where.split('/', 1)[1]}: {why}"
+            for where, why in exc.fields.items()
+        )
+
+
+def _text_problem(value: str, name: str) -> str | None:
     try:
-        return json.loads(text), None
-    except (ValueError, RecursionError) as exc:
-        return None, f"not valid JSON: {exc}"
+        untrusted.check_text(value, name)
+    except untrusted.Rejected as exc:
+        return exc.fields[name].replace("the text", "It", 1)
+    return None
 
 
 def validate(data: dict[str, Any], *, instance: Schedule | None = None) -> Cleaned:
@@ -81,6 +92,8 @@ def validate(data: dict[str, Any], *, instance: Schedule | None = None) -> Clean
         errors["name"] = "A schedule needs a name."
     elif len(name) > 100:
         errors["name"] = "At most 100 characters."
+    elif problem := _text_problem(name, "name"):
+        errors["name"] = problem
     elif Schedule.objects.filter(name=name).exclude(pk=getattr(instance, "pk", None)).exists():
         errors["name"] = f"A schedule named {name!r} already exists."
     workflow_name = str(data.get("workflow_name") or "").strip()
@@ -99,11 +112,11 @@ def validate(data: dict[str, Any], *, instance: Schedule | None = None) -> Clean
         errors["cron"] = str(exc)
     owner = data.get("owner")
     if not hasattr(owner, "pk"):
-        owner = (
-            get_user_model().objects.filter(pk=owner).first()
-            if str(owner or "").isdigit()
-            else None
-        )
+        try:
+            pk = untrusted.whole_number(str(owner or ""), "owner")
+        except untrusted.Rejected:
+            pk = None
+        owner = get_user_model().objects.filter(pk=pk).first() if pk is not None else None
     if refusal := access.schedule_owner_refusal(owner):
         errors["owner"] = refusal
     template, problem = _template_value(data.get("input_template"))

@@ -19,6 +19,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from api.models import ApiToken
+from orchestration import untrusted
 
 NAME_MAX = ApiToken._meta.get_field("name").max_length
 
@@ -77,9 +78,16 @@ def create(request: HttpRequest) -> HttpResponse:
         return refuse("Give the token a name that says what uses it.")
     if len(name) > NAME_MAX:
         return refuse(f"Keep the name under {NAME_MAX} characters.")
+    try:  # a NUL would reach Postgres (a DataError, a 500)
+        untrusted.check_text(name, "name", max_length=NAME_MAX)
+    except untrusted.Rejected as exc:
+        return refuse(f"The name: {exc.fields['name']}.")
     max_days = settings.API_TOKEN_MAX_DAYS
-    if not days_text.isdigit() or not 1 <= int(days_text) <= max_days:
-        return refuse(f"A token lasts from 1 to {max_days} days; “{days_text}” is not that.")
+    try:
+        days = untrusted.whole_number(days_text, "days", minimum=1, maximum=max_days)
+    except untrusted.Rejected:
+        shown = untrusted.printable(days_text[:40])
+        return refuse(f"A token lasts from 1 to {max_days} days; “{shown}” is not that.")
     if not password:
         return refuse("Type your password to create a token.")
     if not _password_confirmed(request, password):
@@ -94,7 +102,7 @@ def create(request: HttpRequest) -> HttpResponse:
         )
     try:
         with transaction.atomic():
-            token, secret = ApiToken.issue(request.user, name, days=int(days_text))
+            token, secret = ApiToken.issue(request.user, name, days=days)
     except IntegrityError:
         return refuse(f"You already have an active token named “{name}”. Pick another name.")
     return _page(request, secret=secret, created=token)
@@ -107,7 +115,10 @@ def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     if token is None:
         raise Http404("No such token.")
     if token.revoke():
-        messages.success(request, f"Token “{token.name}” revoked: requests using it now get 401.")
+        messages.success(
+            request,
+            f"Token “{untrusted.printable(token.name)}” revoked: requests using it now get 401.",
+        )
     else:
-        messages.info(request, f"Token “{token.name}” was already revoked.")
+        messages.info(request, f"Token “{untrusted.printable(token.name)}” was already revoked.")
     return redirect("api_tokens")

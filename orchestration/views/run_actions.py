@@ -49,9 +49,11 @@ def _refused(
 
 
 def _key(request: Any) -> str | None:
-    """The form's one-time key: a second submit of the same form returns the first run."""
+    """The form's one-time key: a second submit of the same form returns the first run. The
+    page writes it (a UUID); a tampered one that cannot be stored (a NUL, a control
+    character: a Postgres DataError) is no key."""
     key = (request.POST.get("idempotency_key") or "").strip()
-    return f"page-{key}"[:200] if key else None
+    return f"page-{key}"[:200] if key and key.isprintable() else None
 
 
 @access.required(access.may_rerun_runs)

@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from costs.lineup import workflow_verdict
+from orchestration import untrusted
 from orchestration.forms import WorkflowInputForm
 from orchestration.launch import RunRefused, preview, start_defaults, start_run
 from orchestration.models import Run
@@ -33,9 +34,16 @@ def start_form(request, workflow_name):
     # The form opens on the demo scenario picked, else the workflow's defaults (e.g.
     # yesterday), else its example input.
     initial = {**(workflow.input_example or {}), **start_defaults(workflow)}
-    scenario = request.GET.get("scenario", "")
-    if scenario.isdigit() and int(scenario) < len(workflow.scenarios):
-        initial = dict(workflow.scenarios[int(scenario)].input)
+    if scenario := request.GET.get("scenario", ""):
+        try:
+            picked = untrusted.whole_number(scenario, "scenario", what="a scenario number")
+            why = "" if picked < len(workflow.scenarios) else f"there is no scenario {picked}"
+        except untrusted.Rejected as exc:
+            why = exc.fields["scenario"]
+        if why:
+            messages.error(request, f"Scenario: {why}; the form shows the defaults.")
+        else:
+            initial = dict(workflow.scenarios[picked].input)
     form = WorkflowInputForm(workflow.input_schema, request.POST or None, initial_input=initial)
     batch = request.POST.get("mode") == "batch"
     if request.method == "POST" and form.is_valid():

@@ -20,7 +20,14 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 from django.views.decorators.http import require_GET
 
-from orchestration import audit, audit_export, export_verifier, person_activity, trail_search
+from orchestration import (
+    audit,
+    audit_export,
+    export_verifier,
+    person_activity,
+    trail_search,
+    untrusted,
+)
 from orchestration.models import WorkflowVersion
 from orchestration.trail_search import (
     annotate_for_display,
@@ -244,6 +251,11 @@ def _period(request) -> tuple[dt.date, dt.date, list[str]]:
     try:
         first = dt.date.fromisoformat(request.GET.get("from") or str(today - dt.timedelta(days=29)))
         last = dt.date.fromisoformat(request.GET.get("to") or str(today))
+        untrusted.check_day(first, "from")
+        untrusted.check_day(last, "to")
+    except untrusted.Rejected as exc:
+        errors.append(f"{exc}; showing the last 30 days.")
+        first, last = today - dt.timedelta(days=29), today
     except ValueError:
         errors.append("Dates are YYYY-MM-DD; showing the last 30 days.")
         first, last = today - dt.timedelta(days=29), today

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from orchestration import version_policy
+from orchestration import untrusted, version_policy
 from orchestration.models import AuditEvent, WorkflowVersion
 from orchestration.version_diff import diff
 from orchestration.workflows import registry
@@ -104,8 +104,8 @@ def version_list(request, workflow_name: str):
 
 def _pick(versions: list[WorkflowVersion], raw: str | None) -> WorkflowVersion | None:
     try:
-        wanted = int(raw) if raw else None
-    except ValueError:
+        wanted = untrusted.whole_number(raw, "version") if raw else None
+    except untrusted.Rejected:
         return None
     return next((v for v in versions if v.pk == wanted), None)
 

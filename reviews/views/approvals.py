@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from costs.requester_spend import recent_spend
+from orchestration import untrusted
 from reviews import access, approvals
 from reviews.models import ApprovalRequest
 
@@ -111,7 +112,11 @@ def decide(request, request_id: int):
 @require_POST
 @access.required(access.may_decide)
 def bulk_approve(request):
-    ids = [int(v) for v in request.POST.getlist("request") if v.isdigit()]
+    try:
+        ids = [untrusted.whole_number(v, "request") for v in request.POST.getlist("request")]
+    except untrusted.Rejected as exc:
+        messages.error(request, f"Request {exc.fields['request']}: tick requests in the list.")
+        return redirect(reverse("approval_queue"))
     if not ids:
         messages.error(request, "Tick the requests to approve first.")
         return redirect(reverse("approval_queue"))

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from costs import accounting
+from orchestration import untrusted
 from orchestration.models import WorkflowVersion
 from orchestration.timeline import build_timeline
 from reviews import access, resolutions, sla
@@ -52,10 +53,15 @@ def _filtered(request, user):
         tickets = tickets.exclude(status=T.RESOLVED).filter(due_at__lt=timezone.now())
     if (priority := request.GET.get("priority", "")) in ("1", "2", "3"):
         tickets = tickets.filter(priority=int(priority))
-    if (age := request.GET.get("older_than_hours", "")).isdigit():
-        # At most a century back: a longer span overflows a timedelta (and means the same).
-        hours = min(int(age), MAX_AGE_HOURS) if len(age) <= 9 else MAX_AGE_HOURS
-        tickets = tickets.filter(created_at__lt=timezone.now() - dt.timedelta(hours=hours))
+    if age := request.GET.get("older_than_hours", ""):
+        try:
+            # At most a century back: a longer span overflows a timedelta (and means the same).
+            hours = untrusted.whole_number(
+                age, "older_than_hours", maximum=MAX_AGE_HOURS, clamp=True
+            )
+            tickets = tickets.filter(created_at__lt=timezone.now() - dt.timedelta(hours=hours))
+        except untrusted.Rejected as exc:
+            messages.error(request, f"Older than (hours): {exc.fields['older_than_hours']}.")
     return tickets.order_by("priority", "due_at", "pk")
 
 

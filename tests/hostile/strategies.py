@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from orchestration.untrusted import MAX_DEPTH, MAX_QUERY_LENGTH, MAX_STRING_LENGTH
 
 # The classes, as named in docs/security.md ("Hostile data").
-NUL, SURROGATE, DEEP, NUMBER, LONG, DISPLAY, DATE_ENUM = (
+NUL, SURROGATE, DEEP, NUMBER, LONG, DISPLAY, DATE_ENUM, DIGITS = (
     "nul",
     "lone surrogate",
     "deep nesting",
@@ -19,9 +19,16 @@ NUL, SURROGATE, DEEP, NUMBER, LONG, DISPLAY, DATE_ENUM = (
     "very long string",
     "control/bidi characters",
     "invalid date/enum",
+    "unicode digits/signs",
 )
 JSON_CLASSES = (NUL, SURROGATE, DEEP, NUMBER, LONG, DISPLAY)
-TEXT_CLASSES = (NUL, LONG, DISPLAY, DATE_ENUM)
+TEXT_CLASSES = (NUL, LONG, DISPLAY, DATE_ENUM, DIGITS)
+
+# Numbers as a person might type them that are not ASCII digits: "²" and "٣" pass
+# str.isdigit() but int("²") raises; "--1" passed a lstrip("-") check; 40 digits overflow.
+DIGIT_TEXTS = ["²", "٣", "1²", "¹²", "߁", "--1", "-1", "+1", " 1", "1.0", "9" * 40, "0x10"]
+# Dates a calendar cannot step past (9999-12-31 plus a day) or before, and impossible ones.
+FAR_DATES = ["9999-12-31", "0001-01-01", "9999-12-31T23:59", "0001-01-01T00:00"]
 
 DISPLAY_CHARS = [
     "\u202e",
@@ -69,6 +76,12 @@ def query_text_of(cls: str) -> st.SearchStrategy[str]:
     if cls == DATE_ENUM:
         return st.sampled_from(
             ["2026-02-30", "9999-99-99", "yesterday", "-1", "0000-00-00", "running ", "☃"]
+            + FAR_DATES
+        )
+    if cls == DIGITS:
+        return st.one_of(
+            st.sampled_from(DIGIT_TEXTS),
+            st.text(st.characters(categories=("Nd", "No")), min_size=1, max_size=4),
         )
     return text_of(cls)
 

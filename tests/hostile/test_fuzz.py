@@ -2,7 +2,7 @@
 (tests/hostile/strategies.py) and aims it at every kind of entry point: the JSON API's
 bodies and query strings, the HTML forms, the query strings of the pages, the exports and the
 admin, ``manage.py start_run --input``, and what a model or a tool sends back (a simulator
-policy that plays a hostile model, simulator.policy.hostile).
+policy that plays a hostile model, ``simulator.policy.hostile`` in simulator/policy.py).
 
 Invariants (tests/hostile/harness.py): no 5xx; every 4xx names the field; no run left
 running with no step in flight; the audit chain verifies; every page, download and export
@@ -222,6 +222,15 @@ QUERY_PAGES = [
     "/reviews/approvals/",
     "/admin/orchestration/run/",
     "/costs/",
+    "/costs/export.csv",
+    "/audit/",
+    "/audit/export.jsonl",
+    "/audit/people/manager/",
+    "/operations/",
+    "/operations/digest/",
+    "/runs/new/probe/",
+    "/schedules/",
+    "/evaluations/",
 ]
 QUERY_KEYS = [
     "q",
@@ -241,7 +250,21 @@ QUERY_KEYS = [
     "reason",
     "assignee",
     "older_than_hours",
+    "since",
+    "until",
+    "ticket",
+    "approval",
+    "run",
+    "actor",
+    "kind",
+    "days",
+    "from",
+    "to",
+    "day",
+    "scenario",
 ]
+# The trail form's labels, which its messages use for since/until.
+QUERY_LABELS = {"since": "From ", "until": "To "}
 
 
 def test_page_query_strings(manager, paused, no_enqueue):
@@ -254,10 +277,170 @@ def test_page_query_strings(manager, paused, no_enqueue):
     @given(case=gen.text_case(), page=st.sampled_from(QUERY_PAGES), key=st.sampled_from(QUERY_KEYS))
     def probe(case, page, key):
         cls, value = case
-        answer_ok(f"query string {page}", cls, client.get(page, {key: value}), (key, "query"))
+        names = (key, QUERY_LABELS.get(key, key), "query", "period")
+        answer_ok(f"query string {page}", cls, client.get(page, {key: value}), names)
 
     probe()
     runs_sound(manager)
+
+
+def test_newer_entry_points(operator, reviewer, manager, paused, no_enqueue):
+    """The API's approvals, cancel, re-run, fork, schedules and evaluations; the schedules
+    form, the evaluation JSONL import and case form, the fork and cancel pages."""
+    from evaluation import datasets
+    from orchestration.launch import start_run
+    from schedules import service
+
+    waiting = start_run("quarter_probe", {"quarter": "2026-Q4"}, operator)
+    approval = waiting.approvals.get()
+    schedule = service.create(
+        manager,
+        {
+            "name": "Nightly",
+            "workflow_name": "probe",
+            "cron": "0 6 * * *",
+            "timezone": "UTC",
+            "input_template": {"mode": "ok"},
+            "owner": operator,
+            "enabled": False,
+        },
+    )
+    dataset = datasets.create_dataset("probe", "fuzz", "", manager)
+    run = paused.run
+    api, token = client_for(), token_for(manager)
+    as_manager, as_reviewer = client_for(manager), client_for(reviewer)
+    schedule_body = '{"name": %s, "workflow": "probe", "cron": "0 6 * * *", "owner": "operator"}'
+    template_body = (
+        '{"name": "t", "workflow": "probe", "cron": "0 6 * * *", "owner": "operator", '
+        '"input_template": {"mode": %s}}'
+    )
+    # (entry, path, body, names); a value that is acceptable would act for good (reject the
+    # approval, cancel the run): those two skip the display class, as the comment above does.
+    api_entries = [
+        (
+            "API POST /api/approvals/{id}/decide",
+            f"/api/approvals/{approval.pk}/decide",
+            '{"decision": "reject", "comment": %s}',
+            ("comment", "body"),
+        ),
+        (
+            "API POST /api/runs/{id}/cancel",
+            f"/api/runs/{run.pk}/cancel",
+            '{"reason": %s}',
+            ("reason", "body"),
+        ),
+        (
+            "API POST /api/runs/{id}/rerun",
+            f"/api/runs/{run.pk}/rerun",
+            '{"note": %s}',
+            ("note", "body"),
+        ),
+        (
+            "API POST /api/runs/{id}/fork",
+            f"/api/runs/{run.pk}/fork",
+            '{"turn": 0, "tool_use_id": "t", "corrected": %s}',
+            ("corrected", "body", "turn"),
+        ),
+        ("API POST /api/schedules", "/api/schedules", schedule_body, ("name", "body")),
+        (
+            "API POST /api/schedules",
+            "/api/schedules",
+            template_body,
+            ("input_template", "body", "already exists"),
+        ),
+        (
+            "API POST /api/schedules/{id}",
+            f"/api/schedules/{schedule.pk}",
+            schedule_body,
+            ("name", "body"),
+        ),
+        ("API POST /api/evaluations", "/api/evaluations", '{"dataset": %s}', ("dataset", "body")),
+    ]
+
+    @FUZZ
+    @given(
+        case=gen.json_case(60),
+        digits=gen.query_text_of(gen.DIGITS),
+        text=gen.text_case((gen.NUL, gen.LONG, gen.DISPLAY)),
+    )
+    def probe(case, digits, text):
+        cls, value = case
+        for entry, path, body, names in api_entries:
+            if cls == gen.DISPLAY and ("decide" in path or "cancel" in path):
+                continue
+            answer_ok(entry, cls, _api(api, "post", path, token, body % value), names)
+        for path, body, names in (
+            (f"/api/runs/{run.pk}/fork", '{"turn": %s}', ("turn",)),
+            ("/api/evaluations", '{"dataset": %s}', ("dataset",)),
+            (f"/api/runs/{run.pk}/ceiling", '{"add_tokens": %s}', ("add_tokens",)),
+        ):
+            answer_ok(
+                f"API POST {path.replace(str(run.pk), '{id}')} ({names[0]})",
+                gen.DIGITS,
+                _api(api, "post", path, token, body % json.dumps(digits)),
+                names,
+            )
+        answer_ok(
+            "form: schedule input_template",
+            cls,
+            as_manager.post(
+                "/schedules/new/",
+                {
+                    "name": "Fuzzed",
+                    "workflow_name": "probe",
+                    "cron": "0 6 * * *",
+                    "timezone": "UTC",
+                    "input_template": '{"mode": ' + value + "}",
+                    "owner": operator.pk,
+                },
+            ),
+            ("input_template", "template"),
+        )
+        line = (
+            '{"name": "f", "input": {"mode": ' + value + '}, "expected": {"status": "succeeded"}}'
+        )
+        answer_ok(
+            "form: evaluation JSONL import",
+            cls,
+            as_manager.post(f"/evaluations/datasets/{dataset.pk}/import/", {"jsonl": line}),
+            ("line 1",),
+        )
+        answer_ok(
+            "form: evaluation case",
+            cls,
+            as_manager.post(
+                f"/evaluations/datasets/{dataset.pk}/cases/new/",
+                {"name": "f", "input": '{"mode": ' + value + "}", "expected_status": "succeeded"},
+            ),
+            ("input",),
+        )
+        answer_ok(
+            "page: fork",
+            cls,
+            as_reviewer.post(
+                f"/runs/{run.pk}/fork/", {"turn": "0", "tool_use_id": "t", "corrected": value}
+            ),
+            ("corrected", "turn", "tool"),
+        )
+        answer_ok(
+            "page: fork",
+            gen.DIGITS,
+            as_reviewer.post(f"/runs/{run.pk}/fork/", {"turn": digits}),
+            ("turn",),
+        )
+        text_cls, words = text
+        if text_cls != gen.DISPLAY:
+            if text_cls == gen.LONG:
+                words = "q" * (MAX_TEXT_LENGTH + 1)
+            answer_ok(
+                "page: cancel reason",
+                text_cls,
+                as_manager.post(f"/runs/{run.pk}/cancel/", {"reason": words}),
+                ("reason",),
+            )
+
+    probe()
+    runs_sound(operator)
 
 
 def test_start_run_command(operator, no_enqueue):
@@ -337,11 +520,20 @@ def test_model_and_tool_outputs(operator, drive):
         if run.status == Run.Status.AWAITING_REVIEW:
             REFUSED[(entry, cls)] += 1
             ticket = run.tickets.get()
-            assert ticket.message and ticket.reason in (
-                "validation_failed",
-                "retries_exhausted",
-                "unknown_tool",
-            ), ticket.message
+            assert (
+                ticket.message
+                and ticket.reason
+                in (
+                    "validation_failed",
+                    "retries_exhausted",
+                    "unknown_tool",
+                )
+                or (
+                    # 100,000+ characters of words or input, replayed in the next request, make
+                    # its worst case pass the run's $1 ceiling: stopped before it is sent.
+                    ticket.reason == "budget_exceeded" and cls == gen.LONG
+                )
+            ), (cls, ticket.reason, ticket.message)
         elif kind != "words" and cls not in (gen.DISPLAY, gen.LONG):  # words are only recorded
             raise AssertionError(f"{entry} [{cls}] was accepted: {run.result!r}"[:300])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import uuid
 
 import pytest
@@ -406,3 +407,229 @@ def test_control_and_bidi_characters_are_shown_as_markers(operator, reviewer, dr
     page = _pages_render(operator, run)
     assert "\\u202eevil\\u202c" in page and "\\u001b[31m" in page and "NUL \\u0000 here" in page
     assert "\u202e" not in page and "\x1b" not in page
+
+
+# --- far dates, Unicode digits (audit of issue 17) -----------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "key", "status", "words"),
+    [
+        ("/runs/", "date_to", 200, "To date"),
+        ("/runs/", "date_from", 200, "From date"),
+        ("/runs/export.csv", "date_to", 400, "To date"),
+        ("/runs/export.jsonl", "date_to", 400, "To date"),
+        ("/audit/", "until", 200, "To"),
+        ("/audit/", "since", 200, "From"),
+        ("/audit/export.jsonl", "until", 400, "To"),
+        ("/audit/people/manager/", "to", 200, "to"),
+        ("/operations/", "until", 400, "until"),
+    ],
+)
+def test_far_dates_are_refused_with_a_message_naming_the_field(
+    manager, paused, path, key, status, words
+):
+    """9999-12-31 plus a day is beyond Python's calendar (an OverflowError, a 500 before)."""
+    client = client_for(manager)
+    for value in ("9999-12-31", "9999-12-31T23:59", "0001-01-01"):
+        if "T" in value and path not in ("/audit/", "/audit/export.jsonl"):
+            continue
+        response = client.get(path, {key: value})
+        assert response.status_code == status, (path, key, value, response.status_code)
+        text = body_of(response).decode()
+        assert "out of range" in text and words in text, (path, key, value, text[:400])
+
+
+# "²" and "٣" pass str.isdigit(); int("²") raises (a 500 before). "--1" passed lstrip("-").
+UNICODE_DIGITS = ("²", "٣", "1²", "--1")
+
+
+@pytest.mark.django_db
+def test_unicode_digits_in_query_strings_are_messages_not_errors(manager, reviewer, paused):
+    client = client_for(manager)
+    for value in UNICODE_DIGITS:
+        for path, key, words in (
+            ("/runs/new/financial_reporting/", "scenario", "Scenario: "),
+            ("/reviews/tickets/", "older_than_hours", "Older than (hours): "),
+            ("/costs/", "days", "Period: "),
+            ("/audit/", "ticket", "Ticket "),
+            ("/audit/", "approval", "Approval "),
+        ):
+            response = client.get(path, {key: value})
+            assert response.status_code == 200, (path, key, value, response.status_code)
+            text = response.content.decode()
+            assert f"{words}&#x27;{value}&#x27; is not a" in text and "digits 0-9" in text, (
+                path,
+                key,
+                text[:300],
+            )
+        response = client.get("/operations/", {"days": value})
+        assert response.status_code == 400 and b"Unknown period" in response.content
+        for key in ("after", "before"):  # a page link that is not one: the first page
+            response = client.get("/audit/", {key: value})
+            assert response.status_code == 200 and not response.context["errors"]
+        response = client.get("/audit/", {"q": "#" + value})  # "#<seq>": searched as words
+        assert response.status_code == 200
+    # An ASCII scenario still picks it; one beyond the list says so.
+    response = client.get("/runs/new/financial_reporting/", {"scenario": "99"})
+    assert b"there is no scenario 99" in response.content
+    # And an over-long number of hours is a century, as before.
+    assert client.get("/reviews/tickets/", {"older_than_hours": "9" * 30}).status_code == 200
+
+
+@pytest.mark.django_db
+def test_unicode_digits_in_forms_are_refused_naming_the_field(
+    operator, reviewer, manager, paused, settings
+):
+    from api.models import ApiToken
+    from orchestration.launch import start_run
+    from reviews.models import ApprovalRequest
+
+    as_manager = client_for(manager)
+    ceiling = (paused.run.ceiling_usd, paused.run.ceiling_tokens)
+    for value in UNICODE_DIGITS:
+        # The ceiling form, in tokens.
+        response = as_manager.post(
+            f"/reviews/tickets/{paused.pk}/raise-ceiling/", {"add_tokens": value}
+        )
+        assert response.status_code == 422 and b"tokens to add" in response.content, (
+            value,
+            response.content[:300],
+        )
+        # A new API token's lifetime.
+        response = as_manager.post(
+            "/account/api-tokens/new/",
+            {"name": f"t{value}", "days": value, "password": settings.DEMO_PASSWORD},
+        )
+        assert response.status_code == 422
+        assert "A token lasts from 1 to" in response.content.decode()
+    assert not ApiToken.objects.exists()
+    paused.run.refresh_from_db()
+    assert (paused.run.ceiling_usd, paused.run.ceiling_tokens) == ceiling
+    # Bulk approval of request "²": refused with a message, nothing approved.
+    waiting = start_run("quarter_probe", {"quarter": "2026-Q4"}, operator)
+    response = as_manager.post("/reviews/approvals/bulk/", {"request": ["²"]}, follow=True)
+    assert response.status_code == 200
+    assert "Request &#x27;²&#x27; is not a whole number" in response.content.decode()
+    assert waiting.approvals.get().status == ApprovalRequest.Status.PENDING
+    # The fork page's turn.
+    as_reviewer = client_for(reviewer)
+    before = Run.objects.count()
+    for value in UNICODE_DIGITS:
+        response = as_reviewer.post(f"/runs/{paused.run_id}/fork/", {"turn": value})
+        assert response.status_code in (400, 422), (value, response.status_code)
+        assert "is not a turn number" in response.content.decode()
+    assert Run.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_names_that_postgres_cannot_store_are_form_errors(manager, settings):
+    """A case's name on the evaluation case form, an API token's name: raw POST text that
+    reached Postgres (a DataError, a 500 before)."""
+    from api.models import ApiToken
+    from evaluation import datasets
+
+    dataset = datasets.create_dataset("probe", "hostile", "", manager)
+    client = client_for(manager)
+    response = client.post(
+        f"/evaluations/datasets/{dataset.pk}/cases/new/",
+        {"name": "a\x00b", "input": '{"mode": "ok"}', "expected_status": "succeeded"},
+    )
+    assert response.status_code == 422, response.status_code
+    assert "NUL" in response.context["errors"]["name"]
+    assert b"NUL character" in response.content
+    assert not dataset.cases.exists()
+    # The same rule on a JSONL import line, where a lone surrogate can arrive as an escape.
+    for name, words in (("a\x00b", "NUL"), ("a\ud800", "surrogate")):
+        with pytest.raises(datasets.CaseInvalid) as refused:
+            datasets.clean_case(
+                "probe",
+                {"name": name, "input": {"mode": "ok"}, "expected": {"status": "succeeded"}},
+            )
+        assert words in refused.value.errors["name"]
+    tokens = ApiToken.objects.count()
+    response = client.post(
+        "/account/api-tokens/new/",
+        {"name": "nightly\x00", "days": "7", "password": settings.DEMO_PASSWORD},
+    )
+    assert response.status_code == 422
+    assert "The name: the text contains a NUL character" in response.content.decode()
+    assert ApiToken.objects.count() == tokens
+
+
+@pytest.mark.django_db
+def test_bidi_and_control_characters_in_comments_and_names_are_shown_as_markers(
+    operator, manager, no_enqueue
+):
+    """Approval comments (queue, detail, the person's activity, the trail's preview), schedule
+    and evaluation case names: a right-to-left override or an escape is shown as its marker."""
+    from evaluation import datasets
+    from orchestration.launch import start_run
+    from reviews import approvals
+    from schedules import service
+
+    hostile = "ok \u202eevil\u202c \x1b[31m"
+    marker = "ok \\u202eevil\\u202c \\u001b[31m"
+    waiting = start_run("quarter_probe", {"quarter": "2026-Q4"}, operator)
+    request = approvals.decide(waiting.approvals.get().pk, manager, approve=False, comment=hostile)
+    assert request.comment == hostile  # stored exactly
+    schedule = service.create(
+        manager,
+        {
+            "name": f"Nightly {hostile}",
+            "workflow_name": "probe",
+            "cron": "0 6 * * *",
+            "timezone": "UTC",
+            "input_template": {"mode": "ok"},
+            "owner": operator,
+            "enabled": False,
+        },
+    )
+    dataset = datasets.create_dataset("probe", "hostile", "", manager)
+    case = datasets.save_case(
+        dataset,
+        {"name": f"case {hostile}", "input": {"mode": "ok"}, "expected": {"status": "succeeded"}},
+        manager,
+    )
+    client = client_for(manager)
+    for path in (
+        "/reviews/approvals/?status=rejected",
+        f"/reviews/approvals/{request.pk}/",
+        "/audit/people/manager/",
+        f"/audit/?approval={request.pk}",
+        "/schedules/",
+        f"/schedules/{schedule.pk}/",
+        f"/evaluations/datasets/{dataset.pk}/",
+        f"/evaluations/datasets/{dataset.pk}/cases/{case.pk}/",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        # An edit form's input keeps the name as it is (saving it again must not change it).
+        page = re.sub(r'value="[^"]*"', "", response.content.decode())
+        assert "\u202e" not in page and "\x1b" not in page, path
+        assert marker in page or marker.replace("\\", "\\\\") in page, path
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("sort", "value"),
+    [
+        ("cost", "1e999999"),
+        ("cost", "-1e999999"),
+        ("cost", "NaN"),
+        ("created", "9999-12-31T23:59:59+14:00"),
+        ("created", "0001-01-01T00:00:00-14:00"),
+    ],
+)
+def test_a_tampered_page_link_is_the_first_page_with_a_message(manager, paused, sort, value):
+    """The runs list's keyset cursor is base64 JSON from the URL: an amount numeric cannot
+    hold or a moment beyond the calendar went to Postgres (a DataError or OverflowError)."""
+    import base64
+
+    cursor = base64.urlsafe_b64encode(
+        json.dumps([sort, value, str(uuid.uuid4())]).encode()
+    ).decode()
+    response = client_for(manager).get("/runs/", {"sort": sort, "after": cursor})
+    assert response.status_code == 200, response.status_code
+    assert b"That page link is not valid" in response.content
