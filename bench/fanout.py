@@ -36,6 +36,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 from bench._results import write_section  # noqa: E402
 
 os.environ.setdefault("COUNTERSIGN_EXTRA_WORKFLOWS", "bench.fanout_workflow")
+# Benchmarks start many runs as the demo operator: the daily start limit is not what they measure.
+os.environ.setdefault("RUNS_PER_USER_PER_DAY", "1000000")
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -252,6 +254,7 @@ def seed_reference(n: int, latency: float) -> dict:
     """The seed's enterprise_orchestrate, verbatim in shape, against the same simulator."""
     import anthropic
 
+    from bench.fanout_workflow import items as bench_items
     from simulator import SimulatorTransport
     from simulator.django import make_api_from_settings
 
@@ -287,11 +290,18 @@ def seed_reference(n: int, latency: float) -> dict:
             messages=[
                 {
                     "role": "user",
-                    "content": json.dumps({"phase": "decompose", "input": {"n": n_specialists}}),
+                    "content": json.dumps(
+                        {
+                            "phase": "decompose",
+                            "input": {"n": n_specialists},
+                            "items": bench_items({"n": n_specialists}),
+                        }
+                    ),
                 }
             ],
         )
-        jobs = json.loads(decomposition.content[0].text)["jobs"]
+        plan = json.loads(decomposition.content[0].text)
+        jobs = plan["jobs"] if isinstance(plan, dict) else plan  # {"jobs": [...]} or the list
         results = await asyncio.gather(*[run_specialist(job) for job in jobs])
         validated = []
         for result in results:
