@@ -390,8 +390,11 @@ def _take_reservation(mc: ModelCall, *, save: bool = True) -> tuple[Decimal, int
     ``save=False``: the caller saves ``mc`` (its zeroed reservation) in this transaction."""
     _lock_runs([mc.run_id])
     held = (
+        # Ordered by its own key: the default ordering joins the run, and FOR UPDATE would then
+        # lock the run's row too, in the mode that blocks rows referencing it from being added.
         ModelCall.objects.select_for_update()
         .filter(pk=mc.pk)
+        .order_by("pk")
         .values_list("reserved_usd", "reserved_tokens")
         .first()
     ) or (ZERO, 0)
@@ -540,7 +543,7 @@ def spend_breach(run: Run) -> str | None:
     check on the answer. Reservations keep a run under its ceiling, so this fires only when a
     real answer cost more than its worst case was bounded at. A sub-agent's answer is also
     checked against every ancestor's ceiling (the tree's spend)."""
-    for ancestor in Run.objects.filter(pk__in=ancestors(run.parent_id)):
+    for ancestor in Run.objects.filter(pk__in=ancestors(run.parent_id)) if run.parent_id else ():
         if (
             ancestor.ceiling_usd is None
             or ancestor.tree_cost_usd > ancestor.ceiling_usd

@@ -225,7 +225,11 @@ def evidence(objs: Iterable[models.Model]) -> list[dict[str, Any]]:
     entries = []
     for model, pks in by_model.items():
         fields = model.EVIDENCE_FIELDS  # type: ignore[attr-defined]
-        rows = {r["pk"]: r for r in model._base_manager.filter(pk__in=pks).values("pk", *fields)}
+        rows = {
+            r["pk"]: r
+            # No ordering: the model's default one may join another table for nothing.
+            for r in model._base_manager.filter(pk__in=pks).order_by().values("pk", *fields)
+        }
         for pk in pks:
             row = rows.get(pk)
             if row is None:
@@ -297,6 +301,28 @@ _HEAD_WRITE = """
     UPDATE orchestration_runaudithead SET run_seq = %s, hash = %s, key_id = %s, mac = %s
     WHERE run_id = %s
 """
+# The common case of a run event, one statement: move the run's head from the state this
+# process left it in (``_heads``) and insert the event. When another process appended to the
+# run meanwhile, or a rollback undid this process's last append, the head is not where it was
+# left: the UPDATE matches no row (it waited for the row lock, then re-read the row), nothing
+# is inserted, and the append takes the lock and reads the head (``_lock_head``).
+_APPEND = """
+    WITH head AS (
+        UPDATE orchestration_runaudithead SET run_seq = %s, hash = %s, key_id = %s, mac = %s
+        WHERE run_id = %s AND run_seq = %s AND hash = %s
+        RETURNING run_id
+    )
+    INSERT INTO orchestration_auditevent (
+        run_id, kind, actor_id, actor_label, payload, created_at, prev_hash, hash, chain_hash,
+        format, run_seq, run_prev_hash, payload_digest, key_id, mac
+    )
+    SELECT run_id, %s, %s, %s, %s, %s, '', %s, '', %s, %s, %s, %s, %s, %s FROM head
+    RETURNING id
+"""
+# (run_seq, hash) of each run head as this process last wrote it; a guess, checked by _APPEND.
+_heads: dict[Any, tuple[int, str]] = {}
+_HEADS_KEPT = 4096
+
 _GLOBAL_HEAD = """
     SELECT seq, chain_hash FROM orchestration_auditevent
     WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1
@@ -368,12 +394,16 @@ def record(
         )
         with connection.cursor() as cursor:
             if run is not None:
-                event.run_seq, event.run_prev_hash = _lock_head(cursor, run.pk)
-                event.run_seq += 1
-                seal(event)
-                event.save(force_insert=True)
-                head_kid, head_mac = sign(head_message(run.pk, event.run_seq, event.hash))
-                cursor.execute(_HEAD_WRITE, [event.run_seq, event.hash, head_kid, head_mac, run.pk])
+                if not _append_after_known_head(cursor, event, run.pk):
+                    event.run_seq, event.run_prev_hash = _lock_head(cursor, run.pk)
+                    event.run_seq += 1
+                    seal(event)
+                    event.save(force_insert=True)
+                    head_kid, head_mac = sign(head_message(run.pk, event.run_seq, event.hash))
+                    cursor.execute(
+                        _HEAD_WRITE, [event.run_seq, event.hash, head_kid, head_mac, run.pk]
+                    )
+                _remember_head(run.pk, event.run_seq, event.hash)
             else:
                 # No run chain to hold its place: anchored now, under the sequencer's lock.
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEQUENCER_LOCK_ID])
@@ -383,6 +413,55 @@ def record(
                 event.chain_hash = chain_link(event.prev_hash, event.seq, event.hash)
                 event.save(force_insert=True)
         return event
+
+
+def _remember_head(run_id: Any, run_seq: int, hash_: str) -> None:
+    if len(_heads) >= _HEADS_KEPT:
+        _heads.clear()
+    _heads[run_id] = (run_seq, hash_)
+
+
+def _append_after_known_head(cursor: Any, event: AuditEvent, run_id: Any) -> bool:
+    """Append ``event`` after the head this process last wrote for the run, in one statement
+    (``_APPEND``); False, with nothing written, when the head is not (or no longer) known."""
+    known = _heads.get(run_id)
+    if known is None:
+        return False
+    event.run_seq, event.run_prev_hash = known[0] + 1, known[1]
+    seal(event)
+    head_kid, head_mac = sign(head_message(run_id, event.run_seq, event.hash))
+    payload = AuditEvent._meta.get_field("payload").get_db_prep_save(event.payload, connection)
+    cursor.execute(
+        _APPEND,
+        [
+            event.run_seq,
+            event.hash,
+            head_kid,
+            head_mac,
+            run_id,
+            known[0],
+            known[1],
+            event.kind,
+            event.actor_id,
+            event.actor_label,
+            payload,
+            event.created_at,
+            event.hash,
+            event.format,
+            event.run_seq,
+            event.run_prev_hash,
+            event.payload_digest,
+            event.key_id,
+            event.mac,
+        ],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        _heads.pop(run_id, None)
+        return False
+    event.pk = row[0]
+    event._state.adding, event._state.db = False, connection.alias
+    return True
 
 
 _ANCHOR = """

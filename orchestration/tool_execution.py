@@ -159,7 +159,9 @@ def _finish(known: Known | None, tc: ToolCall, **fields: Any) -> ToolCall:
         setattr(tc, name, value)
     tc.finished_at = timezone.now()
     tc.latency_ms = int((tc.finished_at - tc.created_at).total_seconds() * 1000)
-    tc.save()
+    # Only what changed: the attempt's other fields were saved when it was created, and its
+    # input (encrypted) need not be serialised and encrypted again.
+    tc.save(update_fields=[*fields, "finished_at", "latency_ms"])
     if known is not None and tc.settled:
         known.settled[tc.tool_use_id] = tc
     return tc

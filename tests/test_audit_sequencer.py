@@ -123,6 +123,61 @@ def test_two_appends_of_one_run_take_turns_on_its_head(operator):
     assert audit.verify_run(run.pk).ok
 
 
+def _statements(action) -> list[str]:
+    seen: list[str] = []
+
+    def spy(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        action()
+    return seen
+
+
+def test_an_append_after_this_processs_own_is_one_statement(operator):
+    run = make_run(operator)
+    audit._heads.pop(run.pk, None)
+    first = _statements(lambda: audit.record("first.append", run=run))
+    assert any("FOR UPDATE" in s for s in first)  # head unknown: locked and read
+    second = _statements(lambda: audit.record("second.append", run=run))
+    assert len(second) == 1 and "WITH head AS" in second[0]
+    events = list(AuditEvent.objects.filter(run=run).order_by("run_seq"))
+    assert events[-1].kind == "second.append" and events[-1].run_prev_hash == events[-2].hash
+    head = RunAuditHead.objects.get(run=run)
+    assert (head.run_seq, head.hash) == (events[-1].run_seq, events[-1].hash)
+    assert head.mac == audit.sign(audit.head_message(run.pk, head.run_seq, head.hash))[1]
+    assert audit.verify_run(run.pk).ok
+
+
+def test_an_append_after_another_processs_finds_the_head_moved_and_continues_after_it(operator):
+    """This process remembers the head it last wrote; another process (here: the remembered
+    state put back after a later append) appended since. The guess must not be trusted: the
+    event goes after the real head, not into the slot the other process took."""
+    run = make_run(operator)
+    audit.record("ours", run=run)
+    stale = audit._heads[run.pk]
+    audit._heads.pop(run.pk)
+    theirs = audit.record("theirs", run=run)  # as another process: from the head row
+    audit._heads[run.pk] = stale
+    after = audit.record("ours.again", run=run)
+    assert (after.run_seq, after.run_prev_hash) == (theirs.run_seq + 1, theirs.hash)
+    assert audit.verify_run(run.pk).ok
+
+
+def test_an_append_rolled_back_leaves_no_gap_in_the_chain(operator):
+    run = make_run(operator)
+    audit.record("kept", run=run)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        audit.record("rolled.back", run=run)
+        raise RuntimeError("the step failed after its event")
+    assert not AuditEvent.objects.filter(run=run, kind="rolled.back").exists()
+    after = audit.record("after", run=run)
+    kept = AuditEvent.objects.get(run=run, kind="kept")
+    assert (after.run_seq, after.run_prev_hash) == (kept.run_seq + 1, kept.hash)
+    assert audit.verify_run(run.pk).ok
+
+
 # --- the sequencer ---------------------------------------------------------------------------
 
 
