@@ -52,7 +52,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -378,10 +378,17 @@ def _settle_ancestors(
         )
 
 
+# The runs' row locks (FOR NO KEY UPDATE: Run.objects.locked()) and a call's reservation
+# under its row lock, as plain SQL: they run on every model call.
+_LOCK_RUNS = "SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
+_HELD = "SELECT reserved_usd, reserved_tokens FROM {table} WHERE id = %s FOR UPDATE"
+
+
 def _lock_runs(run_ids: list[Any]) -> None:
     """Lock runs before their calls, in one order everywhere (reserve, charge, release), so
     a late answer and the step that gives up on it cannot deadlock."""
-    list(Run.objects.locked().filter(pk__in=run_ids).order_by("pk").values_list("pk"))
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_RUNS.format(table=Run._meta.db_table), [list(run_ids)])
 
 
 def _take_reservation(mc: ModelCall, *, save: bool = True) -> tuple[Decimal, int]:
@@ -389,15 +396,11 @@ def _take_reservation(mc: ModelCall, *, save: bool = True) -> tuple[Decimal, int
     already given back (an interrupted call answered late) is not given back twice.
     ``save=False``: the caller saves ``mc`` (its zeroed reservation) in this transaction."""
     _lock_runs([mc.run_id])
-    held = (
-        # Ordered by its own key: the default ordering joins the run, and FOR UPDATE would then
-        # lock the run's row too, in the mode that blocks rows referencing it from being added.
-        ModelCall.objects.select_for_update()
-        .filter(pk=mc.pk)
-        .order_by("pk")
-        .values_list("reserved_usd", "reserved_tokens")
-        .first()
-    ) or (ZERO, 0)
+    with connection.cursor() as cursor:
+        # The call's row only (the model's default ordering would join the run, and FOR UPDATE
+        # then lock the run's row too, in the mode that blocks rows referencing it).
+        cursor.execute(_HELD.format(table=ModelCall._meta.db_table), [mc.pk])
+        held = cursor.fetchone() or (ZERO, 0)
     if save:
         ModelCall.objects.filter(pk=mc.pk).update(reserved_usd=ZERO, reserved_tokens=0)
     mc.reserved_usd, mc.reserved_tokens = ZERO, 0

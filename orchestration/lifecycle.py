@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestration import audit, dispatch
@@ -74,7 +74,12 @@ def still_running(run_id: Any) -> bool:
     """Whether the run is still running: asked by a step at its commit points (before a tool
     attempt starts), so a run cancelled meanwhile starts no further side effect. One indexed
     read; the answer holds until the next commit point, which asks again."""
-    return Run.objects.filter(pk=run_id, status=S.RUNNING).exists()
+    with connection.cursor() as cursor:  # plain SQL: asked before every tool attempt
+        cursor.execute(_STILL_RUNNING.format(table=Run._meta.db_table), [run_id, S.RUNNING])
+        return cursor.fetchone() is not None
+
+
+_STILL_RUNNING = "SELECT 1 FROM {table} WHERE id = %s AND status = %s"
 
 
 def transition(
