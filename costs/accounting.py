@@ -407,13 +407,36 @@ def _take_reservation(mc: ModelCall, *, save: bool = True) -> tuple[Decimal, int
     return held
 
 
-def charge(mc: ModelCall, usage_json: dict[str, Any], *, batch: bool = False) -> Charge:
+# What charge() sets on the call (and saves, with the fields its caller names).
+CHARGED_FIELDS = (
+    "usage",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "price",
+    "cost_usd",
+    "is_batch",
+    "reserved_usd",
+    "reserved_tokens",
+)
+
+
+def charge(
+    mc: ModelCall,
+    usage_json: dict[str, Any],
+    *,
+    batch: bool = False,
+    also_save: tuple[str, ...] | None = None,
+) -> Charge:
     """Price ``mc`` from the usage the API reported, add it to its run and settle the call's
     reservation, in one UPDATE of the run.
 
-    Sets and saves the call's token, price and cost fields (the caller saves the rest of the
-    response on the same object). Must run inside the caller's transaction: the run row is
-    locked until it commits, so concurrent charges (parallel specialists) add up exactly.
+    Sets and saves the call's token, price and cost fields, with the fields ``also_save``
+    names (the rest of the response the caller set on the same object; None: every field).
+    Must run inside the caller's transaction: the run row is locked until it commits, so
+    concurrent charges (parallel specialists) add up exactly.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("costs.accounting.charge must be called inside transaction.atomic()")
@@ -430,7 +453,7 @@ def charge(mc: ModelCall, usage_json: dict[str, Any], *, batch: bool = False) ->
     mc.price = price
     mc.cost_usd = cost
     mc.is_batch = batch
-    mc.save()
+    mc.save(update_fields=None if also_save is None else (*CHARGED_FIELDS, *also_save))
     # One UPDATE ... RETURNING: the run's new totals come back with it.
     run = next(
         iter(

@@ -190,6 +190,11 @@ def _failed(exc: Exception, started: float, first: float | None, stream: Any) ->
     return outcome
 
 
+# What record_answer and record_failure set on the call (saved with what the charge sets).
+_ANSWER_FIELDS = ("status", "response_content", "stop_reason", "error")
+_FINISH_FIELDS = ("request_id", "sdk_attempts", "latency_ms", "first_token_ms", "finished_at")
+
+
 def _finish(mc: ModelCall, outcome: Outcome) -> None:
     mc.request_id = outcome.request_id
     mc.sdk_attempts = outcome.sdk_attempts
@@ -222,7 +227,9 @@ def record_answer(
         mc.response_content = _blocks(message)
         mc.stop_reason = message.stop_reason or ""
         _finish(mc, outcome)
-        charged = accounting.charge(mc, usage_json, batch=outcome.batch)  # saves mc
+        charged = accounting.charge(
+            mc, usage_json, batch=outcome.batch, also_save=_ANSWER_FIELDS + _FINISH_FIELDS
+        )
         if also is not None:
             also(charged)
         payload = {
@@ -269,7 +276,9 @@ def record_failure(
         }
         if outcome.usage is not None:
             mc.response_content = outcome.partial
-            charged = accounting.charge(mc, outcome.usage)  # saves mc, settles the reservation
+            charged = accounting.charge(  # saves mc, settles the reservation
+                mc, outcome.usage, also_save=_ANSWER_FIELDS + _FINISH_FIELDS
+            )
             payload.update(usage=outcome.usage, cost_usd=str(charged.cost))
             if also is not None:
                 also(charged)
