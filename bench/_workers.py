@@ -25,6 +25,16 @@ LOOP_ENV = {
     # The benchmarks start hundreds of runs as the demo operator; the daily start limit is not
     # what they measure.
     "RUNS_PER_USER_PER_DAY": "1000000",
+    # Production settings, as a deployment runs: with DJANGO_DEBUG on (what make run and the
+    # services' env give), Django records every SQL statement in connection.queries and the
+    # templates keep debug information, which is not what is measured. Fixed keys, so every
+    # process of a benchmark (workers included) signs alike; the audit key is the development
+    # one, so chains already in the development database still verify.
+    "DJANGO_DEBUG": "false",
+    "SECRET_KEY": "bench-only-secret-key-not-for-deployment",
+    "AUDIT_SIGNING_KEY": "dev-only-insecure-audit-signing-key-change-me",
+    "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
+    "SECURE_SSL_REDIRECT": "false",  # the test client speaks plain HTTP (TLS ends at a proxy)
 }
 
 
