@@ -17,8 +17,11 @@ the median. The audit sequencer runs as beat would (``audit.anchor()`` every
 AUDIT_ANCHOR_SECONDS in a thread of this process), and lock waits are sampled from
 pg_stat_activity and pg_locks every 0.1 s (bench/_locks.py): the table says how often a
 session waited on a lock, and how often on the audit lock, which every append used to take.
-After each size the whole audit trail is verified. Results go to bench/RESULTS.md, section
-"Throughput".
+After each size the whole audit trail is verified. The CPU time the worker, Postgres and
+Redis used (bench/_cpu.py, from /proc) is divided by the steps made: on N cores the steps per
+second cannot exceed N / that CPU per step, whatever the number of workers; how busy the
+rest of the machine was meanwhile (this script, other processes) is reported beside it. Results go to
+bench/RESULTS.md, section "Throughput".
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._cpu import CpuMeter, postmaster_pid, redis_pid  # noqa: E402
 from bench._locks import AUDIT_LOCK, LockWaits  # noqa: E402
 from bench._results import reproduce, write_section  # noqa: E402
 from bench._workers import (  # noqa: E402
@@ -44,6 +48,7 @@ from bench._workers import (  # noqa: E402
 )
 
 SECTION = "## Throughput"
+CORES = os.cpu_count() or 1
 
 
 class Sequencer:
@@ -73,6 +78,7 @@ class Sequencer:
 
 def measure(processes: int, runs: int, steps: int) -> dict[str, float]:
     from django.conf import settings
+    from django.db import connection
     from django.db.models import Max, Min
 
     from orchestration import audit
@@ -84,6 +90,9 @@ def measure(processes: int, runs: int, steps: int) -> dict[str, float]:
     try:
         warm = start_loop_run(2)
         wait_final([warm.pk], timeout=60)
+        with connection.cursor() as cursor:
+            postmaster = postmaster_pid(cursor)
+        meter = CpuMeter(worker.proc.pid, postmaster, redis_pid(settings.CELERY_BROKER_URL))
         ids = [start_loop_run(steps).pk for _ in range(runs)]
         db = settings.DATABASES["default"]
         url = os.environ.get("DATABASE_URL") or (
@@ -94,6 +103,7 @@ def measure(processes: int, runs: int, steps: int) -> dict[str, float]:
             wait_final(ids, timeout=120 + runs * steps * 2)
         finally:
             locks.stop()
+            cpu = meter.stop()
     finally:
         sequencer.stop()
         worker.stop()
@@ -116,6 +126,11 @@ def measure(processes: int, runs: int, steps: int) -> dict[str, float]:
         "waiting_samples": locks.waiting_samples,
         "audit_lock": locks.kinds.get(AUDIT_LOCK, 0),
         "kinds": locks.kinds.most_common(3),
+        # CPU per step of the parts (ms), and how busy the rest of the machine was meanwhile.
+        "cpu_worker": cpu.worker * 1000 / calls,
+        "cpu_postgres": cpu.postgres * 1000 / calls,
+        "cpu_redis": cpu.redis * 1000 / calls,
+        "cpu_others": max(0.0, cpu.machine - cpu.ours) / (seconds * CORES),
     }
 
 
@@ -128,18 +143,26 @@ def median_rows(trials: list[dict]) -> dict:
     return row
 
 
+def cpu_per_step(r: dict) -> float:
+    return r["cpu_worker"] + r["cpu_postgres"] + r["cpu_redis"]
+
+
 def table(rows: list[dict]) -> list[str]:
     base = rows[0]["steps_per_s"]
     lines = [
-        "| worker processes | runs x model calls | wall (s) | steps / s (median) | each trial | speed-up | samples with a lock wait | audit lock waits | waited most on |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| worker processes | runs x model calls | wall (s) | steps / s (median) | each trial | speed-up | CPU per step: worker + Postgres + Redis (ms) | at most, on this machine's cores | rest of the machine busy (this script, other processes) | samples with a lock wait | audit lock waits | waited most on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         trials = ", ".join(f"{v:.1f}" for v in r.get("all", [r["steps_per_s"]]))
         kinds = "; ".join(f"{k} ({n})" for k, n in r["kinds"]) or "-"
+        cpu = cpu_per_step(r)
         lines.append(
             f"| {r['processes']} | {r['runs']} x {r['calls'] // r['runs']} | {r['seconds']:.1f} | "
             f"**{r['steps_per_s']:.1f}** | {trials} | {r['steps_per_s'] / base:.2f}x | "
+            f"{r['cpu_worker']:.1f} + {r['cpu_postgres']:.1f} + {r['cpu_redis']:.1f} = {cpu:.1f} | "
+            f"{CORES * 1000 / cpu:.1f} steps/s ({CORES * 1000 / cpu / base:.2f}x) | "
+            f"{r['cpu_others']:.0%} | "
             f"{r['waiting_samples']} of {r['lock_samples']} | {r['audit_lock']} | {kinds} |"
         )
     return lines
