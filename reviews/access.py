@@ -25,7 +25,11 @@ Who sees which runs (tickets follow their run, with the same rule):
 - reviewers (``resolve_ticket``): their own runs, plus the runs behind *their* tickets: a
   ticket still open in the shared queue (any reviewer may claim it), one claimed by or
   assigned to them, or one they resolved. A run whose ticket another reviewer holds or
-  resolved is not theirs, and neither is that ticket;
+  resolved is not theirs, and neither is that ticket. Sub-agent runs count as one family:
+  a ticket of theirs on a sub-agent's run also shows them the runs it is a sub-agent of (the
+  parent that delegated the work, up to the root), and one on a parent shows them its
+  sub-agents' runs, so the whole context of the escalation can be inspected; not the
+  siblings of the ticket's run, nor their tickets;
 - everyone else (operators): the runs they requested.
 
 It lives in Reviews, not in Core: which runs a reviewer sees depends on tickets, and Core must
@@ -35,10 +39,12 @@ not import Reviews (docs/architecture.md, "Access").
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -532,15 +538,31 @@ def cancel_refusal(user: Any, run: Run, open_ticket: EscalationTicket | None = N
 # --- 5. who sees which rows, and one getter per object -------------------------------------
 
 
-def _ticket_is_theirs(user: Any, run_ref: str) -> Exists:
-    """A ticket on the run at ``run_ref`` that makes the run the reviewer's: open in the
-    shared queue, claimed by or assigned to them, or resolved by them. EXISTS rather than a
-    join, so lists need no DISTINCT and keep their keyset order."""
-    return Exists(
-        EscalationTicket.objects.filter(run=OuterRef(run_ref)).filter(
-            Q(status=EscalationTicket.Status.OPEN) | Q(assignee=user) | Q(resolved_by=user)
+def _theirs(user: Any) -> Q:
+    """A ticket that is the reviewer's: open in the shared queue, claimed by or assigned to
+    them, or resolved by them."""
+    return Q(status=EscalationTicket.Status.OPEN) | Q(assignee=user) | Q(resolved_by=user)
+
+
+def _ticket_in_family(user: Any, run: str = "") -> Q:
+    """A ticket of the reviewer's (``_theirs``) on the run, on one of its sub-agents' runs
+    (any depth) or on a run it is a sub-agent of. ``run``: the path from the filtered model to
+    the run ("" on Run itself, "run" on a ticket). One EXISTS per relation (each an index
+    lookup) rather than a join, so lists need no DISTINCT and keep their keyset order.
+    Sub-agents nest at most SUBAGENT_MAX_DEPTH deep."""
+    depth = settings.SUBAGENT_MAX_DEPTH
+    theirs = EscalationTicket.objects.filter(_theirs(user))
+    this = f"{run}_id" if run else "pk"
+    parent = "__".join(filter(None, [run, "parent"]))
+    relations = [Q(Exists(theirs.filter(run=OuterRef(this))))]
+    for d in range(1, depth + 1):
+        ancestor = "__".join([parent, *["parent"] * (d - 1)])
+        relations.append(Q(Exists(theirs.filter(**{"run" + "__parent" * d: OuterRef(this)}))))
+        # A top-level run (most of them) skips these on its own column, without a lookup.
+        relations.append(
+            Q(**{f"{parent}__isnull": False}) & Q(Exists(theirs.filter(run=OuterRef(ancestor))))
         )
-    )
+    return functools.reduce(operator.or_, relations)
 
 
 def visible_runs(user: Any) -> QuerySet[Run]:
@@ -551,7 +573,7 @@ def visible_runs(user: Any) -> QuerySet[Run]:
         return runs
     conditions = Q(requested_by=user)
     if may_resolve(user):
-        conditions |= Q(_ticket_is_theirs(user, "pk"))
+        conditions |= _ticket_in_family(user)
     return runs.filter(conditions)
 
 
@@ -564,7 +586,7 @@ def visible_tickets(user: Any) -> QuerySet[EscalationTicket]:
         return tickets
     conditions = Q(run__requested_by=user)
     if may_resolve(user):
-        conditions |= Q(_ticket_is_theirs(user, "run_id"))
+        conditions |= _ticket_in_family(user, "run")
     return tickets.filter(conditions)
 
 

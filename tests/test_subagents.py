@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from costs import accounting
@@ -364,6 +365,35 @@ def test_a_paused_child_shows_on_the_parent_and_resolving_it_resumes_child_then_
     child.refresh_from_db()
     assert child.status == S.SUCCEEDED and root.status == S.SUCCEEDED
     assert root.result["routed_to"] == "lending"
+
+
+def test_a_reviewer_of_a_childs_ticket_sees_the_family_and_only_while_the_ticket_is_theirs(
+    operator, reviewer, tree, client, django_user_model
+):
+    """The child's ticket links to its parent ("Sub-agent of ..."): the reviewer must be able
+    to open it to judge the escalation. Another reviewer stops seeing both once the ticket is
+    resolved by someone else; an operator who did not start the run never sees them."""
+    root = tree.drive(_router(operator, "ACC-555", "Could I get a loan?"))
+    child = Run.objects.get(parent=root)
+    ticket = child.tickets.get()
+    other = django_user_model.objects.create_user("reviewer-2", password="x-reviewer-2-1")
+    other.groups.add(Group.objects.get(name="reviewers"))
+    stranger = django_user_model.objects.create_user("operator-2", password="x-operator-2-1")
+    stranger.groups.add(Group.objects.get(name="operators"))
+
+    def status(user: Any, run: Run) -> int:
+        client.force_login(user)
+        return client.get(reverse("run_detail", args=[run.pk])).status_code
+
+    assert (status(reviewer, child), status(reviewer, root)) == (200, 200)
+    assert set(access.visible_runs(reviewer).filter(pk__in=[root.pk, child.pk])) == {root, child}
+    assert access.visible_tickets(reviewer).filter(pk=ticket.pk).exists()
+    assert (status(stranger, child), status(stranger, root)) == (404, 404)
+
+    resolve(ticket.pk, reviewer, "resume", note="Answer with what is on file: no income yet.")
+    assert (status(reviewer, child), status(reviewer, root)) == (200, 200)  # resolved by them
+    assert (status(other, child), status(other, root)) == (404, 404)
+    assert not access.visible_tickets(other).filter(pk=ticket.pk).exists()
 
 
 def test_a_child_that_fails_is_an_error_result_for_the_parent(operator, reviewer, tree):
