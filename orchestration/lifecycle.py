@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from orchestration import audit, dispatch
@@ -46,7 +46,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 
 # Where a person may cancel a run from (orchestration.run_actions.cancel): every state that
 # is not final. A cancelled run is final; a step still holding its lease notices at its next
-# commit point (``still_running``) and records no further side effect.
+# commit point (``insert_if_running``, ``still_running``) and records no further side effect.
 CANCELLABLE: tuple[str, ...] = tuple(s for s, targets in ALLOWED.items() if S.CANCELLED in targets)
 
 # Fields a transition may set alongside the status.
@@ -80,6 +80,35 @@ def still_running(run_id: Any) -> bool:
 
 
 _STILL_RUNNING = "SELECT 1 FROM {table} WHERE id = %s AND status = %s"
+
+
+def insert_if_running(obj: models.Model, run_id: Any) -> bool:
+    """Insert ``obj`` (unsaved) only if its run is still running, in one statement: the
+    commit point of ``still_running`` and the insert together (a tool attempt's row, before
+    its handler runs). False, with nothing saved, when the run is not running."""
+    meta = obj._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key and not f.generated]
+    values = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    sql = _INSERT_IF_RUNNING.format(
+        table=meta.db_table,
+        columns=", ".join(connection.ops.quote_name(f.column) for f in fields),
+        values=", ".join(["%s"] * len(fields)),
+        runs=Run._meta.db_table,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, run_id, S.RUNNING])
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    obj.pk = row[0]
+    obj._state.adding, obj._state.db = False, connection.alias
+    return True
+
+
+_INSERT_IF_RUNNING = """
+INSERT INTO {table} ({columns}) SELECT {values}
+WHERE EXISTS (SELECT 1 FROM {runs} WHERE id = %s AND status = %s) RETURNING id
+"""
 
 
 def transition(

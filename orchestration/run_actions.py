@@ -14,7 +14,7 @@ Who may act is asked of ``reviews.access``; a run the user cannot see is ``not_f
   its pending model calls give their reservations back (``accounting.release_for_cancelled_run``),
   its outstanding fan-out jobs are cancelled, its open ticket and pending approval request are
   closed as cancelled, and it moves to ``cancelled`` through the state machine. A worker in
-  the middle of a step notices at its next commit point (``lifecycle.still_running``, the
+  the middle of a step notices at its next commit point (``lifecycle.insert_if_running``, the
   lease that can no longer be renewed, the reservation refused to a run that is not running)
   and starts nothing more; an answer already on its way is recorded and charged (the API
   bills it).

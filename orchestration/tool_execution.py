@@ -209,8 +209,8 @@ def _settle(
             ToolCall.objects.filter(run=run, tool_use_id=tool_use_id), since
         ).count()
 
-    def new_attempt(**fields: Any) -> ToolCall:
-        return ToolCall.objects.create(
+    def attempt_row(**fields: Any) -> ToolCall:
+        return ToolCall(
             run=run,
             model_call=model_call,
             tool_use_id=tool_use_id,
@@ -219,6 +219,11 @@ def _settle(
             input=tool_input,
             **fields,
         )
+
+    def new_attempt(**fields: Any) -> ToolCall:
+        tc = attempt_row(**fields)
+        tc.save(force_insert=True)
+        return tc
 
     tool = workflow.tool(name)
     if tool is None:
@@ -378,14 +383,16 @@ def _settle(
     while round_attempts < limits.attempts_for(tool, constraints):
         if last is not None:
             time.sleep(backoff_seconds(round_attempts, settings.TOOL_BACKOFF_BASE_SECONDS))
-        if not lifecycle.still_running(
-            run.pk
-        ):  # cancelled: start no side effect (run_actions.cancel)
-            return None
         budget = limits.tool_timeout(tool, constraints)  # the step's latency budget may cut it
         if budget.by_step and budget.seconds <= 0:
+            if not lifecycle.still_running(run.pk):
+                return None
             return Escalation(R.LATENCY_LIMIT, limits.step_limit_message(name, budget), last)
-        tc = new_attempt(status=TC.RUNNING, tool_version=tool.version)
+        # The attempt's row, committed before its handler runs, only while the run is still
+        # running: a run cancelled meanwhile starts no side effect (run_actions.cancel).
+        tc = attempt_row(status=TC.RUNNING, tool_version=tool.version)
+        if not lifecycle.insert_if_running(tc, run.pk):
+            return None
         attempts += 1
         round_attempts += 1
         last = tc
