@@ -167,6 +167,30 @@ def _finish(known: Known | None, tc: ToolCall, **fields: Any) -> ToolCall:
     return tc
 
 
+def _settle_attempt(
+    run: Run,
+    known: Known | None,
+    tc: ToolCall,
+    kind: str,
+    payload: dict[str, Any],
+    **fields: Any,
+) -> ToolCall:
+    """Finish the attempt (inserting it first when nothing was executed: a refusal, a
+    rejection) and append its audit event, in one transaction: a crash between the two would
+    leave an attempt the audit trail does not show."""
+    with transaction.atomic():
+        if tc.pk is None:
+            tc.save(force_insert=True)
+        _finish(known, tc, **fields)
+        audit.record(
+            kind,
+            run=run,
+            evidence_of=[tc],
+            payload={"tool_use_id": tc.tool_use_id, "name": tc.name, **payload},
+        )
+    return tc
+
+
 def settle_tool_use(
     run: Run,
     workflow: Workflow,
@@ -228,19 +252,16 @@ def _settle(
     tool = workflow.tool(name)
     if tool is None:
         available = ", ".join(t.name for t in workflow.tools)
-        tc = _finish(
+        tc = _settle_attempt(
+            run,
             known,
-            new_attempt(
+            attempt_row(
                 status=TC.UNKNOWN_TOOL,
                 settled=True,
                 error=f"Unknown tool {name!r}. Available tools: {available}.",
             ),
-        )
-        audit.record(
             "tool.unknown",
-            run=run,
-            evidence_of=[tc],
-            payload={"tool_use_id": tool_use_id, "name": name},
+            {},
         )
         earlier = ToolCall.objects.filter(run=run, status=TC.UNKNOWN_TOOL).exclude(pk=tc.pk).count()
         if earlier:
@@ -254,21 +275,18 @@ def _settle(
     if tool_input_errors := tool_input_problems(tool_input) or schema_errors(
         tool_input, tool.input_schema
     ):
-        tc = _finish(
+        tc = _settle_attempt(
+            run,
             known,
-            new_attempt(
+            attempt_row(
                 status=TC.REJECTED,
                 settled=True,
                 tool_version=tool.version,
                 validation_errors=tool_input_errors,
                 error="The tool input does not match its schema: " + "; ".join(tool_input_errors),
             ),
-        )
-        audit.record(
             "tool.rejected",
-            run=run,
-            evidence_of=[tc],
-            payload={"tool_use_id": tool_use_id, "name": name, "errors": tool_input_errors},
+            {"errors": tool_input_errors},
         )
         rejected = in_round(
             ToolCall.objects.filter(run=run, name=name, status=TC.REJECTED), since
@@ -292,20 +310,17 @@ def _settle(
         require_readable(earlier_output, f"The accepted output of {earlier_name}")
     for guard in tool.guards:
         if refused := guard(ctx):
-            tc = _finish(
+            tc = _settle_attempt(
+                run,
                 known,
-                new_attempt(
+                attempt_row(
                     status=TC.REJECTED,
                     settled=True,
                     tool_version=tool.version,
                     error=f"Refused by the engine: {refused}",
                 ),
-            )
-            audit.record(
                 "tool.refused",
-                run=run,
-                evidence_of=[tc],
-                payload={"tool_use_id": tool_use_id, "name": name, "reason": refused},
+                {"reason": refused},
             )
             return Escalation(R.VALIDATION_FAILED, f"{name} refused: {refused}", tc)
 
@@ -314,9 +329,10 @@ def _settle(
     )
     if refused_by is not None:
         precondition, reason, sign_off = refused_by
-        tc = _finish(
+        tc = _settle_attempt(
+            run,
             known,
-            new_attempt(
+            attempt_row(
                 status=TC.REJECTED,
                 settled=True,
                 tool_version=tool.version,
@@ -325,15 +341,9 @@ def _settle(
                     " A reviewer must sign this call off." if sign_off else " Nothing was executed."
                 ),
             ),
-        )
-        audit.record(
             "tool.refused",
-            run=run,
-            evidence_of=[tc],
-            payload={
-                "tool_use_id": tool_use_id,
-                "name": name,
-                "attempt": tc.attempt,
+            {
+                "attempt": attempts + 1,
                 "precondition": precondition,
                 "reason": reason,
                 "sign_off": sign_off,
@@ -409,17 +419,14 @@ def _settle(
             ToolTimeout,
             TimeoutError,
         ) as exc:  # our wait, or the tool's own (a statement timeout)
-            _finish(known, tc, status=TC.TIMEOUT, error=f"{printable(exc)}")
-            audit.record(
+            _settle_attempt(
+                run,
+                known,
+                tc,
                 "tool.failed",
-                run=run,
-                evidence_of=[tc],
-                payload={
-                    "tool_use_id": tool_use_id,
-                    "name": name,
-                    "attempt": tc.attempt,
-                    "error": str(exc),
-                },
+                {"attempt": tc.attempt, "error": str(exc)},
+                status=TC.TIMEOUT,
+                error=printable(exc),
             )
             if budget.by_step and isinstance(exc, ToolTimeout):
                 return Escalation(R.LATENCY_LIMIT, limits.step_limit_message(name, budget), tc)
@@ -432,17 +439,14 @@ def _settle(
                 ctx = ToolContext(**{**ctx.__dict__, "tool_input": narrower})
             continue
         except Exception as exc:  # noqa: BLE001 - any tool failure is recorded and retried
-            _finish(known, tc, status=TC.ERROR, error=f"{type(exc).__name__}: {printable(exc)}")
-            audit.record(
+            _settle_attempt(
+                run,
+                known,
+                tc,
                 "tool.failed",
-                run=run,
-                evidence_of=[tc],
-                payload={
-                    "tool_use_id": tool_use_id,
-                    "name": name,
-                    "attempt": tc.attempt,
-                    "error": str(exc),
-                },
+                {"attempt": tc.attempt, "error": str(exc)},
+                status=TC.ERROR,
+                error=f"{type(exc).__name__}: {printable(exc)}",
             )
             continue
 
@@ -454,25 +458,17 @@ def _settle(
             problems = [p for v in tool.validators for p in v(output, ctx)]
         if problems:
             invalid += 1
-            _finish(
+            _settle_attempt(
+                run,
                 known,
                 tc,
+                "tool.invalid_output",
+                {"attempt": tc.attempt, "errors": problems},
                 status=TC.INVALID_OUTPUT,
                 raw_output=raw,
                 output=output,
                 validation_errors=problems,
                 error="The tool output failed validation.",
-            )
-            audit.record(
-                "tool.invalid_output",
-                run=run,
-                evidence_of=[tc],
-                payload={
-                    "tool_use_id": tool_use_id,
-                    "name": name,
-                    "attempt": tc.attempt,
-                    "errors": problems,
-                },
             )
             if invalid >= INVALID_OUTPUT_TRIES:
                 return Escalation(
@@ -483,20 +479,21 @@ def _settle(
                 )
             continue
 
-        with transaction.atomic():  # the accepted attempt and its audit event together
-            _finish(known, tc, status=TC.OK, settled=True, raw_output=raw, output=output)
-            audit.record(
-                "tool.called",
-                run=run,
-                evidence_of=[tc],
-                payload={
-                    "tool_use_id": tool_use_id,
-                    "name": name,
-                    "version": tool.version,
-                    "attempt": tc.attempt,
-                    "stripped": stripped_paths(raw, tool.output_schema),
-                },
-            )
+        _settle_attempt(
+            run,
+            known,
+            tc,
+            "tool.called",
+            {
+                "version": tool.version,
+                "attempt": tc.attempt,
+                "stripped": stripped_paths(raw, tool.output_schema),
+            },
+            status=TC.OK,
+            settled=True,
+            raw_output=raw,
+            output=output,
+        )
         return _accepted(workflow, known, ctx, tc, output)
 
     if last is None:  # the round's attempts were used before a worker crash

@@ -168,6 +168,28 @@ def test_invalid_output_is_retried_once_then_escalates(operator, drive):
     assert run.tickets.get().reason == "validation_failed"
 
 
+def test_a_settled_attempt_and_its_audit_event_commit_together(operator, drive, monkeypatch):
+    """An attempt's outcome is never committed without its audit event: when the event cannot
+    be appended (here it raises, as a crash between the two writes would stop it), the
+    attempt stays as it was before (running: the next step treats it as interrupted) and the
+    run escalates; no invalid_output row exists that the trail does not show."""
+    from orchestration import audit
+
+    real = audit.record
+
+    def failing(kind, **kwargs):
+        if kind == "tool.invalid_output":
+            raise RuntimeError("the audit append failed")
+        return real(kind, **kwargs)
+
+    monkeypatch.setattr(audit, "record", failing)
+    run = drive(_start(operator, "probe", {"mode": "invalid"}))
+    assert not run.tool_calls.filter(status="invalid_output").exists()
+    assert run.tickets.get().reason == "tool_error"
+    for tc in run.tool_calls.exclude(status="running"):
+        assert AuditEvent.objects.filter(run=run, payload__tool_use_id=tc.tool_use_id).exists()
+
+
 def test_semantic_validator_failure_escalates(operator, drive):
     run = drive(_start(operator, "probe", {"mode": "semantic"}))
     assert run.tool_calls.filter(status="invalid_output").count() == 2
