@@ -27,7 +27,9 @@ model calls. Model time is measured around `client.messages.create` in both engi
 same call). Tool time is the handler's own time, also measured around it in LangGraph; it
 is microseconds. Each run length (--steps, default 20 and 200) is measured for every engine in
 the same invocation, so the table compares them side by side and shows whether the overhead
-stays flat with run length. Results go to bench/RESULTS.md, section "Engine overhead per step".
+stays flat with run length. The floor under a step (bench/_step_floor.py: the writes the
+controls require, as plain SQL) is measured in the same invocation. Results go to
+bench/RESULTS.md, section "Engine overhead per step".
 """
 
 from __future__ import annotations
@@ -360,8 +362,23 @@ def verdicts(by_length: dict[int, dict[str, dict[str, float]]]) -> list[str]:
     return lines
 
 
+def floor_ms() -> float:
+    """bench/_step_floor.py in this run: the writes the controls require, as plain SQL."""
+    from django.db import connection
+
+    from bench import _step_floor
+
+    settings_dict = connection.settings_dict
+    conninfo = os.environ.get("DATABASE_URL") or (
+        f"postgresql://{settings_dict['USER']}@{settings_dict['HOST']}:{settings_dict['PORT']}"
+        f"/{settings_dict['NAME']}"
+    )
+    _step_floor.measure(conninfo, 100, sign=True, pipeline=False)  # warm-up
+    return _step_floor.measure(conninfo, 1000, sign=True, pipeline=False)
+
+
 def write_results(
-    by_length: dict[int, dict[str, dict[str, float]]], command: str, host: str
+    by_length: dict[int, dict[str, dict[str, float]]], command: str, host: str, floor: float
 ) -> None:
     longest = by_length[max(by_length)]["_events_per_run"]
     lines = [
@@ -378,6 +395,11 @@ def write_results(
         f"{longest['queries']:.1f} SQL statements and {longest['commits']:.1f} commits per step "
         "(in-process run; bench/_step_profile.py counts them); LangGraph persists one checkpoint "
         "per super-step (two super-steps per step: the model node and the tool node).",
+        "",
+        f"The floor, same run: the durable writes a step's controls require (the answer, the "
+        f"charge, two chained signed audit events, the tool attempt before it runs, its result, "
+        f"the next call's reservation and pending row) in two transactions, as plain SQL with "
+        f"psycopg and no engine logic, take {floor:.2f} ms per step (bench/_step_floor.py).",
         "",
     ]
     write_section(SECTION, "\n".join(lines), keep_analysis=True)
@@ -408,13 +430,15 @@ def main() -> None:
     host = machine()
     setup_django()
     by_length = {steps: measure(args.runs, steps) for steps in lengths}
+    floor = floor_ms()
     print("\n".join([*table(by_length), "", *verdicts(by_length)]))
+    print(f"floor (bench/_step_floor.py): {floor:.2f} ms per step")
     if not args.quick:
         command = (
             "bash scripts/with-services.sh -- python bench/engine_overhead.py "
             f"--runs {args.runs} --steps {','.join(map(str, lengths))}"
         )
-        write_results(by_length, command, host)
+        write_results(by_length, command, host, floor)
         print(f"written to {ROOT / 'bench' / 'RESULTS.md'}")
 
 
