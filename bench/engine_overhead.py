@@ -22,9 +22,9 @@ Postgres server:
   makes) and with LangGraph's default `durability="async"`.
 
 Overhead per step = (wall time - time inside the model call - time inside the tool) /
-model calls. Model time is measured around `client.messages.create` in both engines
-(Countersign's ModelCall.latency_ms, whole milliseconds; LangGraph: perf_counter around the
-same call). Tool time is the handler's own time, also measured around it in LangGraph; it
+model calls. Model time is measured around the Messages API call in both engines
+(Countersign streams it: ModelCall.latency_ms, whole milliseconds, around
+`client.messages.stream`; LangGraph: perf_counter around `client.messages.create`). Tool time is the handler's own time, also measured around it in LangGraph; it
 is microseconds. Each run length (--steps, default 20 and 200) is measured for every engine in
 the same invocation, so the table compares them side by side and shows whether the overhead
 stays flat with run length. The floor under a step (bench/_step_floor.py: the writes the
