@@ -98,7 +98,10 @@ def claim(job_pk: int, token: str) -> FanoutJob | None:
     if not claimed:
         return None
     job = FanoutJob.objects.select_related("run").get(pk=job_pk)
-    if job.started_at != now:
+    # A first claim: no task ran this job before, so it has no model call yet, and every
+    # call it makes is this task's (_call skips the look-ups for earlier ones).
+    job.first_claim = job.started_at == now
+    if not job.first_claim:
         # Claimed before: calls still pending belong to a task that died (or lost its lease)
         # mid-call: failed, and their reservations given back (its own transaction: runs are
         # locked before their calls and jobs, everywhere). The lease is ours, so no call of
@@ -226,7 +229,6 @@ def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:
             require_readable(getattr(job, what), f"Job {job.job_id}'s {what}")
         k = job.attempts
         if job.output_attempt < k:
-            _renew(job, token)
             try:
                 mc, message = _call(
                     job,
@@ -311,7 +313,6 @@ def _validate(job: FanoutJob, token: str, workflow: Workflow) -> tuple[str, str]
             return f"unusable verdict: it is about job {answer['job_id']!r}, not {job.job_id!r}"
         return None
 
-    _renew(job, token)
     _mc, message = _call(
         job,
         token,
@@ -466,13 +467,21 @@ def _call(
     wait = min(settings.FANOUT_SLOT_WAIT_SECONDS, settings.FANOUT_JOB_LEASE_SECONDS / 3)
     turn = job.attempts
     last_error = ""
-    recorded = (
-        ModelCall.objects.filter(
-            job=job, role=role, turn=turn, status=ModelCall.Status.OK, error=""
+    # A job claimed for the first time has no earlier call to reuse, collect or count: this
+    # task's own attempts are counted here. Otherwise the run must be running before a
+    # recorded answer is used (a call checks it under its slot, below).
+    first_claim = getattr(job, "first_claim", False)
+    made = 0
+    recorded = None
+    if not first_claim:
+        _renew(job, token)
+        recorded = (
+            ModelCall.objects.filter(
+                job=job, role=role, turn=turn, status=ModelCall.Status.OK, error=""
+            )
+            .order_by("-attempt")
+            .first()
         )
-        .order_by("-attempt")
-        .first()
-    )
     if recorded is not None:
         # Answered before a crash cut the job short: use that answer, never ask (and pay) twice.
         stored = _stored_message(recorded)
@@ -488,7 +497,7 @@ def _call(
             ModelCall.objects.filter(job=job, role=role, turn=turn, status=ModelCall.Status.PENDING)
             .exclude(batch_id="")
             .first()
-            if batch
+            if batch and not first_claim
             else None
         )
         if waiting is not None:
@@ -502,7 +511,12 @@ def _call(
             mc.finished_at = timezone.now()
             attempt = mc.attempt
         else:
-            attempt = ModelCall.objects.filter(job=job, role=role, turn=turn).count() + 1
+            made += 1
+            attempt = (
+                made
+                if first_claim
+                else ModelCall.objects.filter(job=job, role=role, turn=turn).count() + 1
+            )
             if attempt > limit:
                 raise CallFailed(
                     f"{limit} attempts, each after the SDK's own retries. Last error: {last_error or 'interrupted'}"
@@ -589,11 +603,16 @@ def cache_ttl(job: FanoutJob, workflow: Workflow) -> str:
     outlive a 5-minute entry)."""
     spec = workflow.fanout
     assert spec is not None
-    fan = (
-        Fanout.objects.filter(run_id=job.run_id).values_list("total", "per_run_concurrency").first()
-    )
-    total, concurrency = fan or (1, 1)
-    return spec.cache_ttl(total, concurrency, batch=batch_mode(job.run))
+    known = getattr(job, "prefix_ttl", None)  # read once per task: the plan's size is fixed
+    if known is None:
+        fan = (
+            Fanout.objects.filter(run_id=job.run_id)
+            .values_list("total", "per_run_concurrency")
+            .first()
+        )
+        total, concurrency = fan or (1, 1)
+        known = job.prefix_ttl = spec.cache_ttl(total, concurrency, batch=batch_mode(job.run))
+    return known
 
 
 def _record(
@@ -645,12 +664,16 @@ def _finish(job: FanoutJob, token: str, status: str, reason: str) -> None:
         if status == J.FAILED:
             fields["reason"] = reason[:4000]
         _update(job, token, **fields)
-        job.refresh_from_db()
+        # What the event states, as stored (the cost adds up every task's calls); the run
+        # stays cached on the job (a full refresh would read it again).
+        job.refresh_from_db(fields=["attempts", "verdict", "reason", "cost_usd"])
+        calls = ModelCall.objects.filter(job=job).values_list("pk", flat=True)
         audit.record(
             f"fanout.job.{'passed' if status == J.SUCCEEDED else 'failed'}",
             run=job.run,
-            # The job's prompt and output, and every model call it made.
-            evidence_of=[job, *ModelCall.objects.filter(job=job).only("pk")],
+            # The job's prompt and output, and every model call it made (audit.evidence reads
+            # each row's evidence fields back by id).
+            evidence_of=[job, *(ModelCall(pk=pk) for pk in calls)],
             payload={
                 "job_id": job.job_id,
                 "attempts": job.attempts,
