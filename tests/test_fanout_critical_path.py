@@ -125,3 +125,36 @@ def test_a_zero_switch_interval_keeps_pythons(settings) -> None:
         assert sys.getswitchinterval() == pytest.approx(0.005)
     finally:
         sys.setswitchinterval(before)
+
+
+def test_a_job_that_passes_first_time_makes_at_most_38_statements(
+    seeded, drive_fanout, monkeypatch, settings
+) -> None:
+    """What a job costs the database between its claim and its settle event (its two calls'
+    reservations, charges and audit events included; the fan-in is not counted): 38
+    statements for a first-time pass (50 before issue 13's fan-out work)."""
+    from django.db import connection
+
+    counts: dict[int, int] = {}
+    real = jobs.run_job
+
+    def counted(pk: int) -> Any:
+        seen = []
+
+        def count(execute, sql, params, many, context):
+            seen.append(sql)
+            return execute(sql, params, many, context)
+
+        try:
+            with connection.execute_wrapper(count):
+                return real(pk)
+        finally:
+            counts[pk] = len(seen)
+
+    monkeypatch.setattr(jobs, "run_job", counted)
+    settings.LLM_STREAM_PERSIST_SECONDS = 0  # no partial answer written mid-stream
+    probes.FANOUT_SEEN.clear()
+    run = drive_fanout(drive_fanout.start({"n": 4}), threads=1)
+    assert run.status == S.SUCCEEDED, run.error
+    assert len(counts) == 4
+    assert max(counts.values()) <= 38, counts
