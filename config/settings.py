@@ -309,6 +309,9 @@ FANOUT_SLOT_LEASE_SECONDS = env.int("FANOUT_SLOT_LEASE_SECONDS", default=FANOUT_
 # trip through the broker), for at most this long; then the thread goes back to the pool, so
 # other runs' jobs queued meanwhile get their turn. 0: every job is a task of its own.
 FANOUT_JOB_CHAIN_SECONDS = env.float("FANOUT_JOB_CHAIN_SECONDS", default=30.0)
+# The GIL switch interval of a threads-pool worker (config/celery.py; Python's default is
+# 0.005 s). 0 keeps Python's.
+FANOUT_THREADS_SWITCH_INTERVAL = env.float("FANOUT_THREADS_SWITCH_INTERVAL", default=0.0005)
 # Default failure threshold (a workflow may set its own): halt when failed jobs exceed it.
 FANOUT_FAILURE_THRESHOLD = env.float("FANOUT_FAILURE_THRESHOLD", default=0.20)
 # Per-run JSONL artifacts: every specialist output, written before anything reads it.
@@ -320,6 +323,10 @@ for _name in (
 ):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1.")
+if not 0 <= FANOUT_THREADS_SWITCH_INTERVAL <= 0.1:
+    raise ImproperlyConfigured(
+        "FANOUT_THREADS_SWITCH_INTERVAL must be between 0 (Python's default) and 0.1 seconds."
+    )
 if not 0 <= FANOUT_FAILURE_THRESHOLD < 1:
     raise ImproperlyConfigured("FANOUT_FAILURE_THRESHOLD must be a fraction in [0, 1), e.g. 0.2.")
 

@@ -97,8 +97,14 @@ def claim(job_pk: int, token: str) -> FanoutJob | None:
     )
     if not claimed:
         return None
-    job = FanoutJob.objects.select_related("run").get(pk=job_pk)
-    if job.started_at != now:
+    job = FanoutJob.objects.select_related("run", "run__fanout").get(pk=job_pk)
+    # A first claim: no task ran this job before, so it has no model call yet, and every
+    # call it makes is this task's (_call skips the look-ups for earlier ones, _finish lists
+    # the calls from ``calls_made``).
+    job.first_claim = job.started_at == now
+    job.calls_made = []
+    job.unwritten = {}
+    if not job.first_claim:
         # Claimed before: calls still pending belong to a task that died (or lost its lease)
         # mid-call: failed, and their reservations given back (its own transaction: runs are
         # locked before their calls and jobs, everywhere). The lease is ours, so no call of
@@ -124,14 +130,23 @@ def _renew(job: FanoutJob, token: str) -> None:
 
 
 def _update(job: FanoutJob, token: str, **fields: Any) -> None:
-    """Write ``fields`` if the job is still ours (LeaseLost otherwise), and on ``job`` too, so
-    the loop goes on from what it wrote without reading the row again."""
+    """Write ``fields`` (and what waits in ``job.unwritten``) if the job is still ours
+    (LeaseLost otherwise), and on ``job`` too, so the loop goes on from what it wrote without
+    reading the row again."""
+    fields = {**_unwritten(job), **fields}
     if not FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
         **fields
     ):
         raise LeaseLost
+    job.unwritten = {}
     for name, value in fields.items():
         setattr(job, name, value)
+
+
+def _unwritten(job: FanoutJob) -> dict[str, Any]:
+    """Fields set on ``job`` that go to the row with its next write (``logged_attempt``: one
+    statement fewer between a job's two calls); a handback writes them too."""
+    return dict(getattr(job, "unwritten", {}))
 
 
 def run_job(job_pk: int) -> Any:
@@ -160,7 +175,7 @@ def run_job(job_pk: int) -> Any:
         # Paused for review (or stopped): the job goes back to the queue with what it has
         # done so far, and is dispatched again when the run resumes.
         FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
-            status=J.QUEUED, lease_owner="", lease_expires_at=None
+            status=J.QUEUED, lease_owner="", lease_expires_at=None, **_unwritten(job)
         )
         return None
     except WaitingForBatch:
@@ -168,14 +183,14 @@ def run_job(job_pk: int) -> Any:
         # any poll), and the next task collects that batch instead of creating another. The
         # lease runs as usual, so the reaper also sends the job again if beat is away.
         FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
-            lease_owner="", lease_expires_at=lease_until()
+            lease_owner="", lease_expires_at=lease_until(), **_unwritten(job)
         )
         return None
     except slots.NoSlot:
         # Every global slot is taken (other runs): give the thread back and try again soon.
         with transaction.atomic():
             if FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
-                lease_owner="", lease_expires_at=lease_until()
+                lease_owner="", lease_expires_at=lease_until(), **_unwritten(job)
             ):
                 transaction.on_commit(lambda: enqueue(job.pk, countdown=random.uniform(0.5, 2.0)))  # noqa: S311
         return None
@@ -207,7 +222,7 @@ def _database_away(job: FanoutJob, token: str) -> None:
     try:
         with transaction.atomic():
             if FanoutJob.objects.filter(pk=job.pk, status=J.RUNNING, lease_owner=token).update(
-                lease_owner="", lease_expires_at=lease_until()
+                lease_owner="", lease_expires_at=lease_until(), **_unwritten(job)
             ):
                 transaction.on_commit(lambda: enqueue(job.pk, countdown=DATABASE_RETRY_SECONDS))
     except DatabaseError:
@@ -226,7 +241,6 @@ def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:
             require_readable(getattr(job, what), f"Job {job.job_id}'s {what}")
         k = job.attempts
         if job.output_attempt < k:
-            _renew(job, token)
             try:
                 mc, message = _call(
                     job,
@@ -251,7 +265,9 @@ def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:
             )
         elif job.logged_attempt < k:
             # Persist before use: the output is a row (above) and a JSONL line before the
-            # validator, or anything else, reads it.
+            # validator, or anything else, reads it. That the line is written goes to the row
+            # with the job's next write (its verdict, or a handback): a job that stops before
+            # then appends the line again when it resumes, and read_lines keeps the first.
             artifacts.append(
                 job.run_id,
                 {
@@ -261,13 +277,20 @@ def _work(job: FanoutJob, token: str, workflow: Workflow) -> None:
                     "output_text": job.output_text,
                 },
             )
-            _update(job, token, logged_attempt=k)
+            job.logged_attempt = k
+            job.unwritten = {**_unwritten(job), "logged_attempt": k}
         elif job.verdict_attempt < k:
             try:
                 verdict, reason = _validate(job, token, workflow)
             except CallFailed as exc:
                 # No verdict is not a FAIL of the specialist's work: the job fails on its own terms.
                 _finish(job, token, J.FAILED, f"No verdict: the validator call failed: {exc}")
+                return
+            if verdict == FanoutJob.Verdict.PASS:
+                # The verdict and the settled job in one write.
+                _finish(
+                    job, token, J.SUCCEEDED, "", verdict=verdict, reason=reason, verdict_attempt=k
+                )
                 return
             _update(job, token, verdict=verdict, reason=reason, verdict_attempt=k)
         elif job.verdict == FanoutJob.Verdict.PASS:
@@ -311,7 +334,6 @@ def _validate(job: FanoutJob, token: str, workflow: Workflow) -> tuple[str, str]
             return f"unusable verdict: it is about job {answer['job_id']!r}, not {job.job_id!r}"
         return None
 
-    _renew(job, token)
     _mc, message = _call(
         job,
         token,
@@ -466,13 +488,21 @@ def _call(
     wait = min(settings.FANOUT_SLOT_WAIT_SECONDS, settings.FANOUT_JOB_LEASE_SECONDS / 3)
     turn = job.attempts
     last_error = ""
-    recorded = (
-        ModelCall.objects.filter(
-            job=job, role=role, turn=turn, status=ModelCall.Status.OK, error=""
+    # A job claimed for the first time has no earlier call to reuse, collect or count: this
+    # task's own attempts are counted here. Otherwise the run must be running before a
+    # recorded answer is used (a call checks it under its slot, below).
+    first_claim = getattr(job, "first_claim", False)
+    made = 0
+    recorded = None
+    if not first_claim:
+        _renew(job, token)
+        recorded = (
+            ModelCall.objects.filter(
+                job=job, role=role, turn=turn, status=ModelCall.Status.OK, error=""
+            )
+            .order_by("-attempt")
+            .first()
         )
-        .order_by("-attempt")
-        .first()
-    )
     if recorded is not None:
         # Answered before a crash cut the job short: use that answer, never ask (and pay) twice.
         stored = _stored_message(recorded)
@@ -488,7 +518,7 @@ def _call(
             ModelCall.objects.filter(job=job, role=role, turn=turn, status=ModelCall.Status.PENDING)
             .exclude(batch_id="")
             .first()
-            if batch
+            if batch and not first_claim
             else None
         )
         if waiting is not None:
@@ -502,7 +532,12 @@ def _call(
             mc.finished_at = timezone.now()
             attempt = mc.attempt
         else:
-            attempt = ModelCall.objects.filter(job=job, role=role, turn=turn).count() + 1
+            made += 1
+            attempt = (
+                made
+                if first_claim
+                else ModelCall.objects.filter(job=job, role=role, turn=turn).count() + 1
+            )
             if attempt > limit:
                 raise CallFailed(
                     f"{limit} attempts, each after the SDK's own retries. Last error: {last_error or 'interrupted'}"
@@ -526,7 +561,7 @@ def _call(
                 # No slot: a batch request is not a real-time call. The batch id is saved on the
                 # call (submit_batch) before anything polls it.
                 _renew(job, token)
-                _open(mc, params, run, batch=True)
+                _open(job, mc, params, run, batch=True)
                 failed = model_calls.submit_batch(mc, params, client, run=run)
                 if failed is None:
                     raise WaitingForBatch
@@ -534,7 +569,7 @@ def _call(
             else:
                 with slots.slot(f"{job.pk}:{role}:{turn}:{attempt}", wait):
                     _renew(job, token)  # waiting for the slot must not outlive the lease
-                    _open(mc, params, run)
+                    _open(job, mc, params, run)
                     outcome = model_calls.send(mc, params, client)
                     # Stamped while the slot is held: [created_at, finished_at] of every job call
                     # lies inside its slot, which is what the cap tests measure.
@@ -559,12 +594,16 @@ def _call(
             )
 
 
-def _open(mc: ModelCall, params: dict[str, Any], run: Run, *, batch: bool = False) -> None:
+def _open(
+    job: FanoutJob, mc: ModelCall, params: dict[str, Any], run: Run, *, batch: bool = False
+) -> None:
     """Hold the call against the run's ceiling before the request leaves (saves mc). The
     reservation also requires the run to be running: once it pauses, for any reason, no job
     sends anything until it is resumed."""
     try:
         model_calls.open_call(mc, params, batch=batch)
+        if hasattr(job, "calls_made"):
+            job.calls_made.append(mc.pk)
     except accounting.DoesNotFit as refused:
         if refused.running:
             pause_if_running(
@@ -589,11 +628,15 @@ def cache_ttl(job: FanoutJob, workflow: Workflow) -> str:
     outlive a 5-minute entry)."""
     spec = workflow.fanout
     assert spec is not None
-    fan = (
-        Fanout.objects.filter(run_id=job.run_id).values_list("total", "per_run_concurrency").first()
-    )
-    total, concurrency = fan or (1, 1)
-    return spec.cache_ttl(total, concurrency, batch=batch_mode(job.run))
+    known = getattr(job, "prefix_ttl", None)  # read once per task: the plan's size is fixed
+    if known is None:
+        try:
+            fan = job.run.fanout  # read with the job when it was claimed
+            total, concurrency = fan.total, fan.per_run_concurrency
+        except Fanout.DoesNotExist:
+            total, concurrency = 1, 1
+        known = job.prefix_ttl = spec.cache_ttl(total, concurrency, batch=batch_mode(job.run))
+    return known
 
 
 def _record(
@@ -633,24 +676,35 @@ def _check_spend(charged: accounting.Charge | None, mc: ModelCall) -> None:
     raise RunNotRunning
 
 
-def _finish(job: FanoutJob, token: str, status: str, reason: str) -> None:
-    """Settle the job once (conditional on our lease) and record it in the audit trail."""
+def _finish(job: FanoutJob, token: str, status: str, failure: str, **also: Any) -> None:
+    """Settle the job once (conditional on our lease) and record it in the audit trail;
+    ``failure``: why it failed (stored as its reason); ``also``: more fields for the same
+    write (the verdict that settles it)."""
     with transaction.atomic():
         fields: dict[str, Any] = {
+            **also,
             "status": status,
             "lease_owner": "",
             "lease_expires_at": None,
             "finished_at": timezone.now(),
         }
         if status == J.FAILED:
-            fields["reason"] = reason[:4000]
+            fields["reason"] = failure[:4000]
         _update(job, token, **fields)
-        job.refresh_from_db()
+        # What the event states, as stored (the cost adds up every task's calls); the run
+        # stays cached on the job (a full refresh would read it again).
+        job.refresh_from_db(fields=["attempts", "verdict", "reason", "cost_usd"])
+        calls = (
+            job.calls_made
+            if getattr(job, "first_claim", False)
+            else ModelCall.objects.filter(job=job).values_list("pk", flat=True)
+        )
         audit.record(
             f"fanout.job.{'passed' if status == J.SUCCEEDED else 'failed'}",
             run=job.run,
-            # The job's prompt and output, and every model call it made.
-            evidence_of=[job, *ModelCall.objects.filter(job=job).only("pk")],
+            # The job's prompt and output, and every model call it made (audit.evidence reads
+            # each row's evidence fields back by id).
+            evidence_of=[job, *(ModelCall(pk=pk) for pk in calls)],
             payload={
                 "job_id": job.job_id,
                 "attempts": job.attempts,
