@@ -246,24 +246,35 @@ def worst_case(params: dict[str, Any], *, batch: bool = False) -> WorstCase:
 # --- reserve, charge, release --------------------------------------------------------------
 
 
-def _tokens_used() -> Any:
-    return F("input_tokens") + F("cache_write_tokens") + F("cache_read_tokens") + F("output_tokens")
+# The ceiling condition of a run whose sub-agents' spend and holds count against it, for a
+# request whose worst case is (usd, tokens): plain SQL, as it runs before every model call (the
+# ORM built nine F() expressions each time). A run without a ceiling fits nothing (NULL).
+_TREE_FITS = """
+    ceiling_usd >= cost_usd + reserved_usd + children_cost_usd + children_reserved_usd + %s
+    AND ceiling_tokens >= input_tokens + cache_write_tokens + cache_read_tokens + output_tokens
+        + reserved_tokens + children_tokens + children_reserved_tokens + %s
+"""
+_RESERVE = """
+    UPDATE {table} SET reserved_usd = reserved_usd + %s, reserved_tokens = reserved_tokens + %s
+    WHERE id = %s AND status = %s AND {fits}
+"""
+_HOLD_ON_ANCESTOR = """
+    UPDATE {table} SET children_reserved_usd = children_reserved_usd + %s,
+        children_reserved_tokens = children_reserved_tokens + %s
+    WHERE id = %s AND {fits}
+"""
 
 
-def _tree_fits(worst: WorstCase) -> dict[str, Any]:
-    """The ceiling condition of a run whose sub-agents' spend and holds count against it."""
-    return {
-        "ceiling_usd__gte": F("cost_usd")
-        + F("reserved_usd")
-        + F("children_cost_usd")
-        + F("children_reserved_usd")
-        + worst.usd,
-        "ceiling_tokens__gte": _tokens_used()
-        + F("reserved_tokens")
-        + F("children_tokens")
-        + F("children_reserved_tokens")
-        + worst.tokens,
-    }
+def _hold(sql: str, worst: WorstCase, run_id: Any, *where: Any) -> bool:
+    """Add the worst case to the run's holds if it fits (``sql``: _RESERVE or _HOLD_ON_ANCESTOR;
+    concurrent holds queue on the row and each sees the others' amounts when Postgres re-checks
+    the WHERE clause)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.format(table=Run._meta.db_table, fits=_TREE_FITS),
+            [worst.usd, worst.tokens, run_id, *where, worst.usd, worst.tokens],
+        )
+        return cursor.rowcount == 1
 
 
 def ancestors(parent_id: Any) -> list[Any]:
@@ -290,24 +301,14 @@ def reserve(mc: ModelCall, params: dict[str, Any], *, batch: bool = False) -> Wo
     with transaction.atomic():
         # One conditional UPDATE: concurrent reservations queue on the row and each sees
         # the others' amounts when Postgres re-checks the WHERE clause.
-        fits = Run.objects.filter(
-            pk=mc.run_id, status=Run.Status.RUNNING, **_tree_fits(worst)
-        ).update(
-            reserved_usd=F("reserved_usd") + worst.usd,
-            reserved_tokens=F("reserved_tokens") + worst.tokens,
-        )
-        if not fits:
+        if not _hold(_RESERVE, worst, mc.run_id, Run.Status.RUNNING):
             run = Run.objects.get(pk=mc.run_id)
             raise DoesNotFit(
                 _refusal(run, worst), worst=worst, running=run.status == Run.Status.RUNNING
             )
         # A sub-agent's call is held on every ancestor too (raising rolls back the holds above).
         for ancestor in ancestors(_parent_of(mc)):
-            held = Run.objects.filter(pk=ancestor, **_tree_fits(worst)).update(
-                children_reserved_usd=F("children_reserved_usd") + worst.usd,
-                children_reserved_tokens=F("children_reserved_tokens") + worst.tokens,
-            )
-            if not held:
+            if not _hold(_HOLD_ON_ANCESTOR, worst, ancestor):
                 raise DoesNotFit(
                     _ancestor_refusal(Run.objects.get(pk=ancestor), worst),
                     worst=worst,
