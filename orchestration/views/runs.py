@@ -20,7 +20,7 @@ from orchestration.run_search import (
     parse_filters,
 )
 from orchestration.subagents import family
-from orchestration.timeline import TIMELINE_WINDOW, timeline_window
+from orchestration.timeline import TIMELINE_WINDOW, timeline_html, timeline_window
 from orchestration.views import run_actions
 from orchestration.views.fanout import progress as fanout_progress
 from orchestration.workflows.versions import drift
@@ -101,6 +101,7 @@ def _run_context(run: Run, request, *, live: bool = False) -> dict:
     return {
         "run": run,
         "timeline": timeline,
+        "timeline_rows": timeline_html(timeline),
         # A model call is streaming its answer: the live part polls faster to show it grow.
         "streaming": any(
             e.kind == "model" and e.obj.status == "pending" and not e.obj.batch_id for e in timeline
