@@ -9,7 +9,8 @@ from functools import reduce
 from operator import or_
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Count, Q, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.template.defaultfilters import linebreaksbr
 from django.urls import reverse
 from django.utils import timezone
@@ -86,7 +87,7 @@ def _sources(run: Run) -> dict[str, Any]:
 
 
 def _sort(entries: list[Entry]) -> list[Entry]:
-    entries.sort(key=lambda e: (e.at, _ORDER[e.kind]))
+    entries.sort(key=lambda e: (e.at, _ORDER[e.kind], e.obj.pk))
     return entries
 
 
@@ -101,25 +102,47 @@ def build_timeline(run: Run) -> list[Entry]:
     )
 
 
+def _counted(qs: Any) -> Coalesce:
+    """How many rows `qs` (rows of one run) has, as a subquery."""
+    return Coalesce(Subquery(qs.order_by().values("run_id").annotate(n=Count("pk")).values("n")), 0)
+
+
 def timeline_window(run: Run, last: int | None = TIMELINE_WINDOW) -> Timeline:
     """The story's latest `last` entries (all of them when `last` is None), oldest first.
 
-    Three bounded queries (the latest `last` rows of each source, which must hold the
-    latest `last` entries overall) and three counts, whatever the run's length.
+    Whatever the run's length: one query for the keys (kind, id, time) of the latest `last`
+    entries (the latest `last` of each source, merged), one for the sources' counts, and one
+    per source for the rows shown, so only the entries shown are read and decrypted.
     """
     if last is None:
         entries = build_timeline(run)
         return Timeline(entries, len(entries))
     sources = _sources(run)
+    keys = [
+        qs.order_by()
+        .annotate(source=Value(_ORDER[kind]))
+        .values_list("source", "id", "created_at")
+        .order_by("-created_at", "-id")[:last]
+        for kind, qs in sources.items()
+    ]
+    latest = keys[0].union(*keys[1:], all=True).order_by("-created_at", "-source", "-id")[:last]
+    chosen: dict[int, list[int]] = {n: [] for n in _ORDER.values()}
+    for source, pk, _at in latest:
+        chosen[source].append(pk)
     entries = _sort(
         [
             Entry(kind, obj.created_at, obj)
             for kind, qs in sources.items()
-            for obj in qs.order_by("-created_at", "-pk")[:last]
+            for obj in qs.filter(pk__in=chosen[_ORDER[kind]])
         ]
-    )[-last:]
-    total = sum(qs.count() for qs in sources.values())
-    return Timeline(entries, total)
+    )
+    counts = (
+        Run.objects.filter(pk=run.pk)
+        .annotate(**{kind: _counted(qs) for kind, qs in sources.items()})
+        .values_list(*sources)
+        .get()
+    )
+    return Timeline(entries, sum(counts))
 
 
 # --- the entries as HTML ----------------------------------------------------------------------
