@@ -128,11 +128,16 @@ def by_workflow(kind: str, period: Period, workflow: str | None = None) -> dict[
 def per_day(
     kind: str, period: Period, workflow: str | None = None, *, histograms: bool = True
 ) -> dict[dt.date, Rollup]:
-    """One merged Rollup per day of the period (empty ones included), in order."""
+    """One merged Rollup per day of the period (empty ones included), in order.
+
+    The days without data share one empty row (read it, do not change it): building a
+    model instance for each was a third of the 90-day operations page (bench/dashboard.py
+    --profile)."""
     merged = _merge(
         rows(kind, period, workflow), kind, lambda r: timezone.localtime(r.start).date(), histograms
     )
-    return {d: merged.get(d) or empty(kind) for d in period.day_list()}
+    blank = empty(kind)
+    return {d: merged.get(d) or blank for d in period.day_list()}
 
 
 def per_day_by_name(
