@@ -62,7 +62,9 @@ def test_rows_show_each_kind_escaped(client, operator):
         name="lookup",
         status="failed",
         input={"q": 1},
-        output={"fallback": {"kind": "last_cached_result", "cached_at": "2026-12-01T10:11:12.999999Z"}},
+        output={
+            "fallback": {"kind": "last_cached_result", "cached_at": "2026-12-01T10:11:12.999999Z"}
+        },
         validation_errors=[HOSTILE],
         error="bad <input>",
     )
