@@ -381,7 +381,7 @@ def profile(long_run_id: Any, steps: int, only: str) -> None:
     import pstats
 
     from django.contrib.auth import get_user_model
-    from django.db import connection
+    from django.db import connection, transaction
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
@@ -404,16 +404,27 @@ def profile(long_run_id: Any, steps: int, only: str) -> None:
             with connection.cursor() as cursor:
                 cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + queries[0]["sql"])
                 print("  slowest, EXPLAIN ANALYZE:")
-                for (line,) in cursor.fetchall()[:25]:
+                plan = [line for (line,) in cursor.fetchall()]
+                for line in plan[:25]:
                     print("   ", line)
+            if any("Gather" in line for line in plan):
+                # Parallel workers start in milliseconds each: on a small busy machine that
+                # can cost more than the scans they share. The same query without them:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+                    cursor.execute("EXPLAIN (ANALYZE) " + queries[0]["sql"])
+                    print("  the same without parallel workers:", cursor.fetchall()[-1][0])
         prof = cProfile.Profile()
         prof.enable()
         client.get(url)
         prof.disable()
         # Our code only (the Django and middleware wrappers are the top of every profile).
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(
-            r"/(orchestration|reviews|costs|templates)/", 25
+        stats = pstats.Stats(prof)
+        stats.sort_stats("cumulative").print_stats(
+            r"/(orchestration|reviews|costs|insight|templates)/", 25
         )
+        # Everything, by own time: template rendering, the ORM, JSON (Django's own functions).
+        stats.sort_stats("tottime").print_stats(15)
 
 
 def measure(

@@ -307,3 +307,19 @@ def test_dashboard_tiles_show_true_counts_above_ten(client, manager, reviewer, o
     assert "(first 10 below)" in page
     client.force_login(reviewer)  # open tickets in the shared queue are the reviewer's too
     assert _text(client.get("/").content.decode(), "open-ticket-count") == "13"
+
+
+def test_the_day_rows_of_both_periods_are_read_in_one_query(client, manager, operator):
+    """Every kind's day rows of the period and the one before: one query, not one per kind
+    and period (bench/dashboard.py, the 90-day page)."""
+    client.force_login(manager)
+    activity(operator, [0, 1, 8], per_day=3)
+    rollups.fold()
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(reverse("operations"), {"days": 7}).status_code == 200
+    day_reads = [
+        q["sql"]
+        for q in captured.captured_queries
+        if 'FROM "insight_rollup"' in q["sql"] and "\"grain\" = 'day'" in q["sql"]
+    ]
+    assert len(day_reads) == 1

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.shortcuts import render
-from django.template.response import TemplateResponse
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
@@ -20,7 +21,7 @@ from orchestration.run_search import (
     parse_filters,
 )
 from orchestration.subagents import family
-from orchestration.timeline import TIMELINE_WINDOW, timeline_window
+from orchestration.timeline import TIMELINE_WINDOW, timeline_html, timeline_window
 from orchestration.views import run_actions
 from orchestration.views.fanout import progress as fanout_progress
 from orchestration.workflows.versions import drift
@@ -101,6 +102,7 @@ def _run_context(run: Run, request, *, live: bool = False) -> dict:
     return {
         "run": run,
         "timeline": timeline,
+        "timeline_rows": timeline_html(timeline),
         # A model call is streaming its answer: the live part polls faster to show it grow.
         "streaming": any(
             e.kind == "model" and e.obj.status == "pending" and not e.obj.batch_id for e in timeline
@@ -132,14 +134,15 @@ def run_detail(request, run_id):
 
 @require_GET
 def run_live(request, run_id):
-    """The polled part of the run page; tells htmx to stop polling once the run is final."""
+    """The polled part of the run page; tells htmx to stop polling once the run is final.
+
+    Rendered without the request's context processors: the part shows nothing of the
+    navigation, whose counts (pending approvals, open alerts, the person's roles) were three
+    queries of every poll."""
     run = get_run_for_user(request.user, run_id)
-    response: TemplateResponse | HttpResponseStopPolling
-    response = TemplateResponse(
-        request, "orchestration/run_detail.html#live", _run_context(run, request, live=True)
+    html = render_to_string(
+        "orchestration/run_detail.html#live", _run_context(run, request, live=True)
     )
     if run.is_final:
-        response.render()
-        stop = HttpResponseStopPolling(response.content)
-        return stop
-    return response
+        return HttpResponseStopPolling(html)
+    return HttpResponse(html)
