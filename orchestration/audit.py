@@ -1094,7 +1094,11 @@ def _run_versions(run_id: Any) -> str:
     # Table and column names come from model metadata; the run id is a parameter.
     union = " UNION ALL ".join(parts)
     query = f"SELECT md5(string_agg(v, ',' ORDER BY v)) FROM ({union}) AS versions"  # noqa: S608
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        # One run's rows, by index: Postgres sometimes plans the union with parallel workers,
+        # whose start-up cost more than the query (35-65 ms against 3-11 ms on a loaded 2-core
+        # machine, bench/RESULTS.md "Dashboard pages"). For this transaction only.
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         cursor.execute(query, [run_id] * len(parts))
         return cursor.fetchone()[0] or ""
 
