@@ -33,6 +33,7 @@ from orchestration.workflows.registry import register
 from reviews import access
 from reviews.resolutions import ReviewError, resolve
 from simulator.policy import Conversation, Turn, final, tool_use
+from tests.audit_factories import make_run
 
 S = Run.Status
 
@@ -385,7 +386,10 @@ def test_a_reviewer_of_a_childs_ticket_sees_the_family_and_only_while_the_ticket
         client.force_login(user)
         return client.get(reverse("run_detail", args=[run.pk])).status_code
 
+    sibling = make_run(operator, status=S.SUCCEEDED)  # another sub-agent of the same parent
+    Run.objects.filter(pk=sibling.pk).update(parent=root)
     assert (status(reviewer, child), status(reviewer, root)) == (200, 200)
+    assert status(reviewer, sibling) == 404
     assert set(access.visible_runs(reviewer).filter(pk__in=[root.pk, child.pk])) == {root, child}
     assert access.visible_tickets(reviewer).filter(pk=ticket.pk).exists()
     assert (status(stranger, child), status(stranger, root)) == (404, 404)
