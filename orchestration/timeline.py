@@ -50,10 +50,6 @@ class Entry:
     at: datetime
     obj: Any
 
-    @property
-    def template(self) -> str:
-        return f"orchestration/timeline/{self.kind}.html"
-
 
 @dataclass
 class Timeline:
@@ -174,6 +170,31 @@ def _json_block(value: Any) -> str:
     return f'<pre class="json">{escape(pretty_json(value))}</pre>'
 
 
+def _notes(
+    error: str,
+    payloads: dict[str, Any],
+    purged_at: datetime | None,
+    purged: str,
+    validation_errors: Any = (),
+) -> str:
+    """What a model or tool call's entry says under its head: its error (and validation
+    errors), which payloads cannot be decrypted and why, and when they were purged."""
+    out = []
+    if error:
+        out.append(f'  <p class="error">{escape(_visible(error))}</p>\n')
+    if validation_errors:
+        items = "".join(f"<li>{escape(_visible(e))}</li>" for e in validation_errors)
+        out.append(f'  <ul class="error">{items}</ul>\n')
+    for label, value in payloads.items():
+        if reason := undecryptable_reason(value):
+            out.append(f'  <p class="error undecryptable">{label}: {escape(reason)}</p>\n')
+    if purged_at:
+        out.append(
+            f'  <p class="muted">{purged} purged {_day(purged_at)} (retention policy).</p>\n'
+        )
+    return "".join(out)
+
+
 def _model_html(obj: ModelCall, failing: bool) -> str:
     pk = obj.pk
     out = [
@@ -229,16 +250,14 @@ def _model_html(obj: ModelCall, failing: bool) -> str:
             f"reported it: {obj.input_tokens} in · {obj.output_tokens} out · "
             f"{escape(usd(obj.cost_usd))}):</p>\n"
         )
-    if obj.error:
-        out.append(f'  <p class="error">{escape(_visible(obj.error))}</p>\n')
-    for label, value in (("Response", obj.response_content), ("Request", obj.request_content)):
-        if reason := undecryptable_reason(value):
-            out.append(f'  <p class="error undecryptable">{label}: {escape(reason)}</p>\n')
-    if obj.payload_purged_at:
-        out.append(
-            f'  <p class="muted">Request and response purged {_day(obj.payload_purged_at)} '
-            "(retention policy).</p>\n"
+    out.append(
+        _notes(
+            obj.error,
+            {"Response": obj.response_content, "Request": obj.request_content},
+            obj.payload_purged_at,
+            "Request and response",
         )
+    )
     blocks = obj.response_content if isinstance(obj.response_content, list) else ()
     for block in blocks:
         kind, text = _get(block, "type"), _get(block, "text")
@@ -299,20 +318,16 @@ def _tool_html(obj: ToolCall, failing: bool) -> str:
         )
     latency = f"{obj.latency_ms} ms" if obj.latency_ms is not None else ""
     out.append(f'\n    <span class="meta">{latency}</span>\n  </div>\n')
-    if obj.error:
-        out.append(f'  <p class="error">{escape(_visible(obj.error))}</p>\n')
-    if obj.validation_errors:
-        items = "".join(f"<li>{escape(_visible(e))}</li>" for e in obj.validation_errors)
-        out.append(f'  <ul class="error">{items}</ul>\n')
-    for label, value in (("Input", obj.input), ("Output", obj.output)):
-        if reason := undecryptable_reason(value):
-            out.append(f'  <p class="error undecryptable">{label}: {escape(reason)}</p>\n')
-    if obj.payload_purged_at:
-        out.append(
-            f'  <p class="muted">Input and output purged {_day(obj.payload_purged_at)} '
-            "(retention policy).</p>\n"
+    out.append(
+        _notes(
+            obj.error,
+            {"Input": obj.input, "Output": obj.output},
+            obj.payload_purged_at,
+            "Input and output",
+            obj.validation_errors,
         )
-    else:
+    )
+    if not obj.payload_purged_at:
         out.append(f"  <details><summary>Input</summary>{_json_block(obj.input)}</details>\n")
         if obj.output is not None:
             size = json_size(obj.output)
